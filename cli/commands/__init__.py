@@ -1,0 +1,1 @@
+"""Sub-commands of `perfpredict`: one module each, exposing ``register(subparsers)``."""

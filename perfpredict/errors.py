@@ -1,0 +1,25 @@
+"""Errors for bad input. The CLI prints their message as one line and exits non-zero, without a traceback."""
+
+
+class PerfPredictError(Exception):
+    """Base class of every error caused by user input (files, flags, budgets)."""
+
+
+class GraphError(PerfPredictError):
+    """An ONNX file that cannot be loaded: malformed, truncated, an unsupported op or opset."""
+
+
+class PlanError(PerfPredictError):
+    """A plan that is illegal for its graph (unknown node, primitive, layout, precision or prune ratio)."""
+
+
+class BoardError(PerfPredictError):
+    """A board.json / DeviceSpec that is malformed or cannot be read."""
+
+
+class DatasetError(PerfPredictError):
+    """A measurement store that is unreadable or of a newer schema, or an invalid record."""
+
+
+class MeasurementError(PerfPredictError):
+    """A measurement that could not be taken (bad arguments, a failed workload subprocess)."""

@@ -1,0 +1,103 @@
+"""The primitive registry: every executable implementation of an op, with what it accepts and costs.
+
+A :class:`Primitive` declares the ops and nodes it applies to, the data layouts it consumes and produces
+(a primitive's output layout equals its input layout), the precisions it supports, its workspace bytes
+and a ``build`` function that turns a node plus weights into a callable kernel. Adding an implementation
+is one call to :func:`register`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from perfpredict.errors import PlanError
+from perfpredict.graph import Node
+
+LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC")
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+
+
+def _always(node: Node) -> bool:
+    return True
+
+
+def _no_workspace(node: Node, precision: str) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """One registered implementation of an op.
+
+    ``build(node, weights, ctx)`` returns the kernel; its exact calling convention is the runtime's
+    (see :mod:`perfpredict.runtime`). ``rank`` orders candidates: the lowest-ranked legal primitive of a
+    node is its default choice.
+    """
+
+    name: str
+    ops: tuple[str, ...]
+    layouts: tuple[str, ...]
+    precisions: tuple[str, ...]
+    build: Callable[..., Any]
+    applies: Callable[[Node], bool] = _always
+    workspace_bytes: Callable[[Node, str], int] = _no_workspace
+    rank: int = 100
+    description: str = ""
+    tunable: bool = field(default=True)
+
+    def supports(self, node: Node, layout: str | None = None, precision: str | None = None) -> bool:
+        """Whether this primitive can run ``node`` (in ``layout`` at ``precision`` when given)."""
+        return (node.op in self.ops and self.applies(node)
+                and (layout is None or layout in self.layouts)
+                and (precision is None or precision in self.precisions))
+
+
+_REGISTRY: dict[str, Primitive] = {}
+
+
+def register(primitive: Primitive) -> Primitive:
+    """Add ``primitive`` to the registry (its name must be new) and return it."""
+    if primitive.name in _REGISTRY:
+        raise ValueError(f"primitive '{primitive.name}' is already registered")
+    bad = [x for x in primitive.layouts if x not in LAYOUTS] + [p for p in primitive.precisions if p not in PRECISIONS]
+    if bad:
+        raise ValueError(f"primitive '{primitive.name}': unknown layouts/precisions {bad}; accepted "
+                         f"layouts {LAYOUTS}, precisions {PRECISIONS}")
+    _REGISTRY[primitive.name] = primitive
+    return primitive
+
+
+def _ensure_loaded() -> None:
+    # importing the package registers the built-in primitives
+    import perfpredict.primitives  # noqa: F401
+
+
+def get_primitive(name: str) -> Primitive:
+    """The primitive called ``name``; a :class:`PlanError` lists the known names otherwise."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise PlanError(f"unknown primitive '{name}'; known primitives: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def all_primitives() -> list[Primitive]:
+    """Every registered primitive, by name."""
+    _ensure_loaded()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def candidates(node: Node, layout: str | None = None, precision: str | None = None) -> list[Primitive]:
+    """Primitives that can run ``node``, best default first."""
+    _ensure_loaded()
+    found = [p for p in _REGISTRY.values() if p.supports(node, layout, precision)]
+    return sorted(found, key=lambda p: (p.rank, p.name))
+
+
+def default_primitive(node: Node) -> Primitive:
+    """The default primitive of ``node`` (fp32; the lowest rank)."""
+    found = candidates(node, precision="fp32")
+    if not found:
+        raise PlanError(f"no primitive is registered for node '{node.name}' (op {node.op})")
+    return found[0]
