@@ -5,3 +5,12 @@ from perfpredict.primitives.registry import (LAYOUTS, PRECISIONS, Primitive, all
 
 __all__ = ["LAYOUTS", "PRECISIONS", "Primitive", "all_primitives", "candidates", "default_primitive",
            "get_primitive", "register"]
+
+# built-in conv / fully-connected implementations (importing registers them)
+from perfpredict.primitives import conv as _conv  # noqa: E402,F401
+from perfpredict.primitives import gemm as _gemm  # noqa: E402,F401
+from perfpredict.primitives import quantized as _quantized  # noqa: E402,F401
+# built-in non-conv implementations, "<op>.torch" (importing registers them)
+from perfpredict.primitives import elementwise as _elementwise  # noqa: E402,F401
+from perfpredict.primitives import pooling as _pooling  # noqa: E402,F401
+from perfpredict.primitives import tensor_ops as _tensor_ops  # noqa: E402,F401

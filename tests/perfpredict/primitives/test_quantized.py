@@ -1,0 +1,122 @@
+"""int8 (fbgemm) conv and gemm: accuracy against ONNX Runtime's fp32 output, qparams, layouts, applies()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from perfpredict.errors import PerfPredictError, PlanError
+from perfpredict.primitives import candidates, get_primitive
+from perfpredict.primitives.quantized import (ACTIVATION_QMAX, choose_qparams, dequantize, quantize_activation,
+                                              quantize_weight_per_channel)
+from perfpredict.runtime.kernel import BuildContext, QParams
+from tests.perfpredict.primitives.onnx_layers import conv_layer, gemm_layer, sqnr_db
+
+CONV_CASES = [
+    ("3x3", dict(cin=16, cout=32, hw=(14, 14))),
+    ("3x3s2", dict(cin=16, cout=16, stride=(2, 2), hw=(15, 15))),
+    ("1x1", dict(cin=32, cout=16, k=1, pads=(0, 0, 0, 0), hw=(10, 10))),
+    ("grouped", dict(cin=16, cout=16, groups=4, hw=(10, 10))),
+    ("depthwise", dict(cin=32, cout=32, groups=32, hw=(12, 12))),
+    ("depthwise-s2", dict(cin=16, cout=16, groups=16, stride=(2, 2), hw=(13, 13))),
+]
+
+
+def _qparams(a: np.ndarray) -> QParams:
+    return choose_qparams(float(a.min()), float(a.max()))
+
+
+def _run_int8(name, layer, layout="NCHW", act=None, expected=None):
+    expected = layer.expected if expected is None else expected
+    ctx = BuildContext(layout=layout, precision="int8", fused_activation=act,
+                       in_qparams=(_qparams(layer.x),), out_qparams=_qparams(expected))
+    kernel = get_primitive(name).build(layer.node, layer.weights, ctx)
+    x = torch.from_numpy(layer.x)
+    if layout == "NHWC":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return kernel(quantize_activation(x, ctx.in_qparams[0]))
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv_int8_sqnr_against_fp32(case):
+    layer = conv_layer(**case[1])
+    assert "conv.int8" in {p.name for p in candidates(layer.node, precision="int8")}
+    for layout in ("NCHW", "NHWC"):
+        y = _run_int8("conv.int8", layer, layout)
+        assert y.dtype == torch.quint8 and tuple(y.shape) == layer.node.out_shape
+        fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+        assert y.is_contiguous(memory_format=fmt)
+        db = sqnr_db(dequantize(y).numpy(), layer.expected)
+        assert db > 20, f"{layout}: SQNR {db:.1f} dB"
+
+
+@pytest.mark.parametrize("act,lo,hi", [("relu", 0, None), ("relu6", 0, 6), ("clip:-0.5:1", -0.5, 1)])
+def test_conv_int8_fused_activation(act, lo, hi):
+    layer = conv_layer(cin=16, cout=16, hw=(10, 10), seed=2)
+    want = np.clip(layer.expected * 3, lo, hi)
+    layer = type(layer)(layer.node, {k: v * 3 for k, v in layer.weights.items()}, layer.x, layer.expected * 3)
+    q = _run_int8("conv.int8", layer, act=act, expected=want)
+    y, step = dequantize(q).numpy(), q.q_scale()
+    # the clamp runs on the quantised grid: its bounds are exact to half a step
+    assert y.min() >= lo - step / 2 - 1e-6 and (hi is None or y.max() <= hi + step / 2 + 1e-6)
+    assert sqnr_db(y, want) > 20
+
+
+@pytest.mark.parametrize("kwargs", [dict(m=4, k=64, n=10), dict(m=3, k=32, n=8, trans_b=0, alpha=0.5, beta=2.0),
+                                    dict(m=2, k=16, n=6, op="MatMul"), dict(m=2, k=16, n=6, c_shape=None)])
+def test_gemm_int8_sqnr_against_fp32(kwargs):
+    layer = gemm_layer(**kwargs)
+    assert [p.name for p in candidates(layer.node, precision="int8")] == ["gemm.int8"]
+    y = _run_int8("gemm.int8", layer)
+    assert y.dtype == torch.quint8 and tuple(y.shape) == layer.node.out_shape
+    assert sqnr_db(dequantize(y).numpy(), layer.expected) > 20
+    relu = dequantize(_run_int8("gemm.int8", layer, act="relu", expected=np.maximum(layer.expected, 0))).numpy()
+    assert relu.min() >= 0 and sqnr_db(relu, np.maximum(layer.expected, 0)) > 20
+
+
+def test_gemm_int8_rejects_a_full_bias_matrix():
+    layer = gemm_layer(m=3, k=8, n=4, c_shape=("m", "n"))
+    with pytest.raises(PlanError, match="bias C"):
+        _run_int8("gemm.int8", layer)
+
+
+def test_choose_qparams_uses_fbgemm_reduced_range():
+    qp = choose_qparams(-1.0, 3.0)
+    assert qp.scale == pytest.approx(4.0 / ACTIVATION_QMAX, rel=1e-6)
+    assert 0 <= qp.zero_point <= ACTIVATION_QMAX
+    x = torch.linspace(-1.0, 3.0, 101)
+    q = quantize_activation(x, qp)
+    assert q.dtype == torch.quint8 and int(q.int_repr().max()) <= ACTIVATION_QMAX
+    assert torch.max(torch.abs(dequantize(q) - x)) <= qp.scale / 2 + 1e-6
+    assert float(dequantize(quantize_activation(torch.zeros(1), qp))) == 0.0  # zero is exact
+    positive = choose_qparams(0.5, 2.0)  # the range always includes zero
+    assert positive.zero_point == 0 and positive.scale == pytest.approx(2.0 / ACTIVATION_QMAX, rel=1e-6)
+    with pytest.raises(PerfPredictError):
+        choose_qparams(1.0, -1.0)
+
+
+def test_weight_quantisation_is_per_channel_symmetric():
+    w = torch.randn(6, 4, 3, 3) * torch.arange(1, 7).view(6, 1, 1, 1)
+    q = quantize_weight_per_channel(w)
+    assert q.dtype == torch.qint8 and q.q_per_channel_axis() == 0
+    assert torch.all(q.q_per_channel_zero_points() == 0)  # symmetric
+    amax = w.abs().amax(dim=(1, 2, 3)).double()
+    torch.testing.assert_close(q.q_per_channel_scales(), amax / 127.5)  # full qint8 range [-128, 127]
+    assert torch.max(torch.abs(q.dequantize() - w)) <= float(amax.max()) / 127.5 / 2 + 1e-6
+
+
+def test_int8_needs_calibration_and_quantised_input():
+    layer = conv_layer(cin=4, cout=4)
+    with pytest.raises(PlanError, match="out_qparams"):
+        get_primitive("conv.int8").build(layer.node, layer.weights, BuildContext(precision="int8"))
+    kernel = get_primitive("conv.int8").build(layer.node, layer.weights,
+                                              BuildContext(precision="int8", out_qparams=QParams(0.1, 0)))
+    with pytest.raises(PlanError, match="quint8"):
+        kernel(torch.from_numpy(layer.x))
+
+
+def test_conv_int8_rejects_asymmetric_padding():
+    layer = conv_layer(cin=4, cout=4, stride=(2, 2), pads=(0, 0, 1, 1))
+    assert not get_primitive("conv.int8").applies(layer.node)
