@@ -1,0 +1,177 @@
+"""Latency protocol, interleaving, noise floor and subprocess peak memory."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from perfpredict.errors import MeasurementError
+from perfpredict.measure import (
+    LatencyStats,
+    _median_ci_rank,
+    latency_stats,
+    measure_interleaved,
+    measure_latency,
+    noise_floor,
+    peak_memory_of,
+)
+
+MB = 1024 * 1024
+
+
+def test_median_ci_ranks_match_binomial_tables():
+    # standard order-statistic ranks of the 95% CI of the median
+    assert [_median_ci_rank(n) for n in (5, 6, 10, 20, 100)] == [0, 1, 2, 6, 40]
+
+
+def test_latency_stats_summary():
+    s = latency_stats([1.0, 2.0, 3.0, 4.0, 100.0, 2.5, 3.5, 2.0, 3.0, 2.0], target_ci=0.5, threads=2, warmup=1)
+    assert s.median_ms == 2.75 and s.min_ms == 1.0 and s.n_repeats == 10
+    assert s.mean_ms == pytest.approx(12.3)
+    assert s.ci95_rel == pytest.approx((4.0 - 2.0) / 2 / 2.75)  # ranks 2 and 9 of 10
+    assert s.stable and s.threads == 2 and s.warmup == 1
+    few = latency_stats([1.0, 1.0, 1.0])
+    assert math.isinf(few.ci95_rel) and not few.stable
+    with pytest.raises(MeasurementError, match="at least one"):
+        latency_stats([])
+
+
+def test_measure_latency_counts_calls_and_converges():
+    calls = []
+    stats = measure_latency(lambda: calls.append(sum(range(2000))), warmup=4, min_repeats=8, target_ci=0.5)
+    assert isinstance(stats, LatencyStats)
+    assert len(calls) == 4 + stats.n_repeats and stats.n_repeats >= 8
+    assert stats.stable and stats.warmup == 4 and stats.median_ms > 0
+
+
+def test_unstable_when_target_unreachable_within_time_cap():
+    i = iter(range(10**9))
+
+    def jittery():
+        time.sleep(0.0002 * (next(i) % 7))
+
+    t0 = time.perf_counter()
+    stats = measure_latency(jittery, warmup=0, max_repeats=10**6, target_ci=1e-9, time_cap_s=0.15)
+    assert time.perf_counter() - t0 < 1.0
+    assert not stats.stable and stats.n_repeats < 10**6
+
+
+def test_min_repeats_beat_time_cap_and_max_repeats_bound():
+    stats = measure_latency(lambda: time.sleep(0.01), warmup=0, min_repeats=3, time_cap_s=0.001)
+    assert stats.n_repeats == 3 and not stats.stable  # n < 6: no 95% CI
+    stats = measure_latency(lambda: None, warmup=0, min_repeats=2, max_repeats=7, target_ci=1e-12)
+    assert stats.n_repeats == 7
+
+
+def test_threads_set_and_restored():
+    before = torch.get_num_threads()
+    seen = []
+    stats = measure_latency(lambda: seen.append(torch.get_num_threads()), threads=1, warmup=0, min_repeats=6)
+    assert set(seen) == {1} and stats.threads == 1 and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"warmup": -1}, "warmup must be an integer >= 0"),
+        ({"min_repeats": 0}, "min_repeats must be an integer >= 1"),
+        ({"min_repeats": 5, "max_repeats": 3}, r"max_repeats must be an integer >= min_repeats \(5\)"),
+        ({"target_ci": 0}, "target_ci must be a number > 0"),
+        ({"time_cap_s": -1}, "time_cap_s must be a number > 0"),
+        ({"threads": 0}, "threads must be a positive integer or None"),
+    ],
+)
+def test_bad_protocol_arguments(kwargs, message):
+    with pytest.raises(MeasurementError, match=message):
+        measure_latency(lambda: None, **kwargs)
+
+
+def test_interleaved_shuffles_rounds_reproducibly():
+    def run(seed):
+        order = []
+        fns = {k: (lambda k=k: order.append(k)) for k in "abc"}
+        out = measure_interleaved(fns, warmup=0, min_repeats=6, max_repeats=6, target_ci=1e-12, seed=seed)
+        return order, out
+
+    order, out = run(0)
+    assert set(out) == {"a", "b", "c"} and all(s.n_repeats == 6 for s in out.values())
+    rounds = [tuple(order[i : i + 3]) for i in range(0, len(order), 3)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)  # every round visits each candidate once
+    assert len(set(rounds)) > 1  # ... in varying order
+    assert run(0)[0] == order and run(1)[0] != order
+
+
+def test_interleaved_keeps_unconverged_candidates_going():
+    i = iter(range(10**9))
+    # bimodal jitter: the median's CI straddles both modes and never narrows
+    fns = {"steady": lambda: sum(range(3000)), "jitter": lambda: time.sleep(0.001 * (next(i) % 2))}
+    out = measure_interleaved(fns, warmup=1, min_repeats=6, max_repeats=400, target_ci=0.2, time_cap_s=0.1)
+    assert out["jitter"].n_repeats >= out["steady"].n_repeats >= 6
+    assert not out["jitter"].stable
+
+
+def test_noise_floor():
+    nf = noise_floor([(1.0, 1.03), (2.0, 2.16), (1.0, 1.5), (4.0, 4.0)])
+    assert nf["n"] == 4 and nf["within_5pct"] == 0.5 and nf["within_10pct"] == 0.75
+    assert nf["median_rel_diff"] == pytest.approx(0.055)
+    assert math.isnan(noise_floor([])["within_5pct"])
+    with pytest.raises(MeasurementError, match="pair 0 must hold two positive"):
+        noise_floor([(0.0, 1.0)])
+
+
+@pytest.fixture
+def workload_module(tmp_path, monkeypatch):
+    (tmp_path / "pp_mem_workload.py").write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+
+            def alloc(payload):
+                a = np.ones(payload["mb"] * 1024 * 1024 // 8)
+                return {"sum": float(a[:10].sum())}
+
+            def hold(payload):
+                return {"buf": np.ones(payload["setup_mb"] * 1024 * 1024 // 8), "mb": payload["mb"]}
+
+            def alloc_after_setup(prepared):
+                return alloc(prepared)
+
+            def boom(payload):
+                raise ValueError("workload exploded")
+            """
+        )
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
+    return "pp_mem_workload"
+
+
+def test_peak_memory_of_known_allocation(workload_module):
+    pm = peak_memory_of(f"{workload_module}:alloc", {"mb": 200})
+    assert 190 * MB <= pm.peak_bytes <= 260 * MB
+    assert pm.baseline_bytes > 5 * MB and pm.hwm_bytes >= pm.peak_bytes
+    assert pm.result == {"sum": 10.0}
+    if sys.platform.startswith("linux"):
+        assert pm.method in ("clear_refs", "baseline-subtraction")
+
+
+def test_peak_memory_setup_is_in_baseline(workload_module):
+    pm = peak_memory_of(f"{workload_module}:alloc_after_setup", {"mb": 100, "setup_mb": 150},
+                        setup_path=f"{workload_module}:hold")  # fmt: skip
+    assert pm.baseline_bytes >= 150 * MB
+    if pm.method == "clear_refs":  # the reset forgets the setup's own peak
+        assert 90 * MB <= pm.peak_bytes <= 160 * MB
+
+
+def test_peak_memory_errors(workload_module):
+    with pytest.raises(MeasurementError, match="failed in its subprocess: ValueError: workload exploded"):
+        peak_memory_of(f"{workload_module}:boom")
+    with pytest.raises(MeasurementError, match="must look like 'package.module:function'"):
+        peak_memory_of("no_colon")
+    with pytest.raises(MeasurementError, match="payload must be JSON-serialisable"):
+        peak_memory_of(f"{workload_module}:alloc", {"x": object()})
