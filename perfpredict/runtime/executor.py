@@ -1,0 +1,446 @@
+"""Build an executable from a Graph, a Plan and the graph's weights, and run it on the CPU with torch.
+
+:func:`build_executable` resolves the plan (defaults for nodes it does not name), validates it, prunes
+the graph, calibrates int8 activations when the plan has int8 nodes, folds a Relu/Clip that is the sole
+reader of a Conv/Gemm/MatMul output into that node (same precision only), then schedules the nodes:
+each tensor is produced in its producer's layout and precision and, where a consumer runs in another
+layout or precision, one conversion (``.contiguous(memory_format=...)``, quantise or dequantise) is
+inserted and shared by every consumer that needs the same variant. Graph outputs come back as NCHW fp32.
+
+The forward loop runs a precomputed list of steps over a register file of tensors; a tensor is dropped
+as soon as its last reader has run. Layout matters only for 4-D tensors with more than one channel and
+more than one pixel (a ``(N, C, 1, 1)`` tensor is both NCHW- and NHWC-contiguous), so no conversion is
+inserted for the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from perfpredict.errors import GraphError, PlanError
+from perfpredict.graph import Graph, Node
+from perfpredict.plan import Choice, Plan, default_plan, validate_plan
+from perfpredict.primitives.registry import get_primitive
+from perfpredict.runtime.kernel import BuildContext, QParams
+
+FUSABLE_PRODUCERS = ("Conv", "Gemm", "MatMul")
+"""Ops whose primitives apply a fused activation (``BuildContext.fused_activation``)."""
+
+VIEW_OPS = ("Split", "Slice", "Flatten", "Reshape")
+"""Ops whose output shares its input's storage (used by the memory estimate)."""
+
+_FORMATS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
+
+
+def layout_matters(shape: Sequence[int]) -> bool:
+    """Whether NCHW and NHWC differ in memory for a tensor of ``shape`` (4-D, C > 1 and H*W > 1)."""
+    return len(shape) == 4 and shape[1] > 1 and shape[2] * shape[3] > 1
+
+
+def effective_layout(layout: str, shape: Sequence[int]) -> str:
+    """``layout``, or ``"ANY"`` where the two layouts are the same memory for ``shape``."""
+    return layout if layout_matters(shape) else "ANY"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A layout conversion or a (de)quantisation inserted in front of ``consumer`` for ``tensor``.
+
+    ``kind`` is ``"layout"`` (source/target NCHW or NHWC), ``"quantize"`` or ``"dequantize"``
+    (source/target fp32 or int8); ``consumer`` is the first node that reads the converted tensor
+    (``"<output>"`` for a graph output).
+    """
+
+    tensor: str
+    consumer: str
+    kind: str
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One tensor variant in the register file: a graph tensor in one layout and precision.
+
+    ``alias_of`` is the slot whose storage this one shares (views), or None when it owns its memory.
+    """
+
+    tensor: str
+    shape: tuple[int, ...]
+    layout: str
+    precision: str
+    alias_of: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tensor (1 per element at int8, 4 at fp32)."""
+        n = int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return n * (1 if self.precision == "int8" else 4)
+
+
+@dataclass(frozen=True)
+class ScheduledOp:
+    """One step of the schedule: a node's kernel or a conversion.
+
+    ``kind`` is ``"node"``, ``"layout"``, ``"quantize"`` or ``"dequantize"``; ``name`` the node name or
+    the converted tensor; ``frees`` the slots dropped after this step.
+    """
+
+    kind: str
+    name: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    frees: tuple[int, ...] = ()
+    fused_activation: str | None = None
+    fused_node: str | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The execution order of a (pruned) graph under resolved choices, before any kernel is built."""
+
+    graph: Graph
+    choices: Mapping[str, Choice]
+    ops: tuple[ScheduledOp, ...]
+    slots: tuple[Slot, ...]
+    input_slots: tuple[int, ...]
+    output_slots: tuple[int, ...]
+    conversions: tuple[Conversion, ...]
+    fused: Mapping[str, str]
+    tensor_slots: Mapping[str, int] = field(default_factory=dict)
+
+
+def fused_activation_of(node: Node) -> str | None:
+    """The ``fused_activation`` spec of a Relu/Clip node, or None for other ops."""
+    if node.op == "Relu":
+        return "relu"
+    if node.op == "Clip":
+        lo, hi = float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf))
+        if lo == 0.0 and hi == np.inf:
+            return "relu"
+        if lo == 0.0 and hi == 6.0:
+            return "relu6"
+        return f"clip:{lo}:{hi}"
+    return None
+
+
+def find_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, str]:
+    """Activation node -> producer node it folds into: a Relu/Clip that is the only reader of a
+    Conv/Gemm/MatMul output (not a graph output), at the producer's precision."""
+    readers: dict[str, list[str]] = {}
+    for n in graph.nodes:
+        for t in n.activation_inputs:
+            readers.setdefault(t, []).append(n.name)
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    fused: dict[str, str] = {}
+    for n in graph.nodes:
+        if fused_activation_of(n) is None:
+            continue
+        src = n.activation_inputs[0] if n.activation_inputs else None
+        p = producer.get(src) if src else None
+        if p is None or p.op not in FUSABLE_PRODUCERS or p.name in fused.values():
+            continue
+        if readers.get(src) != [n.name] or src in graph.outputs:
+            continue
+        if choices[p.name].precision != choices[n.name].precision:
+            continue
+        fused[n.name] = p.name
+    return fused
+
+
+def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = True) -> Schedule:
+    """Schedule ``graph`` (already pruned) under ``choices`` (one per node): slots, steps, conversions."""
+    fused = find_fusions(graph, choices) if fuse else {}
+    fused_into = {p: a for a, p in fused.items()}
+    nodes_by_name = {n.name: n for n in graph.nodes}
+    slots: list[Slot] = []
+    variant: dict[tuple[str, str, str], int] = {}  # (tensor, effective layout, precision) -> slot
+    primary: dict[str, int] = {}  # tensor -> slot its producer writes
+    ops: list[ScheduledOp] = []
+    conversions: list[Conversion] = []
+
+    def new_slot(tensor: str, layout: str, precision: str, alias_of: int | None = None) -> int:
+        shape = tuple(graph.tensor_shapes.get(tensor, ()))
+        slots.append(Slot(tensor, shape, layout, precision, alias_of))
+        k = len(slots) - 1
+        variant[(tensor, effective_layout(layout, shape), precision)] = k
+        return k
+
+    def fetch(tensor: str, layout: str, precision: str, consumer: str) -> int:
+        if tensor not in primary:
+            raise GraphError(f"graph '{graph.name}': tensor '{tensor}' read by '{consumer}' has no producer")
+        shape = slots[primary[tensor]].shape
+        key = (tensor, effective_layout(layout, shape), precision)
+        if key in variant:
+            return variant[key]
+        cur = primary[tensor]
+        src = slots[cur]
+        if src.precision != precision:
+            if precision == "fp32":  # dequantise first, then change layout in fp32
+                cur = _convert(cur, "dequantize", src.layout, "fp32", consumer, "int8", "fp32")
+                if effective_layout(src.layout, shape) != effective_layout(layout, shape):
+                    cur = _convert(cur, "layout", layout, "fp32", consumer, src.layout, layout)
+            else:  # change layout in fp32, then quantise
+                if effective_layout(src.layout, shape) != effective_layout(layout, shape):
+                    cur = _convert(cur, "layout", layout, "fp32", consumer, src.layout, layout)
+                cur = _convert(cur, "quantize", layout, "int8", consumer, "fp32", "int8")
+        else:
+            cur = _convert(cur, "layout", layout, precision, consumer, src.layout, layout)
+        return cur
+
+    def _convert(cur: int, kind: str, layout: str, precision: str, consumer: str, source: str,
+                 target: str) -> int:
+        tensor = slots[cur].tensor
+        key = (tensor, effective_layout(layout, slots[cur].shape), precision)
+        if key in variant:
+            return variant[key]
+        out = new_slot(tensor, layout, precision)
+        ops.append(ScheduledOp(kind, tensor, (cur,), (out,)))
+        conversions.append(Conversion(tensor, consumer, kind, source, target))
+        return out
+
+    input_slots = []
+    for t in graph.inputs:
+        k = new_slot(t, "NCHW", "fp32")
+        primary[t] = k
+        input_slots.append(k)
+
+    for node in graph.nodes:
+        if node.name in fused:
+            continue
+        c = choices[node.name]
+        ins = tuple(fetch(t, c.layout, c.precision, node.name) for t in node.activation_inputs)
+        act_node = nodes_by_name[fused_into[node.name]] if node.name in fused_into else None
+        out_names = act_node.outputs if act_node is not None else node.outputs
+        is_view = node.op in VIEW_OPS and len(ins) == 1
+        outs = []
+        for t in out_names:
+            k = new_slot(t, c.layout, c.precision, alias_of=ins[0] if is_view else None)
+            primary[t] = k
+            outs.append(k)
+        ops.append(ScheduledOp("node", node.name, ins, tuple(outs),
+                               fused_activation=fused_activation_of(act_node) if act_node else None,
+                               fused_node=act_node.name if act_node else None))
+
+    output_slots = tuple(fetch(t, "NCHW", "fp32", "<output>") for t in graph.outputs)
+    ops = _with_frees(ops, len(slots), input_slots, output_slots)
+    return Schedule(graph=graph, choices=dict(choices), ops=tuple(ops), slots=tuple(slots),
+                    input_slots=tuple(input_slots), output_slots=output_slots, conversions=tuple(conversions),
+                    fused=fused, tensor_slots=dict(primary))
+
+
+def _with_frees(ops: list[ScheduledOp], n_slots: int, input_slots: list[int],
+                output_slots: tuple[int, ...]) -> list[ScheduledOp]:
+    last: dict[int, int] = {}
+    for i, op in enumerate(ops):
+        for s in op.outputs:
+            last.setdefault(s, i)  # never read: dropped right after it is written
+        for s in op.inputs:
+            last[s] = i
+    for s in input_slots:
+        last.setdefault(s, 0)
+    keep = set(output_slots)
+    frees: dict[int, list[int]] = {}
+    for s, i in last.items():
+        if s not in keep:
+            frees.setdefault(i, []).append(s)
+    return [ScheduledOp(op.kind, op.name, op.inputs, op.outputs, tuple(sorted(frees.get(i, ()))),
+                        op.fused_activation, op.fused_node) for i, op in enumerate(ops)]
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def resolve_plan(graph: Graph, plan: Plan | None) -> Plan:
+    """``plan`` validated against ``graph`` with every node's choice filled in (defaults for the rest)."""
+    if plan is None:
+        return default_plan(graph)
+    validate_plan(graph, plan)
+    return Plan(plan.resolve(graph), plan.name, plan.graph_id or graph.graph_id)
+
+
+def node_weights(graph: Graph, node: Node) -> dict[str, np.ndarray]:
+    """The weights a primitive's build receives: initialisers by name, plus ``weight``/``bias`` roles for
+    Conv, Gemm and MatMul."""
+    w = {p: graph.initializers[p] for p in node.params}
+    if node.op in FUSABLE_PRODUCERS:
+        if len(node.inputs) > 1 and node.inputs[1] in w:
+            w["weight"] = w[node.inputs[1]]
+        if len(node.inputs) > 2 and node.inputs[2] in w:
+            w["bias"] = w[node.inputs[2]]
+    return w
+
+
+class Executable:
+    """A built network: run it with :meth:`run` (numpy in, numpy out) or :meth:`forward` (torch tensors).
+
+    Attributes: ``plan`` (resolved: a choice for every node), ``graph`` (the pruned graph that runs),
+    ``source_graph``, ``schedule``, ``conversions`` (layout conversions and (de)quantisations inserted),
+    ``fused`` (activation node -> the node it was folded into), ``threads``, ``calibration``.
+    """
+
+    def __init__(self, schedule: Schedule, steps: list[tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...],
+                                                             tuple[int, ...]]],
+                 plan: Plan, source_graph: Graph, threads: int | None, calibration: Any) -> None:
+        self.schedule = schedule
+        self.plan = plan
+        self.graph = schedule.graph
+        self.source_graph = source_graph
+        self.threads = threads
+        self.calibration = calibration
+        self.conversions: list[Conversion] = list(schedule.conversions)
+        self.fused: dict[str, str] = dict(schedule.fused)
+        self._steps = steps
+        self._n_slots = len(schedule.slots)
+        self._inputs = schedule.input_slots
+        self._outputs = schedule.output_slots
+        self._input_shapes = [tuple(schedule.graph.tensor_shapes[t]) for t in schedule.graph.inputs]
+
+    # ----------------------------------------------------------------- inputs
+
+    def prepare_input(self, *xs: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The inputs as contiguous float32 torch tensors of the graph's input shapes (for :meth:`forward`)."""
+        if len(xs) != len(self._input_shapes):
+            raise GraphError(f"graph '{self.graph.name}' takes {len(self._input_shapes)} input(s), got {len(xs)}")
+        out = []
+        for x, shape in zip(xs, self._input_shapes):
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) \
+                else x.detach().to(torch.float32).contiguous()
+            if tuple(t.shape) != shape:
+                raise GraphError(f"graph '{self.graph.name}' expects an input of shape {list(shape)}, "
+                                 f"got {list(t.shape)}")
+            out.append(t)
+        return tuple(out)
+
+    # ----------------------------------------------------------------- running
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Run on prepared tensors (see :meth:`prepare_input`); the output tensor (a tuple if several)."""
+        regs = self._execute(xs, keep_all=False)
+        outs = tuple(regs[s] for s in self._outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+    def run(self, *xs: np.ndarray | torch.Tensor) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run on numpy arrays (or tensors); the output as a C-contiguous float32 numpy array (a tuple if several)."""
+        out = self.forward(*self.prepare_input(*xs))
+        outs = out if isinstance(out, tuple) else (out,)
+        arrays = tuple(np.ascontiguousarray(o.numpy()) for o in outs)
+        return arrays[0] if len(arrays) == 1 else arrays
+
+    __call__ = run
+
+    def trace(self, *xs: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run keeping every tensor: graph tensor name -> the value its producer wrote (calibration, debugging)."""
+        regs = self._execute(self.prepare_input(*xs), keep_all=True)
+        return {t: regs[s] for t, s in self.schedule.tensor_slots.items() if regs[s] is not None}
+
+    def _execute(self, xs: Sequence[torch.Tensor], keep_all: bool) -> list[Any]:
+        regs: list[Any] = [None] * self._n_slots
+        for s, x in zip(self._inputs, xs):
+            regs[s] = x
+        before = torch.get_num_threads()
+        change = self.threads is not None and self.threads != before
+        if change:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                for fn, ins, outs, frees in self._steps:
+                    y = fn(*[regs[i] for i in ins])
+                    if len(outs) == 1:
+                        regs[outs[0]] = y
+                    else:
+                        for s, v in zip(outs, y):
+                            regs[s] = v
+                    if not keep_all:
+                        for s in frees:
+                            regs[s] = None
+        finally:
+            if change:
+                torch.set_num_threads(before)
+        return regs
+
+    def __repr__(self) -> str:
+        n_nodes = sum(1 for op in self.schedule.ops if op.kind == "node")
+        return (f"Executable({self.graph.name!r}, {n_nodes} kernels, {len(self.conversions)} conversions, "
+                f"{len(self.fused)} fused, threads={self.threads})")
+
+
+def _layout_fn(layout: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    fmt = _FORMATS[layout]
+    return lambda x: x.contiguous(memory_format=fmt)
+
+
+def _quantize_fn(qp: QParams) -> Callable[[torch.Tensor], torch.Tensor]:
+    from perfpredict.primitives.quantized import quantize_activation
+
+    return lambda x: quantize_activation(x, qp)
+
+
+def _dequantize(x: torch.Tensor) -> torch.Tensor:
+    return x.dequantize()
+
+
+def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | None = None,
+                     calibration: Any = None, fuse: bool = True) -> Executable:
+    """Build ``graph`` under ``plan`` (default plan when None) into an :class:`Executable`.
+
+    ``threads`` sets torch's intra-op threads while the executable runs (restored afterwards).
+    ``calibration`` is used when the plan has int8 nodes: a :class:`~perfpredict.runtime.calibration.Calibration`,
+    or calibration input arrays (one array or a sequence); None calibrates on seeded random inputs.
+    ``fuse`` folds Relu/Clip into the Conv/Gemm they follow. Raises :class:`PlanError` for an illegal plan.
+    """
+    from perfpredict.runtime.calibration import Calibration, calibrate
+    from perfpredict.runtime.pruning import prune_graph
+
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise PlanError(f"threads must be a positive integer or None, got {threads!r}")
+    resolved = resolve_plan(graph, plan)
+    choices = dict(resolved.choices)
+    ratios = {n: c.prune for n, c in choices.items() if c.prune > 0}
+    run_graph = prune_graph(graph, ratios).graph if ratios else graph
+    schedule = make_schedule(run_graph, choices, fuse=fuse)
+
+    needs_int8 = any(c.precision == "int8" for c in choices.values())
+    calib: Calibration | None = None
+    if needs_int8:
+        if isinstance(calibration, Calibration):
+            calib = calibration
+        else:
+            calib = calibrate(graph, resolved, inputs=calibration)
+
+    def qp(tensor: str) -> QParams:
+        assert calib is not None
+        return calib.qparams(tensor)
+
+    nodes = {n.name: n for n in run_graph.nodes}
+    steps = []
+    for op in schedule.ops:
+        if op.kind == "node":
+            node = nodes[op.name]
+            c = choices[op.name]
+            ctx = BuildContext(layout=c.layout, precision=c.precision, fused_activation=op.fused_activation)
+            if c.precision == "int8":
+                out_tensor = schedule.slots[op.outputs[0]].tensor
+                ctx = BuildContext(layout=c.layout, precision="int8", fused_activation=op.fused_activation,
+                                   in_qparams=tuple(qp(t) for t in node.activation_inputs),
+                                   out_qparams=qp(out_tensor))
+            try:
+                fn = get_primitive(c.primitive).build(node, node_weights(run_graph, node), ctx)
+            except PlanError:
+                raise
+            except Exception as exc:
+                raise PlanError(f"node '{node.name}' ({node.op}): primitive '{c.primitive}' failed to build at "
+                                f"{c.layout}/{c.precision}: {type(exc).__name__}: {str(exc).splitlines()[0]}") \
+                    from exc
+        elif op.kind == "layout":
+            fn = _layout_fn(schedule.slots[op.outputs[0]].layout)
+        elif op.kind == "quantize":
+            fn = _quantize_fn(qp(op.name))
+        else:
+            fn = _dequantize
+        steps.append((fn, op.inputs, op.outputs, op.frees))
+    return Executable(schedule, steps, resolved, graph, threads, calib)

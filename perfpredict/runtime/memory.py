@@ -1,0 +1,131 @@
+"""Analytical peak-memory estimate of a graph under a plan, from the runtime's own schedule.
+
+``weights``: parameters as the plan deploys them: fp32 at 4 bytes per element; a Conv/Gemm/MatMul at
+int8 stores its weight at 1 byte per element plus a per-output-channel scale and zero point (8 bytes per
+channel) and keeps its bias in fp32; pruning shrinks every sliced tensor.
+
+``activations``: the schedule of :func:`perfpredict.runtime.executor.make_schedule` is replayed: at each
+step, the tensors still alive (graph input included) plus the step's outputs, by storage (a view from
+Split/Slice/Flatten/Reshape shares its input's storage), at 4 bytes per element for fp32 tensors and 1
+for int8; the peak is the largest such sum.
+
+``workspace``: the largest :attr:`Primitive.workspace_bytes` over the nodes (one kernel runs at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from perfpredict.graph import Graph, Node
+from perfpredict.plan import Choice, Plan
+from perfpredict.primitives.registry import get_primitive
+from perfpredict.runtime.executor import FUSABLE_PRODUCERS, Schedule, make_schedule, resolve_plan
+
+_WEIGHT_OPS = ("Conv", "Gemm", "MatMul", "BatchNormalization", "Add", "Mul")
+INT8_CHANNEL_BYTES = 8
+"""Bytes per output channel of an int8 weight: a float32 scale and an int32 zero point."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak memory in bytes: ``total = weights + activations + workspace``.
+
+    ``peak_step`` names the step (node or converted tensor) at which the activations peak.
+    """
+
+    weights: int
+    activations: int
+    workspace: int
+    total: int
+    peak_step: str = ""
+
+
+def weight_bytes(graph: Graph, choices: dict[str, Choice]) -> int:
+    """Bytes of every node's parameters as deployed under ``choices`` (graph already pruned)."""
+    total = 0
+    for node in graph.nodes:
+        if node.op not in _WEIGHT_OPS:
+            continue
+        c = choices.get(node.name)
+        arrays = [graph.initializers[p] for p in node.params]
+        if c is not None and c.precision == "int8" and node.op in FUSABLE_PRODUCERS and arrays:
+            w = arrays[0]
+            total += int(w.size) + INT8_CHANNEL_BYTES * _out_channels(node, w)
+            total += sum(4 * int(a.size) for a in arrays[1:])
+        else:
+            total += sum(4 * int(a.size) for a in arrays)
+    return total
+
+
+def _out_channels(node: Node, w: np.ndarray) -> int:
+    if node.op == "Conv":
+        return int(w.shape[0])
+    return int(node.out_shape[-1])
+
+
+def activation_peak(schedule: Schedule) -> tuple[int, str]:
+    """(peak bytes of live activations over the schedule, the step where it is reached)."""
+    slots = schedule.slots
+
+    def storage(s: int) -> int:
+        while slots[s].alias_of is not None:
+            s = slots[s].alias_of
+        return s
+
+    refs: dict[int, int] = {}
+    live = 0
+
+    def hold(s: int) -> None:
+        nonlocal live
+        root = storage(s)
+        if refs.get(root, 0) == 0:
+            live += slots[root].nbytes
+        refs[root] = refs.get(root, 0) + 1
+
+    def drop(s: int) -> None:
+        nonlocal live
+        root = storage(s)
+        refs[root] -= 1
+        if refs[root] == 0:
+            live -= slots[root].nbytes
+
+    for s in schedule.input_slots:
+        hold(s)
+    peak, where = live, "<input>"
+    for op in schedule.ops:
+        for s in op.outputs:
+            hold(s)
+        if live > peak:
+            peak, where = live, op.name
+        for s in op.frees:
+            drop(s)
+    return peak, where
+
+
+def workspace_peak(schedule: Schedule) -> int:
+    """The largest workspace any scheduled node's primitive declares."""
+    nodes = {n.name: n for n in schedule.graph.nodes}
+    best = 0
+    for op in schedule.ops:
+        if op.kind != "node":
+            continue
+        c = schedule.choices[op.name]
+        best = max(best, int(get_primitive(c.primitive).workspace_bytes(nodes[op.name], c.precision)))
+    return best
+
+
+def estimate_peak_memory(graph: Graph, plan: Plan | None = None, *, fuse: bool = True) -> MemoryEstimate:
+    """Analytical peak memory of ``graph`` under ``plan`` (default plan when None); see the module docstring."""
+    from perfpredict.runtime.pruning import prune_graph
+
+    resolved = resolve_plan(graph, plan)
+    choices = dict(resolved.choices)
+    ratios = {n: c.prune for n, c in choices.items() if c.prune > 0}
+    run_graph = prune_graph(graph, ratios).graph if ratios else graph
+    schedule = make_schedule(run_graph, choices, fuse=fuse)
+    weights = weight_bytes(run_graph, choices)
+    activations, where = activation_peak(schedule)
+    workspace = workspace_peak(schedule)
+    return MemoryEstimate(weights, activations, workspace, weights + activations + workspace, where)

@@ -1,0 +1,53 @@
+"""Small hand-built ONNX networks for runtime tests (random weights, static shapes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from perfpredict.graph import Graph, load_onnx
+
+
+def _conv(name: str, x: str, y: str, cin: int, cout: int, k: int, rng: np.random.Generator, *, groups: int = 1,
+          pad: int | None = None, inits: list) -> onnx.NodeProto:
+    w = (rng.standard_normal((cout, cin // groups, k, k)) / np.sqrt(cin // groups * k * k)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(cout)).astype(np.float32)
+    inits += [numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(b, f"{name}.b")]
+    p = k // 2 if pad is None else pad
+    return helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [y], name=name, kernel_shape=[k, k],
+                            pads=[p] * 4, group=groups)
+
+
+def residual_se_net(seed: int = 0, hw: int = 12) -> onnx.ModelProto:
+    """conv1-relu -> conv2-relu -> conv3 -> Add(residual) -> relu -> maxpool -> SE (gap, conv, relu, conv, sigmoid,
+    Mul) -> depthwise conv -> relu -> conv4 (1x1) -> Flatten (6*6 pixels per channel) -> Gemm (output)."""
+    rng = np.random.default_rng(seed)
+    inits: list = []
+    n = [
+        _conv("conv1", "x", "c1", 3, 8, 3, rng, inits=inits), helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        _conv("conv2", "r1", "c2", 8, 8, 3, rng, inits=inits), helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        _conv("conv3", "r2", "c3", 8, 8, 3, rng, inits=inits),
+        helper.make_node("Add", ["r1", "c3"], ["a"], name="add"), helper.make_node("Relu", ["a"], ["r3"], name="relu3"),
+        helper.make_node("MaxPool", ["r3"], ["m"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["m"], ["g"], name="gap"),
+        _conv("se1", "g", "s1", 8, 4, 1, rng, inits=inits), helper.make_node("Relu", ["s1"], ["sr"], name="se_relu"),
+        _conv("se2", "sr", "s2", 4, 8, 1, rng, inits=inits),
+        helper.make_node("Sigmoid", ["s2"], ["sg"], name="se_gate"),
+        helper.make_node("Mul", ["m", "sg"], ["se"], name="se_mul"),
+        _conv("dw", "se", "d", 8, 8, 3, rng, groups=8, inits=inits), helper.make_node("Relu", ["d"], ["dr"], name="dw_relu"),
+        _conv("conv4", "dr", "c4", 8, 6, 1, rng, inits=inits),
+        helper.make_node("Flatten", ["c4"], ["f"], name="flatten", axis=1),
+    ]
+    feat = 6 * (hw // 2) ** 2
+    inits += [numpy_helper.from_array((rng.standard_normal((10, feat)) / np.sqrt(feat)).astype(np.float32), "fc.w"),
+              numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "fc.b")]
+    n.append(helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc", transB=1))
+    graph = helper.make_graph(n, "residual_se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def residual_se_graph(seed: int = 0) -> Graph:
+    """:func:`residual_se_net` loaded as a Graph."""
+    return load_onnx(residual_se_net(seed), name="residual_se")

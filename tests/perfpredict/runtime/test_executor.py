@@ -1,0 +1,180 @@
+"""The executor: plan resolution, fusion, layout and precision conversions, freeing, threads, inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from perfpredict.errors import GraphError, PlanError
+from perfpredict.graph import load_onnx
+from perfpredict.plan import Choice, Plan
+from perfpredict.runtime import build_executable, check_against_ort, max_rel_err, ort_run, ort_session
+from perfpredict.runtime.executor import layout_matters, make_schedule
+from tests.conftest import make_conv_model
+from tests.perfpredict.runtime.nets import residual_se_graph, residual_se_net
+
+
+@pytest.fixture
+def net():
+    return residual_se_graph()
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(0).standard_normal((1, 3, 12, 12)).astype(np.float32)
+
+
+def _ort(x):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(residual_se_net().SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_default_plan_matches_onnxruntime_and_fuses_relus(net, x):
+    exe = build_executable(net)
+    assert max_rel_err(exe.run(x), _ort(x)) <= 1e-4
+    # relu3 follows an Add, so it stays a node of its own; the others follow a conv
+    assert exe.fused == {"relu1": "conv1", "relu2": "conv2", "se_relu": "se1", "dw_relu": "dw"}
+    assert set(exe.plan.choices) == {n.name for n in net.nodes}
+    assert "relu1" not in [op.name for op in exe.schedule.ops]
+
+
+def test_relu_is_not_fused_when_the_conv_output_has_another_reader():
+    from tests.perfpredict.primitives.single_op import OpCase, load_case
+
+    w = np.random.default_rng(0).standard_normal((4, 4, 1, 1)).astype(np.float32)
+    case = OpCase("two_readers", (("Conv", ("x", "w"), ("c",), {"kernel_shape": [1, 1]}),
+                                  ("Relu", ("c",), ("r",), {}),
+                                  ("Add", ("c", "r"), ("out",), {})), {"x": (1, 4, 3, 3)}, consts={"w": w})
+    assert build_executable(load_case(case)).fused == {}
+
+
+def test_fusion_is_skipped_across_precisions(net, x):
+    plan = Plan({"relu2": Choice("relu.torch", "NCHW", "int8")})
+    exe = build_executable(net, plan, calibration=x)
+    assert "relu2" not in exe.fused
+    kinds = [(c.tensor, c.kind) for c in exe.conversions]
+    assert kinds == [("c2", "quantize"), ("r2", "dequantize")]
+    assert max_rel_err(exe.run(x), _ort(x)) < 0.05
+
+
+def test_layout_conversions_are_inserted_once_per_variant(net, x):
+    # conv2 in NHWC reads r1 (NCHW from conv1) -> one conversion; the Add (NCHW) reads conv3 (NHWC) -> one back
+    plan = Plan({"conv2": Choice("conv.onednn", "NHWC"), "relu2": Choice("relu.torch", "NHWC"),
+                 "conv3": Choice("conv.onednn", "NHWC")})
+    exe = build_executable(net, plan)
+    conv = [(c.tensor, c.source, c.target, c.consumer) for c in exe.conversions]
+    assert conv == [("r1", "NCHW", "NHWC", "conv2"), ("c3", "NHWC", "NCHW", "add")]
+    assert max_rel_err(exe.run(x), _ort(x)) <= 1e-4
+
+
+def test_shared_conversion_for_two_consumers(x):
+    g = residual_se_graph()
+    # maxpool output m is read by the GAP and by the Mul; run both in NHWC and the pool in NCHW
+    plan = Plan({"gap": Choice("globalaveragepool.torch", "NHWC"), "se_mul": Choice("mul.torch", "NHWC")})
+    exe = build_executable(g, plan)
+    m_conv = [c for c in exe.conversions if c.tensor == "m"]
+    assert len(m_conv) == 1 and m_conv[0].consumer == "gap"
+    assert max_rel_err(exe.run(x), _ort(x)) <= 1e-4
+
+
+def test_no_conversion_for_tensors_whose_layouts_coincide():
+    assert not layout_matters((1, 8, 1, 1)) and not layout_matters((1, 1, 5, 5)) and not layout_matters((1, 10))
+    assert layout_matters((1, 8, 2, 2))
+    g = residual_se_graph()
+    # gap output (1, 8, 1, 1) is produced in NCHW and read by se1 in NHWC: no conversion needed
+    exe = build_executable(g, Plan({"se1": Choice("conv.onednn", "NHWC")}))
+    assert exe.conversions == []
+
+
+def test_every_intermediate_is_freed_after_its_last_reader(net):
+    for plan in (None, Plan({"conv2": Choice("conv.onednn", "NHWC")})):
+        exe = build_executable(net, plan)
+        sched = exe.schedule
+        freed = [s for op in sched.ops for s in op.frees]
+        assert sorted(freed) == sorted(set(range(len(sched.slots))) - set(sched.output_slots))
+        last_read = {}
+        for i, op in enumerate(sched.ops):
+            for s in op.inputs:
+                last_read[s] = i
+        for i, op in enumerate(sched.ops):
+            for s in op.frees:
+                assert last_read.get(s, i) == i or s in op.outputs
+
+
+def test_int8_plan_quantises_once_and_dequantises_at_the_output(net, x):
+    plan = Plan({n.name: Choice({"Conv": "conv.int8", "Gemm": "gemm.int8"}.get(n.op, f"{n.op.lower()}.torch"),
+                                "NCHW", "int8") for n in net.nodes})
+    exe = build_executable(net, plan, calibration=x)
+    assert [(c.tensor, c.kind) for c in exe.conversions] == [("x", "quantize"), ("y", "dequantize")]
+    assert exe.calibration is not None
+    out = exe.run(x)
+    assert out.dtype == np.float32 and out.shape == (1, 10)
+    assert max_rel_err(out, _ort(x)) < 0.1
+
+
+def test_threads_are_set_for_the_run_and_restored(net, x, monkeypatch):
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+    before = torch.get_num_threads()
+    want = 2 if before != 2 else 1
+    exe = build_executable(net, threads=want)
+    exe.run(x)
+    assert calls == [want, before]
+    assert torch.get_num_threads() == before
+
+
+def test_inputs_numpy_tensor_and_wrong_shape(net, x):
+    exe = build_executable(net)
+    a = exe.run(x)
+    b = exe.forward(*exe.prepare_input(torch.from_numpy(x)))
+    assert isinstance(b, torch.Tensor)
+    np.testing.assert_array_equal(a, b.numpy())
+    with pytest.raises(GraphError, match=r"expects an input of shape \[1, 3, 12, 12\]"):
+        exe.run(np.zeros((1, 3, 8, 8), np.float32))
+    with pytest.raises(GraphError, match="takes 1 input"):
+        exe.run(x, x)
+
+
+def test_trace_returns_every_tensor(net, x):
+    exe = build_executable(net, fuse=False)
+    values = exe.trace(x)
+    assert set(values) == {t for n in net.nodes for t in n.outputs} | {"x"}
+
+
+def test_illegal_plans_are_rejected(net):
+    with pytest.raises(PlanError, match="'nope'"):
+        build_executable(net, Plan({"nope": Choice("relu.torch")}))
+    with pytest.raises(PlanError, match="flatten"):
+        build_executable(net, Plan({"flatten": Choice("flatten.torch", "NHWC")}))
+    with pytest.raises(PlanError, match="winograd"):
+        build_executable(net, Plan({"se1": Choice("conv.winograd")}))  # 1x1 conv
+    with pytest.raises(PlanError, match="threads"):
+        build_executable(net, threads=0)
+
+
+def test_schedule_without_kernels(net):
+    choices = {n.name: Choice("conv.onednn" if n.op == "Conv" else ("gemm.blas" if n.op == "Gemm" else
+                                                                     f"{n.op.lower()}.torch")) for n in net.nodes}
+    sched = make_schedule(net, choices)
+    assert [op.name for op in sched.ops if op.kind == "node"] == \
+        [n.name for n in net.nodes if n.name not in sched.fused]
+
+
+def test_check_against_ort_on_a_file(tmp_path):
+    path = make_conv_model(tmp_path / "tiny.onnx")
+    graph = load_onnx(path)
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    assert check_against_ort(graph, None, path, x) <= 1e-4
+    plan = Plan({"conv": Choice("conv.reference"), "fc": Choice("gemm.reference")})
+    assert check_against_ort(graph, plan, path, x) <= 1e-4
+    assert ort_run(ort_session(path), x)[0].shape == (1, 10)
+    batch2 = load_onnx(path, batch=2)
+    x2 = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    nhwc = Plan({"conv": Choice("conv.onednn", "NHWC")})
+    assert check_against_ort(batch2, nhwc, path, x2) <= 1e-4
+    with pytest.raises(GraphError, match="no such ONNX file"):
+        ort_session(tmp_path / "missing.onnx")
