@@ -1,0 +1,78 @@
+"""`perfpredict dataset`: summarise a measurement store, or export it to CSV / Parquet."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.output import print_json, print_table
+from perfpredict.errors import DatasetError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `dataset info` and `dataset export`."""
+    p = sub.add_parser("dataset", help="summarise or export a measurement store",
+                       description="The measurement store (SQLite, append-only) written by `perfpredict profile`.")
+    dsub = p.add_subparsers(dest="dataset_command", metavar="DATASET_COMMAND", required=True)
+
+    i = dsub.add_parser("info", help="counts by kind, device, threads, family, campaign; noise floor")
+    i.add_argument("store", help="store file (path or sqlite:///path)")
+    i.add_argument("--json", action="store_true", help="print JSON for scripts")
+    i.set_defaults(func=_info)
+
+    e = dsub.add_parser("export", help="write the records to CSV or Parquet (format from the suffix)")
+    e.add_argument("store", help="store file (path or sqlite:///path)")
+    e.add_argument("-o", "--output", required=True, help="out.csv or out.parquet")
+    e.add_argument("--kind", choices=("layer", "model"), default=None, help="only records of this kind")
+    e.add_argument("--campaign", default=None, help="only records of this campaign")
+    e.add_argument("--threads", type=int, default=None, help="only records measured at this thread count")
+    e.add_argument("--json", action="store_true", help="print JSON for scripts")
+    e.set_defaults(func=_export)
+
+
+def _open(path: str):
+    from perfpredict.dataset import open_store
+
+    return open_store(path, create=False)
+
+
+def _info(args: argparse.Namespace) -> int:
+    with _open(args.store) as store:
+        info = store.info()
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"store {info['path']} (schema {info['schema_version']}): {info['records']} records, "
+          f"{info['devices']} device description(s)")
+    print(f"measured {info['first_timestamp']} .. {info['last_timestamp']}; unstable {info['unstable']}; "
+          f"with measured peak memory {info['with_peak_mem']}\n")
+    for title in ("by_kind", "by_threads", "by_campaign", "by_device", "by_family"):
+        print_table([title.replace("by_", ""), "records"], sorted(info[title].items()))
+        print()
+    noise = info.get("noise")
+    if noise:
+        def pct(v):
+            return "n/a" if v is None else f"{100 * v:.1f}%"
+        print(f"noise floor: {noise['n']} re-measured records; within 5%: {pct(noise['within_5pct'])}, "
+              f"within 10%: {pct(noise['within_10pct'])}, median relative difference "
+              f"{pct(noise['median_rel_diff'])}")
+    else:
+        print("noise floor: no re-measurements yet (run `perfpredict profile noise`)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise DatasetError(f"{out}: export format is chosen by suffix; accepted: .csv, .parquet")
+    if not out.parent.is_dir():
+        raise DatasetError(f"{out}: directory {out.parent} does not exist")
+    filters = {k: v for k, v in (("kind", args.kind), ("campaign", args.campaign), ("threads", args.threads))
+               if v is not None}
+    with _open(args.store) as store:
+        n = store.export(out, **filters)
+    if args.json:
+        print_json({"output": str(out), "rows": n})
+    else:
+        print(f"wrote {n} records to {out}")
+    return 0

@@ -1,0 +1,199 @@
+"""`perfpredict profile`: measurement campaigns on this machine (layers, whole models, noise re-checks)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cli.output import print_json, print_table
+from perfpredict.errors import PerfPredictError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    if not out or any(x < 1 for x in out):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got '{text}'")
+    return out
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        out = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'")
+    return out
+
+
+def _names(text: str) -> list[str]:
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got '{text}'")
+    return out
+
+
+def _common(p: argparse.ArgumentParser, *, time_cap: float, max_call: float) -> None:
+    p.add_argument("--store", required=True, help="measurement store (created if missing)")
+    p.add_argument("--threads", type=_ints, default=[1, 2], help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--families", type=_names, default=None, help="comma-separated zoo families (default: all)")
+    p.add_argument("--resolutions", type=_ints, default=[96, 128],
+                   help="input resolutions the zoo models are drawn at (default 96,128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled variants, configurations and plans")
+    p.add_argument("--campaign", default=None, help="campaign name stored in every record")
+    p.add_argument("--time-cap-s", type=float, default=time_cap,
+                   help=f"seconds of timed repeats per candidate at most (default {time_cap:g})")
+    p.add_argument("--target-ci", type=float, default=0.05,
+                   help="relative 95%% CI of the median to reach (default 0.05)")
+    p.add_argument("--max-call-ms", type=float, default=max_call,
+                   help=f"skip (and log) candidates slower than this per call (default {max_call:g})")
+    p.add_argument("--device", default=None, help="board.json to record as the device (default: describe this "
+                                                  "machine at each thread count, once per store)")
+    p.add_argument("--quick-device", action="store_true", help="quick describe_host (rough figures, seconds)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time (resume "
+                                                                   "by running the same command again)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop cleanly once the store holds this many "
+                                                                "records of the campaign")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the campaign report as JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `profile layers`, `profile models` and `profile noise`."""
+    p = sub.add_parser("profile", help="measurement campaigns on this machine into a store",
+                       description="Profiling campaigns: real measurements on this machine (the proxy device) "
+                                   "written to an append-only store. A campaign killed at any point resumes "
+                                   "where it stopped when run again with the same arguments. On a shared machine "
+                                   "set OMP_WAIT_POLICY=PASSIVE (see datasets/README.md).")
+    psub = p.add_subparsers(dest="profile_command", metavar="PROFILE_COMMAND", required=True)
+
+    la = psub.add_parser("layers", help="layer configurations in isolation under every primitive/layout/"
+                                        "precision/prune ratio")
+    _common(la, time_cap=0.025, max_call=20.0)
+    la.add_argument("--n-configs", type=int, default=200, help="layer configurations to draw (default 200)")
+    la.add_argument("--n-variants-per-family", type=int, default=4,
+                    help="sampled variants per family the configurations come from (default 4)")
+    la.add_argument("--prune-ratios", type=_floats, default=[0.0, 0.25, 0.5],
+                    help="prune ratios of dense Conv/Gemm layers (default 0,0.25,0.5)")
+    la.add_argument("--ops", type=_names, default=None, help="only these ONNX ops (e.g. Conv,Gemm)")
+    la.set_defaults(func=_layers)
+
+    mo = psub.add_parser("models", help="whole zoo models under sampled plans (latency and peak memory)")
+    _common(mo, time_cap=0.2, max_call=400.0)
+    mo.add_argument("--n-variants-per-family", type=int, default=4,
+                    help="sampled variants per family besides the canonical models (default 4)")
+    mo.add_argument("--plans-per-model", type=int, default=8, help="plans per model and thread count (default 8)")
+    mo.add_argument("--no-canonical", action="store_true", help="sampled variants only")
+    mo.add_argument("--no-memory", action="store_true", help="skip the peak-memory worker")
+    mo.add_argument("--memory-threads", type=_ints, default=None,
+                    help="thread counts at which peak memory is measured (default: the smallest of --threads)")
+    mo.add_argument("--layer-campaign", default="layers",
+                    help="layer campaign whose records bias the fast plans (default 'layers')")
+    mo.set_defaults(func=_models)
+
+    no = psub.add_parser("noise", help="re-measure a random sample of records (noise floor)")
+    no.add_argument("--store", required=True, help="an existing measurement store")
+    no.add_argument("--sample", type=int, default=200, help="records to re-measure (default 200)")
+    no.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    no.add_argument("--kinds", type=_names, default=["layer", "model"], help="record kinds (default layer,model)")
+    no.add_argument("--repeat", type=int, default=0, help="recheck number, to recheck the same records again")
+    no.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no.add_argument("--json", action="store_true", help="print the report as JSON")
+    no.set_defaults(func=_noise)
+
+
+def _protocol(args: argparse.Namespace, model: bool):
+    from perfpredict.profile import MODEL_PROTOCOL, Protocol
+
+    base = MODEL_PROTOCOL if model else Protocol()
+    if not args.time_cap_s > 0 or not args.target_ci > 0 or not args.max_call_ms > 0:
+        raise PerfPredictError("--time-cap-s, --target-ci and --max-call-ms must be positive numbers")
+    return Protocol(warmup=base.warmup, min_repeats=base.min_repeats, max_repeats=base.max_repeats,
+                    target_ci=args.target_ci, time_cap_s=args.time_cap_s, max_call_ms=args.max_call_ms)
+
+
+def _devices(args: argparse.Namespace):
+    if args.device is None:
+        return None
+    from perfpredict.devices import load_device
+
+    spec = load_device(args.device)
+    return {t: spec for t in args.threads}
+
+
+def _open(path: str, create: bool = True):
+    from perfpredict.dataset import open_store
+
+    return open_store(path, create=create)
+
+
+def _print_report(rep, as_json: bool) -> None:
+    d = rep.to_dict()
+    if as_json:
+        print_json(d)
+        return
+    rows = [("campaign", d["campaign"]), ("store", d["store"]), ("threads", ",".join(map(str, d["threads"]))),
+            ("planned", d["planned"]), ("stored now", d["stored"]), ("already stored", d["already"]),
+            ("skipped", d["skipped_total"]), ("stored unstable", d["unstable"]),
+            ("elapsed", f"{d['elapsed_s']:.1f} s")]
+    if d["stopped_early"]:
+        rows.append(("stopped early", "yes (--max-minutes); run again to resume"))
+    for reason, n in sorted(d["skipped"].items()):
+        rows.append((f"  skipped: {reason}", n))
+    for k, v in d["extra"].items():
+        rows.append((k, v))
+    print_table(["report", "value"], rows)
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from perfpredict.profile import LAYER_CAMPAIGN, run_layer_campaign
+
+    if args.n_configs < 1:
+        raise PerfPredictError(f"--n-configs must be at least 1, got {args.n_configs}")
+    protocol = _protocol(args, model=False)
+    with _open(args.store) as store:
+        rep = run_layer_campaign(store, threads=args.threads, families=args.families, n_configs=args.n_configs,
+                                 seed=args.seed, n_variants_per_family=args.n_variants_per_family,
+                                 resolutions=args.resolutions, prune_ratios=args.prune_ratios, ops=args.ops,
+                                 protocol=protocol, campaign=args.campaign or LAYER_CAMPAIGN,
+                                 devices=_devices(args), quick_device=args.quick_device,
+                                 max_minutes=args.max_minutes, stop_after=args.stop_after,
+                                 progress=not args.no_progress)
+    _print_report(rep, args.json)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from perfpredict.profile import MODEL_CAMPAIGN, run_model_campaign
+
+    protocol = _protocol(args, model=True)
+    with _open(args.store) as store:
+        rep = run_model_campaign(store, threads=args.threads, families=args.families,
+                                 n_variants_per_family=args.n_variants_per_family,
+                                 plans_per_model=args.plans_per_model, seed=args.seed, resolutions=args.resolutions,
+                                 canonical=not args.no_canonical, protocol=protocol, memory=not args.no_memory,
+                                 memory_threads=args.memory_threads,
+                                 campaign=args.campaign or MODEL_CAMPAIGN, layer_campaign=args.layer_campaign,
+                                 devices=_devices(args), quick_device=args.quick_device,
+                                 max_minutes=args.max_minutes, stop_after=args.stop_after,
+                                 progress=not args.no_progress)
+    _print_report(rep, args.json)
+    return 0
+
+
+def _noise(args: argparse.Namespace) -> int:
+    from perfpredict.profile import run_noise
+
+    bad = [k for k in args.kinds if k not in ("layer", "model")]
+    if bad:
+        raise PerfPredictError(f"--kinds: unknown kind(s) {', '.join(bad)}; accepted: layer, model")
+    with _open(args.store, create=False) as store:
+        rep = run_noise(store, sample=args.sample, seed=args.seed, kinds=args.kinds, repeat=args.repeat,
+                        progress=not args.no_progress)
+    _print_report(rep, args.json)
+    if not args.json:
+        sys.stdout.flush()
+    return 0

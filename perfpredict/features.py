@@ -1,0 +1,1038 @@
+"""Featurisation of (graph, plan, device) triples, shared by training and prediction.
+
+Three parts, each a plain array so that many plans of one graph are featurised in one vectorised pass:
+
+* :class:`GraphTemplate` holds everything plan-independent about a graph, computed once per graph
+  (cached by ``graph_id``): the static node features, data-flow edges, per-input producers, channel
+  bookkeeping for pruning, tensor live ranges for the memory estimate, fusion flags.
+* :func:`plan_node_features` adds the plan's choice for every node (primitive, layout, precision, prune,
+  the effective MACs/bytes after pruning and precision, and the layout/precision conversions the runtime
+  inserts where neighbours disagree) plus the node's roofline latency prior on the device.
+* :func:`device_vector` turns a :class:`~perfpredict.devices.DeviceSpec` (and the thread count used) into
+  the graph-level device input.
+
+Static node columns (:data:`STATIC_COLUMNS` after the op one-hot): op one-hot over
+:attr:`FeatureSpace.ops` plus a final ``other`` bucket (an op the featuriser has not seen goes there, with
+a :class:`FeatureWarning`), ``log1p`` of input/output C, H, W, kernel, stride, groups, padding, MACs, FLOPs,
+parameters, bytes in/out, arithmetic intensity, fan-in/fan-out, flags (depthwise, pointwise, dilated,
+reads the graph input, writes a graph output, fusable into its producer, has a fusable activation,
+prunable).
+
+Plan columns (:data:`PLAN_COLUMNS` after the primitive one-hot): primitive one-hot over
+:attr:`FeatureSpace.primitives` plus ``other``; layout and precision one-hots; prune ratio; the kept share
+of input and output channels (pruning follows the runtime's coupled prune groups, so every tensor that
+carries pruned channels shrinks);
+``log1p`` effective MACs, FLOPs, bytes in/out and parameter bytes (int8 tensors count one byte per element);
+the number of inputs that need a layout / precision conversion and the bytes converted; whether the
+output must be converted back to fp32 NCHW; and ``log`` of the node's roofline prior (ms)::
+
+    prior_i = eff_flops_i / rate(device, precision_i) + (eff_bytes_i + 2 conv_bytes_i) / bandwidth + overhead
+
+The rules follow :mod:`perfpredict.runtime.executor`: a Relu/Clip that is the only reader of a
+Conv/Gemm/MatMul output (not a graph output) is folded into that node's epilogue when both run at the same
+precision (``fused_now`` columns; a fused activation costs almost nothing, its prior is 2% of the
+per-node overhead); a tensor read in another layout or precision than its producer wrote it is converted
+once per variant and shared by every reader of that variant; layout matters only for 4-D tensors with
+C > 1 and H*W > 1; graph inputs arrive as fp32 NCHW and graph outputs are returned as fp32 NCHW.
+
+``FEATURE_SCHEMA_VERSION`` changes whenever the columns or their meaning change; a checkpoint trained with
+another version cannot be used (see :mod:`perfpredict.gnn_predictor`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from perfpredict.devices import REFERENCE_LAYERS, DeviceSpec
+from perfpredict.errors import PerfPredictError, PlanError
+from perfpredict.graph import SUPPORTED_OPS, Graph, Node
+from perfpredict.plan import Choice, Plan, default_choice
+from perfpredict.primitives import LAYOUTS, PRECISIONS
+
+FEATURE_SCHEMA_VERSION = 1
+
+FIXED_PRIMITIVES: tuple[str, ...] = (
+    "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
+    "conv.reference", "conv.int8", "gemm.blas", "gemm.reference", "gemm.int8",
+)  # fmt: skip
+"""Primitive names fixed by the project; always part of the vocabulary, registered or not."""
+
+OTHER = "other"
+
+STATIC_COLUMNS: tuple[str, ...] = (
+    "log_in_c", "log_in_h", "log_in_w", "log_out_c", "log_out_h", "log_out_w",
+    "log_kernel_h", "log_kernel_w", "log_stride", "log_groups", "log_pad", "dilated", "depthwise", "pointwise",
+    "log_macs", "log_flops", "log_params", "log_bytes_in", "log_bytes_out", "log_intensity",
+    "log_fan_in", "log_fan_out", "reads_graph_input", "writes_graph_output", "fusable_into_producer",
+    "has_fusable_activation", "prunable",
+)  # fmt: skip
+"""Static numeric columns that follow the op one-hot."""
+
+PLAN_COLUMNS: tuple[str, ...] = (
+    "layout_nchw", "layout_nhwc", "prec_fp32", "prec_int8", "prune", "keep_in", "keep_out",
+    "log_eff_macs", "log_eff_flops", "log_eff_bytes_in", "log_eff_bytes_out", "log_eff_param_bytes",
+    "layout_conversions_in", "precision_conversions_in", "log_conversion_bytes", "output_conversion",
+    "fused_now", "has_fused_now", "log_prior_ms",
+)  # fmt: skip
+"""Plan-dependent numeric columns that follow the primitive one-hot (the last is the latency prior)."""
+
+DEVICE_COLUMNS: tuple[str, ...] = (
+    "log_threads", "log_cores", "log_freq_ghz", "log_l1d_kb", "log_l2_kb", "log_l3_kb", "log_gflops_fp32",
+    "log_gops_int8", "log_bw_gbs", "isa_avx2", "isa_avx512f", "isa_vnni", "isa_neon", "isa_dotprod",
+    "measured",
+) + tuple(f"log_fp_{name}" for name in REFERENCE_LAYERS)  # fmt: skip
+"""Device vector columns; fingerprint entries are NaN when the board has none (imputed by the normaliser)."""
+
+GRAPH_MEMORY_COLUMNS: tuple[str, ...] = ("log_weight_bytes", "log_peak_activation_bytes", "log_workspace_bytes",
+                                         "log_memory_prior")
+"""Graph-level analytical memory facts given to the memory head."""
+
+_FUSE_PRODUCERS = ("Conv", "Gemm", "MatMul")
+_FUSABLE_ACTS = ("Relu", "Clip")
+_VIEW_OPS = ("Split", "Slice", "Flatten", "Reshape")  # outputs share their input's storage (runtime.executor)
+_FUSED_PRIOR_SHARE = 0.02
+_EXTERNAL_GRAPH_INPUT = -1  # producer index of a graph input: fp32 NCHW, converted if the consumer differs
+_EXTERNAL_MATCHED = -2  # producer outside a sub-graph, already in the consumer's layout and precision
+
+
+class FeatureWarning(UserWarning):
+    """An op, primitive or device fact the featuriser does not know was mapped to a fallback."""
+
+
+class FeatureError(PerfPredictError):
+    """Inputs that cannot be featurised (e.g. a plan naming nodes the graph lacks)."""
+
+
+def _warn(message: str) -> None:
+    # the warnings module's default filter shows each message once per call site
+    warnings.warn(message, FeatureWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------------------------------ vocabulary
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """The vocabularies that fix the column layout: ops, primitives, layouts, precisions.
+
+    Stored in every checkpoint; names outside a vocabulary map to its trailing ``other`` bucket.
+    """
+
+    ops: tuple[str, ...]
+    primitives: tuple[str, ...]
+    layouts: tuple[str, ...] = LAYOUTS
+    precisions: tuple[str, ...] = PRECISIONS
+    schema_version: int = FEATURE_SCHEMA_VERSION
+
+    @classmethod
+    def current(cls) -> "FeatureSpace":
+        """The vocabulary of this installation: every supported op, the fixed and registered primitives."""
+        from perfpredict.primitives import all_primitives
+
+        prims = sorted(set(FIXED_PRIMITIVES) | {p.name for p in all_primitives()})
+        return cls(ops=tuple(SUPPORTED_OPS), primitives=tuple(prims))
+
+    @property
+    def static_dim(self) -> int:
+        """Number of static node columns (op one-hot with ``other`` + :data:`STATIC_COLUMNS`)."""
+        return len(self.ops) + 1 + len(STATIC_COLUMNS)
+
+    @property
+    def plan_dim(self) -> int:
+        """Number of plan columns (primitive one-hot with ``other`` + :data:`PLAN_COLUMNS`)."""
+        return len(self.primitives) + 1 + len(PLAN_COLUMNS)
+
+    @property
+    def node_dim(self) -> int:
+        """Width of a node feature row."""
+        return self.static_dim + self.plan_dim
+
+    def column_names(self) -> list[str]:
+        """Names of every node column, in order."""
+        return ([f"op={o}" for o in self.ops] + [f"op={OTHER}"] + list(STATIC_COLUMNS)
+                + [f"prim={p}" for p in self.primitives] + [f"prim={OTHER}"] + list(PLAN_COLUMNS))
+
+    def op_index(self, op: str) -> int:
+        """One-hot index of ``op`` (the ``other`` bucket, with a warning, when unknown)."""
+        try:
+            return self.ops.index(op)
+        except ValueError:
+            _warn(f"op '{op}' is not in the predictor's op vocabulary; featurised as '{OTHER}' "
+                       "(predictions for it are extrapolated)")
+            return len(self.ops)
+
+    def primitive_lookup(self) -> dict[str, int]:
+        """Map from primitive name to one-hot index."""
+        return {p: i for i, p in enumerate(self.primitives)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"schema_version": self.schema_version, "ops": list(self.ops), "primitives": list(self.primitives),
+                "layouts": list(self.layouts), "precisions": list(self.precisions)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureSpace":
+        """Parse :meth:`to_dict` output."""
+        return cls(tuple(d["ops"]), tuple(d["primitives"]), tuple(d["layouts"]), tuple(d["precisions"]),
+                   int(d["schema_version"]))
+
+
+# ------------------------------------------------------------------------------------------ fusion
+
+
+def fused_activations(graph: Graph) -> dict[int, int]:
+    """Activation node index -> index of the Conv/Gemm/MatMul whose epilogue can absorb it (it does when
+    both run at the same precision; see the module docstring)."""
+    consumers: dict[int, set[int]] = {}
+    for e in graph.edges:
+        consumers.setdefault(e.src, set()).add(e.dst)
+    out = {}
+    graph_outputs = set(graph.outputs)
+    for e in graph.edges:
+        src, dst = graph.nodes[e.src], graph.nodes[e.dst]
+        if (dst.op in _FUSABLE_ACTS and src.op in _FUSE_PRODUCERS and consumers.get(e.src) == {e.dst}
+                and not graph_outputs.intersection(src.outputs) and len(dst.activation_inputs) == 1):
+            out[e.dst] = e.src
+    return out
+
+
+# ------------------------------------------------------------------------------------------ node JSON
+
+
+def node_to_json(node: Node) -> dict[str, Any]:
+    """A self-contained JSON form of ``node`` (for layer records); :func:`node_from_json` reverses it."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return str(v)
+        return v
+
+    return {"name": node.name, "op": node.op, "inputs": list(node.inputs), "outputs": list(node.outputs),
+            "input_shapes": [list(s) for s in node.input_shapes], "output_shapes": [list(s) for s in node.output_shapes],
+            "attrs": conv(dict(node.attrs)), "params": list(node.params), "macs": node.macs, "flops": node.flops,
+            "param_count": node.param_count, "bytes_in": node.bytes_in, "bytes_out": node.bytes_out}
+
+
+def node_from_json(d: Mapping[str, Any]) -> Node:
+    """Rebuild a :class:`Node` from :func:`node_to_json` output (attribute lists become tuples)."""
+
+    def tup(v: Any) -> Any:
+        if isinstance(v, list):
+            return tuple(tup(x) for x in v)
+        if isinstance(v, str) and v in ("inf", "-inf"):
+            return float(v)
+        return v
+
+    try:
+        return Node(name=str(d["name"]), op=str(d["op"]), inputs=tuple(d["inputs"]), outputs=tuple(d["outputs"]),
+                    input_shapes=tuple(tuple(int(x) for x in s) for s in d["input_shapes"]),
+                    output_shapes=tuple(tuple(int(x) for x in s) for s in d["output_shapes"]),
+                    attrs={k: tup(v) for k, v in d.get("attrs", {}).items()}, params=tuple(d.get("params", ())),
+                    macs=int(d.get("macs", 0)), flops=int(d.get("flops", 0)), param_count=int(d.get("param_count", 0)),
+                    bytes_in=int(d.get("bytes_in", 0)), bytes_out=int(d.get("bytes_out", 0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FeatureError(f"node_json is not a node description ({type(exc).__name__}: {exc}); expected the "
+                           "keys of features.node_to_json") from None
+
+
+def single_node_graph(node: Node) -> Graph:
+    """A one-node :class:`Graph` around ``node`` (for featurising a layer measured alone)."""
+    shapes = {t: s for t, s in zip(node.activation_inputs, node.input_shapes)}
+    shapes.update({t: s for t, s in zip(node.outputs, node.output_shapes)})
+    return Graph(name=node.name, nodes=(node,), inputs=tuple(node.activation_inputs), outputs=tuple(node.outputs),
+                 initializers={}, tensor_shapes=shapes)
+
+
+# ------------------------------------------------------------------------------------------ templates
+
+
+def _chw(shape: tuple[int, ...]) -> tuple[float, float, float]:
+    if not shape:
+        return 1.0, 1.0, 1.0
+    if len(shape) == 4:
+        return float(shape[1]), float(shape[2]), float(shape[3])
+    if len(shape) == 3:
+        return float(shape[1]), float(shape[2]), 1.0
+    return float(np.prod(shape[1:])) if len(shape) > 1 else float(shape[0]), 1.0, 1.0
+
+
+def _layout_matters(shape: Sequence[int]) -> bool:
+    return len(shape) == 4 and shape[1] > 1 and shape[2] * shape[3] > 1
+
+
+@dataclass
+class GraphTemplate:
+    """Plan-independent arrays of one graph (see the module docstring); build with :func:`template_for`.
+
+    Activation inputs are listed flat (``in_*`` arrays, one entry per (consumer, input)): the consumer
+    node, the producer node (``-1`` a graph input, ``-2`` a producer outside a sub-graph whose tensor
+    arrives already converted), a tensor id, fp32 bytes and whether layout matters for it.
+    ``in_dup`` pairs (entry, earlier entry of the same tensor) let a conversion be shared by readers.
+    ``chan_kind`` per node: 0 dense Conv, Gemm, MatMul (work scales with kept input and output channels),
+    1 passes its input's channels through, 2 concatenates channels, 3 a grouped (not depthwise) Conv.
+    ``fuse_act``/``fuse_prod`` list the structurally fusable (activation, producer) pairs.
+    Pruning follows :mod:`perfpredict.runtime.pruning`: coupled producers form groups sharing the largest
+    ratio of their members; ``comp_in``/``comp_out`` say which share of a tensor's channels belongs to each
+    group's free channel classes, so a plan's kept share of every tensor is one matrix product.
+    """
+
+    name: str
+    graph_id: str
+    node_names: tuple[str, ...]
+    ops: tuple[str, ...]
+    static_raw: np.ndarray  # [n, len(STATIC_COLUMNS)]
+    edge_index: np.ndarray  # [2, E] unique data-flow edges
+    in_node: np.ndarray
+    in_src: np.ndarray
+    in_tensor: np.ndarray
+    in_bytes: np.ndarray
+    in_layout_matters: np.ndarray
+    in_dup: np.ndarray  # [2, Q]
+    chan_kind: np.ndarray
+    macs: np.ndarray
+    flops: np.ndarray
+    bytes_in: np.ndarray
+    bytes_out: np.ndarray
+    param_bytes: np.ndarray
+    bias_bytes: np.ndarray
+    prunable: np.ndarray
+    is_view: np.ndarray
+    writes_output: np.ndarray
+    out_layout_matters: np.ndarray
+    fuse_act: np.ndarray
+    fuse_prod: np.ndarray
+    group_members: tuple[np.ndarray, ...]  # node indices of each prune group (they share the largest ratio)
+    group_free: np.ndarray  # [G] free channel classes of each group
+    comp_in: np.ndarray  # [G, n] share of each node's first input channels in each group's free classes
+    comp_out: np.ndarray  # [G, n] the same for its first output
+    live: np.ndarray  # [n, n + 1] bool: tensor group t (node outputs, then the graph input) live at step i
+    input_bytes: float  # fp32 bytes of the graph inputs
+    default_choices: tuple[Choice, ...]
+    workspace: Mapping[str, np.ndarray]  # primitive -> [n, 2] workspace bytes at fp32 / int8
+    _space_cache: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.node_names)
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of nodes."""
+        return len(self.node_names)
+
+    def static_features(self, space: FeatureSpace) -> np.ndarray:
+        """[n, space.static_dim] float32: op one-hot then :data:`STATIC_COLUMNS`."""
+        key = ("static", space)
+        if key not in self._space_cache:
+            onehot = np.zeros((self.n_nodes, len(space.ops) + 1), np.float32)
+            idx = np.array([space.op_index(o) for o in self.ops], np.int64)
+            onehot[np.arange(self.n_nodes), idx] = 1.0
+            self._space_cache[key] = np.concatenate([onehot, self.static_raw.astype(np.float32)], axis=1)
+        return self._space_cache[key]
+
+    def cached(self, key: str, compute: Any) -> Any:
+        """A derived array computed once per template."""
+        if key not in self._space_cache:
+            self._space_cache[key] = compute()
+        return self._space_cache[key]
+
+    def workspace_table(self, space: FeatureSpace) -> np.ndarray:
+        """[n, len(primitives) + 1, 2] workspace bytes per node, primitive and precision."""
+        key = ("ws", space)
+        if key not in self._space_cache:
+            table = np.zeros((self.n_nodes, len(space.primitives) + 1, 2))
+            for k, p in enumerate(space.primitives):
+                if p in self.workspace:
+                    table[:, k, :] = self.workspace[p]
+            self._space_cache[key] = table
+        return self._space_cache[key]
+
+    def subset(self, indices: Sequence[int]) -> "GraphTemplate":
+        """The sub-graph of the given nodes as measured alone: inputs from outside arrive already in the
+        consumer's layout and precision; outputs are not converted back."""
+        idx = np.asarray(sorted(set(int(i) for i in indices)), np.int64)
+        n = len(idx)
+        remap = -np.ones(self.n_nodes, np.int64)
+        remap[idx] = np.arange(n)
+        keep = np.isin(self.in_node, idx)
+        old_pos = np.flatnonzero(keep)
+        pos_map = -np.ones(len(self.in_node), np.int64)
+        pos_map[old_pos] = np.arange(len(old_pos))
+        src_old = self.in_src[keep]
+        inside = np.where(src_old >= 0, remap[np.maximum(src_old, 0)], -1)
+        in_src = np.where(inside >= 0, inside, _EXTERNAL_MATCHED)
+        in_node = remap[self.in_node[keep]]
+        dup = self.in_dup[:, keep[self.in_dup[0]] & keep[self.in_dup[1]]] if self.in_dup.size else self.in_dup
+        dup = pos_map[dup] if dup.size else dup.reshape(2, 0)
+        e_keep = np.isin(self.edge_index[0], idx) & np.isin(self.edge_index[1], idx)
+        f_keep = np.isin(self.fuse_act, idx) & np.isin(self.fuse_prod, idx)
+        f_act, f_prod = remap[self.fuse_act[f_keep]], remap[self.fuse_prod[f_keep]]
+        unread_to_end = np.array([not (in_src == t).any() for t in range(n)], bool)
+        live = _live_matrix(n, in_node, in_src, unread_to_end, self.is_view[idx], f_act, f_prod)
+        external = in_src == _EXTERNAL_MATCHED
+        # a node measured alone is pruned by its own ratio: its output channels only (profile campaigns
+        # pre-slice the lone node), passed through by the sub-graph's channel-keeping readers
+        prunable = np.flatnonzero(self.prunable[idx])
+        sub_members = tuple(np.array([k], np.int64) for k in prunable)
+        out_c = np.expm1(self.static_raw[idx, STATIC_COLUMNS.index("log_out_c")].astype(np.float64))
+        free = np.array([max(round(out_c[k]), 1) for k in prunable], np.float64)
+        comp_in, comp_out = np.zeros((len(prunable), n)), np.zeros((len(prunable), n))
+        for g, k in enumerate(prunable):
+            comp_out[g, k] = 1.0
+            frontier = [k]
+            while frontier:
+                src = frontier.pop()
+                for dst in in_node[(in_src == src)]:
+                    if comp_in[g, dst] == 0.0:
+                        comp_in[g, dst] = 1.0
+                        if self.chan_kind[idx[dst]] == 1:
+                            comp_out[g, dst] = 1.0
+                            frontier.append(int(dst))
+        return GraphTemplate(
+            name=f"{self.name}[{','.join(self.node_names[i] for i in idx)}]", graph_id=self.graph_id,
+            node_names=tuple(self.node_names[i] for i in idx), ops=tuple(self.ops[i] for i in idx),
+            static_raw=self.static_raw[idx].copy(), edge_index=remap[self.edge_index[:, e_keep]],
+            in_node=in_node, in_src=in_src, in_tensor=self.in_tensor[keep], in_bytes=self.in_bytes[keep],
+            in_layout_matters=self.in_layout_matters[keep], in_dup=dup,
+            chan_kind=self.chan_kind[idx], macs=self.macs[idx], flops=self.flops[idx], bytes_in=self.bytes_in[idx],
+            bytes_out=self.bytes_out[idx], param_bytes=self.param_bytes[idx], bias_bytes=self.bias_bytes[idx],
+            prunable=self.prunable[idx], is_view=self.is_view[idx], writes_output=np.zeros(n, bool),
+            out_layout_matters=self.out_layout_matters[idx], fuse_act=f_act, fuse_prod=f_prod, group_members=sub_members, group_free=free, comp_in=comp_in,
+            comp_out=comp_out, live=live,
+            input_bytes=float(self.in_bytes[keep][external].sum()),
+            default_choices=tuple(self.default_choices[i] for i in idx),
+            workspace={k: v[idx] for k, v in self.workspace.items()})
+
+
+def build_template(graph: Graph) -> GraphTemplate:
+    """Compute the :class:`GraphTemplate` of ``graph`` (prefer the cached :func:`template_for`)."""
+    nodes = graph.nodes
+    n = len(nodes)
+    producer: dict[str, int] = {}
+    for i, nd in enumerate(nodes):
+        for o in nd.outputs:
+            producer[o] = i
+    graph_inputs = set(graph.inputs)
+    graph_outputs = set(graph.outputs)
+    fused = fused_activations(graph)
+    has_fused = set(fused.values())
+    pairs = sorted({(e.src, e.dst) for e in graph.edges})
+    fan_out = np.bincount(np.array([s for s, _ in pairs], np.int64), minlength=n).astype(float) if pairs \
+        else np.zeros(n)
+
+    in_node, in_src, in_tensor, in_bytes, in_lm = [], [], [], [], []
+    tensor_ids: dict[str, int] = {}
+    static = np.zeros((n, len(STATIC_COLUMNS)))
+    chan_kind = np.ones(n, np.int64)
+    prunable = np.zeros(n, bool)
+    is_view = np.zeros(n, bool)
+    writes_output = np.zeros(n, bool)
+    out_lm = np.zeros(n, bool)
+    param_bytes = np.zeros(n)
+    bias_bytes = np.zeros(n)
+    last_reader = np.full(n + 1, -1, np.int64)  # per tensor group; n = graph inputs
+
+    for i, nd in enumerate(nodes):
+        a = nd.attrs
+        acts = nd.activation_inputs
+        reads_input = False
+        for t, shp in zip(acts, nd.input_shapes):
+            src = producer.get(t)
+            if src is None:
+                src = _EXTERNAL_GRAPH_INPUT if t in graph_inputs else _EXTERNAL_MATCHED
+                reads_input = reads_input or t in graph_inputs
+                last_reader[n] = i
+            else:
+                last_reader[src] = max(last_reader[src], i)
+            in_node.append(i)
+            in_src.append(src)
+            in_tensor.append(tensor_ids.setdefault(t, len(tensor_ids)))
+            in_bytes.append(4.0 * float(np.prod(shp)) if shp else 4.0)
+            in_lm.append(_layout_matters(shp))
+        ic, ih, iw = _chw(nd.input_shapes[0] if nd.input_shapes else ())
+        oc, oh, ow = _chw(nd.output_shapes[0] if nd.output_shapes else ())
+        kh = kw = 1.0
+        stride = groups = 1.0
+        pad = dil = dw = pw = 0.0
+        if nd.op == "Conv":
+            k = a["kernel"]
+            kh, kw = float(k[0]), float(k[-1])
+            stride = float(max(a["stride"]))
+            groups = float(a["groups"])
+            pad = float(sum(a["pads"]))
+            dil = float(max(a["dilation"]) > 1)
+            dw = float(a["groups"] > 1 and a["groups"] == a["in_channels"] == a["out_channels"])
+            pw = float(kh == 1 and kw == 1)
+            chan_kind[i] = 0 if a["groups"] == 1 else (1 if dw else 3)
+            bias_bytes[i] = 4.0 * a["out_channels"] if a.get("bias") else 0.0
+        elif nd.op in ("MaxPool", "AveragePool"):
+            k = a["kernel"]
+            kh, kw = float(k[0]), float(k[-1])
+            stride = float(max(a["stride"]))
+            pad = float(sum(a["pads"]))
+        elif nd.op in ("Gemm", "MatMul"):
+            chan_kind[i] = 0
+            if nd.op == "Gemm" and len(nd.params) > 1:
+                bias_bytes[i] = 4.0 * a.get("out_features", oc)
+        elif nd.op == "Concat":
+            chan_kind[i] = 2 if a.get("axis") == 1 else 1
+        param_bytes[i] = 4.0 * nd.param_count
+        is_view[i] = nd.op in _VIEW_OPS and len(acts) == 1
+        writes_output[i] = bool(graph_outputs.intersection(nd.outputs))
+        out_lm[i] = _layout_matters(nd.output_shapes[0]) if nd.output_shapes else False
+        total_bytes = nd.bytes_in + nd.bytes_out + 4.0 * nd.param_count
+        static[i] = [
+            np.log1p(ic), np.log1p(ih), np.log1p(iw), np.log1p(oc), np.log1p(oh), np.log1p(ow),
+            np.log1p(kh), np.log1p(kw), np.log1p(stride), np.log1p(groups), np.log1p(pad), dil, dw, pw,
+            np.log1p(nd.macs), np.log1p(nd.flops), np.log1p(nd.param_count), np.log1p(nd.bytes_in),
+            np.log1p(nd.bytes_out), np.log1p(nd.flops / total_bytes if total_bytes else 0.0),
+            np.log1p(len(acts)), np.log1p(fan_out[i]), float(reads_input), float(writes_output[i]),
+            float(i in fused), float(i in has_fused), float(prunable[i]),
+        ]  # fmt: skip
+    acts_fused = sorted(fused)
+    live = _live_matrix(n, np.array(in_node, np.int64), np.array(in_src, np.int64), writes_output, is_view,
+                        np.array(acts_fused, np.int64), np.array([fused[a] for a in acts_fused], np.int64))
+    input_bytes = float(sum(4.0 * np.prod(graph.tensor_shapes[t]) for t in graph.inputs if t in graph.tensor_shapes))
+    first_seen: dict[int, list[int]] = {}
+    dup = []
+    for e, t in enumerate(in_tensor):
+        dup.extend((e, earlier) for earlier in first_seen.get(t, ()))
+        first_seen.setdefault(t, []).append(e)
+
+    members, free, comp_in, comp_out = _prune_composition(graph)
+    prunable[:] = False
+    for m in members:
+        prunable[m] = True
+    static[:, STATIC_COLUMNS.index("prunable")] = prunable
+    defaults = []
+    for nd in nodes:
+        try:
+            defaults.append(default_choice(nd))
+        except PlanError:
+            defaults.append(Choice("", "NCHW", "fp32", 0.0))
+    return GraphTemplate(
+        name=graph.name, graph_id=graph.graph_id, node_names=tuple(nd.name for nd in nodes),
+        ops=tuple(nd.op for nd in nodes), static_raw=static.astype(np.float32),
+        edge_index=np.array(pairs, np.int64).reshape(-1, 2).T.copy(), in_node=np.array(in_node, np.int64),
+        in_src=np.array(in_src, np.int64), in_tensor=np.array(in_tensor, np.int64), in_bytes=np.array(in_bytes),
+        in_layout_matters=np.array(in_lm, bool),
+        in_dup=np.array(dup, np.int64).reshape(-1, 2).T.copy(), chan_kind=chan_kind,
+        macs=np.array([float(nd.macs) for nd in nodes]), flops=np.array([float(nd.flops) for nd in nodes]),
+        bytes_in=np.array([float(nd.bytes_in) for nd in nodes]), bytes_out=np.array([float(nd.bytes_out) for nd in nodes]),
+        param_bytes=param_bytes, bias_bytes=bias_bytes, prunable=prunable, is_view=is_view,
+        writes_output=writes_output, out_layout_matters=out_lm, fuse_act=np.array(acts_fused, np.int64),
+        fuse_prod=np.array([fused[a] for a in acts_fused], np.int64), group_members=members, group_free=free,
+        comp_in=comp_in, comp_out=comp_out, live=live, input_bytes=input_bytes,
+        default_choices=tuple(defaults), workspace=_workspace_bytes(nodes))
+
+
+def _live_matrix(n: int, in_node: np.ndarray, in_src: np.ndarray, to_end: np.ndarray, is_view: np.ndarray,
+                 fuse_act: np.ndarray, fuse_prod: np.ndarray) -> np.ndarray:
+    """[n steps, n + 1 tensor groups] liveness as the runtime schedules it: a node's outputs live from its
+    step to their last reader (``to_end``: to the end); a view keeps its input's storage alive; a fusable
+    producer's own output ends before its activation's step (the activation's output is counted from there;
+    plan_node_features adds the producer's output back at that step when the pair is not fused). Group
+    ``n`` is the graph input (or, in a sub-graph, the inputs arriving from outside)."""
+    death = np.full(n + 1, -1, np.int64)
+    for node, src in zip(in_node.tolist(), in_src.tolist()):
+        t = src if src >= 0 else n
+        death[t] = max(death[t], node)
+    for t in range(n):
+        death[t] = n - 1 if to_end[t] else max(death[t], t)
+    view_src = {int(node): (int(src) if src >= 0 else n) for node, src in zip(in_node[::-1], in_src[::-1])}
+    for i in reversed(range(n)):
+        if is_view[i] and i in view_src:
+            death[view_src[i]] = max(death[view_src[i]], death[i])
+    for a, p in zip(fuse_act.tolist(), fuse_prod.tolist()):
+        death[p] = max(p, a - 1)
+    live = np.zeros((n, n + 1), bool)
+    for t in range(n):
+        live[t:death[t] + 1, t] = True
+    if death[n] >= 0:
+        live[: death[n] + 1, n] = True
+    return live
+
+
+def _prune_composition(graph: Graph) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """Prune groups and the channel composition of every node's first input and output (see GraphTemplate).
+
+    Uses the runtime's channel flow (:mod:`perfpredict.runtime.pruning`), so the features prune exactly
+    the tensors the runtime prunes.
+    """
+    from perfpredict.runtime.pruning import _ChannelFlow
+
+    n = len(graph.nodes)
+    index = {nd.name: i for i, nd in enumerate(graph.nodes)}
+    flow = _ChannelFlow(graph)
+    groups, _ = flow.groups()
+    owned = flow.owned()
+    root_group: dict[int, int] = {}
+    for g, grp in enumerate(groups):
+        for m in grp.members:
+            for i in owned.get(m, ()):
+                r = flow.find(i)
+                if r not in flow.reason:
+                    root_group[r] = g
+    G = len(groups)
+    comp_in, comp_out = np.zeros((G, n)), np.zeros((G, n))
+    share: dict[str, np.ndarray] = {}
+
+    def composition(tensor: str) -> np.ndarray:
+        got = share.get(tensor)
+        if got is None:
+            got = np.zeros(G)
+            ids = flow.chan.get(tensor)
+            if ids is not None and len(ids):
+                for i in ids.tolist():
+                    g = root_group.get(flow.find(i))
+                    if g is not None:
+                        got[g] += 1.0
+                got /= len(ids)
+            share[tensor] = got
+        return got
+
+    for i, nd in enumerate(graph.nodes):
+        if nd.activation_inputs:
+            comp_in[:, i] = composition(nd.activation_inputs[0])
+        comp_out[:, i] = composition(nd.outputs[0])
+    members = tuple(np.array(sorted(index[m] for m in grp.members), np.int64) for grp in groups)
+    free = np.array([max(grp.channels, 1) for grp in groups], np.float64)
+    return members, free, comp_in, comp_out
+
+
+def _workspace_bytes(nodes: Sequence[Node]) -> dict[str, np.ndarray]:
+    from perfpredict.primitives import all_primitives
+
+    out: dict[str, np.ndarray] = {}
+    for p in all_primitives():
+        col = np.zeros((len(nodes), 2))
+        for i, nd in enumerate(nodes):
+            if not p.supports(nd):
+                continue
+            for j, prec in enumerate(PRECISIONS):
+                if prec in p.precisions:
+                    try:
+                        col[i, j] = float(p.workspace_bytes(nd, prec))
+                    except Exception:  # a primitive's estimate failing must not stop featurisation
+                        col[i, j] = 0.0
+        if col.any():
+            out[p.name] = col
+    return out
+
+
+_TEMPLATES: "OrderedDict[str, GraphTemplate]" = OrderedDict()
+_TEMPLATE_CACHE_SIZE = 512
+
+
+def template_for(graph: Graph) -> GraphTemplate:
+    """The (cached, by ``graph_id`` and name) :class:`GraphTemplate` of ``graph``."""
+    key = f"{graph.graph_id}:{graph.name}:{len(graph.nodes)}"
+    tpl = _TEMPLATES.get(key)
+    if tpl is None:
+        tpl = build_template(graph)
+        _TEMPLATES[key] = tpl
+        while len(_TEMPLATES) > _TEMPLATE_CACHE_SIZE:
+            _TEMPLATES.popitem(last=False)
+    else:
+        _TEMPLATES.move_to_end(key)
+    return tpl
+
+
+# ------------------------------------------------------------------------------------------ plans
+
+
+@dataclass(frozen=True)
+class PlanArrays:
+    """Per-plan, per-node choice indices: ``primitive`` into the space's primitives (``len`` = other),
+    ``layout`` into LAYOUTS, ``precision`` into PRECISIONS, ``prune`` ratios; all shaped [P, n]."""
+
+    primitive: np.ndarray
+    layout: np.ndarray
+    precision: np.ndarray
+    prune: np.ndarray
+
+    def __len__(self) -> int:
+        return self.primitive.shape[0]
+
+
+def encode_plans(template: GraphTemplate, plans: Sequence[Plan | Mapping[str, Choice]],
+                 space: FeatureSpace) -> PlanArrays:
+    """Resolve every plan against the template (defaults fill unnamed nodes) into index arrays.
+
+    A plan naming a node the graph lacks raises :class:`FeatureError`; an unknown primitive maps to the
+    ``other`` bucket with a :class:`FeatureWarning`.
+    """
+    n = template.n_nodes
+    P = len(plans)
+    prim_idx = space.primitive_lookup()
+    other = len(space.primitives)
+    lay_idx = {x: i for i, x in enumerate(space.layouts)}
+    prec_idx = {x: i for i, x in enumerate(space.precisions)}
+    names = template.node_names
+    name_set = set(names)
+    defaults = template.default_choices
+
+    def code(c: Choice) -> tuple[int, int, int, float]:
+        pi = prim_idx.get(c.primitive)
+        if pi is None:
+            if c.primitive:
+                _warn(f"primitive '{c.primitive}' is not in the predictor's "
+                           f"vocabulary; featurised as '{OTHER}'")
+            pi = other
+        if c.layout not in lay_idx or c.precision not in prec_idx:
+            raise FeatureError(f"choice {c.to_dict()}: layout must be one of {list(space.layouts)} and "
+                               f"precision one of {list(space.precisions)}")
+        return pi, lay_idx[c.layout], prec_idx[c.precision], float(c.prune)
+
+    # every distinct (primitive, layout, precision, prune) gets an id; plans become an int matrix of ids,
+    # decoded by table lookup (plain tuples hash much faster than Choice dataclasses)
+    ids: dict[tuple[str, str, str, float], int] = {}
+    default_ids = [ids.setdefault((c.primitive, c.layout, c.precision, c.prune), len(ids)) for c in defaults]
+    rows = []
+    for plan in plans:
+        choices = plan.choices if isinstance(plan, Plan) else plan
+        if len(choices) and not name_set.issuperset(choices):
+            missing = sorted(set(choices) - name_set)[:3]
+            raise FeatureError(f"plan names node(s) {missing} that graph '{template.name}' does not have")
+        get = choices.get
+        rows.append([ids.setdefault((c.primitive, c.layout, c.precision, c.prune), len(ids))
+                     if (c := get(nm)) is not None else d for nm, d in zip(names, default_ids)])
+    id_mat = np.array(rows, np.int64).reshape(P, n)
+    tab = np.array([code(Choice(*k)) for k in ids], np.float64).reshape(-1, 4)
+    prim = tab[:, 0].astype(np.int64)[id_mat]
+    lay = tab[:, 1].astype(np.int64)[id_mat]
+    prec = tab[:, 2].astype(np.int64)[id_mat]
+    prune = tab[:, 3][id_mat]
+    return PlanArrays(prim, lay, prec, prune)
+
+
+# ------------------------------------------------------------------------------------------ devices
+
+
+@dataclass(frozen=True)
+class DeviceRates:
+    """Throughputs the roofline prior uses: GFLOP/s fp32, GOP/s int8, GB/s, per-node overhead (ms)."""
+
+    gflops_fp32: float
+    gops_int8: float
+    bandwidth_gbs: float
+    overhead_ms: float
+
+
+def threads_of(device: DeviceSpec, threads: int | None = None) -> int:
+    """Threads a run uses: ``threads`` if given, else the device's ``threads_used``, threads, cores, or 1."""
+    return int(threads or device.threads_used or device.threads or device.cores or 1)
+
+
+def _flops_per_cycle(device: DeviceSpec) -> float:
+    isa = set(device.isa_features)
+    if "avx512f" in isa:
+        return 64.0
+    if "avx2" in isa or "fma" in isa:
+        return 32.0
+    if "avx" in isa:
+        return 16.0
+    if "neon" in isa or (device.arch or "").startswith(("aarch64", "arm")):
+        return 8.0
+    return 4.0
+
+
+def device_rates(device: DeviceSpec, threads: int | None = None) -> DeviceRates:
+    """Throughputs for the roofline prior.
+
+    Measured figures (``peak_gflops_fp32``, ``peak_gops_int8``, ``mem_bw_triad_gbs``/``copy``) are used when
+    the board has them, scaled linearly by usable cores when ``threads`` differs from ``threads_used``;
+    otherwise estimated: cores used x clock (GHz, default 2) x fp32 FLOPs per cycle from the ISA (64 with
+    avx512f, 32 avx2/fma, 16 avx, 8 neon, else 4) x 0.5; int8 = 2 x fp32; bandwidth 12 GB/s (x86) or
+    4 GB/s (other). Per-node overhead: 5 us at 2.5 GHz, scaled by clock.
+    """
+    t = threads_of(device, threads)
+    cores = device.cores or t
+    usable = max(1, min(t, cores))
+    freq = (device.freq_mhz_max or device.freq_mhz_base or 2000.0) / 1000.0
+    measured_with = max(1, min(device.threads_used or usable, cores))
+    scale = usable / measured_with
+    if device.peak_gflops_fp32:
+        gflops = device.peak_gflops_fp32 * scale
+    else:
+        gflops = usable * freq * _flops_per_cycle(device) * 0.5
+    gops = device.peak_gops_int8 * scale if device.peak_gops_int8 else 2.0 * gflops
+    bw = device.mem_bw_triad_gbs or device.mem_bw_copy_gbs
+    if not bw:
+        bw = 12.0 if (device.arch or "x86_64").startswith(("x86", "amd64")) else 4.0
+    return DeviceRates(float(gflops), float(gops), float(bw), 0.005 * 2.5 / freq)
+
+
+def device_vector(device: DeviceSpec, threads: int | None = None) -> np.ndarray:
+    """Raw device features (:data:`DEVICE_COLUMNS`); missing fingerprint entries are NaN."""
+    t = threads_of(device, threads)
+    rates = device_rates(device, t)
+    isa = set(device.isa_features)
+    freq = (device.freq_mhz_max or device.freq_mhz_base or 2000.0) / 1000.0
+    fp = device.fingerprint or {}
+    vals = [
+        math.log(t), math.log(device.cores or t), math.log(freq), math.log1p(device.l1d_kb or 32.0),
+        math.log1p(device.l2_kb or 1024.0), math.log1p(device.l3_kb or 0.0), math.log(rates.gflops_fp32),
+        math.log(rates.gops_int8), math.log(rates.bandwidth_gbs), float("avx2" in isa), float("avx512f" in isa),
+        float(bool({"avx512_vnni", "avx_vnni"} & isa)), float("neon" in isa), float("asimddp" in isa),
+        float(device.peak_gflops_fp32 is not None),
+    ] + [math.log(fp[name]) if fp.get(name) else float("nan") for name in REFERENCE_LAYERS]  # fmt: skip
+    return np.array(vals, np.float64)
+
+
+# ------------------------------------------------------------------------------------------ plan features
+
+
+@dataclass(frozen=True)
+class PlanFeatures:
+    """Featurised plans of one template: the static node rows [n, static_dim] shared by every plan, the
+    plan rows [P, n, plan_dim] (float32), latency priors [P, n] (ms), graph memory facts
+    [P, len(GRAPH_MEMORY_COLUMNS)], the analytical memory prior [P] (bytes) and each node's weight plus
+    workspace bytes [P, n]."""
+
+    static: np.ndarray
+    plan: np.ndarray
+    prior_ms: np.ndarray
+    memory: np.ndarray
+    memory_prior: np.ndarray
+    node_memory: np.ndarray  # [P, n] weight plus workspace bytes of each node's choice
+
+    def __len__(self) -> int:
+        return self.plan.shape[0]
+
+    def nodes(self) -> np.ndarray:
+        """Full node rows [P, n, node_dim]: static columns then plan columns."""
+        P, n, _ = self.plan.shape
+        return np.concatenate([np.broadcast_to(self.static, (P, n, self.static.shape[1])), self.plan], axis=2)
+
+
+def _incidence(tpl: GraphTemplate) -> np.ndarray:
+    """[m, n] one-hot map from input entries to their consumer node."""
+    inc = np.zeros((len(tpl.in_node), tpl.n_nodes))
+    inc[np.arange(len(tpl.in_node)), tpl.in_node] = 1.0
+    return inc
+
+
+def _int8_channel_bytes(tpl: GraphTemplate) -> np.ndarray:
+    """Per node: the scale and zero point an int8 Conv/Gemm/MatMul stores per output channel (8 bytes each)."""
+    out_c = np.expm1(tpl.static_raw[:, STATIC_COLUMNS.index("log_out_c")].astype(np.float64))
+    return np.where(np.isin(np.array(tpl.ops), _FUSE_PRODUCERS), 8.0 * np.round(out_c), 0.0)
+
+
+def _conversion_live(tpl: GraphTemplate) -> np.ndarray:
+    """[n, m] steps during which a conversion made for input entry e is alive (until its tensor's last reader)."""
+    m = len(tpl.in_node)
+    last = np.zeros(int(tpl.in_tensor.max()) + 1 if m else 0, np.int64)
+    if m:
+        np.maximum.at(last, tpl.in_tensor, tpl.in_node)
+    death = last[tpl.in_tensor] if m else np.zeros(0, np.int64)
+    steps = np.arange(tpl.n_nodes)[:, None]
+    return ((steps >= tpl.in_node[None, :]) & (steps <= death[None, :])).astype(np.float64)
+
+
+def _keep_fractions(tpl: GraphTemplate, prune: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kept share of each node's first input and output channels, [P, n] each.
+
+    A group removes ``round(ratio * free)`` of its free channel classes, ``ratio`` being the largest of
+    its members' prune ratios; a tensor loses that share of the channels it holds from the group.
+    """
+    P, n = prune.shape
+    G = len(tpl.group_members)
+    if G == 0:
+        return np.ones((P, n)), np.ones((P, n))
+    removed = np.zeros((P, G))
+    for g, members in enumerate(tpl.group_members):
+        ratio = prune[:, members].max(axis=1)
+        removed[:, g] = np.floor(ratio * tpl.group_free[g] + 0.5) / tpl.group_free[g]
+    keep_in = 1.0 - removed @ tpl.comp_in
+    keep_out = 1.0 - removed @ tpl.comp_out
+    return np.clip(keep_in, 0.0, 1.0), np.clip(keep_out, 0.0, 1.0)
+
+
+def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, device: DeviceSpec,
+                       threads: int | None = None) -> PlanFeatures:
+    """Featurise the plans of ``arrays`` on ``device`` (see the module docstring for the columns)."""
+    P, n = arrays.primitive.shape
+    rates = device_rates(device, threads)
+    nchw = space.layouts.index("NCHW") if "NCHW" in space.layouts else 0
+    fp32 = space.precisions.index("fp32") if "fp32" in space.precisions else 0
+    int8 = arrays.precision != fp32
+    nhwc = arrays.layout != nchw
+    act_scale = np.where(int8, 0.25, 1.0)
+    keep_in, keep_out = _keep_fractions(tpl, arrays.prune)
+    dense = tpl.chan_kind == 0
+    chan_scale = np.where(dense, keep_in * keep_out, keep_in)
+    eff_macs = tpl.macs * chan_scale
+    eff_flops = tpl.flops * chan_scale
+    eff_in = tpl.bytes_in * keep_in * act_scale
+    eff_out = tpl.bytes_out * keep_out * act_scale
+    eff_params = (tpl.param_bytes - tpl.bias_bytes) * chan_scale * act_scale + tpl.bias_bytes * keep_out
+    eff_params += int8 * tpl.cached("int8_channel_bytes", lambda: _int8_channel_bytes(tpl)) * keep_out
+
+    # fusion: an activation folds into its producer when both run at the same precision
+    fused_now = np.zeros((P, n), bool)
+    has_fused_now = np.zeros((P, n), bool)
+    out_layout = arrays.layout.copy()
+    if len(tpl.fuse_act):
+        same = arrays.precision[:, tpl.fuse_act] == arrays.precision[:, tpl.fuse_prod]
+        fused_now[:, tpl.fuse_act] = same
+        has_fused_now[:, tpl.fuse_prod] = same
+        out_layout[:, tpl.fuse_act] = np.where(same, arrays.layout[:, tpl.fuse_prod], arrays.layout[:, tpl.fuse_act])
+
+    # conversions: a reader whose layout/precision differs from the tensor's producer; one per variant
+    m = len(tpl.in_node)
+    incidence = tpl.cached("incidence", lambda: _incidence(tpl))
+    src = tpl.in_src
+    has_src = src >= 0
+    src_c = np.maximum(src, 0)
+    lay_dst = arrays.layout[:, tpl.in_node]
+    prec_dst = arrays.precision[:, tpl.in_node]
+    lay_src = np.where(has_src, out_layout[:, src_c], np.where(src == _EXTERNAL_GRAPH_INPUT, nchw, lay_dst))
+    prec_src = np.where(has_src, arrays.precision[:, src_c], np.where(src == _EXTERNAL_GRAPH_INPUT, fp32, prec_dst))
+    reader_fused = fused_now[:, tpl.in_node]
+    need_lay = (lay_src != lay_dst) & tpl.in_layout_matters & ~reader_fused
+    need_prec = (prec_src != prec_dst) & ~reader_fused
+    need = need_lay | need_prec
+    both = need_lay & need_prec  # a layout change in fp32 next to a (de)quantisation: one more fp32 copy
+    if tpl.in_dup.size:
+        e, earlier = tpl.in_dup
+        variant_dst = np.where(tpl.in_layout_matters, lay_dst, -1) * 2 + prec_dst
+        shared = need[:, earlier] & (variant_dst[:, e] == variant_dst[:, earlier])
+        dup = np.zeros((P, m), bool)
+        np.logical_or.at(dup, (slice(None), e), shared)
+        need_lay &= ~dup
+        need_prec &= ~dup
+        need &= ~dup
+    src_keep = np.where(has_src, keep_out[:, src_c], 1.0)
+    conv_bytes = (need * tpl.in_bytes * src_keep) @ incidence
+    # the converted copy (1 byte per element at int8) lives until the tensor's last reader
+    slot_bytes = need * tpl.in_bytes * src_keep * np.where(prec_dst == fp32, 1.0, 0.25)
+    conv_live = slot_bytes @ tpl.cached("conversion_live", lambda: np.ascontiguousarray(_conversion_live(tpl).T))
+    transient = (both & need) * tpl.in_bytes * src_keep @ incidence  # before the node's own output exists
+    out_conv = tpl.writes_output & ((nhwc & tpl.out_layout_matters) | int8)
+
+    rate = np.where(int8, rates.gops_int8, rates.gflops_fp32) * 1e6  # operations per ms
+    bw = rates.bandwidth_gbs * 1e6  # bytes per ms
+    prior = (eff_flops / rate + (eff_in + eff_out + eff_params + 2.0 * conv_bytes) / bw + rates.overhead_ms
+             + out_conv * 2.0 * eff_out / bw)
+    prior = np.where(fused_now, _FUSED_PRIOR_SHARE * rates.overhead_ms, prior)
+
+    K = len(space.primitives) + 1
+    prim_onehot = np.zeros((P, n, K), np.float32)
+    np.put_along_axis(prim_onehot, arrays.primitive[..., None], 1.0, axis=2)
+    plan_cols = np.stack([
+        (~nhwc).astype(np.float64), nhwc.astype(np.float64), (~int8).astype(np.float64), int8.astype(np.float64),
+        arrays.prune, keep_in, keep_out, np.log1p(eff_macs), np.log1p(eff_flops), np.log1p(eff_in),
+        np.log1p(eff_out), np.log1p(eff_params), need_lay.astype(np.float64) @ incidence,
+        need_prec.astype(np.float64) @ incidence, np.log1p(conv_bytes), out_conv.astype(np.float64),
+        fused_now.astype(np.float64), has_fused_now.astype(np.float64), np.log(prior),
+    ], axis=2).astype(np.float32)  # fmt: skip
+    plan = np.concatenate([prim_onehot, plan_cols], axis=2)
+
+    # analytical memory: weights + peak live activations (plus conversion copies) + largest workspace;
+    # views share their input's storage; a fused producer writes its activation's output
+    own_out = np.where(tpl.is_view, 0.0, eff_out)
+    out_bytes = np.concatenate([own_out, np.full((P, 1), tpl.input_bytes)], axis=1)
+    live_act = out_bytes @ tpl.cached("live_T", lambda: np.ascontiguousarray(tpl.live.T, np.float64)) + conv_live
+    if len(tpl.fuse_act):
+        live_act[:, tpl.fuse_act] += ~fused_now[:, tpl.fuse_act] * own_out[:, tpl.fuse_prod]
+    live_act = np.maximum(live_act, live_act - own_out + transient)
+    peak_act = live_act.max(axis=1) if n else np.zeros(P)
+    weights = eff_params.sum(axis=1)
+    ws_table = tpl.workspace_table(space)
+    ws = ws_table[np.arange(n)[None, :], arrays.primitive, int8.astype(np.int64)] * chan_scale
+    max_ws = ws.max(axis=1) if n else np.zeros(P)
+    mem_prior = weights + peak_act + max_ws
+    memory = np.stack([np.log1p(weights), np.log1p(peak_act), np.log1p(max_ws), np.log1p(mem_prior)], axis=1)
+    return PlanFeatures(tpl.static_features(space), plan, prior, memory.astype(np.float32), mem_prior,
+                        eff_params + ws)
+
+
+def featurise(graph: Graph, plans: Sequence[Plan], device: DeviceSpec, space: FeatureSpace,
+              threads: int | None = None) -> PlanFeatures:
+    """Convenience: :func:`template_for` + :func:`encode_plans` + :func:`plan_node_features`."""
+    tpl = template_for(graph)
+    return plan_node_features(tpl, encode_plans(tpl, plans, space), space, device, threads)
+
+
+# ------------------------------------------------------------------------------------------ normaliser
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Standardisation fitted on training data, stored in checkpoints.
+
+    Node and memory columns: ``(x - mean) / std``. Device columns: missing fingerprint entries are imputed
+    as the training mean shifted by the device's log-GFLOP/s difference, then the vector is clipped to the
+    training range (so the learned part never extrapolates; cross-device scaling comes from the roofline
+    prior), then standardised.
+    """
+
+    node_mean: np.ndarray
+    node_std: np.ndarray
+    dev_mean: np.ndarray
+    dev_std: np.ndarray
+    dev_min: np.ndarray
+    dev_max: np.ndarray
+    mem_mean: np.ndarray
+    mem_std: np.ndarray
+
+    @classmethod
+    def fit(cls, node_rows: np.ndarray, device_rows: np.ndarray, memory_rows: np.ndarray) -> "Normaliser":
+        """Fit on stacked node rows [N, d], raw device vectors [G, dd] and memory rows [G, dm]."""
+        def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            x = np.asarray(x, np.float64)
+            with warnings.catch_warnings():  # all-NaN columns (a board without fingerprint) are expected
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(x, axis=0) if len(x) else np.zeros(x.shape[1])
+                std = np.nanstd(x, axis=0) if len(x) else np.ones(x.shape[1])
+            mean = np.nan_to_num(mean)
+            std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
+            return mean, std
+
+        nm, ns = stats(node_rows)
+        dev = np.asarray(device_rows, np.float64)
+        dm, ds = stats(dev)
+        dev_filled = np.where(np.isnan(dev), dm, dev)
+        mm, ms = stats(memory_rows)
+        return cls(nm, ns, dm, ds, dev_filled.min(axis=0), dev_filled.max(axis=0), mm, ms)
+
+    def nodes(self, x: np.ndarray) -> np.ndarray:
+        """Standardised node rows (float32)."""
+        return ((x - self.node_mean) / self.node_std).astype(np.float32)
+
+    def device(self, v: np.ndarray) -> np.ndarray:
+        """Imputed, clipped, standardised device vector (float32)."""
+        v = np.array(v, np.float64)
+        gi = DEVICE_COLUMNS.index("log_gflops_fp32")
+        shift = v[gi] - self.dev_mean[gi]
+        fp = np.array([c.startswith("log_fp_") for c in DEVICE_COLUMNS])
+        missing = np.isnan(v)
+        v[missing & fp] = self.dev_mean[missing & fp] - shift
+        v[missing & ~fp] = self.dev_mean[missing & ~fp]
+        v = np.clip(v, self.dev_min, self.dev_max)
+        return ((v - self.dev_mean) / self.dev_std).astype(np.float32)
+
+    def memory(self, x: np.ndarray) -> np.ndarray:
+        """Standardised graph memory facts (float32)."""
+        return ((x - self.mem_mean) / self.mem_std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON/torch-safe form (plain lists)."""
+        return {k: np.asarray(getattr(self, k), np.float64).tolist() for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Iterable[float]]) -> "Normaliser":
+        """Parse :meth:`to_dict` output."""
+        return cls(**{k: np.asarray(d[k], np.float64) for k in cls.__dataclass_fields__})

@@ -1,0 +1,226 @@
+"""Featurisation: vocabularies and fallbacks, plan columns (pruning, fusion, conversions), devices."""
+
+import math
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from perfpredict.devices import load_device, load_example_board
+from perfpredict.features import (DEVICE_COLUMNS, PLAN_COLUMNS, STATIC_COLUMNS, FeatureError, FeatureSpace,
+                                  FeatureWarning, Normaliser, device_rates, device_vector, encode_plans,
+                                  node_from_json, node_to_json, plan_node_features, single_node_graph,
+                                  template_for)
+from perfpredict.graph import load_onnx
+from perfpredict.plan import Choice, Plan
+
+DEVICE = load_device({"schema_version": 1, "name": "t", "kind": "cpu", "arch": "x86_64", "cores": 2, "threads": 2,
+                      "isa_features": ["avx2", "fma"], "peak_gflops_fp32": 80.0, "peak_gops_int8": 160.0,
+                      "mem_bw_triad_gbs": 16.0, "threads_used": 2})
+
+
+def _branch_model(path):
+    """conv1 -> relu -> {conv2, conv3} -> add -> gap -> flatten -> fc."""
+    rng = np.random.default_rng(0)
+
+    def w(name, *shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    inits = [w("w1", 16, 3, 3, 3), w("w2", 16, 16, 3, 3), w("w3", 16, 16, 1, 1), w("fc_w", 10, 16), w("fc_b", 10)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Conv", ["r1", "w3"], ["c3"], name="conv3", kernel_shape=[1, 1]),
+        helper.make_node("Add", ["c2", "c3"], ["a"], name="add"),
+        helper.make_node("GlobalAveragePool", ["a"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
+    ]
+    g = helper.make_graph(nodes, "branch", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return load_onnx(path)
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    return _branch_model(tmp_path_factory.mktemp("feat") / "branch.onnx")
+
+
+@pytest.fixture(scope="module")
+def space():
+    return FeatureSpace.current()
+
+
+def _cols(pf, space, *names):
+    base = len(space.primitives) + 1
+    return [pf.plan[:, :, base + PLAN_COLUMNS.index(n)] for n in names]
+
+
+def _feat(graph, space, plans, device=DEVICE, threads=None):
+    tpl = template_for(graph)
+    return tpl, plan_node_features(tpl, encode_plans(tpl, plans, space), space, device, threads)
+
+
+def test_dimensions_and_column_names(graph, space):
+    tpl, pf = _feat(graph, space, [Plan({})])
+    assert pf.static.shape == (len(graph.nodes), space.static_dim)
+    assert pf.plan.shape == (1, len(graph.nodes), space.plan_dim)
+    assert len(space.column_names()) == space.node_dim == space.static_dim + space.plan_dim
+    assert np.isfinite(pf.static).all() and np.isfinite(pf.plan).all()
+    assert space.static_dim == len(space.ops) + 1 + len(STATIC_COLUMNS)
+    assert set(["conv.winograd", "conv.int8", "gemm.blas"]) <= set(space.primitives)
+    assert FeatureSpace.from_dict(space.to_dict()) == space
+
+
+def test_unknown_op_and_primitive_go_to_other_with_warning(graph):
+    small = FeatureSpace(ops=("Conv", "Gemm"), primitives=("conv.onednn",))
+    tpl = template_for(graph)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        static = tpl.static_features(small)
+        arr = encode_plans(tpl, [Plan({"fc": Choice("gemm.reference")})], small)
+    messages = [str(w.message) for w in caught if issubclass(w.category, FeatureWarning)]
+    assert any("'Relu'" in m for m in messages) and any("'gemm.reference'" in m for m in messages)
+    relu = tpl.node_names.index("relu1")
+    assert static[relu, len(small.ops)] == 1.0  # the 'other' op bucket
+    assert arr.primitive[0, tpl.node_names.index("fc")] == len(small.primitives)  # the 'other' primitive
+
+
+def test_plan_naming_unknown_node_is_an_error(graph, space):
+    with pytest.raises(FeatureError, match="nope"):
+        encode_plans(template_for(graph), [Plan({"nope": Choice("conv.onednn")})], space)
+
+
+def test_pruning_shrinks_the_node_and_its_consumers(graph, space):
+    tpl, pf = _feat(graph, space, [Plan({}), Plan({"conv1": Choice("conv.onednn", prune=0.5)})])
+    macs, keep_in, keep_out = _cols(pf, space, "log_eff_macs", "keep_in", "keep_out")
+    i1, i2, i3 = (tpl.node_names.index(n) for n in ("conv1", "conv2", "conv3"))
+    assert keep_out[1, i1] == pytest.approx(0.5) and keep_in[1, i2] == pytest.approx(0.5)
+    assert keep_in[1, i3] == pytest.approx(0.5) and keep_out[1, i2] == pytest.approx(1.0)
+    for i in (i1, i2, i3):
+        assert math.expm1(macs[1, i]) == pytest.approx(0.5 * math.expm1(macs[0, i]), rel=1e-4)
+    assert pf.memory_prior[1] < pf.memory_prior[0]
+    assert pf.prior_ms[1].sum() < pf.prior_ms[0].sum()
+
+
+def test_fusion_depends_on_matching_precision(graph, space):
+    plans = [Plan({}), Plan({"conv1": Choice("conv.int8", "NCHW", "int8")})]
+    tpl, pf = _feat(graph, space, plans)
+    fused, has_fused, prec_conv = _cols(pf, space, "fused_now", "has_fused_now", "precision_conversions_in")
+    r, c1 = tpl.node_names.index("relu1"), tpl.node_names.index("conv1")
+    assert fused[0, r] == 1 and has_fused[0, c1] == 1
+    assert pf.prior_ms[0, r] < 0.05 * pf.prior_ms[1, r]  # a fused activation costs almost nothing
+    assert fused[1, r] == 0 and has_fused[1, c1] == 0  # int8 conv, fp32 relu: not fused
+    assert prec_conv[1, r] == 1 and prec_conv[1, c1] == 1  # dequantise before relu, quantise the graph input
+
+
+def test_conversion_is_shared_by_readers_of_the_same_variant(graph, space):
+    both = Plan({"conv2": Choice("conv.onednn", "NHWC"), "conv3": Choice("conv.onednn", "NHWC")})
+    one = Plan({"conv2": Choice("conv.onednn", "NHWC")})
+    tpl, pf = _feat(graph, space, [Plan({}), one, both])
+    (lay,) = _cols(pf, space, "layout_conversions_in")
+    i2, i3, add = (tpl.node_names.index(n) for n in ("conv2", "conv3", "add"))
+    assert lay[0].sum() == 0
+    assert lay[1, i2] == 1 and lay[1, i3] == 0 and lay[1, add] == 1  # add (NCHW) reads conv2's NHWC output
+    assert lay[2, i2] + lay[2, i3] == 1  # one conversion of relu1's output, shared
+
+
+def test_layout_of_a_1x1_spatial_tensor_needs_no_conversion(graph, space):
+    tpl, pf = _feat(graph, space, [Plan({"gap": Choice("globalaveragepool.torch", "NHWC")})])
+    (lay,) = _cols(pf, space, "layout_conversions_in")
+    assert lay[0, tpl.node_names.index("gap")] == 1  # reads the 16x16 add output in another layout
+    assert lay[0, tpl.node_names.index("flatten")] == 0  # (1, 16, 1, 1): both layouts are the same memory
+
+
+def test_batched_featurisation_equals_one_by_one(graph, space):
+    plans = [Plan({}), Plan({"conv1": Choice("conv.onednn", "NHWC", prune=0.25)}),
+             Plan({"conv2": Choice("conv.int8", "NCHW", "int8")})]
+    _, batch = _feat(graph, space, plans)
+    for k, p in enumerate(plans):
+        _, one = _feat(graph, space, [p])
+        np.testing.assert_allclose(batch.plan[k], one.plan[0], rtol=1e-6)
+        assert batch.memory_prior[k] == pytest.approx(one.memory_prior[0])
+
+
+def test_subset_is_measured_alone(graph, space):
+    tpl = template_for(graph)
+    sub = tpl.subset([tpl.node_names.index("conv2")])
+    pf = plan_node_features(sub, encode_plans(sub, [{"conv2": Choice("conv.onednn", "NHWC")}], space), space, DEVICE)
+    (lay,) = _cols(pf, space, "layout_conversions_in")
+    assert sub.node_names == ("conv2",) and lay.sum() == 0
+    np.testing.assert_allclose(pf.static[0], tpl.static_features(space)[tpl.node_names.index("conv2")])
+
+
+def test_node_json_round_trip(graph, space):
+    node = graph.node("conv2")
+    back = node_from_json(node_to_json(node))
+    assert back == node
+    a = template_for(single_node_graph(node)).static_features(space)
+    b = template_for(single_node_graph(back)).static_features(space)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(FeatureError):
+        node_from_json({"op": "Conv"})
+
+
+def test_device_vector_and_rates():
+    board = load_example_board("raspberry_pi_4")  # no measured figures, no fingerprint
+    v = device_vector(board)
+    assert v.shape == (len(DEVICE_COLUMNS),)
+    fp = np.array([c.startswith("log_fp_") for c in DEVICE_COLUMNS])
+    assert np.isnan(v[fp]).all() and np.isfinite(v[~fp]).all()
+    one, two = device_rates(DEVICE, 1), device_rates(DEVICE, 2)
+    assert two.gflops_fp32 == pytest.approx(2 * one.gflops_fp32) and two.gflops_fp32 == pytest.approx(80.0)
+    assert device_vector(DEVICE, 1)[0] < device_vector(DEVICE, 2)[0]
+
+
+def test_normaliser_imputes_and_clips_devices():
+    rows = np.stack([device_vector(DEVICE, 1), device_vector(DEVICE, 2)])
+    norm = Normaliser.fit(np.ones((3, 2)), rows, np.ones((2, 4)))
+    out = norm.device(device_vector(load_example_board("raspberry_pi_4")))
+    assert np.isfinite(out).all()
+    lo = (norm.dev_min - norm.dev_mean) / norm.dev_std
+    hi = (norm.dev_max - norm.dev_mean) / norm.dev_std
+    assert np.all(out >= lo - 1e-5) and np.all(out <= hi + 1e-5)
+    back = Normaliser.from_dict(norm.to_dict())
+    np.testing.assert_allclose(back.device(rows[0]), norm.device(rows[0]))
+
+
+def test_pruning_matches_the_runtime_channel_flow(space):
+    from perfpredict.features import _keep_fractions
+    from perfpredict.runtime.pruning import prune_graph
+
+    from .synthetic import zoo_graph
+
+    g = zoo_graph("resnet")
+    tpl = template_for(g)
+    rng = np.random.default_rng(0)
+    prunable = np.flatnonzero(tpl.prunable)
+    for _ in range(3):
+        ratios = {tpl.node_names[i]: float(rng.choice([0.25, 0.5])) for i in prunable if rng.random() < 0.4}
+        pruned = prune_graph(g, ratios).graph
+        plan = Plan({k: Choice(tpl.default_choices[tpl.node_names.index(k)].primitive, prune=v)
+                     for k, v in ratios.items()})
+        _, keep_out = _keep_fractions(tpl, encode_plans(tpl, [plan], space).prune)
+        for i, node in enumerate(g.nodes):
+            if len(node.out_shape) >= 2:
+                assert keep_out[0, i] == pytest.approx(pruned.node(node.name).out_shape[1] / node.out_shape[1])
+
+
+def test_memory_prior_follows_the_runtime_estimate(space):
+    import random
+
+    from perfpredict.runtime.memory import estimate_peak_memory
+
+    from .synthetic import random_plan, zoo_graph
+
+    g = zoo_graph("mobilenet_v2")
+    plans = [random_plan(g, random.Random(k)) for k in range(4)]
+    _, pf = _feat(g, space, plans)
+    for k, plan in enumerate(plans):
+        est = estimate_peak_memory(g, plan)
+        assert math.expm1(pf.memory[k, 0]) == pytest.approx(est.weights, rel=0.01)
+        assert pf.memory_prior[k] == pytest.approx(est.total, rel=0.05)

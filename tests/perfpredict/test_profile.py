@@ -1,0 +1,251 @@
+"""Profiling campaigns on a tiny zoo model: layer and model records, resume after SIGKILL, skips, noise."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from perfpredict.dataset import NOISE_CAMPAIGN, make_record, open_store
+from perfpredict.devices import load_example_board
+from perfpredict.errors import PerfPredictError
+from perfpredict.measure import latency_stats
+from perfpredict.plan import validate_plan
+from perfpredict.profile import (
+    FastestChoices,
+    Protocol,
+    SkipLog,
+    campaign_device,
+    collect_layer_configs,
+    isolate_node,
+    layer_candidates,
+    run_layer_campaign,
+    run_model_campaign,
+    run_noise,
+    sample_plans,
+    spec_from_dict,
+    zoo_graph,
+)
+from perfpredict.profile import _static_host
+from perfpredict.zoo import get_spec
+
+DEV = load_example_board("xeon_gold_6240")
+TINY = Protocol(warmup=3, min_repeats=3, max_repeats=5, target_ci=0.05, time_cap_s=0.005, max_call_ms=200.0)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private zoo export cache (tiny squeezenet at 32x32 exported once for the module)."""
+    path = tmp_path_factory.mktemp("zoo-cache")
+    old = os.environ.get("PERFPREDICT_CACHE")
+    os.environ["PERFPREDICT_CACHE"] = str(path)
+    zoo_graph(_spec())
+    yield path
+    if old is None:
+        os.environ.pop("PERFPREDICT_CACHE", None)
+    else:
+        os.environ["PERFPREDICT_CACHE"] = old
+
+
+def _spec():
+    return get_spec("squeezenet1_1").with_input_shape((1, 3, 32, 32))
+
+
+def test_layer_configs_isolate_and_prune(cache):
+    configs = collect_layer_configs([_spec()], 6, seed=0, ops=("Conv", "Relu"))
+    assert len(configs) == 6
+    assert len({c.identity_json for c in configs}) == 6  # deduplicated
+    conv = next(c for c in configs if c.op == "Conv" and c.node.attrs["groups"] == 1)
+    assert len(conv.graph.nodes) == 1 and conv.graph.inputs == conv.node.activation_inputs
+    k = conv.node.attrs["out_channels"]
+    pruned = isolate_node(conv.graph, conv.node, 0.5)
+    assert pruned.nodes[0].attrs["out_channels"] == k - round(0.5 * k)
+    assert pruned.nodes[0].macs < conv.node.macs and pruned.nodes[0].attrs["kernel"] == conv.node.attrs["kernel"]
+    cands = layer_candidates(conv.node, (0.0, 0.5))
+    labels = {c.label for c in cands}
+    assert len(labels) == len(cands)
+    assert {c.precision for c in cands} == {"fp32", "int8"} and {c.prune for c in cands} == {0.0, 0.5}
+    relu = next(c for c in configs if c.op == "Relu")
+    assert {c.prune for c in layer_candidates(relu.node, (0.0, 0.5))} == {0.0}  # not prunable
+
+
+def test_layer_campaign_records_resume_and_skips(cache, tmp_path):
+    db = tmp_path / "s.db"
+    with open_store(db) as store:
+        kw = dict(threads=(1,), specs=[_spec()], n_configs=3, ops=("Conv", "MaxPool"), prune_ratios=(0.0, 0.5),
+                  protocol=TINY, devices={1: DEV}, progress=False)
+        rep = run_layer_campaign(store, **kw)
+        assert rep.planned == rep.stored + sum(rep.skipped.values()) and rep.stored > 0
+        recs = list(store.iter_records(kind="layer"))
+        assert len(recs) == rep.stored and len({r.key for r in recs}) == len(recs)
+        for r in recs:
+            assert r.device_name == DEV.name and r.threads == 1 and r.median_ms > 0 and r.n_repeats >= 3
+            ident = json.loads(r.node_json)
+            assert ident["op"] in ("Conv", "MaxPool") and ident["input_shapes"]
+            ex = r.extra()
+            assert spec_from_dict(ex["spec"]) == _spec() and ex["min_ms"] <= r.median_ms
+            assert r.stable == (r.ci95_rel <= TINY.target_ci)
+        assert rep.unstable == sum(1 for r in recs if not r.stable)
+        # resume: nothing new is measured, nothing is duplicated
+        again = run_layer_campaign(store, **kw)
+        assert again.stored == 0 and again.already == rep.stored
+        assert len(store) == rep.stored
+        # noise re-check of layers: re-timed interleaved with their stored siblings, stored as rechecks
+        noise = run_noise(store, sample=2, seed=0, kinds=("layer",), protocol=TINY, progress=False)
+        assert noise.stored == 2 and set(noise.extra["this_run_by_kind"]) == {"layer"}
+        rechecks = list(store.iter_records(campaign=NOISE_CAMPAIGN))
+        assert {r.extra()["original_key"] for r in rechecks} <= store.keys("layers")
+        assert all(r.kind == "layer" and r.median_ms > 0 for r in rechecks)
+        # a tight call limit skips candidates and logs them; logged skips are not retried
+        slow = Protocol(warmup=3, min_repeats=3, max_repeats=5, time_cap_s=0.005, max_call_ms=1e-6)
+        rep2 = run_layer_campaign(store, **{**kw, "protocol": slow, "campaign": "strict"})
+        assert rep2.stored == 0 and sum(rep2.skipped.values()) == rep2.planned
+        log = SkipLog(db)
+        assert len(log.keys()) == rep2.planned + sum(rep.skipped.values())
+        assert all("too slow" in e["reason"] for e in log.entries() if e["campaign"] == "strict")
+        rep3 = run_layer_campaign(store, **{**kw, "protocol": slow, "campaign": "strict"})
+        assert rep3.skipped == {"skipped in an earlier run": rep2.planned}
+
+
+def test_model_campaign_memory_plans_and_noise(cache, tmp_path):
+    with open_store(tmp_path / "m.db") as store:
+        kw = dict(threads=(1,), specs=[_spec()], plans_per_model=3, protocol=TINY, devices={1: DEV},
+                  progress=False, layer_campaign=None)
+        rep = run_model_campaign(store, **kw)
+        recs = list(store.iter_records(kind="model"))
+        assert rep.stored == len(recs) == 3 and not rep.skipped
+        graph, _ = zoo_graph(_spec())
+        kinds = set()
+        for r in recs:
+            assert r.graph_id == graph.graph_id and r.model_name == _spec().name and r.family == "squeezenet"
+            plan_d = json.loads(r.plan_json)
+            from perfpredict.plan import Plan
+
+            validate_plan(graph, Plan.from_dict(plan_d))
+            kinds.add(plan_d["name"])
+            ex = r.extra()
+            assert r.peak_mem_bytes > 0 and r.est_mem_bytes > 0
+            assert ex["mem"]["weights"] > 0 and r.peak_mem_bytes == ex["mem"]["weights"] + ex["mem"]["run_peak"]
+            assert r.est_mem_bytes == sum(ex["est_mem"].values())
+        assert "default" in kinds and len(kinds) == 3
+        assert rep.extra["memory_gap"]["n"] == 3
+        assert run_model_campaign(store, **kw).already == 3 and len(store) == 3
+
+        noise = run_noise(store, sample=2, seed=1, progress=False)
+        assert noise.stored == 2
+        rechecks = list(store.iter_records(campaign=NOISE_CAMPAIGN))
+        assert len(rechecks) == 2 and all(r.extra()["original_key"] in store.keys("models") for r in rechecks)
+        assert store.info()["noise"]["n"] == 2
+        assert run_noise(store, sample=2, seed=1, progress=False).already == 2  # same sample: not re-measured
+
+
+def test_sample_plans_are_legal_and_distinct(cache):
+    import random
+
+    graph, _ = zoo_graph(_spec())
+    plans = sample_plans(graph, 8, random.Random(0), ref_rate=1e6)
+    assert len(plans) == 8 and len({p.key for p in plans}) == 8
+    assert plans[0].name == "default" and plans[0].choices == {}
+    for p in plans:
+        validate_plan(graph, p)
+    assert any(c.precision == "int8" for p in plans for c in p.choices.values())
+    assert any(c.prune > 0 for p in plans for c in p.choices.values())
+    assert plans == sample_plans(graph, 8, random.Random(0), ref_rate=1e6)  # seeded
+
+
+def test_fastest_choices_pick_the_lowest_median(cache, tmp_path):
+    configs = collect_layer_configs([_spec()], 1, seed=0, ops=("Conv",))
+    cfg = configs[0]
+    with open_store(tmp_path / "f.db") as store:
+        for prim, layout, ms in (("conv.onednn", "NHWC", 2.0), ("conv.im2col", "NCHW", 1.0)):
+            store.append(make_record(kind="layer", device=DEV, campaign="layers", threads=1,
+                                     stats=latency_stats([ms] * 8), node_json=cfg.identity_json, primitive=prim,
+                                     layout=layout, precision="fp32", prune=0.0))
+        fast = FastestChoices.from_store(store)
+    best = fast.best(cfg.node, 1)
+    assert (best.primitive, best.layout) == ("conv.im2col", "NCHW")
+    assert fast.best(cfg.node, 2).primitive == "conv.im2col"  # falls back to another thread count
+    assert fast.best(cfg.node, 1, ("int8",)) is None
+
+
+def test_campaign_device_reuses_the_stored_description(tmp_path):
+    host = _static_host()
+    if host is None:
+        pytest.skip("this host cannot be described")
+    described = load_example_board("xeon_gold_6240")
+    spec = type(host)(**{**host.__dict__, "threads_used": 1, "peak_gflops_fp32": 12.5})
+    with open_store(tmp_path / "d.db") as store:
+        store.append(make_record(kind="layer", device=spec, campaign="c", threads=1, stats=latency_stats([1.0] * 8),
+                                 node_json={"op": "Relu"}))
+        store.append(make_record(kind="layer", device=described, campaign="c", threads=1,
+                                 stats=latency_stats([1.0] * 8), node_json={"op": "Add"}))
+        got = campaign_device(store, 1)
+    assert got.device_id == host.device_id and got.peak_gflops_fp32 == 12.5
+
+
+def test_bad_arguments_are_one_line_errors(cache, tmp_path):
+    with open_store(tmp_path / "e.db") as store:
+        with pytest.raises(PerfPredictError, match="unknown family nope; known: "):
+            run_layer_campaign(store, families=["nope"], devices={1: DEV, 2: DEV}, progress=False)
+        with pytest.raises(PerfPredictError, match="threads must be positive"):
+            run_layer_campaign(store, threads=(0,), specs=[_spec()], progress=False)
+        with pytest.raises(PerfPredictError, match="no layer or model records"):
+            run_noise(store, sample=3, progress=False)
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    from perfpredict.dataset import open_store
+    from perfpredict.devices import load_example_board
+    from perfpredict.profile import Protocol, run_layer_campaign
+    from perfpredict.zoo import get_spec
+    dev = load_example_board("xeon_gold_6240")
+    spec = get_spec("squeezenet1_1").with_input_shape((1, 3, 32, 32))
+    proto = Protocol(warmup=3, min_repeats=6, max_repeats=400, target_ci=1e-9, time_cap_s=0.02, max_call_ms=500)
+    with open_store(sys.argv[1]) as store:
+        run_layer_campaign(store, threads=(1,), specs=[spec], n_configs=8, ops=("Conv", "Relu", "Concat", "MaxPool"),
+                           prune_ratios=(0.0,), protocol=proto, devices={1: dev}, progress=False)
+""")
+
+
+def test_sigkill_then_resume_loses_nothing_and_duplicates_nothing(cache, tmp_path):
+    db = tmp_path / "k.db"
+    script = tmp_path / "campaign.py"
+    script.write_text(_KILL_SCRIPT)
+    env = {**os.environ, "PERFPREDICT_CACHE": str(cache)}
+    proc = subprocess.Popen([sys.executable, str(script), str(db)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        n_before = 0
+        while time.time() < deadline and proc.poll() is None:
+            if db.exists():
+                with open_store(db, create=False) as s:
+                    n_before = len(s)
+                if n_before >= 3:
+                    break
+            time.sleep(0.05)
+        assert n_before >= 3, "the campaign stored nothing before the deadline"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    with open_store(db) as store:
+        before = store.keys()
+        assert len(before) >= n_before
+        proto = Protocol(warmup=3, min_repeats=6, max_repeats=400, target_ci=1e-9, time_cap_s=0.02, max_call_ms=500)
+        rep = run_layer_campaign(store, threads=(1,), specs=[_spec()], n_configs=8,
+                                 ops=("Conv", "Relu", "Concat", "MaxPool"), prune_ratios=(0.0,), protocol=proto,
+                                 devices={1: DEV}, progress=False)
+        after = list(store.iter_records())
+    keys = [r.key for r in after]
+    assert len(keys) == len(set(keys))  # no duplicates
+    assert before <= set(keys)  # nothing finished was lost
+    assert rep.already == len(before) and rep.planned == len(keys) + sum(rep.skipped.values())
+    assert all(np.isfinite(r.median_ms) for r in after)
