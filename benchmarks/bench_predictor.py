@@ -1,0 +1,211 @@
+"""Benchmark: the GNN predictor against every baseline on the same splits, plus prediction throughput.
+
+Predictors: gnn (perfpredict.gnn_predictor), flops (FLOPs linear regression), kernel-rf / kernel-gbm
+(nn-Meter-style per-kernel regressors summed, fusion aware), roofline (perfpredict.analytical, no fit).
+Splits: held-out variants (random:FRACTION) and leave-one-family-out (each family held out in turn; the
+pooled row concatenates the predictions of every held-out family). Every kind is trained afresh on each
+split's training part. Throughput: batched GNN predictions per second for many plans of one
+ResNet-18-sized graph (torch intra-op threads 1 and 2).
+
+    .venv/bin/python benchmarks/bench_predictor.py --data datasets/proxy.sqlite
+
+writes benchmarks/results/bench_predictor.json and .md (a table per target) and prints them. Slow
+(one GNN training per split): minutes to tens of minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from perfpredict.metrics import clean  # noqa: E402
+from perfpredict.samples import load_samples, make_splits  # noqa: E402
+from perfpredict.train import (PREDICTOR_KINDS, TrainOptions, obtain_predictor, predict_samples,  # noqa: E402
+                               resolve_dataset, score)
+
+
+def _row(name: str, predictor: str, metrics: dict, extra: dict) -> dict:
+    return {"split": name, "predictor": predictor, "metrics": metrics, **extra}
+
+
+def run_accuracy(samples, predictors, splits, seed, opts, log):
+    rows = []
+    for spec in splits:
+        pooled: dict[str, list] = {p: [] for p in predictors}
+        lofo = spec == "lofo"
+        for sp in make_splits(samples, spec, seed):
+            for p in predictors:
+                t0 = time.perf_counter()
+                pred = obtain_predictor(p, sp.train, opts)
+                t1 = time.perf_counter()
+                lat, mem = predict_samples(pred, sp.test.models)
+                t2 = time.perf_counter()
+                m = score(sp.test.models, lat, mem)
+                rows.append(_row(sp.name, p, m, {"fit_s": round(t1 - t0, 1), "predict_s": round(t2 - t1, 2),
+                                                "train_models": len(sp.train.models),
+                                                "train_layers": len(sp.train.layers),
+                                                "test_models": len(sp.test.models)}))
+                pooled[p].append((sp.test.models, lat, mem))
+                log(f"{sp.name:28s} {p:11s} latency MAPE {m['latency']['mape'] or float('nan'):7.2f}%  "
+                    f"memory MAPE {m['memory']['mape'] or float('nan'):7.2f}%  (fit {t1 - t0:.0f}s)")
+        if lofo:
+            for p in predictors:
+                models = [s for chunk in pooled[p] for s in chunk[0]]
+                lat = np.concatenate([c[1] for c in pooled[p]])
+                mem = np.concatenate([c[2] for c in pooled[p]])
+                rows.append(_row("lofo (pooled)", p, score(models, lat, mem), {"test_models": len(models)}))
+    return rows
+
+
+def run_throughput(samples, opts, n_plans, model, log):
+    import torch
+
+    from perfpredict.gnn_predictor import GNNPredictor, load_predictor
+    from perfpredict.models import load_model
+    from perfpredict.plan import Choice, Plan
+    from perfpredict.primitives import candidates
+
+    graph, _ = load_model(model)
+    try:
+        pred = load_predictor("proxy")
+        source = "trained_models/proxy"
+    except Exception:
+        pred = GNNPredictor().fit(samples, options=TrainOptions(epochs=1, seed=opts.seed))
+        source = "untrained-size network (1 epoch): same cost per prediction"
+    rng = random.Random(0)
+    plans = []
+    for _ in range(n_plans):
+        ch = {}
+        for node in graph.nodes:
+            cands = candidates(node)
+            if cands and rng.random() < 0.5:
+                prim = rng.choice(cands)
+                ch[node.name] = Choice(prim.name, rng.choice(prim.layouts), rng.choice(prim.precisions))
+        plans.append(Plan(ch))
+    device = samples.models[0].device
+    out = {"model": model, "nodes": len(graph.nodes), "plans": n_plans, "predictor": source}
+    for threads in (1, 2):
+        pred.torch_threads = threads
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            pred.predict(graph, plans, device)
+            best = min(best, time.perf_counter() - t0)
+        out[f"plans_per_s_{threads}_threads"] = round(n_plans / best, 1)
+        log(f"throughput {model} ({len(graph.nodes)} nodes), torch threads {threads}: {n_plans / best:.0f} plans/s")
+    pred.torch_threads = 1
+    out["torch_version"] = torch.__version__
+    return out
+
+
+def markdown(rows, throughput, meta) -> str:
+    def f(v, d=2):
+        return "n/a" if v is None else f"{v:.{d}f}"
+
+    lines = [f"# Predictor benchmark ({meta['data']}, data hash {meta['data_hash']})", "",
+             f"{meta['model_samples']} model samples, {meta['layer_samples']} layer samples; latency target "
+             f"{meta['latency_stat']}; seed {meta['seed']}; host {meta['host']}; {meta['seconds']} s", ""]
+    noise = meta.get("noise")
+    if noise:
+        lines += [f"Noise floor of the store (re-measured records vs their originals, n = {noise.get('n')}): "
+                  f"{f(100 * (noise.get('within_5pct') or 0), 1)} % agree within 5 %, "
+                  f"{f(100 * (noise.get('within_10pct') or 0), 1)} % within 10 %, median relative difference "
+                  f"{f(100 * (noise.get('median_rel_diff') or 0), 1)} %. No predictor can be scored better than "
+                  "the measurements repeat.", ""]
+    for target in ("latency", "memory"):
+        lines += [f"## {target}", "", "| split | predictor | n | MAPE % | RMSPE % | within 5 % | within 10 % | "
+                  "Spearman | Kendall |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            m = r["metrics"][target]
+            lines.append(f"| {r['split']} | {r['predictor']} | {m['n']} | {f(m['mape'])} | {f(m['rmspe'])} | "
+                         f"{f(m['within_5'], 1)} | {f(m['within_10'], 1)} | {f(m['spearman'], 3)} | "
+                         f"{f(m['kendall'], 3)} |")
+        lines.append("")
+    lines += ["## latency ranking of the plans of each model (mean over models and thread counts)", "",
+              "| split | predictor | models | Spearman | Kendall |", "|---|---|---|---|---|"]
+    for r in rows:
+        g = r["metrics"].get("latency_ranking_within_model") or {}
+        lines.append(f"| {r['split']} | {r['predictor']} | {g.get('groups')} | {f(g.get('spearman'), 3)} | "
+                     f"{f(g.get('kendall'), 3)} |")
+    lines += ["", "## GNN against the baselines (lower MAPE on both targets)", ""]
+    by_split: dict[str, dict] = {}
+    for r in rows:
+        by_split.setdefault(r["split"], {})[r["predictor"]] = r["metrics"]
+    for split, preds in by_split.items():
+        if "gnn" not in preds:
+            continue
+        verdicts = []
+        for p, m in preds.items():
+            if p == "gnn":
+                continue
+            wins = all((preds["gnn"][t]["mape"] or 1e9) < (m[t]["mape"] or 1e9) for t in ("latency", "memory"))
+            verdicts.append(f"{p}: {'beaten' if wins else 'NOT beaten'}")
+        lines.append(f"- {split}: {', '.join(verdicts)}")
+    if throughput:
+        lines += ["", "## Throughput", "",
+                  f"{throughput['plans']} plans of {throughput['model']} ({throughput['nodes']} nodes), one batched "
+                  f"call, best of 3 ({throughput['predictor']}): "
+                  f"{throughput['plans_per_s_1_threads']} plans/s with 1 torch thread, "
+                  f"{throughput['plans_per_s_2_threads']} plans/s with 2."]
+    return "\n".join(lines) + "\n"
+
+
+def _noise(path):
+    from perfpredict.dataset import open_store
+
+    with open_store(path, create=False) as store:
+        return store.noise()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="measurement store (path or name under datasets/)")
+    ap.add_argument("--splits", default="random:0.2,lofo", help="comma-separated split specs")
+    ap.add_argument("--predictors", default=",".join(PREDICTOR_KINDS), help="comma-separated predictor kinds")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=None, help="maximum GNN epochs per training")
+    ap.add_argument("--throughput-model", default="resnet18")
+    ap.add_argument("--throughput-plans", type=int, default=2000)
+    ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--latency-stat", default="median", choices=("median", "min"),
+                    help="latency target: the records' median (default) or their fastest repeat")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_predictor"),
+                    help="output path without suffix (.json and .md are written)")
+    args = ap.parse_args(argv)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    data = resolve_dataset(args.data)
+    samples = load_samples(data, progress=True, latency_stat=args.latency_stat)
+    opts = TrainOptions(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log)
+    throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
+                                                                args.throughput_model, log)
+    meta = {"data": str(data), "data_hash": samples.data_hash, "model_samples": len(samples.models),
+            "layer_samples": len(samples.layers), "seed": args.seed, "host": platform.node(),
+            "latency_stat": args.latency_stat, "noise": _noise(data),
+            "seconds": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(clean({"meta": meta, "rows": rows, "throughput": throughput}),
+                                                   indent=2) + "\n")
+    md = markdown(clean(rows), throughput, meta)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""`perfpredict evaluate`: score predictors (trained per split, or a checkpoint) on a measurement store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cli.output import print_json, print_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `evaluate`."""
+    p = sub.add_parser("evaluate", help="score predictors on a measurement store (MAPE, RMSPE, within 5/10 %%, "
+                                        "Spearman, Kendall)",
+                       description="PREDICTOR is a kind trained afresh on each split's training part (gnn, flops, "
+                                   "kernel-rf, kernel-gbm, roofline) or a checkpoint (path, or a name under "
+                                   "trained_models/) scored as it is.")
+    p.add_argument("--predictor", action="append", required=True, metavar="PREDICTOR",
+                   help="kind or checkpoint; repeat to compare several")
+    p.add_argument("--data", required=True, help="measurement store (path, sqlite:///path, or a name under datasets/)")
+    p.add_argument("--split", default="random:0.2",
+                   help="random:FRACTION[:SEED], family:NAME, lofo (each family in turn) or none (default random:0.2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of splits and training")
+    p.add_argument("--epochs", type=int, default=None, help="maximum GNN epochs when training kind gnn")
+    p.add_argument("--latency-stat", choices=("median", "min"), default="median",
+                   help="latency target: the records' median (default) or fastest timed repeat")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from perfpredict.samples import load_samples, parse_split
+    from perfpredict.train import TrainOptions, metrics_rows, resolve_dataset, run_evaluation
+
+    parse_split(args.split)
+    samples = load_samples(resolve_dataset(args.data), progress=True, latency_stat=args.latency_stat)
+    opts = TrainOptions(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    rows = run_evaluation(samples, args.predictor, args.split, args.seed, opts, progress=True)
+    if args.json:
+        print_json({"data": samples.summary(), "split": args.split, "results": rows})
+        return 0
+    print_table(*metrics_rows([(f"{r['split']} {r['predictor']}", r["metrics"]) for r in rows]))
+    for r in rows:
+        if r["note"]:
+            print(f"note ({r['split']} {r['predictor']}): {r['note']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,63 @@
+"""`perfpredict predict`: predicted latency and peak memory of a model under one or many plans."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.output import print_json, print_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `predict`."""
+    p = sub.add_parser("predict", help="predict latency (ms) and peak memory (MB) of a model under plans",
+                       description="Predict without running: MODEL is an .onnx file or a zoo model name; each "
+                                   "--plan is a plan JSON (none: the default plan); all plans go in one batch.")
+    p.add_argument("model", help="ONNX file or zoo model name (see `perfpredict zoo list`)")
+    p.add_argument("--plan", action="append", default=[], metavar="PLAN.json", help="plan file; repeat for many")
+    p.add_argument("--device-features", required=True, metavar="BOARD",
+                   help="board.json (DeviceSpec) or the name of a shipped example board")
+    p.add_argument("--predictor", default="proxy", help="checkpoint path or name under trained_models/ "
+                                                        "(default proxy)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads the deployment uses (default: the board's threads_used, threads or cores)")
+    p.add_argument("--resolution", type=int, default=None, help="input resolution of a zoo model")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=_predict)
+
+
+def _device(text: str):
+    from perfpredict.devices import list_example_boards, load_device, load_example_board
+
+    if not Path(text).exists() and text in list_example_boards():
+        return load_example_board(text)
+    return load_device(text)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from perfpredict.gnn_predictor import load_predictor
+    from perfpredict.models import load_model
+    from perfpredict.plan import Plan, default_plan, validate_plan
+
+    device = _device(args.device_features)
+    predictor = load_predictor(args.predictor)
+    graph, _ = load_model(args.model, resolution=args.resolution)
+    plans, names = [], []
+    for path in args.plan:
+        plan = Plan.load(path)
+        validate_plan(graph, plan)
+        plans.append(plan)
+        names.append(plan.name or Path(path).stem)
+    if not plans:
+        plans, names = [default_plan(graph)], ["default"]
+    pred = predictor.predict(graph, plans, device, threads=args.threads)
+    rows = [{"plan": n, "latency_ms": float(lat), "peak_mem_mb": float(mem) / 1e6}
+            for n, lat, mem in zip(names, pred.latency_ms, pred.peak_mem_bytes)]
+    if args.json:
+        print_json({"model": graph.name, "graph_id": graph.graph_id, "device": device.name,
+                    "threads": args.threads or device.threads_used or device.threads or device.cores,
+                    "predictor": str(getattr(predictor, "source_path", args.predictor)), "predictions": rows})
+        return 0
+    print(f"{graph.name} on {device.name} (predictor {args.predictor})")
+    print_table(["plan", "latency ms", "peak MB"], [[r["plan"], r["latency_ms"], r["peak_mem_mb"]] for r in rows])
+    return 0

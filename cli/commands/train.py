@@ -1,0 +1,49 @@
+"""`perfpredict train`: train the GNN predictor on a measurement store and write a versioned checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.output import print_json, print_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `train`."""
+    p = sub.add_parser("train", help="train the GNN latency / memory predictor on a measurement store",
+                       description="Train on the split's training part (early stopping on held-out variants), "
+                                   "evaluate on its test part, and write OUT/model.pt, OUT/metrics.json and the "
+                                   "model card OUT/README.md.")
+    p.add_argument("--data", required=True, help="measurement store (path, sqlite:///path, or a name under datasets/)")
+    p.add_argument("-o", "--output", required=True, help="checkpoint directory, e.g. trained_models/proxy")
+    p.add_argument("--split", default="random:0.2",
+                   help="random:FRACTION[:SEED] (held-out variants, default random:0.2), family:NAME "
+                        "(leave one family out) or none (train on everything)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batching)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 150; early stopping applies)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while training (default 1)")
+    p.add_argument("--latency-stat", choices=("median", "min"), default="median",
+                   help="latency target: the records' median (default) or fastest timed repeat")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from perfpredict.train import TrainOptions, metrics_rows, resolve_dataset, train_and_report
+
+    data = resolve_dataset(args.data)
+    metrics = train_and_report(data, args.output, split=args.split, seed=args.seed, epochs=args.epochs,
+                               progress=True, options=TrainOptions(seed=args.seed, threads=args.threads),
+                               latency_stat=args.latency_stat)
+    if args.json:
+        print_json(metrics)
+        return 0
+    tr = metrics["training"]
+    print(f"trained on {tr['train_model_samples']} model + {tr['train_layer_samples']} layer samples "
+          f"({tr['epochs_run']} epochs, best {tr['best_epoch']}, {tr['seconds']} s); checkpoint "
+          f"{args.output}/model.pt")
+    if metrics.get("test"):
+        print(f"held-out ({metrics['split']}):")
+        print_table(*metrics_rows([("held-out", metrics["test"])]))
+    else:
+        print("no held-out part (split none)")
+    return 0

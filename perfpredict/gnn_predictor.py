@@ -1,0 +1,300 @@
+"""GNNPredictor: the trained latency / peak-memory predictor, scikit-learn-like (fit, predict, save, load).
+
+Checkpoint layout (a directory, e.g. ``trained_models/proxy/``)::
+
+    model.pt      torch.save of a dict (loaded with weights_only=True):
+                    format "perfpredict-gnn", format_version 1, perfpredict_version,
+                    feature_schema_version, feature_space (op / primitive / layout / precision vocabularies),
+                    config (GNNConfig), normaliser (feature means, stds, device ranges), state_dict,
+                    training (options, data source and hash, split, sample counts, best epoch, seconds),
+                    metrics (held-out figures), created (UTC), versions (python, torch, torch_geometric)
+    metrics.json  the same metrics plus the split and data summary (written by `perfpredict train`)
+    README.md     the model card, generated from metrics.json (data, splits, metrics, versions, rebuild command)
+
+Loading a checkpoint of another ``feature_schema_version`` or ``format_version`` raises
+:class:`CheckpointError` (retrain with ``perfpredict train``). :func:`load_predictor` resolves a name such
+as ``"proxy"`` to ``trained_models/proxy/``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+
+from perfpredict import __version__
+from perfpredict.additive import PairwiseCostsMixin
+from perfpredict.devices import DeviceSpec
+from perfpredict.errors import PerfPredictError
+from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, GraphTemplate, Normaliser, device_vector,
+                                  encode_plans, plan_node_features, template_for, threads_of)
+from perfpredict.gnn import GNNConfig, PerfGNN
+from perfpredict.graph import Graph
+from perfpredict.plan import Plan
+from perfpredict.predictor import Prediction
+
+if TYPE_CHECKING:
+    from perfpredict.samples import SampleSet
+    from perfpredict.train import TrainOptions
+
+CHECKPOINT_FORMAT = "perfpredict-gnn"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_FILE = "model.pt"
+MODELS_DIR = "trained_models"
+
+
+class CheckpointError(PerfPredictError):
+    """A checkpoint that is missing, unreadable, or of another format / feature schema version."""
+
+
+class GNNPredictor(PairwiseCostsMixin):
+    """Latency and peak-memory predictor backed by :class:`perfpredict.gnn.PerfGNN`.
+
+    ``predict(graphs, plans, device)`` implements :class:`perfpredict.predictor.Predictor`; the thread
+    count is the device's ``threads_used`` (else threads, cores). ``torch_threads`` (default 1) is the
+    number of intra-op threads the network itself runs with: these graphs are small and one thread is
+    fastest, by far on a busy machine. ``node_costs``/``edge_costs``/
+    ``node_memory``/``cost_pairs`` implement :class:`perfpredict.predictor.NodeCostModel` by a pairwise
+    expansion around the default plan (see :mod:`perfpredict.additive`).
+    """
+
+    kind = "gnn"
+
+    def __init__(self, config: GNNConfig = GNNConfig(), space: FeatureSpace | None = None):
+        self.config = config
+        self.space = space
+        self.normaliser: Normaliser | None = None
+        self.model: PerfGNN | None = None
+        self.training: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+        self.max_nodes_per_batch = 150_000
+        self.torch_threads: int | None = 1  # intra-op threads while predicting (None: leave torch's setting)
+        self.created: str | None = None  # set by load()
+        self.source_path: Path | None = None  # set by load()
+
+    # ------------------------------------------------------------------------------ training
+    def fit(self, train: "SampleSet", val: "SampleSet | None" = None, options: "TrainOptions | None" = None,
+            progress: bool = False) -> "GNNPredictor":
+        """Train on ``train`` (early stopping on ``val``, or on a held-out tenth of ``train``)."""
+        from perfpredict.train import TrainOptions, fit_gnn
+
+        fit_gnn(self, train, val, options or TrainOptions(), progress=progress)
+        return self
+
+    def build_model(self) -> PerfGNN:
+        """A fresh network sized for this predictor's feature space."""
+        from perfpredict.features import DEVICE_COLUMNS, GRAPH_MEMORY_COLUMNS
+
+        assert self.space is not None
+        return PerfGNN(self.space.static_dim, self.space.plan_dim, len(DEVICE_COLUMNS), len(GRAPH_MEMORY_COLUMNS),
+                       self.config)
+
+    # ------------------------------------------------------------------------------ prediction
+    def _require_trained(self) -> None:
+        if self.model is None or self.normaliser is None or self.space is None:
+            raise CheckpointError("this GNNPredictor is not trained: call fit() or GNNPredictor.load()")
+
+    def predict(self, graphs: Graph | Sequence[Graph], plans: Sequence[Plan], device: DeviceSpec,
+                threads: int | None = None) -> Prediction:
+        """Predicted latency (ms) and peak memory (bytes) of each (graph, plan) on ``device``."""
+        plans = list(plans)
+        if isinstance(graphs, Graph):
+            return self.predict_plans(template_for(graphs), plans, device, threads)
+        graphs = list(graphs)
+        if len(graphs) != len(plans):
+            raise PerfPredictError(f"predict: {len(graphs)} graphs for {len(plans)} plans; pass one graph or one "
+                                   "per plan")
+        lat = np.zeros(len(plans))
+        mem = np.zeros(len(plans))
+        groups: dict[int, list[int]] = {}
+        for i, g in enumerate(graphs):
+            groups.setdefault(id(g), []).append(i)
+        for idx in groups.values():
+            p = self.predict_plans(template_for(graphs[idx[0]]), [plans[i] for i in idx], device, threads)
+            lat[idx], mem[idx] = p.latency_ms, p.peak_mem_bytes
+        return Prediction(lat, mem)
+
+    def predict_plans(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec,
+                      threads: int | None = None) -> Prediction:
+        """Batched prediction of many plans of one graph (the fast path: static features once)."""
+        out = self._forward_plans(template, plans, device, threads)
+        return Prediction(out["latency_ms"], out["peak_mem_bytes"])
+
+    def node_latencies(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec,
+                       threads: int | None = None) -> np.ndarray:
+        """[P, n] per-node latency contributions (ms), scaled so each row sums to the predicted latency."""
+        return self._forward_plans(template, plans, device, threads, with_nodes=True)["node_ms"]
+
+    def _forward_plans(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec,
+                       threads: int | None, with_nodes: bool = False) -> dict[str, np.ndarray]:
+        self._require_trained()
+        assert self.model is not None and self.normaliser is not None and self.space is not None
+        P, n = len(plans), template.n_nodes
+        if P == 0:
+            return {"latency_ms": np.zeros(0), "peak_mem_bytes": np.zeros(0), "node_ms": np.zeros((0, n))}
+        t = threads_of(device, threads)
+        pf = plan_node_features(template, encode_plans(template, plans, self.space), self.space, device, t)
+        norm = self.normaliser
+        ds = self.space.static_dim
+        static = (pf.static - norm.node_mean[:ds]) / norm.node_std[:ds]
+        plan_mean = norm.node_mean[ds:].astype(np.float32)
+        plan_std = norm.node_std[ds:].astype(np.float32)
+        dev = torch.from_numpy(norm.device(device_vector(device, t)))[None, :]
+        mem_x = torch.from_numpy(norm.memory(pf.memory))
+        log_mem_prior = torch.from_numpy(np.log(np.maximum(pf.memory_prior, 1.0)).astype(np.float32))
+        log_prior = torch.from_numpy(np.log(pf.prior_ms).astype(np.float32))
+        ei = torch.from_numpy(template.edge_index)
+        E = ei.shape[1]
+        lat = np.zeros(P)
+        mem = np.zeros(P)
+        node_ms = np.zeros((P, n)) if with_nodes else None
+        chunk = max(1, self.max_nodes_per_batch // max(n, 1))
+        model = self.model
+        model.eval()
+        from perfpredict.measure import torch_threads
+
+        with torch_threads(self.torch_threads), torch.inference_mode():
+            static_h = model.encode_static(torch.from_numpy(static.astype(np.float32)))
+            for lo in range(0, P, chunk):
+                hi = min(P, lo + chunk)
+                c = hi - lo
+                plan_x = torch.from_numpy((pf.plan[lo:hi].reshape(c * n, -1) - plan_mean) / plan_std)
+                offsets = (torch.arange(c) * n).repeat_interleave(E)
+                edge_index = ei.repeat(1, c) + offsets
+                batch = torch.arange(c).repeat_interleave(n)
+                out = model(static_h.repeat(c, 1), plan_x, log_prior[lo:hi].reshape(-1), dev.expand(c, -1),
+                            edge_index, batch, c, mem_x[lo:hi], log_mem_prior[lo:hi])
+                lat[lo:hi] = torch.exp(out.log_latency).double().numpy()
+                mem[lo:hi] = torch.exp(out.log_memory).double().numpy()
+                if node_ms is not None:
+                    scale = torch.exp(out.log_latency - out.log_node_sum)[batch]
+                    node_ms[lo:hi] = (torch.exp(out.node_log_latency) * scale).double().numpy().reshape(c, n)
+        return {"latency_ms": lat, "peak_mem_bytes": mem, "node_ms": node_ms if node_ms is not None else np.zeros(0)}
+
+    # ------------------------------------------------------------------------------ persistence
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the weights: versions, vocabularies, config, training facts, metrics."""
+        import torch_geometric
+
+        return {
+            "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "kind": self.kind,
+            "perfpredict_version": __version__, "feature_schema_version": FEATURE_SCHEMA_VERSION,
+            "feature_space": self.space.to_dict() if self.space else None, "config": self.config.to_dict(),
+            "training": self.training, "metrics": self.metrics,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "torch_geometric": torch_geometric.__version__},
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the checkpoint to ``path`` (a directory, created; or a ``.pt`` file); returns the file."""
+        self._require_trained()
+        assert self.model is not None and self.normaliser is not None
+        path = Path(path)
+        file = path if path.suffix == ".pt" else path / CHECKPOINT_FILE
+        file.parent.mkdir(parents=True, exist_ok=True)
+        meta = self.metadata()
+        meta["normaliser"] = self.normaliser.to_dict()
+        payload = json.loads(json.dumps(meta, default=_json_default))  # plain types only (weights_only loading)
+        payload["state_dict"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        tmp = file.with_name(file.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(file)
+        return file
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GNNPredictor":
+        """Read a checkpoint written by :meth:`save` (see the module docstring for the checks)."""
+        file = _checkpoint_file(Path(path))
+        try:
+            payload = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for a corrupt file
+            raise CheckpointError(f"{file}: not a readable perfpredict checkpoint ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:120]})") from None
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{file}: not a perfpredict GNN checkpoint (format "
+                                  f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
+        if payload.get("format_version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{file}: checkpoint format_version {payload.get('format_version')} is not "
+                                  f"supported (this perfpredict reads {CHECKPOINT_VERSION}); retrain with "
+                                  "`perfpredict train`")
+        if payload.get("feature_schema_version") != FEATURE_SCHEMA_VERSION:
+            raise CheckpointError(f"{file}: checkpoint was trained with feature schema version "
+                                  f"{payload.get('feature_schema_version')}, this perfpredict "
+                                  f"({__version__}) featurises with version {FEATURE_SCHEMA_VERSION}; retrain "
+                                  "with `perfpredict train --data DATASET -o DIR`")
+        try:
+            space = FeatureSpace.from_dict(payload["feature_space"])
+            pred = cls(GNNConfig.from_dict(payload["config"]), space)
+            pred.normaliser = Normaliser.from_dict(payload["normaliser"])
+            pred.model = pred.build_model()
+            pred.model.load_state_dict(payload["state_dict"])
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{file}: checkpoint is incomplete or inconsistent ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:120]})") from None
+        pred.model.eval()
+        pred.training = payload.get("training", {})
+        pred.metrics = payload.get("metrics", {})
+        pred.created = payload.get("created")
+        pred.source_path = file
+        return pred
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    return str(obj)
+
+
+def _checkpoint_file(path: Path) -> Path:
+    file = path / CHECKPOINT_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise CheckpointError(f"{path}: no checkpoint here (expected a directory holding {CHECKPOINT_FILE} or a "
+                              ".pt file)")
+    return file
+
+
+def resolve_model_path(path_or_name: str | Path) -> Path:
+    """A checkpoint path, or a bare name resolved to ``trained_models/NAME`` (in the current directory,
+    then beside the perfpredict package)."""
+    p = Path(path_or_name)
+    if p.exists():
+        return p
+    name = str(path_or_name)
+    if "/" not in name and "\\" not in name:
+        for root in (Path.cwd() / MODELS_DIR, Path(__file__).resolve().parent.parent / MODELS_DIR):
+            if (root / name).exists():
+                return root / name
+    roots = [Path.cwd() / MODELS_DIR, Path(__file__).resolve().parent.parent / MODELS_DIR]
+    known = sorted({d.name for r in roots if r.is_dir() for d in r.iterdir()
+                    if (d / CHECKPOINT_FILE).is_file() or (d / "baseline.pkl").is_file()})
+    raise CheckpointError(f"no predictor '{path_or_name}': not a path, and not a name under {MODELS_DIR}/ "
+                          f"(known: {', '.join(known) or 'none'})")
+
+
+def load_predictor(path_or_name: str | Path) -> Any:
+    """Load a trained predictor from a checkpoint directory / file or a name under ``trained_models/``:
+    a GNN checkpoint (``model.pt``), or a fitted baseline saved by ``baselines`` (``baseline.pkl``)."""
+    path = resolve_model_path(path_or_name)
+    if path.is_dir() and (path / "transfer.json").is_file():  # adapted / multi-device checkpoints (transfer.py)
+        from perfpredict.transfer import load_any_predictor
+
+        return load_any_predictor(path)
+    if path.suffix == ".pkl" or (path.is_dir() and (path / "baseline.pkl").is_file()
+                                 and not (path / CHECKPOINT_FILE).is_file()):
+        from perfpredict.baselines import KernelSumBaseline
+
+        return KernelSumBaseline.load(path)
+    return GNNPredictor.load(path)

@@ -1,0 +1,441 @@
+"""Training samples rebuilt from the measurement store, and the evaluation splits over them.
+
+A model record (kind ``"model"``) becomes a :class:`ModelSample`: the graph's :class:`GraphTemplate`, the
+plan, the device and thread count, and the measured latency / peak memory. A layer record (kind
+``"layer"``) becomes a :class:`LayerSample`: the template of the kernel measured alone (the node, plus the
+activation fused into it), its choice, device, threads and latency.
+
+What the loader reads from a record (see :mod:`perfpredict.dataset`):
+
+* model records: ``plan_json`` (absent: the default plan), ``graph_id``, ``threads``, ``device_json``,
+  ``family``, ``model_name``, ``median_ms`` and/or ``peak_mem_bytes``, and the zoo spec in ``extra_json``
+  under ``"spec"`` (the dict of :func:`perfpredict.zoo.describe`); without one, a canonical zoo name in
+  ``model_name`` is used. The rebuilt graph must have the record's ``graph_id``, else the record is skipped.
+* layer records: ``primitive``/``layout``/``precision``/``prune``, ``median_ms``, and either
+  ``extra_json`` ``{"spec": ..., "node": <node name>, "fused_node": <activation name or null>}`` (the node
+  is cut out of the rebuilt graph) or a self-contained ``node_json`` (:func:`perfpredict.features.node_to_json`)
+  with an optional ``extra_json`` ``"fused_activation"`` ("relu", "relu6", "clip:lo:hi").
+
+Records of the noise-recheck campaign are skipped (they duplicate others). Latencies flagged unstable
+(the median's confidence interval never reached the campaign's target) are kept by default and counted in
+``SampleSet.unstable`` (reported in model cards); ``include_unstable=False`` drops them. Rebuilt graphs are cached per zoo spec (ONNX exports on disk, see
+:mod:`perfpredict.models`; templates in memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from perfpredict.devices import DeviceSpec, load_device
+from perfpredict.errors import DatasetError, PerfPredictError
+from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, single_node_graph, template_for)
+from perfpredict.graph import Graph, Node
+from perfpredict.plan import Choice, Plan
+
+
+class SplitError(PerfPredictError):
+    """A split specification that cannot be parsed or applied."""
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSample:
+    """One measured (graph, plan, device, threads) with its latency (ms) and/or peak memory (bytes)."""
+
+    template: GraphTemplate
+    plan: Plan
+    device: DeviceSpec
+    threads: int
+    latency_ms: float | None
+    peak_mem_bytes: float | None
+    family: str
+    model_name: str
+    key: str = ""
+    spec: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSample:
+    """One kernel measured alone: ``template`` holds its node(s), ``choices`` each node's choice."""
+
+    template: GraphTemplate
+    choices: Mapping[str, Choice]
+    device: DeviceSpec
+    threads: int
+    latency_ms: float
+    family: str
+    model_name: str
+    key: str = ""
+
+
+@dataclass
+class SampleSet:
+    """Model and layer samples from one source, with a hash identifying the data."""
+
+    models: list[ModelSample]
+    layers: list[LayerSample] = field(default_factory=list)
+    source: str = ""
+    data_hash: str = ""
+    skipped: dict[str, int] = field(default_factory=dict)
+    unstable: int = 0
+    latency_stat: str = "median"
+
+    def families(self) -> list[str]:
+        """Families of the model samples, sorted."""
+        return sorted({s.family for s in self.models})
+
+    def select(self, models: Callable[[ModelSample], bool], layers: Callable[[LayerSample], bool]) -> "SampleSet":
+        """A new set keeping the samples the predicates accept (same source and hash)."""
+        return SampleSet([s for s in self.models if models(s)], [s for s in self.layers if layers(s)],
+                         self.source, self.data_hash, dict(self.skipped), self.unstable, self.latency_stat)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for model cards and logs."""
+        return {"source": self.source, "data_hash": self.data_hash, "model_samples": len(self.models),
+                "layer_samples": len(self.layers),
+                "with_latency": sum(s.latency_ms is not None for s in self.models),
+                "with_memory": sum(s.peak_mem_bytes is not None for s in self.models),
+                "families": dict(sorted(Counter(s.family for s in self.models).items())),
+                "threads": dict(sorted(Counter(str(s.threads) for s in self.models).items())),
+                "models": len({s.model_name for s in self.models}), "skipped": dict(self.skipped),
+                "unstable_latencies_kept": self.unstable, "latency_stat": self.latency_stat}
+
+
+# --------------------------------------------------------------------------------------------- graphs
+
+
+def spec_from_dict(d: Mapping[str, Any]):
+    """A zoo ModelSpec from the dict :func:`perfpredict.zoo.describe` writes."""
+    from perfpredict.zoo import ModelSpec
+
+    try:
+        return ModelSpec(str(d["family"]), str(d["name"]), dict(d["params"]), tuple(d["input_shape"]),
+                         int(d.get("seed", 0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"zoo spec {str(dict(d))[:80]}... is malformed ({exc})") from None
+
+
+def _spec_key(d: Mapping[str, Any]) -> str:
+    return json.dumps(d, sort_keys=True)
+
+
+class GraphCache:
+    """Templates per zoo spec (all kept) and full Graphs (a few, LRU: they hold the weights)."""
+
+    def __init__(self, graphs_kept: int = 4):
+        self._templates: dict[str, GraphTemplate] = {}
+        self._graphs: "OrderedDict[str, Graph]" = OrderedDict()
+        self._kept = graphs_kept
+
+    def graph(self, spec: Mapping[str, Any]) -> Graph:
+        """The Graph of a zoo spec dict (exported once to ONNX, cached on disk)."""
+        from perfpredict.models import graph_from_spec
+
+        key = _spec_key(spec)
+        g = self._graphs.get(key)
+        if g is None:
+            g = graph_from_spec(spec_from_dict(spec))
+            self._graphs[key] = g
+            while len(self._graphs) > self._kept:
+                self._graphs.popitem(last=False)
+        else:
+            self._graphs.move_to_end(key)
+        return g
+
+    def template(self, spec: Mapping[str, Any]) -> GraphTemplate:
+        """The GraphTemplate of a zoo spec dict."""
+        key = _spec_key(spec)
+        t = self._templates.get(key)
+        if t is None:
+            t = self._templates[key] = template_for(self.graph(spec))
+        return t
+
+
+GRAPHS = GraphCache()
+"""The process-wide cache used by :func:`load_samples` and :func:`graph_of`."""
+
+
+def graph_of(sample: ModelSample) -> Graph:
+    """The full Graph of a model sample (rebuilt from its zoo spec; for predictors that need weights)."""
+    if sample.spec is None:
+        raise DatasetError(f"sample {sample.key or sample.model_name}: no zoo spec to rebuild the graph from")
+    return GRAPHS.graph(sample.spec)
+
+
+def _spec_of(rec: Any, extra: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for k in ("spec", "zoo_spec", "model_spec"):
+        if isinstance(extra.get(k), Mapping):
+            return extra[k]
+    from perfpredict.zoo import describe, get_spec, list_models
+
+    if rec.model_name and rec.model_name in list_models():
+        shape = extra.get("input_shape")
+        spec = get_spec(rec.model_name, tuple(shape)) if shape else get_spec(rec.model_name)
+        return describe(spec)
+    return None
+
+
+_ACT_NODES = {"relu": ("Relu", {}), "relu6": ("Clip", {"min": 0.0, "max": 6.0})}
+
+
+def _with_activation(node: Node, spec: str) -> Graph:
+    """A two-node graph: ``node`` followed by the activation ``spec`` it fuses."""
+    if spec in _ACT_NODES:
+        op, attrs = _ACT_NODES[spec]
+    elif spec.startswith("clip:"):
+        _, lo, hi = spec.split(":")
+        op, attrs = "Clip", {"min": float(lo), "max": float(hi)}
+    else:
+        raise FeatureError(f"unknown fused activation '{spec}'; accepted: relu, relu6, clip:<lo>:<hi>")
+    out = node.outputs[0]
+    act = Node(name=f"{node.name}/act", op=op, inputs=(out,), outputs=(f"{out}/act",), input_shapes=(node.out_shape,),
+               output_shapes=(node.out_shape,), attrs=attrs, bytes_in=node.bytes_out, bytes_out=node.bytes_out)
+    g1 = single_node_graph(node)
+    shapes = dict(g1.tensor_shapes)
+    shapes[act.outputs[0]] = node.out_shape
+    return Graph(name=node.name, nodes=(node, act), inputs=g1.inputs, outputs=act.outputs, initializers={},
+                 tensor_shapes=shapes)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+LATENCY_STATS = ("median", "min")
+
+
+def load_samples(store_path: str | Path, *, include_unstable: bool = True, progress: bool = False,
+                 kinds: Sequence[str] = ("model", "layer"), limit: int | None = None,
+                 latency_stat: str = "median") -> SampleSet:
+    """Read a measurement store (path or ``sqlite:///``) into a :class:`SampleSet` (see the module docstring).
+
+    ``latency_stat`` picks the latency target: ``"median"`` (the record's ``median_ms``) or ``"min"`` (the
+    fastest timed repeat, ``extra_json["min_ms"]``, least affected by preemption on a busy machine;
+    records without it are skipped). A store with no usable model record raises :class:`DatasetError`.
+    """
+    if latency_stat not in LATENCY_STATS:
+        raise DatasetError(f"latency statistic '{latency_stat}' is not known; accepted: {', '.join(LATENCY_STATS)}")
+    from perfpredict.dataset import NOISE_CAMPAIGN, open_store
+
+    path = Path(str(store_path).replace("sqlite:///", "", 1)) if str(store_path).startswith("sqlite:///") \
+        else Path(store_path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such measurement store")
+    skipped: Counter[str] = Counter()
+    models: list[ModelSample] = []
+    layers: list[LayerSample] = []
+    digest = hashlib.sha256()
+    devices: dict[str, DeviceSpec] = {}
+    node_templates: dict[str, GraphTemplate] = {}
+    unstable = 0
+    with open_store(path, create=False) as store:
+        total = len(store)
+        records: Iterable[Any] = store.iter_records()
+        if progress:
+            from tqdm import tqdm
+
+            records = tqdm(records, total=total, desc="loading records", unit="rec", leave=False)
+        for rec in records:
+            if limit is not None and len(models) + len(layers) >= limit:
+                break
+            if rec.campaign == NOISE_CAMPAIGN:
+                skipped["noise-recheck"] += 1
+                continue
+            if rec.kind not in kinds:
+                continue
+            median = rec.median_ms
+            if latency_stat == "min" and median is not None:
+                median = rec.extra().get("min_ms")
+                if median is None:
+                    skipped["no min_ms"] += 1
+            lat = median if (rec.stable is not False or include_unstable) else None
+            if median is not None and lat is None:
+                skipped["unstable latency"] += 1
+            unstable_kept = lat is not None and rec.stable is False
+            lat = lat if lat is not None and lat > 0 else None
+            mem = float(rec.peak_mem_bytes) if rec.peak_mem_bytes else None
+            if lat is None and (rec.kind == "layer" or mem is None):
+                skipped["no usable target"] += 1
+                continue
+            dev = devices.get(rec.device_json)
+            if dev is None:
+                dev = devices[rec.device_json] = load_device(json.loads(rec.device_json))
+            try:
+                extra = rec.extra()
+                if rec.kind == "model":
+                    sample = _model_sample(rec, extra, dev, lat, mem)
+                    if sample is None:
+                        skipped["graph_id mismatch or no zoo spec"] += 1
+                        continue
+                    models.append(sample)
+                else:
+                    sample = _layer_sample(rec, extra, dev, lat, node_templates)
+                    if sample is None:
+                        skipped["layer not locatable"] += 1
+                        continue
+                    layers.append(sample)
+            except (PerfPredictError, json.JSONDecodeError, KeyError, ValueError) as exc:
+                skipped[f"{rec.kind}: {type(exc).__name__}"] += 1
+                continue
+            digest.update(f"{rec.key}:{latency_stat}:{lat}:{mem};".encode())
+            unstable += unstable_kept
+    if not models and "model" in kinds:
+        raise DatasetError(f"{path}: no usable model records (skipped: {dict(skipped) or 'none'})")
+    return SampleSet(models, layers, str(path), digest.hexdigest()[:16], dict(skipped), unstable, latency_stat)
+
+
+def _model_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: float | None,
+                  mem: float | None) -> ModelSample | None:
+    spec = _spec_of(rec, extra)
+    if spec is None:
+        return None
+    tpl = GRAPHS.template(spec)
+    if rec.graph_id and tpl.graph_id != rec.graph_id:
+        return None
+    plan = Plan.from_dict(json.loads(rec.plan_json), f"record {rec.key}") if rec.plan_json else Plan({})
+    return ModelSample(tpl, plan, dev, int(rec.threads), lat, mem, rec.family or str(spec.get("family")),
+                       rec.model_name or str(spec.get("name")), rec.key, spec)
+
+
+def _layer_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: float,
+                  node_templates: dict[str, GraphTemplate]) -> LayerSample | None:
+    if not rec.primitive:
+        return None
+    choice = Choice(rec.primitive, rec.layout or "NCHW", rec.precision or "fp32", float(rec.prune or 0.0))
+    spec = _spec_of(rec, extra) if extra.get("node") else None
+    family = rec.family or (str(spec["family"]) if spec else "")
+    if spec is not None:
+        fused = extra.get("fused_node")
+        key = f"{_spec_key(spec)}|{extra['node']}|{fused}"
+        tpl = node_templates.get(key)
+        if tpl is None:
+            full = GRAPHS.template(spec)
+            names = full.node_names
+            if extra["node"] not in names or (fused and fused not in names):
+                return None
+            idx = [names.index(extra["node"])] + ([names.index(fused)] if fused else [])
+            tpl = node_templates[key] = full.subset(idx)
+    elif rec.node_json:
+        act = extra.get("fused_activation")
+        key = f"{rec.node_json}|{act}"
+        tpl = node_templates.get(key)
+        if tpl is None:
+            node = node_from_json(json.loads(rec.node_json))
+            graph = _with_activation(node, act) if act else single_node_graph(node)
+            tpl = node_templates[key] = template_for(graph)
+    else:
+        return None
+    main = tpl.node_names[0]
+    choices = {main: choice}
+    for nm, default in zip(tpl.node_names[1:], tpl.default_choices[1:]):
+        choices[nm] = Choice(default.primitive, choice.layout if choice.layout in ("NCHW", "NHWC") else "NCHW",
+                             choice.precision, 0.0)
+    return LayerSample(tpl, choices, dev, int(rec.threads), float(lat), family, rec.model_name or "", rec.key)
+
+
+# --------------------------------------------------------------------------------------------- splits
+
+
+@dataclass(frozen=True)
+class Split:
+    """A named train/test partition of a :class:`SampleSet`."""
+
+    name: str
+    train: SampleSet
+    test: SampleSet
+
+
+SPLIT_FORMS = "random:FRACTION[:SEED] (held-out variants), family:NAME (leave one family out), lofo (every " \
+              "family in turn), none (train on everything)"
+
+
+def parse_split(text: str) -> tuple[str, Any]:
+    """Parse a split spec (see :data:`SPLIT_FORMS`) into (kind, argument)."""
+    t = (text or "").strip()
+    if t in ("none", "lofo"):
+        return t, None
+    kind, _, rest = t.partition(":")
+    if kind == "random":
+        parts = rest.split(":")
+        try:
+            frac = float(parts[0]) if parts[0] else 0.2
+            seed = int(parts[1]) if len(parts) > 1 else None
+        except ValueError:
+            raise SplitError(f"split '{text}': expected random:FRACTION[:SEED], e.g. random:0.2") from None
+        if not 0.0 < frac < 1.0:
+            raise SplitError(f"split '{text}': the held-out fraction must be in (0, 1)")
+        return "random", (frac, seed)
+    if kind == "family" and rest:
+        return "family", rest
+    raise SplitError(f"unknown split '{text}'; accepted: {SPLIT_FORMS}")
+
+
+def _layer_group(s: LayerSample) -> str:
+    return s.model_name
+
+
+def held_out_variants(samples: SampleSet, fraction: float, seed: int) -> Split:
+    """Hold out ``fraction`` of the model variants of every family (all their plans, threads and layers)."""
+    rng = random.Random(f"perfpredict.split:{seed}")
+    by_family: dict[str, list[str]] = {}
+    for s in samples.models:
+        names = by_family.setdefault(s.family, [])
+        if s.model_name not in names:
+            names.append(s.model_name)
+    test_names: set[str] = set()
+    for fam in sorted(by_family):
+        names = sorted(by_family[fam])
+        if len(names) < 2:
+            continue
+        rng.shuffle(names)
+        k = min(len(names) - 1, max(1, int(math.ceil(fraction * len(names)))))
+        test_names.update(names[:k])
+    train = samples.select(lambda s: s.model_name not in test_names, lambda s: _layer_group(s) not in test_names)
+    test = samples.select(lambda s: s.model_name in test_names, lambda s: False)
+    return Split(f"random:{fraction:g}:{seed}", train, test)
+
+
+def leave_family_out(samples: SampleSet, family: str) -> Split:
+    """Train on every family but ``family`` (its layer records too); test on ``family``."""
+    fams = samples.families()
+    if family not in fams:
+        raise SplitError(f"family '{family}' has no model samples; families: {', '.join(fams)}")
+    train = samples.select(lambda s: s.family != family, lambda s: s.family != family)
+    test = samples.select(lambda s: s.family == family, lambda s: False)
+    return Split(f"family:{family}", train, test)
+
+
+def make_splits(samples: SampleSet, text: str, seed: int = 0) -> list[Split]:
+    """The splits a spec names: one for random/family/none (none: empty test), one per family for lofo."""
+    kind, arg = parse_split(text)
+    if kind == "none":
+        return [Split("none", samples, samples.select(lambda s: False, lambda s: False))]
+    if kind == "random":
+        frac, s = arg
+        return [held_out_variants(samples, frac, seed if s is None else s)]
+    if kind == "family":
+        return [leave_family_out(samples, arg)]
+    return [leave_family_out(samples, f) for f in samples.families()]
+
+
+def validation_split(samples: SampleSet, fraction: float, seed: int) -> tuple[SampleSet, SampleSet]:
+    """(train, validation) for early stopping: held-out variants, or a random tenth of samples when a
+    family has a single variant."""
+    split = held_out_variants(samples, fraction, seed)
+    if split.test.models:
+        return split.train, split.test
+    rng = random.Random(seed)
+    idx = set(rng.sample(range(len(samples.models)), max(1, int(len(samples.models) * fraction))))
+    keep = {id(s) for i, s in enumerate(samples.models) if i not in idx}
+    return (samples.select(lambda s: id(s) in keep, lambda s: True),
+            samples.select(lambda s: id(s) not in keep, lambda s: False))
+
+
+def with_targets(sample: ModelSample, latency_ms: float | None, peak_mem_bytes: float | None) -> ModelSample:
+    """A copy of ``sample`` with other targets (for tests and synthetic checks)."""
+    return replace(sample, latency_ms=latency_ms, peak_mem_bytes=peak_mem_bytes)

@@ -1,0 +1,530 @@
+"""Training and evaluation loops: fit the GNN, score any predictor on samples, write checkpoint + model card.
+
+``fit_gnn`` featurises the samples once (plans of one graph on one device in one vectorised pass), fits
+the :class:`~perfpredict.features.Normaliser`, and trains with AdamW and a cosine learning-rate schedule
+on smooth-L1 losses of log errors (latency, memory, and per-kernel latency of layer samples), keeping the
+weights of the epoch with the best validation error (early stopping with patience).
+``evaluate`` scores any predictor (GNN, baselines, the roofline model) on the same samples.
+``train_and_report`` is what ``perfpredict train`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch, Data
+
+from perfpredict import __version__
+from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, Normaliser, device_vector, encode_plans,
+                                  plan_node_features)
+from perfpredict.metrics import clean, grouped_ranking, summarise
+from perfpredict.samples import (LayerSample, ModelSample, SampleSet, Split, graph_of, make_splits,
+                                 validation_split)
+
+if TYPE_CHECKING:
+    from perfpredict.gnn_predictor import GNNPredictor
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Training hyper-parameters (defaults sized for a few minutes on 2 CPU cores)."""
+
+    epochs: int = 150
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 32
+    layer_weight: float = 0.3
+    memory_weight: float = 1.0
+    patience: int = 30
+    val_fraction: float = 0.1
+    seed: int = 0
+    huber_beta: float = 0.02
+    max_seconds: float | None = None
+    threads: int = 1  # torch threads while training (1 is fastest for these small graphs on a busy machine)
+
+
+# --------------------------------------------------------------------------------------------- tensors
+
+
+@dataclass
+class _Rows:
+    """Featurised samples before normalisation (one entry per sample)."""
+
+    static: list[np.ndarray]
+    plan: list[np.ndarray]
+    log_prior: list[np.ndarray]
+    edge_index: list[np.ndarray]
+    device: list[np.ndarray]
+    memory: list[np.ndarray]
+    log_mem_prior: list[float]
+    y_lat: list[float]
+    y_mem: list[float]
+
+
+def _group_key(template: Any, device: Any, threads: int) -> tuple[int, str, int]:
+    return id(template), device.to_json(indent=None), threads
+
+
+def featurise_samples(space: FeatureSpace, models: Sequence[ModelSample] = (),
+                      layers: Sequence[LayerSample] = ()) -> _Rows:
+    """Featurise model samples, then layer samples, in that order (grouped per graph/device/threads)."""
+    items: list[tuple[Any, Any, Any, int, float | None, float | None]] = []
+    for s in models:
+        items.append((s.template, s.plan, s.device, s.threads, s.latency_ms, s.peak_mem_bytes))
+    for s in layers:
+        items.append((s.template, s.choices, s.device, s.threads, s.latency_ms, None))
+    groups: dict[tuple[int, str, int], list[int]] = {}
+    for k, it in enumerate(items):
+        groups.setdefault(_group_key(it[0], it[2], it[3]), []).append(k)
+    out: list[Any] = [None] * len(items)
+    for idx in groups.values():
+        tpl, _, dev, thr = items[idx[0]][:4]
+        pf = plan_node_features(tpl, encode_plans(tpl, [items[k][1] for k in idx], space), space, dev, thr)
+        dv = device_vector(dev, thr)
+        for j, k in enumerate(idx):
+            lat, mem = items[k][4], items[k][5]
+            out[k] = (pf.static, pf.plan[j], np.log(pf.prior_ms[j]), tpl.edge_index, dv, pf.memory[j],
+                      float(np.log(max(pf.memory_prior[j], 1.0))),
+                      math.log(lat) if lat else math.nan, math.log(mem) if mem else math.nan)
+    cols = list(zip(*out)) if out else [[] for _ in range(9)]
+    return _Rows(*[list(c) for c in cols])
+
+
+def fit_normaliser(rows: _Rows) -> Normaliser:
+    """Fit feature standardisation on featurised training rows."""
+    nodes = np.concatenate([np.concatenate([s, p], axis=1) for s, p in zip(rows.static, rows.plan)], axis=0)
+    return Normaliser.fit(nodes, np.stack(rows.device), np.stack(rows.memory))
+
+
+def to_data(rows: _Rows, norm: Normaliser, static_dim: int) -> list[Data]:
+    """Normalised torch_geometric ``Data`` objects, one per sample."""
+    out = []
+    s_mean, s_std = norm.node_mean[:static_dim], norm.node_std[:static_dim]
+    p_mean, p_std = norm.node_mean[static_dim:], norm.node_std[static_dim:]
+    static_cache: dict[int, Tensor] = {}
+    for k in range(len(rows.plan)):
+        st = rows.static[k]
+        sx = static_cache.get(id(st))
+        if sx is None:
+            sx = static_cache[id(st)] = torch.from_numpy(((st - s_mean) / s_std).astype(np.float32))
+        out.append(Data(
+            x_static=sx, x_plan=torch.from_numpy(((rows.plan[k] - p_mean) / p_std).astype(np.float32)),
+            log_prior=torch.from_numpy(rows.log_prior[k].astype(np.float32)),
+            edge_index=torch.from_numpy(rows.edge_index[k]), dev=torch.from_numpy(norm.device(rows.device[k]))[None],
+            mem=torch.from_numpy(norm.memory(rows.memory[k][None])),
+            log_mem_prior=torch.tensor([rows.log_mem_prior[k]], dtype=torch.float32),
+            y_lat=torch.tensor([rows.y_lat[k]], dtype=torch.float32),
+            y_mem=torch.tensor([rows.y_mem[k]], dtype=torch.float32), num_nodes=int(st.shape[0])))
+    return out
+
+
+def _forward(model: Any, batch: Batch) -> Any:
+    return model(model.encode_static(batch.x_static), batch.x_plan, batch.log_prior, batch.dev, batch.edge_index,
+                 batch.batch, batch.num_graphs, batch.mem, batch.log_mem_prior)
+
+
+def _masked_loss(pred: Tensor, target: Tensor, beta: float) -> Tensor:
+    mask = torch.isfinite(target)
+    if not bool(mask.any()):
+        return pred.sum() * 0.0
+    return torch.nn.functional.smooth_l1_loss(pred[mask], target[mask], beta=beta)
+
+
+def _abs_log_errors(model: Any, batches: list[Batch]) -> tuple[np.ndarray, np.ndarray]:
+    lat_err, mem_err = [], []
+    with torch.inference_mode():
+        for b in batches:
+            out = _forward(model, b)
+            lat_err.append((out.log_latency - b.y_lat).abs().numpy())
+            mem_err.append((out.log_memory - b.y_mem).abs().numpy())
+    lat = np.concatenate(lat_err) if lat_err else np.zeros(0)
+    mem = np.concatenate(mem_err) if mem_err else np.zeros(0)
+    return lat[np.isfinite(lat)], mem[np.isfinite(mem)]
+
+
+def fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts: TrainOptions,
+            progress: bool = False) -> dict[str, Any]:
+    """Train ``pred`` in place (see the module docstring); returns and stores the training record."""
+    from perfpredict.measure import torch_threads
+
+    with torch_threads(opts.threads):
+        return _fit_gnn(pred, train, val, opts, progress)
+
+
+def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts: TrainOptions,
+             progress: bool) -> dict[str, Any]:
+    from perfpredict.errors import PerfPredictError
+
+    t0 = time.perf_counter()
+    random.seed(opts.seed)
+    np.random.seed(opts.seed)
+    torch.manual_seed(opts.seed)
+    if not train.models:
+        raise PerfPredictError("training needs at least one model sample")
+    if val is None:
+        train, val = validation_split(train, opts.val_fraction, opts.seed)
+    if pred.space is None:
+        pred.space = FeatureSpace.current()
+    space = pred.space
+    rows = featurise_samples(space, train.models)
+    layer_rows = featurise_samples(space, (), train.layers)
+    norm = fit_normaliser(rows)
+    pred.normaliser = norm
+    tr = to_data(rows, norm, space.static_dim)
+    tl = to_data(layer_rows, norm, space.static_dim) if train.layers else []
+    va = to_data(featurise_samples(space, val.models), norm, space.static_dim) if val.models else []
+    model = pred.model = pred.build_model()
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(1, opts.epochs), eta_min=opts.lr * 0.03)
+    rng = np.random.default_rng(opts.seed)
+    n_batches = max(1, math.ceil(len(tr) / opts.batch_size))
+    # layer samples are collated once into one mega-batch per step (order reshuffled every epoch)
+    layer_batches = [Batch.from_data_list([tl[i] for i in chunk])
+                     for chunk in np.array_split(rng.permutation(len(tl)), n_batches) if len(chunk)] if tl else []
+    val_batches = [Batch.from_data_list(va[lo:lo + 256]) for lo in range(0, len(va), 256)] if va else \
+        [Batch.from_data_list(tr[lo:lo + 256]) for lo in range(0, len(tr), 256)]
+    best, best_state, best_epoch, bad = math.inf, None, -1, 0
+    history: list[dict[str, float]] = []
+    epochs: Any = range(opts.epochs)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = epochs = tqdm(epochs, desc="training", unit="epoch", leave=False)
+    for epoch in epochs:
+        model.train()
+        perm = rng.permutation(len(tr))
+        lorder = rng.permutation(len(layer_batches)) if layer_batches else []
+        total = 0.0
+        for b in range(n_batches):
+            batch = Batch.from_data_list([tr[i] for i in perm[b * opts.batch_size:(b + 1) * opts.batch_size]])
+            out = _forward(model, batch)
+            loss = _masked_loss(out.log_latency, batch.y_lat, opts.huber_beta) \
+                + opts.memory_weight * _masked_loss(out.log_memory, batch.y_mem, opts.huber_beta)
+            if b < len(lorder):
+                lb = layer_batches[lorder[b]]
+                lout = _forward(model, lb)
+                loss = loss + opts.layer_weight * _masked_loss(lout.log_node_sum, lb.y_lat, opts.huber_beta)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optim.step()
+            total += float(loss.detach())
+        sched.step()
+        model.eval()
+        lat_e, mem_e = _abs_log_errors(model, val_batches)
+        score = (float(lat_e.mean()) if lat_e.size else 0.0) + (float(mem_e.mean()) if mem_e.size else 0.0)
+        history.append({"epoch": epoch, "loss": total / n_batches, "val_lat": float(lat_e.mean()) if lat_e.size
+                        else math.nan, "val_mem": float(mem_e.mean()) if mem_e.size else math.nan})
+        if bar is not None:
+            bar.set_postfix(loss=f"{total / n_batches:.4f}", val=f"{score:.4f}")
+        if score < best - 1e-6:
+            best, best_epoch, bad = score, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+        if bad >= opts.patience:
+            break
+        if opts.max_seconds and time.perf_counter() - t0 > opts.max_seconds:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    record = {
+        "options": asdict(opts), "config": pred.config.to_dict(), "epochs_run": len(history),
+        "best_epoch": best_epoch, "best_val_score": best, "seconds": round(time.perf_counter() - t0, 1),
+        "train_model_samples": len(train.models), "train_layer_samples": len(train.layers),
+        "val_model_samples": len(val.models), "data_source": train.source, "data_hash": train.data_hash,
+        "history_tail": history[-5:],
+    }
+    pred.training = clean(record)
+    return record
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+def predict_samples(predictor: Any, models: Sequence[ModelSample], progress: bool = False) -> tuple[np.ndarray,
+                                                                                                   np.ndarray]:
+    """Predicted (latency ms, peak bytes) of every model sample, batched per graph, device and threads.
+
+    Predictors with ``predict_plans(template, plans, device, threads)`` run on templates; others (e.g.
+    the roofline model) get the rebuilt Graph and a device whose ``threads_used`` is the sample's.
+    """
+    lat = np.full(len(models), np.nan)
+    mem = np.full(len(models), np.nan)
+    groups: dict[tuple[int, str, int], list[int]] = {}
+    for k, s in enumerate(models):
+        groups.setdefault(_group_key(s.template, s.device, s.threads), []).append(k)
+    items: Any = groups.values()
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(list(items), desc="predicting", unit="group", leave=False)
+    for idx in items:
+        s0 = models[idx[0]]
+        plans = [models[k].plan for k in idx]
+        if hasattr(predictor, "predict_plans"):
+            p = predictor.predict_plans(s0.template, plans, s0.device, s0.threads)
+        elif getattr(predictor, "threads", "absent") is None:  # e.g. RooflineModel(threads=None)
+            predictor.threads = s0.threads
+            try:
+                p = predictor.predict(graph_of(s0), plans, s0.device)
+            finally:
+                predictor.threads = None
+        else:
+            p = predictor.predict(graph_of(s0), plans, replace(s0.device, threads_used=s0.threads))
+        lat[idx], mem[idx] = p.latency_ms, p.peak_mem_bytes
+    return lat, mem
+
+
+def score(models: Sequence[ModelSample], lat: np.ndarray, mem: np.ndarray) -> dict[str, Any]:
+    """Metrics for latency and memory overall and per family, plus the mean rank correlation of latency over
+    the plans of each (model, threads): how well plans are ordered, which is what an optimiser uses."""
+    def block(sel: list[int]) -> dict[str, Any]:
+        lt = np.array([models[k].latency_ms if models[k].latency_ms else np.nan for k in sel], np.float64)
+        mt = np.array([models[k].peak_mem_bytes if models[k].peak_mem_bytes else np.nan for k in sel], np.float64)
+        lp, mp = lat[sel], mem[sel]
+        lm = np.isfinite(lt) & np.isfinite(lp) & (lp > 0)
+        mm = np.isfinite(mt) & np.isfinite(mp) & (mp > 0)
+        groups = [(models[k].model_name, models[k].threads) for k in sel]
+        return {"latency": summarise(lp[lm], lt[lm]), "memory": summarise(mp[mm], mt[mm]),
+                "latency_ranking_within_model": grouped_ranking(lp[lm], lt[lm],
+                                                                [g for g, ok in zip(groups, lm) if ok])}
+
+    all_idx = list(range(len(models)))
+    fams: dict[str, list[int]] = {}
+    for k, s in enumerate(models):
+        fams.setdefault(s.family, []).append(k)
+    out = block(all_idx)
+    out["per_family"] = {f: block(sel) for f, sel in sorted(fams.items())}
+    return clean(out)
+
+
+def evaluate(predictor: Any, samples: SampleSet, progress: bool = False) -> dict[str, Any]:
+    """Metrics (see :mod:`perfpredict.metrics`) of ``predictor`` on the model samples of ``samples``."""
+    lat, mem = predict_samples(predictor, samples.models, progress)
+    return score(samples.models, lat, mem)
+
+
+# --------------------------------------------------------------------------------------------- reporting
+
+
+def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random:0.2", seed: int = 0,
+                     epochs: int | None = None, progress: bool = True,
+                     samples: SampleSet | None = None, options: TrainOptions | None = None,
+                     latency_stat: str = "median") -> dict[str, Any]:
+    """Load ``data``, train a GNN on the split's training part, evaluate on its test part, and write
+    ``out_dir/model.pt``, ``metrics.json`` and ``README.md``. Returns the metrics."""
+    from perfpredict.gnn_predictor import GNNPredictor
+    from perfpredict.samples import SplitError, load_samples, parse_split
+
+    kind, _ = parse_split(split)
+    if kind == "lofo":
+        raise SplitError("train takes one split (random:F, family:NAME or none); run `perfpredict evaluate "
+                         "--split lofo` or benchmarks/bench_predictor.py for leave-one-family-out figures")
+    samples = samples if samples is not None else load_samples(data, progress=progress, latency_stat=latency_stat)
+    sp: Split = make_splits(samples, split, seed)[0]
+    opts = options or TrainOptions(seed=seed)
+    opts = replace(opts, seed=seed, **({"epochs": epochs} if epochs else {}))
+    pred = GNNPredictor()
+    pred.fit(sp.train, None, opts, progress=progress)
+    metrics: dict[str, Any] = {
+        "perfpredict_version": __version__, "feature_schema_version": FEATURE_SCHEMA_VERSION,
+        "split": sp.name, "seed": seed, "data": samples.summary(), "train": sp.train.summary(),
+        "test_summary": sp.test.summary() if sp.test.models else None,
+        "test": evaluate(pred, sp.test) if sp.test.models else None,
+        "training": pred.training,
+        "command": _rebuild_command(data, out_dir, split, seed, epochs, samples.latency_stat),
+    }
+    metrics = clean(metrics)
+    pred.metrics = {"split": sp.name, "test": metrics["test"]}
+    pred.training = {**pred.training, "split": sp.name, "data": samples.summary()}
+    out = Path(out_dir)
+    pred.save(out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "README.md").write_text(model_card(metrics, out))
+    return metrics
+
+
+def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: int, epochs: int | None,
+                     latency_stat: str = "median") -> str:
+    cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
+    cmd += f" --epochs {epochs}" if epochs else ""
+    return cmd + (f" --latency-stat {latency_stat}" if latency_stat != "median" else "")
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def metrics_table(block: Mapping[str, Any] | None, label: str = "all") -> list[str]:
+    """Markdown rows (latency, memory) of one metrics block."""
+    if not block:
+        return []
+    rows = []
+    for target in ("latency", "memory"):
+        m = block.get(target) or {}
+        rows.append(f"| {label} | {target} | {m.get('n', 0)} | {_fmt(m.get('mape'))} | {_fmt(m.get('rmspe'))} | "
+                    f"{_fmt(m.get('within_5'), 1)} | {_fmt(m.get('within_10'), 1)} | {_fmt(m.get('spearman'), 3)} | "
+                    f"{_fmt(m.get('kendall'), 3)} |")
+    return rows
+
+
+def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
+    """The README.md model card, generated from ``metrics`` (so it never drifts from metrics.json)."""
+    d = metrics.get("data") or {}
+    tr = metrics.get("training") or {}
+    head = "| part | target | n | MAPE % | RMSPE % | within 5 % | within 10 % | Spearman | Kendall |\n" \
+           "|---|---|---|---|---|---|---|---|---|"
+    lines = [
+        f"# Model card: `{Path(out_dir).name}`", "",
+        "GNN latency and peak-memory predictor of perfpredict (`perfpredict.gnn_predictor.GNNPredictor`): "
+        "given a CNN graph, a deployment plan and a device description it predicts end-to-end latency (ms) "
+        "and peak memory (bytes) without running the model.", "",
+        "## Data", "",
+        f"- store: `{d.get('source')}` (data hash `{d.get('data_hash')}`)",
+        f"- model samples: {d.get('model_samples')} over {d.get('models')} models "
+        f"(with latency {d.get('with_latency')}, with memory {d.get('with_memory')}); layer samples: "
+        f"{d.get('layer_samples')}",
+        f"- families: {', '.join(f'{k} ({v})' for k, v in (d.get('families') or {}).items())}",
+        f"- threads: {', '.join(f'{k} ({v})' for k, v in (d.get('threads') or {}).items())}",
+        f"- latency target: the records' {d.get('latency_stat', 'median')} "
+        f"({'median of the timed repeats' if d.get('latency_stat', 'median') == 'median' else 'fastest timed repeat'})",
+        f"- records skipped while loading: {d.get('skipped') or 'none'}; latencies whose confidence interval "
+        f"missed the campaign's target, kept: {d.get('unstable_latencies_kept', 0)}", "",
+        "## Split and held-out metrics", "",
+        f"Split `{metrics.get('split')}` (seed {metrics.get('seed')}): the checkpoint was trained on the "
+        "training part only; figures below are on the held-out part.", "",
+    ]
+    if metrics.get("test"):
+        lines += [head, *metrics_table(metrics["test"], "held-out")]
+        rk = metrics["test"].get("latency_ranking_within_model") or {}
+        lines += ["", f"Ranking of the plans of each held-out model ({rk.get('groups')} model x thread groups): mean "
+                  f"Spearman {_fmt(rk.get('spearman'), 3)}, mean Kendall {_fmt(rk.get('kendall'), 3)}."]
+        per = metrics["test"].get("per_family") or {}
+        if per:
+            lines += ["", "Per family (held-out):", "", head]
+            for fam, block in per.items():
+                lines += metrics_table(block, fam)
+    else:
+        lines += ["No held-out part (split `none`): no held-out figures for this checkpoint."]
+    lines += [
+        "", "## Training", "",
+        f"- epochs run {tr.get('epochs_run')}, best epoch {tr.get('best_epoch')}, "
+        f"{tr.get('seconds')} s; train samples {tr.get('train_model_samples')} models + "
+        f"{tr.get('train_layer_samples')} layers, validation {tr.get('val_model_samples')}",
+        f"- options: `{json.dumps(tr.get('options'))}`",
+        f"- network: `{json.dumps(tr.get('config'))}`", "",
+        "## Versions", "",
+        f"- perfpredict {metrics.get('perfpredict_version')}, feature schema "
+        f"{metrics.get('feature_schema_version')} (a checkpoint of another schema version refuses to load)", "",
+        "## Files", "",
+        "- `model.pt`: weights, feature vocabularies, normaliser, metadata (see `perfpredict/gnn_predictor.py`)",
+        "- `metrics.json`: the figures above, machine-readable",
+        "- `README.md`: this card, generated by `perfpredict train`", "",
+        "## Rebuild", "", f"    {metrics.get('command')}", "",
+        "## Limits", "",
+        "- Trained on the devices and thread counts of the store only; for another board the learned part sees "
+        "the nearest trained device (device features are clipped to the training range) and the cross-device "
+        "scaling comes from the roofline prior (peak GFLOP/s, GOP/s and bandwidth of the board).", "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- comparisons
+
+PREDICTOR_KINDS = ("gnn", "flops", "kernel-rf", "kernel-gbm", "roofline")
+"""Predictor kinds that ``run_evaluation`` trains afresh on each split's training part."""
+
+
+def obtain_predictor(spec: str, train: SampleSet, options: TrainOptions | None = None,
+                     progress: bool = False) -> Any:
+    """A predictor for ``spec``: a kind of :data:`PREDICTOR_KINDS` fitted on ``train``, else a checkpoint
+    (path or name under trained_models/) loaded as-is."""
+    if spec == "gnn":
+        from perfpredict.gnn_predictor import GNNPredictor
+
+        return GNNPredictor().fit(train, None, options or TrainOptions(), progress=progress)
+    if spec in PREDICTOR_KINDS:
+        from perfpredict.baselines import make_baseline
+
+        pred = make_baseline(spec)
+        return pred.fit(train) if hasattr(pred, "fit") else pred
+    from perfpredict.gnn_predictor import load_predictor
+
+    return load_predictor(spec)
+
+
+def run_evaluation(samples: SampleSet, predictors: Sequence[str], split: str = "random:0.2", seed: int = 0,
+                   options: TrainOptions | None = None, progress: bool = False,
+                   on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Evaluate each predictor spec on each split of ``split`` (kinds are trained per split; checkpoints are
+    used as they are). Returns one row per (split, predictor): metrics, fit and predict seconds, and a
+    ``note`` when the figures are not held-out ones."""
+    rows = []
+    loaded: dict[str, Any] = {}
+    for sp in make_splits(samples, split, seed):
+        test = sp.test if sp.test.models else sp.train
+        for spec in predictors:
+            t0 = time.perf_counter()
+            note = None
+            if spec in PREDICTOR_KINDS:
+                pred = obtain_predictor(spec, sp.train, options, progress)
+                if not sp.test.models:
+                    note = "split none: scored on the training data"
+            else:
+                pred = loaded.get(spec) or obtain_predictor(spec, sp.train)
+                loaded[spec] = pred
+                if getattr(pred, "training", {}).get("data_hash") == samples.data_hash:
+                    note = f"checkpoint was trained on this data (its own split: {pred.training.get('split')})"
+            t1 = time.perf_counter()
+            metrics = evaluate(pred, test, progress)
+            row = {"split": sp.name, "predictor": spec, "metrics": metrics, "fit_seconds": round(t1 - t0, 2),
+                   "predict_seconds": round(time.perf_counter() - t1, 2), "test_samples": len(test.models),
+                   "note": note}
+            rows.append(row)
+            if on_result is not None:
+                on_result(row)
+    return rows
+
+
+def resolve_dataset(data: str | Path) -> Path:
+    """A store path, or a bare name resolved to ``datasets/NAME.sqlite`` / ``.db`` / ``NAME``."""
+    from perfpredict.errors import DatasetError
+
+    p = Path(str(data).replace("sqlite:///", "", 1))
+    if p.exists():
+        return p
+    for root in (Path.cwd() / "datasets", Path(__file__).resolve().parent.parent / "datasets"):
+        for cand in (root / f"{data}.sqlite", root / f"{data}.db", root / str(data)):
+            if cand.is_file():
+                return cand
+    raise DatasetError(f"no dataset '{data}': not a store file, and not a name under datasets/ (.sqlite or .db)")
+
+
+def metrics_rows(blocks: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[list[str], list[list[Any]]]:
+    """(headers, rows) of a text table: one row per (label, target)."""
+    headers = ["what", "target", "n", "MAPE %", "RMSPE %", "<=5 %", "<=10 %", "Spearman", "Kendall"]
+    rows = []
+    for label, block in blocks:
+        for target in ("latency", "memory"):
+            m = (block or {}).get(target) or {}
+            rows.append([label, target, m.get("n", 0)] + [_fmt(m.get(k), 2 if k in ("mape", "rmspe") else
+                                                               (1 if k.startswith("within") else 3))
+                                                          for k in ("mape", "rmspe", "within_5", "within_10",
+                                                                    "spearman", "kendall")])
+    return headers, rows

@@ -1,0 +1,155 @@
+"""The GNN predictor: priors at initialisation, fitting a known function, batching, persistence, costs.
+
+Targets are synthetic (tests/perfpredict/synthetic.py): these tests check behaviour, never accuracy figures.
+"""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from perfpredict.features import encode_plans, plan_node_features, template_for
+from perfpredict.gnn import GNNConfig
+from perfpredict.gnn_predictor import CheckpointError, GNNPredictor, load_predictor
+
+from perfpredict.plan import Choice, Plan, default_plan
+from perfpredict.primitives import candidates
+from perfpredict.predictor import NodeCostModel, Predictor
+from perfpredict.samples import make_splits
+from perfpredict.train import TrainOptions, evaluate
+
+from .synthetic import DEVICE, random_plan, synthetic_samples, zoo_graph
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return synthetic_samples(plans_per_graph=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def split(samples):
+    return make_splits(samples, "random:0.34", 0)[0]
+
+
+@pytest.fixture(scope="module")
+def trained(split):
+    return GNNPredictor(GNNConfig(hidden=32, layers=2)).fit(split.train, options=TrainOptions(epochs=60, seed=0))
+
+
+def test_untrained_network_predicts_the_analytical_priors(samples):
+    pred = GNNPredictor().fit(samples, options=TrainOptions(epochs=0))
+    g = zoo_graph("resnet")
+    plans = [random_plan(g, random.Random(3)) for _ in range(5)]
+    out = pred.predict(g, plans, DEVICE)
+    tpl = template_for(g)
+    pf = plan_node_features(tpl, encode_plans(tpl, plans, pred.space), pred.space, DEVICE)
+    np.testing.assert_allclose(out.latency_ms, pf.prior_ms.sum(axis=1), rtol=1e-4)
+    np.testing.assert_allclose(out.peak_mem_bytes, pf.memory_prior, rtol=1e-4)
+
+
+def test_fits_a_known_additive_function(trained, split):
+    train_metrics = evaluate(trained, split.train)
+    test_metrics = evaluate(trained, split.test)
+    prior = GNNPredictor(GNNConfig(hidden=32, layers=2)).fit(split.train, options=TrainOptions(epochs=0))
+    prior_metrics = evaluate(prior, split.test)
+    assert train_metrics["latency"]["mape"] < 10.0
+    assert train_metrics["memory"]["mape"] < 5.0
+    assert test_metrics["latency"]["mape"] < 0.5 * prior_metrics["latency"]["mape"]
+    assert test_metrics["memory"]["mape"] < 0.5 * prior_metrics["memory"]["mape"]
+    assert test_metrics["latency"]["spearman"] > 0.8
+
+
+def test_batching_and_chunking_do_not_change_predictions(trained):
+    g = zoo_graph("mobilenet_v2")
+    plans = [random_plan(g, random.Random(k)) for k in range(7)]
+    batch = trained.predict(g, plans, DEVICE)
+    single = [trained.predict(g, [p], DEVICE) for p in plans]
+    np.testing.assert_allclose(batch.latency_ms, [s.latency_ms[0] for s in single], rtol=1e-5)
+    np.testing.assert_allclose(batch.peak_mem_bytes, [s.peak_mem_bytes[0] for s in single], rtol=1e-5)
+    trained.max_nodes_per_batch = len(g.nodes) * 2  # forces chunks of two plans
+    try:
+        chunked = trained.predict(g, plans, DEVICE)
+    finally:
+        trained.max_nodes_per_batch = 150_000
+    np.testing.assert_allclose(chunked.latency_ms, batch.latency_ms, rtol=1e-5)
+    mixed = trained.predict([g, zoo_graph("resnet"), g], [plans[0], Plan({}), plans[1]], DEVICE)
+    assert mixed.latency_ms[0] == pytest.approx(batch.latency_ms[0], rel=1e-5)
+    assert mixed.latency_ms[2] == pytest.approx(batch.latency_ms[1], rel=1e-5)
+    assert np.all(mixed.latency_ms > 0) and np.all(mixed.peak_mem_bytes > 0)
+
+
+def test_threads_change_the_prediction(trained):
+    g = zoo_graph("resnet")
+    one = trained.predict(g, [Plan({})], DEVICE, threads=1).latency_ms[0]
+    two = trained.predict(g, [Plan({})], DEVICE, threads=2).latency_ms[0]
+    assert two < one  # the synthetic target runs 1/0.6 times slower on one thread
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    path = trained.save(tmp_path / "ckpt")
+    assert path.name == "model.pt" and path.stat().st_size < 5_000_000
+    back = GNNPredictor.load(tmp_path / "ckpt")
+    g = zoo_graph("squeezenet")
+    plans = [random_plan(g, random.Random(k)) for k in range(4)]
+    a, b = trained.predict(g, plans, DEVICE), back.predict(g, plans, DEVICE)
+    np.testing.assert_array_equal(a.latency_ms, b.latency_ms)
+    np.testing.assert_array_equal(a.peak_mem_bytes, b.peak_mem_bytes)
+    meta = torch.load(path, weights_only=True)
+    for key in ("perfpredict_version", "feature_schema_version", "feature_space", "training", "metrics", "versions"):
+        assert key in meta
+    assert meta["training"]["data_hash"] == "synthetic-0"
+    assert "Conv" in meta["feature_space"]["ops"]
+    assert isinstance(back, Predictor) and isinstance(back, NodeCostModel)
+
+
+def test_other_schema_version_or_garbage_is_a_clear_error(trained, tmp_path):
+    path = trained.save(tmp_path / "ckpt")
+    payload = torch.load(path, weights_only=True)
+    payload["feature_schema_version"] = 999
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="feature schema version 999"):
+        GNNPredictor.load(tmp_path / "old.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        GNNPredictor.load(tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        GNNPredictor.load(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="not trained"):
+        GNNPredictor().predict(zoo_graph("resnet"), [Plan({})], DEVICE)
+
+
+def test_load_predictor_resolves_names(trained, tmp_path, monkeypatch):
+    trained.save(tmp_path / "trained_models" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(load_predictor("tiny"), GNNPredictor)
+    with pytest.raises(CheckpointError, match="known: .*tiny"):
+        load_predictor("absent")
+
+
+def test_pairwise_costs_are_exact_for_single_and_pair_changes(trained):
+    g = zoo_graph("resnet")
+    base = default_plan(g)
+    convs = [n for n in g.nodes if n.op == "Conv"][:2]
+    opts = {n.name: [base.choices[n.name]] + [Choice(p.name, p.layouts[-1], p.precisions[0])
+                                              for p in candidates(n)[:3]] for n in convs}
+    costs = trained.node_costs(g, DEVICE, opts)
+    total_default = trained.predict(g, [base], DEVICE).latency_ms[0]
+    shares = {n.name: c[0] for n, c in zip(convs, costs.values())}
+    # the default option of every node: node costs of the named nodes are their shares of T(default)
+    a, b = convs
+    for k, o in enumerate(opts[a.name]):
+        t = trained.predict(g, [base.with_choice(a.name, o)], DEVICE).latency_ms[0]
+        assert costs[a.name][k] - shares[a.name] == pytest.approx(t - total_default, rel=1e-4, abs=1e-6)
+    edge = trained.edge_costs(g, DEVICE, a.name, b.name, opts[a.name], opts[b.name])
+    assert edge.shape == (len(opts[a.name]), len(opts[b.name]))
+    np.testing.assert_allclose(edge[0, :], 0.0, atol=1e-6)
+    for i, oa in enumerate(opts[a.name]):
+        for j, ob in enumerate(opts[b.name]):
+            t = trained.predict(g, [base.with_choice(a.name, oa).with_choice(b.name, ob)], DEVICE).latency_ms[0]
+            expect = t - total_default
+            got = (costs[a.name][i] - shares[a.name]) + (costs[b.name][j] - shares[b.name]) + edge[i, j]
+            assert got == pytest.approx(expect, rel=1e-4, abs=1e-6)
+    mem = trained.node_memory(g, DEVICE, opts)
+    assert all(v.shape == (len(opts[k]),) and np.all(v >= 0) for k, v in mem.items())
+    assert (a.name, b.name) in list(trained.cost_pairs(g))

@@ -1,0 +1,125 @@
+"""Loading samples from a store, splits, the training loop, model card and the train/evaluate/predict CLI."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from cli.main import main
+from perfpredict.errors import DatasetError
+from perfpredict.gnn import GNNConfig
+from perfpredict.gnn_predictor import GNNPredictor
+from perfpredict.samples import SplitError, load_samples, make_splits, parse_split, spec_from_dict
+from perfpredict.train import TrainOptions, run_evaluation, train_and_report
+
+from .synthetic import DEVICE, random_plan, synthetic_samples, write_synthetic_store, zoo_graph, zoo_spec
+
+
+@pytest.fixture(scope="module")
+def source():
+    return synthetic_samples(plans_per_graph=6, seed=2, layers=True)
+
+
+@pytest.fixture(scope="module")
+def store(source, tmp_path_factory):
+    return write_synthetic_store(tmp_path_factory.mktemp("store") / "s.sqlite", source)
+
+
+@pytest.fixture(scope="module")
+def loaded(store):
+    return load_samples(store)
+
+
+def test_load_samples_rebuilds_graphs_plans_and_targets(source, loaded):
+    assert len(loaded.models) == len(source.models) and len(loaded.layers) == len(source.layers)
+    assert loaded.skipped == {"noise-recheck": 1, "graph_id mismatch or no zoo spec": 1}
+    by_key = {(s.model_name, s.threads, s.plan.key): s for s in source.models}
+    for s in loaded.models[:20]:
+        ref = by_key[(s.model_name, s.threads, s.plan.key)]
+        assert s.template.graph_id == ref.template.graph_id
+        assert s.latency_ms == pytest.approx(ref.latency_ms) and s.peak_mem_bytes == int(ref.peak_mem_bytes)
+    assert loaded.data_hash == load_samples(store_path=loaded.source).data_hash
+    assert {s.template.node_names[0] for s in loaded.layers} <= {n for s in loaded.models for n in s.template.node_names}
+
+
+def test_load_samples_errors(tmp_path):
+    with pytest.raises(DatasetError, match="no such"):
+        load_samples(tmp_path / "absent.sqlite")
+
+
+def test_splits_hold_out_variants_and_families(loaded):
+    sp = make_splits(loaded, "random:0.5", 3)[0]
+    train_names = {s.model_name for s in sp.train.models}
+    test_names = {s.model_name for s in sp.test.models}
+    assert train_names and test_names and not train_names & test_names
+    assert not {s.model_name for s in sp.train.layers} & test_names
+    lofo = make_splits(loaded, "lofo")
+    assert [s.name for s in lofo] == [f"family:{f}" for f in loaded.families()]
+    for s in lofo:
+        fam = s.name.split(":")[1]
+        assert {m.family for m in s.test.models} == {fam}
+        assert fam not in {m.family for m in s.train.models} | {l.family for l in s.train.layers}
+    assert parse_split("none") == ("none", None)
+    for bad in ("random:1.5", "family", "bogus"):
+        with pytest.raises(SplitError):
+            parse_split(bad)
+
+
+def test_training_is_seeded(loaded):
+    opts = TrainOptions(epochs=3, seed=5)
+    a = GNNPredictor(GNNConfig(hidden=16, layers=1)).fit(loaded, options=opts)
+    b = GNNPredictor(GNNConfig(hidden=16, layers=1)).fit(loaded, options=opts)
+    g = zoo_graph("resnet")
+    plans = [random_plan(g, random.Random(k)) for k in range(3)]
+    np.testing.assert_array_equal(a.predict(g, plans, DEVICE).latency_ms, b.predict(g, plans, DEVICE).latency_ms)
+
+
+def test_train_and_report_writes_checkpoint_metrics_and_card(store, loaded, tmp_path):
+    out = tmp_path / "m"
+    metrics = train_and_report(store, out, split="random:0.5", seed=1, epochs=2, progress=False, samples=loaded)
+    assert {p.name for p in out.iterdir()} == {"model.pt", "metrics.json", "README.md"}
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["split"] == metrics["split"] == "random:0.5:1"
+    card = (out / "README.md").read_text()
+    mape = on_disk["test"]["latency"]["mape"]
+    assert f"| held-out | latency | {on_disk['test']['latency']['n']} | {mape:.2f} |" in card
+    assert on_disk["command"] in card and "--split random:0.5 --seed 1 --epochs 2" in on_disk["command"]
+    back = GNNPredictor.load(out)
+    assert back.metrics["test"]["latency"]["mape"] == pytest.approx(mape)
+    with pytest.raises(SplitError, match="lofo"):
+        train_and_report(store, tmp_path / "x", split="lofo", samples=loaded)
+
+
+def test_run_evaluation_compares_predictors_on_the_same_splits(loaded, tmp_path):
+    rows = run_evaluation(loaded, ["flops", "roofline"], "random:0.5", seed=0)
+    assert [r["predictor"] for r in rows] == ["flops", "roofline"]
+    assert rows[0]["test_samples"] == rows[1]["test_samples"] > 0
+    assert rows[0]["metrics"]["latency"]["n"] == rows[0]["test_samples"]
+
+
+def test_cli_train_evaluate_predict(store, tmp_path, capsys):
+    out = tmp_path / "cli_model"
+    assert main(["train", "--data", store, "-o", str(out), "--epochs", "2", "--split", "random:0.5", "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["training"]["epochs_run"] == 2
+    assert main(["evaluate", "--predictor", str(out), "--predictor", "flops", "--data", store,
+                 "--split", "family:resnet", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert [r["predictor"] for r in ev["results"]] == [str(out), "flops"]
+    assert all(r["split"] == "family:resnet" for r in ev["results"])
+    from perfpredict.models import zoo_onnx_path
+
+    onnx_path = str(zoo_onnx_path(spec_from_dict(zoo_spec("resnet"))))
+    g = zoo_graph("resnet")
+    plan_files = []
+    for k in range(3):
+        p = random_plan(g, random.Random(k))
+        plan_files += ["--plan", str(p.save(tmp_path / f"plan{k}.json"))]
+    assert main(["predict", onnx_path, *plan_files, "--device-features", "xeon_gold_6240", "--predictor", str(out),
+                 "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    assert [r["plan"] for r in pred["predictions"]] == ["plan0", "plan1", "plan2"]
+    assert all(r["latency_ms"] > 0 and r["peak_mem_mb"] > 0 for r in pred["predictions"])
+    assert main(["predict", onnx_path, "--device-features", "xeon_gold_6240", "--predictor", str(tmp_path)]) == 1
+    assert "no checkpoint" in capsys.readouterr().err
