@@ -1,0 +1,168 @@
+"""Transfer between thread counts on this machine: 1-thread and 2-thread execution as two devices.
+
+Reads whole-model measurements (kind "model") from a measurement store, pairs the records of the same
+graph and plan measured with ``--source-threads`` and ``--target-threads``, and asks: knowing every
+source-thread latency (the proxy device), how well is the target-thread latency predicted
+
+* k = 0: zero-shot from device features - the source latency scaled by the ratio of the two boards'
+  fingerprints (geometric mean over their shared reference layers; 1 when either board lacks one);
+* k > 0: with k target measurements, calibrated by :func:`perfpredict.transfer.calibrate` (scale,
+  log-linear, isotonic; chosen by leave-one-out CV). Shots are chosen by
+  :func:`perfpredict.transfer.choose_shots` ("chosen", deterministic) and at random ("random", mean over
+  ``--repeats`` draws); the remaining pairs are the test set.
+
+With ``--predictor``, the source column is instead that predictor's prediction for the target board
+(zero-shot from the board's features), calibrated the same way - the path `perfpredict transfer` takes.
+
+Run only when the store has data for both thread counts (the profiling campaign writes it):
+
+    .venv/bin/python benchmarks/bench_transfer_threads.py --store datasets/proxy.sqlite --shots 0,5,10,20 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from perfpredict.dataset import NOISE_CAMPAIGN, open_store
+from perfpredict.devices import DeviceSpec
+from perfpredict.metrics import clean
+from perfpredict.transfer import calibrate, choose_shots, transfer_metrics
+
+
+def _latency(r, stat: str) -> float:
+    if stat == "median":
+        return float(r.median_ms)
+    v = json.loads(r.extra_json).get(f"{stat}_ms")
+    return float(v) if v else float(r.median_ms)
+
+
+def _pairs(store_path: str, src_t: int, dst_t: int, device: str | None):
+    """{(graph_id, plan): record} for each thread count, model records with a latency, noise rechecks skipped."""
+    out: dict[int, dict[tuple[str, str], object]] = {src_t: {}, dst_t: {}}
+    with open_store(store_path, create=False) as store:
+        for t in (src_t, dst_t):
+            for r in store.iter_records(kind="model", threads=t, device=device):
+                if r.campaign == NOISE_CAMPAIGN or r.median_ms is None or r.median_ms <= 0:
+                    continue
+                plan = json.dumps(json.loads(r.plan_json), sort_keys=True) if r.plan_json else ""
+                out[t].setdefault((r.graph_id, plan), r)
+    keys = sorted(set(out[src_t]) & set(out[dst_t]))
+    return [(out[src_t][k], out[dst_t][k]) for k in keys]
+
+
+def _fingerprint_ratio(src: DeviceSpec, dst: DeviceSpec) -> float:
+    common = [k for k in src.fingerprint if k in dst.fingerprint]
+    if not common:
+        return 1.0
+    return float(np.exp(np.mean([math.log(dst.fingerprint[k] / src.fingerprint[k]) for k in common])))
+
+
+def _predictor_column(predictor_path: str, pairs, board: DeviceSpec) -> np.ndarray:
+    from perfpredict.models import load_model
+    from perfpredict.plan import Plan
+    from perfpredict.transfer import load_any_predictor
+
+    pred = load_any_predictor(predictor_path)
+    out = []
+    for src, _ in pairs:
+        graph, _ = load_model(src.model_name)
+        if graph.graph_id != src.graph_id:
+            raise SystemExit(f"model '{src.model_name}' does not rebuild graph {src.graph_id}; cannot use --predictor")
+        plan = Plan.from_dict(json.loads(src.plan_json)) if src.plan_json else Plan()
+        out.append(pred.predict(graph, [plan], board).latency_ms[0])
+    return np.array(out)
+
+
+def run(store: str, src_t: int, dst_t: int, shots: list[int], repeats: int, seed: int, device: str | None,
+        predictor: str | None, stat: str = "median") -> dict:
+    pairs = _pairs(store, src_t, dst_t, device)
+    if len(pairs) < max(shots) + 5:
+        raise SystemExit(f"{store}: {len(pairs)} graph/plan pairs measured at both {src_t} and {dst_t} threads; "
+                         f"need at least {max(shots) + 5} (run the profiling campaign first)")
+    x = np.array([_latency(s, stat) for s, _ in pairs])
+    y = np.array([_latency(d, stat) for _, d in pairs])
+    src_board, dst_board = pairs[0][0].device(), pairs[0][1].device()
+    ratio = _fingerprint_ratio(src_board, dst_board)
+    if predictor:
+        x = _predictor_column(predictor, pairs, dst_board)
+        ratio = 1.0
+    macs = np.array([json.loads(s.extra_json).get("macs", 0) for s, _ in pairs], np.float64)
+    feats = np.c_[np.log1p(macs)] if np.any(macs > 0) else None
+    rng = np.random.default_rng(seed)
+    results = {"pairs": len(pairs), "source_threads": src_t, "target_threads": dst_t,
+               "source": "predictor " + predictor if predictor else f"measured {src_t}-thread latency",
+               "statistic": stat, "fingerprint_ratio": ratio, "shots": {}}
+    for k in shots:
+        if k == 0:
+            results["shots"]["0"] = {"zero_shot": transfer_metrics(x * ratio, y)}
+            continue
+        entry = {}
+        pick = choose_shots(x, k, feats)
+        rest = np.setdiff1d(np.arange(len(y)), pick)
+        sel = calibrate(x[pick, None], y[pick])
+        entry["chosen"] = {**transfer_metrics(sel.calibrator.predict(x[rest, None]), y[rest]), "method": sel.method}
+        rows, methods = [], {}
+        for _ in range(repeats):
+            pick = rng.choice(len(y), k, replace=False)
+            rest = np.setdiff1d(np.arange(len(y)), pick)
+            sel = calibrate(x[pick, None], y[pick])
+            m = transfer_metrics(sel.calibrator.predict(x[rest, None]), y[rest])
+            rows.append([m["mape"], m["within_10"], m["spearman"]])
+            methods[sel.method] = methods.get(sel.method, 0) + 1
+        mean = np.nanmean(np.array(rows), axis=0)
+        entry["random"] = {"mape": mean[0], "within_10": mean[1], "spearman": mean[2], "repeats": repeats,
+                           "methods": methods}
+        results["shots"][str(k)] = entry
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", required=True, help="measurement store (SQLite) with model records at both thread counts")
+    ap.add_argument("--source-threads", type=int, default=1)
+    ap.add_argument("--target-threads", type=int, default=2)
+    ap.add_argument("--device", default=None, help="device name in the store (default: any)")
+    ap.add_argument("--predictor", default=None, help="use this predictor's zero-shot prediction as the source column")
+    ap.add_argument("--shots", default="0,5,10,20")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="latency statistic of each record (min_ms, kept in extra_json, is least affected by "
+                         "preemption on a busy machine)")
+    ap.add_argument("--both-directions", action="store_true", help="also transfer target -> source threads")
+    ap.add_argument("-o", "--output", default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    if not Path(args.store).is_file():
+        print(f"{args.store}: no such store; run the profiling campaign first", file=sys.stderr)
+        return 1
+    shots = [int(s) for s in args.shots.split(",") if s.strip()]
+    res = {"forward": run(args.store, args.source_threads, args.target_threads, shots, args.repeats, args.seed,
+                          args.device, args.predictor, args.stat)}
+    if args.both_directions:
+        res["backward"] = run(args.store, args.target_threads, args.source_threads, shots, args.repeats, args.seed,
+                              args.device, args.predictor, args.stat)
+    res = clean(res)
+    if args.output:
+        Path(args.output).write_text(json.dumps(res, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    for direction, r in res.items():
+        print(f"{direction}: {r['source_threads']} -> {r['target_threads']} threads, {r['pairs']} pairs, source: "
+              f"{r['source']}")
+        for k, e in r["shots"].items():
+            for mode, m in e.items():
+                print(f"  k={k:>3} {mode:>9}: MAPE {m['mape']:.2f}%  within10 {m['within_10']:.1f}%  "
+                      f"rho {m['spearman']:.3f}  {m.get('method') or m.get('methods') or ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

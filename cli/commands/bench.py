@@ -1,0 +1,103 @@
+"""`perfpredict bench`: benchmarks on public data, e.g. transfer to unseen devices on HELP's latency tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cli.output import print_json, print_table
+from perfpredict.errors import PerfPredictError
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `bench transfer`."""
+    p = sub.add_parser("bench", help="benchmarks on public multi-device data",
+                       description="Benchmarks on public data sets (read in place, never copied).")
+    bsub = p.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
+    t = bsub.add_parser(
+        "transfer", help="transfer to unseen devices on HELP latency tables (NAS-Bench-201 / FBNet)",
+        description="Train the multi-device GNN on --train-devices, then for each --test-device fit it from the "
+                    "10 reference architectures plus k random shots and score 1,000 query architectures "
+                    "(HELP's protocol: queries are archs [pool, pool+queries), shots come from [0, pool) without "
+                    "the target's top/bottom 10%%; metrics on queries without their top/bottom 10%% and on all).")
+    t.add_argument("--data", action="append", default=None, metavar="DIR",
+                   help="folder(s) with HELP's layout (data/<space>/latency/<device>.pt, <space>/<device>.pt or "
+                        "derived_csv/<space>_latency_ms.csv); repeatable, first wins, then the HELP copy under "
+                        "$PERFPREDICT_EXTERNAL (so a folder of reserved test devices needs no training devices)")
+    t.add_argument("--space", choices=["nasbench201", "fbnet"], default="nasbench201")
+    t.add_argument("--train-devices", type=_csv, required=True, help="comma-separated source devices")
+    t.add_argument("--test-devices", type=_csv, required=True, help="comma-separated target devices")
+    t.add_argument("--val-device", default=None, help="device left out of training for early stopping (default: "
+                                                      "the last training device)")
+    t.add_argument("--shots", type=_ints, default=[0, 5, 10, 20], help="shot counts (default 0,5,10,20)")
+    t.add_argument("--queries", type=int, default=1000, help="query architectures (default 1000)")
+    t.add_argument("--repeats", type=int, default=5, help="shot draws per device and k (default 5)")
+    t.add_argument("--train-archs", type=int, default=2000, help="architectures the GNN trains on (default 2000)")
+    t.add_argument("--epochs", type=int, default=25, help="GNN training epochs (default 25)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save-model", default=None, metavar="DIR", help="also save the trained multi-device model as "
+                                                                     "a predictor checkpoint")
+    t.add_argument("-o", "--output", default=None, help="also write the full results JSON here")
+    t.add_argument("--json", action="store_true", help="print the full results as JSON")
+    t.set_defaults(func=_transfer)
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from perfpredict.external.help import HELP_PUBLISHED, TransferProtocol, evaluate_transfer, load_help
+    from perfpredict.transfer import MultiDeviceConfig
+
+    if args.queries < 1 or args.repeats < 1 or args.train_archs < 1 or args.epochs < 1:
+        raise PerfPredictError("--queries, --repeats, --train-archs and --epochs must be positive")
+    devices = list(dict.fromkeys(args.train_devices + args.test_devices +
+                                 ([args.val_device] if args.val_device else [])))
+    folders = None
+    if args.data:  # devices not in the given folders come from the default copy (e.g. training devices)
+        from perfpredict.errors import DatasetError
+        from perfpredict.external import external_dataset
+
+        try:
+            folders = list(args.data) + [external_dataset("HELP")]
+        except DatasetError:
+            folders = list(args.data)
+    data = load_help(args.space, folders, devices)
+    train = list(args.train_devices)
+    if args.val_device and args.val_device not in train:
+        train.append(args.val_device)
+    from perfpredict.external.help import HELP_TRAIN_POOL
+
+    proto = TransferProtocol(pool=HELP_TRAIN_POOL[args.space], queries=args.queries, train_archs=args.train_archs,
+                             repeats=args.repeats)
+    res = evaluate_transfer(data, train, args.test_devices, shots=args.shots, seed=args.seed,
+                            val_device=args.val_device or train[-1], protocol=proto,
+                            config=MultiDeviceConfig(epochs=args.epochs, seed=args.seed, outlier_ratio=10.0), progress=True,
+                            save_model=args.save_model)
+    if args.space in HELP_PUBLISHED:
+        res["help_published"] = HELP_PUBLISHED[args.space]
+    if args.output:
+        Path(args.output).write_text(json.dumps(res, indent=2, default=float) + "\n")
+    if args.json:
+        print_json(res)
+        return 0
+    rows = []
+    for dev, per_k in res["results"].items():
+        for k, m in per_k.items():
+            rows.append((dev, k, m["spearman"], m["mape"], m["within_10"], m["spearman_all"],
+                         ",".join(f"{a}x{b}" for a, b in m["methods"].items())))
+    for k, m in res["summary"].items():
+        rows.append(("MEAN", k, m["spearman"], m["mape"], m["within_10"], m["spearman_all"], ""))
+    print_table(["device", "k", "spearman", "MAPE %", "within 10%", "spearman (all)", "methods"], rows)
+    print(f"\ntrained on {', '.join(res['train_devices'])}; validation device {res['val_device']}; "
+          f"{res['seconds']} s")
+    return 0

@@ -1,0 +1,66 @@
+"""`perfpredict transfer`: adapt a trained predictor to a device it has never seen, from k measurements."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.output import print_json, print_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `transfer`."""
+    p = sub.add_parser(
+        "transfer", help="adapt a predictor to a new device from its board.json and k measurements",
+        description="Adapt a trained predictor to a new device: zero-shot from the board's features (its "
+                    "fingerprint), few-shot from k measurements. Candidate adaptations (device fitting, "
+                    "scale / log-linear / isotonic calibration, mixture of proxy devices) are chosen by "
+                    "leave-one-out cross-validation; the result is a normal predictor checkpoint.")
+    p.add_argument("--predictor", required=True, help="source predictor: checkpoint folder or name under "
+                                                      "trained_models/")
+    p.add_argument("--device-features", required=True, metavar="BOARD_JSON", help="board.json of the new device")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--measurements", metavar="CSV", help="measured latencies on the new device: columns model, "
+                                                            "latency_ms and optionally plan")
+    src.add_argument("--measure-on", choices=["local"], help="choose the k most informative zoo models and measure "
+                                                             "them on this machine")
+    p.add_argument("-k", type=int, default=10, help="number of measurements to fit with (default 10; with more "
+                                                    "measurements than k the rest are held out)")
+    p.add_argument("--proxy-device", action="append", default=[], metavar="BOARD_JSON",
+                   help="a device the source predicts well, offered to the mixture calibration (repeatable)")
+    p.add_argument("--threads", type=int, default=None, help="threads for --measure-on local (default: the "
+                                                             "board's threads_used)")
+    p.add_argument("--models", default=None, help="comma-separated candidate zoo models for --measure-on local "
+                                                  "(default: every canonical zoo model)")
+    p.add_argument("-o", "--output", required=True, help="folder of the adapted checkpoint")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=_transfer)
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from perfpredict.devices import load_device
+    from perfpredict.transfer import (adapt_predictor, load_any_predictor, measure_candidates, read_measurements,
+                                      write_measurements)
+
+    device = load_device(args.device_features)
+    proxies = [load_device(p) for p in args.proxy_device]
+    if args.measurements:
+        measurements = read_measurements(args.measurements)
+    else:
+        source = load_any_predictor(args.predictor)
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        measurements = measure_candidates(source, device, args.k, models=models, threads=args.threads,
+                                          progress=True)
+        write_measurements(Path(args.output) / "measurements.csv", measurements)
+    res = adapt_predictor(args.predictor, device, measurements, args.k, args.output, proxies=proxies)
+    if args.json:
+        print_json(res.to_dict())
+        return 0
+    print(f"adapted predictor for '{device.name}' written to {res.path}")
+    print(f"method: {res.method} ({res.k} shots + {res.fingerprint_points} fingerprint points)")
+    rows = [(name, v.get("rmse_log"), v.get("mape")) for name, v in res.cv.items()]
+    print_table(["candidate", "CV rmse(log)", "CV MAPE %"], rows)
+    if res.holdout:
+        print(f"held-out measurements: n={res.holdout['n']}, MAPE {res.holdout['mape']:.2f}%, "
+              f"within 10% {res.holdout['within_10']:.1f}%")
+    return 0

@@ -1,0 +1,279 @@
+"""Transfer to unseen devices: calibrators, CV selection, shot choice, the multi-device model, the adapted
+checkpoint and bad-input errors. Synthetic data only (fast)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cli.main import main as cli_main
+from perfpredict.devices import load_device
+from perfpredict.measure import torch_threads
+from perfpredict.errors import PerfPredictError
+from perfpredict.nasbench201 import arch_string, nb201_graph, nb201_onnx
+from perfpredict.transfer import (CalibratedPredictor, DeviceFitCalibrator, DeviceSubspaceCalibrator, IsotonicCalibrator, LogLinearCalibrator,
+                                  Measurement, MixtureCalibrator, MultiDeviceConfig, MultiDevicePredictor,
+                                  ScaleCalibrator, TransferError, adapt_predictor, calibrate, calibrator_from_dict,
+                                  choose_shots, encode_graph, fit_multi_device, load_any_predictor, rank_sources,
+                                  read_measurements, select_calibrator, write_measurements)
+
+RNG = np.random.default_rng(0)
+
+
+def test_isotonic_is_monotone_and_extrapolates():
+    x = np.sort(RNG.uniform(1, 10, 30))
+    y = np.exp(np.sqrt(x)) * RNG.uniform(0.95, 1.05, 30)
+    cal = IsotonicCalibrator().fit(x[:, None], y)
+    grid = np.linspace(0.5, 20, 200)
+    p = cal.predict(grid[:, None])
+    assert np.all(np.diff(p) > 0)  # strictly increasing: ties broken by the source order
+    assert p[-1] > cal.predict(np.array([[x.max()]]))[0] * 1.2  # continues beyond the range, not clipped
+
+
+def test_loglinear_recovers_power_law():
+    x = RNG.uniform(1, 50, 20)
+    cal = LogLinearCalibrator().fit(x[:, None], 3.0 * x**1.5)
+    assert cal.b == pytest.approx(1.5, abs=1e-6) and np.exp(cal.a) == pytest.approx(3.0, rel=1e-6)
+
+
+def test_isotonic_recovers_monotone_transform():
+    x = np.sort(RNG.uniform(1, 10, 40))
+    f = lambda v: 2 + np.log1p(v) ** 3  # monotone, not a power law
+    cal = IsotonicCalibrator().fit(x[:, None], f(x))
+    inner = np.linspace(1.5, 9.5, 50)
+    assert np.max(np.abs(cal.predict(inner[:, None]) / f(inner) - 1)) < 0.05
+
+
+def test_mixture_recovers_nonnegative_weights():
+    x = RNG.uniform(1, 10, (25, 3))
+    y = 2.0 * x[:, 0] + 0.5 * x[:, 2] + 1.0
+    cal = MixtureCalibrator().fit(x, y)
+    assert np.allclose(cal.weights, [2.0, 0.0, 0.5], atol=1e-6) and cal.offset == pytest.approx(1.0, abs=1e-6)
+
+
+def test_device_subspace_recovers_coordinates():
+    phi = RNG.normal(size=(15, 3))
+    mu, basis = np.array([0.1, 0.0, 0.2]), np.array([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]])
+    u = mu + basis.T @ np.array([0.5, -0.3])
+    cal = DeviceSubspaceCalibrator(tuple(mu), tuple(map(tuple, basis)), 1e-9).fit(phi, np.exp(phi @ u + 0.7))
+    assert np.allclose(cal.a, [0.5, -0.3], atol=1e-6) and cal.c == pytest.approx(0.7, abs=1e-6)
+
+
+def test_device_fit_ridge_pulls_to_prior():
+    phi = RNG.normal(size=(12, 4))
+    y = np.exp(phi @ np.array([0.3, -0.2, 0.1, 0.0]) + 1.0)
+    free = DeviceFitCalibrator((0.0,) * 4, lam=1e-6).fit(phi, y)
+    assert np.allclose(free.u, [0.3, -0.2, 0.1, 0.0], atol=1e-4)
+    stiff = DeviceFitCalibrator((1.0,) * 4, lam=1e6).fit(phi, y)
+    assert np.allclose(stiff.u, 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("cal", [ScaleCalibrator(), LogLinearCalibrator(), IsotonicCalibrator(), MixtureCalibrator(),
+                                 DeviceFitCalibrator((0.1, 0.2), 5.0),
+                                 DeviceSubspaceCalibrator((0.1, 0.2), ((0.6, 0.8),), 0.1)])
+def test_calibrators_round_trip(cal):
+    x = RNG.uniform(1, 10, (15, 2))
+    y = x[:, 0] * 1.7 + x[:, 1]
+    cal.fit(x, y)
+    again = calibrator_from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert np.allclose(again.predict(x), cal.predict(x))
+
+
+def test_cv_picks_the_better_method():
+    x = np.sort(RNG.uniform(1, 10, 20))
+    # a pure ratio: scale is the simplest method within tolerance of the best
+    assert calibrate(x[:, None], 2.5 * x).method == "scale"
+    # a power law: log-linear
+    assert calibrate(x[:, None], 0.5 * x**2.2 * RNG.uniform(0.98, 1.02, 20)).method == "loglinear"
+    # a monotone S-shaped map: isotonic
+    s = 1 + 10 / (1 + np.exp(-3 * (x - 5)))
+    assert calibrate(x[:, None], s).method == "isotonic"
+    # the target is a sum of two independent sources: mixture
+    two = RNG.uniform(1, 10, (20, 2))
+    assert calibrate(two, two[:, 0] + 3 * two[:, 1]).method == "mixture"
+
+
+def test_selection_needs_points():
+    with pytest.raises(TransferError, match="at least 2"):
+        select_calibrator(np.array([1.0]), {"scale": (ScaleCalibrator, np.ones((1, 1)))})
+    with pytest.raises(TransferError, match="positive"):
+        calibrate(np.ones((3, 1)), np.array([1.0, -1.0, 2.0]))
+
+
+def test_choose_shots_spreads_over_quantiles():
+    pred = np.exp(RNG.uniform(0, 5, 200))
+    pick = choose_shots(pred, 10)
+    assert len(set(pick)) == 10
+    ranks = np.argsort(np.argsort(pred))[pick]
+    assert sorted(ranks // 20) == list(range(10))  # one shot per decile of predicted latency
+    assert choose_shots(pred, 10) == pick  # deterministic
+    with pytest.raises(TransferError):
+        choose_shots(pred[:5], 6)
+
+
+def test_rank_sources_orders_by_correlation():
+    t = RNG.uniform(1, 10, 30)
+    src = np.c_[RNG.uniform(1, 10, 30), t * 2 + RNG.uniform(0, 0.1, 30), t**0.5]
+    assert [n for n, _ in rank_sources(t, src, ["noise", "close", "sqrt"])][0] in ("close", "sqrt")
+    assert rank_sources(t, src, ["noise", "close", "sqrt"])[-1][0] == "noise"
+
+
+# --------------------------------------------------------------------------- multi-device model end to end
+
+OPS = ["nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none"]
+
+
+def _archs(n, seed):
+    r = np.random.default_rng(seed)
+    return [arch_string([OPS[i] for i in r.integers(0, 5, 6)]) for i in range(n)]
+
+
+def _truth(graphs, a, b):
+    """Synthetic device: latency = a * (MMACs)^b + 0.02 * nodes."""
+    return np.array([a * (g.macs / 1e6) ** b + 0.02 * len(g.nodes) for g in graphs])
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    archs = _archs(48, 1)
+    graphs = [nb201_graph(a) for a in archs]
+    devs = {"dev_a": (0.05, 1.0), "dev_b": (0.2, 0.8), "dev_c": (0.01, 1.2)}
+    lat = np.stack([_truth(graphs, *p) for p in devs.values()], 1)
+    with torch_threads(1):  # tiny tensors: extra threads only add contention
+        model = fit_multi_device([encode_graph(g) for g in graphs], lat, list(devs),
+                                 MultiDeviceConfig(hidden=32, layers=2, factors=4, epochs=60, batch_size=8, lr=3e-3))
+    ref_archs = _archs(6, 2)
+    ref = {f"ref#{i}": model.factors([encode_graph(nb201_graph(a))])[0] for i, a in enumerate(ref_archs)}
+    pred = MultiDevicePredictor(model, ref, {"dev_a": {}}, {"note": "test"})
+    path = tmp_path_factory.mktemp("md") / "source"
+    pred.save(path)
+    return path, ref_archs, devs
+
+
+def test_multidevice_learns_and_round_trips(small_model):
+    path, ref_archs, devs = small_model
+    pred = load_any_predictor(path)
+    assert isinstance(pred, MultiDevicePredictor) and pred.model.devices == tuple(devs)
+    test = [nb201_graph(a) for a in _archs(20, 3)]
+    p = pred.predict(test, [None] * len(test), load_device({"schema_version": 1, "name": "dev_b", "kind": "cpu"}))
+    true = _truth(test, *devs["dev_b"])
+    assert np.corrcoef(np.log(p.latency_ms), np.log(true))[0, 1] > 0.8
+    assert np.all(p.peak_mem_bytes > 0)
+
+
+def test_zero_shot_from_fingerprint_and_missing_fields(small_model):
+    path, ref_archs, _ = small_model
+    pred = load_any_predictor(path)
+    refs = [nb201_graph(a) for a in ref_archs]
+    fp = {f"ref#{i}": float(v) for i, v in enumerate(_truth(refs, 0.1, 0.9))}
+    board = load_device({"schema_version": 1, "name": "new_board", "kind": "cpu", "fingerprint": fp})
+    test = [nb201_graph(a) for a in _archs(20, 4)]
+    p = pred.predict(test, [None] * 20, board).latency_ms
+    assert np.corrcoef(np.log(p), np.log(_truth(test, 0.1, 0.9)))[0, 1] > 0.8
+    bare = load_device({"schema_version": 1, "name": "bare_board", "kind": "cpu"})
+    with pytest.raises(TransferError, match=r"bare_board.*0 of the 6 fingerprint entries.*ref#0"):
+        pred.predict(test, [None] * 20, bare)
+
+
+def test_adapt_writes_a_normal_checkpoint(small_model, tmp_path):
+    path, ref_archs, _ = small_model
+    archs = _archs(8, 5)
+    rows = []
+    for i, a in enumerate(archs):
+        f = tmp_path / f"m{i}.onnx"
+        f.write_bytes(nb201_onnx(a).SerializeToString())
+        rows.append(Measurement(str(f), None, float(_truth([nb201_graph(a)], 0.3, 0.7)[0])))
+    csv_path = write_measurements(tmp_path / "m.csv", rows)
+    ms = read_measurements(csv_path)
+    board = load_device({"schema_version": 1, "name": "new_board", "kind": "cpu"})
+    res = adapt_predictor(path, board, ms, 6, tmp_path / "adapted")
+    assert res.k == 6 and res.holdout is not None and res.holdout["n"] == 2
+    adapted = load_any_predictor(tmp_path / "adapted")
+    assert isinstance(adapted, CalibratedPredictor)
+    from perfpredict.gnn_predictor import load_predictor  # what `predict` and `optimise` call
+
+    assert isinstance(load_predictor(tmp_path / "adapted"), CalibratedPredictor)
+    card = json.loads((tmp_path / "adapted" / "transfer.json").read_text())
+    assert card["source"]["path"].endswith("source") and card["k"] == 6 and card["method"] in card["cv"]
+    assert sum(m["used"] for m in card["measurements"]) == 6
+    test = [nb201_graph(a) for a in _archs(10, 6)]
+    p = adapted.predict(test, [None] * 10, board)
+    assert np.all(p.latency_ms > 0) and len(p) == 10
+    with pytest.raises(TransferError, match="adapted to device 'new_board'"):
+        adapted.predict(test, [None] * 10, load_device({"schema_version": 1, "name": "other", "kind": "cpu"}))
+    with pytest.raises(TransferError, match="-k 9 asks for more shots than the 8 measurements"):
+        adapt_predictor(path, board, ms, 9, tmp_path / "again")
+
+
+def test_bad_measurement_files(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,ms\nx,1\n")
+    with pytest.raises(PerfPredictError, match="missing column.*latency_ms"):
+        read_measurements(bad)
+    bad.write_text("model,latency_ms\nx,-3\n")
+    with pytest.raises(PerfPredictError, match="positive"):
+        read_measurements(bad)
+
+
+def test_transfer_cli(small_model, tmp_path, capsys):
+    path, ref_archs, _ = small_model
+    rows = []
+    for i, a in enumerate(_archs(5, 7)):
+        f = tmp_path / f"m{i}.onnx"
+        f.write_bytes(nb201_onnx(a).SerializeToString())
+        rows.append(Measurement(f.name, None, float(_truth([nb201_graph(a)], 0.3, 0.7)[0])))
+    csv_path = write_measurements(tmp_path / "m.csv", rows)  # relative ONNX paths resolve beside the CSV
+    board = tmp_path / "board.json"
+    load_device({"schema_version": 1, "name": "cli_board", "kind": "cpu"}).save(board)
+    out = tmp_path / "adapted"
+    code = cli_main(["transfer", "--predictor", str(path), "--device-features", str(board), "--measurements",
+                     str(csv_path), "-k", "5", "-o", str(out), "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["k"] == 5 and res["method"] in res["cv"] and (out / "transfer.json").is_file()
+    code = cli_main(["transfer", "--predictor", str(path), "--device-features", str(board), "--measurements",
+                     str(csv_path), "-k", "7", "-o", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err and "-k 7 asks for more shots than the 5 measurements" in err
+
+
+class _RooflinePredictor:
+    """A device-conditioned Predictor for the test: per node max(FLOPs / peak, bytes / bandwidth) + 5 us."""
+
+    kind = "test-roofline"
+
+    def predict(self, graphs, plans, device):
+        from perfpredict.features import device_rates
+        from perfpredict.predictor import Prediction
+
+        r = device_rates(device)
+        gl = [graphs] * len(plans) if not isinstance(graphs, list) else graphs
+        lat = [sum(max(n.flops / (r.gflops_fp32 * 1e6), (n.bytes_in + n.bytes_out) / (r.bandwidth_gbs * 1e6)) + 0.005
+                   for n in g.nodes) for g in gl]
+        return Prediction(np.array(lat), np.ones(len(gl)))
+
+
+def test_board_fit_tunes_device_features(tmp_path, monkeypatch):
+    """A device-conditioned source whose target differs in compute/bandwidth balance: fitting the board's
+    features beats a plain rescaling, and the tuned board lands in the checkpoint."""
+    from perfpredict import transfer as tr
+    from perfpredict.transfer import fit_board, scaled_board
+
+    src = _RooflinePredictor()
+    board = load_device({"schema_version": 1, "name": "tb", "kind": "cpu", "cores": 2, "peak_gflops_fp32": 50.0,
+                         "mem_bw_triad_gbs": 10.0})
+    truth_board = scaled_board(board, [np.log(4.0), 0.0, np.log(0.3)])
+    graphs = [nb201_graph(a) for a in _archs(10, 8)]
+    y = src.predict(graphs, [None] * 10, truth_board).latency_ms
+    tuned, off = fit_board(src, board, graphs[:8], [None] * 8, y[:8])
+    p = src.predict(graphs[8:], [None] * 2, tuned).latency_ms * np.exp(off)
+    assert np.max(np.abs(p / y[8:] - 1)) < 0.05
+    monkeypatch.setattr(tr, "load_any_predictor", lambda path: src)
+    monkeypatch.setattr(tr, "_workload", lambda m: (graphs[int(m.model)], None))
+    ms = [Measurement(str(i), None, float(v)) for i, v in enumerate(y)]
+    res = adapt_predictor("unused", board, ms, 8, tmp_path / "a", methods=("board_fit", "scale", "loglinear"))
+    assert res.method == "board_fit" and res.cv["board_fit"]["rmse_log"] < res.cv["scale"]["rmse_log"]
+    card = json.loads((tmp_path / "a" / "transfer.json").read_text())
+    assert card["columns"][0]["board"]["peak_gflops_fp32"] != 50.0
