@@ -1,0 +1,203 @@
+"""`perfpredict optimise` (search a deployment plan on predicted costs) and `perfpredict validate`
+(measure a plan on this machine and compare with the prediction)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.output import print_json, print_table
+
+STRATEGIES = ("qlearning", "tpe", "nsga2", "random", "exact")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return v
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="ONNX file or zoo model name (see `perfpredict zoo list`)")
+    p.add_argument("--device-features", required=True, metavar="BOARD",
+                   help="board.json (DeviceSpec), the name of a shipped example board, or 'local' to describe "
+                        "this machine (quick measurement)")
+    p.add_argument("--predictor", default=None, metavar="P",
+                   help="'roofline' (analytical model), or a checkpoint path / name under trained_models/ "
+                        "(default: the shipped 'proxy' checkpoint when present, else roofline)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="threads the deployment (and the measurements) use (default: all)")
+    p.add_argument("--resolution", type=_positive_int, default=None, help="input resolution of a zoo model")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `optimise` and `validate`."""
+    p = sub.add_parser(
+        "optimise", help="search per-layer primitive, layout, precision and pruning on predicted costs",
+        description="Search a deployment plan for MODEL on the device: per layer, the primitive, data layout, "
+                    "precision (fp32/int8) and prune ratio, on predicted latency and memory. The search is "
+                    "lossless (fp32, no pruning) unless --max-accuracy-drop or --calibration allows a drop. "
+                    "With --device-features local the plans are also run on this machine (the final plan, the "
+                    "default plan, and every K trials with --validate-every) and the measured-fastest is kept. "
+                    "Writes plan.json, report.json/txt, trials.csv and pareto.csv/png under -o.")
+    _add_common(p)
+    p.add_argument("--strategy", choices=STRATEGIES, default="qlearning",
+                   help="search strategy (default qlearning; exact = ILP optimum of an additive predictor)")
+    p.add_argument("--trials", type=_positive_int, default=300, metavar="N", help="plans to evaluate (default 300)")
+    p.add_argument("--batch", type=_positive_int, default=8, metavar="N",
+                   help="plans asked and predicted per batch (default 8)")
+    p.add_argument("--objective", action="append", choices=("latency", "memory", "accuracy"), default=None,
+                   help="objective to minimise (default latency); repeat for a multi-objective (Pareto) search")
+    p.add_argument("--latency-budget", type=_positive_float, default=None, metavar="MS",
+                   help="latency budget in ms")
+    p.add_argument("--memory-budget", type=_positive_float, default=None, metavar="MB",
+                   help="peak-memory budget in MB")
+    p.add_argument("--max-accuracy-drop", type=_nonneg_float, default=None, metavar="PCT",
+                   help="allowed accuracy drop in percentage points (enables int8 and pruning)")
+    p.add_argument("--lossless", action="store_true", help="fp32 only, no pruning (the default without a drop)")
+    p.add_argument("--prune-ratios", default="0,0.25,0.5", metavar="R,R",
+                   help="prune ratios offered to prunable layers (default 0,0.25,0.5)")
+    p.add_argument("--calibration", default=None, metavar="DATA.npz",
+                   help="calibration data: 'inputs' (N x C x H x W) and optional 'labels'; measures real "
+                        "accuracy (labels) or fidelity to fp32 (no labels); implies a 1-point budget by default")
+    p.add_argument("--calibration-samples", type=_positive_int, default=16, metavar="N",
+                   help="inputs used for accuracy (the first N of --calibration, or N seeded random inputs "
+                        "without it; default 16)")
+    p.add_argument("--validate-every", type=_nonneg_int, default=0, metavar="K",
+                   help="measure the incumbent plan on this machine every K trials and recalibrate the "
+                        "predictor when it is off (default 0: only the final plan is measured)")
+    p.add_argument("--no-measure", action="store_true", help="do not run plans on this machine at all")
+    p.add_argument("--measure", action="store_true",
+                   help="run plans on this machine although the board is a file (use when it describes this "
+                        "machine); with 'local' they are run by default")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage URL for tpe/nsga2 (default: sqlite:///OUTDIR/optuna.db)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help="Optuna study name to create or resume (default: derived from model and space)")
+    p.add_argument("--dataset", default=None, metavar="STORE.sqlite",
+                   help="append the measurements taken to this measurement store")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-o", "--outdir", default=None, metavar="OUTDIR",
+                   help="output directory (default runs/optimise-MODEL)")
+    p.set_defaults(func=_optimise)
+
+    v = sub.add_parser("validate", help="measure a plan on this machine and compare with its prediction",
+                       description="Run MODEL under --plan (and the default plan) on this machine with the "
+                                   "runtime and print predicted versus measured latency.")
+    _add_common(v)
+    v.add_argument("--plan", required=True, metavar="PLAN.json", help="the plan to measure")
+    v.add_argument("--memory", action="store_true", help="also measure peak memory (slower: a subprocess)")
+    v.set_defaults(func=_validate)
+
+
+def _device(text: str, threads: int | None):
+    from perfpredict.devices import describe_host, list_example_boards, load_device, load_example_board
+
+    if text == "local":
+        return describe_host(threads=threads, quick=True)
+    if not Path(text).exists() and text in list_example_boards():
+        return load_example_board(text)
+    return load_device(text)
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    from perfpredict.errors import PerfPredictError
+
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise PerfPredictError(f"--prune-ratios '{text}' is not a comma-separated list of numbers, "
+                               "e.g. 0,0.25,0.5") from None
+    return vals or (0.0,)
+
+
+def _load(args: argparse.Namespace):
+    from optimiser.run import resolve_predictor
+    from perfpredict.models import load_model
+
+    graph, _ = load_model(args.model, resolution=args.resolution)
+    device = _device(args.device_features, args.threads)
+    predictor, name = resolve_predictor(args.predictor, args.threads)
+    return graph, device, predictor, name
+
+
+def _optimise(args: argparse.Namespace) -> int:
+    from optimiser.report import summary_lines
+    from optimiser.run import OptimiseOptions, optimise
+
+    graph, device, predictor, name = _load(args)
+    outdir = Path(args.outdir) if args.outdir else Path("runs") / f"optimise-{graph.name}"
+    opts = OptimiseOptions(
+        strategy=args.strategy, trials=args.trials, batch_size=args.batch,
+        objectives=tuple(dict.fromkeys(args.objective or ["latency"])), latency_budget_ms=args.latency_budget,
+        memory_budget_mb=args.memory_budget, max_accuracy_drop_pct=args.max_accuracy_drop, lossless=args.lossless,
+        prune_ratios=_ratios(args.prune_ratios), calibration=args.calibration,
+        calibration_samples=args.calibration_samples, validate_every=args.validate_every,
+        measure=(args.device_features == "local" or args.measure) and not args.no_measure, threads=args.threads, storage=args.storage, study=args.study, outdir=outdir,
+        seed=args.seed, dataset=args.dataset, progress=not args.json)
+    outcome = optimise(graph, device, opts, predictor, name)
+    if args.json:
+        print_json(outcome.report)
+    else:
+        print("\n".join(summary_lines(outcome.report)))
+    return 130 if outcome.result.interrupted else 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from optimiser.run import validate_on_device
+    from perfpredict.plan import Plan
+
+    graph, device, predictor, name = _load(args)
+    plan = Plan.load(args.plan)
+    rows = validate_on_device(graph, plan, device, predictor, threads=args.threads, memory=args.memory)
+    if args.json:
+        print_json({"model": graph.name, "device": device.name, "predictor": name, "plan": args.plan,
+                    "measured_on_target": args.device_features == "local", **rows})
+        return 0
+    print(f"{graph.name} on {device.name} (predictor {name}), plan {args.plan}")
+    table = []
+    for label in ("plan", "default"):
+        r = rows[label]
+        table.append([label, r["predicted_ms"], r["measured_ms"], f"{100 * r['rel_error']:.1f}%",
+                      r["predicted_mem_bytes"] / 1e6,
+                      "-" if r["measured_mem_bytes"] is None else r["measured_mem_bytes"] / 1e6])
+    print_table(["plan", "predicted ms", "measured ms", "error", "predicted MB", "measured MB"], table)
+    print(f"speedup over default: measured {rows['speedup_measured']:.3g}x, predicted {rows['speedup_predicted']:.3g}x")
+    if args.device_features != "local":
+        print(f"note: measured on this machine; the predictions are for {device.name}")
+    return 0

@@ -1,0 +1,319 @@
+"""The search loop: a strategy asks for plans, the predictor costs them in batches, the strategy learns.
+
+Every ``validate_every`` trials the incumbent best plans are run on this machine with the runtime
+(:func:`perfpredict.runtime.measure_plan`); predicted and measured latency are recorded, the
+measurements are appended to a dataset store when one is given, and when the relative error of the
+predictions exceeds ``recalibrate_threshold`` a correction of predicted latency is fitted on every plan
+validated so far and applied to later predictions (:class:`LatencyCalibration`). The final best plan is
+always measured when a validator is given. Ctrl-C stops the search: the strategy's state (Q-table,
+Optuna study) and everything evaluated so far are kept, and the result says ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from perfpredict.graph import Graph
+from perfpredict.plan import Plan
+
+from optimiser.objectives import Costs, Evaluator
+from optimiser.strategies.base import BaseStrategy, Problem
+
+__all__ = ["SearchConfig", "Measured", "Validation", "SearchResult", "Validator", "RuntimeValidator",
+           "LatencyCalibration", "run_search"]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Loop settings: trial budget, batch size, validation period (0: only the final plan), how many
+    incumbents each validation measures, and the relative error that triggers recalibration."""
+
+    trials: int = 300
+    batch_size: int = 8
+    validate_every: int = 0
+    validate_top: int = 1
+    recalibrate_threshold: float = 0.15
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A measurement of one plan on this machine."""
+
+    latency_ms: float
+    peak_mem_bytes: float | None = None
+    stats: Any = None
+
+
+class Validator(Protocol):
+    """Measures plans on the device (the runtime on this machine, or a remote board)."""
+
+    def measure(self, graph: Graph, plan: Plan) -> Measured:
+        """Latency (and peak memory when available) of ``plan``."""
+        ...
+
+
+class RuntimeValidator:
+    """Measures with :func:`perfpredict.runtime.measure_plan` (``threads`` torch threads); ``memory``
+    also measures peak memory in a subprocess (slower). ``sink(graph, plan, measured)`` receives every
+    measurement (e.g. to append it to a dataset store)."""
+
+    def __init__(self, threads: int | None = None, memory: bool = False,
+                 sink: Callable[[Graph, Plan, Measured], None] | None = None, **measure_options: Any):
+        self.threads = threads
+        self.memory = memory
+        self.sink = sink
+        self.options = measure_options
+
+    def compare(self, graph: Graph, plans: dict[str, Plan]) -> dict[str, Measured]:
+        """Latency of several plans measured round-robin (:func:`perfpredict.measure.measure_interleaved`),
+        so that drift of a busy machine spreads over all of them instead of biasing one."""
+        from perfpredict.measure import measure_interleaved
+        from perfpredict.runtime import build_executable
+        from perfpredict.runtime.measurement import _input_for
+
+        fns = {}
+        for name, plan in plans.items():
+            exe = build_executable(graph, plan, threads=self.threads)
+            xs = exe.prepare_input(*_input_for(graph, 0))
+            fns[name] = (lambda exe=exe, xs=xs: exe.forward(*xs))
+        opts = {k: v for k, v in self.options.items()
+                if k in ("warmup", "min_repeats", "max_repeats", "target_ci", "time_cap_s")}
+        stats = measure_interleaved(fns, threads=self.threads, **opts)
+        out = {name: Measured(float(s.median_ms), None, s) for name, s in stats.items()}
+        if self.sink is not None:
+            for name, m in out.items():
+                self.sink(graph, plans[name], m)
+        return out
+
+    def measure(self, graph: Graph, plan: Plan) -> Measured:
+        from perfpredict.runtime import measure_plan
+
+        stats, mem = measure_plan(graph, plan, threads=self.threads, memory=self.memory, **self.options)
+        out = Measured(float(stats.median_ms), float(mem.peak_bytes) if mem is not None else None, stats)
+        if self.sink is not None:
+            self.sink(graph, plan, out)
+        return out
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Predicted versus measured costs of one plan at one point of the search."""
+
+    trial: int
+    plan_key: str
+    predicted_ms: float
+    measured_ms: float
+    predicted_mem_bytes: float
+    measured_mem_bytes: float | None
+    corrected_ms: float | None = None
+    plan: Plan | None = field(default=None, compare=False)
+
+    @property
+    def rel_error(self) -> float:
+        """|predicted - measured| / measured (of the uncorrected prediction)."""
+        return abs(self.predicted_ms - self.measured_ms) / max(self.measured_ms, 1e-12)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"trial": self.trial, "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms,
+                "corrected_ms": self.corrected_ms, "rel_error": self.rel_error,
+                "predicted_mem_bytes": self.predicted_mem_bytes, "measured_mem_bytes": self.measured_mem_bytes}
+
+
+class LatencyCalibration:
+    """A monotone correction of predicted latency fitted on validated plans.
+
+    With one or two plans it is a scale (median of measured / predicted); with three or more, a line
+    in log space, ``log m = a log p + b`` with the slope kept in [0.5, 2] (so the correction never
+    reverses the order of plans).
+    """
+
+    def __init__(self) -> None:
+        self.pred: list[float] = []
+        self.meas: list[float] = []
+        self.a, self.b = 1.0, 0.0
+
+    def add(self, predicted: float, measured: float) -> None:
+        """Add one (predicted, measured) pair."""
+        if predicted > 0 and measured > 0:
+            self.pred.append(float(predicted))
+            self.meas.append(float(measured))
+
+    def fit(self) -> None:
+        """Refit on every pair added so far."""
+        p, m = np.log(self.pred), np.log(self.meas)
+        if len(p) >= 3 and np.ptp(p) > 1e-6:
+            a, b = np.polyfit(p, m, 1)
+            self.a = float(np.clip(a, 0.5, 2.0))
+            self.b = float(np.mean(m - self.a * p))
+        elif len(p):
+            self.a, self.b = 1.0, float(np.median(m - p))
+
+    def __call__(self, latency_ms: np.ndarray) -> np.ndarray:
+        lat = np.maximum(np.asarray(latency_ms, dtype=float), 1e-12)
+        return np.exp(self.a * np.log(lat) + self.b)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form: the fitted parameters and the number of plans."""
+        return {"slope": self.a, "intercept": self.b, "plans": len(self.pred)}
+
+
+@dataclass
+class SearchResult:
+    """What a search produced: every evaluated plan, the best, validations, and how it ended."""
+
+    problem: Problem
+    strategy: str
+    archive_idx: np.ndarray
+    archive_costs: list[Costs]
+    best_indices: np.ndarray
+    best_costs: Costs
+    default_costs: Costs
+    trials: int
+    seconds: float
+    interrupted: bool = False
+    validations: list[Validation] = field(default_factory=list)
+    final_measured: Measured | None = None
+    calibration: LatencyCalibration | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best_plan(self) -> Plan:
+        """The best plan found (feasible first, else the closest to the budgets)."""
+        return self.problem.space.decode(self.best_indices, name=f"{self.problem.space.graph.name}-optimised")
+
+    @property
+    def feasible(self) -> bool:
+        """Whether the best plan meets every budget."""
+        return self.best_costs.feasible
+
+
+def _best_k(result_idx: list[np.ndarray], costs: list[Costs], k: int) -> list[int]:
+    order = sorted(range(len(costs)), key=lambda j: costs[j].rank_key())
+    out, seen = [], set()
+    for j in order:
+        key = result_idx[j].tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(j)
+        if len(out) >= k:
+            break
+    return out
+
+
+def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, config: SearchConfig | None = None,
+               validator: Validator | None = None, on_batch: Callable[[int], None] | None = None) -> SearchResult:
+    """Run ``strategy`` on ``problem`` for ``config.trials`` trials (fewer when the strategy finishes).
+
+    ``on_batch(trials_done)`` is called after every batch (e.g. to checkpoint). Ctrl-C ends the search
+    early with ``interrupted=True``; the strategy's state is saved either way.
+    """
+    from tqdm import tqdm
+
+    cfg = config or SearchConfig()
+    space = problem.space
+    t0 = time.perf_counter()
+    archive_idx: list[np.ndarray] = []
+    archive_costs: list[Costs] = []
+    validations: list[Validation] = []
+    calibration = LatencyCalibration()
+    notes: list[str] = []
+    default_idx = space.default_indices()
+    default_costs = evaluator(default_idx[None, :])[0]
+    interrupted = False
+    next_validation = cfg.validate_every if cfg.validate_every > 0 else None
+    bar = tqdm(total=cfg.trials, desc=f"search ({strategy.name})", unit="plan", file=sys.stderr,
+               disable=not cfg.progress, leave=False, dynamic_ncols=True)
+    done = 0
+    try:
+        while done < cfg.trials and not strategy.finished:
+            cands = strategy.ask(min(cfg.batch_size, cfg.trials - done))
+            if not cands:
+                break
+            idx = np.stack([c.indices for c in cands])
+            costs = evaluator(idx)
+            strategy.tell(cands, costs)
+            archive_idx.extend(idx)
+            archive_costs.extend(costs)
+            done += len(cands)
+            bar.update(len(cands))
+            best = strategy.best
+            if best is not None:
+                bar.set_postfix_str(f"best {_fmt_value(problem, best[1])}", refresh=False)
+            if on_batch is not None:
+                on_batch(done)
+            if validator is not None and next_validation is not None and done >= next_validation:
+                next_validation += cfg.validate_every
+                new = _validate(problem, evaluator, validator, archive_idx, archive_costs, cfg.validate_top, done)
+                validations += new
+                if _recalibrate(evaluator, calibration, validations, new, cfg.recalibrate_threshold):
+                    archive_costs = evaluator(np.stack(archive_idx))
+                    default_costs = evaluator(default_idx[None, :])[0]
+                    notes.append(f"latency recalibrated after trial {done}: {calibration.as_dict()}")
+                strategy.save()
+    except KeyboardInterrupt:
+        interrupted = True
+        notes.append(f"interrupted after {done} trials; the best plan so far is kept")
+    finally:
+        bar.close()
+        strategy.save()
+    if not archive_costs:
+        archive_idx.append(default_idx)
+        archive_costs.append(default_costs)
+    j = _best_k(archive_idx, archive_costs, 1)[0]
+    if default_costs.rank_key() < archive_costs[j].rank_key():
+        best_idx, best_costs = default_idx, default_costs
+        notes.append("no evaluated plan beat the default plan; the default plan is returned")
+    else:
+        best_idx, best_costs = archive_idx[j], archive_costs[j]
+    final = None
+    if validator is not None and not interrupted:
+        plan = space.decode(best_idx)
+        final = validator.measure(space.graph, plan)
+        validations.append(Validation(done, plan.key, float(evaluator.raw_uncorrected(best_idx)[0]), final.latency_ms,
+                                      best_costs.peak_mem_bytes, final.peak_mem_bytes,
+                                      best_costs.latency_ms if evaluator.latency_correction is not None else None,
+                                      plan))
+    return SearchResult(problem, strategy.name, np.stack(archive_idx), archive_costs, best_idx, best_costs,
+                        default_costs, done, time.perf_counter() - t0, interrupted, validations, final,
+                        calibration if calibration.pred else None, notes)
+
+
+def _fmt_value(problem: Problem, cost: Costs) -> str:
+    p = problem.objective.primary
+    v = {"latency": f"{cost.latency_ms:.3g} ms", "memory": f"{cost.peak_mem_bytes / 1e6:.3g} MB",
+         "accuracy": f"{cost.accuracy_drop_pct:.3g} pt"}[p]
+    return v if cost.feasible else f"{v} (over budget)"
+
+
+def _validate(problem: Problem, evaluator: Evaluator, validator: Validator, archive_idx: list[np.ndarray],
+              archive_costs: list[Costs], top: int, trial: int) -> list[Validation]:
+    out = []
+    for j in _best_k(archive_idx, archive_costs, top):
+        plan = problem.space.decode(archive_idx[j])
+        m = validator.measure(problem.space.graph, plan)
+        raw = float(evaluator.raw_uncorrected(archive_idx[j])[0])
+        corrected = archive_costs[j].latency_ms if evaluator.latency_correction is not None else None
+        out.append(Validation(trial, plan.key, raw, m.latency_ms, archive_costs[j].peak_mem_bytes, m.peak_mem_bytes,
+                              corrected, plan))
+    return out
+
+
+def _recalibrate(evaluator: Evaluator, calibration: LatencyCalibration, validations: Sequence[Validation],
+                 new: Sequence[Validation], threshold: float) -> bool:
+    for v in new:
+        calibration.add(v.predicted_ms, v.measured_ms)
+    errors = [abs(calibration(np.array([v.predicted_ms]))[0] - v.measured_ms) / v.measured_ms
+              if evaluator.latency_correction is not None else v.rel_error for v in new]
+    if not errors or max(errors) <= threshold:
+        return False
+    calibration.fit()
+    evaluator.set_correction(calibration)
+    return True

@@ -1,0 +1,87 @@
+"""The search loop: budgets no plan meets, Ctrl-C, validation on this machine and recalibration, outputs."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import numpy as np
+import pytest
+
+from perfpredict.plan import Plan, validate_plan
+
+from optimiser.loop import LatencyCalibration, RuntimeValidator, SearchConfig, run_search
+from optimiser.objectives import Constraints, Evaluator, Objective, additive_costs
+from optimiser.pareto import pareto_mask
+from optimiser.run import OptimiseOptions, optimise
+from optimiser.space import SearchSpace, SpaceConfig
+from optimiser.strategies import Problem, make_strategy
+
+
+def _setup(graph, board, roofline, objective, tmp=None, lossless=False, n=32):
+    space = SearchSpace(graph, SpaceConfig(lossless=lossless))
+    ev = Evaluator(space, roofline, board, objective)
+    prob = Problem(space, objective, ev, additive_costs(space, roofline, board), True, n_trials=n, workdir=tmp)
+    return prob, ev
+
+
+def test_infeasible_budget_returns_the_closest_plan(resid_graph, board, roofline):
+    obj = Objective(("latency",), Constraints(latency_ms=1e-6))
+    prob, ev = _setup(resid_graph, board, roofline, obj)
+    res = run_search(prob, make_strategy("qlearning", prob), ev, SearchConfig(trials=32, progress=False))
+    assert not res.feasible and res.best_costs.violation > 0
+    lat = [c.latency_ms for c in res.archive_costs]
+    assert res.best_costs.latency_ms == pytest.approx(min(lat))  # closest to a latency budget = fastest
+    validate_plan(resid_graph, res.best_plan)
+
+
+def test_ctrl_c_keeps_the_best_plan_and_the_state(resid_graph, board, roofline, tmp_path):
+    prob, ev = _setup(resid_graph, board, roofline, Objective(), tmp=tmp_path, n=64)
+    strat = make_strategy("qlearning", prob)
+
+    def interrupt(done: int) -> None:
+        if done >= 16:
+            signal.raise_signal(signal.SIGINT)
+
+    res = run_search(prob, strat, ev, SearchConfig(trials=64, batch_size=8, progress=False), on_batch=interrupt)
+    assert res.interrupted and res.trials == 16 and len(res.archive_costs) == 16
+    assert (tmp_path / "qtable.npz").is_file()
+    assert res.best_costs.latency_ms <= min(c.latency_ms for c in res.archive_costs) + 1e-12
+
+
+def test_validation_records_and_recalibrates(resid_graph, board, roofline):
+    prob, ev = _setup(resid_graph, board, roofline, Objective(), lossless=True, n=16)
+    validator = RuntimeValidator(threads=1, min_repeats=3, max_repeats=10, time_cap_s=0.2)
+    cfg = SearchConfig(trials=16, batch_size=8, validate_every=8, recalibrate_threshold=0.0, progress=False)
+    res = run_search(prob, make_strategy("random", prob), ev, cfg, validator)
+    assert len(res.validations) == 3  # after trials 8 and 16, and the final plan
+    assert all(v.measured_ms > 0 for v in res.validations)
+    assert res.final_measured is not None and res.calibration is not None
+    assert ev.latency_correction is not None
+    raw = ev.raw_uncorrected(res.best_indices[None])[0]
+    assert res.best_costs.latency_ms == pytest.approx(float(res.calibration(np.array([raw]))[0]))
+
+
+def test_latency_calibration_is_monotone():
+    cal = LatencyCalibration()
+    for p, m in [(1.0, 3.0), (2.0, 5.0), (4.0, 9.0), (8.0, 20.0)]:
+        cal.add(p, m)
+    cal.fit()
+    out = cal(np.array([0.5, 1.0, 2.0, 4.0, 8.0, 16.0]))
+    assert np.all(np.diff(out) > 0)
+    assert out[1] == pytest.approx(3.0, rel=0.3)
+
+
+def test_optimise_writes_outputs_and_a_pareto_front(resid_graph, board, roofline, tmp_path):
+    opts = OptimiseOptions(strategy="nsga2", trials=16, objectives=("latency", "memory"), measure=False,
+                           outdir=tmp_path, progress=False, max_accuracy_drop_pct=None)
+    out = optimise(resid_graph, board, opts, roofline, "roofline")
+    plan = Plan.load(tmp_path / "plan.json")
+    validate_plan(resid_graph, plan)
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["strategy"] == "nsga2" and rep["trials"] == 16 and rep["speedup_predicted"] > 0
+    assert (tmp_path / "optuna.db").is_file()
+    rows = [line.split(",") for line in (tmp_path / "pareto.csv").read_text().splitlines()[1:]]
+    pts = np.array([[float(r[1]), float(r[2])] for r in rows])
+    assert len(pts) >= 1 and pareto_mask(pts).all()
+    assert (tmp_path / "pareto.png").is_file() and out.report["pareto"]["hypervolume"] > 0

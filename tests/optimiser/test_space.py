@@ -1,0 +1,102 @@
+"""The search space: legality of every option, encodings, prune groups, tied activations, restrictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfpredict.errors import PerfPredictError, PlanError
+from perfpredict.plan import default_plan, validate_plan
+from perfpredict.primitives import candidates
+
+from optimiser.space import SearchSpace, SpaceConfig
+
+
+@pytest.fixture(scope="module")
+def space(resid_graph):
+    return SearchSpace(resid_graph)
+
+
+def test_sampled_plans_are_legal(space, resid_graph):
+    rng = np.random.default_rng(0)
+    for row in space.sample(rng, 200):
+        plan = space.decode(row)
+        validate_plan(resid_graph, plan)
+        assert space.is_consistent(row)
+
+
+def test_encode_decode_round_trip(space):
+    rng = np.random.default_rng(1)
+    for row in space.sample(rng, 50):
+        assert np.array_equal(space.encode(space.decode(row)), row)
+    for row in space.sample(rng, 20):
+        assert np.array_equal(space.from_variables(space.to_variables(row)), row)
+
+
+def test_default_plan_is_index_zero(space, resid_graph):
+    assert np.array_equal(space.encode(default_plan(resid_graph)), space.default_indices())
+
+
+def test_options_follow_the_registry(space, resid_graph):
+    for node in resid_graph.nodes:
+        names = {p.name for p in candidates(node)}
+        for c in space.options[node.name]:
+            assert c.primitive in names
+            if c.precision == "int8":
+                assert any(p.name == c.primitive and "int8" in p.precisions for p in candidates(node))
+
+
+def test_prune_groups_share_one_ratio(space):
+    # conv1 and conv3 meet at the residual Add: one group
+    assert any({"conv1", "conv3"} <= set(g) for g in space.groups)
+    rng = np.random.default_rng(2)
+    for row in space.sample(rng, 100):
+        plan = space.decode(row)
+        for g in space.groups:
+            assert len({plan.choices[m].prune for m in g}) == 1
+    bad = space.default_indices()
+    c1 = space.pos["conv1"]
+    bad[c1] = next(k for k, c in enumerate(space.options["conv1"]) if c.prune > 0 and c.primitive == "conv.onednn")
+    assert not space.is_consistent(bad)
+    with pytest.raises(PlanError):
+        space.encode(space.decode(bad))
+
+
+def test_only_prunable_nodes_get_ratios(space, resid_graph):
+    for node in resid_graph.nodes:
+        ratios = {c.prune for c in space.options[node.name]}
+        if node.op != "Conv" or node.name not in space.group_of:
+            assert ratios == {0.0}, node.name
+
+
+def test_tied_activation_follows_producer(space):
+    r1 = space.pos["relu1"]
+    assert r1 in space.tied and r1 not in space.free
+    rng = np.random.default_rng(3)
+    for row in space.sample(rng, 50):
+        plan = space.decode(row)
+        assert plan.choices["relu1"].precision == plan.choices["conv1"].precision
+        assert plan.choices["relu1"].layout == plan.choices["conv1"].layout
+
+
+def test_lossless_and_restrictions(resid_graph):
+    sp = SearchSpace(resid_graph, SpaceConfig(lossless=True))
+    assert not sp.groups
+    assert all(c.precision == "fp32" and c.prune == 0.0 for opts in sp.options.values() for c in opts)
+    small = SearchSpace(resid_graph, SpaceConfig(lossless=True, layouts=("NCHW",),
+                                                 primitives=("conv.onednn", "conv.winograd")))
+    for name in small.nodes:
+        for c in small.options[name]:
+            assert c.layout == "NCHW" or c == small.options[name][0]
+            if c.primitive.startswith("conv."):
+                assert c.primitive in ("conv.onednn", "conv.winograd")
+    # nodes with one option are fixed
+    assert all(small.sizes[i] > 1 for i in small.free)
+    assert len(small.free) < len(sp.free)
+
+
+def test_bad_config_is_a_user_error():
+    with pytest.raises(PerfPredictError, match="prune ratios"):
+        SpaceConfig(prune_ratios=(0.0, 1.5))
+    with pytest.raises(PerfPredictError, match="layouts"):
+        SpaceConfig(layouts=("NCWH",))
