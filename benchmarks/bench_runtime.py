@@ -97,7 +97,7 @@ def bench_model(name: str, resolution: int, threads: int, args: argparse.Namespa
     else:
         kw = dict(min_repeats=args.min_repeats, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
                   target_ci=args.target_ci)
-    return measure_interleaved(fns, warmup=args.warmup, threads=threads, seed=0, **kw)
+    return measure_interleaved(fns, warmup=args.warmup, threads=threads, seed=0, settle_s=args.settle, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-repeats", type=int, default=100)
     parser.add_argument("--target-ci", type=float, default=0.02)
     parser.add_argument("--time-cap", type=float, default=5.0, help="seconds of timing per candidate")
+    parser.add_argument("--settle", type=float, default=0.05,
+                        help="seconds of idle before each timed run, so spinning thread pools of the previous "
+                             "candidate (ONNX Runtime's, OpenMP's) do not share the cores (default 0.05; ONNX Runtime spins for up to ~40 ms)")
     parser.add_argument("--out", default="benchmarks/results/bench_runtime.json")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]

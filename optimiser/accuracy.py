@@ -3,8 +3,11 @@
 Measurement (:class:`AccuracyMeter`). With labelled calibration data (``--calibration data.npz`` holding
 ``inputs`` and ``labels``) a plan's accuracy is its top-1 accuracy on those inputs, and its drop is the
 fp32 default plan's accuracy minus it, in percentage points. Without labels (or without data: seeded
-random inputs) the drop is the fidelity loss to the fp32 default plan: ``100 * (1 - top-1 agreement)``;
-the SQNR of the outputs is reported too. int8 plans are calibrated on the first inputs (per pruning).
+random inputs) the drop is the fidelity loss to the fp32 default plan: ``100 * (1 - top-1 agreement)``,
+where the top-1 of both outputs is taken after subtracting the reference's mean output over the inputs.
+Networks with random weights (the zoo's) give nearly the same raw top-1 for every input, so raw agreement
+would call any plan faithful; the centred top-1 follows what depends on the input. The raw agreement and
+the SQNR of the outputs are reported too. int8 plans are calibrated on the first inputs (per pruning).
 
 Sensitivity (:func:`layer_sensitivity`). Running the model for every trial would dominate the search, so
 the drop of a plan is estimated additively from per-layer sensitivities measured once: the drop when only
@@ -136,17 +139,20 @@ def synthetic_calibration(graph: Graph, n: int = 16, seed: int = 0) -> Calibrati
 
 @dataclass(frozen=True)
 class AccuracyResult:
-    """Accuracy of one plan: ``drop_pct`` in points (labelled: accuracy drop; else 100 x disagreement)."""
+    """Accuracy of one plan: ``drop_pct`` in points (labelled: accuracy drop; else 100 x centred-top-1
+    disagreement), the raw and centred top-1 agreement with fp32 and the output SQNR."""
 
     drop_pct: float
     top1_agreement: float
     sqnr_db: float
     accuracy_pct: float | None = None
     reference_accuracy_pct: float | None = None
+    centred_top1_agreement: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"drop_pct": self.drop_pct, "top1_agreement": self.top1_agreement, "sqnr_db": self.sqnr_db,
+        return {"drop_pct": self.drop_pct, "top1_agreement": self.top1_agreement,
+                "centred_top1_agreement": self.centred_top1_agreement, "sqnr_db": self.sqnr_db,
                 "accuracy_pct": self.accuracy_pct, "reference_accuracy_pct": self.reference_accuracy_pct}
 
 
@@ -201,11 +207,13 @@ class AccuracyMeter:
         out = self.outputs(plan)
         cmp = compare_outputs(out, ref)
         agree = float(cmp["top1_agreement"])
+        centre = ref.mean(axis=0, keepdims=True)
+        centred = float(np.mean((out - centre).argmax(axis=1) == (ref - centre).argmax(axis=1)))
         if self.data.labels is not None:
             acc = 100.0 * float(np.mean(out.argmax(axis=1) == self.data.labels))
             ref_acc = 100.0 * float(np.mean(ref.argmax(axis=1) == self.data.labels))
-            return AccuracyResult(ref_acc - acc, agree, float(cmp["sqnr_db"]), acc, ref_acc)
-        return AccuracyResult(100.0 * (1.0 - agree), agree, float(cmp["sqnr_db"]))
+            return AccuracyResult(ref_acc - acc, agree, float(cmp["sqnr_db"]), acc, ref_acc, centred)
+        return AccuracyResult(100.0 * (1.0 - centred), agree, float(cmp["sqnr_db"]), centred_top1_agreement=centred)
 
 
 # ------------------------------------------------------------------------------------- sensitivity
@@ -226,7 +234,7 @@ class Sensitivity:
 
 
 def _cache_path(cache_dir: Path, space: SearchSpace, data: CalibrationData) -> Path:
-    return cache_dir / f"sensitivity-{space.graph_id}-{data.digest}.json"
+    return cache_dir / f"sensitivity-v2-{space.graph_id}-{data.digest}.json"  # v2: centred top-1 fidelity
 
 
 def layer_sensitivity(space: SearchSpace, meter: AccuracyMeter, cache_dir: str | os.PathLike | None = None,

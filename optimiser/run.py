@@ -221,7 +221,7 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
         sens = layer_sensitivity(space, meter, outdir / "cache", progress=opts.progress)
         accuracy = AdditiveAccuracy(space, accuracy_tables(space, sens))
         kind = "accuracy drop on labelled data" if data.labels is not None else \
-            "fidelity loss (100 x top-1 disagreement with fp32)"
+            "fidelity loss (100 x centred top-1 disagreement with fp32)"
         note = (f"accuracy: {kind} from {data.source} ({len(data)} inputs); per-layer sensitivities "
                 f"({sens.runs} new runs), additive estimate during the search")
     problem, evaluator, space = build_search(graph, device, predictor, opts, accuracy, space)

@@ -31,7 +31,7 @@ from perfpredict.additive import PairwiseCostsMixin
 from perfpredict.devices import DeviceSpec
 from perfpredict.errors import PerfPredictError
 from perfpredict.features import (DEVICE_COLUMNS, FEATURE_SCHEMA_VERSION, PLAN_COLUMNS, FeatureSpace, GraphTemplate,
-                                  PlanFeatures, device_vector, encode_plans, plan_node_features, template_for,
+                                  PlanFeatures, device_vector, encode_plans, plan_node_features, predict_by_graph,
                                   threads_of)
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
@@ -130,20 +130,7 @@ class _BaselineBase:
     def predict(self, graphs: Graph | Sequence[Graph], plans: Sequence[Plan], device: DeviceSpec,
                 threads: int | None = None) -> Prediction:
         """Predicted latency (ms) and peak memory (bytes) of each (graph, plan) on ``device``."""
-        plans = list(plans)
-        if isinstance(graphs, Graph):
-            return self.predict_plans(template_for(graphs), plans, device, threads)
-        graphs = list(graphs)
-        if len(graphs) != len(plans):
-            raise PerfPredictError(f"predict: {len(graphs)} graphs for {len(plans)} plans")
-        lat, mem = np.zeros(len(plans)), np.zeros(len(plans))
-        groups: dict[int, list[int]] = {}
-        for i, g in enumerate(graphs):
-            groups.setdefault(id(g), []).append(i)
-        for idx in groups.values():
-            p = self.predict_plans(template_for(graphs[idx[0]]), [plans[i] for i in idx], device, threads)
-            lat[idx], mem[idx] = p.latency_ms, p.peak_mem_bytes
-        return Prediction(lat, mem)
+        return predict_by_graph(self.predict_plans, graphs, plans, device, threads)
 
     def predict_plans(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec,
                       threads: int | None = None) -> Prediction:  # pragma: no cover - overridden

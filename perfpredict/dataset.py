@@ -30,7 +30,6 @@ import math
 import os
 import platform
 import sqlite3
-from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from functools import lru_cache

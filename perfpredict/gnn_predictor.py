@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -33,11 +32,12 @@ from perfpredict.additive import PairwiseCostsMixin
 from perfpredict.devices import DeviceSpec
 from perfpredict.errors import PerfPredictError
 from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, GraphTemplate, Normaliser, device_vector,
-                                  encode_plans, plan_node_features, template_for, threads_of)
+                                  encode_plans, plan_node_features, predict_by_graph, threads_of)
 from perfpredict.gnn import GNNConfig, PerfGNN
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
 from perfpredict.predictor import Prediction
+from perfpredict.serialise import json_default
 
 if TYPE_CHECKING:
     from perfpredict.samples import SampleSet
@@ -103,22 +103,7 @@ class GNNPredictor(PairwiseCostsMixin):
     def predict(self, graphs: Graph | Sequence[Graph], plans: Sequence[Plan], device: DeviceSpec,
                 threads: int | None = None) -> Prediction:
         """Predicted latency (ms) and peak memory (bytes) of each (graph, plan) on ``device``."""
-        plans = list(plans)
-        if isinstance(graphs, Graph):
-            return self.predict_plans(template_for(graphs), plans, device, threads)
-        graphs = list(graphs)
-        if len(graphs) != len(plans):
-            raise PerfPredictError(f"predict: {len(graphs)} graphs for {len(plans)} plans; pass one graph or one "
-                                   "per plan")
-        lat = np.zeros(len(plans))
-        mem = np.zeros(len(plans))
-        groups: dict[int, list[int]] = {}
-        for i, g in enumerate(graphs):
-            groups.setdefault(id(g), []).append(i)
-        for idx in groups.values():
-            p = self.predict_plans(template_for(graphs[idx[0]]), [plans[i] for i in idx], device, threads)
-            lat[idx], mem[idx] = p.latency_ms, p.peak_mem_bytes
-        return Prediction(lat, mem)
+        return predict_by_graph(self.predict_plans, graphs, plans, device, threads)
 
     def predict_plans(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec,
                       threads: int | None = None) -> Prediction:
@@ -201,7 +186,7 @@ class GNNPredictor(PairwiseCostsMixin):
         file.parent.mkdir(parents=True, exist_ok=True)
         meta = self.metadata()
         meta["normaliser"] = self.normaliser.to_dict()
-        payload = json.loads(json.dumps(meta, default=_json_default))  # plain types only (weights_only loading)
+        payload = json.loads(json.dumps(meta, default=json_default))  # plain types only (weights_only loading)
         payload["state_dict"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         tmp = file.with_name(file.name + ".tmp")
         torch.save(payload, tmp)
@@ -244,18 +229,6 @@ class GNNPredictor(PairwiseCostsMixin):
         pred.created = payload.get("created")
         pred.source_path = file
         return pred
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        return asdict(obj)
-    return str(obj)
 
 
 def _checkpoint_file(path: Path) -> Path:

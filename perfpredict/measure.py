@@ -248,12 +248,15 @@ def measure_interleaved(
     time_cap_s: float = 2.0,
     threads: int | None = None,
     seed: int = 0,
+    settle_s: float = 0.0,
 ) -> dict[str, LatencyStats]:
     """Measure several candidates round-robin, in a freshly shuffled (seeded) order each round.
 
     Machine drift then spreads over all candidates instead of biasing one. A candidate leaves
     the rotation once it has min_repeats samples and a CI within target_ci, or max_repeats.
     The time cap is per candidate: the whole call stops after time_cap_s * len(fns) seconds.
+    ``settle_s`` seconds of sleep precede each timed call, so that thread pools which spin after a
+    run (ONNX Runtime's, OpenMP's) have gone idle and do not take cores from the next candidate.
     """
     if not fns:
         raise MeasurementError("measure_interleaved: fns must hold at least one named callable, got none")
@@ -261,6 +264,8 @@ def measure_interleaved(
         if not callable(fn):
             raise MeasurementError(f"measure_interleaved: fns[{name!r}] must be a zero-argument callable")
     _check_protocol(warmup, min_repeats, max_repeats, target_ci, time_cap_s)
+    if not settle_s >= 0:
+        raise MeasurementError(f"measure_interleaved: settle_s must be >= 0 seconds, got {settle_s!r}")
     rng = random.Random(seed)
     names = list(fns)
     samples: dict[str, list[float]] = {k: [] for k in names}
@@ -273,6 +278,8 @@ def measure_interleaved(
         while active:
             rng.shuffle(active)
             for k in active:
+                if settle_s:
+                    time.sleep(settle_s)
                 samples[k].append(_time_once(fns[k]))
             still = []
             for k in active:

@@ -409,7 +409,6 @@ def prunable_in_isolation(node: Node) -> bool:
 
 
 def _pruned_node_graph(graph: Graph, node: Node, prune: float) -> Graph:
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     if not prunable_in_isolation(node):

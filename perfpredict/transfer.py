@@ -52,6 +52,7 @@ from perfpredict import __version__
 from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import PerfPredictError
 from perfpredict.metrics import summarise
+from perfpredict.serialise import json_default
 
 if TYPE_CHECKING:
     from perfpredict.graph import Graph
@@ -1025,7 +1026,7 @@ def _write_card(path: Path, content: Mapping[str, Any]) -> None:
     card = {"format": TRANSFER_FORMAT, "format_version": TRANSFER_VERSION, "perfpredict_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **content}
     tmp = path / (CARD_FILE + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2, default=_jsonable) + "\n")
+    tmp.write_text(json.dumps(card, indent=2, default=json_default) + "\n")
     tmp.replace(path / CARD_FILE)
 
 
@@ -1043,16 +1044,6 @@ def _read_card(path: Path) -> dict[str, Any]:
         raise TransferError(f"{file}: transfer card format_version {card.get('format_version')} is not supported "
                             f"(this perfpredict reads {TRANSFER_VERSION})")
     return card
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    return str(obj)
 
 
 def load_any_predictor(path: str | Path) -> Any:

@@ -116,6 +116,19 @@ def test_interleaved_keeps_unconverged_candidates_going():
     assert not out["jitter"].stable
 
 
+def test_interleaved_settles_before_each_timed_call():
+    stamps: list[float] = []
+
+    def call():
+        stamps.append(time.perf_counter())
+
+    measure_interleaved({"a": call, "b": call}, warmup=0, min_repeats=3, max_repeats=3, settle_s=0.01)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert len(stamps) == 6 and min(gaps) >= 0.009  # a pause of settle_s precedes every timed call
+    with pytest.raises(MeasurementError, match="settle_s must be >= 0"):
+        measure_interleaved({"a": call}, settle_s=-1.0)
+
+
 def test_noise_floor():
     nf = noise_floor([(1.0, 1.03), (2.0, 2.16), (1.0, 1.5), (4.0, 4.0)])
     assert nf["n"] == 4 and nf["within_5pct"] == 0.5 and nf["within_10pct"] == 0.75

@@ -1,0 +1,141 @@
+"""Realised speedup of optimised plans on this machine (a figure, not a test).
+
+For each model, two searches run through :func:`optimiser.run.optimise` exactly as ``perfpredict optimise
+MODEL --device-features local --threads T`` runs them (the shipped predictor by default, Q-learning,
+300 trials, the final plans measured and the measured-fastest kept):
+
+* ``lossless``  fp32, no pruning;
+* ``lossy``     int8 and pruning allowed within --max-drop points of accuracy; the zoo models carry random
+                weights, so "accuracy" is fidelity: 100 x top-1 disagreement with the fp32 model on seeded
+                calibration inputs (the measured drop, top-1 agreement and SQNR of the kept plan are reported).
+
+Then the default plan, both optimised plans, ONNX Runtime's default session (same thread count) and the
+dependency-free baseline (C reference loops for conv/gemm) are timed round-robin with
+perfpredict.measure.measure_interleaved (warm-up, repeats until the median's 95% CI is within 2% or the
+time cap, ``--settle`` seconds idle before each timed run so that a previous candidate's spinning thread
+pool does not share the cores). Prints a table and writes JSON with the machine and every LatencyStats.
+
+    .venv/bin/python benchmarks/bench_realised.py [--models resnet18,mobilenet_v2,squeezenet1_1,efficientnet_b0]
+        [--threads 2] [--trials 300] [--max-drop 1.0] [--predictor proxy] [--no-baseline]
+        [--out benchmarks/results/realised.json]
+
+Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_runtime import baseline_plan, machine  # noqa: E402
+from optimiser.run import OptimiseOptions, optimise, resolve_predictor  # noqa: E402
+from perfpredict.devices import describe_host  # noqa: E402
+from perfpredict.measure import measure_interleaved  # noqa: E402
+from perfpredict.models import load_model  # noqa: E402
+from perfpredict.plan import default_plan  # noqa: E402
+from perfpredict.runtime import build_executable, ort_session  # noqa: E402
+
+MODELS = ("resnet18", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0")
+
+
+def _search(graph, device, predictor, name, threads, args, outdir: Path, lossless: bool):  # noqa: ANN001
+    opts = OptimiseOptions(trials=args.trials, threads=threads, lossless=lossless,
+                           max_accuracy_drop_pct=None if lossless else args.max_drop,
+                           outdir=outdir, progress=False, seed=0)
+    outcome = optimise(graph, device, opts, predictor, name)
+    plan = outcome.chosen_plan or outcome.result.best_plan
+    acc = outcome.measured_accuracy.as_dict() if outcome.measured_accuracy is not None else None
+    changed = sum(1 for n, c in plan.choices.items() if c != default_plan(graph).choices.get(n))
+    return plan, {"report": outcome.report, "accuracy": acc, "nodes_changed": changed,
+                  "int8_nodes": sum(c.precision == "int8" for c in plan.choices.values()),
+                  "pruned_nodes": sum(c.prune > 0 for c in plan.choices.values())}
+
+
+def bench_model(model: str, device, predictor, pname: str, threads: int, args, workdir: Path) -> dict:  # noqa: ANN001
+    graph, onnx_path = load_model(model)
+    lossless, info_lossless = _search(graph, device, predictor, pname, threads, args, workdir / model / "lossless",
+                                      True)
+    lossy, info_lossy = _search(graph, device, predictor, pname, threads, args, workdir / model / "lossy", False)
+    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+    plans = {"default": default_plan(graph), "lossless": lossless, "int8+prune": lossy}
+    if not args.no_baseline:
+        plans["baseline"] = baseline_plan(graph)
+    fns = {}
+    for label, plan in plans.items():
+        exe = build_executable(graph, plan, threads=threads)
+        xs = exe.prepare_input(x)
+        fns[label] = (lambda exe=exe, xs=xs: exe.forward(*xs))
+    sess = ort_session(onnx_path, threads=threads)
+    feeds = {sess.get_inputs()[0].name: x}
+    fns["ort"] = lambda: sess.run(None, feeds)
+    stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats,
+                                time_cap_s=args.time_cap, threads=threads, seed=0, settle_s=args.settle)
+    med = {k: s.median_ms for k, s in stats.items()}
+    return {"model": model, "threads": threads,
+            "stats": {k: dataclasses.asdict(s) for k, s in stats.items()},
+            "median_ms": med,
+            "speedup_lossless_vs_default": med["default"] / med["lossless"],
+            "speedup_lossless_vs_ort": med["ort"] / med["lossless"],
+            "speedup_lossy_vs_ort": med["ort"] / med["int8+prune"],
+            "speedup_lossy_vs_default": med["default"] / med["int8+prune"],
+            "lossless": info_lossless, "lossy": info_lossy}
+
+
+def _table(rows: list[dict]) -> str:
+    head = ("| model | thr | default ms | lossless ms | int8+prune ms | ORT ms | baseline ms | lossless/default "
+            "| lossless vs ORT | int8+prune vs ORT | drop (pts) | top-1 agr. | SQNR dB |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        m = r["median_ms"]
+        acc = r["lossy"]["accuracy"] or {}
+        lines.append(
+            f"| {r['model']} | {r['threads']} | {m['default']:.2f} | {m['lossless']:.2f} | {m['int8+prune']:.2f} | "
+            f"{m['ort']:.2f} | {m.get('baseline', float('nan')):.0f} | {r['speedup_lossless_vs_default']:.2f}x | "
+            f"{r['speedup_lossless_vs_ort']:.2f}x | {r['speedup_lossy_vs_ort']:.2f}x | "
+            f"{acc.get('drop_pct', float('nan')):.2f} | {acc.get('top1_agreement', float('nan')):.3f} | "
+            f"{acc.get('sqnr_db', float('nan')):.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--trials", type=int, default=300)
+    ap.add_argument("--max-drop", type=float, default=1.0, help="accuracy-drop budget in points (default 1)")
+    ap.add_argument("--predictor", default=None, help="predictor name or checkpoint (default: the shipped one)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) C reference baseline")
+    ap.add_argument("--time-cap", type=float, default=5.0, help="seconds of timing per candidate")
+    ap.add_argument("--max-repeats", type=int, default=100)
+    ap.add_argument("--settle", type=float, default=0.05, help="idle seconds before each timed run (default 0.05)")
+    ap.add_argument("--out", default="benchmarks/results/realised.json")
+    args = ap.parse_args(argv)
+
+    device = describe_host(threads=args.threads, quick=True)
+    predictor, pname = resolve_predictor(args.predictor, args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in [m for m in args.models.split(",") if m]:
+            print(f"{model}: searching and measuring ...", file=sys.stderr, flush=True)
+            rows.append(bench_model(model, device, predictor, pname, args.threads, args, Path(tmp)))
+    md = _table(rows)
+    print(md)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "predictor": pname, "trials": args.trials,
+                               "max_drop_pct": args.max_drop, "rows": rows, "table": md}, indent=1, default=str))
+    out.with_suffix(".md").write_text(md + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
