@@ -1,21 +1,32 @@
 #!/bin/bash
-# Regenerate datasets/proxy.db on this machine (about 40 minutes on a busy 2-core host; see datasets/README.md).
-# Run from the repository root. Every step is resumable: if one is killed, run the script again.
+# Regenerate a shipped measurement store on this machine. Run from the repository root; every step is
+# resumable: if one is killed, run the script again.
+#
+#   datasets/regenerate.sh proxy   # datasets/proxy.db (AMD EPYC host, busy: ~60 minutes, OMP_WAIT_POLICY=PASSIVE)
+#   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~25 minutes)
+#
+# See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
-export OMP_WAIT_POLICY=PASSIVE   # OpenMP workers sleep at barriers instead of spinning (the machine is shared)
-WORK=${WORK:-/tmp/perfpredict-proxy}
+NAME=${1:-proxy}
+case "$NAME" in
+  proxy) LAYERS=20400; LAYER_CAP=0.025; LAYER_MIN=34; export OMP_WAIT_POLICY=PASSIVE ;;  # the machine was shared
+  xeon)  LAYERS=6000;  LAYER_CAP=0.05;  LAYER_MIN=12 ;;
+  *) echo "usage: $0 proxy|xeon" >&2; exit 2 ;;
+esac
+WORK=${WORK:-/tmp/perfpredict-$NAME}
 mkdir -p "$WORK"
-S="$WORK/proxy.db"
+S="$WORK/$NAME.db"
 PP=.venv/bin/perfpredict
 
 $PP profile layers --store "$S" --threads 1,2 --n-configs 1000 --n-variants-per-family 5 \
-    --resolutions 96,128 --seed 0 --time-cap-s 0.025 --stop-after 20400 --max-minutes 34 --json > "$WORK/layers.json"
+    --resolutions 96,128 --seed 0 --time-cap-s "$LAYER_CAP" --stop-after "$LAYERS" --max-minutes "$LAYER_MIN" \
+    --json > "$WORK/layers.json"
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
-    --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 24 --json > "$WORK/models.json"
+    --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --json > "$WORK/models.json"
 $PP profile noise --store "$S" --sample 300 --seed 0 --json > "$WORK/noise.json"
 
 # compact copy (WAL checkpointed, VACUUMed) plus the skip log
-.venv/bin/python - "$S" datasets/proxy.db <<'EOF'
+.venv/bin/python - "$S" "datasets/$NAME.db" <<'PY'
 import os, sqlite3, sys
 src, dst = sys.argv[1], sys.argv[2]
 if os.path.exists(dst):
@@ -24,6 +35,6 @@ c = sqlite3.connect(src)
 c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 c.execute("VACUUM INTO ?", (dst,))
 c.close()
-EOF
-cp "$S.skips.jsonl" datasets/proxy.db.skips.jsonl
-$PP dataset info datasets/proxy.db
+PY
+cp "$S.skips.jsonl" "datasets/$NAME.db.skips.jsonl"
+$PP dataset info "datasets/$NAME.db"
