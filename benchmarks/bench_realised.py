@@ -89,9 +89,13 @@ def bench_model(model: str, device, predictor, pname: str, threads: int, args, w
             "lossless": info_lossless, "lossy": info_lossy}
 
 
+def _num(v) -> float:  # noqa: ANN001
+    return float("nan") if v is None else float(v)
+
+
 def _table(rows: list[dict]) -> str:
     head = ("| model | thr | default ms | lossless ms | int8+prune ms | ORT ms | baseline ms | lossless/default "
-            "| lossless vs ORT | int8+prune vs ORT | drop (pts) | top-1 agr. | SQNR dB |")
+            "| lossless vs ORT | int8+prune vs ORT | drop (pts) | top-1 agr. | faithful | SQNR dB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         m = r["median_ms"]
@@ -101,6 +105,7 @@ def _table(rows: list[dict]) -> str:
             f"{m['ort']:.2f} | {m.get('baseline', float('nan')):.0f} | {r['speedup_lossless_vs_default']:.2f}x | "
             f"{r['speedup_lossless_vs_ort']:.2f}x | {r['speedup_lossy_vs_ort']:.2f}x | "
             f"{acc.get('drop_pct', float('nan')):.2f} | {acc.get('top1_agreement', float('nan')):.3f} | "
+            f"{_num(acc.get('faithful')):.3f} | "
             f"{acc.get('sqnr_db', float('nan')):.1f} |")
     return "\n".join(lines)
 

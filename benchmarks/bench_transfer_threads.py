@@ -1,8 +1,9 @@
-"""Transfer between thread counts on this machine: 1-thread and 2-thread execution as two devices.
+"""Transfer between measured devices: 1-thread and 2-thread execution as two devices, or two machines.
 
 Reads whole-model measurements (kind "model") from a measurement store, pairs the records of the same
-graph and plan measured with ``--source-threads`` and ``--target-threads``, and asks: knowing every
-source-thread latency (the proxy device), how well is the target-thread latency predicted
+graph and plan measured with ``--source-threads`` on ``--source-device`` and ``--target-threads`` on
+``--target-device`` (device names as `perfpredict dataset info` lists them; default: any), and asks:
+knowing every source latency (the proxy device), how well is the target latency predicted
 
 * k = 0: zero-shot from device features - the source latency scaled by the ratio of the two boards'
   fingerprints (geometric mean over their shared reference layers; 1 when either board lacks one);
@@ -14,9 +15,12 @@ source-thread latency (the proxy device), how well is the target-thread latency 
 With ``--predictor``, the source column is instead that predictor's prediction for the target board
 (zero-shot from the board's features), calibrated the same way - the path `perfpredict transfer` takes.
 
-Run only when the store has data for both thread counts (the profiling campaign writes it):
+Run only when the store has data for both sides (the profiling campaign writes both thread counts; merge
+two machines' stores with `perfpredict dataset merge` for a cross-machine run):
 
-    .venv/bin/python benchmarks/bench_transfer_threads.py --store datasets/proxy.sqlite --shots 0,5,10,20 --json
+    .venv/bin/python benchmarks/bench_transfer_threads.py --store datasets/proxy.db --shots 0,5,10,20 --json
+    .venv/bin/python benchmarks/bench_transfer_threads.py --store merged.db --source-device A --target-device B \
+        --source-threads 2 --target-threads 2
 """
 
 from __future__ import annotations
@@ -42,18 +46,18 @@ def _latency(r, stat: str) -> float:
     return float(v) if v else float(r.median_ms)
 
 
-def _pairs(store_path: str, src_t: int, dst_t: int, device: str | None):
-    """{(graph_id, plan): record} for each thread count, model records with a latency, noise rechecks skipped."""
-    out: dict[int, dict[tuple[str, str], object]] = {src_t: {}, dst_t: {}}
+def _pairs(store_path: str, src: tuple[str | None, int], dst: tuple[str | None, int]):
+    """(source, target) model records of the same graph and plan; ``src``/``dst`` are (device, threads)."""
+    out: list[dict[tuple[str, str], object]] = [{}, {}]
     with open_store(store_path, create=False) as store:
-        for t in (src_t, dst_t):
+        for side, (device, t) in zip(out, (src, dst)):
             for r in store.iter_records(kind="model", threads=t, device=device):
                 if r.campaign == NOISE_CAMPAIGN or r.median_ms is None or r.median_ms <= 0:
                     continue
                 plan = json.dumps(json.loads(r.plan_json), sort_keys=True) if r.plan_json else ""
-                out[t].setdefault((r.graph_id, plan), r)
-    keys = sorted(set(out[src_t]) & set(out[dst_t]))
-    return [(out[src_t][k], out[dst_t][k]) for k in keys]
+                side.setdefault((r.graph_id, plan), r)
+    keys = sorted(set(out[0]) & set(out[1]))
+    return [(out[0][k], out[1][k]) for k in keys]
 
 
 def _fingerprint_ratio(src: DeviceSpec, dst: DeviceSpec) -> float:
@@ -79,12 +83,14 @@ def _predictor_column(predictor_path: str, pairs, board: DeviceSpec) -> np.ndarr
     return np.array(out)
 
 
-def run(store: str, src_t: int, dst_t: int, shots: list[int], repeats: int, seed: int, device: str | None,
-        predictor: str | None, stat: str = "median") -> dict:
-    pairs = _pairs(store, src_t, dst_t, device)
+def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], shots: list[int], repeats: int,
+        seed: int, predictor: str | None, stat: str = "median") -> dict:
+    pairs = _pairs(store, src, dst)
+    (src_dev, src_t), (dst_dev, dst_t) = src, dst
     if len(pairs) < max(shots) + 5:
-        raise SystemExit(f"{store}: {len(pairs)} graph/plan pairs measured at both {src_t} and {dst_t} threads; "
-                         f"need at least {max(shots) + 5} (run the profiling campaign first)")
+        raise SystemExit(f"{store}: {len(pairs)} graph/plan pairs measured on both {src_dev or 'any device'} at "
+                         f"{src_t} threads and {dst_dev or 'any device'} at {dst_t} threads; need at least "
+                         f"{max(shots) + 5} (run the profiling campaign first)")
     x = np.array([_latency(s, stat) for s, _ in pairs])
     y = np.array([_latency(d, stat) for _, d in pairs])
     src_board, dst_board = pairs[0][0].device(), pairs[0][1].device()
@@ -95,7 +101,8 @@ def run(store: str, src_t: int, dst_t: int, shots: list[int], repeats: int, seed
     macs = np.array([json.loads(s.extra_json).get("macs", 0) for s, _ in pairs], np.float64)
     feats = np.c_[np.log1p(macs)] if np.any(macs > 0) else None
     rng = np.random.default_rng(seed)
-    results = {"pairs": len(pairs), "source_threads": src_t, "target_threads": dst_t,
+    results = {"pairs": len(pairs), "source_device": src_board.name, "target_device": dst_board.name,
+               "source_threads": src_t, "target_threads": dst_t,
                "source": "predictor " + predictor if predictor else f"measured {src_t}-thread latency",
                "statistic": stat, "fingerprint_ratio": ratio, "shots": {}}
     for k in shots:
@@ -127,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", required=True, help="measurement store (SQLite) with model records at both thread counts")
     ap.add_argument("--source-threads", type=int, default=1)
     ap.add_argument("--target-threads", type=int, default=2)
-    ap.add_argument("--device", default=None, help="device name in the store (default: any)")
+    ap.add_argument("--device", default=None, help="device name of both sides (default: any)")
+    ap.add_argument("--source-device", default=None, help="device name of the source side (default: --device)")
+    ap.add_argument("--target-device", default=None, help="device name of the target side (default: --device)")
     ap.add_argument("--predictor", default=None, help="use this predictor's zero-shot prediction as the source column")
     ap.add_argument("--shots", default="0,5,10,20")
     ap.add_argument("--repeats", type=int, default=20)
@@ -143,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.store}: no such store; run the profiling campaign first", file=sys.stderr)
         return 1
     shots = [int(s) for s in args.shots.split(",") if s.strip()]
-    res = {"forward": run(args.store, args.source_threads, args.target_threads, shots, args.repeats, args.seed,
-                          args.device, args.predictor, args.stat)}
+    src = (args.source_device or args.device, args.source_threads)
+    dst = (args.target_device or args.device, args.target_threads)
+    res = {"forward": run(args.store, src, dst, shots, args.repeats, args.seed, args.predictor, args.stat)}
     if args.both_directions:
-        res["backward"] = run(args.store, args.target_threads, args.source_threads, shots, args.repeats, args.seed,
-                              args.device, args.predictor, args.stat)
+        res["backward"] = run(args.store, dst, src, shots, args.repeats, args.seed, args.predictor, args.stat)
     res = clean(res)
     if args.output:
         Path(args.output).write_text(json.dumps(res, indent=2) + "\n")
@@ -155,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
         return 0
     for direction, r in res.items():
-        print(f"{direction}: {r['source_threads']} -> {r['target_threads']} threads, {r['pairs']} pairs, source: "
-              f"{r['source']}")
+        print(f"{direction}: {r['source_device']} at {r['source_threads']} -> {r['target_device']} at "
+              f"{r['target_threads']} threads, {r['pairs']} pairs, source: {r['source']}")
         for k, e in r["shots"].items():
             for mode, m in e.items():
                 print(f"  k={k:>3} {mode:>9}: MAPE {m['mape']:.2f}%  within10 {m['within_10']:.1f}%  "

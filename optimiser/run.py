@@ -164,7 +164,9 @@ def build_search(graph: Graph, device: Any, predictor: Any, opts: OptimiseOption
     evaluator = Evaluator(space, predictor, device, objective, accuracy)
     inner = getattr(predictor, "inner", predictor)
     exact_source = isinstance(inner, RooflineModel) or (opts.strategy == "exact" and isinstance(inner, NodeCostModel))
-    cost_model = inner if exact_source else RooflineModel(threads=opts.threads)
+    # shaping / exact tables: the predictor's own node and pair costs when it has them (a learned predictor's
+    # are its second-order expansion around the default plan), else the roofline model's
+    cost_model = inner if exact_source or isinstance(inner, NodeCostModel) else RooflineModel(threads=opts.threads)
     tables = getattr(accuracy, "tables", None)
     additive = additive_costs(space, cost_model, device, tables)
     problem = Problem(space, objective, evaluator, additive, exact_source, n_trials=opts.trials, seed=opts.seed,
@@ -221,7 +223,7 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
         sens = layer_sensitivity(space, meter, outdir / "cache", progress=opts.progress)
         accuracy = AdditiveAccuracy(space, accuracy_tables(space, sens))
         kind = "accuracy drop on labelled data" if data.labels is not None else \
-            "fidelity loss (100 x centred top-1 disagreement with fp32)"
+            "fidelity loss (% of inputs not faithful to fp32: other top-1 or SQNR < 20 dB)"
         note = (f"accuracy: {kind} from {data.source} ({len(data)} inputs); per-layer sensitivities "
                 f"({sens.runs} new runs), additive estimate during the search")
     problem, evaluator, space = build_search(graph, device, predictor, opts, accuracy, space)

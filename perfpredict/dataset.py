@@ -388,6 +388,17 @@ class Store:
             self._known_devices.update(h for _, h, _ in rows)
         return inserted
 
+    def merge_from(self, other: "Store", batch: int = 2000) -> int:
+        """Append every record of ``other`` that this store lacks (same keys are skipped, nothing stored is
+        changed); returns how many were added. Each batch is one transaction, so an interrupted merge resumes."""
+        added, chunk = 0, []
+        for record in other.iter_records():
+            chunk.append(record)
+            if len(chunk) >= batch:
+                added += self.append_many(chunk, if_exists="skip")
+                chunk = []
+        return added + (self.append_many(chunk, if_exists="skip") if chunk else 0)
+
     def _row(self, r: Record) -> tuple[tuple, str, tuple[str, str, str]]:
         """(column values + device hash, device hash, (device_id, name, device_json)) of a valid record."""
         if not isinstance(r, Record):

@@ -1,4 +1,4 @@
-"""`perfpredict dataset`: summarise a measurement store, or export it to CSV / Parquet."""
+"""`perfpredict dataset`: summarise a measurement store, export it to CSV / Parquet, or merge stores."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from perfpredict.errors import DatasetError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `dataset info` and `dataset export`."""
-    p = sub.add_parser("dataset", help="summarise or export a measurement store",
+    """Add `dataset info`, `dataset export` and `dataset merge`."""
+    p = sub.add_parser("dataset", help="summarise, export or merge measurement stores",
                        description="The measurement store (SQLite, append-only) written by `perfpredict profile`.")
     dsub = p.add_subparsers(dest="dataset_command", metavar="DATASET_COMMAND", required=True)
 
@@ -28,6 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, default=None, help="only records measured at this thread count")
     e.add_argument("--json", action="store_true", help="print JSON for scripts")
     e.set_defaults(func=_export)
+
+    m = dsub.add_parser("merge", help="append the records of other stores to a store (e.g. several devices' "
+                                      "campaigns, to train one predictor on all of them)")
+    m.add_argument("store", help="destination store (created if missing)")
+    m.add_argument("sources", nargs="+", help="stores whose records are appended (records already present are "
+                                              "skipped)")
+    m.add_argument("--json", action="store_true", help="print JSON for scripts")
+    m.set_defaults(func=_merge)
 
 
 def _open(path: str):
@@ -75,4 +83,22 @@ def _export(args: argparse.Namespace) -> int:
         print_json({"output": str(out), "rows": n})
     else:
         print(f"wrote {n} records to {out}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from perfpredict.dataset import open_store
+
+    added = {}
+    with open_store(args.store) as dest:
+        for src in args.sources:
+            with _open(src) as other:
+                added[src] = dest.merge_from(other)
+        total = len(dest)
+    if args.json:
+        print_json({"store": args.store, "added": added, "records": total})
+    else:
+        for src, n in added.items():
+            print(f"{src}: {n} records added")
+        print(f"{args.store}: {total} records")
     return 0

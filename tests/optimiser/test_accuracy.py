@@ -11,8 +11,9 @@ from torch import nn
 from perfpredict.graph import load_onnx
 from perfpredict.plan import default_plan
 
-from optimiser.accuracy import (AccuracyMeter, AdditiveAccuracy, CalibrationError, accuracy_tables, digits_data,
-                                layer_sensitivity, load_calibration, save_calibration)
+from optimiser.accuracy import (FIDELITY_SQNR_DB, AccuracyMeter, AdditiveAccuracy, CalibrationError, accuracy_tables,
+                                digits_data, faithful_rows, layer_sensitivity, load_calibration, noise_points,
+                                save_calibration)
 from optimiser.space import SearchSpace, SpaceConfig
 
 
@@ -42,6 +43,18 @@ def digits_model(tmp_path_factory):
                           input_names=["input"], output_names=["output"])
     data_path = save_calibration(path.with_suffix(".npz"), xte[:64], yte[:64])
     return load_onnx(path), data_path
+
+
+def test_faithful_needs_the_same_top1_and_a_close_output():
+    ref = np.array([[5.0, 1.0, 0.0], [5.0, 1.0, 0.0], [5.0, 1.0, 0.0]])
+    noise = 10 ** (-FIDELITY_SQNR_DB / 20) * np.linalg.norm(ref[0])  # RMS error at exactly the bound
+    out = np.array([[5.0, 1.0, 0.0],  # identical
+                    [5.0 + 2 * noise, 1.0, 0.0],  # same top-1, SQNR 6 dB under the bound
+                    [0.0, 5.0, 0.0]])  # other top-1
+    assert faithful_rows(out, ref).tolist() == [True, False, False]
+    assert faithful_rows(ref + np.array([0.5 * noise, 0, 0]), ref).all()
+    assert noise_points(FIDELITY_SQNR_DB) == pytest.approx(1.0) and noise_points(float("inf")) == 0.0
+    assert noise_points(FIDELITY_SQNR_DB + 10) * 10 == pytest.approx(1.0)  # ten such layers reach the bound
 
 
 def test_measured_accuracy_of_plans(digits_model):

@@ -165,6 +165,17 @@ def test_info_counts_and_noise_floor(store):
     assert recheck.extra()["original_key"] == originals[0].key and recheck.node_json == originals[0].node_json
 
 
+def test_merge_appends_missing_records_only(store, tmp_path):
+    other_dev = XEON
+    with open_store(tmp_path / "other.db") as other:
+        other.append_many([layer(0), layer(5, device=other_dev), model(3, device=other_dev)])
+        store.append_many([layer(0), model(0)])
+        assert store.merge_from(other, batch=2) == 2  # layer(0) is already stored
+        assert store.merge_from(other) == 0  # idempotent: a second (or resumed) merge adds nothing
+    assert len(store) == 4 and len(store.devices()) == 2
+    assert store.info()["by_kind"] == {"layer": 2, "model": 2}
+
+
 def test_info_of_empty_store(store):
     info = store.info()
     assert info["records"] == 0 and info["by_kind"] == {} and info["noise"] is None
