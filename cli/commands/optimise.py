@@ -6,49 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cli.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from cli.output import print_json, print_table
 
 STRATEGIES = ("qlearning", "tpe", "nsga2", "random", "exact")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return v
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -59,9 +20,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictor", default=None, metavar="P",
                    help="'roofline' (analytical model), or a checkpoint path / name under trained_models/ "
                         "(default: the shipped 'proxy' checkpoint when present, else roofline)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="threads the deployment (and the measurements) use (default: all)")
-    p.add_argument("--resolution", type=_positive_int, default=None, help="input resolution of a zoo model")
+    p.add_argument("--resolution", type=positive_int, default=None, help="input resolution of a zoo model")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
@@ -78,16 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.add_argument("--strategy", choices=STRATEGIES, default="qlearning",
                    help="search strategy (default qlearning; exact = ILP optimum of an additive predictor)")
-    p.add_argument("--trials", type=_positive_int, default=300, metavar="N", help="plans to evaluate (default 300)")
-    p.add_argument("--batch", type=_positive_int, default=8, metavar="N",
+    p.add_argument("--trials", type=positive_int, default=300, metavar="N", help="plans to evaluate (default 300)")
+    p.add_argument("--batch", type=positive_int, default=8, metavar="N",
                    help="plans asked and predicted per batch (default 8)")
     p.add_argument("--objective", action="append", choices=("latency", "memory", "accuracy"), default=None,
                    help="objective to minimise (default latency); repeat for a multi-objective (Pareto) search")
-    p.add_argument("--latency-budget", type=_positive_float, default=None, metavar="MS",
+    p.add_argument("--latency-budget", type=positive_float, default=None, metavar="MS",
                    help="latency budget in ms")
-    p.add_argument("--memory-budget", type=_positive_float, default=None, metavar="MB",
+    p.add_argument("--memory-budget", type=positive_float, default=None, metavar="MB",
                    help="peak-memory budget in MB")
-    p.add_argument("--max-accuracy-drop", type=_nonneg_float, default=None, metavar="PCT",
+    p.add_argument("--max-accuracy-drop", type=nonneg_float, default=None, metavar="PCT",
                    help="allowed accuracy drop in percentage points (enables int8 and pruning)")
     p.add_argument("--lossless", action="store_true", help="fp32 only, no pruning (the default without a drop)")
     p.add_argument("--prune-ratios", default="0,0.25,0.5", metavar="R,R",
@@ -95,10 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", default=None, metavar="DATA.npz",
                    help="calibration data: 'inputs' (N x C x H x W) and optional 'labels'; measures real "
                         "accuracy (labels) or fidelity to fp32 (no labels); implies a 1-point budget by default")
-    p.add_argument("--calibration-samples", type=_positive_int, default=16, metavar="N",
+    p.add_argument("--calibration-samples", type=positive_int, default=16, metavar="N",
                    help="inputs used for accuracy (the first N of --calibration, or N seeded random inputs "
                         "without it; default 16)")
-    p.add_argument("--validate-every", type=_nonneg_int, default=0, metavar="K",
+    p.add_argument("--validate-every", type=nonneg_int, default=0, metavar="K",
                    help="measure the incumbent plan on this machine every K trials and recalibrate the "
                         "predictor when it is off (default 0: only the final plan is measured)")
     p.add_argument("--no-measure", action="store_true", help="do not run plans on this machine at all")
@@ -168,7 +129,8 @@ def _optimise(args: argparse.Namespace) -> int:
         memory_budget_mb=args.memory_budget, max_accuracy_drop_pct=args.max_accuracy_drop, lossless=args.lossless,
         prune_ratios=_ratios(args.prune_ratios), calibration=args.calibration,
         calibration_samples=args.calibration_samples, validate_every=args.validate_every,
-        measure=(args.device_features == "local" or args.measure) and not args.no_measure, threads=args.threads, storage=args.storage, study=args.study, outdir=outdir,
+        measure=(args.device_features == "local" or args.measure) and not args.no_measure, threads=args.threads,
+        storage=args.storage, study=args.study, outdir=outdir,
         seed=args.seed, dataset=args.dataset, progress=not args.json)
     outcome = optimise(graph, device, opts, predictor, name)
     if args.json:

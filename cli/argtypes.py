@@ -1,0 +1,31 @@
+"""argparse ``type=`` converters for bounded numbers, with messages that say what is accepted."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+
+def bounded(kind: type, *, positive: bool) -> Callable[[str], float]:
+    """A converter to ``kind`` (int or float) accepting numbers > 0 (``positive``) or >= 0, never inf/nan."""
+    noun = "integer" if kind is int else "number"
+    what = f"a positive {noun}" if positive else f"{'an' if kind is int else 'a'} {noun} >= 0"
+
+    def convert(text: str):  # noqa: ANN202 - int or float
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
+        if not math.isfinite(v) or (v <= 0 if positive else v < 0):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return v
+
+    convert.__name__ = what.replace(" ", "_")
+    return convert
+
+
+positive_int = bounded(int, positive=True)
+nonneg_int = bounded(int, positive=False)
+positive_float = bounded(float, positive=True)
+nonneg_float = bounded(float, positive=False)
