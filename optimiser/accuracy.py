@@ -7,7 +7,8 @@ random inputs) the drop is the fidelity loss to the fp32 default plan: the perce
 plan is *not faithful*, faithful meaning the same top-1 class and an output SQNR (per input) of at least
 ``FIDELITY_SQNR_DB`` (20 dB, an RMS error of 10% of the fp32 output). Top-1 alone is not enough: networks with
 random weights (the zoo's) give the same top-1 for nearly every input, whatever a plan does to the output; the
-SQNR bound catches that. The top-1 agreement and the SQNR over all inputs are reported too. int8 plans are calibrated on the first inputs (per pruning).
+SQNR bound catches that. The top-1 agreement and the SQNR over all inputs are reported too. int8 plans are
+calibrated on the first inputs (per pruning).
 
 Sensitivity (:func:`layer_sensitivity`). Running the model for every trial would dominate the search, so
 the drop of a plan is estimated additively from per-layer sensitivities measured once: the drop when only
@@ -16,8 +17,8 @@ that can run int8 (elementwise, pooling...), the drop of all of them at int8 tog
 Without labels a single layer rarely changes a top-1 or breaks the SQNR bound on its own, while many
 together do, so each sensitivity is at least the layer's :func:`noise_points` (its output-noise power
 relative to the bound; independent noise adds in power): with the default 1-point budget, the sum then
-keeps the estimated SQNR of the whole plan at or above the bound. Results are cached in a JSON file keyed by the graph, the data and the measurement, so a search (or a
-resumed one) does not re-run the model. :class:`AdditiveAccuracy` sums the table for a plan;
+keeps the estimated SQNR of the whole plan at or above the bound. Results are cached in a JSON file keyed by
+the graph, the data and the measurement, so a search (or a resumed one) does not re-run the model. :class:`AdditiveAccuracy` sums the table for a plan;
 interactions between layers are ignored (the measured drop of the final plan is reported beside it).
 
 Data file: ``.npz`` with ``inputs`` (N x C x H x W float, or N x 1 x C x H x W) and optional ``labels``
