@@ -19,7 +19,8 @@ together do, so each sensitivity is at least the layer's :func:`noise_points` (i
 relative to the bound; independent noise adds in power): with the default 1-point budget, the sum then
 keeps the estimated SQNR of the whole plan at or above the bound. Results are cached in a JSON file keyed by
 the graph, the data and the measurement, so a search (or a resumed one) does not re-run the model.
-:class:`AdditiveAccuracy` sums the table for a plan; interactions between layers are ignored (the measured drop of the final plan is reported beside it).
+:class:`AdditiveAccuracy` sums the table for a plan; interactions between layers are ignored (the measured
+drop of the final plan is reported beside it).
 
 Data file: ``.npz`` with ``inputs`` (N x C x H x W float, or N x 1 x C x H x W) and optional ``labels``
 (N integers); ``x``/``y`` are accepted as aliases.
