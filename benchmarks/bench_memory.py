@@ -1,0 +1,146 @@
+"""Latency / peak-memory trade-off on this machine: what a 2x lower peak memory costs in latency (a figure).
+
+For each model a two-objective search (latency x peak memory, Q-learning, 300 trials, the shipped predictor,
+``--max-drop`` points of fidelity loss allowed, as `perfpredict optimise MODEL --device-features local
+--objective latency --objective memory --max-accuracy-drop D` runs it) yields a predicted Pareto front. From
+the feasible plans it evaluated we take
+
+* ``fastest``:   the lowest predicted latency (the default plan when none beat it);
+* ``half-mem``:  the lowest predicted latency among plans predicted to need at most half the default plan's
+                 peak memory (none when no such plan was found);
+
+and measure them with the default plan on this machine: latency round-robin (perfpredict.measure, 50 ms idle
+before each timed call) and peak memory in an isolated worker process (perfpredict.runtime.measure_plan).
+Reported: measured memory ratio default / half-mem and the latency cost of half-mem over fastest.
+
+    .venv/bin/python benchmarks/bench_memory.py [--models resnet18,mobilenet_v2,squeezenet1_1,efficientnet_b0]
+        [--threads 2] [--trials 300] [--max-drop 1.0] [--out benchmarks/results/memory.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_runtime import machine  # noqa: E402
+from optimiser.run import OptimiseOptions, optimise, resolve_predictor  # noqa: E402
+from perfpredict.devices import describe_host  # noqa: E402
+from perfpredict.measure import measure_interleaved  # noqa: E402
+from perfpredict.models import load_model  # noqa: E402
+from perfpredict.plan import default_plan  # noqa: E402
+from perfpredict.runtime import build_executable, measure_plan  # noqa: E402
+
+MODELS = ("resnet18", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0")
+
+
+def _pick(result) -> dict:  # noqa: ANN001 - optimiser.loop.SearchResult
+    """Predicted-fastest and fastest-at-half-memory plans among the feasible evaluated ones."""
+    space = result.problem.space
+    costs = result.archive_costs
+    feasible = [i for i, c in enumerate(costs) if c.feasible]
+    m0 = result.default_costs.peak_mem_bytes
+    out = {"default_predicted": {"latency_ms": result.default_costs.latency_ms, "peak_mem_bytes": m0}}
+    if not feasible:
+        return out
+    fast = min(feasible, key=lambda i: costs[i].latency_ms)
+    out["fastest"] = fast
+    half = [i for i in feasible if costs[i].peak_mem_bytes <= 0.5 * m0]
+    if half:
+        out["half-mem"] = min(half, key=lambda i: costs[i].latency_ms)
+    picked = {k: (v if k == "default_predicted" else
+                  {"plan": space.decode(result.archive_idx[v], name=k), "latency_ms": costs[v].latency_ms,
+                   "peak_mem_bytes": costs[v].peak_mem_bytes, "accuracy_drop_pct": costs[v].accuracy_drop_pct})
+              for k, v in out.items()}
+    if result.default_costs.latency_ms < costs[fast].latency_ms:  # the default plan is on the front too
+        d = result.default_costs
+        picked["fastest"] = {"plan": default_plan(space.graph), "latency_ms": d.latency_ms,
+                             "peak_mem_bytes": d.peak_mem_bytes, "accuracy_drop_pct": 0.0}
+    return picked
+
+
+def bench_model(model: str, device, predictor, pname: str, args, workdir: Path) -> dict:  # noqa: ANN001
+    graph, _ = load_model(model)
+    opts = OptimiseOptions(trials=args.trials, threads=args.threads, objectives=("latency", "memory"),
+                           max_accuracy_drop_pct=args.max_drop, measure=False, progress=False, seed=0,
+                           outdir=workdir / model)
+    outcome = optimise(graph, device, opts, predictor, pname)
+    picked = _pick(outcome.result)
+    plans = {"default": default_plan(graph)} | {k: v["plan"] for k, v in picked.items() if k != "default_predicted"}
+    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+    fns = {}
+    for label, plan in plans.items():
+        exe = build_executable(graph, plan, threads=args.threads)
+        xs = exe.prepare_input(x)
+        fns[label] = (lambda exe=exe, xs=xs: exe.forward(*xs))
+    lat = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=100, time_cap_s=args.time_cap,
+                              threads=args.threads, seed=0, settle_s=args.settle)
+    row = {"model": model, "threads": args.threads, "front_points": outcome.report["pareto"]["points"],
+           "plans": {}}
+    for label, plan in plans.items():
+        _, mem = measure_plan(graph, plan, threads=args.threads, memory=True, max_repeats=5, time_cap_s=0.5)
+        pred = picked.get(label, {}) if label != "default" else picked["default_predicted"]
+        row["plans"][label] = {"measured_ms": lat[label].median_ms, "iqr_ms": lat[label].iqr_ms,
+                               "measured_peak_mem_bytes": float(mem.peak_bytes),
+                               "predicted_ms": pred.get("latency_ms"),
+                               "predicted_peak_mem_bytes": pred.get("peak_mem_bytes"),
+                               "int8_nodes": sum(c.precision == "int8" for c in plan.choices.values()),
+                               "pruned_nodes": sum(c.prune > 0 for c in plan.choices.values())}
+    p = row["plans"]
+    if "half-mem" in p:
+        row["memory_ratio_measured"] = p["default"]["measured_peak_mem_bytes"] / p["half-mem"]["measured_peak_mem_bytes"]
+        row["latency_cost_vs_fastest"] = p["half-mem"]["measured_ms"] / p["fastest"]["measured_ms"] - 1.0
+    return row
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| model | default ms / MB | fastest ms / MB | half-mem ms / MB | memory ratio (measured) "
+             "| latency cost vs fastest |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        def cell(k: str) -> str:
+            v = r["plans"].get(k)
+            return "none found" if v is None else f"{v['measured_ms']:.2f} / {v['measured_peak_mem_bytes'] / 2**20:.1f}"
+        ratio = f"{r['memory_ratio_measured']:.2f}x" if "memory_ratio_measured" in r else "-"
+        cost = f"{100 * r['latency_cost_vs_fastest']:+.1f}%" if "latency_cost_vs_fastest" in r else "-"
+        lines.append(f"| {r['model']} | {cell('default')} | {cell('fastest')} | {cell('half-mem')} | {ratio} | {cost} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--trials", type=int, default=300)
+    ap.add_argument("--max-drop", type=float, default=1.0, help="accuracy-drop budget in points (default 1)")
+    ap.add_argument("--predictor", default=None, help="predictor name or checkpoint (default: the shipped one)")
+    ap.add_argument("--time-cap", type=float, default=5.0, help="seconds of timing per candidate")
+    ap.add_argument("--settle", type=float, default=0.05, help="idle seconds before each timed run")
+    ap.add_argument("--out", default="benchmarks/results/memory.json")
+    args = ap.parse_args(argv)
+
+    device = describe_host(threads=args.threads, quick=True)
+    predictor, pname = resolve_predictor(args.predictor, args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in [m for m in args.models.split(",") if m]:
+            print(f"{model}: searching and measuring ...", file=sys.stderr, flush=True)
+            rows.append(bench_model(model, device, predictor, pname, args, Path(tmp)))
+    md = _table(rows)
+    print(md)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "predictor": pname, "trials": args.trials,
+                               "max_drop_pct": args.max_drop, "rows": rows, "table": md}, indent=1, default=str))
+    out.with_suffix(".md").write_text(md + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
