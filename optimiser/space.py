@@ -286,6 +286,21 @@ class SearchSpace:
         """The option indices of the default plan (every node's default choice: index 0)."""
         return np.zeros(len(self.nodes), dtype=np.int64)
 
+    def uniform_layout_indices(self, layout: str) -> np.ndarray:
+        """The default plan with every node that can run its default primitive (fp32, unpruned) in ``layout``
+        moved to it: one coherent layout change, which single-node moves cannot reach without paying for the
+        conversions on both sides."""
+        idx = self.default_indices()
+        for i, n in enumerate(self.nodes):
+            if i in self.tied:
+                continue
+            base = self.options[n][0]
+            for k, c in enumerate(self.options[n]):
+                if (c.primitive, c.layout, c.precision, c.prune) == (base.primitive, layout, "fp32", 0.0):
+                    idx[i] = k
+                    break
+        return self.complete(idx)
+
     def decode(self, indices: Sequence[int] | np.ndarray, name: str = "") -> Plan:
         """The plan with option ``indices[i]`` at node ``i``."""
         idx = np.asarray(indices)

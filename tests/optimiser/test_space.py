@@ -79,6 +79,19 @@ def test_tied_activation_follows_producer(space):
         assert plan.choices["relu1"].layout == plan.choices["conv1"].layout
 
 
+def test_uniform_layout_moves_every_node_that_can(space, resid_graph):
+    idx = space.uniform_layout_indices("NHWC")
+    assert space.is_consistent(idx)
+    plan = space.decode(idx)
+    validate_plan(resid_graph, plan)
+    default = default_plan(resid_graph)
+    for node in resid_graph.nodes:
+        c, d = plan.choices[node.name], default.choices[node.name]
+        assert (c.primitive, c.precision, c.prune) == (d.primitive, "fp32", 0.0)  # only the layout changes
+        if any(p.name == d.primitive for p in candidates(node, layout="NHWC", precision="fp32")):
+            assert c.layout == "NHWC", node.name
+
+
 def test_lossless_and_restrictions(resid_graph):
     sp = SearchSpace(resid_graph, SpaceConfig(lossless=True))
     assert not sp.groups
