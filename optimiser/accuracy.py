@@ -16,8 +16,8 @@ that Conv/Gemm runs at int8, when only that prune group is pruned at ratio r, an
 that can run int8 (elementwise, pooling...), the drop of all of them at int8 together, split equally.
 Without labels a single layer rarely changes a top-1 or breaks the SQNR bound on its own, while many
 together do, so each sensitivity is at least the layer's :func:`noise_points` (its output-noise power
-relative to the bound; independent noise adds in power): with the default 1-point budget, the sum then
-keeps the estimated SQNR of the whole plan at or above the bound. Results are cached in a JSON file keyed by
+relative to the bound plus a 3 dB margin; independent noise adds in power): with the default 1-point budget,
+the sum then keeps the estimated SQNR of the whole plan 3 dB above the bound. Results are cached in a JSON file keyed by
 the graph, the data and the measurement, so a search (or a resumed one) does not re-run the model.
 :class:`AdditiveAccuracy` sums the table for a plan; interactions between layers are ignored (the measured
 drop of the final plan is reported beside it).
@@ -174,10 +174,15 @@ def faithful_rows(out: np.ndarray, ref: np.ndarray, min_sqnr_db: float = FIDELIT
     return (out.argmax(axis=1) == ref.argmax(axis=1)) & (sqnr >= min_sqnr_db)
 
 
-def noise_points(sqnr_db: float, bound_db: float = FIDELITY_SQNR_DB) -> float:
-    """A layer's output-noise power relative to the fidelity bound, in points: 1 point when its SQNR is the
-    bound. Independent noise sources add in power, so a plan whose layers sum to at most 1 point is estimated
-    faithful (SQNR of at least the bound) on every input."""
+NOISE_MARGIN_DB = 3.0
+"""Margin of the additive noise estimate over the fidelity bound: the per-layer sum is only an estimate, and
+a plan estimated exactly at the bound measured half its inputs below it."""
+
+
+def noise_points(sqnr_db: float, bound_db: float = FIDELITY_SQNR_DB + NOISE_MARGIN_DB) -> float:
+    """A layer's output-noise power relative to the bound plus a margin, in points: 1 point when its SQNR is
+    ``bound_db``. Independent noise sources add in power, so a plan whose layers sum to at most 1 point is
+    estimated to keep an SQNR of ``bound_db``, the fidelity bound with a 3 dB (2x noise power) margin."""
     if sqnr_db == float("inf"):
         return 0.0
     return float(10.0 ** ((bound_db - sqnr_db) / 10.0))
@@ -260,7 +265,7 @@ class Sensitivity:
 
 
 def _cache_path(cache_dir: Path, space: SearchSpace, data: CalibrationData) -> Path:
-    return cache_dir / f"sensitivity-v3-{space.graph_id}-{data.digest}.json"  # v3: fidelity with noise points
+    return cache_dir / f"sensitivity-v4-{space.graph_id}-{data.digest}.json"  # v4: noise points with a 3 dB margin
 
 
 def layer_sensitivity(space: SearchSpace, meter: AccuracyMeter, cache_dir: str | os.PathLike | None = None,
