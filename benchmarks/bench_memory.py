@@ -20,22 +20,19 @@ Reported: measured memory ratio default / half-mem and the latency cost of half-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_runtime import machine  # noqa: E402
-from optimiser.run import OptimiseOptions, optimise, resolve_predictor  # noqa: E402
-from perfpredict.devices import describe_host  # noqa: E402
+from benchmarks.harness import plan_calls, run_models, write_results  # noqa: E402
+from optimiser.run import OptimiseOptions, optimise  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
 from perfpredict.plan import default_plan  # noqa: E402
-from perfpredict.runtime import build_executable, measure_plan  # noqa: E402
+from perfpredict.runtime import measure_plan  # noqa: E402
 
 MODELS = ("resnet18", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0")
 
@@ -74,11 +71,7 @@ def bench_model(model: str, device, predictor, pname: str, args, workdir: Path) 
     picked = _pick(outcome.result)
     plans = {"default": default_plan(graph)} | {k: v["plan"] for k, v in picked.items() if k != "default_predicted"}
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
-    fns = {}
-    for label, plan in plans.items():
-        exe = build_executable(graph, plan, threads=args.threads)
-        xs = exe.prepare_input(x)
-        fns[label] = (lambda exe=exe, xs=xs: exe.forward(*xs))
+    fns = plan_calls(graph, plans, args.threads, x)
     lat = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=100, time_cap_s=args.time_cap,
                               threads=args.threads, seed=0, settle_s=args.settle)
     row = {"model": model, "threads": args.threads, "front_points": outcome.report["pareto"]["points"],
@@ -124,21 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/memory.json")
     args = ap.parse_args(argv)
 
-    device = describe_host(threads=args.threads, quick=True)
-    predictor, pname = resolve_predictor(args.predictor, args.threads)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for model in [m for m in args.models.split(",") if m]:
-            print(f"{model}: searching and measuring ...", file=sys.stderr, flush=True)
-            rows.append(bench_model(model, device, predictor, pname, args, Path(tmp)))
-    md = _table(rows)
-    print(md)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "predictor": pname, "trials": args.trials,
-                               "max_drop_pct": args.max_drop, "rows": rows, "table": md}, indent=1, default=str))
-    out.with_suffix(".md").write_text(md + "\n")
-    print(f"wrote {out}", file=sys.stderr)
+    rows, pname = run_models(args.models, args.threads, args.predictor,
+                             lambda m, dev, pred, pname, tmp: bench_model(m, dev, pred, pname, args, tmp))
+    write_results(args.out, {"predictor": pname, "trials": args.trials, "max_drop_pct": args.max_drop, "rows": rows},
+                  _table(rows))
     return 0
 
 

@@ -26,22 +26,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_runtime import baseline_plan, machine  # noqa: E402
-from optimiser.run import OptimiseOptions, optimise, resolve_predictor  # noqa: E402
-from perfpredict.devices import describe_host  # noqa: E402
+from benchmarks.bench_runtime import baseline_plan  # noqa: E402
+from benchmarks.harness import plan_calls, run_models, write_results  # noqa: E402
+from optimiser.run import OptimiseOptions, optimise  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
 from perfpredict.plan import default_plan  # noqa: E402
-from perfpredict.runtime import build_executable, ort_session  # noqa: E402
+from perfpredict.runtime import ort_session  # noqa: E402
 
 MODELS = ("resnet18", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0")
 
@@ -68,11 +66,7 @@ def bench_model(model: str, device, predictor, pname: str, threads: int, args, w
     plans = {"default": default_plan(graph), "lossless": lossless, "int8+prune": lossy}
     if not args.no_baseline:
         plans["baseline"] = baseline_plan(graph)
-    fns = {}
-    for label, plan in plans.items():
-        exe = build_executable(graph, plan, threads=threads)
-        xs = exe.prepare_input(x)
-        fns[label] = (lambda exe=exe, xs=xs: exe.forward(*xs))
+    fns = plan_calls(graph, plans, threads, x)
     sess = ort_session(onnx_path, threads=threads)
     feeds = {sess.get_inputs()[0].name: x}
     fns["ort"] = lambda: sess.run(None, feeds)
@@ -124,21 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/realised.json")
     args = ap.parse_args(argv)
 
-    device = describe_host(threads=args.threads, quick=True)
-    predictor, pname = resolve_predictor(args.predictor, args.threads)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for model in [m for m in args.models.split(",") if m]:
-            print(f"{model}: searching and measuring ...", file=sys.stderr, flush=True)
-            rows.append(bench_model(model, device, predictor, pname, args.threads, args, Path(tmp)))
-    md = _table(rows)
-    print(md)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "predictor": pname, "trials": args.trials,
-                               "max_drop_pct": args.max_drop, "rows": rows, "table": md}, indent=1, default=str))
-    out.with_suffix(".md").write_text(md + "\n")
-    print(f"wrote {out}", file=sys.stderr)
+    rows, pname = run_models(args.models, args.threads, args.predictor,
+                             lambda m, dev, pred, pname, tmp: bench_model(m, dev, pred, pname, args.threads, args, tmp))
+    write_results(args.out, {"predictor": pname, "trials": args.trials, "max_drop_pct": args.max_drop, "rows": rows},
+                  _table(rows))
     return 0
 
 
