@@ -19,7 +19,6 @@ Reported: measured memory ratio default / half-mem and the latency cost of half-
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,15 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import plan_calls, run_models, write_results  # noqa: E402
+from benchmarks.harness import plan_calls, run_models, search_parser, write_results  # noqa: E402
 from optimiser.run import OptimiseOptions, optimise  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
 from perfpredict.plan import default_plan  # noqa: E402
 from perfpredict.runtime import measure_plan  # noqa: E402
-
-MODELS = ("resnet18", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0")
-
 
 def _pick(result) -> dict:  # noqa: ANN001 - optimiser.loop.SearchResult
     """Predicted-fastest and fastest-at-half-memory plans among the feasible evaluated ones."""
@@ -72,7 +68,7 @@ def bench_model(model: str, device, predictor, pname: str, args, workdir: Path) 
     plans = {"default": default_plan(graph)} | {k: v["plan"] for k, v in picked.items() if k != "default_predicted"}
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
     fns = plan_calls(graph, plans, args.threads, x)
-    lat = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=100, time_cap_s=args.time_cap,
+    lat = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
                               threads=args.threads, seed=0, settle_s=args.settle)
     row = {"model": model, "threads": args.threads, "front_points": outcome.report["pareto"]["points"],
            "plans": {}}
@@ -106,15 +102,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--trials", type=int, default=300)
-    ap.add_argument("--max-drop", type=float, default=1.0, help="accuracy-drop budget in points (default 1)")
-    ap.add_argument("--predictor", default=None, help="predictor name or checkpoint (default: the shipped one)")
-    ap.add_argument("--time-cap", type=float, default=5.0, help="seconds of timing per candidate")
-    ap.add_argument("--settle", type=float, default=0.05, help="idle seconds before each timed run")
-    ap.add_argument("--out", default="benchmarks/results/memory.json")
+    ap = search_parser(__doc__.splitlines()[0], "benchmarks/results/memory.json")
     args = ap.parse_args(argv)
 
     rows, pname = run_models(args.models, args.threads, args.predictor,

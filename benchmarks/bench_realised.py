@@ -24,7 +24,6 @@ Run it on a quiet machine.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -34,15 +33,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_runtime import baseline_plan  # noqa: E402
-from benchmarks.harness import plan_calls, run_models, write_results  # noqa: E402
+from benchmarks.harness import plan_calls, run_models, search_parser, write_results  # noqa: E402
 from optimiser.run import OptimiseOptions, optimise  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
 from perfpredict.plan import default_plan  # noqa: E402
 from perfpredict.runtime import ort_session  # noqa: E402
-
-MODELS = ("resnet18", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0")
-
 
 def _search(graph, device, predictor, name, threads, args, outdir: Path, lossless: bool):  # noqa: ANN001
     opts = OptimiseOptions(trials=args.trials, threads=threads, lossless=lossless,
@@ -105,17 +101,8 @@ def _table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--trials", type=int, default=300)
-    ap.add_argument("--max-drop", type=float, default=1.0, help="accuracy-drop budget in points (default 1)")
-    ap.add_argument("--predictor", default=None, help="predictor name or checkpoint (default: the shipped one)")
+    ap = search_parser(__doc__.splitlines()[0], "benchmarks/results/realised.json")
     ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) C reference baseline")
-    ap.add_argument("--time-cap", type=float, default=5.0, help="seconds of timing per candidate")
-    ap.add_argument("--max-repeats", type=int, default=100)
-    ap.add_argument("--settle", type=float, default=0.05, help="idle seconds before each timed run (default 0.05)")
-    ap.add_argument("--out", default="benchmarks/results/realised.json")
     args = ap.parse_args(argv)
 
     rows, pname = run_models(args.models, args.threads, args.predictor,

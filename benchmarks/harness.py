@@ -4,6 +4,7 @@ JSON + Markdown result files."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -18,6 +19,24 @@ from perfpredict.devices import describe_host
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
 from perfpredict.runtime import build_executable
+
+
+MODELS = ("resnet18", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0")
+
+
+def search_parser(description: str, out: str) -> argparse.ArgumentParser:
+    """The options both benchmarks share: models, threads, trials, accuracy budget, predictor, timing, output."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--trials", type=int, default=300)
+    ap.add_argument("--max-drop", type=float, default=1.0, help="accuracy-drop budget in points (default 1)")
+    ap.add_argument("--predictor", default=None, help="predictor name or checkpoint (default: the shipped one)")
+    ap.add_argument("--time-cap", type=float, default=5.0, help="seconds of timing per candidate")
+    ap.add_argument("--max-repeats", type=int, default=100, help="timed repeats per candidate at most")
+    ap.add_argument("--settle", type=float, default=0.05, help="idle seconds before each timed run (default 0.05)")
+    ap.add_argument("--out", default=out, help=f"result JSON (and .md beside it; default {out})")
+    return ap
 
 
 def plan_calls(graph: Graph, plans: Mapping[str, Plan], threads: int, x: np.ndarray) -> dict[str, Callable[[], Any]]:
