@@ -19,6 +19,7 @@ Reported: measured memory ratio default / half-mem and the latency cost of half-
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -34,31 +35,22 @@ from perfpredict.plan import default_plan  # noqa: E402
 from perfpredict.runtime import measure_plan  # noqa: E402
 
 def _pick(result) -> dict:  # noqa: ANN001 - optimiser.loop.SearchResult
-    """Predicted-fastest and fastest-at-half-memory plans among the feasible evaluated ones."""
+    """Predicted-fastest and fastest-at-half-memory plans among the default plan and the feasible evaluated ones."""
     space = result.problem.space
-    costs = result.archive_costs
-    feasible = [i for i, c in enumerate(costs) if c.feasible]
-    m0 = result.default_costs.peak_mem_bytes
-    out = {"default_predicted": {"latency_ms": result.default_costs.latency_ms, "peak_mem_bytes": m0}}
-    if not feasible:
-        return out
-    fast = min(feasible, key=lambda i: costs[i].latency_ms)
-    out["fastest"] = fast
-    half = [i for i in feasible if costs[i].peak_mem_bytes <= 0.5 * m0]
-    if half:
-        out["half-mem"] = min(half, key=lambda i: costs[i].latency_ms)
-    picked = {k: (v if k == "default_predicted" else
-                  {"plan": space.decode(result.archive_idx[v], name=k), "latency_ms": costs[v].latency_ms,
-                   "peak_mem_bytes": costs[v].peak_mem_bytes, "accuracy_drop_pct": costs[v].accuracy_drop_pct})
-              for k, v in out.items()}
-    if result.default_costs.latency_ms < costs[fast].latency_ms:  # the default plan is on the front too
-        d = result.default_costs
-        picked["fastest"] = {"plan": default_plan(space.graph), "latency_ms": d.latency_ms,
-                             "peak_mem_bytes": d.peak_mem_bytes, "accuracy_drop_pct": 0.0}
+    d = result.default_costs
+    cands = [(default_plan(space.graph), d)] + [(space.decode(idx), c) for idx, c in
+                                                 zip(result.archive_idx, result.archive_costs) if c.feasible]
+    picked = {"default_predicted": {"latency_ms": d.latency_ms, "peak_mem_bytes": d.peak_mem_bytes}}
+    for label, pool in (("fastest", cands), ("half-mem", [pc for pc in cands
+                                                           if pc[1].peak_mem_bytes <= 0.5 * d.peak_mem_bytes])):
+        if pool:
+            plan, c = min(pool, key=lambda pc: pc[1].latency_ms)
+            picked[label] = {"plan": plan, "latency_ms": c.latency_ms, "peak_mem_bytes": c.peak_mem_bytes,
+                             "accuracy_drop_pct": c.accuracy_drop_pct}
     return picked
 
 
-def bench_model(model: str, device, predictor, pname: str, args, workdir: Path) -> dict:  # noqa: ANN001
+def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) -> dict:  # noqa: ANN001
     graph, _ = load_model(model)
     opts = OptimiseOptions(trials=args.trials, threads=args.threads, objectives=("latency", "memory"),
                            max_accuracy_drop_pct=args.max_drop, measure=False, progress=False, seed=0,
@@ -105,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = search_parser(__doc__.splitlines()[0], "benchmarks/results/memory.json")
     args = ap.parse_args(argv)
 
-    rows, pname = run_models(args.models, args.threads, args.predictor,
-                             lambda m, dev, pred, pname, tmp: bench_model(m, dev, pred, pname, args, tmp))
+    rows, pname = run_models(args.models, args.threads, args.predictor, functools.partial(bench_model, args=args))
     write_results(args.out, {"predictor": pname, "trials": args.trials, "max_drop_pct": args.max_drop, "rows": rows},
                   _table(rows))
     return 0

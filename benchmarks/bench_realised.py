@@ -25,6 +25,7 @@ Run it on a quiet machine.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -40,24 +41,26 @@ from perfpredict.models import load_model  # noqa: E402
 from perfpredict.plan import default_plan  # noqa: E402
 from perfpredict.runtime import ort_session  # noqa: E402
 
-def _search(graph, device, predictor, name, threads, args, outdir: Path, lossless: bool):  # noqa: ANN001
-    opts = OptimiseOptions(trials=args.trials, threads=threads, lossless=lossless,
+
+def _search(graph, device, predictor, name, args, outdir: Path, lossless: bool):  # noqa: ANN001
+    opts = OptimiseOptions(trials=args.trials, threads=args.threads, lossless=lossless,
                            max_accuracy_drop_pct=None if lossless else args.max_drop,
                            outdir=outdir, progress=False, seed=0)
     outcome = optimise(graph, device, opts, predictor, name)
     plan = outcome.chosen_plan or outcome.result.best_plan
     acc = outcome.measured_accuracy.as_dict() if outcome.measured_accuracy is not None else None
-    changed = sum(1 for n, c in plan.choices.items() if c != default_plan(graph).choices.get(n))
+    default = default_plan(graph).choices
+    changed = sum(1 for n, c in plan.choices.items() if c != default.get(n))
     return plan, {"report": outcome.report, "accuracy": acc, "nodes_changed": changed,
                   "int8_nodes": sum(c.precision == "int8" for c in plan.choices.values()),
                   "pruned_nodes": sum(c.prune > 0 for c in plan.choices.values())}
 
 
-def bench_model(model: str, device, predictor, pname: str, threads: int, args, workdir: Path) -> dict:  # noqa: ANN001
+def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) -> dict:  # noqa: ANN001
+    threads = args.threads
     graph, onnx_path = load_model(model)
-    lossless, info_lossless = _search(graph, device, predictor, pname, threads, args, workdir / model / "lossless",
-                                      True)
-    lossy, info_lossy = _search(graph, device, predictor, pname, threads, args, workdir / model / "lossy", False)
+    lossless, info_lossless = _search(graph, device, predictor, pname, args, workdir / model / "lossless", True)
+    lossy, info_lossy = _search(graph, device, predictor, pname, args, workdir / model / "lossy", False)
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
     plans = {"default": default_plan(graph), "lossless": lossless, "int8+prune": lossy}
     if not args.no_baseline:
@@ -105,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) C reference baseline")
     args = ap.parse_args(argv)
 
-    rows, pname = run_models(args.models, args.threads, args.predictor,
-                             lambda m, dev, pred, pname, tmp: bench_model(m, dev, pred, pname, args.threads, args, tmp))
+    rows, pname = run_models(args.models, args.threads, args.predictor, functools.partial(bench_model, args=args))
     write_results(args.out, {"predictor": pname, "trials": args.trials, "max_drop_pct": args.max_drop, "rows": rows},
                   _table(rows))
     return 0

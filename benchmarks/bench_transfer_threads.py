@@ -68,16 +68,17 @@ def _fingerprint_ratio(src: DeviceSpec, dst: DeviceSpec) -> float:
 
 
 def _predictor_column(predictor_path: str, pairs, board: DeviceSpec) -> np.ndarray:
+    from perfpredict.models import graph_from_spec
     from perfpredict.plan import Plan
-    from perfpredict.profile import spec_from_dict, zoo_graph
     from perfpredict.transfer import load_any_predictor
+    from perfpredict.zoo import spec_from_dict
 
     pred = load_any_predictor(predictor_path)
     out = []
     graphs = {}
     for src, _ in pairs:
         if src.graph_id not in graphs:  # rebuild the zoo model (canonical or variant) the record was measured on
-            graphs[src.graph_id] = zoo_graph(spec_from_dict(json.loads(src.extra_json)["spec"]))[0]
+            graphs[src.graph_id] = graph_from_spec(spec_from_dict(json.loads(src.extra_json)["spec"]))
         graph = graphs[src.graph_id]
         if graph.graph_id != src.graph_id:
             raise SystemExit(f"model '{src.model_name}' does not rebuild graph {src.graph_id}; cannot use --predictor")

@@ -227,12 +227,11 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
     notes: list[str] = []
     default_idx = space.default_indices()
     default_costs = evaluator(default_idx[None, :])[0]
-    # structured seeds, counted as trials: whole-graph layout changes (see uniform_layout_indices)
-    for layout in ("NHWC",):
-        seed = space.uniform_layout_indices(layout)
-        if not np.array_equal(seed, default_idx) and len(archive_idx) < cfg.trials:
-            archive_idx.append(seed)
-            archive_costs.append(evaluator(seed[None, :])[0])
+    # a structured seed, counted as a trial: the whole-graph NHWC plan (see uniform_layout_indices)
+    seed = space.uniform_layout_indices("NHWC")
+    if not np.array_equal(seed, default_idx) and cfg.trials > 0:
+        archive_idx.append(seed)
+        archive_costs.append(evaluator(seed[None, :])[0])
     interrupted = False
     next_validation = cfg.validate_every if cfg.validate_every > 0 else None
     bar = tqdm(total=cfg.trials, desc=f"search ({strategy.name})", unit="plan", file=sys.stderr,

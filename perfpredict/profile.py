@@ -74,6 +74,7 @@ from perfpredict.errors import MeasurementError, PerfPredictError, PlanError
 from perfpredict.graph import Graph, Node, load_onnx
 from perfpredict.measure import LatencyStats, measure_interleaved, measure_latency
 from perfpredict.plan import Choice, Plan, default_choice
+from perfpredict.zoo import spec_from_dict
 
 __all__ = [
     "LAYER_CAMPAIGN",
@@ -168,6 +169,20 @@ class CampaignReport:
     elapsed_s: float = 0.0
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def triage(self, items: Sequence[tuple[Any, str]], done: set[str], skipped_before: set[str]) -> list:
+        """Count (item, key) pairs as planned and return those still to measure: not stored yet (``done``)
+        and not skipped by an earlier run."""
+        todo = []
+        for item, key in items:
+            self.planned += 1
+            if key in done:
+                self.already += 1
+            elif key in skipped_before:
+                self.skipped["skipped in an earlier run"] += 1
+            else:
+                todo.append((item, key))
+        return todo
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -332,19 +347,11 @@ def spec_dict(spec) -> dict[str, Any]:
     return describe(spec)
 
 
-def spec_from_dict(d: Mapping[str, Any]):
-    """Rebuild a ModelSpec from :func:`spec_dict`'s form."""
-    from perfpredict.zoo import ModelSpec
-
-    return ModelSpec(d["family"], d["name"], dict(d["params"]), tuple(d["input_shape"]), int(d.get("seed", 0)))
-
-
 def zoo_graph(spec) -> tuple[Graph, Path]:
     """The Graph of a zoo spec and its (cached) ONNX file."""
-    from perfpredict.models import zoo_onnx_path
+    from perfpredict.models import graph_from_spec, zoo_onnx_path
 
-    path = zoo_onnx_path(spec)
-    return load_onnx(path, name=spec.name), path
+    return graph_from_spec(spec), zoo_onnx_path(spec)
 
 
 # ================================================================ layers
@@ -766,16 +773,8 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     for cfg in configs:
         cands = layer_candidates(cfg.node, prune_ratios)
         for t in ts:
-            todo = []
-            for c in cands:
-                key = _layer_key(cfg, c, devs[t], t, campaign)
-                report.planned += 1
-                if key in done:
-                    report.already += 1
-                elif key in skipped_before:
-                    report.skipped["skipped in an earlier run"] += 1
-                else:
-                    todo.append((c, key))
+            todo = report.triage([(c, _layer_key(cfg, c, devs[t], t, campaign)) for c in cands], done,
+                                 skipped_before)
             if todo:
                 work.append((cfg, t, todo))
     ref_rate = reference_mac_rate()
@@ -1187,16 +1186,8 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                 rng = random.Random(f"perfpredict.profile.plans:{seed}:{spec.name}:{spec.digest()}")
                 plans = sample_plans(graph, plans_per_model, rng, threads=t, fastest=fastest, ref_rate=ref_rate)
                 bar.total += len(plans) - plans_per_model
-                todo = []
-                for p in plans:
-                    key = _model_key(graph, p, spec, devs[t], t, campaign)
-                    report.planned += 1
-                    if key in done:
-                        report.already += 1
-                    elif key in skipped_before:
-                        report.skipped["skipped in an earlier run"] += 1
-                    else:
-                        todo.append((p, key))
+                todo = report.triage([(p, _model_key(graph, p, spec, devs[t], t, campaign)) for p in plans], done,
+                                     skipped_before)
                 if not todo:
                     bar.update(len(plans))
                     continue

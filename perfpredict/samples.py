@@ -38,6 +38,7 @@ from perfpredict.errors import DatasetError, PerfPredictError
 from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, single_node_graph, template_for)
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan
+from perfpredict.zoo import spec_from_dict
 
 
 class SplitError(PerfPredictError):
@@ -108,17 +109,6 @@ class SampleSet:
 
 
 # --------------------------------------------------------------------------------------------- graphs
-
-
-def spec_from_dict(d: Mapping[str, Any]):
-    """A zoo ModelSpec from the dict :func:`perfpredict.zoo.describe` writes."""
-    from perfpredict.zoo import ModelSpec
-
-    try:
-        return ModelSpec(str(d["family"]), str(d["name"]), dict(d["params"]), tuple(d["input_shape"]),
-                         int(d.get("seed", 0)))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DatasetError(f"zoo spec {str(dict(d))[:80]}... is malformed ({exc})") from None
 
 
 def _spec_key(d: Mapping[str, Any]) -> str:

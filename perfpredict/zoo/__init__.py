@@ -10,6 +10,7 @@ from perfpredict.zoo.registry import (
     list_families,
     list_models,
     sample_variants,
+    spec_from_dict,
 )
 from perfpredict.zoo.spec import Family, ModelSpec
 from perfpredict.zoo.stats import count_macs, count_params, model_stats
@@ -28,6 +29,7 @@ __all__ = [
     "get_spec",
     "list_families",
     "list_models",
+    "spec_from_dict",
     "model_stats",
     "onnx_op_types",
     "sample_variants",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -136,3 +136,14 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         "input_shape": list(spec.input_shape),
         "seed": spec.seed,
     }
+
+
+def spec_from_dict(d: Mapping[str, Any]) -> ModelSpec:
+    """The ModelSpec that :func:`describe` wrote ``d`` for (as stored in measurement records)."""
+    from perfpredict.errors import DatasetError
+
+    try:
+        return ModelSpec(str(d["family"]), str(d["name"]), dict(d["params"]), tuple(d["input_shape"]),
+                         int(d.get("seed", 0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"zoo spec {str(dict(d))[:80]}... is malformed ({exc})") from None
