@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import plan_calls, run_models, search_parser, write_results  # noqa: E402
+from benchmarks.harness import plan_calls, run_models, search_parser, timing_kwargs, write_results  # noqa: E402
 from optimiser.run import OptimiseOptions, optimise  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
@@ -61,7 +61,7 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
     fns = plan_calls(graph, plans, args.threads, x)
     lat = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
-                              threads=args.threads, seed=0, settle_s=args.settle)
+                              threads=args.threads, seed=0, **timing_kwargs(args))
     row = {"model": model, "threads": args.threads, "front_points": outcome.report["pareto"]["points"],
            "plans": {}}
     for label, plan in plans.items():

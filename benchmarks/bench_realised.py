@@ -11,9 +11,9 @@ MODEL --device-features local --threads T`` runs them (the shipped predictor by 
 
 Then the default plan, both optimised plans, ONNX Runtime's default session (same thread count) and the
 dependency-free baseline (C reference loops for conv/gemm) are timed round-robin with
-perfpredict.measure.measure_interleaved (warm-up, repeats until the median's 95% CI is within 2% or the
-time cap, ``--settle`` seconds idle before each timed run so that a previous candidate's spinning thread
-pool does not share the cores). Prints a table and writes JSON with the machine and every LatencyStats.
+perfpredict.measure.measure_interleaved in steady-state turns (``--settle`` seconds idle so that the previous
+candidate's spinning thread pool does not share the cores, ``--block-warmup`` untimed calls, then ``--block``
+timed calls; rounds until the median's 95% CI is within 2% or the time cap). Prints a table and writes JSON with the machine and every LatencyStats.
 
     .venv/bin/python benchmarks/bench_realised.py [--models resnet18,mobilenet_v2,squeezenet1_1,efficientnet_b0]
         [--threads 2] [--trials 300] [--max-drop 1.0] [--predictor proxy] [--no-baseline]
@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_runtime import baseline_plan  # noqa: E402
-from benchmarks.harness import plan_calls, run_models, search_parser, write_results  # noqa: E402
+from benchmarks.harness import plan_calls, run_models, search_parser, timing_kwargs, write_results  # noqa: E402
 from optimiser.run import OptimiseOptions, optimise  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
@@ -70,7 +70,7 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
     feeds = {sess.get_inputs()[0].name: x}
     fns["ort"] = lambda: sess.run(None, feeds)
     stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats,
-                                time_cap_s=args.time_cap, threads=threads, seed=0, settle_s=args.settle)
+                                time_cap_s=args.time_cap, threads=threads, seed=0, **timing_kwargs(args))
     med = {k: s.median_ms for k, s in stats.items()}
     return {"model": model, "threads": threads,
             "stats": {k: dataclasses.asdict(s) for k, s in stats.items()},

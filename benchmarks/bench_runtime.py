@@ -1,8 +1,9 @@
 """End-to-end latency of the runtime against a dependency-free baseline and ONNX Runtime (a figure, not a test).
 
 For each model (batch 1, 224x224 by default) and each thread count, three candidates are timed
-round-robin with perfpredict.measure.measure_interleaved (warm-up, then repeats until the median's
-95% CI is within --target-ci or --time-cap seconds per candidate; --repeats N fixes the count instead):
+round-robin with perfpredict.measure.measure_interleaved in steady-state turns (--settle idle seconds,
+--block-warmup untimed calls, --block timed calls; see benchmarks/harness.timing_kwargs), rounds until
+the median's 95% CI is within --target-ci or --time-cap seconds per candidate; --repeats N fixes the count:
 
 * ``default``   the default plan (conv.onednn, gemm.blas, torch ops; Relu/Clip fused), fp32 NCHW;
 * ``baseline``  conv.reference and gemm.reference (plain C loops, single-threaded) wherever they apply,
@@ -23,20 +24,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from perfpredict import zoo
-from perfpredict.graph import Graph, load_onnx
-from perfpredict.measure import LatencyStats, measure_interleaved
-from perfpredict.plan import Choice, Plan, default_choice
-from perfpredict.primitives import get_primitive
-from perfpredict.runtime import build_executable, ort_session
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import add_timing_options, machine, timing_kwargs  # noqa: E402
+from perfpredict import zoo  # noqa: E402
+from perfpredict.graph import Graph, load_onnx  # noqa: E402
+from perfpredict.measure import LatencyStats, measure_interleaved  # noqa: E402
+from perfpredict.plan import Choice, Plan, default_choice  # noqa: E402
+from perfpredict.primitives import get_primitive  # noqa: E402
+from perfpredict.runtime import build_executable, ort_session  # noqa: E402
 
 DEFAULT_MODELS = ("resnet18", "mobilenet_v2", "squeezenet1_1")
 BASELINE = {"Conv": "conv.reference", "Gemm": "gemm.reference", "MatMul": "gemm.reference"}
@@ -52,28 +54,6 @@ def baseline_plan(graph: Graph) -> Plan:
         else:
             choices[node.name] = default_choice(node)
     return Plan(choices, name="baseline", graph_id=graph.graph_id)
-
-
-def machine() -> dict[str, object]:
-    """CPU model, logical cores, load average and library versions of this machine."""
-    import onnxruntime
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "cpu model")):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = Path("/proc/loadavg").read_text().split()[:3]
-    except OSError:
-        load = []
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "load_average": load, "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "platform": platform.platform()}
 
 
 def bench_model(name: str, resolution: int, threads: int, args: argparse.Namespace,
@@ -97,7 +77,7 @@ def bench_model(name: str, resolution: int, threads: int, args: argparse.Namespa
     else:
         kw = dict(min_repeats=args.min_repeats, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
                   target_ci=args.target_ci)
-    return measure_interleaved(fns, warmup=args.warmup, threads=threads, seed=0, settle_s=args.settle, **kw)
+    return measure_interleaved(fns, warmup=args.warmup, threads=threads, seed=0, **timing_kwargs(args), **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-repeats", type=int, default=100)
     parser.add_argument("--target-ci", type=float, default=0.02)
     parser.add_argument("--time-cap", type=float, default=5.0, help="seconds of timing per candidate")
-    parser.add_argument("--settle", type=float, default=0.05,
-                        help="seconds of idle before each timed run, so spinning thread pools of the previous "
-                             "candidate (ONNX Runtime's, OpenMP's) do not share the cores (default 0.05; ONNX Runtime spins for up to ~40 ms)")
+    add_timing_options(parser)
     parser.add_argument("--out", default="benchmarks/results/bench_runtime.json")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]

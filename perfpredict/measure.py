@@ -249,6 +249,8 @@ def measure_interleaved(
     threads: int | None = None,
     seed: int = 0,
     settle_s: float = 0.0,
+    block: int = 1,
+    block_warmup: int = 0,
 ) -> dict[str, LatencyStats]:
     """Measure several candidates round-robin, in a freshly shuffled (seeded) order each round.
 
@@ -257,6 +259,10 @@ def measure_interleaved(
     The time cap is per candidate: the whole call stops after time_cap_s * len(fns) seconds.
     ``settle_s`` seconds of sleep precede each timed call, so that thread pools which spin after a
     run (ONNX Runtime's, OpenMP's) have gone idle and do not take cores from the next candidate.
+    ``block`` > 1 makes each turn ``block_warmup`` untimed calls and then ``block`` timed calls back to back:
+    steady-state latency (thread pools awake, weights in cache, as a deployed model runs), still spread
+    over the rounds. Use it when candidates come from different runtimes, whose thread pools sleep and
+    wake differently: a single call after another runtime's turn measures the wake-up, not the model.
     """
     if not fns:
         raise MeasurementError("measure_interleaved: fns must hold at least one named callable, got none")
@@ -266,6 +272,10 @@ def measure_interleaved(
     _check_protocol(warmup, min_repeats, max_repeats, target_ci, time_cap_s)
     if not settle_s >= 0:
         raise MeasurementError(f"measure_interleaved: settle_s must be >= 0 seconds, got {settle_s!r}")
+    if not isinstance(block, int) or isinstance(block, bool) or block < 1:
+        raise MeasurementError(f"measure_interleaved: block must be an integer >= 1, got {block!r}")
+    if not isinstance(block_warmup, int) or isinstance(block_warmup, bool) or block_warmup < 0:
+        raise MeasurementError(f"measure_interleaved: block_warmup must be an integer >= 0, got {block_warmup!r}")
     rng = random.Random(seed)
     names = list(fns)
     samples: dict[str, list[float]] = {k: [] for k in names}
@@ -280,7 +290,10 @@ def measure_interleaved(
             for k in active:
                 if settle_s:
                     time.sleep(settle_s)
-                samples[k].append(_time_once(fns[k]))
+                for _ in range(block_warmup):
+                    fns[k]()
+                for _ in range(min(block, max_repeats - len(samples[k]))):
+                    samples[k].append(_time_once(fns[k]))
             still = []
             for k in active:
                 n = len(samples[k])

@@ -188,3 +188,17 @@ def test_peak_memory_errors(workload_module):
         peak_memory_of("no_colon")
     with pytest.raises(MeasurementError, match="payload must be JSON-serialisable"):
         peak_memory_of(f"{workload_module}:alloc", {"x": object()})
+
+
+def test_interleaved_blocks_run_back_to_back_after_untimed_calls():
+    order: list[str] = []
+    fns = {k: (lambda k=k: order.append(k)) for k in "ab"}
+    out = measure_interleaved(fns, warmup=0, min_repeats=6, max_repeats=6, target_ci=1e-12, block=3,
+                              block_warmup=1, seed=0)
+    assert all(s.n_repeats == 6 for s in out.values())  # two turns of 3 timed calls each
+    runs = [order[i : i + 4] for i in range(0, len(order), 4)]
+    assert len(runs) == 4 and all(len(set(r)) == 1 for r in runs)  # 1 untimed + 3 timed, one candidate a turn
+    with pytest.raises(MeasurementError, match="block must be an integer >= 1"):
+        measure_interleaved(fns, block=0)
+    with pytest.raises(MeasurementError, match="block_warmup must be an integer >= 0"):
+        measure_interleaved(fns, block_warmup=-1)
