@@ -227,9 +227,13 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
     notes: list[str] = []
     default_idx = space.default_indices()
     default_costs = evaluator(default_idx[None, :])[0]
-    # a structured seed, counted as a trial: the whole-graph NHWC plan (see uniform_layout_indices)
-    seed = space.uniform_layout_indices("NHWC")
-    if not np.array_equal(seed, default_idx) and cfg.trials > 0:
+    # structured seeds, counted as trials: the whole-graph NHWC plan with the default primitives and with the
+    # cheapest NHWC primitive of each node by the additive tables (see uniform_layout_indices)
+    unary = problem.additive.unary if problem.additive is not None else None
+    for seed in (space.uniform_layout_indices("NHWC"), space.uniform_layout_indices("NHWC", unary)):
+        if len(archive_idx) >= cfg.trials or np.array_equal(seed, default_idx) or \
+                any(np.array_equal(seed, a) for a in archive_idx):
+            continue
         archive_idx.append(seed)
         archive_costs.append(evaluator(seed[None, :])[0])
     interrupted = False

@@ -286,19 +286,30 @@ class SearchSpace:
         """The option indices of the default plan (every node's default choice: index 0)."""
         return np.zeros(len(self.nodes), dtype=np.int64)
 
-    def uniform_layout_indices(self, layout: str) -> np.ndarray:
-        """The default plan with every node that can run its default primitive (fp32, unpruned) in ``layout``
-        moved to it: one coherent layout change, which single-node moves cannot reach without paying for the
-        conversions on both sides."""
+    def uniform_layout_indices(self, layout: str, unary: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """The default plan with every node that can run fp32, unpruned in ``layout`` moved to it: one coherent
+        layout change, which single-node moves cannot reach without paying for the conversions on both sides.
+
+        Without ``unary`` each node keeps its default primitive; with it (per free node, a cost per option,
+        as :class:`~optimiser.objectives.AdditiveCosts` holds) each takes its cheapest option in ``layout``.
+        """
         idx = self.default_indices()
         for i, n in enumerate(self.nodes):
             if i in self.tied:
                 continue
             base = self.options[n][0]
+            best = None
             for k, c in enumerate(self.options[n]):
-                if (c.primitive, c.layout, c.precision, c.prune) == (base.primitive, layout, "fp32", 0.0):
-                    idx[i] = k
-                    break
+                if c.layout != layout or c.precision != "fp32" or c.prune != 0.0:
+                    continue
+                if unary is None:
+                    if c.primitive == base.primitive:
+                        best = k
+                        break
+                elif len(unary[i]) > k and (best is None or unary[i][k] < unary[i][best]):
+                    best = k
+            if best is not None:
+                idx[i] = best
         return self.complete(idx)
 
     def decode(self, indices: Sequence[int] | np.ndarray, name: str = "") -> Plan:

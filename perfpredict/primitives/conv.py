@@ -1,9 +1,10 @@
-"""fp32 convolution primitives: eight genuinely different implementations of a 2-D ``Conv`` node.
+"""fp32 convolution primitives: nine genuinely different implementations of a 2-D ``Conv`` node.
 
 =================  ===========================================================================  ===========
 name               algorithm                                                                    layouts
 =================  ===========================================================================  ===========
 conv.onednn        oneDNN (ideep) via ``aten::mkldnn_convolution``, always (default, rank 0)     NCHW, NHWC
+conv.onednn_packed oneDNN with weights reordered once at build, activation as a post-op          NHWC
 conv.native        ATen's own path with oneDNN disabled (THNN slow_conv2d: im2col + BLAS)        NCHW
 conv.im2col        ``F.unfold`` + one (batched over groups) BLAS GEMM, written here              NCHW
 conv.winograd      Winograd F(2x2, 3x3): 16 batched GEMMs over channels, written here            NCHW
@@ -17,6 +18,13 @@ Why conv.onednn calls ``aten::mkldnn_convolution`` rather than ``F.conv2d``: wit
 ``F.conv2d`` still dispatches 1x1 stride-1 convolutions at batch 1 on one thread, and small inputs, to
 ATen's THNN path, so it would be the same code as conv.native exactly where the choice matters. The op
 called here is the one ``F.conv2d`` dispatches to when it does pick oneDNN.
+
+conv.onednn_packed is what an inference engine does with oneDNN: the weights are reordered once, when the
+kernel is built, into the blocked format oneDNN picks for this input shape
+(``torch._C._nn.mkldnn_reorder_conv2d_weight``), and each call runs ``mkldnn::_convolution_pointwise`` with
+a relu or clamp (``hardtanh``) fused as a oneDNN post-op. conv.onednn reorders the plain weights on every
+call, which costs most in deep layers with few pixels and many channels. With packed weights oneDNN
+writes channels-last output whatever the input's format, so this primitive runs in NHWC only.
 
 Every kernel takes the logically-NCHW input in the layout's memory format and returns its output in the
 same format, with the bias added and ``ctx.fused_activation`` applied. Channel counts come from the
@@ -176,6 +184,57 @@ def _ws_onednn(node: Node, precision: str) -> int:
     geo = ConvGeometry.of(node)
     kh, kw = geo.kernel
     return geo.out_channels * (geo.in_channels // geo.groups) * kh * kw * _F32 + _prepad_bytes(node, geo)
+
+
+# --------------------------------------------------------------------------------------------- conv.onednn_packed
+
+
+def _post_op(act: Clamp) -> tuple[str, list[float], Clamp]:
+    """oneDNN post-op (name, scalars) for a fused clamp, plus what is left to apply after the call."""
+    if act.is_identity:
+        return "none", [], Clamp()
+    if act.is_relu:
+        return "relu", [], Clamp()
+    if act.lo != -np.inf and act.hi != np.inf:
+        return "hardtanh", [float(act.lo), float(act.hi)], Clamp()
+    return "none", [], act  # a one-sided clamp other than relu: applied after the call
+
+
+def _build_onednn_packed(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
+    _check_layout("conv.onednn_packed", ctx, ("NHWC",))
+    w, b = conv_weights(weights)
+    geo = ConvGeometry.of(node, tuple(w.shape))
+    fmt = torch.channels_last
+    sym = geo.symmetric_padding
+    padding = list(sym) if sym is not None else [0, 0]
+    stride, dilation, groups = list(geo.stride), list(geo.dilation), geo.groups
+    n, _, h, wd = node.in_shape
+    if sym is None:
+        pt, pl, pb, pr = geo.pads
+        h, wd = h + pt + pb, wd + pl + pr
+    packed = torch._C._nn.mkldnn_reorder_conv2d_weight(w.to_mkldnn(), padding, stride, dilation, groups,
+                                                       [n, geo.in_channels, h, wd])
+    attr, scalars, rest = _post_op(parse_activation(ctx.fused_activation))
+    conv = torch.ops.mkldnn._convolution_pointwise
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=fmt)
+        if sym is None:
+            x = _pad_asymmetric(x, geo)
+        return rest.apply_(conv(x, packed, b, padding, stride, dilation, groups, attr, scalars, ""))
+
+    return kernel
+
+
+def _ws_onednn_packed(node: Node, precision: str) -> int:
+    # estimate: the weights in oneDNN's blocked layout, channels padded to blocks of 16, replace no copy
+    geo = ConvGeometry.of(node)
+    kh, kw = geo.kernel
+    if geo.is_depthwise:
+        size = -(-geo.out_channels // 16) * 16 * kh * kw
+    else:
+        size = (-(-geo.out_channels // 16) * 16) * (-(-(geo.in_channels // geo.groups) // 16) * 16) * kh * kw
+    return size * _F32 + _prepad_bytes(node, geo)
 
 
 # --------------------------------------------------------------------------------------------- conv.native
@@ -553,6 +612,11 @@ register(Primitive(
     name="conv.onednn", ops=("Conv",), layouts=("NCHW", "NHWC"), precisions=("fp32",), build=_build_onednn,
     applies=_onednn_applies, workspace_bytes=_ws_onednn, rank=0,
     description=f"oneDNN (ideep) convolution via aten::mkldnn_convolution; {_DENSE_NOTE}"))
+register(Primitive(
+    name="conv.onednn_packed", ops=("Conv",), layouts=("NHWC",), precisions=("fp32",),
+    build=_build_onednn_packed, applies=_onednn_applies, workspace_bytes=_ws_onednn_packed, rank=2,
+    description="oneDNN convolution with weights reordered once at build into its blocked format and the "
+                f"relu/clamp as a post-op (mkldnn::_convolution_pointwise); {_DENSE_NOTE}"))
 register(Primitive(
     name="conv.native", ops=("Conv",), layouts=("NCHW",), precisions=("fp32",), build=_build_native,
     applies=is_conv2d, workspace_bytes=_ws_native, rank=10,

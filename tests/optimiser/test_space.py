@@ -113,3 +113,19 @@ def test_bad_config_is_a_user_error():
         SpaceConfig(prune_ratios=(0.0, 1.5))
     with pytest.raises(PerfPredictError, match="layouts"):
         SpaceConfig(layouts=("NCWH",))
+
+
+def test_uniform_layout_with_costs_takes_each_nodes_cheapest_option_in_that_layout(space, resid_graph):
+    rng = np.random.default_rng(0)
+    unary = [rng.random(space.sizes[i]) for i in range(len(space.nodes))]
+    idx = space.uniform_layout_indices("NHWC", unary)
+    assert space.is_consistent(idx)
+    plan = space.decode(idx)
+    validate_plan(resid_graph, plan)
+    for i, name in enumerate(space.nodes):
+        if i in space.tied:
+            continue
+        legal = [k for k, c in enumerate(space.options[name])
+                 if (c.layout, c.precision, c.prune) == ("NHWC", "fp32", 0.0)]
+        if legal:
+            assert idx[i] == min(legal, key=lambda k: unary[i][k]), name

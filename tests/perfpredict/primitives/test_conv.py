@@ -15,9 +15,9 @@ from perfpredict.primitives.epilogue import parse_activation
 from perfpredict.runtime.kernel import BuildContext
 from tests.perfpredict.primitives.onnx_layers import conv_layer, rel_err
 
-FP32_CONV = {"conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1",
+FP32_CONV = {"conv.onednn", "conv.onednn_packed", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1",
              "conv.depthwise", "conv.reference"}
-GENERAL = {"conv.onednn", "conv.native", "conv.im2col", "conv.reference"}
+GENERAL = {"conv.onednn", "conv.onednn_packed", "conv.native", "conv.im2col", "conv.reference"}
 
 # (id, conv_layer kwargs, the fp32 primitives that must apply, exactly)
 CASES = [
@@ -54,6 +54,15 @@ def _run(name, layer, layout="NCHW", act=None):
     with torch.inference_mode():
         y = kernel(x)
     return y
+
+
+def _build_and_call(prim, layer, weights):
+    """``prim`` built with ``weights`` in its first layout, called on the layer's input in that layout."""
+    layout = prim.layouts[0]
+    x = torch.from_numpy(layer.x).contiguous(memory_format=torch.channels_last if layout == "NHWC"
+                                             else torch.contiguous_format)
+    with torch.inference_mode():
+        return prim.build(layer.node, weights, BuildContext(layout=layout))(x)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -115,6 +124,7 @@ def test_every_conv_primitive_is_registered_with_honest_metadata():
         assert p.ops == ("Conv",) and p.description
     assert get_primitive("conv.onednn").rank == 0
     assert get_primitive("conv.native").layouts == ("NCHW",)
+    assert get_primitive("conv.onednn_packed").layouts == ("NHWC",)  # packed weights give channels-last output
     with pytest.raises(PlanError, match="runs in layouts"):
         get_primitive("conv.native").build(layer.node, layer.weights, BuildContext(layout="NHWC"))
 
@@ -124,6 +134,7 @@ def test_workspace_bytes_reflect_the_algorithm():
     node = layer.node
     ws = {p.name: p.workspace_bytes(node, "fp32") for p in candidates(node, precision="fp32")}
     assert ws["conv.reference"] == 0
+    assert ws["conv.onednn_packed"] == 32 * 16 * 9 * 4  # the packed weights (channels already multiples of 16)
     assert ws["conv.im2col"] == 16 * 9 * 20 * 20 * 4  # the column buffer
     assert ws["conv.winograd"] > 16 * 32 * 16 * 4  # at least the transformed weights
     assert ws["conv.fft"] > ws["conv.im2col"] / 4
@@ -137,8 +148,7 @@ def test_pruned_weights_set_the_channel_counts():
     keep = np.arange(0, 16, 2)  # half of the output channels pruned away
     weights = {"weight": layer.weights["weight"][keep], "bias": layer.weights["bias"][keep]}
     for prim in candidates(layer.node, precision="fp32"):
-        kernel = prim.build(layer.node, weights, BuildContext())
-        y = kernel(torch.from_numpy(layer.x)).numpy()
+        y = _build_and_call(prim, layer, weights).numpy()
         assert rel_err(y, layer.expected[:, keep]) <= 1e-4, prim.name
     dw = conv_layer(cin=8, cout=8, groups=8)  # a depthwise conv whose producer was pruned stays depthwise
     geo = ConvGeometry.of(dw.node, (4, 1, 3, 3))
@@ -190,5 +200,5 @@ def test_non_contiguous_weight_arrays_are_copied_in_c_order():
     layer = conv_layer(cin=4, cout=6, hw=(7, 7))
     weights = {"weight": np.asfortranarray(layer.weights["weight"]), "bias": layer.weights["bias"]}
     for prim in candidates(layer.node, precision="fp32"):
-        y = prim.build(layer.node, weights, BuildContext())(torch.from_numpy(layer.x))
+        y = _build_and_call(prim, layer, weights)
         assert rel_err(y.numpy(), layer.expected) <= 1e-4, prim.name
