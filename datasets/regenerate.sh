@@ -3,14 +3,14 @@
 # resumable: if one is killed, run the script again.
 #
 #   datasets/regenerate.sh proxy   # datasets/proxy.db (AMD EPYC host, busy: ~60 minutes, OMP_WAIT_POLICY=PASSIVE)
-#   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~25 minutes)
+#   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~35 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
 NAME=${1:-proxy}
 case "$NAME" in
   proxy) LAYERS=20400; LAYER_CAP=0.025; LAYER_MIN=34; export OMP_WAIT_POLICY=PASSIVE ;;  # the machine was shared
-  xeon)  LAYERS=6000;  LAYER_CAP=0.05;  LAYER_MIN=12 ;;
+  xeon)  LAYERS=6634;  LAYER_CAP=0.05;  LAYER_MIN=14 ;;
   *) echo "usage: $0 proxy|xeon" >&2; exit 2 ;;
 esac
 WORK=${WORK:-/tmp/perfpredict-$NAME}
@@ -24,6 +24,10 @@ $PP profile layers --store "$S" --threads 1,2 --n-configs 1000 --n-variants-per-
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --json > "$WORK/models.json"
 $PP profile noise --store "$S" --sample 300 --seed 0 --json > "$WORK/noise.json"
+if [ "$NAME" = xeon ]; then  # the second model campaign (other variants; plans with conv.onednn_packed)
+  $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
+      --resolutions 96,128 --seed 1 --stop-after 2800 --max-minutes 12 --json > "$WORK/models-seed1.json"
+fi
 
 # compact copy (WAL checkpointed, VACUUMed) plus the skip log
 .venv/bin/python - "$S" "datasets/$NAME.db" <<'PY'
