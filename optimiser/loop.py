@@ -182,6 +182,8 @@ class SearchResult:
     final_measured: Measured | None = None
     calibration: LatencyCalibration | None = None
     notes: list[str] = field(default_factory=list)
+    anchors: dict[str, int] = field(default_factory=dict)
+    """Structured seeds of the search (whole-graph layout changes): label -> row of ``archive_idx``."""
 
     @property
     def best_plan(self) -> Plan:
@@ -230,10 +232,13 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
     # structured seeds, counted as trials: the whole-graph NHWC plan with the default primitives and with the
     # cheapest NHWC primitive of each node by the additive tables (see uniform_layout_indices)
     unary = problem.additive.unary if problem.additive is not None else None
-    for seed in (space.uniform_layout_indices("NHWC"), space.uniform_layout_indices("NHWC", unary)):
+    anchors: dict[str, int] = {}
+    for label, seed in (("all-NHWC plan", space.uniform_layout_indices("NHWC")),
+                        ("all-NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary))):
         if len(archive_idx) >= cfg.trials or np.array_equal(seed, default_idx) or \
                 any(np.array_equal(seed, a) for a in archive_idx):
             continue
+        anchors[label] = len(archive_idx)
         archive_idx.append(seed)
         archive_costs.append(evaluator(seed[None, :])[0])
     interrupted = False
@@ -293,7 +298,7 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
                                       plan))
     return SearchResult(problem, strategy.name, np.stack(archive_idx), archive_costs, best_idx, best_costs,
                         default_costs, done, time.perf_counter() - t0, interrupted, validations, final,
-                        calibration if calibration.pred else None, notes)
+                        calibration if calibration.pred else None, notes, anchors)
 
 
 def _fmt_value(problem: Problem, cost: Costs) -> str:

@@ -253,9 +253,11 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
 
 
 def _choose_measured(outcome: OptimiseOutcome, validator: Any, tolerance: float = 0.03) -> None:
-    """Measure the predicted best, the default plan and the two best incumbents validated during the search
-    round-robin on this machine, and keep the fastest when it beats the predicted best by more than
-    ``tolerance`` (budgets are still judged on predicted costs)."""
+    """Measure the predicted best, the default plan, the two best incumbents validated during the search and
+    the search's structured anchors (whole-graph layout changes) that meet the budgets, round-robin on this
+    machine, and keep the fastest when it beats the predicted best by more than ``tolerance`` (budgets are
+    still judged on predicted costs). The anchors are few and differ from the predicted best in many nodes at
+    once, so they guard against the predictor's errors on plans unlike its training data."""
     res = outcome.result
     graph = outcome.space.graph
     best = res.best_plan
@@ -267,6 +269,11 @@ def _choose_measured(outcome: OptimiseOutcome, validator: Any, tolerance: float 
         if v.plan.key not in seen and len(plans) < 4:
             seen.add(v.plan.key)
             plans[f"incumbent validated at trial {v.trial}"] = v.plan
+    for label, j in res.anchors.items():
+        plan = outcome.space.decode(res.archive_idx[j])
+        if plan.key not in seen and (res.archive_costs[j].feasible or not res.best_costs.feasible):
+            seen.add(plan.key)
+            plans[label] = plan
     measured = validator.compare(graph, plans)
     outcome.measured_best = measured["best"]
     outcome.measured_default = measured.get("default") or validator.measure(graph, default_plan(graph))

@@ -86,3 +86,30 @@ def test_optimise_writes_outputs_and_a_pareto_front(resid_graph, board, roofline
     pts = np.array([[float(r[1]), float(r[2])] for r in rows])
     assert len(pts) >= 1 and pareto_mask(pts).all()
     assert (tmp_path / "pareto.png").is_file() and out.report["pareto"]["hypervolume"] > 0
+
+
+def test_structured_anchors_are_recorded_and_measured_at_the_end(resid_graph, board, roofline, tmp_path):
+    from types import SimpleNamespace
+
+    from optimiser.run import _choose_measured
+
+    opts = OptimiseOptions(strategy="random", trials=16, measure=False, outdir=tmp_path, progress=False,
+                           lossless=True)
+    out = optimise(resid_graph, board, opts, roofline, "roofline")
+    res = out.result
+    assert res.anchors and all(0 <= j < len(res.archive_idx) for j in res.anchors.values())
+    j = res.anchors["all-NHWC plan"]
+    assert np.array_equal(res.archive_idx[j], out.space.uniform_layout_indices("NHWC"))
+
+    class Validator:  # measures the anchor fastest, everything else slower
+        def __init__(self):
+            self.seen = {}
+
+        def compare(self, graph, plans):
+            self.seen = dict(plans)
+            return {k: SimpleNamespace(latency_ms=1.0 if k == "all-NHWC plan" else 2.0) for k in plans}
+
+    v = Validator()
+    _choose_measured(out, v)
+    assert {"best", "default", "all-NHWC plan"} <= set(v.seen)
+    assert out.chosen_plan is not None and out.chosen_plan.choices == out.space.decode(res.archive_idx[j]).choices
