@@ -94,12 +94,12 @@ class QLearning(BaseStrategy):
                  planning: bool = True, explore: str = "steps", temperature: float = 0.002, replay: int = 8,
                  buffer_size: int = 5000, table_path: str | Path | None = None, resume: bool = True,
                  preset: str | None = None, lagrange_init: float = 0.05, lagrange_step: float = 2.0,
-                 knapsack: bool = True, knapsack_buckets: int = 64):
+                 knapsack: bool = True, knapsack_buckets: int = 64, polish: bool = True):
         super().__init__(problem)
         if preset == "qsdnn":
             alpha, gamma, explore_fraction = QSDNN_PRESET["alpha"], QSDNN_PRESET["gamma"], 0.5
             schedule, init, state, reward, epsilon_start = "qsdnn", "zero", "choice", "terminal", 1.0
-            explore, planning = "epsilon", False
+            explore, planning, polish = "epsilon", False, False
         elif preset is not None:
             raise StrategyError(f"unknown Q-learning preset '{preset}'; accepted: qsdnn")
         checks = {"schedule": (schedule, ("linear", "qsdnn")), "init": (init, ("anchored", "bound", "zero")),
@@ -121,6 +121,8 @@ class QLearning(BaseStrategy):
         self.temperature = temperature
         self.anchor_weight = anchor_weight
         self.planning = planning and problem.additive is not None and reward == "step"
+        self.polish = polish and problem.additive is not None and reward == "step"
+        self._polished: set[bytes] = set()
         sp = self.space
         self.steps = list(sp.free)
         self.step_of = {i: t for t, i in enumerate(self.steps)}
@@ -648,12 +650,89 @@ class QLearning(BaseStrategy):
 
     def ask(self, n: int = 1) -> list[Candidate]:
         """``n`` episodes generated with the current table: epsilon-greedy, except that the first of a
-        batch is greedy once exploration is below 1 (so the best plan tracks the greedy policy)."""
+        batch is greedy once exploration is below 1 (so the best plan tracks the greedy policy) and, with
+        ``polish``, the second is the best plan so far polished by :meth:`polish_indices` when that gives
+        a plan not tried before."""
         out = []
         for k in range(n):
+            if k == 1 and self.polish and self.best_row is not None:
+                plan = self.polish_indices(self.best_row[0])
+                key = plan.tobytes()
+                if key not in self._polished and not np.array_equal(plan, self.best_row[0]):
+                    self._polished.add(key)
+                    out.append(self._candidate(plan))
+                    continue
             eps = self.epsilon(self.episodes + k)
             out.append(self._candidate(self._episode(0.0 if k == 0 and eps < 1.0 else eps)))
         return out
+
+    def polish_indices(self, idx: np.ndarray, passes: int = 3) -> np.ndarray:
+        """The best of ``idx`` and its whole-graph relayouts (every node moved to its cheapest option in one
+        layout, precision and prune ratio kept), each improved by iterated conditional modes on the additive
+        tables: every free node in turn takes its cheapest option given all the others (its prune ratio
+        kept, within the accuracy knapsack), for up to ``passes`` sweeps. Single-node moves settle the
+        near-ties that learned values can leave on the wrong side; the relayouts are the coherent moves
+        that single nodes cannot make through the conversion costs on both sides."""
+        idx = np.array(idx, copy=True)
+        if self.unary is None:
+            return idx
+        starts = [idx] + [self._relayout(idx, layout) for layout in self._layouts()]
+        best, best_cost = idx, float(self._step_costs(idx).sum())
+        for start in starts:
+            cand = self._icm(start, passes)
+            if self.knap and sum(self.knap_cost[i][cand[i]] for i in self.steps) > self.knap_budget + 1e-9:
+                continue
+            cost = float(self._step_costs(cand).sum())
+            if cost < best_cost - 1e-12 * max(1.0, abs(self.scale)):
+                best, best_cost = cand, cost
+        return best
+
+    def _layouts(self) -> list[str]:
+        return sorted({c.layout for opts in self.space.options.values() for c in opts})
+
+    def _relayout(self, idx: np.ndarray, layout: str) -> np.ndarray:
+        out = np.array(idx, copy=True)
+        for i in self.steps:
+            opts = self.space.options[self.space.nodes[i]]
+            cur = opts[int(idx[i])]
+            same = [k for k, c in enumerate(opts) if c.layout == layout and c.precision == cur.precision
+                    and c.prune == cur.prune]
+            if same:
+                out[i] = min(same, key=lambda k: float(self.unary[i][k]))
+        return self.space.complete(out)
+
+    def _icm(self, idx: np.ndarray, passes: int) -> np.ndarray:
+        idx = np.array(idx, copy=True)
+        pairs_from: dict[int, list[tuple[int, np.ndarray]]] = {i: [] for i in self.steps}
+        for d in self.steps:
+            for src, m in self.pairs_into[d]:
+                pairs_from.setdefault(src, []).append((d, m))
+        used = float(sum(self.knap_cost[i][idx[i]] for i in self.steps)) if self.knap else 0.0
+        for _ in range(passes):
+            moved = False
+            for i in self.steps:
+                cur = int(idx[i])
+                cand = np.flatnonzero(self.ratio_idx[i] == self.ratio_idx[i][cur])
+                if self.knap:
+                    room = self.knap_budget - (used - self.knap_cost[i][cur]) + 1e-9
+                    cand = cand[self.knap_cost[i][cand] <= room]
+                    if not len(cand):  # a start already over the budget: leave this node as it is
+                        continue
+                cost = np.asarray(self.unary[i], dtype=float)[cand].copy()
+                for src, m in self.pairs_into[i]:
+                    cost += m[idx[src], cand]
+                for dst, m in pairs_from[i]:
+                    cost += m[cand, idx[dst]]
+                k = int(np.argmin(cost))
+                here = np.flatnonzero(cand == cur)
+                if len(here) and cost[k] < cost[here[0]] - 1e-12 * max(1.0, abs(self.scale)):
+                    if self.knap:
+                        used += float(self.knap_cost[i][cand[k]] - self.knap_cost[i][cur])
+                    idx[i] = int(cand[k])
+                    moved = True
+            if not moved:
+                break
+        return self.space.complete(idx)
 
     # ------------------------------------------------------------------ learning
     def _rewards(self, idx: np.ndarray, value: float) -> np.ndarray:

@@ -115,3 +115,27 @@ def test_optuna_bad_storage_is_a_user_error(tiny, board, roofline):
     prob, _ = _problem(tiny, board, roofline, 5, storage="nosuchdb://x")
     with pytest.raises(StrategyError, match="storage"):
         make_strategy("tpe", prob)
+
+
+def test_polish_reaches_a_single_move_optimum_and_tries_whole_graph_layouts(resid_graph, board, roofline):
+    space = SearchSpace(resid_graph, SpaceConfig(lossless=True))
+    add = additive_costs(space, roofline, board)
+    ev = Evaluator(space, roofline, board, Objective())
+    q = make_strategy("qlearning", Problem(space, Objective(), ev, add, True, n_trials=16))
+    start = space.default_indices()
+    out = q.polish_indices(start)
+    assert space.is_consistent(out)
+    assert add.latency(out[None])[0] <= add.latency(start[None])[0] + 1e-12
+    # no single free node can improve the polished plan on the additive tables
+    here = add.latency(out[None])[0]
+    for i in space.free:
+        for k in range(space.sizes[i]):
+            trial = out.copy()
+            trial[i] = k
+            trial = space.complete(trial)
+            assert add.latency(trial[None])[0] >= here - 1e-9
+    # at least as good as polishing the whole-graph NHWC plan alone
+    nhwc = q.polish_indices(space.uniform_layout_indices("NHWC"))
+    assert here <= add.latency(nhwc[None])[0] + 1e-9
+    assert make_strategy("qlearning", Problem(space, Objective(), ev, add, True, n_trials=16),
+                         preset="qsdnn").polish is False
