@@ -64,3 +64,23 @@ def test_random_mixed_precision_plans_run(zoo_model, name):
     assert compare_outputs(y, ref)["sqnr_db"] > 8.0
     kinds = {c.kind for c in exe.conversions}
     assert {"quantize", "dequantize"} <= kinds
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_b0"])
+def test_all_packed_nhwc_plan_matches_onnxruntime(zoo_model, name):
+    from perfpredict.plan import Choice, Plan
+    from perfpredict.primitives import candidates, get_primitive
+
+    graph, path = zoo_model(name)
+    x = _input(graph, seed=4)
+    ref = ort_run(ort_session(path, threads=1), x)[0]
+    choices = {}
+    for n in graph.nodes:
+        if any(p.name == "conv.onednn_packed" for p in candidates(n, layout="NHWC", precision="fp32")):
+            choices[n.name] = Choice("conv.onednn_packed", "NHWC")
+        else:
+            prim = candidates(n, precision="fp32")[0]
+            choices[n.name] = Choice(prim.name, "NHWC" if "NHWC" in get_primitive(prim.name).layouts else "NCHW")
+    exe = build_executable(graph, Plan(choices))
+    assert sum(c.primitive == "conv.onednn_packed" for c in exe.plan.choices.values()) > 0
+    assert max_rel_err(exe.run(x), ref) <= 1e-3, name
