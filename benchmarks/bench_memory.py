@@ -19,7 +19,6 @@ Reported: measured memory ratio default / half-mem and the latency cost of half-
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import plan_calls, run_models, search_parser, timing_kwargs, write_results  # noqa: E402
+from benchmarks.harness import plan_calls, run_and_write, search_parser, timing_kwargs  # noqa: E402
 from optimiser.run import OptimiseOptions, optimise  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
@@ -95,12 +94,7 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = search_parser(__doc__.splitlines()[0], "benchmarks/results/memory.json")
-    args = ap.parse_args(argv)
-
-    rows, pname = run_models(args.models, args.threads, args.predictor, functools.partial(bench_model, args=args))
-    write_results(args.out, {"predictor": pname, "trials": args.trials, "max_drop_pct": args.max_drop, "rows": rows},
-                  _table(rows))
-    return 0
+    return run_and_write(ap.parse_args(argv), bench_model, _table)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ Run it on a quiet machine.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_runtime import baseline_plan  # noqa: E402
-from benchmarks.harness import plan_calls, run_models, search_parser, timing_kwargs, write_results  # noqa: E402
+from benchmarks.harness import plan_calls, run_and_write, search_parser, timing_kwargs  # noqa: E402
 from optimiser.run import OptimiseOptions, optimise  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
@@ -106,12 +105,7 @@ def _table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = search_parser(__doc__.splitlines()[0], "benchmarks/results/realised.json")
     ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) C reference baseline")
-    args = ap.parse_args(argv)
-
-    rows, pname = run_models(args.models, args.threads, args.predictor, functools.partial(bench_model, args=args))
-    write_results(args.out, {"predictor": pname, "trials": args.trials, "max_drop_pct": args.max_drop, "rows": rows},
-                  _table(rows))
-    return 0
+    return run_and_write(ap.parse_args(argv), bench_model, _table)
 
 
 if __name__ == "__main__":

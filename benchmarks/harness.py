@@ -5,6 +5,7 @@ JSON + Markdown result files."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -101,6 +102,16 @@ def run_models(models: str, threads: int, predictor: str | None,
             print(f"{model}: searching and measuring ...", file=sys.stderr, flush=True)
             rows.append(bench_model(model, device, pred, pname, Path(tmp)))
     return rows, pname
+
+
+def run_and_write(args: argparse.Namespace, bench_model: Callable[..., dict],
+                  table: Callable[[list[dict]], str]) -> int:
+    """Run ``bench_model(..., args=args)`` over ``args.models`` (:func:`run_models`) and write the results
+    with ``table(rows)`` (:func:`write_results`); the exit status."""
+    rows, pname = run_models(args.models, args.threads, args.predictor, functools.partial(bench_model, args=args))
+    write_results(args.out, {"predictor": pname, "trials": args.trials, "max_drop_pct": args.max_drop, "rows": rows},
+                  table(rows))
+    return 0
 
 
 def write_results(out: str | Path, payload: dict, table: str) -> None:

@@ -286,31 +286,27 @@ class SearchSpace:
         """The option indices of the default plan (every node's default choice: index 0)."""
         return np.zeros(len(self.nodes), dtype=np.int64)
 
-    def uniform_layout_indices(self, layout: str, unary: Sequence[np.ndarray] | None = None) -> np.ndarray:
-        """The default plan with every node that can run fp32, unpruned in ``layout`` moved to it: one coherent
-        layout change, which single-node moves cannot reach without paying for the conversions on both sides.
-
-        Without ``unary`` each node keeps its default primitive; with it (per free node, a cost per option,
-        as :class:`~optimiser.objectives.AdditiveCosts` holds) each takes its cheapest option in ``layout``.
-        """
-        idx = self.default_indices()
+    def relayout(self, indices: np.ndarray, layout: str, unary: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """``indices`` with every untied node that has an option in ``layout`` at its current precision and prune
+        ratio moved to one: a coherent layout change, which single-node moves cannot reach without paying for
+        the conversions on both sides. Without ``unary`` a node keeps its primitive (and stays put when that
+        primitive lacks ``layout``); with it (per node a cost per option, as
+        :class:`~optimiser.objectives.AdditiveCosts` holds) it takes its cheapest option in ``layout``."""
+        idx = np.array(indices, dtype=np.int64, copy=True)
         for i, n in enumerate(self.nodes):
             if i in self.tied:
                 continue
-            base = self.options[n][0]
-            best = None
-            for k, c in enumerate(self.options[n]):
-                if c.layout != layout or c.precision != "fp32" or c.prune != 0.0:
-                    continue
-                if unary is None:
-                    if c.primitive == base.primitive:
-                        best = k
-                        break
-                elif len(unary[i]) > k and (best is None or unary[i][k] < unary[i][best]):
-                    best = k
-            if best is not None:
-                idx[i] = best
+            cur = self.options[n][int(idx[i])]
+            same = [k for k, c in enumerate(self.options[n])
+                    if c.layout == layout and c.precision == cur.precision and c.prune == cur.prune
+                    and (unary is not None or c.primitive == cur.primitive) and (unary is None or k < len(unary[i]))]
+            if same:
+                idx[i] = same[0] if unary is None else min(same, key=lambda k: float(unary[i][k]))
         return self.complete(idx)
+
+    def uniform_layout_indices(self, layout: str, unary: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """The default plan moved to ``layout`` as a whole (:meth:`relayout` of :meth:`default_indices`)."""
+        return self.relayout(self.default_indices(), layout, unary)
 
     def decode(self, indices: Sequence[int] | np.ndarray, name: str = "") -> Plan:
         """The plan with option ``indices[i]`` at node ``i``."""

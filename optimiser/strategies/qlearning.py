@@ -208,8 +208,10 @@ class QLearning(BaseStrategy):
         for s, d, m in pairs:
             merged[(s, d)] = merged[(s, d)] + m if (s, d) in merged else m
         self.pairs_into = {i: [] for i in self.steps}
+        self.pairs_out: dict[int, list[tuple[int, np.ndarray]]] = {i: [] for i in self.steps}
         for (s, d), m in merged.items():
             self.pairs_into[d].append((s, m))
+            self.pairs_out.setdefault(s, []).append((d, m))
         self.q = [{} for _ in self.steps]
         self.corr = {}
         self._cost_cache = {}
@@ -676,38 +678,20 @@ class QLearning(BaseStrategy):
         idx = np.array(idx, copy=True)
         if self.unary is None:
             return idx
-        starts = [idx] + [self._relayout(idx, layout) for layout in self._layouts()]
+        starts = [idx] + [self.space.relayout(idx, layout, self.unary) for layout in self.space.config.layouts]
         best, best_cost = idx, float(self._step_costs(idx).sum())
         for start in starts:
             cand = self._icm(start, passes)
-            if self.knap and sum(self.knap_cost[i][cand[i]] for i in self.steps) > self.knap_budget + 1e-9:
+            if self.knap and self._used(cand)[-1] > self.knap_budget + 1e-9:
                 continue
             cost = float(self._step_costs(cand).sum())
             if cost < best_cost - 1e-12 * max(1.0, abs(self.scale)):
                 best, best_cost = cand, cost
         return best
 
-    def _layouts(self) -> list[str]:
-        return sorted({c.layout for opts in self.space.options.values() for c in opts})
-
-    def _relayout(self, idx: np.ndarray, layout: str) -> np.ndarray:
-        out = np.array(idx, copy=True)
-        for i in self.steps:
-            opts = self.space.options[self.space.nodes[i]]
-            cur = opts[int(idx[i])]
-            same = [k for k, c in enumerate(opts) if c.layout == layout and c.precision == cur.precision
-                    and c.prune == cur.prune]
-            if same:
-                out[i] = min(same, key=lambda k: float(self.unary[i][k]))
-        return self.space.complete(out)
-
     def _icm(self, idx: np.ndarray, passes: int) -> np.ndarray:
         idx = np.array(idx, copy=True)
-        pairs_from: dict[int, list[tuple[int, np.ndarray]]] = {i: [] for i in self.steps}
-        for d in self.steps:
-            for src, m in self.pairs_into[d]:
-                pairs_from.setdefault(src, []).append((d, m))
-        used = float(sum(self.knap_cost[i][idx[i]] for i in self.steps)) if self.knap else 0.0
+        used = float(self._used(idx)[-1]) if self.knap else 0.0
         for _ in range(passes):
             moved = False
             for i in self.steps:
@@ -721,7 +705,7 @@ class QLearning(BaseStrategy):
                 cost = np.asarray(self.unary[i], dtype=float)[cand].copy()
                 for src, m in self.pairs_into[i]:
                     cost += m[idx[src], cand]
-                for dst, m in pairs_from[i]:
+                for dst, m in self.pairs_out[i]:
                     cost += m[cand, idx[dst]]
                 k = int(np.argmin(cost))
                 here = np.flatnonzero(cand == cur)

@@ -159,6 +159,13 @@ def _prepad_bytes(node: Node, geo: ConvGeometry) -> int:
 # --------------------------------------------------------------------------------------------- conv.onednn
 
 
+def _onednn_args(geo: ConvGeometry) -> tuple[list[int], list[int], list[int], int]:
+    """(padding, stride, dilation, groups) of a oneDNN call; asymmetric pads are applied to the input
+    beforehand (:func:`_pad_asymmetric`), so the call gets none."""
+    sym = geo.symmetric_padding
+    return (list(sym) if sym is not None else [0, 0]), list(geo.stride), list(geo.dilation), geo.groups
+
+
 def _build_onednn(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
     _check_layout("conv.onednn", ctx, ("NCHW", "NHWC"))
     w, b = conv_weights(weights)
@@ -166,8 +173,7 @@ def _build_onednn(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
     fmt = memory_format(ctx.layout)
     w = w.contiguous(memory_format=fmt)
     sym = geo.symmetric_padding
-    padding = list(sym) if sym is not None else [0, 0]
-    stride, dilation, groups = list(geo.stride), list(geo.dilation), geo.groups
+    padding, stride, dilation, groups = _onednn_args(geo)
     act = parse_activation(ctx.fused_activation)
 
     def kernel(x: torch.Tensor) -> torch.Tensor:
@@ -206,8 +212,7 @@ def _build_onednn_packed(node: Node, weights: Mapping[str, np.ndarray], ctx: Bui
     geo = ConvGeometry.of(node, tuple(w.shape))
     fmt = torch.channels_last
     sym = geo.symmetric_padding
-    padding = list(sym) if sym is not None else [0, 0]
-    stride, dilation, groups = list(geo.stride), list(geo.dilation), geo.groups
+    padding, stride, dilation, groups = _onednn_args(geo)
     n, _, h, wd = node.in_shape
     if sym is None:
         pt, pl, pb, pr = geo.pads
@@ -227,14 +232,15 @@ def _build_onednn_packed(node: Node, weights: Mapping[str, np.ndarray], ctx: Bui
 
 
 def _ws_onednn_packed(node: Node, precision: str) -> int:
-    # estimate: the weights in oneDNN's blocked layout, channels padded to blocks of 16, replace no copy
+    # estimate: the packed copy of the weights, channels padded to oneDNN's blocks of 16
     geo = ConvGeometry.of(node)
     kh, kw = geo.kernel
-    if geo.is_depthwise:
-        size = -(-geo.out_channels // 16) * 16 * kh * kw
-    else:
-        size = (-(-geo.out_channels // 16) * 16) * (-(-(geo.in_channels // geo.groups) // 16) * 16) * kh * kw
-    return size * _F32 + _prepad_bytes(node, geo)
+
+    def blocks(c: int) -> int:
+        return -(-c // 16) * 16
+
+    per_out = 1 if geo.is_depthwise else blocks(geo.in_channels // geo.groups)
+    return blocks(geo.out_channels) * per_out * kh * kw * _F32 + _prepad_bytes(node, geo)
 
 
 # --------------------------------------------------------------------------------------------- conv.native
