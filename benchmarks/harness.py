@@ -74,8 +74,8 @@ def timing_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """measure_interleaved's turn options from the parsed :func:`add_timing_options`: steady-state blocks.
 
     A single timed call per turn, right after another runtime's turn, measures how fast that runtime's
-    thread pool wakes up rather than the model (mobilenet_v2: 16 ms instead of 11 ms for ours, 5.3 instead
-    of 3.4 for ONNX Runtime); untimed calls first and blocks of timed calls give the steady state.
+    thread pool wakes up rather than the model (benchmarks/bench_interleave.py shows by how much); untimed
+    calls first and blocks of timed calls give the steady state.
     """
     return {"settle_s": args.settle, "block": args.block, "block_warmup": args.block_warmup}
 

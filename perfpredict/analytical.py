@@ -265,7 +265,8 @@ def traits_for(primitive: str) -> KernelTraits:
 # 7x7 stem): e.g. Winograd measured 1.1-1.35x and FFT 8-37x the time of oneDNN there, int8 0.25-0.9x.
 register_traits("conv.onednn", KernelTraits(0.65, layout_eff={"NHWC": 0.9}))
 # packed weights: on average 0.58-0.61x the time of conv.onednn in NHWC over the 315 conv configurations of
-# datasets/xeon.db (1 and 2 threads), most in deep layers where reordering the weights every call dominates
+# datasets/xeon.db at 1 and 2 threads (benchmarks/bench_packed_conv.py), most in deep layers where reordering
+# the weights every call dominates
 register_traits("conv.onednn_packed", KernelTraits(0.85))
 register_traits("conv.native", KernelTraits(0.45, memory_eff=0.7, overhead_ms=0.005, depthwise_eff=0.05))
 register_traits("conv.im2col", KernelTraits(0.3, memory_eff=0.4, extra_traffic=_im2col_bytes, overhead_ms=0.01,

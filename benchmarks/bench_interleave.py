@@ -1,0 +1,76 @@
+"""How the interleaving protocol changes a comparison of our runtime with ONNX Runtime (a figure, not a test).
+
+For one model at a fixed thread count, the default plan and ONNX Runtime's session are timed four ways with
+perfpredict.measure.measure_interleaved: each alone (steady state), and interleaved with one timed call per
+turn (no settle, and after ``--settle`` idle seconds) and in steady-state turns (``--settle``, then
+``--block-warmup`` untimed and ``--block`` timed calls). Where an interleaved median departs from the
+standalone one, the protocol, not the model, made the difference.
+
+    .venv/bin/python benchmarks/bench_interleave.py [--model mobilenet_v2] [--threads 2]
+        [--out benchmarks/results/interleave.json]
+
+Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import add_timing_options, plan_calls, timing_kwargs, write_results  # noqa: E402
+from perfpredict.measure import measure_interleaved  # noqa: E402
+from perfpredict.models import load_model  # noqa: E402
+from perfpredict.plan import default_plan  # noqa: E402
+from perfpredict.runtime import ort_session  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="mobilenet_v2")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time-cap", type=float, default=3.0, help="seconds of timing per candidate")
+    ap.add_argument("--max-repeats", type=int, default=100)
+    add_timing_options(ap)
+    ap.add_argument("--out", default="benchmarks/results/interleave.json")
+    args = ap.parse_args(argv)
+
+    graph, onnx_path = load_model(args.model)
+    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+    fns = plan_calls(graph, {"ours": default_plan(graph)}, args.threads, x)
+    sess = ort_session(onnx_path, threads=args.threads)
+    feeds = {sess.get_inputs()[0].name: x}
+    fns["ort"] = lambda: sess.run(None, feeds)
+    common = dict(warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
+                  threads=args.threads, seed=0)
+    steady = timing_kwargs(args)
+    protocols = {
+        "alone (steady state)": None,
+        "interleaved, one call per turn": dict(settle_s=0.0),
+        f"interleaved, one call per turn after {args.settle:g} s idle": dict(settle_s=args.settle),
+        "interleaved, steady-state turns": steady,
+    }
+    rows = []
+    for label, kw in protocols.items():
+        if kw is None:
+            stats = {k: measure_interleaved({k: f}, **common, **{**steady, "settle_s": 0.0})[k] for k, f in fns.items()}
+        else:
+            stats = measure_interleaved(fns, **common, **kw)
+        rows.append({"protocol": label, "stats": {k: dataclasses.asdict(s) for k, s in stats.items()},
+                     "median_ms": {k: s.median_ms for k, s in stats.items()}})
+        print(f"{label}: " + ", ".join(f"{k} {s.median_ms:.2f} ms" for k, s in stats.items()), file=sys.stderr)
+    table = "\n".join([f"| protocol ({args.model}, {args.threads} threads) | ours ms | ONNX Runtime ms | ratio |",
+                       "|---|---|---|---|"]
+                      + [f"| {r['protocol']} | {r['median_ms']['ours']:.2f} | {r['median_ms']['ort']:.2f} | "
+                         f"{r['median_ms']['ours'] / r['median_ms']['ort']:.2f} |" for r in rows])
+    write_results(args.out, {"model": args.model, "threads": args.threads, "rows": rows}, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
