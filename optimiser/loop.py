@@ -230,11 +230,16 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
     default_idx = space.default_indices()
     default_costs = evaluator(default_idx[None, :])[0]
     # structured seeds, counted as trials: the whole-graph NHWC plan with the default primitives and with the
-    # cheapest NHWC primitive of each node by the additive tables (see uniform_layout_indices)
+    # cheapest NHWC primitive of each node by the additive tables, and where int8 is allowed the same two in
+    # int8 (see SearchSpace.relayout)
     unary = problem.additive.unary if problem.additive is not None else None
     anchors: dict[str, int] = {}
-    for label, seed in (("all-NHWC plan", space.uniform_layout_indices("NHWC")),
-                        ("all-NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary))):
+    seeds = [("all-NHWC plan", space.uniform_layout_indices("NHWC")),
+             ("all-NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary))]
+    if "int8" in space.config.precisions:
+        seeds += [("all-int8 NHWC plan", space.uniform_layout_indices("NHWC", precision="int8")),
+                  ("all-int8 NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary, "int8"))]
+    for label, seed in seeds:
         if len(archive_idx) >= cfg.trials or np.array_equal(seed, default_idx) or \
                 any(np.array_equal(seed, a) for a in archive_idx):
             continue

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 from perfpredict.errors import PerfPredictError
@@ -241,10 +241,21 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
         outcome.measure_note = ("plans were not run: measurements are taken on this machine, so only with "
                                 "--device-features local (or --measure for a board file describing it)")
     try:
+        checked: dict[str, Any] = {}
+
+        def accuracy_of(plan: Plan) -> Any:
+            if plan.key not in checked:
+                checked[plan.key] = meter.measure(plan)
+            return checked[plan.key]
+
+        def within_budget(plan: Plan) -> bool:
+            lossy = any(c.precision != "fp32" or c.prune > 0 for c in plan.choices.values())
+            return meter is None or budget is None or not lossy or accuracy_of(plan).drop_pct <= budget
+
         if validator is not None and not result.interrupted:
-            _choose_measured(outcome, validator)
+            _choose_measured(outcome, validator, accept=within_budget)
         if meter is not None and not result.interrupted:
-            outcome.measured_accuracy = meter.measure(outcome.chosen_plan or result.best_plan)
+            outcome.measured_accuracy = accuracy_of(outcome.chosen_plan or result.best_plan)
     except KeyboardInterrupt:  # the search is done: keep its result, skip the remaining measurements
         result.interrupted = True
         result.notes.append("interrupted while measuring the final plans; the search result is written")
@@ -252,12 +263,15 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
     return outcome
 
 
-def _choose_measured(outcome: OptimiseOutcome, validator: Any, tolerance: float = 0.03) -> None:
+def _choose_measured(outcome: OptimiseOutcome, validator: Any, tolerance: float = 0.03,
+                     accept: Callable[[Plan], bool] | None = None) -> None:
     """Measure the predicted best, the default plan, the two best incumbents validated during the search and
-    the search's structured anchors (whole-graph layout changes) that meet the budgets, round-robin on this
-    machine, and keep the fastest when it beats the predicted best by more than ``tolerance`` (budgets are
-    still judged on predicted costs). The anchors are few and differ from the predicted best in many nodes at
-    once, so they guard against the predictor's errors on plans unlike its training data."""
+    the search's structured anchors (whole-graph layout and precision changes) that meet the budgets,
+    round-robin on this machine, and keep the fastest when it beats the predicted best by more than
+    ``tolerance`` (budgets are still judged on predicted costs). The anchors are few and differ from the
+    predicted best in many nodes at once, so they guard against the predictor's errors on plans unlike its
+    training data. ``accept(plan)`` (e.g. a measured accuracy check) can veto a faster plan; the next
+    fastest is then considered."""
     res = outcome.result
     graph = outcome.space.graph
     best = res.best_plan
@@ -277,10 +291,14 @@ def _choose_measured(outcome: OptimiseOutcome, validator: Any, tolerance: float 
     measured = validator.compare(graph, plans)
     outcome.measured_best = measured["best"]
     outcome.measured_default = measured.get("default") or validator.measure(graph, default_plan(graph))
-    name = min(measured, key=lambda k: measured[k].latency_ms)
     final = measured["best"].latency_ms
-    if name == "best" or measured[name].latency_ms >= final * (1 - tolerance):
-        return
+    for name in sorted(measured, key=lambda k: measured[k].latency_ms):
+        if name == "best" or measured[name].latency_ms >= final * (1 - tolerance):
+            return
+        if accept is None or accept(plans[name]):
+            break
+        res.notes.append(f"the {name} measured {measured[name].latency_ms:.4g} ms but its measured accuracy "
+                         "is outside the budget; it is not kept")
     what = "the default plan" if name == "default" else f"the {name}"
     plan = plans[name]
     outcome.chosen_plan = Plan(plan.choices, f"{graph.name}-measured-best", outcome.space.graph_id)

@@ -286,27 +286,46 @@ class SearchSpace:
         """The option indices of the default plan (every node's default choice: index 0)."""
         return np.zeros(len(self.nodes), dtype=np.int64)
 
-    def relayout(self, indices: np.ndarray, layout: str, unary: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    def relayout(self, indices: np.ndarray, layout: str, unary: Sequence[np.ndarray] | None = None,
+                 precision: str | None = None) -> np.ndarray:
         """``indices`` with every untied node that has an option in ``layout`` at its current precision and prune
         ratio moved to one: a coherent layout change, which single-node moves cannot reach without paying for
         the conversions on both sides. Without ``unary`` a node keeps its primitive (and stays put when that
         primitive lacks ``layout``); with it (per node a cost per option, as
-        :class:`~optimiser.objectives.AdditiveCosts` holds) it takes its cheapest option in ``layout``."""
+        :class:`~optimiser.objectives.AdditiveCosts` holds) it takes its cheapest option in ``layout``.
+
+        With ``precision`` every node that has an option in that precision (in ``layout``, or in any layout when
+        its tensors are the same in both) moves to it as well - a whole-graph precision change, which
+        single-node moves reach only through a quantise/dequantise pair each; such a move changes the
+        primitive, so the node takes its first option (its cheapest with ``unary``)."""
+        from perfpredict.runtime.executor import layout_matters
+
         idx = np.array(indices, dtype=np.int64, copy=True)
         for i, n in enumerate(self.nodes):
             if i in self.tied:
                 continue
-            cur = self.options[n][int(idx[i])]
-            same = [k for k, c in enumerate(self.options[n])
-                    if c.layout == layout and c.precision == cur.precision and c.prune == cur.prune
-                    and (unary is not None or c.primitive == cur.primitive) and (unary is None or k < len(unary[i]))]
+            opts, cur = self.options[n], self.options[n][int(idx[i])]
+            usable = range(len(opts)) if unary is None else range(min(len(opts), len(unary[i])))
+
+            def matching(prec: str, layouts: tuple[str, ...], keep_primitive: bool) -> list[int]:
+                return [k for k in usable if opts[k].layout in layouts and opts[k].precision == prec
+                        and opts[k].prune == cur.prune and (not keep_primitive or opts[k].primitive == cur.primitive)]
+
+            same: list[int] = []
+            if precision is not None and precision != cur.precision:
+                any_layout = not layout_matters(self.graph.node(n).out_shape)
+                same = matching(precision, (layout,), False) or \
+                    (matching(precision, self.config.layouts, False) if any_layout else [])
+            same = same or matching(cur.precision, (layout,), unary is None)
             if same:
                 idx[i] = same[0] if unary is None else min(same, key=lambda k: float(unary[i][k]))
         return self.complete(idx)
 
-    def uniform_layout_indices(self, layout: str, unary: Sequence[np.ndarray] | None = None) -> np.ndarray:
-        """The default plan moved to ``layout`` as a whole (:meth:`relayout` of :meth:`default_indices`)."""
-        return self.relayout(self.default_indices(), layout, unary)
+    def uniform_layout_indices(self, layout: str, unary: Sequence[np.ndarray] | None = None,
+                               precision: str | None = None) -> np.ndarray:
+        """The default plan moved to ``layout`` (and ``precision``) as a whole (:meth:`relayout` of
+        :meth:`default_indices`)."""
+        return self.relayout(self.default_indices(), layout, unary, precision)
 
     def decode(self, indices: Sequence[int] | np.ndarray, name: str = "") -> Plan:
         """The plan with option ``indices[i]`` at node ``i``."""

@@ -113,3 +113,41 @@ def test_structured_anchors_are_recorded_and_measured_at_the_end(resid_graph, bo
     _choose_measured(out, v)
     assert {"best", "default", "all-NHWC plan"} <= set(v.seen)
     assert out.chosen_plan is not None and out.chosen_plan.choices == out.space.decode(res.archive_idx[j]).choices
+
+
+def test_int8_anchors_are_offered_when_int8_is_allowed_and_a_veto_passes_over_them(resid_graph, board, roofline,
+                                                                                   tmp_path):
+    from types import SimpleNamespace
+
+    from optimiser.run import _choose_measured
+
+    opts = OptimiseOptions(strategy="random", trials=16, measure=False, outdir=tmp_path, progress=False,
+                           max_accuracy_drop_pct=100.0)
+    out = optimise(resid_graph, board, opts, roofline, "roofline")
+    res = out.result
+    j = res.anchors["all-int8 NHWC plan"]
+    assert np.array_equal(res.archive_idx[j], out.space.uniform_layout_indices("NHWC", precision="int8"))
+    fast = {"all-int8 NHWC plan": 1.0, "all-NHWC plan": 1.5}
+
+    class Validator:
+        def compare(self, graph, plans):
+            return {k: SimpleNamespace(latency_ms=fast.get(k, 2.0)) for k in plans}
+
+    vetoed = []
+
+    def accept(plan):
+        lossy = any(c.precision == "int8" for c in plan.choices.values())
+        vetoed.extend([plan] if lossy else [])
+        return not lossy
+
+    _choose_measured(out, Validator(), accept=accept)
+    assert len(vetoed) == 1  # the int8 anchor was the fastest and was checked first
+    assert out.chosen_plan.choices == out.space.decode(res.archive_idx[res.anchors["all-NHWC plan"]]).choices
+    assert any("all-int8 NHWC plan" in n and "not kept" in n for n in res.notes)
+
+
+def test_lossless_search_has_no_int8_anchors(resid_graph, board, roofline, tmp_path):
+    opts = OptimiseOptions(strategy="random", trials=8, measure=False, outdir=tmp_path, progress=False,
+                           lossless=True)
+    res = optimise(resid_graph, board, opts, roofline, "roofline").result
+    assert not any("int8" in label for label in res.anchors)

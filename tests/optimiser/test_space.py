@@ -129,3 +129,30 @@ def test_uniform_layout_with_costs_takes_each_nodes_cheapest_option_in_that_layo
                  if (c.layout, c.precision, c.prune) == ("NHWC", "fp32", 0.0)]
         if legal:
             assert idx[i] == min(legal, key=lambda k: unary[i][k]), name
+
+
+@pytest.mark.parametrize("with_costs", [False, True])
+def test_uniform_precision_moves_every_node_that_has_int8(space, resid_graph, with_costs):
+    from perfpredict.runtime import build_executable
+    from perfpredict.runtime.executor import layout_matters
+
+    unary = [np.random.default_rng(1).random(space.sizes[i]) for i in range(len(space.nodes))] if with_costs \
+        else None
+    idx = space.uniform_layout_indices("NHWC", unary, precision="int8")
+    assert space.is_consistent(idx)
+    plan = space.decode(idx)
+    validate_plan(resid_graph, plan)
+    moved = 0
+    for i, node in enumerate(resid_graph.nodes):
+        c = plan.choices[node.name]
+        int8 = [k for k, o in enumerate(space.options[node.name]) if o.precision == "int8" and o.prune == 0.0
+                and (o.layout == "NHWC" or not layout_matters(node.out_shape))]
+        if i in space.tied or not int8:
+            continue
+        assert (c.precision, c.prune) == ("int8", 0.0), node.name
+        moved += 1
+        if with_costs:
+            assert space.options[node.name].index(c) == min(int8, key=lambda k: unary[i][k])
+    assert moved >= 3
+    x = np.random.default_rng(0).standard_normal(resid_graph.tensor_shapes[resid_graph.inputs[0]]).astype(np.float32)
+    assert np.all(np.isfinite(build_executable(resid_graph, plan).run(x)))
