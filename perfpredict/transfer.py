@@ -291,30 +291,61 @@ class Selection:
         return self.cv[self.method]
 
 
-def cross_validate(make: Callable[[], Calibrator], x: np.ndarray, y: np.ndarray,
-                   folds: int = 10, seed: int = 0) -> dict[str, float]:
-    """Cross-validated errors of a calibrator: leave-one-out up to ``folds`` points, else ``folds``-fold.
-
-    Returns ``rmse_log`` (RMS of log(pred / true), about the relative error) and ``mape`` (%).
-    """
+def cv_predictions(make: Callable[[], Calibrator], x: np.ndarray, y: np.ndarray,
+                   folds: int = 10, seed: int = 0) -> np.ndarray:
+    """Out-of-fold predictions (ms) of a calibrator: leave-one-out up to ``folds`` points, else ``folds``-fold."""
     x = np.asarray(x, np.float64)
     x = x.reshape(len(y), -1)
     y = np.asarray(y, np.float64)
     n = len(y)
-    if n < 2:
-        return {"rmse_log": math.nan, "mape": math.nan}
     order = np.random.default_rng(seed).permutation(n)
     groups = np.array_split(order, min(folds, n)) if n > folds else [np.array([i]) for i in range(n)]
     pred = np.zeros(n)
     for test in groups:
         train = np.setdiff1d(np.arange(n), test)
         pred[test] = make().fit(x[train], y[train]).predict(x[test])
+    return pred
+
+
+def _errors(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
     err = _log(pred) - _log(y)
     return {"rmse_log": float(np.sqrt(np.mean(err**2))), "mape": float(np.mean(np.abs(pred / y - 1)) * 100)}
 
 
+def cross_validate(make: Callable[[], Calibrator], x: np.ndarray, y: np.ndarray,
+                   folds: int = 10, seed: int = 0) -> dict[str, float]:
+    """Cross-validated errors of a calibrator (:func:`cv_predictions`).
+
+    Returns ``rmse_log`` (RMS of log(pred / true), about the relative error) and ``mape`` (%).
+    """
+    y = np.asarray(y, np.float64)
+    if len(y) < 2:
+        return {"rmse_log": math.nan, "mape": math.nan}
+    return _errors(cv_predictions(make, x, y, folds, seed), y)
+
+
 DEFAULT_METHODS = ("scale", "loglinear", "isotonic", "mixture")
 """Methods tried by :func:`calibrate` on source predictions, simplest first."""
+
+
+def _check_points(y: np.ndarray) -> None:
+    if len(y) < 2:
+        raise TransferError(f"calibration needs at least 2 measured points, got {len(y)}")
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise TransferError("measured latencies must be positive finite numbers (ms)")
+
+
+def _usable(candidates: Mapping[str, tuple[Callable[[], Calibrator], Any]], n: int) -> list[str]:
+    """Candidates with at most n - 1 parameters (the first one always)."""
+    first = next(iter(candidates))
+    return [k for k, (make, _) in candidates.items() if getattr(make(), "params", 1) <= n - 1 or k == first]
+
+
+def _finite_errors(cv: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    finite = {k: v["rmse_log"] for k, v in cv.items() if math.isfinite(v["rmse_log"])}
+    if not finite:
+        raise TransferError("no calibration method could be cross-validated on these points")
+    return finite
 
 
 def select_calibrator(y: np.ndarray, candidates: Mapping[str, tuple[Callable[[], Calibrator], np.ndarray]],
@@ -326,22 +357,81 @@ def select_calibrator(y: np.ndarray, candidates: Mapping[str, tuple[Callable[[],
     (fewer parameters for the same accuracy). Methods with more parameters than points - 1 are skipped.
     """
     y = np.asarray(y, np.float64)
-    if len(y) < 2:
-        raise TransferError(f"calibration needs at least 2 measured points, got {len(y)}")
-    if np.any(~np.isfinite(y)) or np.any(y <= 0):
-        raise TransferError("measured latencies must be positive finite numbers (ms)")
-    cv: dict[str, dict[str, float]] = {}
-    for name, (make, x) in candidates.items():
-        if getattr(make(), "params", 1) > len(y) - 1 and name != next(iter(candidates)):
-            continue
-        cv[name] = cross_validate(make, x, y, folds)
-    finite = {k: v["rmse_log"] for k, v in cv.items() if math.isfinite(v["rmse_log"])}
-    if not finite:
-        raise TransferError("no calibration method could be cross-validated on these points")
+    _check_points(y)
+    cv = {k: cross_validate(candidates[k][0], candidates[k][1], y, folds) for k in _usable(candidates, len(y))}
+    finite = _finite_errors(cv)
     best = min(finite.values())
     method = next(k for k in finite if finite[k] <= best * (1 + tolerance) + 1e-12)
     make, x = candidates[method]
     return Selection(method, make().fit(np.asarray(x, np.float64).reshape(len(y), -1), y), cv, len(y))
+
+
+def average_calibrators(y: np.ndarray, x: np.ndarray,
+                        candidates: Mapping[str, tuple[Callable[[], Calibrator], Sequence[int]]],
+                        temperature: float = 0.1, folds: int = 10, min_weight: float = 0.01) -> Selection:
+    """Average every candidate, in log space, weighted by its cross-validated error (model averaging).
+
+    ``candidates`` maps a method name to (factory, columns of ``x`` it reads). Weights are
+    ``exp(-(e - e_best) / (temperature * e_best))`` of each candidate's CV ``rmse_log`` ``e`` (a candidate
+    10% worse than the best weighs 1/e of it at the default temperature), normalised; members below
+    ``min_weight`` are dropped. On a few points the CV errors of similar candidates are close and noisy, so
+    averaging them is steadier than picking one. The ensemble's own entry in ``cv`` is the error of the
+    weighted candidates' out-of-fold predictions (the weights themselves are not cross-validated).
+    """
+    y = np.asarray(y, np.float64)
+    _check_points(y)
+    x = np.asarray(x, np.float64).reshape(len(y), -1)
+    cols = {k: tuple(int(c) for c in candidates[k][1]) for k in _usable(candidates, len(y))}
+    oof = {k: cv_predictions(candidates[k][0], x[:, list(c)], y, folds) for k, c in cols.items()}
+    cv: dict[str, dict[str, float]] = {k: _errors(p, y) for k, p in oof.items()}
+    finite = _finite_errors(cv)
+    best = min(finite.values())
+    w = {k: math.exp(-(e - best) / max(temperature * best, 1e-12)) for k, e in finite.items()}
+    w = {k: v for k, v in w.items() if v >= min_weight * sum(w.values())}
+    weights = {k: v / sum(w.values()) for k, v in w.items()}
+    members = tuple(candidates[k][0]().fit(x[:, list(cols[k])], y) for k in weights)
+    ens = EnsembleCalibrator(tuple(weights), members, tuple(cols[k] for k in weights), tuple(weights.values()))
+    cv["ensemble"] = _errors(np.exp(sum(v * _log(oof[k]) for k, v in weights.items())), y)
+    return Selection("ensemble", ens, cv, len(y))
+
+
+@register_calibrator
+@dataclass
+class EnsembleCalibrator:
+    """Weighted geometric mean of fitted calibrators: ``log y = sum_m w_m log f_m(x[:, columns_m])``.
+
+    Built by :func:`average_calibrators`; ``fit`` refits every member on its columns, weights fixed.
+    """
+
+    name: ClassVar[str] = "ensemble"
+    params: ClassVar[int] = 1
+    names: tuple[str, ...] = ()
+    members: tuple[Calibrator, ...] = ()
+    columns: tuple[tuple[int, ...], ...] = ()
+    weights: tuple[float, ...] = ()
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "EnsembleCalibrator":
+        x = np.asarray(x, np.float64).reshape(len(y), -1)
+        for m, cols in zip(self.members, self.columns):
+            m.fit(x[:, list(cols)], y)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        x = x.reshape(len(x), -1)
+        return np.exp(sum(w * _log(m.predict(x[:, list(cols)]))
+                          for m, cols, w in zip(self.members, self.columns, self.weights)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.name,
+                "members": [{"name": n, "weight": w, "columns": list(c), "calibrator": m.to_dict()}
+                            for n, m, c, w in zip(self.names, self.members, self.columns, self.weights)]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "EnsembleCalibrator":
+        ms = d["members"]
+        return cls(tuple(m["name"] for m in ms), tuple(calibrator_from_dict(m["calibrator"]) for m in ms),
+                   tuple(tuple(int(c) for c in m["columns"]) for m in ms), tuple(float(m["weight"]) for m in ms))
 
 
 def calibrate(source_pred: np.ndarray, y: np.ndarray, methods: Sequence[str] = DEFAULT_METHODS) -> Selection:
@@ -711,10 +801,12 @@ class MultiDeviceModel:
 
     def adapt(self, phi: np.ndarray, y: np.ndarray,
               methods: Sequence[str] = ("device_subspace", "device_fit") + DEFAULT_METHODS,
-              top: int = 3, lams: Sequence[float] = (1.0, 10.0, 100.0)) -> "DeviceAdapter":
+              top: int = 3, lams: Sequence[float] = (1.0, 10.0, 100.0),
+              temperature: float | None = 0.1) -> "DeviceAdapter":
         """Fit a new device from labelled points (factors ``phi``, measured ``y`` ms) - see :class:`DeviceAdapter`.
         Points are filtered like the training data (``config.outlier_ratio``)."""
-        return DeviceAdapter.fit(self, phi, y, methods, top, lams, self.config.outlier_ratio)
+        return DeviceAdapter.fit(self, phi, y, methods, top, lams, self.config.outlier_ratio,
+                                 temperature=temperature)
 
     # ----------------------------------------------------------------------------- persistence
     def state(self) -> dict[str, Any]:
@@ -817,21 +909,25 @@ def fit_multi_device(encs: Sequence[EncodedGraph], latency_ms: np.ndarray, devic
 class DeviceAdapter:
     """A new device fitted on labelled points: the chosen method, its calibrator and its inputs.
 
-    ``columns`` names the source devices whose predictions the calibrator reads (best-correlated first);
-    for ``device_fit`` the input is the graph factors themselves.
+    The calibrator reads the graph factors (when ``factors``) followed by the predictions of the source
+    devices ``columns`` (best-correlated first): the factors for ``device_*`` methods, source predictions
+    for the calibrations and the mixture, both for the CV-weighted ``ensemble`` of all of them.
     """
 
     method: str
     calibrator: Calibrator
     columns: tuple[str, ...]
     selection: Selection
+    factors: bool = False
 
     @classmethod
     def fit(cls, model: MultiDeviceModel, phi: np.ndarray, y: np.ndarray,
             methods: Sequence[str] = ("device_subspace", "device_fit") + DEFAULT_METHODS, top: int = 3,
             lams: Sequence[float] = (1.0, 10.0, 100.0), outlier_ratio: float | None = None,
-            ranks: Sequence[int] = (2, 4, 8)) -> "DeviceAdapter":
-        """Rank sources by correlation with ``y`` on the points, build every candidate, select by CV.
+            ranks: Sequence[int] = (2, 4, 8), temperature: float | None = 0.1) -> "DeviceAdapter":
+        """Rank sources by correlation with ``y`` on the points, build every candidate, then average them by
+        their CV errors (:func:`average_calibrators` at ``temperature``) or, with ``temperature=None``, pick
+        the best (:func:`select_calibrator`).
 
         With ``outlier_ratio``, points more than that factor away from the median of the points
         (degenerate measurements, e.g. a near-zero time) are left out of the fit.
@@ -847,14 +943,28 @@ class DeviceAdapter:
         src = model.predict_sources(phi)
         ranked = [n for n, _ in rank_sources(y, src, model.devices)]
         cols = ranked[: max(1, top)]
-        best = src[:, [model.device_index(cols[0])]]
-        mix = src[:, [model.device_index(c) for c in cols]]
-        cands: dict[str, tuple[Callable[[], Calibrator], np.ndarray]] = {}
+        k = phi.shape[1]
+        x = np.c_[phi, src[:, [model.device_index(c) for c in cols]]]
+        cands = cls._candidates(model, cols, methods, lams, ranks, k)
+        if temperature is not None:
+            sel = average_calibrators(y, x, cands, temperature)
+            return cls(sel.method, sel.calibrator, tuple(cols), sel, factors=True)
+        sel = select_calibrator(y, {m: (make, x[:, list(c)]) for m, (make, c) in cands.items()})
+        method = sel.method.split("@")[0]
+        used = () if method.startswith("device_") else (tuple(cols) if method == "mixture" else (cols[0],))
+        return cls(sel.method, sel.calibrator, used, sel, factors=method.startswith("device_"))
+
+    @staticmethod
+    def _candidates(model: MultiDeviceModel, cols: Sequence[str], methods: Sequence[str], lams: Sequence[float],
+                    ranks: Sequence[int], k: int) -> dict[str, tuple[Callable[[], Calibrator], tuple[int, ...]]]:
+        """Candidates by name, simplest first: (factory, the columns it reads of [phi (k) | sources ``cols``])."""
+        factors, best, mix = tuple(range(k)), (k,), tuple(range(k, k + len(cols)))
+        cands: dict[str, tuple[Callable[[], Calibrator], tuple[int, ...]]] = {}
         for m in methods:
             if m == "device_fit":
                 u0 = tuple(model.U[model.device_index(cols[0])])
                 for lam in sorted(lams, reverse=True):
-                    cands[f"device_fit@{lam:g}"] = (lambda lam=lam: DeviceFitCalibrator(u0, lam), phi)
+                    cands[f"device_fit@{lam:g}"] = (lambda lam=lam: DeviceFitCalibrator(u0, lam), factors)
             elif m == "device_subspace":
                 mu = model.U.mean(0)
                 _, _, vt = np.linalg.svd(model.U - mu, full_matrices=False)
@@ -862,7 +972,7 @@ class DeviceAdapter:
                     if r < len(model.devices) - 1 and r <= vt.shape[0]:
                         basis = tuple(tuple(row) for row in vt[:r])
                         cands[f"device_subspace@{r}"] = (
-                            lambda basis=basis: DeviceSubspaceCalibrator(tuple(mu), basis, 0.1), phi)
+                            lambda basis=basis: DeviceSubspaceCalibrator(tuple(mu), basis, 0.1), factors)
             elif m == "mixture":
                 if len(cols) > 1:
                     cands[m] = (MixtureCalibrator, mix)
@@ -871,17 +981,23 @@ class DeviceAdapter:
             else:
                 raise TransferError(f"unknown adaptation method '{m}'; known: "
                                     f"{', '.join(sorted(CALIBRATORS))}")
-        order = [k for k in ("scale", "loglinear", "isotonic") if k in cands] + \
-                [k for k in cands if k.startswith("device_subspace")] + \
-                [k for k in cands if k.startswith("device_fit")] + [k for k in cands if k == "mixture"]
-        sel = select_calibrator(y, {k: cands[k] for k in order})
-        method = sel.method.split("@")[0]
-        used = () if method.startswith("device_") else (tuple(cols) if method == "mixture" else (cols[0],))
-        return cls(sel.method, sel.calibrator, used, sel)
+        order = [c for c in ("scale", "loglinear", "isotonic") if c in cands] + \
+                [c for c in cands if c.startswith("device_subspace")] + \
+                [c for c in cands if c.startswith("device_fit")] + [c for c in cands if c == "mixture"]
+        return {c: cands[c] for c in order}
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Weight of each candidate in the prediction: the ensemble's members, else the chosen method (1)."""
+        cal = self.calibrator
+        return dict(zip(cal.names, cal.weights)) if isinstance(cal, EnsembleCalibrator) else {self.method: 1.0}
 
     def inputs(self, phi: np.ndarray, model: MultiDeviceModel) -> np.ndarray:
         """The calibrator's input for graphs with factors ``phi``."""
-        return phi if not self.columns else model.predict_sources(phi, self.columns)
+        parts = [phi] if self.factors else []
+        if self.columns:
+            parts.append(model.predict_sources(phi, self.columns))
+        return np.concatenate(parts, axis=1)
 
     def predict(self, phi: np.ndarray, model: MultiDeviceModel) -> np.ndarray:
         """Predicted latencies (ms) on the new device for graphs with factors ``phi``."""
@@ -890,7 +1006,8 @@ class DeviceAdapter:
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the calibrator, its inputs and the CV errors of every candidate)."""
         return {"method": self.method, "calibrator": self.calibrator.to_dict(), "columns": list(self.columns),
-                "cv": {k: dict(v) for k, v in self.selection.cv.items()}, "points": self.selection.n_points}
+                "factors": self.factors, "cv": {k: dict(v) for k, v in self.selection.cv.items()},
+                "points": self.selection.n_points}
 
 
 # ============================================================================================ predictors
@@ -1092,12 +1209,12 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
     """A source predictor adapted to one target device: a normal checkpoint implementing Predictor.
 
     ``columns`` say what the calibrator reads for each (graph, plan): ``{"type": "factors"}`` (the graph
-    factors of a multi-device source), ``{"type": "source_device", "name": ...}`` (a multi-device source's
-    prediction for one of its devices) or ``{"type": "board", "board": {...}}`` (the source's prediction for
-    that device description - the target's own board for a zero-shot column, or a proxy). Peak memory is
-    the source's prediction for the target board. When every column is a board and the source is
-    plan-aware (``predict_plans`` / ``node_latencies``, the GNN), the NodeCostModel methods work too: node
-    shares are the source's, rescaled to the calibrated total.
+    factors of a multi-device source, one input column each), ``{"type": "source_device", "name": ...}``
+    (a multi-device source's prediction for one of its devices) or ``{"type": "board", "board": {...}}``
+    (the source's prediction for that device description - the target's own board for a zero-shot column,
+    or a proxy). Peak memory is the source's prediction for the target board. When every column is a board
+    and the source is plan-aware (``predict_plans`` / ``node_latencies``, the GNN), the NodeCostModel methods
+    work too: node shares are the source's, rescaled to the calibrated total.
     """
 
     kind = "calibrated"
@@ -1119,12 +1236,14 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
     def inputs(self, graphs: "Graph | Sequence[Graph]", plans: Sequence[Any],
                threads: int | None = None) -> np.ndarray:
         """The calibrator's input matrix for (graph, plan) pairs."""
-        cols = []
+        cols: list[np.ndarray] = []
+        phi = None
         for c in self.columns:
-            if c["type"] == "factors":
-                return self.source.factors(_as_list(graphs, len(plans)))
-            if c["type"] == "source_device":
+            if c["type"] in ("factors", "source_device") and phi is None:
                 phi = self.source.factors(_as_list(graphs, len(plans)))
+            if c["type"] == "factors":
+                cols.extend(phi.T)
+            elif c["type"] == "source_device":
                 cols.append(self.source.model.predict_sources(phi, [c["name"]])[:, 0])
             elif c["type"] == "board":
                 cols.append(self._source_predict(graphs, plans, load_device(c["board"]), threads).latency_ms)
@@ -1348,10 +1467,8 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                                 f"entries + {len(used)} shots); need at least 2 - add the fingerprint of the "
                                 f"reference workloads ({', '.join(sorted(source.reference)[:3])}, ...) or more shots")
         ad = source.model.adapt(phi, y, methods=[m for m in methods if m != "board_fit"])
-        if ad.method.startswith("device_"):
-            columns: list[dict[str, Any]] = [{"type": "factors"}]
-        else:
-            columns = [{"type": "source_device", "name": n} for n in ad.columns]
+        columns: list[dict[str, Any]] = ([{"type": "factors"}] if ad.factors else []) + \
+            [{"type": "source_device", "name": n} for n in ad.columns]
         sel, calibrator = ad.selection, ad.calibrator
     else:
         base = [{"type": "board", "board": device.to_dict()}]

@@ -94,7 +94,7 @@ def _transfer(args: argparse.Namespace) -> int:
     for dev, per_k in res["results"].items():
         for k, m in per_k.items():
             rows.append((dev, k, m["spearman"], m["mape"], m["within_10"], m["spearman_all"],
-                         ",".join(f"{a}x{b}" for a, b in m["methods"].items())))
+                         ",".join(f"{a}:{b:g}" for a, b in m["methods"].items())))
     for k, m in res["summary"].items():
         rows.append(("MEAN", k, m["spearman"], m["mape"], m["within_10"], m["spearman_all"], ""))
     print_table(["device", "k", "spearman", "MAPE %", "within 10%", "spearman (all)", "methods"], rows)

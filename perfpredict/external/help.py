@@ -468,7 +468,8 @@ def evaluate_transfer(data: HelpData, train_devices: Sequence[str], test_devices
     stopping (zero-shot error of its queries after fitting its fingerprint). For every test device and
     shot count ``k`` the adaptation (:meth:`perfpredict.transfer.MultiDeviceModel.adapt`) is fitted on the
     10 reference architectures plus ``k`` random shots, ``protocol.repeats`` times, and scored on the
-    queries: Spearman rho, MAPE, share within +-10% (means over repeats) and the methods chosen.
+    queries: Spearman rho, MAPE, share within +-10% (means over repeats) and ``methods``, the mean weight of
+    each candidate in the adapted predictions (the CV-weighted ensemble's members).
     ``save_model`` writes the trained model as a :class:`perfpredict.transfer.MultiDevicePredictor`
     checkpoint (its reference workloads are the 10 reference architectures, keys
     ``"<space>#<index>"``, so a board whose fingerprint holds their latencies is predicted zero-shot).
@@ -545,10 +546,13 @@ def evaluate_transfer(data: HelpData, train_devices: Sequence[str], test_devices
                 m_all = transfer_metrics(pred, lat[q_idx])
                 rows.append([m_trim["spearman"], m_trim["mape"], m_trim["within_10"], m_all["spearman"],
                              m_all["mape"], m_all["within_10"]])
-                methods[ad.method] = methods.get(ad.method, 0) + 1
+                for name, w in ad.weights.items():
+                    methods[name] = methods.get(name, 0.0) + w
             mean = np.nanmean(np.array(rows, np.float64), axis=0)
             per_k[str(k)] = {"spearman": mean[0], "mape": mean[1], "within_10": mean[2], "spearman_all": mean[3],
-                             "mape_all": mean[4], "within_10_all": mean[5], "repeats": len(rows), "methods": methods}
+                             "mape_all": mean[4], "within_10_all": mean[5], "repeats": len(rows),
+                             "methods": {m: round(w / len(rows), 3)
+                                         for m, w in sorted(methods.items(), key=lambda p: -p[1])}}
         results[dev] = per_k
     summary = {}
     for k in shots:

@@ -13,11 +13,13 @@ from perfpredict.devices import load_device
 from perfpredict.measure import torch_threads
 from perfpredict.errors import PerfPredictError
 from perfpredict.nasbench201 import arch_string, nb201_graph, nb201_onnx
-from perfpredict.transfer import (CalibratedPredictor, DeviceFitCalibrator, DeviceSubspaceCalibrator, IsotonicCalibrator, LogLinearCalibrator,
-                                  Measurement, MixtureCalibrator, MultiDeviceConfig, MultiDevicePredictor,
-                                  ScaleCalibrator, TransferError, adapt_predictor, calibrate, calibrator_from_dict,
-                                  choose_shots, encode_graph, fit_multi_device, load_any_predictor, rank_sources,
-                                  read_measurements, select_calibrator, write_measurements)
+from perfpredict.transfer import (CalibratedPredictor, DeviceFitCalibrator, DeviceSubspaceCalibrator,
+                                  EnsembleCalibrator, IsotonicCalibrator, LogLinearCalibrator, Measurement,
+                                  MixtureCalibrator, MultiDeviceConfig, MultiDevicePredictor, ScaleCalibrator,
+                                  TransferError, adapt_predictor, average_calibrators, calibrate,
+                                  calibrator_from_dict, choose_shots, encode_graph, fit_multi_device,
+                                  load_any_predictor, rank_sources, read_measurements, select_calibrator,
+                                  write_measurements)
 
 RNG = np.random.default_rng(0)
 
@@ -93,6 +95,30 @@ def test_cv_picks_the_better_method():
     # the target is a sum of two independent sources: mixture
     two = RNG.uniform(1, 10, (20, 2))
     assert calibrate(two, two[:, 0] + 3 * two[:, 1]).method == "mixture"
+
+
+def test_average_weights_candidates_by_cv_error():
+    x = np.c_[np.sort(RNG.uniform(1, 10, 20)), RNG.uniform(1, 10, 20)]
+    y = 0.5 * x[:, 0] ** 2.2 * RNG.uniform(0.98, 1.02, 20)
+    cands = {"scale": (ScaleCalibrator, (0,)), "loglinear": (LogLinearCalibrator, (0,)),
+             "wrong": (LogLinearCalibrator, (1,))}
+    sel = average_calibrators(y, x, cands)
+    w = dict(zip(sel.calibrator.names, sel.calibrator.weights))
+    assert sel.method == "ensemble" and set(w) == {"loglinear"}  # the far worse candidates are dropped
+    assert set(sel.cv) == {"scale", "loglinear", "wrong", "ensemble"}
+    # equally good candidates (the same fit on a duplicated column) share the weight; predictions are the
+    # weighted geometric mean of the members'
+    x2 = np.c_[x[:, 0], x[:, 0], x[:, 1]]
+    sel = average_calibrators(y, x2, {"a": (LogLinearCalibrator, (0,)), "b": (LogLinearCalibrator, (1,)),
+                                      "c": (ScaleCalibrator, (2,))}, temperature=1e3)
+    cal = sel.calibrator
+    assert np.allclose(cal.weights[:2], cal.weights[0]) and abs(sum(cal.weights) - 1) < 1e-12
+    assert cal.weights[2] < cal.weights[0]
+    geo = np.exp(sum(w * np.log(m.predict(x2[:, list(c)])) for m, c, w in zip(cal.members, cal.columns, cal.weights)))
+    assert np.allclose(cal.predict(x2), geo)
+    again = calibrator_from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert isinstance(again, EnsembleCalibrator) and again.names == ("a", "b", "c")
+    assert np.allclose(again.predict(x2), cal.predict(x2))
 
 
 def test_selection_needs_points():
@@ -177,6 +203,27 @@ def test_zero_shot_from_fingerprint_and_missing_fields(small_model):
         pred.predict(test, [None] * 20, bare)
 
 
+def test_adapter_averages_candidates(small_model):
+    """The default adaptation is the CV-weighted ensemble over factors and source columns; temperature=None
+    picks one method."""
+    path, ref_archs, _ = small_model
+    model = load_any_predictor(path).model
+    graphs = [nb201_graph(a) for a in _archs(16, 9)]
+    phi = model.factors([encode_graph(g) for g in graphs])
+    y = _truth(graphs, 0.1, 0.9)
+    ad = model.adapt(phi[:12], y[:12])
+    assert ad.method == "ensemble" and ad.factors and ad.columns
+    assert abs(sum(ad.weights.values()) - 1) < 1e-9 and ad.selection.cv_error["rmse_log"] > 0
+    assert ad.inputs(phi, model).shape == (16, model.config.factors + len(ad.columns))
+    assert np.corrcoef(np.log(ad.predict(phi[12:], model)), np.log(y[12:]))[0, 1] > 0.8
+    flat = model.adapt(phi[:12], y[:12], temperature=1e3)  # near-equal weights: every candidate takes part
+    assert set(flat.weights) == set(flat.selection.cv) - {"ensemble"} and "mixture" in flat.weights
+    assert any(n.startswith("device_fit") for n in flat.weights) and max(flat.weights.values()) < 0.2
+    one = model.adapt(phi[:12], y[:12], temperature=None)
+    assert one.method != "ensemble" and one.weights == {one.method: 1.0}
+    assert one.factors == one.method.startswith("device_")
+
+
 def test_adapt_writes_a_normal_checkpoint(small_model, tmp_path):
     path, ref_archs, _ = small_model
     archs = _archs(8, 5)
@@ -201,6 +248,12 @@ def test_adapt_writes_a_normal_checkpoint(small_model, tmp_path):
     test = [nb201_graph(a) for a in _archs(10, 6)]
     p = adapted.predict(test, [None] * 10, board)
     assert np.all(p.latency_ms > 0) and len(p) == 10
+    assert card["method"] == "ensemble" and card["columns"][0] == {"type": "factors"}
+    source = load_any_predictor(path)  # the same ensemble refit in memory on the 6 shots used
+    used = [i for i, m in enumerate(card["measurements"]) if m["used"]]
+    ad = source.model.adapt(source.factors([nb201_graph(archs[i]) for i in used]),
+                            np.array([ms[i].latency_ms for i in used]))
+    assert np.allclose(p.latency_ms, ad.predict(source.factors(test), source.model))
     with pytest.raises(TransferError, match="adapted to device 'new_board'"):
         adapted.predict(test, [None] * 10, load_device({"schema_version": 1, "name": "other", "kind": "cpu"}))
     with pytest.raises(TransferError, match="-k 9 asks for more shots than the 8 measurements"):
