@@ -229,13 +229,16 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
     notes: list[str] = []
     default_idx = space.default_indices()
     default_costs = evaluator(default_idx[None, :])[0]
-    # structured seeds, counted as trials: the whole-graph NHWC plan with the default primitives and with the
-    # cheapest NHWC primitive of each node by the additive tables, and where int8 is allowed the same two in
-    # int8 (see SearchSpace.relayout)
+    # structured seeds, counted as trials: the whole-graph NHWC plan with the default primitives, with the
+    # cheapest NHWC primitive of each node by the additive tables, and with each other primitive that several
+    # nodes offer wherever it applies; where int8 is allowed the first two in int8 as well (see
+    # SearchSpace.relayout and with_primitive)
     unary = problem.additive.unary if problem.additive is not None else None
     anchors: dict[str, int] = {}
-    seeds = [("all-NHWC plan", space.uniform_layout_indices("NHWC")),
-             ("all-NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary))]
+    nhwc = space.uniform_layout_indices("NHWC")
+    seeds = [("all-NHWC plan", nhwc), ("all-NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary))]
+    seeds += [(f"all-NHWC plan, {p} wherever it applies", space.with_primitive(nhwc, p))
+              for p in space.alternative_primitives(nhwc)]
     if "int8" in space.config.precisions:
         seeds += [("all-int8 NHWC plan", space.uniform_layout_indices("NHWC", precision="int8")),
                   ("all-int8 NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary, "int8"))]

@@ -321,6 +321,37 @@ class SearchSpace:
                 idx[i] = same[0] if unary is None else min(same, key=lambda k: float(unary[i][k]))
         return self.complete(idx)
 
+    def _same_slot(self, i: int, cur: Choice) -> list[int]:
+        """Options of untied node ``i`` at ``cur``'s layout, precision and prune ratio."""
+        return [k for k, c in enumerate(self.options[self.nodes[i]])
+                if (c.layout, c.precision, c.prune) == (cur.layout, cur.precision, cur.prune)]
+
+    def with_primitive(self, indices: np.ndarray, primitive: str) -> np.ndarray:
+        """``indices`` with every untied node that offers ``primitive`` at its current layout, precision and prune
+        ratio moved to it: a whole-graph primitive change (e.g. every convolution on packed weights)."""
+        idx = np.array(indices, dtype=np.int64, copy=True)
+        for i, n in enumerate(self.nodes):
+            if i in self.tied:
+                continue
+            ks = [k for k in self._same_slot(i, self.options[n][int(idx[i])])
+                  if self.options[n][k].primitive == primitive]
+            if ks:
+                idx[i] = ks[0]
+        return self.complete(idx)
+
+    def alternative_primitives(self, indices: np.ndarray, min_nodes: int = 2) -> list[str]:
+        """Primitives the plan ``indices`` does not use that at least ``min_nodes`` untied nodes offer at their
+        current layout, precision and prune ratio, most widely offered first (:meth:`with_primitive` targets)."""
+        used = {self.options[n][int(indices[i])].primitive for i, n in enumerate(self.nodes)}
+        offered: dict[str, int] = {}
+        for i, n in enumerate(self.nodes):
+            if i in self.tied:
+                continue
+            for p in {self.options[n][k].primitive for k in self._same_slot(i, self.options[n][int(indices[i])])}:
+                offered[p] = offered.get(p, 0) + 1
+        return sorted((p for p, c in offered.items() if c >= min_nodes and p not in used),
+                      key=lambda p: (-offered[p], p))
+
     def uniform_layout_indices(self, layout: str, unary: Sequence[np.ndarray] | None = None,
                                precision: str | None = None) -> np.ndarray:
         """The default plan moved to ``layout`` (and ``precision``) as a whole (:meth:`relayout` of

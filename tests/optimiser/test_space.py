@@ -156,3 +156,23 @@ def test_uniform_precision_moves_every_node_that_has_int8(space, resid_graph, wi
     assert moved >= 3
     x = np.random.default_rng(0).standard_normal(resid_graph.tensor_shapes[resid_graph.inputs[0]]).astype(np.float32)
     assert np.all(np.isfinite(build_executable(resid_graph, plan).run(x)))
+
+
+def test_with_primitive_moves_every_node_that_offers_it(resid_graph):
+    sp = SearchSpace(resid_graph, SpaceConfig(lossless=True))
+    base = sp.uniform_layout_indices("NHWC")
+    alts = sp.alternative_primitives(base)
+    assert "conv.onednn_packed" in alts
+    assert all(sp.options[n][int(base[i])].primitive not in alts for i, n in enumerate(sp.nodes))
+    idx = sp.with_primitive(base, "conv.onednn_packed")
+    assert sp.is_consistent(idx)
+    plan = sp.decode(idx)
+    validate_plan(resid_graph, plan)
+    for i, node in enumerate(resid_graph.nodes):
+        before, after = sp.options[node.name][int(base[i])], plan.choices[node.name]
+        assert (after.layout, after.precision, after.prune) == (before.layout, before.precision, before.prune)
+        offers = any(c.primitive == "conv.onednn_packed" and c.layout == before.layout for c in sp.options[node.name])
+        if i not in sp.tied:
+            assert after.primitive == "conv.onednn_packed" if offers else after == before, node.name
+    assert sum(c.primitive == "conv.onednn_packed" for c in plan.choices.values()) >= 2
+    assert "conv.onednn_packed" not in sp.alternative_primitives(idx)
