@@ -20,6 +20,7 @@ per prune group; any assignment of those is a legal plan.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -343,12 +344,9 @@ class SearchSpace:
         """Primitives the plan ``indices`` does not use that at least ``min_nodes`` untied nodes offer at their
         current layout, precision and prune ratio, most widely offered first (:meth:`with_primitive` targets)."""
         used = {self.options[n][int(indices[i])].primitive for i, n in enumerate(self.nodes)}
-        offered: dict[str, int] = {}
-        for i, n in enumerate(self.nodes):
-            if i in self.tied:
-                continue
-            for p in {self.options[n][k].primitive for k in self._same_slot(i, self.options[n][int(indices[i])])}:
-                offered[p] = offered.get(p, 0) + 1
+        offered = Counter(p for i, n in enumerate(self.nodes) if i not in self.tied
+                          for p in {self.options[n][k].primitive
+                                    for k in self._same_slot(i, self.options[n][int(indices[i])])})
         return sorted((p for p, c in offered.items() if c >= min_nodes and p not in used),
                       key=lambda p: (-offered[p], p))
 
