@@ -907,8 +907,9 @@ def sample_plans(graph: Graph, n_plans: int, rng: random.Random, *, threads: int
                  max_node_ms: float = 2.0) -> list[Plan]:
     """Up to ``n_plans`` distinct legal plans for ``graph``, in this order: ``default``; ``fast-fp32`` and
     ``fast-any`` (per node the fastest choice the layer records found at ``threads``, fp32 only / any
-    precision; default where the configuration was not measured); ``int8`` (every node with an int8
-    primitive at int8); ``pruned-0.5`` (every prune group at ratio 0.5); ``nhwc``; then ``random`` plans
+    precision; default where the configuration was not measured); ``int8`` and ``int8-nhwc`` (every node with an
+    int8 primitive at int8, in NCHW / in NHWC where the primitive has it); ``pruned-0.5`` (every prune group at
+    ratio 0.5); ``nhwc``; then ``random`` plans
     (per node a uniformly drawn legal primitive/layout/precision, the C reference kernels only where
     predicted under ``max_node_ms``; each prune group pruned with probability 0.3 at 0.25 or 0.5) and
     ``mixed`` plans (per node the fast choice with probability 0.6, else a random one). Plans are
@@ -935,12 +936,13 @@ def sample_plans(graph: Graph, n_plans: int, rng: random.Random, *, threads: int
         for name, precs in (("fast-fp32", ("fp32",)), ("fast-any", ("fp32", "int8"))):
             ch = {n.name: fastest.best(n, threads, precs) or defaults[n.name] for n in graph.nodes}
             add(ch, name)
-    int8 = {}
-    for n in graph.nodes:
-        c = candidates(n, precision="int8")
-        int8[n.name] = Choice(c[0].name, "NCHW" if "NCHW" in c[0].layouts else c[0].layouts[0], "int8") if c \
-            else defaults[n.name]
-    add(int8, "int8")
+    for layout in ("NCHW", "NHWC"):
+        int8 = {}
+        for n in graph.nodes:
+            c = candidates(n, precision="int8")
+            int8[n.name] = Choice(c[0].name, layout if layout in c[0].layouts else c[0].layouts[0], "int8") if c \
+                else defaults[n.name]
+        add(int8, "int8" if layout == "NCHW" else "int8-nhwc")
     if groups:
         add({**defaults, **{m: replace(defaults[m], prune=0.5) for g in groups for m in g.members}}, "pruned-0.5")
     nhwc = {}

@@ -158,6 +158,10 @@ def test_sample_plans_are_legal_and_distinct(cache):
     assert any(c.precision == "int8" for p in plans for c in p.choices.values())
     assert any(c.prune > 0 for p in plans for c in p.choices.values())
     assert plans == sample_plans(graph, 8, random.Random(0), ref_rate=1e6)  # seeded
+    by_name = {p.name: p for p in plans}
+    for name, layout in (("int8", "NCHW"), ("int8-nhwc", "NHWC")):  # whole-graph int8 in each layout
+        convs = [c for n, c in by_name[name].choices.items() if c.primitive == "conv.int8"]
+        assert convs and all(c.layout == layout and c.precision == "int8" for c in convs), name
 
 
 def test_fastest_choices_pick_the_lowest_median(cache, tmp_path):
