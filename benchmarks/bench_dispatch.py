@@ -47,8 +47,9 @@ def conv_chain(n: int, channels: int, path: Path) -> Path:
         inits.append(numpy_helper.from_array(w, f"w{i}"))
         nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"y{i}"], kernel_shape=[1, 1]))
         prev = f"y{i}"
-    g = helper.make_graph(nodes, f"chain{n}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 1, 1])],
-                          [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, channels, 1, 1])], inits)
+    shape = [1, channels, 1, 1]
+    g = helper.make_graph(nodes, f"chain{n}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info(prev, TensorProto.FLOAT, shape)], inits)
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -85,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lengths", default="1,65", help="the two chain lengths (default 1,65)")
     ap.add_argument("--channels", type=int, default=8)
-    ap.add_argument("--time-cap", type=float, default=3.0, help="seconds of timing per candidate")
-    ap.add_argument("--max-repeats", type=int, default=100)
     add_timing_options(ap)
     ap.add_argument("--out", default="benchmarks/results/dispatch.json")
     args = ap.parse_args(argv)

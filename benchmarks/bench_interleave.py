@@ -34,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mobilenet_v2")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--time-cap", type=float, default=3.0, help="seconds of timing per candidate")
-    ap.add_argument("--max-repeats", type=int, default=100)
     add_timing_options(ap)
     ap.add_argument("--out", default="benchmarks/results/interleave.json")
     args = ap.parse_args(argv)

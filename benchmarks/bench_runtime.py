@@ -88,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=0, help="fixed repeat count (overrides the CI rule)")
     parser.add_argument("--min-repeats", type=int, default=5)
-    parser.add_argument("--max-repeats", type=int, default=100)
     parser.add_argument("--target-ci", type=float, default=0.02)
-    parser.add_argument("--time-cap", type=float, default=5.0, help="seconds of timing per candidate")
-    add_timing_options(parser)
+    add_timing_options(parser, time_cap=5.0)
     parser.add_argument("--out", default="benchmarks/results/bench_runtime.json")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]

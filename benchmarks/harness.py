@@ -34,9 +34,7 @@ def search_parser(description: str, out: str) -> argparse.ArgumentParser:
     ap.add_argument("--trials", type=int, default=300)
     ap.add_argument("--max-drop", type=float, default=1.0, help="accuracy-drop budget in points (default 1)")
     ap.add_argument("--predictor", default=None, help="predictor name or checkpoint (default: the shipped one)")
-    ap.add_argument("--time-cap", type=float, default=5.0, help="seconds of timing per candidate")
-    ap.add_argument("--max-repeats", type=int, default=100, help="timed repeats per candidate at most")
-    add_timing_options(ap)
+    add_timing_options(ap, time_cap=5.0)
     ap.add_argument("--out", default=out, help=f"result JSON (and .md beside it; default {out})")
     return ap
 
@@ -63,8 +61,11 @@ def machine() -> dict[str, object]:
             "platform": platform.platform()}
 
 
-def add_timing_options(ap: argparse.ArgumentParser) -> None:
-    """The interleaving options of comparisons across runtimes (see :func:`timing_kwargs`)."""
+def add_timing_options(ap: argparse.ArgumentParser, time_cap: float = 3.0) -> None:
+    """The timing budget (``--time-cap`` seconds and ``--max-repeats`` per candidate) and the interleaving
+    options of comparisons across runtimes (see :func:`timing_kwargs`)."""
+    ap.add_argument("--time-cap", type=float, default=time_cap, help="seconds of timing per candidate")
+    ap.add_argument("--max-repeats", type=int, default=100, help="timed repeats per candidate at most")
     ap.add_argument("--settle", type=float, default=0.05, help="idle seconds before each turn (default 0.05)")
     ap.add_argument("--block", type=int, default=5, help="timed calls back to back per turn (default 5)")
     ap.add_argument("--block-warmup", type=int, default=2, help="untimed calls before each turn's timed ones (default 2)")

@@ -236,7 +236,8 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
     unary = problem.additive.unary if problem.additive is not None else None
     anchors: dict[str, int] = {}
     nhwc = space.uniform_layout_indices("NHWC")
-    seeds = [("all-NHWC plan", nhwc), ("all-NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary))]
+    seeds = [("all-NHWC plan", nhwc),
+             ("all-NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary))]
     seeds += [(f"all-NHWC plan, {p} wherever it applies", space.with_primitive(nhwc, p))
               for p in space.alternative_primitives(nhwc)]
     if "int8" in space.config.precisions:

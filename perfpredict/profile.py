@@ -936,13 +936,10 @@ def sample_plans(graph: Graph, n_plans: int, rng: random.Random, *, threads: int
         for name, precs in (("fast-fp32", ("fp32",)), ("fast-any", ("fp32", "int8"))):
             ch = {n.name: fastest.best(n, threads, precs) or defaults[n.name] for n in graph.nodes}
             add(ch, name)
-    for layout in ("NCHW", "NHWC"):
-        int8 = {}
-        for n in graph.nodes:
-            c = candidates(n, precision="int8")
-            int8[n.name] = Choice(c[0].name, layout if layout in c[0].layouts else c[0].layouts[0], "int8") if c \
-                else defaults[n.name]
-        add(int8, "int8" if layout == "NCHW" else "int8-nhwc")
+    int8_prims = {n.name: next(iter(candidates(n, precision="int8")), None) for n in graph.nodes}
+    for layout, name in (("NCHW", "int8"), ("NHWC", "int8-nhwc")):
+        add({n: Choice(p.name, layout if layout in p.layouts else p.layouts[0], "int8") if p else defaults[n]
+             for n, p in int8_prims.items()}, name)
     if groups:
         add({**defaults, **{m: replace(defaults[m], prune=0.5) for g in groups for m in g.members}}, "pruned-0.5")
     nhwc = {}
