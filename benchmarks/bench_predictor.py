@@ -122,6 +122,11 @@ def markdown(rows, throughput, meta) -> str:
                   f"{f(100 * (noise.get('within_10pct') or 0), 1)} % within 10 %, median relative difference "
                   f"{f(100 * (noise.get('median_rel_diff') or 0), 1)} %. No predictor can be scored better than "
                   "the measurements repeat.", ""]
+    mnoise = meta.get("memory_noise")
+    if mnoise:
+        lines += [f"Peak-memory target: {meta.get('memory_method')} figures. Re-measured now (n = {mnoise.get('n')}): "
+                  f"{f(100 * (mnoise.get('within_5pct') or 0), 1)} % agree within 5 %, largest relative difference "
+                  f"{f(100 * (mnoise.get('max_rel_diff') or 0), 3)} %.", ""]
     for target in ("latency", "memory"):
         lines += [f"## {target}", "", "| split | predictor | n | MAPE % | RMSPE % | within 5 % | within 10 % | "
                   "Spearman | Kendall |", "|---|---|---|---|---|---|---|---|---|"]
@@ -167,6 +172,32 @@ def _noise(path):
         return store.noise()
 
 
+def _memory_noise(path, n, seed):
+    """Re-measure the allocator peak memory of ``n`` random records that have an allocator figure (their own or a
+    re-measurement's) and compare: the noise floor of the memory target."""
+    import random
+
+    from perfpredict.dataset import MEMORY_CAMPAIGN, memory_method_of, open_store
+    from perfpredict.measure import noise_floor
+    from perfpredict.profile import allocator_memory_of
+
+    with open_store(path, create=False) as store:
+        remeasured = {r.extra().get("original_key"): r.peak_mem_bytes
+                      for r in store.iter_records(kind="model", campaign=MEMORY_CAMPAIGN)}
+        pool = [r for r in store.iter_records(kind="model") if r.campaign != MEMORY_CAMPAIGN and "spec" in r.extra()
+                and (r.key in remeasured or memory_method_of(r) == "allocator")]
+    if not pool or n < 1:
+        return None
+    chosen = sorted(random.Random(seed).sample(pool, min(n, len(pool))), key=lambda r: r.model_name or "")
+    graphs, pairs = {}, []
+    for r in chosen:
+        stored = remeasured.get(r.key, r.peak_mem_bytes)
+        pairs.append((float(stored), float(allocator_memory_of(r, graphs).peak_bytes)))
+    out = noise_floor(pairs)
+    out["max_rel_diff"] = max(abs(b - a) / a for a, b in pairs)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="measurement store (path or name under datasets/)")
@@ -179,6 +210,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--latency-stat", default="median", choices=("median", "min"),
                     help="latency target: the records' median (default) or their fastest repeat")
+    ap.add_argument("--memory-method", default="auto", choices=("auto", "allocator", "rss", "any"),
+                    help="peak-memory target (see perfpredict.samples.load_samples; default auto)")
+    ap.add_argument("--memory-noise-sample", type=int, default=40,
+                    help="allocator memory figures re-measured for the memory noise floor (default 40; 0: none)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_predictor"),
                     help="output path without suffix (.json and .md are written)")
     args = ap.parse_args(argv)
@@ -188,14 +223,15 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     data = resolve_dataset(args.data)
-    samples = load_samples(data, progress=True, latency_stat=args.latency_stat)
+    samples = load_samples(data, progress=True, latency_stat=args.latency_stat, memory_method=args.memory_method)
     opts = TrainOptions(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
     rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log)
     throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
                                                                 args.throughput_model, log)
     meta = {"data": str(data), "data_hash": samples.data_hash, "model_samples": len(samples.models),
             "layer_samples": len(samples.layers), "seed": args.seed, "host": platform.node(),
-            "latency_stat": args.latency_stat, "noise": _noise(data),
+            "latency_stat": args.latency_stat, "memory_method": samples.memory_method, "noise": _noise(data),
+            "memory_noise": _memory_noise(data, args.memory_noise_sample, args.seed),
             "seconds": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 # resumable: if one is killed, run the script again.
 #
 #   datasets/regenerate.sh proxy   # datasets/proxy.db (AMD EPYC host, busy: ~60 minutes, OMP_WAIT_POLICY=PASSIVE)
-#   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~48 minutes)
+#   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~57 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -21,17 +21,22 @@ PP=.venv/bin/perfpredict
 $PP profile layers --store "$S" --threads 1,2 --n-configs 1000 --n-variants-per-family 5 \
     --resolutions 96,128 --seed 0 --time-cap-s "$LAYER_CAP" --stop-after "$LAYERS" --max-minutes "$LAYER_MIN" \
     --json > "$WORK/layers.json"
+# the stores were measured when peak memory came from the resident set (--memory-method rss); xeon.db's figures
+# were then re-measured by torch's allocator (`profile memory`, below)
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
-    --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --json > "$WORK/models.json"
+    --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"
 $PP profile noise --store "$S" --sample 300 --seed 0 --json > "$WORK/noise.json"
 if [ "$NAME" = xeon ]; then  # the second model campaign (other variants; plans with conv.onednn_packed)
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
-      --resolutions 96,128 --seed 1 --stop-after 2800 --max-minutes 12 --json > "$WORK/models-seed1.json"
+      --resolutions 96,128 --seed 1 --stop-after 2800 --max-minutes 12 --memory-method rss --json > "$WORK/models-seed1.json"
   # both campaigns continued once the plans included int8-nhwc
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
-      --resolutions 96,128 --seed 0 --stop-after 3400 --max-minutes 8 --json > "$WORK/models-more.json"
+      --resolutions 96,128 --seed 0 --stop-after 3400 --max-minutes 8 --memory-method rss --json > "$WORK/models-more.json"
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
-      --resolutions 96,128 --seed 1 --stop-after 4000 --max-minutes 5 --json > "$WORK/models-seed1-more.json"
+      --resolutions 96,128 --seed 1 --stop-after 4000 --max-minutes 5 --memory-method rss \
+      --json > "$WORK/models-seed1-more.json"
+  # every model record's peak memory measured again by torch's allocator (exact; memory-only records)
+  $PP profile memory --store "$S" --json > "$WORK/memory.json"
 fi
 
 # compact copy (WAL checkpointed, VACUUMed) plus the skip log

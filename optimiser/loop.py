@@ -48,6 +48,7 @@ class Measured:
     latency_ms: float
     peak_mem_bytes: float | None = None
     stats: Any = None
+    memory_method: str | None = None  # how peak_mem_bytes was measured (MemoryMeasurement.method)
 
 
 class Validator(Protocol):
@@ -60,7 +61,7 @@ class Validator(Protocol):
 
 class RuntimeValidator:
     """Measures with :func:`perfpredict.runtime.measure_plan` (``threads`` torch threads); ``memory``
-    also measures peak memory in a subprocess (slower). ``sink(graph, plan, measured)`` receives every
+    also measures peak memory (torch's allocator peak during one more forward pass). ``sink(graph, plan, measured)`` receives every
     measurement (e.g. to append it to a dataset store)."""
 
     def __init__(self, threads: int | None = None, memory: bool = False,
@@ -95,7 +96,8 @@ class RuntimeValidator:
         from perfpredict.runtime import measure_plan
 
         stats, mem = measure_plan(graph, plan, threads=self.threads, memory=self.memory, **self.options)
-        out = Measured(float(stats.median_ms), float(mem.peak_bytes) if mem is not None else None, stats)
+        out = Measured(float(stats.median_ms), float(mem.peak_bytes) if mem is not None else None, stats,
+                       mem.method if mem is not None else None)
         if self.sink is not None:
             self.sink(graph, plan, out)
         return out

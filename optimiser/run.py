@@ -189,7 +189,8 @@ def _dataset_sink(path: str, device: Any, threads: int | None, predictor_name: s
         rec = make_record(kind="model", device=device, campaign="optimise-validation", threads=threads or 1,
                           stats=measured.stats, graph_id=graph.graph_id, plan_json=plan, model_name=graph.name,
                           peak_mem_bytes=int(measured.peak_mem_bytes) if measured.peak_mem_bytes else None,
-                          extra={"predictor": predictor_name})
+                          extra={"predictor": predictor_name,
+                                 **({"mem": {"method": measured.memory_method}} if measured.memory_method else {})})
         store.append(rec, if_exists="skip")
 
     return sink

@@ -50,12 +50,17 @@ __all__ = [
     "record_key",
     "make_record",
     "noise_recheck_record",
+    "memory_remeasure_record",
+    "MEMORY_CAMPAIGN",
     "current_versions",
 ]
 
 SCHEMA_VERSION = 1
 RECORD_KINDS = ("layer", "model")
 NOISE_CAMPAIGN = "noise-recheck"
+MEMORY_CAMPAIGN = "memory-allocator"
+"""Campaign of memory-only records that re-measure a model record's peak memory by the allocator method
+(:func:`memory_remeasure_record`)."""
 
 
 @lru_cache(maxsize=1)
@@ -286,6 +291,36 @@ def noise_recheck_record(original: Record, stats: LatencyStats, *, repeat: int =
     )  # fmt: skip
 
 
+def memory_remeasure_record(original: Record, *, peak_bytes: int, weight_bytes: int, run_peak_bytes: int,
+                            method: str = "allocator") -> Record:
+    """A memory-only re-measurement of model record ``original`` (campaign ``memory-allocator``, no latency,
+    extra_json {"original_key", "mem": {...}} plus the original's zoo spec, plan kind and seed). The plan is the
+    original's: ``plan_json`` is left empty rather than copied (a plan is ~10 kB of JSON), so the record is
+    meaningful only next to its original (:func:`perfpredict.samples.load_samples` attaches it)."""
+    if original.kind != "model":
+        raise DatasetError(f"record {original.key}: only model records carry a peak memory to re-measure")
+    key = record_key(kind="model", device=original.device(), threads=original.threads, campaign=MEMORY_CAMPAIGN,
+                     extra_identity={"original_key": original.key, "method": method})
+    orig_extra = original.extra()
+    extra = {k: orig_extra[k] for k in ("spec", "plan_kind", "seed") if k in orig_extra}
+    extra.update({"original_key": original.key, "original_campaign": original.campaign,
+                  "mem": {"weights": int(weight_bytes), "run_peak": int(run_peak_bytes), "method": method}})
+    return replace(
+        original, key=key, campaign=MEMORY_CAMPAIGN, plan_json=None, median_ms=None, iqr_ms=None, cv=None, n_repeats=None,
+        stable=None, ci95_rel=None, peak_mem_bytes=int(peak_bytes), versions_json=_versions_text(),
+        timestamp=_utc_now(), extra_json=json.dumps(extra, sort_keys=True),
+    )  # fmt: skip
+
+
+def memory_method_of(record: Record) -> str | None:
+    """How ``record``'s peak memory was measured: ``"allocator"``, ``"rss"`` (the resident-set methods), or None
+    when it has none."""
+    if not record.peak_mem_bytes:
+        return None
+    method = record.extra().get("mem", {}).get("method")
+    return "allocator" if method == "allocator" else "rss"
+
+
 # ---------------------------------------------------------------- store
 
 _DDL = """
@@ -439,6 +474,17 @@ class Store:
         else:
             cur = self._conn.execute("SELECT key FROM records WHERE campaign = ?", (campaign,))
         return {k for (k,) in cur}
+
+    def has_memory_method(self, method: str) -> bool:
+        """Whether any model record's peak memory was measured by ``method`` (``"allocator"`` or ``"rss"``)."""
+        tagged = self._conn.execute(
+            "SELECT 1 FROM records WHERE kind = 'model' AND peak_mem_bytes IS NOT NULL AND extra_json LIKE ? LIMIT 1",
+            ('%"method": "allocator"%',)).fetchone() is not None
+        if method == "allocator":
+            return tagged
+        return self._conn.execute(
+            "SELECT 1 FROM records WHERE kind = 'model' AND peak_mem_bytes IS NOT NULL AND extra_json NOT LIKE ? "
+            "LIMIT 1", ('%"method": "allocator"%',)).fetchone() is not None
 
     def devices(self) -> list[DeviceSpec]:
         """Every distinct DeviceSpec referenced by the store, in insertion order."""

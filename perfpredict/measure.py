@@ -19,6 +19,14 @@ runs the workload once, and reads VmHWM from /proc/self/status. The peak is VmHW
 resident set at the reset. Where the reset is refused, the child falls back to subtracting
 the resident set at the same point from the never-reset VmHWM ("baseline-subtraction"),
 which is exact when the workload's peak exceeds everything before it, else a lower bound.
+The resident set also follows the C allocator's caching and page faults, so two runs of the same
+workload can differ by several percent (more for small workloads).
+
+Allocated peak (`allocated_peak_of`): the rise of the bytes held through torch's CPU allocator while
+a callable runs in this process, from torch.profiler's allocation events (each carries the
+allocator's running total). It counts every tensor, workspace and library scratchpad obtained
+through torch's allocator and nothing else (not the interpreter, thread stacks or memory a library
+mallocs itself); it is exact and repeats to the byte for a deterministic workload.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ __all__ = [
     "measure_latency",
     "measure_interleaved",
     "peak_memory_of",
+    "allocated_peak_of",
     "noise_floor",
     "torch_threads",
 ]
@@ -452,6 +461,37 @@ def peak_memory_of(
         with open(out_path) as f:
             d = json.load(f)
     return PeakMemory(**d)
+
+
+def allocated_peak_of(fn: Callable[[], Any]) -> int:
+    """Peak rise (bytes) of the memory held through torch's CPU allocator while ``fn()`` runs in this process.
+
+    Reads torch.profiler's allocation events (``profile_memory=True``): each reports the allocator's running
+    total after it, so the peak is the largest total minus the total before the first event. 0 when ``fn``
+    allocates nothing through torch. Raises :class:`MeasurementError` if ``fn`` raises.
+    """
+    os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # the profiler otherwise logs its start and stop to stderr
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+    except Exception as exc:  # noqa: BLE001 - reported as a measurement failure
+        raise MeasurementError(f"allocated_peak_of: the workload failed: {type(exc).__name__}: {exc}") from exc
+    events: list[tuple[int, int, int]] = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        e = stack.pop()
+        if e.tag == _EventType.Allocation and e.extra_fields.device.type == "cpu":
+            f = e.extra_fields
+            events.append((e.start_time_ns, int(f.total_allocated), int(f.alloc_size)))
+        stack.extend(e.children)
+    if not events:
+        return 0
+    events.sort()
+    start = events[0][1] - events[0][2]
+    return max(0, max(total for _, total, _ in events) - start)
 
 
 if __name__ == "__main__":

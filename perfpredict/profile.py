@@ -16,12 +16,16 @@ Three campaigns write to a measurement store (:mod:`perfpredict.dataset`):
   sampled variants at the campaign's resolutions) under sampled plans: the default plan, plans biased
   towards the choices the layer records found fastest, all-int8, all-NHWC and pruned plans, and random
   legal plans (random primitive/layout/precision per node, random pruning per prune group). The plans
-  of one model are timed interleaved, end to end (``Executable.forward``); peak memory is measured in a
-  persistent worker subprocess (the method of :func:`perfpredict.runtime.measurement.measure_memory`:
-  glibc serves allocations above 64 KiB with mmap, the kernel's high-water mark is reset by writing
-  "5" to /proc/self/clear_refs after the executable is built and run once, one forward pass is run,
-  peak = deployed weight bytes + high-water mark rise) next to the analytical
-  :func:`~perfpredict.runtime.estimate_peak_memory`.
+  of one model are timed interleaved, end to end (``Executable.forward``); peak memory is measured by
+  :func:`perfpredict.runtime.measurement.measure_memory`'s ``"allocator"`` method (deployed weight bytes +
+  the peak of the bytes torch's allocator holds during a second forward pass: exact and repeatable) or, with
+  ``memory_method="rss"``, in a persistent worker subprocess (glibc serves allocations above 64 KiB with mmap,
+  the kernel's high-water mark is reset by writing "5" to /proc/self/clear_refs after the executable is built
+  and run once, one forward pass is run, peak = deployed weight bytes + high-water mark rise), next to the
+  analytical :func:`~perfpredict.runtime.estimate_peak_memory`.
+* **memory** (:func:`run_memory_remeasure`): the peak memory of stored model records measured again by the
+  allocator method, as memory-only records of campaign ``memory-allocator`` that point at their original
+  (:func:`perfpredict.samples.load_samples` attaches them to it), for stores measured by the RSS method.
 * **noise** (:func:`run_noise`): a seeded random sample of stored records is measured again in an
   independent run (layers interleaved with the candidates they were first timed with, as the campaign
   timed them) and stored as ``noise-recheck`` records; ``Store.info()["noise"]`` reports how often
@@ -98,6 +102,9 @@ __all__ = [
     "run_layer_campaign",
     "run_model_campaign",
     "run_noise",
+    "run_memory_remeasure",
+    "allocator_memory_of",
+    "AllocatorProbe",
     "memory_gap",
 ]
 
@@ -1053,6 +1060,29 @@ class MemoryProbe:
         self._tmp.cleanup()
 
 
+class AllocatorProbe:
+    """The ``"allocator"`` memory method for campaigns, in this process
+    (:func:`perfpredict.runtime.measurement.allocated_memory`), with :class:`MemoryProbe`'s reply format."""
+
+    def measure_built(self, exe: Any, xs: tuple[Any, ...]) -> dict[str, Any]:
+        """{"peak_bytes", "weight_bytes", "run_peak_bytes", "method"} of a built executable, or {"error": why}."""
+        from perfpredict.errors import MeasurementError
+        from perfpredict.runtime.measurement import allocated_memory
+
+        try:
+            m = allocated_memory(exe, xs)
+        except MeasurementError as exc:
+            return {"error": str(exc)[:200]}
+        return {"peak_bytes": m.peak_bytes, "weight_bytes": m.weight_bytes, "run_peak_bytes": m.run_peak_bytes,
+                "method": m.method}
+
+    def __enter__(self) -> "AllocatorProbe":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
 def _memory_worker() -> None:
     """Main loop of the memory worker (``python -m perfpredict.profile --memory-worker``)."""
     import torch
@@ -1131,7 +1161,8 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                        n_variants_per_family: int = 4, plans_per_model: int = 8, seed: int = 0,
                        resolutions: Sequence[int] = DEFAULT_RESOLUTIONS, canonical: bool = True,
                        protocol: Protocol = MODEL_PROTOCOL, memory: bool = True,
-                       memory_threads: Sequence[int] | None = None, campaign: str = MODEL_CAMPAIGN,
+                       memory_threads: Sequence[int] | None = None, memory_method: str = "allocator",
+                       campaign: str = MODEL_CAMPAIGN,
                        layer_campaign: str | None = LAYER_CAMPAIGN,
                        devices: Mapping[int, DeviceSpec] | None = None, quick_device: bool = False,
                        max_minutes: float | None = None, stop_after: int | None = None,
@@ -1139,7 +1170,8 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     """Measure whole zoo models under sampled plans (:func:`sample_plans`) at each thread count.
 
     Latency: the plans of one model are timed interleaved, end to end. Memory (``memory=True``): measured
-    per plan in a :class:`MemoryProbe` worker at the thread counts in ``memory_threads`` (default: the
+    per plan by ``memory_method`` (``"allocator"`` in this process, ``"rss"`` in a :class:`MemoryProbe` worker;
+    see :mod:`perfpredict.runtime.measurement`) at the thread counts in ``memory_threads`` (default: the
     smallest of ``threads``; the sampled plans are the same at every thread count except the fast ones),
     stored with the analytical estimate (which every record carries). Layer records of
     ``layer_campaign`` in the same store bias the ``fast``/``mixed`` plans. ``specs`` (zoo ModelSpecs)
@@ -1151,8 +1183,12 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     from perfpredict.measure import torch_threads
     from perfpredict.runtime import build_executable, estimate_peak_memory
 
+    from perfpredict.runtime.measurement import MEMORY_METHODS
+
     t_start = time.perf_counter()
     ts = _parse_threads(threads)
+    if memory_method not in MEMORY_METHODS:
+        raise PerfPredictError(f"memory method '{memory_method}' is not known; accepted: {', '.join(MEMORY_METHODS)}")
     if plans_per_model < 1:
         raise PerfPredictError(f"--plans-per-model must be at least 1, got {plans_per_model}")
     report = CampaignReport(campaign, "model", str(store.path), ts)
@@ -1166,7 +1202,7 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     skipped_before = skiplog.keys()
     bar = _progress(len(specs) * len(ts) * plans_per_model, f"models {campaign}", progress)
     deadline = None if max_minutes is None else t_start + 60 * max_minutes
-    probe = MemoryProbe() if memory else None
+    probe = (MemoryProbe() if memory_method == "rss" else AllocatorProbe()) if memory else None
     mem_ts = set(_parse_threads(memory_threads)) if memory_threads else {min(ts)}
     known_plans: dict[str, float] = {}
     report.extra["memory_threads"] = sorted(mem_ts) if memory else []
@@ -1295,7 +1331,10 @@ def _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, prot
                 continue
             built[key] = (plan, key, exe, xs)
     mem: dict[str, dict[str, Any]] = {}
-    if probe is not None:
+    if isinstance(probe, AllocatorProbe):
+        for key, (_, _, exe, xs) in built.items():
+            mem[key] = probe.measure_built(exe, xs)
+    elif probe is not None:
         for key, (plan, _, exe, _) in built.items():
             mem[key] = probe.measure(onnx_path, graph.name, exe.plan, t, seed=_seed_of(spec.name, seed),
                                      calibration=exe.calibration)
@@ -1368,7 +1407,7 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
     for i, (k, recs) in enumerate(sorted(by_kind.items())):  # the sample is split evenly across kinds
         share = sample // len(by_kind) + (1 if i < sample % len(by_kind) else 0)
         chosen += rng.sample(recs, min(share, len(recs)))
-    chosen.sort(key=lambda r: (r.extra()["spec"]["name"], r.kind))  # load each model once
+    chosen.sort(key=lambda r: (_spec_key(r.extra()["spec"]), r.kind))  # load each model once
     done = store.keys(NOISE_CAMPAIGN)
     siblings: dict[tuple, list[LayerCandidate]] = defaultdict(list)
     if any(r.kind == "layer" for r in chosen):
@@ -1389,11 +1428,11 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
                 bar.update(1)
                 continue
             ex = orig.extra()
-            sname = ex["spec"]["name"]
-            if sname not in graphs:
+            sname, skey = ex["spec"]["name"], _spec_key(ex["spec"])
+            if skey not in graphs:  # one name can stand for several resolutions
                 graphs.clear()
-                graphs[sname] = zoo_graph(spec_from_dict(ex["spec"]))[0]
-            graph = graphs[sname]
+                graphs[skey] = zoo_graph(spec_from_dict(ex["spec"]))[0]
+            graph = graphs[skey]
             proto = protocol or (Protocol() if orig.kind == "layer" else MODEL_PROTOCOL)
             try:
                 with torch_threads(orig.threads), torch.inference_mode():
@@ -1429,6 +1468,104 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
     report.extra["this_run_by_kind"] = {k: noise_floor([(a, b) for a, b in v if a > 0 and b > 0])
                                         for k, v in sorted(pairs.items())}
     report.extra["store_noise"] = store.noise()
+    return report
+
+
+def _spec_key(spec: Mapping[str, Any]) -> str:
+    """A zoo spec dict as text: the identity of the graph it builds."""
+    return json.dumps(spec, sort_keys=True)
+
+
+def allocator_memory_of(record: Record, graphs: dict[str, Graph] | None = None) -> Any:
+    """The ``"allocator"`` :class:`~perfpredict.runtime.measurement.MemoryMeasurement` of model record ``record``,
+    rebuilt from its zoo spec and plan with the campaign's inputs and int8 calibration. ``graphs`` caches the last
+    graph built (pass the same dict for consecutive records of one model)."""
+    from perfpredict.measure import torch_threads
+    from perfpredict.runtime import build_executable, calibrate, calibration_inputs
+    from perfpredict.runtime.measurement import allocated_memory
+
+    ex = record.extra()
+    graphs = {} if graphs is None else graphs
+    skey = _spec_key(ex["spec"])
+    if skey not in graphs:  # one name can stand for several resolutions
+        graphs.clear()
+        gc.collect()
+        graphs[skey] = zoo_graph(spec_from_dict(ex["spec"]))[0]
+    graph = graphs[skey]
+    plan = Plan.from_dict(json.loads(record.plan_json)) if record.plan_json else Plan({})
+    cal = None
+    if any(c.precision == "int8" for c in plan.choices.values()):
+        cal = calibrate(graph, None, inputs=calibration_inputs(graph, n=2, seed=ex.get("seed", 0)))
+    with torch_threads(record.threads):
+        exe = build_executable(graph, plan, threads=record.threads, calibration=cal)
+        xs = exe.prepare_input(*_random_inputs(graph, _seed_of(ex["spec"]["name"], ex.get("seed", 0))))
+        return allocated_memory(exe, xs)
+
+
+def run_memory_remeasure(store: Store, *, max_minutes: float | None = None, progress: bool = True) -> CampaignReport:
+    """Measure the peak memory of every stored model record that has one by the ``"allocator"`` method
+    (:func:`perfpredict.runtime.measurement.allocated_memory`), unless it was measured so already, and store
+    the figures as memory-only records of campaign ``memory-allocator``
+    (:func:`perfpredict.dataset.memory_remeasure_record`).
+
+    Each plan is rebuilt from its zoo spec (campaign inputs and int8 calibration) and measured twice; the
+    report gives how far the two figures lie apart (``repeat_max_rel_diff``: the method's noise) and how the
+    resident-set figures stored before compare with the new ones (``vs_stored``). Resumable: records already
+    re-measured are skipped. ``max_minutes`` stops cleanly.
+    """
+    from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, memory_method_of, memory_remeasure_record
+
+    t_start = time.perf_counter()
+    done = {r.extra().get("original_key") for r in store.iter_records(kind="model", campaign=MEMORY_CAMPAIGN)}
+    todo = [r for r in store.iter_records(kind="model") if r.campaign not in (NOISE_CAMPAIGN, MEMORY_CAMPAIGN)
+            and memory_method_of(r) == "rss" and "spec" in r.extra()]
+    report = CampaignReport(MEMORY_CAMPAIGN, "model", str(store.path), tuple(sorted({r.threads for r in todo})))
+    report.planned = len(todo)
+    todo.sort(key=lambda r: _spec_key(r.extra()["spec"]))  # load each model once
+    deadline = None if max_minutes is None else t_start + 60 * max_minutes
+    bar = _progress(len(todo), "memory re-measure", progress)
+    graphs: dict[str, Graph] = {}
+    repeat_diff: list[float] = []
+    vs_stored: list[tuple[float, float]] = []
+    batch: list[Record] = []
+
+    def flush() -> None:
+        report.stored += store.append_many(batch, if_exists="skip")
+        batch.clear()
+
+    try:
+        for orig in todo:
+            if orig.key in done:
+                report.already += 1
+                bar.update(1)
+                continue
+            if deadline is not None and time.perf_counter() > deadline:
+                report.stopped_early = True
+                break
+            try:
+                if _spec_key(orig.extra()["spec"]) not in graphs:
+                    flush()
+                first = allocator_memory_of(orig, graphs)
+                second = allocator_memory_of(orig, graphs)
+            except (PerfPredictError, RuntimeError, ValueError, KeyError) as exc:
+                report.skipped[f"rebuild failed: {type(exc).__name__}"] += 1
+                bar.update(1)
+                continue
+            repeat_diff.append(abs(second.peak_bytes - first.peak_bytes) / max(first.peak_bytes, 1))
+            vs_stored.append((float(orig.peak_mem_bytes), float(first.peak_bytes)))
+            batch.append(memory_remeasure_record(orig, peak_bytes=first.peak_bytes, weight_bytes=first.weight_bytes,
+                                                 run_peak_bytes=first.run_peak_bytes))
+            if len(batch) >= 200:
+                flush()
+            bar.update(1)
+        flush()
+    finally:
+        bar.close()
+        report.elapsed_s = round(time.perf_counter() - t_start, 1)
+    from perfpredict.measure import noise_floor
+
+    report.extra["repeat_max_rel_diff"] = round(max(repeat_diff), 6) if repeat_diff else None
+    report.extra["vs_stored"] = noise_floor(vs_stored) if vs_stored else None
     return report
 
 

@@ -86,6 +86,7 @@ class SampleSet:
     skipped: dict[str, int] = field(default_factory=dict)
     unstable: int = 0
     latency_stat: str = "median"
+    memory_method: str = "any"
 
     def families(self) -> list[str]:
         """Families of the model samples, sorted."""
@@ -94,7 +95,8 @@ class SampleSet:
     def select(self, models: Callable[[ModelSample], bool], layers: Callable[[LayerSample], bool]) -> "SampleSet":
         """A new set keeping the samples the predicates accept (same source and hash)."""
         return SampleSet([s for s in self.models if models(s)], [s for s in self.layers if layers(s)],
-                         self.source, self.data_hash, dict(self.skipped), self.unstable, self.latency_stat)
+                         self.source, self.data_hash, dict(self.skipped), self.unstable, self.latency_stat,
+                         self.memory_method)
 
     def summary(self) -> dict[str, Any]:
         """Counts for model cards and logs."""
@@ -105,7 +107,8 @@ class SampleSet:
                 "families": dict(sorted(Counter(s.family for s in self.models).items())),
                 "threads": dict(sorted(Counter(str(s.threads) for s in self.models).items())),
                 "models": len({s.model_name for s in self.models}), "skipped": dict(self.skipped),
-                "unstable_latencies_kept": self.unstable, "latency_stat": self.latency_stat}
+                "unstable_latencies_kept": self.unstable, "latency_stat": self.latency_stat,
+                "memory_method": self.memory_method}
 
 
 # --------------------------------------------------------------------------------------------- graphs
@@ -201,16 +204,25 @@ LATENCY_STATS = ("median", "min")
 
 def load_samples(store_path: str | Path, *, include_unstable: bool = True, progress: bool = False,
                  kinds: Sequence[str] = ("model", "layer"), limit: int | None = None,
-                 latency_stat: str = "median") -> SampleSet:
+                 latency_stat: str = "median", memory_method: str = "auto") -> SampleSet:
     """Read a measurement store (path or ``sqlite:///``) into a :class:`SampleSet` (see the module docstring).
 
     ``latency_stat`` picks the latency target: ``"median"`` (the record's ``median_ms``) or ``"min"`` (the
     fastest timed repeat, ``extra_json["min_ms"]``, least affected by preemption on a busy machine;
     records without it are skipped). A store with no usable model record raises :class:`DatasetError`.
+
+    ``memory_method`` picks the peak-memory target (:mod:`perfpredict.runtime.measurement`): ``"allocator"``
+    (a record's own allocator figure, or that of a ``memory-allocator`` re-measurement of it; records with
+    neither keep only their latency), ``"rss"`` (resident-set figures only), ``"any"`` (the allocator figure
+    where there is one, else the record's own) or ``"auto"`` (``"allocator"`` when the store holds any
+    allocator figure, else ``"rss"``). Memory-only re-measurement records are attached to their originals,
+    never samples of their own.
     """
     if latency_stat not in LATENCY_STATS:
         raise DatasetError(f"latency statistic '{latency_stat}' is not known; accepted: {', '.join(LATENCY_STATS)}")
-    from perfpredict.dataset import NOISE_CAMPAIGN, open_store
+    if memory_method not in MEMORY_TARGETS:
+        raise DatasetError(f"memory method '{memory_method}' is not known; accepted: {', '.join(MEMORY_TARGETS)}")
+    from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, memory_method_of, open_store
 
     path = Path(str(store_path).replace("sqlite:///", "", 1)) if str(store_path).startswith("sqlite:///") \
         else Path(store_path)
@@ -225,6 +237,10 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
     unstable = 0
     with open_store(path, create=False) as store:
         total = len(store)
+        remeasured = {r.extra().get("original_key"): float(r.peak_mem_bytes)
+                      for r in store.iter_records(kind="model", campaign=MEMORY_CAMPAIGN) if r.peak_mem_bytes}
+        if memory_method == "auto":
+            memory_method = "allocator" if remeasured or store.has_memory_method("allocator") else "rss"
         records: Iterable[Any] = store.iter_records()
         if progress:
             from tqdm import tqdm
@@ -235,6 +251,9 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
                 break
             if rec.campaign == NOISE_CAMPAIGN:
                 skipped["noise-recheck"] += 1
+                continue
+            if rec.campaign == MEMORY_CAMPAIGN:
+                skipped["memory re-measurement (attached to its original)"] += 1
                 continue
             if rec.kind not in kinds:
                 continue
@@ -248,7 +267,7 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
                 skipped["unstable latency"] += 1
             unstable_kept = lat is not None and rec.stable is False
             lat = lat if lat is not None and lat > 0 else None
-            mem = float(rec.peak_mem_bytes) if rec.peak_mem_bytes else None
+            mem = _memory_target(rec, memory_method_of(rec), remeasured.get(rec.key), memory_method)
             if lat is None and (rec.kind == "layer" or mem is None):
                 skipped["no usable target"] += 1
                 continue
@@ -276,7 +295,22 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
             unstable += unstable_kept
     if not models and "model" in kinds:
         raise DatasetError(f"{path}: no usable model records (skipped: {dict(skipped) or 'none'})")
-    return SampleSet(models, layers, str(path), digest.hexdigest()[:16], dict(skipped), unstable, latency_stat)
+    return SampleSet(models, layers, str(path), digest.hexdigest()[:16], dict(skipped), unstable, latency_stat,
+                     memory_method)
+
+
+MEMORY_TARGETS = ("auto", "allocator", "rss", "any")
+"""Accepted ``memory_method`` values of :func:`load_samples`."""
+
+
+def _memory_target(rec: Any, own_method: str | None, remeasured: float | None, method: str) -> float | None:
+    own = float(rec.peak_mem_bytes) if rec.peak_mem_bytes else None
+    allocator = remeasured if remeasured is not None else (own if own_method == "allocator" else None)
+    if method == "allocator":
+        return allocator
+    if method == "rss":
+        return own if own_method == "rss" else None
+    return allocator if allocator is not None else own
 
 
 def _model_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: float | None,

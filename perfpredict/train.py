@@ -322,8 +322,8 @@ def evaluate(predictor: Any, samples: SampleSet, progress: bool = False) -> dict
 def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random:0.2", seed: int = 0,
                      epochs: int | None = None, progress: bool = True,
                      samples: SampleSet | None = None, options: TrainOptions | None = None,
-                     latency_stat: str = "median") -> dict[str, Any]:
-    """Load ``data``, train a GNN on the split's training part, evaluate on its test part, and write
+                     latency_stat: str = "median", memory_method: str = "auto") -> dict[str, Any]:
+    """Load ``data`` (``latency_stat``, ``memory_method``: see :func:`~perfpredict.samples.load_samples`), train a GNN on the split's training part, evaluate on its test part, and write
     ``out_dir/model.pt``, ``metrics.json`` and ``README.md``. Returns the metrics."""
     from perfpredict.gnn_predictor import GNNPredictor
     from perfpredict.samples import SplitError, load_samples, parse_split
@@ -332,7 +332,8 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
     if kind == "lofo":
         raise SplitError("train takes one split (random:F, family:NAME or none); run `perfpredict evaluate "
                          "--split lofo` or benchmarks/bench_predictor.py for leave-one-family-out figures")
-    samples = samples if samples is not None else load_samples(data, progress=progress, latency_stat=latency_stat)
+    samples = samples if samples is not None else load_samples(data, progress=progress, latency_stat=latency_stat,
+                                                                      memory_method=memory_method)
     sp: Split = make_splits(samples, split, seed)[0]
     opts = options or TrainOptions(seed=seed)
     opts = replace(opts, seed=seed, **({"epochs": epochs} if epochs else {}))
@@ -344,7 +345,8 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
         "test_summary": sp.test.summary() if sp.test.models else None,
         "test": evaluate(pred, sp.test) if sp.test.models else None,
         "training": pred.training,
-        "command": _rebuild_command(data, out_dir, split, seed, epochs, samples.latency_stat),
+        "command": _rebuild_command(data, out_dir, split, seed, epochs, samples.latency_stat,
+                                    memory_method),
     }
     metrics = clean(metrics)
     pred.metrics = {"split": sp.name, "test": metrics["test"]}
@@ -357,10 +359,18 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
 
 
 def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: int, epochs: int | None,
-                     latency_stat: str = "median") -> str:
+                     latency_stat: str = "median", memory_method: str = "auto") -> str:
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
     cmd += f" --epochs {epochs}" if epochs else ""
+    cmd += f" --memory-method {memory_method}" if memory_method != "auto" else ""
     return cmd + (f" --latency-stat {latency_stat}" if latency_stat != "median" else "")
+
+
+_MEMORY_TARGET_TEXT = {
+    "allocator": "deployed weights + the peak of torch's allocator during a forward pass (exact, repeatable)",
+    "rss": "deployed weights + the resident-set rise during a forward pass (a few percent of re-measurement noise)",
+    "any": "allocator figures where the store has them, else resident-set figures",
+}
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -404,6 +414,7 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
         f"- threads: {', '.join(f'{k} ({v})' for k, v in (d.get('threads') or {}).items())}",
         f"- latency target: the records' {d.get('latency_stat', 'median')} "
         f"({'median of the timed repeats' if d.get('latency_stat', 'median') == 'median' else 'fastest timed repeat'})",
+        f"- peak-memory target: {_MEMORY_TARGET_TEXT.get(d.get('memory_method', 'any'), d.get('memory_method'))}",
         f"- records skipped while loading: {d.get('skipped') or 'none'}; latencies whose confidence interval "
         f"missed the campaign's target, kept: {d.get('unstable_latencies_kept', 0)}", "",
         "## Split and held-out metrics", "",

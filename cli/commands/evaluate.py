@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="maximum GNN epochs when training kind gnn")
     p.add_argument("--latency-stat", choices=("median", "min"), default="median",
                    help="latency target: the records' median (default) or fastest timed repeat")
+    p.add_argument("--memory-method", choices=("auto", "allocator", "rss", "any"), default="auto",
+                   help="peak-memory target: torch-allocator figures (exact), resident-set figures, allocator where there is one "
+                        "else resident set, or auto (allocator when the store has any; default)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=_evaluate)
 
@@ -33,7 +36,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from perfpredict.train import TrainOptions, metrics_rows, resolve_dataset, run_evaluation
 
     parse_split(args.split)
-    samples = load_samples(resolve_dataset(args.data), progress=True, latency_stat=args.latency_stat)
+    samples = load_samples(resolve_dataset(args.data), progress=True, latency_stat=args.latency_stat,
+                           memory_method=args.memory_method)
     opts = TrainOptions(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
     rows = run_evaluation(samples, args.predictor, args.split, args.seed, opts, progress=True)
     if args.json:

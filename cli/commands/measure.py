@@ -13,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="measure a model's latency and peak memory on this machine",
                        description="Build MODEL (an ONNX file or a zoo model name) under a plan with the runtime, "
                                    "time it with the measurement protocol (warm-up, repeats until the median's 95%% "
-                                   "CI is within the target, time cap) and measure its peak memory in a "
-                                   "subprocess, next to the analytical estimate.")
+                                   "CI is within the target, time cap) and measure its peak memory (by torch's "
+                                   "allocator, or the resident set in a subprocess), next to the analytical estimate.")
     p.add_argument("model", help="an .onnx file or a zoo model name (see `perfpredict zoo list`)")
     p.add_argument("--plan", default=None, help="plan.json (default: the default plan)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's setting)")
@@ -22,7 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-ci", type=float, default=0.02, help="relative 95%% CI of the median to reach "
                                                                   "(default 0.02)")
     p.add_argument("--time-cap-s", type=float, default=2.0, help="seconds of timed repeats at most (default 2)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--memory-method", choices=("allocator", "rss"), default="allocator",
+                   help="peak memory from torch's allocator (exact, repeatable; default) or the resident set of a "
+                        "subprocess (also sees memory outside torch; a few percent of noise)")
     p.add_argument("--check", action="store_true", help="compare outputs (and latency) with ONNX Runtime")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -51,7 +54,8 @@ def _measure(args: argparse.Namespace) -> int:
     graph, onnx_path = load_model(args.model, resolution=args.resolution)
     plan = Plan.load(args.plan) if args.plan else None
     stats, mem = measure_plan(graph, plan, threads=args.threads, memory=not args.no_memory,
-                              target_ci=args.target_ci, time_cap_s=args.time_cap_s, seed=args.seed)
+                              target_ci=args.target_ci, time_cap_s=args.time_cap_s, seed=args.seed,
+                              memory_method=args.memory_method)
     est = estimate_peak_memory(graph, plan)
     out: dict = {
         "model": args.model, "graph": graph.name, "graph_id": graph.graph_id, "nodes": len(graph.nodes),

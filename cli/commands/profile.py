@@ -62,7 +62,7 @@ def _common(p: argparse.ArgumentParser, *, time_cap: float, max_call: float) -> 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `profile layers`, `profile models` and `profile noise`."""
+    """Add `profile layers`, `profile models`, `profile noise` and `profile memory`."""
     p = sub.add_parser("profile", help="measurement campaigns on this machine into a store",
                        description="Profiling campaigns: real measurements on this machine (the proxy device) "
                                    "written to an append-only store. A campaign killed at any point resumes "
@@ -87,7 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="sampled variants per family besides the canonical models (default 4)")
     mo.add_argument("--plans-per-model", type=int, default=8, help="plans per model and thread count (default 8)")
     mo.add_argument("--no-canonical", action="store_true", help="sampled variants only")
-    mo.add_argument("--no-memory", action="store_true", help="skip the peak-memory worker")
+    mo.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    mo.add_argument("--memory-method", choices=("allocator", "rss"), default="allocator",
+                    help="peak memory from torch's allocator (exact, repeatable; the default) or from the resident "
+                         "set in a worker subprocess (also sees memory outside torch, noisier)")
     mo.add_argument("--memory-threads", type=_ints, default=None,
                     help="thread counts at which peak memory is measured (default: the smallest of --threads)")
     mo.add_argument("--layer-campaign", default="layers",
@@ -103,6 +106,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     no.add_argument("--no-progress", action="store_true", help="no progress bar")
     no.add_argument("--json", action="store_true", help="print the report as JSON")
     no.set_defaults(func=_noise)
+
+    me = psub.add_parser("memory", help="re-measure the peak memory of stored model records by the allocator method",
+                         description="Measures again, by torch's allocator (exact, repeatable), the peak memory of "
+                                     "every model record whose figure came from the resident set, and stores the "
+                                     "results as memory-only records that training attaches to their originals. "
+                                     "Resumable.")
+    me.add_argument("--store", required=True, help="an existing measurement store")
+    me.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time")
+    me.add_argument("--no-progress", action="store_true", help="no progress bar")
+    me.add_argument("--json", action="store_true", help="print the report as JSON")
+    me.set_defaults(func=_memory)
 
 
 def _protocol(args: argparse.Namespace, model: bool):
@@ -175,7 +189,7 @@ def _models(args: argparse.Namespace) -> int:
                                  n_variants_per_family=args.n_variants_per_family,
                                  plans_per_model=args.plans_per_model, seed=args.seed, resolutions=args.resolutions,
                                  canonical=not args.no_canonical, protocol=protocol, memory=not args.no_memory,
-                                 memory_threads=args.memory_threads,
+                                 memory_threads=args.memory_threads, memory_method=args.memory_method,
                                  campaign=args.campaign or MODEL_CAMPAIGN, layer_campaign=args.layer_campaign,
                                  devices=_devices(args), quick_device=args.quick_device,
                                  max_minutes=args.max_minutes, stop_after=args.stop_after,
@@ -196,4 +210,13 @@ def _noise(args: argparse.Namespace) -> int:
     _print_report(rep, args.json)
     if not args.json:
         sys.stdout.flush()
+    return 0
+
+
+def _memory(args: argparse.Namespace) -> int:
+    from perfpredict.profile import run_memory_remeasure
+
+    with _open(args.store, create=False) as store:
+        rep = run_memory_remeasure(store, max_minutes=args.max_minutes, progress=not args.no_progress)
+    _print_report(rep, args.json)
     return 0

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default 1)")
     p.add_argument("--latency-stat", choices=("median", "min"), default="median",
                    help="latency target: the records' median (default) or fastest timed repeat")
+    p.add_argument("--memory-method", choices=("auto", "allocator", "rss", "any"), default="auto",
+                   help="peak-memory target: torch-allocator figures (exact), resident-set figures, allocator where there is one "
+                        "else resident set, or auto (allocator when the store has any; default)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_train)
 
@@ -33,7 +36,7 @@ def _train(args: argparse.Namespace) -> int:
     data = resolve_dataset(args.data)
     metrics = train_and_report(data, args.output, split=args.split, seed=args.seed, epochs=args.epochs,
                                progress=True, options=TrainOptions(seed=args.seed, threads=args.threads),
-                               latency_stat=args.latency_stat)
+                               latency_stat=args.latency_stat, memory_method=args.memory_method)
     if args.json:
         print_json(metrics)
         return 0

@@ -13,9 +13,12 @@ import textwrap
 import pytest
 
 from perfpredict.dataset import (
+    MEMORY_CAMPAIGN,
     NOISE_CAMPAIGN,
     Record,
     make_record,
+    memory_method_of,
+    memory_remeasure_record,
     noise_recheck_record,
     open_store,
     record_key,
@@ -61,6 +64,21 @@ def test_round_trip_and_keys(store, tmp_path):
     store.close()
     with open_store(f"sqlite:///{tmp_path / 'm.db'}") as again:  # sqlite URL, absolute path
         assert len(again) == 3
+
+
+def test_memory_remeasure_records(store):
+    orig = model(0)
+    assert memory_method_of(orig) == "rss" and memory_method_of(layer(0)) is None  # untagged figures: resident set
+    again = memory_remeasure_record(orig, peak_bytes=1500, weight_bytes=1000, run_peak_bytes=500)
+    assert again.campaign == MEMORY_CAMPAIGN and again.key != orig.key and again.median_ms is None
+    assert (again.graph_id, again.threads, again.plan_json) == (orig.graph_id, orig.threads, None)  # plan: the original's
+    assert again.extra()["original_key"] == orig.key and memory_method_of(again) == "allocator"
+    assert again.peak_mem_bytes == 1500 and again.extra()["mem"] == {"weights": 1000, "run_peak": 500,
+                                                                       "method": "allocator"}
+    assert store.append_many([orig, again]) == 2
+    assert store.has_memory_method("allocator") and store.has_memory_method("rss")
+    with pytest.raises(DatasetError, match="only model records"):
+        memory_remeasure_record(layer(0), peak_bytes=1, weight_bytes=1, run_peak_bytes=0)
 
 
 def test_append_only(store):

@@ -1,4 +1,4 @@
-"""Latency protocol, interleaving, noise floor and subprocess peak memory."""
+"""Latency protocol, interleaving, noise floor, subprocess peak memory and allocator peak memory."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from perfpredict.errors import MeasurementError
 from perfpredict.measure import (
     LatencyStats,
     _median_ci_rank,
+    allocated_peak_of,
     latency_stats,
     measure_interleaved,
     measure_latency,
@@ -202,3 +203,27 @@ def test_interleaved_blocks_run_back_to_back_after_untimed_calls():
         measure_interleaved(fns, block=0)
     with pytest.raises(MeasurementError, match="block_warmup must be an integer >= 0"):
         measure_interleaved(fns, block_warmup=-1)
+
+
+def test_allocated_peak_of_counts_the_bytes_held_at_once():
+    held = torch.empty(1000, dtype=torch.uint8)  # held before: not part of the rise
+
+    def work():
+        a = torch.empty(10_000_000, dtype=torch.uint8)
+        b = torch.empty(5_000_000, dtype=torch.uint8)
+        del a, b
+        c = torch.empty(3_000_000, dtype=torch.uint8)
+        del c
+
+    assert allocated_peak_of(work) == 15_000_000
+    assert allocated_peak_of(work) == 15_000_000  # repeats to the byte
+    assert allocated_peak_of(lambda: held.sum()) < 64 * 1024  # a scalar and a small reduction buffer
+    assert allocated_peak_of(lambda: None) == 0
+
+
+def test_allocated_peak_of_reports_a_failing_workload():
+    def boom():
+        raise ValueError("exploded")
+
+    with pytest.raises(MeasurementError, match="the workload failed: ValueError: exploded"):
+        allocated_peak_of(boom)

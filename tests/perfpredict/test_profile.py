@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from perfpredict.dataset import NOISE_CAMPAIGN, make_record, open_store
+from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, make_record, memory_method_of, open_store
 from perfpredict.devices import load_example_board
 from perfpredict.errors import PerfPredictError
 from perfpredict.measure import latency_stats
@@ -28,6 +28,7 @@ from perfpredict.profile import (
     layer_candidates,
     run_layer_campaign,
     run_model_campaign,
+    run_memory_remeasure,
     run_noise,
     sample_plans,
     spec_from_dict,
@@ -134,6 +135,7 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path):
             assert r.peak_mem_bytes > 0 and r.est_mem_bytes > 0
             assert ex["mem"]["weights"] > 0 and r.peak_mem_bytes == ex["mem"]["weights"] + ex["mem"]["run_peak"]
             assert r.est_mem_bytes == sum(ex["est_mem"].values())
+            assert ex["mem"]["method"] == "allocator" and memory_method_of(r) == "allocator"
         assert "default" in kinds and len(kinds) == 3
         assert rep.extra["memory_gap"]["n"] == 3
         assert run_model_campaign(store, **kw).already == 3 and len(store) == 3
@@ -144,6 +146,33 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path):
         assert len(rechecks) == 2 and all(r.extra()["original_key"] in store.keys("models") for r in rechecks)
         assert store.info()["noise"]["n"] == 2
         assert run_noise(store, sample=2, seed=1, progress=False).already == 2  # same sample: not re-measured
+
+
+def test_rss_memory_is_remeasured_by_the_allocator_and_attached_to_its_original(cache, tmp_path):
+    from perfpredict.samples import load_samples
+
+    db = tmp_path / "rss.db"
+    with open_store(db) as store:
+        run_model_campaign(store, threads=(1,), specs=[_spec()], plans_per_model=2, protocol=TINY, devices={1: DEV},
+                           progress=False, layer_campaign=None, memory_method="rss")
+        originals = {r.key: r for r in store.iter_records(kind="model")}
+        assert {memory_method_of(r) for r in originals.values()} == {"rss"}
+        assert store.has_memory_method("rss") and not store.has_memory_method("allocator")
+        rep = run_memory_remeasure(store, progress=False)
+        assert rep.stored == 2 and rep.extra["repeat_max_rel_diff"] == 0  # two builds, the same bytes
+        again = list(store.iter_records(campaign=MEMORY_CAMPAIGN))
+        assert {r.extra()["original_key"] for r in again} == set(originals)
+        for r in again:
+            assert r.median_ms is None and r.peak_mem_bytes > 0 and memory_method_of(r) == "allocator"
+            assert r.graph_id == originals[r.extra()["original_key"]].graph_id
+        assert run_memory_remeasure(store, progress=False).already == 2
+        allocated = {r.extra()["original_key"]: r.peak_mem_bytes for r in again}
+    auto = load_samples(db, kinds=("model",))
+    assert auto.memory_method == "allocator" and len(auto.models) == 2  # the re-measurements are no samples
+    assert {s.key: s.peak_mem_bytes for s in auto.models} == allocated
+    rss = load_samples(db, kinds=("model",), memory_method="rss")
+    assert {s.key: s.peak_mem_bytes for s in rss.models} == {k: r.peak_mem_bytes for k, r in originals.items()}
+    assert all(s.latency_ms > 0 for s in auto.models + rss.models)
 
 
 def test_sample_plans_are_legal_and_distinct(cache):

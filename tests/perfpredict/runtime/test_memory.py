@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from perfpredict.errors import MeasurementError
 from perfpredict.graph import load_onnx
 from perfpredict.plan import Choice, Plan
 from perfpredict.primitives import get_primitive
@@ -63,12 +66,27 @@ def test_measure_plan(tmp_path):
     assert none is None and stats.n_repeats == 5
 
 
-def test_measured_run_peak_tracks_activations():
+@pytest.mark.parametrize("method", ["allocator", "rss"])
+def test_measured_run_peak_tracks_activations(method):
     from perfpredict.runtime.measurement import measure_memory
 
     big = load_onnx(residual_se_net(hw=96), name="residual_se_96")
     est = estimate_peak_memory(big)
-    got = measure_memory(big, threads=1)
+    got = measure_memory(big, threads=1, method=method)
     # the run's own peak (activations + workspace, over 1 MB here) is in the estimate's order of magnitude
     assert 0.25 * (est.activations + est.workspace) < got.run_peak_bytes < 4 * (est.activations + est.workspace)
     assert got.weight_bytes == est.weights
+    assert (got.method == "allocator") == (method == "allocator")
+
+
+def test_allocator_memory_repeats_to_the_byte_and_follows_the_plan():
+    from perfpredict.runtime.measurement import measure_memory
+
+    g = residual_se_graph()
+    first, second = measure_memory(g, threads=1), measure_memory(g, threads=1)
+    assert first == second and first.run_peak_bytes > 0
+    # pruning half the channels of conv1 shrinks what the run holds
+    pruned = measure_memory(g, Plan({"conv1": Choice("conv.onednn", prune=0.5)}), threads=1)
+    assert pruned.run_peak_bytes < first.run_peak_bytes and pruned.weight_bytes < first.weight_bytes
+    with pytest.raises(MeasurementError, match="accepted: allocator, rss"):
+        measure_memory(g, method="vmhwm")
