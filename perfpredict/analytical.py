@@ -497,8 +497,10 @@ class _GraphCosts:
         return total
 
     def peak_memory(self, idx: np.ndarray) -> np.ndarray:
-        """Peak bytes of each row of ``idx``: weights + the largest live activations + the largest workspace
-        (the runtime's estimate's formula; conversion temporaries are not counted)."""
+        """Peak bytes of each row of ``idx``: weights + the largest live activations + the largest workspace, an
+        upper bound of the runtime's estimate (which adds a step's workspace to that step's live activations
+        only; the bound keeps the exact solver's additive memory sweep tight). Conversion temporaries are not
+        counted."""
         from perfpredict.primitives import get_primitive
 
         g = self.graph

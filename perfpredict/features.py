@@ -55,7 +55,7 @@ from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -940,8 +940,9 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     ], axis=2).astype(np.float32)  # fmt: skip
     plan = np.concatenate([prim_onehot, plan_cols], axis=2)
 
-    # analytical memory: weights + peak live activations (plus conversion copies) + largest workspace;
-    # views share their input's storage; a fused producer writes its activation's output
+    # analytical memory (as perfpredict.runtime.estimate_peak_memory): weights + the largest, over the steps, of
+    # live activations (plus conversion copies) + that step's workspace; views share their input's storage; a
+    # fused producer writes its activation's output
     own_out = np.where(tpl.is_view, 0.0, eff_out)
     out_bytes = np.concatenate([own_out, np.full((P, 1), tpl.input_bytes)], axis=1)
     live_act = out_bytes @ tpl.cached("live_T", lambda: np.ascontiguousarray(tpl.live.T, np.float64)) + conv_live
@@ -953,7 +954,8 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     ws_table = tpl.workspace_table(space)
     ws = ws_table[np.arange(n)[None, :], arrays.primitive, int8.astype(np.int64)] * chan_scale
     max_ws = ws.max(axis=1) if n else np.zeros(P)
-    mem_prior = weights + peak_act + max_ws
+    step_peak = (live_act + ws).max(axis=1) if n else np.zeros(P)
+    mem_prior = weights + step_peak
     memory = np.stack([np.log1p(weights), np.log1p(peak_act), np.log1p(max_ws), np.log1p(mem_prior)], axis=1)
     return PlanFeatures(tpl.static_features(space), plan, prior, memory.astype(np.float32), mem_prior,
                         eff_params + ws)

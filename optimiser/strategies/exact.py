@@ -12,13 +12,14 @@ Prune groups add one binary per (group, ratio) tied to every member's options.
 
 Budgets on the other costs are elastic linear constraints (a slack with a large weight, so the program
 always has an answer: the closest plan when no plan meets the budgets). Accuracy drop and latency are
-additive, so those budgets are exact. Peak memory is *not* additive (the live activations peak at one
-step): the program bounds the additive weights + workspace term by ``budget - activations``, where
-activations is the non-additive remainder estimated at the default plan, then the evaluator checks the
-real predicted peak; while it exceeds the budget the bound is lowered by the excess and the program
-re-solved (at most ``max_sweeps`` times). The result is therefore optimal for latency and accuracy
-budgets, and for memory budgets optimal under the tightest additive bound tried (documented, and
-reported in ``info``).
+additive, so those budgets are exact. Peak memory is *not* additive (the live activations and a kernel's
+workspace peak at one step): the program bounds the additive weights + workspace term instead and the
+evaluator checks the real predicted peak of each answer. The bound is bisected (at most ``max_sweeps``
+solves) between the additive term of the unconstrained optimum and zero: a bound whose answer meets the
+budget is loosened, one whose answer does not is tightened, and the fastest answer that met the budget is
+kept (the least-memory answer when none did). The result is therefore optimal for latency and accuracy
+budgets, and for memory budgets optimal under the best additive bound tried (documented, and reported in
+``info``).
 """
 
 from __future__ import annotations
@@ -243,23 +244,31 @@ class ExactSolver(BaseStrategy):
             self.result = solve_exact(self.space, prob.additive, primary, budgets, self.time_limit)
             return self.result
         add = prob.additive
-        d = self.space.default_indices()
-        _, peak, _ = prob.evaluator.raw(d[None, :])
-        activations = max(0.0, float(peak[0]) - float(add.memory_term(d)[0]))
-        cap = mem_budget - activations
+        first = solve_exact(self.space, add, primary, budgets, self.time_limit)
+        lo, hi = 0.0, float(add.memory_term(first.indices)[0])
         best: ExactResult | None = None
+        closest = first
+        res = first
         for sweep in range(self.max_sweeps):
-            budgets["memory"] = max(cap, 1.0)
-            res = solve_exact(self.space, add, primary, budgets, self.time_limit)
+            if sweep:
+                budgets["memory"] = max((lo + hi) / 2, 1.0)
+                res = solve_exact(self.space, add, primary, budgets, self.time_limit)
             _, peak, _ = prob.evaluator.raw(res.indices[None, :])
             real = float(peak[0])
-            self.sweeps.append({"additive_cap_bytes": budgets["memory"], "peak_bytes": real})
-            if best is None or real <= mem_budget or real < best.info.get("peak_bytes", np.inf):
-                res.info["peak_bytes"] = real
-                best = res
-            if real <= mem_budget or res.info["slack"].get("memory", 0.0) > 1e-9:
-                break
-            cap -= (real - mem_budget) * 1.05
+            res.info["peak_bytes"] = real
+            self.sweeps.append({"additive_cap_bytes": budgets.get("memory"), "peak_bytes": real})
+            if real <= mem_budget:
+                res.info["value"] = float(prob.evaluator(res.indices[None, :])[0].value)
+                if best is None or res.info["value"] < best.info["value"]:
+                    best = res
+                if sweep == 0:
+                    break  # the unconstrained optimum already fits
+                lo = budgets["memory"]
+            else:
+                if real < closest.info.get("peak_bytes", np.inf):
+                    closest = res
+                hi = budgets.get("memory", hi)
+        best = best or closest
         best.info["memory_sweeps"] = self.sweeps
         self.result = best
         return best

@@ -186,10 +186,14 @@ def _build_onednn(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
 
 
 def _ws_onednn(node: Node, precision: str) -> int:
-    # estimate: oneDNN reorders the plain weights into its blocked layout on every call
+    # oneDNN reorders the plain weights into its blocked layout on every call and, from NCHW, the input into
+    # 16-channel blocks (measured with torch's allocator; NHWC runs without that copy, so there this over-counts)
     geo = ConvGeometry.of(node)
     kh, kw = geo.kernel
-    return geo.out_channels * (geo.in_channels // geo.groups) * kh * kw * _F32 + _prepad_bytes(node, geo)
+    n, c, h, w, _, _ = _shape(node)
+    blocked_input = n * (-(-c // 16) * 16) * h * w * _F32
+    return geo.out_channels * (geo.in_channels // geo.groups) * kh * kw * _F32 + blocked_input \
+        + _prepad_bytes(node, geo)
 
 
 # --------------------------------------------------------------------------------------------- conv.onednn_packed
@@ -232,15 +236,9 @@ def _build_onednn_packed(node: Node, weights: Mapping[str, np.ndarray], ctx: Bui
 
 
 def _ws_onednn_packed(node: Node, precision: str) -> int:
-    # estimate: the packed copy of the weights, channels padded to oneDNN's blocks of 16
-    geo = ConvGeometry.of(node)
-    kh, kw = geo.kernel
-
-    def blocks(c: int) -> int:
-        return -(-c // 16) * 16
-
-    per_out = 1 if geo.is_depthwise else blocks(geo.in_channels // geo.groups)
-    return blocks(geo.out_channels) * per_out * kh * kw * _F32 + _prepad_bytes(node, geo)
+    # the weights are packed once at build (they are deployed weights, not per-call memory); what a call adds is
+    # the padded copy of the input when the pads are asymmetric (oneDNN's own scratchpad is small)
+    return _prepad_bytes(node, ConvGeometry.of(node))
 
 
 # --------------------------------------------------------------------------------------------- conv.native
@@ -413,9 +411,9 @@ def _ws_winograd(node: Node, precision: str) -> int:
     th, tw = (oh + 1) // 2, (ow + 1) // 2
     p = n * th * tw
     padded = n * c * (2 * th + 2) * (2 * tw + 2)
-    # padded input, two input-transform buffers, products, column-transformed products, uncropped output,
-    # transformed weights
-    return (padded + 2 * 16 * c * p + 16 * k * p + 8 * k * p + 4 * k * p + 16 * k * c) * _F32
+    # padded input, two input-transform buffers, products, column-transformed products, uncropped output (the
+    # transformed weights are made once at build, with the weights)
+    return (padded + 2 * 16 * c * p + 16 * k * p + 8 * k * p + 4 * k * p) * _F32
 
 
 # --------------------------------------------------------------------------------------------- conv.fft
@@ -474,9 +472,9 @@ def _ws_fft(node: Node, precision: str) -> int:
     pt, pl, pb, pr = geo.pads
     fh, fw = _fft_size((h + pt + pb, w + pl + pr))
     nf = fh * (fw // 2 + 1)
-    # padded input, input spectrum and its transposed copy, output spectrum, full inverse, weight spectrum
-    return n * c * fh * fw * _F32 + 2 * n * c * nf * _C64 + n * k * nf * _C64 + n * k * fh * fw * _F32 \
-        + k * c * nf * _C64
+    # padded input, input spectrum and its transposed copy, output spectrum, full inverse (the weight spectrum is
+    # made once at build, with the weights)
+    return n * c * fh * fw * _F32 + 2 * n * c * nf * _C64 + n * k * nf * _C64 + n * k * fh * fw * _F32
 
 
 # --------------------------------------------------------------------------------------------- conv.gemm1x1

@@ -143,13 +143,28 @@ def _build_reducemean(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildC
     return lambda x: x.mean(axes, keepdim=keep)
 
 
-def _register(op: str, build, applies=None, description: str = "") -> Primitive:  # noqa: ANN001
+def _ws_maxpool(node: Node, precision: str) -> int:
+    # fp32: F.max_pool2d also computes the argmax indices (int64, 8 bytes per output element) and, with pads it
+    # cannot take natively, pads a copy of the input; the quantised max pool computes no indices
+    if precision == "int8":
+        return 0
+    padded = 0
+    if _native_padding(node) is None:
+        begin, end = _explicit_pads(node)
+        n, c, h, w = node.in_shape
+        padded = n * c * (h + begin[0] + end[0]) * (w + begin[1] + end[1]) * 4
+    return 8 * int(np.prod(node.out_shape)) + padded
+
+
+def _register(op: str, build, applies=None, description: str = "", workspace=None) -> Primitive:  # noqa: ANN001
     extra = {"applies": applies} if applies is not None else {}
+    if workspace is not None:
+        extra["workspace_bytes"] = workspace
     return register(Primitive(name=f"{op.lower()}.torch", ops=(op,), layouts=BOTH_LAYOUTS, precisions=FP32_INT8,
                               build=build, rank=RANK, description=description, tunable=False, **extra))
 
 
-MAXPOOL = _register("MaxPool", _build_maxpool, _is_2d, "F.max_pool2d (int8: quantised max pool)")
+MAXPOOL = _register("MaxPool", _build_maxpool, _is_2d, "F.max_pool2d (int8: quantised max pool)", _ws_maxpool)
 AVGPOOL = _register("AveragePool", _build_avgpool, _avg_applies, "F.avg_pool2d (int8: quantised avg pool)")
 GLOBALAVGPOOL = _register("GlobalAveragePool", _build_global_avgpool,
                           description="F.adaptive_avg_pool2d(x, 1) (int8: quantised adaptive pool)")

@@ -131,7 +131,7 @@ def _build_conv(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
 
 def _ws_conv(node: Node, precision: str) -> int:
     # estimate: NHWC copies of an NCHW input and output, fbgemm's im2col buffer (not for 1x1 stride-1 or
-    # depthwise convs), the int32 accumulators of the whole output, packed int8 weights
+    # depthwise convs), the int32 accumulators of the whole output (the int8 weights are packed once, at build)
     geo = ConvGeometry.of(node)
     n, c, h, w = node.in_shape
     oh, ow = node.out_shape[2:]
@@ -139,7 +139,7 @@ def _ws_conv(node: Node, precision: str) -> int:
     k = geo.out_channels
     direct = geo.is_depthwise or ((kh, kw) == (1, 1) and geo.stride == (1, 1) and not any(geo.pads))
     im2col = 0 if direct else n * oh * ow * c * kh * kw
-    return n * c * h * w + n * k * oh * ow + im2col + 4 * n * k * oh * ow + k * (c // geo.groups) * kh * kw
+    return n * c * h * w + n * k * oh * ow + im2col + 4 * n * k * oh * ow
 
 
 # --------------------------------------------------------------------------------------------- gemm.int8
@@ -185,11 +185,10 @@ def _build_gemm(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
 
 
 def _ws_gemm(node: Node, precision: str) -> int:
-    # estimate: int32 accumulators of the output and the packed int8 weights
+    # estimate: int32 accumulators of the output (the int8 weights are packed once, at build)
     m = int(np.prod(node.out_shape[:-1]))
     n = int(node.out_shape[-1])
-    k = int(node.in_shape[-1]) if not node.attrs.get("trans_a", 0) else int(node.in_shape[0])
-    return 4 * m * n + n * k
+    return 4 * m * n
 
 
 register(Primitive(

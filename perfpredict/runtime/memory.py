@@ -10,6 +10,10 @@ Split/Slice/Flatten/Reshape shares its input's storage), at 4 bytes per element 
 for int8; the peak is the largest such sum.
 
 ``workspace``: the largest :attr:`Primitive.workspace_bytes` over the nodes (one kernel runs at a time).
+
+``total``: weights plus the largest sum, over the steps, of the activations alive at the step and the step's own
+workspace (a kernel's temporaries exist only while it runs, so the largest workspace and the largest live set
+add up only where they fall on the same step); at most ``weights + activations + workspace``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ INT8_CHANNEL_BYTES = 8
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Estimated peak memory in bytes: ``total = weights + activations + workspace``.
+    """Estimated peak memory in bytes: ``total`` = weights + the largest (live activations + workspace) of any
+    step; ``activations`` and ``workspace`` are the largest of each alone (see the module docstring).
 
     ``peak_step`` names the step (node or converted tensor) at which the activations peak.
     """
@@ -67,6 +72,12 @@ def _out_channels(node: Node, w: np.ndarray) -> int:
 
 def activation_peak(schedule: Schedule) -> tuple[int, str]:
     """(peak bytes of live activations over the schedule, the step where it is reached)."""
+    peak, where, _ = _replay(schedule, None)
+    return peak, where
+
+
+def _replay(schedule: Schedule, workspace: list[int] | None) -> tuple[int, str, int]:
+    """Replay the schedule: (peak live activations, its step, peak of live activations + the step's workspace)."""
     slots = schedule.slots
 
     def storage(s: int) -> int:
@@ -93,27 +104,34 @@ def activation_peak(schedule: Schedule) -> tuple[int, str]:
 
     for s in schedule.input_slots:
         hold(s)
-    peak, where = live, "<input>"
-    for op in schedule.ops:
+    peak, where, step_peak = live, "<input>", live
+    for i, op in enumerate(schedule.ops):
         for s in op.outputs:
             hold(s)
         if live > peak:
             peak, where = live, op.name
+        step_peak = max(step_peak, live + (workspace[i] if workspace is not None else 0))
         for s in op.frees:
             drop(s)
-    return peak, where
+    return peak, where, step_peak
+
+
+def _step_workspace(schedule: Schedule) -> list[int]:
+    """The workspace each scheduled step declares (0 for conversions)."""
+    nodes = {n.name: n for n in schedule.graph.nodes}
+    out = []
+    for op in schedule.ops:
+        if op.kind != "node":
+            out.append(0)
+            continue
+        c = schedule.choices[op.name]
+        out.append(int(get_primitive(c.primitive).workspace_bytes(nodes[op.name], c.precision)))
+    return out
 
 
 def workspace_peak(schedule: Schedule) -> int:
     """The largest workspace any scheduled node's primitive declares."""
-    nodes = {n.name: n for n in schedule.graph.nodes}
-    best = 0
-    for op in schedule.ops:
-        if op.kind != "node":
-            continue
-        c = schedule.choices[op.name]
-        best = max(best, int(get_primitive(c.primitive).workspace_bytes(nodes[op.name], c.precision)))
-    return best
+    return max(_step_workspace(schedule), default=0)
 
 
 def estimate_peak_memory(graph: Graph, plan: Plan | None = None, *, fuse: bool = True) -> MemoryEstimate:
@@ -126,6 +144,6 @@ def estimate_peak_memory(graph: Graph, plan: Plan | None = None, *, fuse: bool =
     run_graph = prune_graph(graph, ratios).graph if ratios else graph
     schedule = make_schedule(run_graph, choices, fuse=fuse)
     weights = weight_bytes(run_graph, choices)
-    activations, where = activation_peak(schedule)
-    workspace = workspace_peak(schedule)
-    return MemoryEstimate(weights, activations, workspace, weights + activations + workspace, where)
+    ws = _step_workspace(schedule)
+    activations, where, step_peak = _replay(schedule, ws)
+    return MemoryEstimate(weights, activations, max(ws, default=0), weights + step_peak, where)

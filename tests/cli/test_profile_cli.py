@@ -125,8 +125,8 @@ def test_measure_json_schema_on_a_tiny_zoo_model(tmp_path, capsys, monkeypatch):
     assert isinstance(lat["stable"], bool)
     mem = out["memory"]
     assert mem["measured_peak_bytes"] == mem["measured_weight_bytes"] + mem["measured_run_peak_bytes"]
-    assert mem["estimated_peak_bytes"] == (mem["estimated_weights"] + mem["estimated_activations"]
-                                           + mem["estimated_workspace"])
+    parts = mem["estimated_weights"], mem["estimated_activations"], mem["estimated_workspace"]
+    assert parts[0] + max(parts[1:]) <= mem["estimated_peak_bytes"] <= sum(parts)
     assert mem["measured_weight_bytes"] > 0 and mem["method"] == "allocator"
 
 

@@ -60,20 +60,21 @@ def test_exact_with_memory_term_budget_matches_brute_force(small):
     assert add.memory_term(res.indices)[0] == pytest.approx(mem.min(), rel=1e-9)
 
 
-def test_exact_strategy_with_peak_memory_sweep(small, board, roofline):
+@pytest.mark.parametrize("quantile, within", [(0.2, 1.02), (0.1, 1.02), (0.05, 1.10)])
+def test_exact_strategy_with_peak_memory_sweep(small, board, roofline, quantile, within):
     space, add, everything = small
     ev = Evaluator(space, roofline, board, Objective())
     _, peak, _ = ev.raw(everything)
     lat, _, _ = ev.raw(everything)
-    budget = float(np.quantile(peak, 0.2))
+    budget = float(np.quantile(peak, quantile))
     obj = Objective(("latency",), Constraints(memory_bytes=budget))
     ev = Evaluator(space, roofline, board, obj)
     strat = make_strategy("exact", Problem(space, obj, ev, add, True))
     (cand,) = strat.ask(4)
     cost = ev(cand.indices[None])[0]
     assert cost.feasible
-    # never worse than 2% above the true constrained optimum (the sweep is a documented approximation)
-    assert cost.latency_ms <= lat[peak <= budget].min() * 1.02
+    # close to the true constrained optimum (the bisection over an additive bound is a documented approximation)
+    assert cost.latency_ms <= lat[peak <= budget].min() * within
     assert strat.finished and strat.ask(1) == []
 
 

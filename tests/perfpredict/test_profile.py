@@ -134,7 +134,8 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path):
             ex = r.extra()
             assert r.peak_mem_bytes > 0 and r.est_mem_bytes > 0
             assert ex["mem"]["weights"] > 0 and r.peak_mem_bytes == ex["mem"]["weights"] + ex["mem"]["run_peak"]
-            assert r.est_mem_bytes == sum(ex["est_mem"].values())
+            est = ex["est_mem"]
+            assert est["weights"] + max(est["activations"], est["workspace"]) <= r.est_mem_bytes <= sum(est.values())
             assert ex["mem"]["method"] == "allocator" and memory_method_of(r) == "allocator"
         assert "default" in kinds and len(kinds) == 3
         assert rep.extra["memory_gap"]["n"] == 3
