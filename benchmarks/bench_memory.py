@@ -10,7 +10,8 @@ the feasible plans it evaluated we take
                  peak memory (none when no such plan was found);
 
 and measure them with the default plan on this machine: latency round-robin (perfpredict.measure, 50 ms idle
-before each timed call) and peak memory in an isolated worker process (perfpredict.runtime.measure_plan).
+before each timed call) and peak memory by torch's allocator (perfpredict.runtime.measure_plan: deployed weights
++ the allocator's peak during a forward pass).
 Reported: measured memory ratio default / half-mem and the latency cost of half-mem over fastest.
 
     .venv/bin/python benchmarks/bench_memory.py [--models resnet18,mobilenet_v2,squeezenet1_1,efficientnet_b0]

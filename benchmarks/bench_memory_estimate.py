@@ -38,7 +38,8 @@ def plans_of(graph) -> dict:  # noqa: ANN001 - Graph
     """The four plan kinds of the module docstring."""
     sp = SearchSpace(graph, SpaceConfig(allow_prune=False))
     nhwc = sp.uniform_layout_indices("NHWC")
-    return {"default": None, "nhwc": sp.decode(nhwc), "packed": sp.decode(sp.with_primitive(nhwc, "conv.onednn_packed")),
+    return {"default": None, "nhwc": sp.decode(nhwc),
+            "packed": sp.decode(sp.with_primitive(nhwc, "conv.onednn_packed")),
             "int8": sp.decode(sp.uniform_layout_indices("NHWC", precision="int8"))}
 
 
@@ -61,7 +62,8 @@ def main(argv=None) -> int:
                          "weight_bytes": first.weight_bytes, "run_peak_bytes": first.run_peak_bytes,
                          "rel_err": est.total / first.peak_bytes - 1,
                          "repeat_rel_diff": abs(second.peak_bytes - first.peak_bytes) / first.peak_bytes})
-            print(f"{model:20s} {kind:8s} estimated {est.total / 1e6:9.3f} MB  measured {first.peak_bytes / 1e6:9.3f} MB"
+            print(f"{model:20s} {kind:8s} estimated {est.total / 1e6:9.3f} MB  "
+                  f"measured {first.peak_bytes / 1e6:9.3f} MB"
                   f"  {100 * rows[-1]['rel_err']:+6.2f}%", file=sys.stderr, flush=True)
     lines = [f"Analytical peak memory vs the allocator measurement ({len(rows)} plans, {args.resolution}x"
              f"{args.resolution}, {args.threads} thread(s)); largest difference between two measurements of a plan: "

@@ -306,8 +306,8 @@ def memory_remeasure_record(original: Record, *, peak_bytes: int, weight_bytes: 
     extra.update({"original_key": original.key, "original_campaign": original.campaign,
                   "mem": {"weights": int(weight_bytes), "run_peak": int(run_peak_bytes), "method": method}})
     return replace(
-        original, key=key, campaign=MEMORY_CAMPAIGN, plan_json=None, median_ms=None, iqr_ms=None, cv=None, n_repeats=None,
-        stable=None, ci95_rel=None, peak_mem_bytes=int(peak_bytes), versions_json=_versions_text(),
+        original, key=key, campaign=MEMORY_CAMPAIGN, plan_json=None, median_ms=None, iqr_ms=None, cv=None,
+        n_repeats=None, stable=None, ci95_rel=None, peak_mem_bytes=int(peak_bytes), versions_json=_versions_text(),
         timestamp=_utc_now(), extra_json=json.dumps(extra, sort_keys=True),
     )  # fmt: skip
 
