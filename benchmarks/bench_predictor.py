@@ -182,8 +182,7 @@ def _memory_noise(path, n, seed):
     from perfpredict.profile import allocator_memory_of
 
     with open_store(path, create=False) as store:
-        remeasured = {r.extra().get("original_key"): r.peak_mem_bytes
-                      for r in store.iter_records(kind="model", campaign=MEMORY_CAMPAIGN)}
+        remeasured = store.memory_remeasurements()
         pool = [r for r in store.iter_records(kind="model") if r.campaign != MEMORY_CAMPAIGN and "spec" in r.extra()
                 and (r.key in remeasured or memory_method_of(r) == "allocator")]
     if not pool or n < 1:

@@ -475,6 +475,12 @@ class Store:
             cur = self._conn.execute("SELECT key FROM records WHERE campaign = ?", (campaign,))
         return {k for (k,) in cur}
 
+    def memory_remeasurements(self) -> dict[str, int]:
+        """Original record key -> peak memory (bytes) of its ``memory-allocator`` re-measurement."""
+        rows = self._conn.execute("SELECT extra_json, peak_mem_bytes FROM records WHERE campaign = ? AND "
+                                  "peak_mem_bytes IS NOT NULL", (MEMORY_CAMPAIGN,)).fetchall()
+        return {json.loads(extra)["original_key"]: int(peak) for extra, peak in rows}
+
     def has_memory_method(self, method: str) -> bool:
         """Whether any model record's peak memory was measured by ``method`` (``"allocator"`` or ``"rss"``)."""
         tagged = self._conn.execute(

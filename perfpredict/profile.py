@@ -1002,6 +1002,13 @@ class MemoryProbe:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, env=env, bufsize=1)
 
+    def measure_built(self, exe: Any, xs: tuple[Any, ...], *, onnx_path: str | os.PathLike, threads: int,
+                      seed: int = 0) -> dict[str, Any]:
+        """:meth:`measure` of a built executable's graph, plan and calibration (``xs`` unused: the worker builds
+        its own input from ``seed``)."""
+        return self.measure(onnx_path, exe.source_graph.name, exe.plan, threads, seed=seed,
+                            calibration=exe.calibration)
+
     def measure(self, onnx_path: str | os.PathLike, graph_name: str, plan: Plan, threads: int, *, seed: int = 0,
                 calibration: Any = None) -> dict[str, Any]:
         """{"peak_bytes", "weight_bytes", "run_peak_bytes", "method"} or {"error": why}."""
@@ -1064,17 +1071,17 @@ class AllocatorProbe:
     """The ``"allocator"`` memory method for campaigns, in this process
     (:func:`perfpredict.runtime.measurement.allocated_memory`), with :class:`MemoryProbe`'s reply format."""
 
-    def measure_built(self, exe: Any, xs: tuple[Any, ...]) -> dict[str, Any]:
+    def measure_built(self, exe: Any, xs: tuple[Any, ...], **_: Any) -> dict[str, Any]:
         """{"peak_bytes", "weight_bytes", "run_peak_bytes", "method"} of a built executable, or {"error": why}."""
+        from dataclasses import asdict
+
         from perfpredict.errors import MeasurementError
         from perfpredict.runtime.measurement import allocated_memory
 
         try:
-            m = allocated_memory(exe, xs)
+            return asdict(allocated_memory(exe, xs))
         except MeasurementError as exc:
             return {"error": str(exc)[:200]}
-        return {"peak_bytes": m.peak_bytes, "weight_bytes": m.weight_bytes, "run_peak_bytes": m.run_peak_bytes,
-                "method": m.method}
 
     def __enter__(self) -> "AllocatorProbe":
         return self
@@ -1182,7 +1189,6 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
 
     from perfpredict.measure import torch_threads
     from perfpredict.runtime import build_executable, estimate_peak_memory
-
     from perfpredict.runtime.measurement import MEMORY_METHODS
 
     t_start = time.perf_counter()
@@ -1331,13 +1337,9 @@ def _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, prot
                 continue
             built[key] = (plan, key, exe, xs)
     mem: dict[str, dict[str, Any]] = {}
-    if isinstance(probe, AllocatorProbe):
+    if probe is not None:
         for key, (_, _, exe, xs) in built.items():
-            mem[key] = probe.measure_built(exe, xs)
-    elif probe is not None:
-        for key, (plan, _, exe, _) in built.items():
-            mem[key] = probe.measure(onnx_path, graph.name, exe.plan, t, seed=_seed_of(spec.name, seed),
-                                     calibration=exe.calibration)
+            mem[key] = probe.measure_built(exe, xs, onnx_path=onnx_path, threads=t, seed=_seed_of(spec.name, seed))
     stats: dict[str, LatencyStats] = {}
     if built:
         calls = {key: (lambda exe=exe, xs=xs: exe.forward(*xs)) for key, (_, _, exe, xs) in built.items()}
@@ -1390,7 +1392,6 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
 
     from perfpredict.dataset import NOISE_CAMPAIGN
     from perfpredict.measure import torch_threads
-    from perfpredict.runtime import build_executable, calibrate, calibration_inputs
 
     t_start = time.perf_counter()
     if sample < 1:
@@ -1428,11 +1429,7 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
                 bar.update(1)
                 continue
             ex = orig.extra()
-            sname, skey = ex["spec"]["name"], _spec_key(ex["spec"])
-            if skey not in graphs:  # one name can stand for several resolutions
-                graphs.clear()
-                graphs[skey] = zoo_graph(spec_from_dict(ex["spec"]))[0]
-            graph = graphs[skey]
+            graph = _record_graph(orig, graphs)
             proto = protocol or (Protocol() if orig.kind == "layer" else MODEL_PROTOCOL)
             try:
                 with torch_threads(orig.threads), torch.inference_mode():
@@ -1441,12 +1438,7 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
                         if stats is None:
                             raise PerfPredictError("the layer was skipped this time (too slow or failed)")
                     else:
-                        plan = Plan.from_dict(json.loads(orig.plan_json))
-                        cal = None
-                        if any(c.precision == "int8" for c in plan.choices.values()):
-                            cal = calibrate(graph, None, inputs=calibration_inputs(graph, n=2, seed=ex.get("seed", 0)))
-                        exe = build_executable(graph, plan, threads=orig.threads, calibration=cal)
-                        xs = exe.prepare_input(*_random_inputs(graph, _seed_of(sname, ex.get("seed", 0))))
+                        exe, xs = _rebuild_model_record(orig, graphs)
                         call = lambda exe=exe, xs=xs: exe.forward(*xs)  # noqa: E731
                         stats = measure_latency(call, threads=orig.threads, **proto.measure_kwargs())
             except (PerfPredictError, RuntimeError, ValueError, KeyError) as exc:
@@ -1476,30 +1468,42 @@ def _spec_key(spec: Mapping[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def allocator_memory_of(record: Record, graphs: dict[str, Graph] | None = None) -> Any:
-    """The ``"allocator"`` :class:`~perfpredict.runtime.measurement.MemoryMeasurement` of model record ``record``,
-    rebuilt from its zoo spec and plan with the campaign's inputs and int8 calibration. ``graphs`` caches the last
-    graph built (pass the same dict for consecutive records of one model)."""
-    from perfpredict.measure import torch_threads
-    from perfpredict.runtime import build_executable, calibrate, calibration_inputs
-    from perfpredict.runtime.measurement import allocated_memory
-
-    ex = record.extra()
-    graphs = {} if graphs is None else graphs
-    skey = _spec_key(ex["spec"])
-    if skey not in graphs:  # one name can stand for several resolutions
+def _record_graph(record: Record, graphs: dict[str, Graph]) -> Graph:
+    """The zoo graph of ``record``'s spec; ``graphs`` keeps the last one built (one name can stand for several
+    resolutions, so the whole spec is the key)."""
+    spec = record.extra()["spec"]
+    skey = _spec_key(spec)
+    if skey not in graphs:
         graphs.clear()
         gc.collect()
-        graphs[skey] = zoo_graph(spec_from_dict(ex["spec"]))[0]
-    graph = graphs[skey]
+        graphs[skey] = zoo_graph(spec_from_dict(spec))[0]
+    return graphs[skey]
+
+
+def _rebuild_model_record(record: Record, graphs: dict[str, Graph]) -> tuple[Any, tuple[Any, ...]]:
+    """(executable, prepared input) of model record ``record`` as its campaign built them: its zoo graph and plan,
+    the campaign's seeded input and int8 calibration."""
+    from perfpredict.runtime import build_executable, calibrate, calibration_inputs
+
+    ex = record.extra()
+    graph = _record_graph(record, graphs)
     plan = Plan.from_dict(json.loads(record.plan_json)) if record.plan_json else Plan({})
     cal = None
     if any(c.precision == "int8" for c in plan.choices.values()):
         cal = calibrate(graph, None, inputs=calibration_inputs(graph, n=2, seed=ex.get("seed", 0)))
+    exe = build_executable(graph, plan, threads=record.threads, calibration=cal)
+    return exe, exe.prepare_input(*_random_inputs(graph, _seed_of(ex["spec"]["name"], ex.get("seed", 0))))
+
+
+def allocator_memory_of(record: Record, graphs: dict[str, Graph] | None = None) -> Any:
+    """The ``"allocator"`` :class:`~perfpredict.runtime.measurement.MemoryMeasurement` of model record ``record``,
+    rebuilt as its campaign built it (:func:`_rebuild_model_record`). ``graphs`` caches the last graph built (pass
+    the same dict for consecutive records of one model)."""
+    from perfpredict.measure import torch_threads
+    from perfpredict.runtime.measurement import allocated_memory
+
     with torch_threads(record.threads):
-        exe = build_executable(graph, plan, threads=record.threads, calibration=cal)
-        xs = exe.prepare_input(*_random_inputs(graph, _seed_of(ex["spec"]["name"], ex.get("seed", 0))))
-        return allocated_memory(exe, xs)
+        return allocated_memory(*_rebuild_model_record(record, {} if graphs is None else graphs))
 
 
 def run_memory_remeasure(store: Store, *, max_minutes: float | None = None, progress: bool = True) -> CampaignReport:
@@ -1516,7 +1520,7 @@ def run_memory_remeasure(store: Store, *, max_minutes: float | None = None, prog
     from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, memory_method_of, memory_remeasure_record
 
     t_start = time.perf_counter()
-    done = {r.extra().get("original_key") for r in store.iter_records(kind="model", campaign=MEMORY_CAMPAIGN)}
+    done = store.memory_remeasurements()
     todo = [r for r in store.iter_records(kind="model") if r.campaign not in (NOISE_CAMPAIGN, MEMORY_CAMPAIGN)
             and memory_method_of(r) == "rss" and "spec" in r.extra()]
     report = CampaignReport(MEMORY_CAMPAIGN, "model", str(store.path), tuple(sorted({r.threads for r in todo})))

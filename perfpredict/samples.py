@@ -237,8 +237,7 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
     unstable = 0
     with open_store(path, create=False) as store:
         total = len(store)
-        remeasured = {r.extra().get("original_key"): float(r.peak_mem_bytes)
-                      for r in store.iter_records(kind="model", campaign=MEMORY_CAMPAIGN) if r.peak_mem_bytes}
+        remeasured = store.memory_remeasurements()
         if memory_method == "auto":
             memory_method = "allocator" if remeasured or store.has_memory_method("allocator") else "rss"
         records: Iterable[Any] = store.iter_records()
@@ -303,9 +302,9 @@ MEMORY_TARGETS = ("auto", "allocator", "rss", "any")
 """Accepted ``memory_method`` values of :func:`load_samples`."""
 
 
-def _memory_target(rec: Any, own_method: str | None, remeasured: float | None, method: str) -> float | None:
+def _memory_target(rec: Any, own_method: str | None, remeasured: int | None, method: str) -> float | None:
     own = float(rec.peak_mem_bytes) if rec.peak_mem_bytes else None
-    allocator = remeasured if remeasured is not None else (own if own_method == "allocator" else None)
+    allocator = float(remeasured) if remeasured is not None else (own if own_method == "allocator" else None)
     if method == "allocator":
         return allocator
     if method == "rss":

@@ -253,12 +253,11 @@ class ExactSolver(BaseStrategy):
             if sweep:
                 budgets["memory"] = max((lo + hi) / 2, 1.0)
                 res = solve_exact(self.space, add, primary, budgets, self.time_limit)
-            _, peak, _ = prob.evaluator.raw(res.indices[None, :])
-            real = float(peak[0])
-            res.info["peak_bytes"] = real
+            cost = prob.evaluator(res.indices[None, :])[0]
+            real = float(cost.peak_mem_bytes)
+            res.info["peak_bytes"], res.info["value"] = real, float(cost.value)
             self.sweeps.append({"additive_cap_bytes": budgets.get("memory"), "peak_bytes": real})
             if real <= mem_budget:
-                res.info["value"] = float(prob.evaluator(res.indices[None, :])[0].value)
                 if best is None or res.info["value"] < best.info["value"]:
                     best = res
                 if sweep == 0:

@@ -70,13 +70,7 @@ def _out_channels(node: Node, w: np.ndarray) -> int:
     return int(node.out_shape[-1])
 
 
-def activation_peak(schedule: Schedule) -> tuple[int, str]:
-    """(peak bytes of live activations over the schedule, the step where it is reached)."""
-    peak, where, _ = _replay(schedule, None)
-    return peak, where
-
-
-def _replay(schedule: Schedule, workspace: list[int] | None) -> tuple[int, str, int]:
+def _replay(schedule: Schedule, workspace: list[int]) -> tuple[int, str, int]:
     """Replay the schedule: (peak live activations, its step, peak of live activations + the step's workspace)."""
     slots = schedule.slots
 
@@ -110,7 +104,7 @@ def _replay(schedule: Schedule, workspace: list[int] | None) -> tuple[int, str, 
             hold(s)
         if live > peak:
             peak, where = live, op.name
-        step_peak = max(step_peak, live + (workspace[i] if workspace is not None else 0))
+        step_peak = max(step_peak, live + workspace[i])
         for s in op.frees:
             drop(s)
     return peak, where, step_peak
@@ -127,11 +121,6 @@ def _step_workspace(schedule: Schedule) -> list[int]:
         c = schedule.choices[op.name]
         out.append(int(get_primitive(c.primitive).workspace_bytes(nodes[op.name], c.precision)))
     return out
-
-
-def workspace_peak(schedule: Schedule) -> int:
-    """The largest workspace any scheduled node's primitive declares."""
-    return max(_step_workspace(schedule), default=0)
 
 
 def estimate_peak_memory(graph: Graph, plan: Plan | None = None, *, fuse: bool = True) -> MemoryEstimate:
