@@ -7,8 +7,12 @@ default primitives in NHWC where they have it); ``packed`` (every convolution on
 ``int8`` (every node with an int8 primitive at int8, NHWC). Each plan is measured twice, on two builds, and the
 largest difference between the two is reported (the measurement's own noise).
 
+With ``--store``, the estimate is also compared with every allocator-measured model record of a profiling
+store (the sampled plans of the campaigns: mixed primitives, layouts, int8 and pruning, at the campaigns'
+resolutions and thread counts), without measuring anything again; reported overall and per family.
+
     .venv/bin/python benchmarks/bench_memory_estimate.py [--models ...] [--resolution 64]
-        [--out benchmarks/results/memory_estimate.json]
+        [--store datasets/xeon.db] [--out benchmarks/results/memory_estimate.json]
 
 Memory does not depend on machine load, so this can run beside other work.
 """
@@ -26,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import write_results  # noqa: E402
 from optimiser.space import SearchSpace, SpaceConfig  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
+from perfpredict.samples import graph_of, load_samples  # noqa: E402
 from perfpredict.runtime import calibrate, calibration_inputs, estimate_peak_memory  # noqa: E402
 from perfpredict.runtime.measurement import measure_memory  # noqa: E402
 
@@ -43,11 +48,35 @@ def plans_of(graph) -> dict:  # noqa: ANN001 - Graph
             "int8": sp.decode(sp.uniform_layout_indices("NHWC", precision="int8"))}
 
 
+def _table(title: str, groups: dict[str, np.ndarray]) -> list[str]:
+    lines = [f"| {title} | n | MAPE % | median abs error % | max abs error % | within 5 % | mean signed error % |",
+             "|---|---|---|---|---|---|---|"]
+    for name, errs in groups.items():
+        a = np.abs(errs)
+        lines.append(f"| {name} | {len(a)} | {100 * a.mean():.2f} | {100 * np.median(a):.2f} | {100 * a.max():.2f} | "
+                     f"{100 * (a <= 0.05).mean():.0f}% | {100 * errs.mean():+.2f} |")
+    return lines
+
+
+def store_rows(store: str) -> list[dict]:
+    """Estimate against every allocator-measured model record of ``store`` (nothing is measured again)."""
+    samples = load_samples(store, memory_method="allocator")
+    rows = []
+    for s in samples.models:
+        if s.peak_mem_bytes is None:
+            continue
+        est = estimate_peak_memory(graph_of(s), s.plan).total
+        rows.append({"model": s.model_name, "family": s.family, "threads": s.threads, "estimated_bytes": est,
+                     "measured_bytes": s.peak_mem_bytes, "rel_err": est / s.peak_mem_bytes - 1})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models")
     ap.add_argument("--resolution", type=int, default=64, help="input height/width (default 64)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--store", default=None, help="also compare with the allocator records of this store")
     ap.add_argument("--out", default="benchmarks/results/memory_estimate.json")
     args = ap.parse_args(argv)
 
@@ -67,14 +96,18 @@ def main(argv=None) -> int:
                   f"  {100 * rows[-1]['rel_err']:+6.2f}%", file=sys.stderr, flush=True)
     lines = [f"Analytical peak memory vs the allocator measurement ({len(rows)} plans, {args.resolution}x"
              f"{args.resolution}, {args.threads} thread(s)); largest difference between two measurements of a plan: "
-             f"{100 * max(r['repeat_rel_diff'] for r in rows):.3f}%", "",
-             "| plan kind | n | MAPE % | max abs error % | within 5 % |", "|---|---|---|---|---|"]
-    for kind in KINDS + ("all",):
-        errs = np.array([abs(r["rel_err"]) for r in rows if kind in ("all", r["plan"])])
-        if len(errs):
-            lines.append(f"| {kind} | {len(errs)} | {100 * errs.mean():.2f} | {100 * errs.max():.2f} | "
-                         f"{100 * (errs <= 0.05).mean():.0f}% |")
-    write_results(args.out, {"resolution": args.resolution, "threads": args.threads, "rows": rows}, "\n".join(lines))
+             f"{100 * max(r['repeat_rel_diff'] for r in rows):.3f}%", ""]
+    errs = {kind: np.array([r["rel_err"] for r in rows if kind in ("all", r["plan"])]) for kind in KINDS + ("all",)}
+    lines += _table("plan kind", {k: v for k, v in errs.items() if len(v)})
+    stored = store_rows(args.store) if args.store else []
+    if stored:
+        families = sorted({r["family"] for r in stored})
+        groups = {f: np.array([r["rel_err"] for r in stored if r["family"] == f]) for f in families}
+        groups["all"] = np.array([r["rel_err"] for r in stored])
+        lines += ["", f"Against the {len(stored)} allocator-measured model records of `{args.store}` (the campaigns' "
+                  "sampled plans):", ""] + _table("family", groups)
+    write_results(args.out, {"resolution": args.resolution, "threads": args.threads, "rows": rows,
+                             "store": args.store, "store_rows": stored}, "\n".join(lines))
     return 0
 
 

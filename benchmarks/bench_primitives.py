@@ -73,7 +73,7 @@ def variants(node: Node, weights: dict[str, np.ndarray], x: np.ndarray) -> dict[
                 if precision == "int8":
                     inp = quantize_activation(inp, in_qp)
                 out[f"{prim.name} {layout} {precision}"] = (prim.build(node, weights, ctx), inp,
-                                                            prim.workspace_bytes(node, precision))
+                                                            prim.workspace_bytes(node, precision, layout))
     return out
 
 

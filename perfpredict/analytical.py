@@ -577,7 +577,7 @@ def _prune_scale(graph: Graph) -> list[float]:
 
 def _workspace(prim, node: Node, c: Choice) -> float:  # noqa: ANN001 - Primitive
     """Workspace bytes the primitive declares for the node (as the runtime's memory estimate counts them)."""
-    return float(prim.workspace_bytes(node, c.precision)) if prim.supports(node) else 0.0
+    return float(prim.workspace_bytes(node, c.precision, c.layout)) if prim.supports(node) else 0.0
 
 
 _INT8_CHANNEL_BYTES = 8  # per output channel of an int8 weight: a float32 scale and an int32 zero point

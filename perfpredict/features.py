@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -55,7 +55,7 @@ from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
 
-FEATURE_SCHEMA_VERSION = 2
+FEATURE_SCHEMA_VERSION = 3
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -98,6 +98,7 @@ _FUSABLE_ACTS = ("Relu", "Clip")
 _VIEW_OPS = ("Split", "Slice", "Flatten", "Reshape")  # outputs share their input's storage (runtime.executor)
 _FUSED_PRIOR_SHARE = 0.02
 _EXTERNAL_GRAPH_INPUT = -1  # producer index of a graph input: fp32 NCHW, converted if the consumer differs
+PRECISIONS_ORDER, LAYOUTS_ORDER = ("fp32", "int8"), ("NCHW", "NHWC")  # the workspace table's axes
 _EXTERNAL_MATCHED = -2  # producer outside a sub-graph, already in the consumer's layout and precision
 
 
@@ -318,9 +319,9 @@ class GraphTemplate:
     comp_in: np.ndarray  # [G, n] share of each node's first input channels in each group's free classes
     comp_out: np.ndarray  # [G, n] the same for its first output
     live: np.ndarray  # [n, n + 1] bool: tensor group t (node outputs, then the graph input) live at step i
-    input_bytes: float  # fp32 bytes of the graph inputs
     default_choices: tuple[Choice, ...]
-    workspace: Mapping[str, np.ndarray]  # primitive -> [n, 2] workspace bytes at fp32 / int8
+    workspace: Mapping[str, np.ndarray]  # primitive -> [n, 2, 2] workspace bytes at fp32 / int8, NCHW / NHWC
+    ws_nodes: Mapping[int, Node] = field(default_factory=dict)  # nodes some primitive declares workspace for
     _space_cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -348,13 +349,14 @@ class GraphTemplate:
         return self._space_cache[key]
 
     def workspace_table(self, space: FeatureSpace) -> np.ndarray:
-        """[n, len(primitives) + 1, 2] workspace bytes per node, primitive and precision."""
+        """[n, len(primitives) + 1, 2, 2] workspace bytes per node, primitive, precision (fp32, int8) and
+        layout (NCHW, NHWC)."""
         key = ("ws", space)
         if key not in self._space_cache:
-            table = np.zeros((self.n_nodes, len(space.primitives) + 1, 2))
+            table = np.zeros((self.n_nodes, len(space.primitives) + 1, 2, 2))
             for k, p in enumerate(space.primitives):
                 if p in self.workspace:
-                    table[:, k, :] = self.workspace[p]
+                    table[:, k] = self.workspace[p]
             self._space_cache[key] = table
         return self._space_cache[key]
 
@@ -380,7 +382,6 @@ class GraphTemplate:
         f_act, f_prod = remap[self.fuse_act[f_keep]], remap[self.fuse_prod[f_keep]]
         unread_to_end = np.array([not (in_src == t).any() for t in range(n)], bool)
         live = _live_matrix(n, in_node, in_src, unread_to_end, self.is_view[idx], f_act, f_prod)
-        external = in_src == _EXTERNAL_MATCHED
         # a node measured alone is pruned by its own ratio: its output channels only (profile campaigns
         # pre-slice the lone node), passed through by the sub-graph's channel-keeping readers
         prunable = np.flatnonzero(self.prunable[idx])
@@ -410,9 +411,9 @@ class GraphTemplate:
             prunable=self.prunable[idx], is_view=self.is_view[idx], writes_output=np.zeros(n, bool),
             out_layout_matters=self.out_layout_matters[idx], fuse_act=f_act, fuse_prod=f_prod, group_members=sub_members, group_free=free, comp_in=comp_in,
             comp_out=comp_out, live=live,
-            input_bytes=float(self.in_bytes[keep][external].sum()),
             default_choices=tuple(self.default_choices[i] for i in idx),
-            workspace={k: v[idx] for k, v in self.workspace.items()})
+            workspace={k: v[idx] for k, v in self.workspace.items()},
+            ws_nodes={j: self.ws_nodes[int(i)] for j, i in enumerate(idx) if int(i) in self.ws_nodes})
 
 
 def build_template(graph: Graph) -> GraphTemplate:
@@ -503,7 +504,6 @@ def build_template(graph: Graph) -> GraphTemplate:
     acts_fused = sorted(fused)
     live = _live_matrix(n, np.array(in_node, np.int64), np.array(in_src, np.int64), writes_output, is_view,
                         np.array(acts_fused, np.int64), np.array([fused[a] for a in acts_fused], np.int64))
-    input_bytes = float(sum(4.0 * np.prod(graph.tensor_shapes[t]) for t in graph.inputs if t in graph.tensor_shapes))
     first_seen: dict[int, list[int]] = {}
     dup = []
     for e, t in enumerate(in_tensor):
@@ -533,8 +533,9 @@ def build_template(graph: Graph) -> GraphTemplate:
         param_bytes=param_bytes, bias_bytes=bias_bytes, prunable=prunable, is_view=is_view,
         writes_output=writes_output, out_layout_matters=out_lm, fuse_act=np.array(acts_fused, np.int64),
         fuse_prod=np.array([fused[a] for a in acts_fused], np.int64), group_members=members, group_free=free,
-        comp_in=comp_in, comp_out=comp_out, live=live, input_bytes=input_bytes,
-        default_choices=tuple(defaults), workspace=_workspace_bytes(nodes))
+        comp_in=comp_in, comp_out=comp_out, live=live,
+        default_choices=tuple(defaults), workspace=(ws := _workspace_bytes(nodes)),
+        ws_nodes={i: nodes[i] for i in sorted({int(i) for col in ws.values() for i in np.flatnonzero(col.any(axis=(1, 2)))})})
 
 
 def _live_matrix(n: int, in_node: np.ndarray, in_src: np.ndarray, to_end: np.ndarray, is_view: np.ndarray,
@@ -616,19 +617,103 @@ def _workspace_bytes(nodes: Sequence[Node]) -> dict[str, np.ndarray]:
 
     out: dict[str, np.ndarray] = {}
     for p in all_primitives():
-        col = np.zeros((len(nodes), 2))
+        col = np.zeros((len(nodes), 2, 2))
         for i, nd in enumerate(nodes):
             if not p.supports(nd):
                 continue
-            for j, prec in enumerate(PRECISIONS):
-                if prec in p.precisions:
-                    try:
-                        col[i, j] = float(p.workspace_bytes(nd, prec))
-                    except Exception:  # a primitive's estimate failing must not stop featurisation
-                        col[i, j] = 0.0
+            for j, prec in enumerate(PRECISIONS_ORDER):
+                for k, layout in enumerate(LAYOUTS_ORDER):
+                    if prec in p.precisions and layout in p.layouts:
+                        try:
+                            col[i, j, k] = float(p.workspace_bytes(nd, prec, layout))
+                        except Exception:  # a primitive's estimate failing must not stop featurisation
+                            col[i, j, k] = 0.0
         if col.any():
             out[p.name] = col
     return out
+
+
+def _with_channels(node: Node, cin: int, cout: int) -> Node:
+    """``node`` with its first input holding ``cin`` channels and its output ``cout`` (as pruning leaves it)."""
+    def chan(shape: tuple[int, ...], c: int) -> tuple[int, ...]:
+        if len(shape) == 4:
+            return (shape[0], c, *shape[2:])
+        return (*shape[:-1], c) if shape else shape
+
+    ins = (chan(node.input_shapes[0], cin),) + tuple(node.input_shapes[1:])
+    outs = (chan(node.output_shapes[0], cout),) + tuple(node.output_shapes[1:])
+    attrs = dict(node.attrs)
+    if node.op == "Conv":
+        if attrs["groups"] == attrs["in_channels"] == attrs["out_channels"] and attrs["groups"] > 1:
+            attrs["groups"] = cout
+        attrs["in_channels"], attrs["out_channels"] = cin, cout
+    elif node.op == "Gemm":
+        attrs["out_features"] = cout
+    return replace(node, input_shapes=ins, output_shapes=outs, attrs=attrs)
+
+
+def _pruned_workspace(tpl: GraphTemplate, space: FeatureSpace, arrays: PlanArrays, int8: np.ndarray,
+                      nhwc: np.ndarray, keep_in: np.ndarray, keep_out: np.ndarray, ws: np.ndarray) -> None:
+    """Replace, in place, the workspace of pruned nodes ([P, n] ``ws`` from the unpruned table) by what the
+    primitive declares at the kept channel counts (workspaces are not proportional to channels: oneDNN works in
+    16-channel blocks). Each distinct (node, choice, channels) is computed once per template."""
+    from perfpredict.primitives import get_primitive
+
+    cols = np.fromiter(tpl.ws_nodes, np.int64, len(tpl.ws_nodes))
+    if not len(cols):
+        return
+    sub_in, sub_out = keep_in[:, cols], keep_out[:, cols]
+    p_idx, c_idx = np.nonzero((sub_in < 1.0) | (sub_out < 1.0))
+    if not len(p_idx):
+        return
+    n_idx = cols[c_idx]
+    chans = tpl.cached("ws_channels", lambda: np.array(
+        [[_channels(tpl.ws_nodes[int(i)].input_shapes[0]), _channels(tpl.ws_nodes[int(i)].output_shapes[0])]
+         for i in cols], np.float64))
+    cin = np.maximum(np.rint(chans[c_idx, 0] * sub_in[p_idx, c_idx]), 1).astype(np.int64)
+    follows = tpl.chan_kind[n_idx] != 0  # depthwise, pooling: the output keeps the input's channels
+    cout = np.where(follows, cin, np.maximum(np.rint(chans[c_idx, 1] * sub_out[p_idx, c_idx]), 1)).astype(np.int64)
+    keys = np.stack([n_idx, arrays.primitive[p_idx, n_idx], int8[p_idx, n_idx], nhwc[p_idx, n_idx], cin, cout], 1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    cache = tpl.cached("pruned_ws", dict)
+    values = np.empty(len(uniq))
+    names = space.primitives
+    for u, (i, k, q, lay, ci, co) in enumerate(uniq.tolist()):
+        key = (i, names[k] if k < len(names) else "", q, lay, ci, co)
+        if key not in cache:
+            cache[key] = 0.0
+            if k < len(names):
+                try:
+                    cache[key] = float(get_primitive(names[k]).workspace_bytes(
+                        _with_channels(tpl.ws_nodes[i], ci, co), PRECISIONS_ORDER[q], LAYOUTS_ORDER[lay]))
+                except Exception:  # an unknown primitive or a failing estimate: no workspace, as in the table
+                    cache[key] = 0.0
+        values[u] = cache[key]
+    ws[p_idx, n_idx] = values[inverse.reshape(-1)]
+
+
+def _converted_last_reads(tpl: GraphTemplate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Node outputs whose storage the runtime can free before their last reader runs, when every read of
+    that reader converts them: (producers [T], their last reader [T], entry-to-producer incidence [m, T]).
+    Graph outputs, fusable producers and tensors kept alive by a view are left out."""
+    n = tpl.n_nodes
+    live = tpl.live[:, :n]
+    death = np.where(live.any(axis=0), n - 1 - np.argmax(live[::-1], axis=0), -1)
+    fused = set(tpl.fuse_prod.tolist())
+    producers, last = [], []
+    for t in range(n):
+        at_last = (tpl.in_src == t) & (tpl.in_node == death[t])
+        if death[t] > t and at_last.any() and not tpl.writes_output[t] and t not in fused:
+            producers.append(t)
+            last.append(int(death[t]))
+    inc = np.zeros((len(tpl.in_node), len(producers)))
+    for k, t in enumerate(producers):
+        inc[(tpl.in_src == t) & (tpl.in_node == last[k]), k] = 1.0
+    return np.array(producers, np.int64), np.array(last, np.int64), inc
+
+
+def _channels(shape: tuple[int, ...]) -> int:
+    return int(shape[1]) if len(shape) == 4 else int(shape[-1]) if shape else 1
 
 
 _TEMPLATES: "OrderedDict[str, GraphTemplate]" = OrderedDict()
@@ -942,19 +1027,30 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
 
     # analytical memory (as perfpredict.runtime.estimate_peak_memory): weights + the largest, over the steps, of
     # live activations (plus conversion copies) + that step's workspace; views share their input's storage; a
-    # fused producer writes its activation's output
+    # fused producer writes its activation's output; the graph inputs are the caller's buffers and count nothing
     own_out = np.where(tpl.is_view, 0.0, eff_out)
-    out_bytes = np.concatenate([own_out, np.full((P, 1), tpl.input_bytes)], axis=1)
-    live_act = out_bytes @ tpl.cached("live_T", lambda: np.ascontiguousarray(tpl.live.T, np.float64)) + conv_live
+    live_act = own_out @ tpl.cached("live_T", lambda: np.ascontiguousarray(tpl.live[:, :n].T, np.float64)) + conv_live
     if len(tpl.fuse_act):
-        live_act[:, tpl.fuse_act] += ~fused_now[:, tpl.fuse_act] * own_out[:, tpl.fuse_prod]
-    live_act = np.maximum(live_act, live_act - own_out + transient)
-    peak_act = live_act.max(axis=1) if n else np.zeros(P)
+        # an unfused activation reads its producer's output (freed before it runs when that read converts)
+        entry = tpl.cached("fuse_entry", lambda: np.array(
+            [int(np.flatnonzero((tpl.in_node == a) & (tpl.in_src == q))[0]) for a, q in zip(tpl.fuse_act, tpl.fuse_prod)],
+            np.int64))
+        live_act[:, tpl.fuse_act] += ~fused_now[:, tpl.fuse_act] * ~need[:, entry] * own_out[:, tpl.fuse_prod]
+    # a layout change before a quantisation holds an fp32 copy at its own (conversion) step, without the node's
+    # output or workspace; a tensor whose last reader converts every read of it is freed once converted,
+    # before that reader runs
+    converting = live_act - own_out + transient
+    producers, last, inc = tpl.cached("converted_last_reads", lambda: _converted_last_reads(tpl))
+    if len(producers):
+        freed = (need.astype(np.float64) @ inc) >= inc.sum(axis=0)
+        np.add.at(live_act, (slice(None), last), -(freed * own_out[:, producers]))
+    peak_act = np.maximum(live_act, converting).max(axis=1) if n else np.zeros(P)
     weights = eff_params.sum(axis=1)
     ws_table = tpl.workspace_table(space)
-    ws = ws_table[np.arange(n)[None, :], arrays.primitive, int8.astype(np.int64)] * chan_scale
+    ws = ws_table[np.arange(n)[None, :], arrays.primitive, int8.astype(np.int64), nhwc.astype(np.int64)]
+    _pruned_workspace(tpl, space, arrays, int8.astype(np.int64), nhwc.astype(np.int64), keep_in, keep_out, ws)
     max_ws = ws.max(axis=1) if n else np.zeros(P)
-    step_peak = (live_act + ws).max(axis=1) if n else np.zeros(P)
+    step_peak = np.maximum(live_act + ws, converting).max(axis=1) if n else np.zeros(P)
     mem_prior = weights + step_peak
     memory = np.stack([np.log1p(weights), np.log1p(peak_act), np.log1p(max_ws), np.log1p(mem_prior)], axis=1)
     return PlanFeatures(tpl.static_features(space), plan, prior, memory.astype(np.float32), mem_prior,

@@ -3,7 +3,9 @@
 ``fit_gnn`` featurises the samples once (plans of one graph on one device in one vectorised pass), fits
 the :class:`~perfpredict.features.Normaliser`, and trains with AdamW and a cosine learning-rate schedule
 on smooth-L1 losses of log errors (latency, memory, and per-kernel latency of layer samples), keeping the
-weights of the epoch with the best validation error (early stopping with patience).
+weights of the epoch with the best validation error (early stopping with patience). The memory head's learned
+correction of the analytical memory prior is then shrunk by the factor in [0, 1] that best fits the
+validation samples (0: the prior alone, where the prior is already closer than the correction).
 ``evaluate`` scores any predictor (GNN, baselines, the roofline model) on the same samples.
 ``train_and_report`` is what ``perfpredict train`` runs.
 """
@@ -151,6 +153,32 @@ def _abs_log_errors(model: Any, batches: list[Batch]) -> tuple[np.ndarray, np.nd
     return lat[np.isfinite(lat)], mem[np.isfinite(mem)]
 
 
+_SHRINK_GRID = np.linspace(0.0, 1.0, 11)
+
+
+def shrink_memory_correction(model: Any, batches: list[Batch]) -> float:
+    """Scale the memory head's output layer (its correction of the log memory prior) by the factor of
+    ``_SHRINK_GRID`` with the lowest mean absolute log error on ``batches``; returns the factor (1.0 when the
+    batches hold no memory target)."""
+    corr, resid = [], []
+    with torch.inference_mode():
+        for b in batches:
+            out = _forward(model, b)
+            corr.append((out.log_memory - b.log_mem_prior).numpy())
+            resid.append((b.y_mem - b.log_mem_prior).numpy())
+    c, r = np.concatenate(corr), np.concatenate(resid)
+    ok = np.isfinite(r)
+    if not ok.any():
+        return 1.0
+    errors = [float(np.abs(a * c[ok] - r[ok]).mean()) for a in _SHRINK_GRID]
+    scale = float(_SHRINK_GRID[int(np.argmin(errors))])
+    last = model.mem_head[-1]
+    with torch.no_grad():
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
+    return scale
+
+
 def fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts: TrainOptions,
             progress: bool = False) -> dict[str, Any]:
     """Train ``pred`` in place (see the module docstring); returns and stores the training record."""
@@ -239,9 +267,11 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    shrink = shrink_memory_correction(model, val_batches) if va else 1.0
     record = {
         "options": asdict(opts), "config": pred.config.to_dict(), "epochs_run": len(history),
         "best_epoch": best_epoch, "best_val_score": best, "seconds": round(time.perf_counter() - t0, 1),
+        "memory_correction_scale": shrink,
         "train_model_samples": len(train.models), "train_layer_samples": len(train.layers),
         "val_model_samples": len(val.models), "data_source": train.source, "data_hash": train.data_hash,
         "history_tail": history[-5:],
@@ -438,6 +468,8 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
         f"- epochs run {tr.get('epochs_run')}, best epoch {tr.get('best_epoch')}, "
         f"{tr.get('seconds')} s; train samples {tr.get('train_model_samples')} models + "
         f"{tr.get('train_layer_samples')} layers, validation {tr.get('val_model_samples')}",
+        f"- memory head: its correction of the analytical memory prior scaled by "
+        f"{tr.get('memory_correction_scale', 1.0)} (the factor in [0, 1] that fits the validation samples best)",
         f"- options: `{json.dumps(tr.get('options'))}`",
         f"- network: `{json.dumps(tr.get('config'))}`", "",
         "## Versions", "",

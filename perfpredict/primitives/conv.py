@@ -185,15 +185,27 @@ def _build_onednn(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
     return kernel
 
 
-def _ws_onednn(node: Node, precision: str) -> int:
-    # oneDNN reorders the plain weights into its blocked layout on every call and, from NCHW, the input into
-    # 16-channel blocks (measured with torch's allocator; NHWC runs without that copy, so there this over-counts)
+def _ws_onednn(node: Node, precision: str, layout: str) -> int:
+    # measured with torch's allocator: every call reorders the plain weights into oneDNN's blocked layout. In
+    # NHWC that and a small scratchpad are all. From NCHW oneDNN works in 16-channel blocks: it reorders the input
+    # into them (not for fewer than 16 input channels) or computes into a blocked output and copies it back,
+    # whichever is larger (exact for channel counts that are multiples of 16; up to a third more otherwise)
     geo = ConvGeometry.of(node)
     kh, kw = geo.kernel
-    n, c, h, w, _, _ = _shape(node)
-    blocked_input = n * (-(-c // 16) * 16) * h * w * _F32
-    return geo.out_channels * (geo.in_channels // geo.groups) * kh * kw * _F32 + blocked_input \
-        + _prepad_bytes(node, geo)
+    n, c, h, w, oh, ow = _shape(node)
+    weights = geo.out_channels * (geo.in_channels // geo.groups) * kh * kw * _F32
+    if layout == "NHWC":
+        return weights + _ONEDNN_SCRATCH + _prepad_bytes(node, geo)
+    blocked_input = n * _blocks16(c) * h * w * _F32 if c >= 16 else 0
+    blocked_output = n * _blocks16(geo.out_channels) * oh * ow * _F32
+    return max(weights + blocked_input, blocked_output) + _prepad_bytes(node, geo)
+
+
+_ONEDNN_SCRATCH = 12 * 1024  # oneDNN's per-call scratchpad beside the reordered weights (12-24 KiB measured)
+
+
+def _blocks16(channels: int) -> int:
+    return -(-channels // 16) * 16
 
 
 # --------------------------------------------------------------------------------------------- conv.onednn_packed
@@ -235,7 +247,7 @@ def _build_onednn_packed(node: Node, weights: Mapping[str, np.ndarray], ctx: Bui
     return kernel
 
 
-def _ws_onednn_packed(node: Node, precision: str) -> int:
+def _ws_onednn_packed(node: Node, precision: str, layout: str) -> int:
     # the weights are packed once at build (they are deployed weights, not per-call memory); what a call adds is
     # the padded copy of the input when the pads are asymmetric (oneDNN's own scratchpad is small)
     return _prepad_bytes(node, ConvGeometry.of(node))
@@ -274,7 +286,7 @@ def _build_native(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
     return kernel
 
 
-def _ws_native(node: Node, precision: str) -> int:
+def _ws_native(node: Node, precision: str, layout: str) -> int:
     # THNN's column buffer: per batch (all images) for slow_conv2d, per image for the dilated variant;
     # slow_conv2d skips it for unpadded stride-1 1x1 convolutions. Grouped convs run group by group (one
     # group's columns live at a time) and concatenate the per-group outputs (one output-sized copy).
@@ -327,7 +339,7 @@ def _build_im2col(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
     return kernel
 
 
-def _ws_im2col(node: Node, precision: str) -> int:
+def _ws_im2col(node: Node, precision: str, layout: str) -> int:
     geo = ConvGeometry.of(node)
     n, c, _, _, oh, ow = _shape(node)
     kh, kw = geo.kernel
@@ -405,15 +417,17 @@ def _build_winograd(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCon
     return kernel
 
 
-def _ws_winograd(node: Node, precision: str) -> int:
+def _ws_winograd(node: Node, precision: str, layout: str) -> int:
     n, c, h, w, oh, ow = _shape(node)
     k = node.attrs["out_channels"]
     th, tw = (oh + 1) // 2, (ow + 1) // 2
     p = n * th * tw
     padded = n * c * (2 * th + 2) * (2 * tw + 2)
-    # padded input, two input-transform buffers, products, column-transformed products, uncropped output (the
-    # transformed weights are made once at build, with the weights)
-    return (padded + 2 * 16 * c * p + 16 * k * p + 8 * k * p + 4 * k * p) * _F32
+    # the padded input lives throughout; beside it the two input-transform buffers, or later the transformed
+    # input, the products and the column-transformed products (plus the uncropped output when it is cropped);
+    # the transformed weights are made once at build. Exact against torch's allocator.
+    cropped = 4 * k * p if (2 * th, 2 * tw) != (oh, ow) else 0
+    return (padded + max(2 * 16 * c * p, 16 * c * p + 16 * k * p + 8 * k * p + cropped)) * _F32
 
 
 # --------------------------------------------------------------------------------------------- conv.fft
@@ -465,7 +479,7 @@ def _build_fft(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext)
     return kernel
 
 
-def _ws_fft(node: Node, precision: str) -> int:
+def _ws_fft(node: Node, precision: str, layout: str) -> int:
     geo = ConvGeometry.of(node)
     n, c, h, w, _, _ = _shape(node)
     k = geo.out_channels
@@ -565,10 +579,13 @@ def _build_depthwise(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
     return kernel
 
 
-def _ws_depthwise(node: Node, precision: str) -> int:
-    n, c, h, w, _, _ = _shape(node)
+def _ws_depthwise(node: Node, precision: str, layout: str) -> int:
+    # the padded input; in NHWC the strided multiply-adds into the channels-last output also go through one
+    # output-sized temporary (measured with torch's allocator)
+    n, c, h, w, oh, ow = _shape(node)
     pt, pl, pb, pr = node.attrs["pads"]
-    return n * c * (h + pt + pb) * (w + pl + pr) * _F32 if any(node.attrs["pads"]) else 0
+    padded = n * c * (h + pt + pb) * (w + pl + pr) * _F32 if any(node.attrs["pads"]) else 0
+    return padded + (n * c * oh * ow * _F32 if layout == "NHWC" else 0)
 
 
 # --------------------------------------------------------------------------------------------- conv.reference

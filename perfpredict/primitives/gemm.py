@@ -140,7 +140,7 @@ def _build_reference(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
     return kernel
 
 
-def _ws_reference(node: Node, precision: str) -> int:
+def _ws_reference(node: Node, precision: str, layout: str) -> int:
     # the broadcast (M, N) bias matrix
     has_c = node.op == "Gemm" and len(node.inputs) > 2 and bool(node.inputs[2])
     return int(np.prod(node.out_shape)) * _F32 if has_c else 0

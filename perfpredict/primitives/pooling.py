@@ -143,7 +143,7 @@ def _build_reducemean(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildC
     return lambda x: x.mean(axes, keepdim=keep)
 
 
-def _ws_maxpool(node: Node, precision: str) -> int:
+def _ws_maxpool(node: Node, precision: str, layout: str) -> int:
     # fp32: F.max_pool2d also computes the argmax indices (int64, 8 bytes per output element) and, with pads it
     # cannot take natively, pads a copy of the input; the quantised max pool computes no indices
     if precision == "int8":

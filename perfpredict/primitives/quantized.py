@@ -129,17 +129,12 @@ def _build_conv(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
     return kernel
 
 
-def _ws_conv(node: Node, precision: str) -> int:
-    # estimate: NHWC copies of an NCHW input and output, fbgemm's im2col buffer (not for 1x1 stride-1 or
-    # depthwise convs), the int32 accumulators of the whole output (the int8 weights are packed once, at build)
-    geo = ConvGeometry.of(node)
+def _ws_conv(node: Node, precision: str, layout: str) -> int:
+    # measured with torch's allocator: fbgemm's int32 accumulators of the whole output, plus, from NCHW, its
+    # channels-last copy of the (quint8) input; the int8 weights are packed once, at build, and the im2col it
+    # needs is blocked (no whole-layer buffer)
     n, c, h, w = node.in_shape
-    oh, ow = node.out_shape[2:]
-    kh, kw = geo.kernel
-    k = geo.out_channels
-    direct = geo.is_depthwise or ((kh, kw) == (1, 1) and geo.stride == (1, 1) and not any(geo.pads))
-    im2col = 0 if direct else n * oh * ow * c * kh * kw
-    return n * c * h * w + n * k * oh * ow + im2col + 4 * n * k * oh * ow
+    return 4 * int(np.prod(node.out_shape)) + (n * c * h * w if layout == "NCHW" else 0)
 
 
 # --------------------------------------------------------------------------------------------- gemm.int8
@@ -184,7 +179,7 @@ def _build_gemm(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
     return kernel
 
 
-def _ws_gemm(node: Node, precision: str) -> int:
+def _ws_gemm(node: Node, precision: str, layout: str) -> int:
     # estimate: int32 accumulators of the output (the int8 weights are packed once, at build)
     m = int(np.prod(node.out_shape[:-1]))
     n = int(node.out_shape[-1])

@@ -2,6 +2,7 @@
 
 A :class:`Primitive` declares the ops and nodes it applies to, the data layouts it consumes and produces
 (a primitive's output layout equals its input layout), the precisions it supports, its workspace bytes
+(``workspace_bytes(node, precision, layout)``: temporary memory a call holds beside its input and output)
 and a ``build`` function that turns a node plus weights into a callable kernel. Adding an implementation
 is one call to :func:`register`.
 """
@@ -22,7 +23,7 @@ def _always(node: Node) -> bool:
     return True
 
 
-def _no_workspace(node: Node, precision: str) -> int:
+def _no_workspace(node: Node, precision: str, layout: str) -> int:
     return 0
 
 
@@ -41,7 +42,7 @@ class Primitive:
     precisions: tuple[str, ...]
     build: Callable[..., Any]
     applies: Callable[[Node], bool] = _always
-    workspace_bytes: Callable[[Node, str], int] = _no_workspace
+    workspace_bytes: Callable[[Node, str, str], int] = _no_workspace
     rank: int = 100
     description: str = ""
     tunable: bool = field(default=True)

@@ -10,8 +10,9 @@ sizes of the deployed parameters, :func:`perfpredict.runtime.memory.weight_bytes
 
 * ``"allocator"`` (the default): the executable is built and run once in this process, then one more forward
   pass runs under :func:`perfpredict.measure.allocated_peak_of`: the peak of the bytes held through torch's
-  allocator above what was held before the pass (activations, workspaces, oneDNN scratchpads). Exact and
-  repeatable to the byte, so a predictor can be scored against it without measurement noise.
+  allocator above what was held before the pass (activations, workspaces, oneDNN scratchpads; not the input,
+  which is the caller's buffer, prepared before). Exact and repeatable to the byte, so a predictor can be
+  scored against it without measurement noise.
 * ``"rss"``: :func:`perfpredict.measure.peak_memory_of` runs one inference in a fresh subprocess. Its setup
   loads the graph, builds the executable (weights prepacked) and prepares the input, which all count in the
   baseline; it also makes glibc serve every allocation above 64 KiB with mmap, so freed tensors leave the

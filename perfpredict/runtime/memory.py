@@ -5,9 +5,11 @@ int8 stores its weight at 1 byte per element plus a per-output-channel scale and
 channel) and keeps its bias in fp32; pruning shrinks every sliced tensor.
 
 ``activations``: the schedule of :func:`perfpredict.runtime.executor.make_schedule` is replayed: at each
-step, the tensors still alive (graph input included) plus the step's outputs, by storage (a view from
-Split/Slice/Flatten/Reshape shares its input's storage), at 4 bytes per element for fp32 tensors and 1
-for int8; the peak is the largest such sum.
+step, the tensors still alive plus the step's outputs, by storage (a view from Split/Slice/Flatten/Reshape
+shares its input's storage), at 4 bytes per element for fp32 tensors and 1 for int8; the peak is the largest
+such sum. The graph inputs are the caller's buffers, not memory the inference allocates, and count nothing
+(as in the allocator measurement of :mod:`perfpredict.runtime.measurement`); copies made of them (a layout
+or precision conversion) count like any other tensor.
 
 ``workspace``: the largest :attr:`Primitive.workspace_bytes` over the nodes (one kernel runs at a time).
 
@@ -81,12 +83,16 @@ def _replay(schedule: Schedule, workspace: list[int]) -> tuple[int, str, int]:
 
     refs: dict[int, int] = {}
     live = 0
+    caller_owned = {storage(s) for s in schedule.input_slots}
+
+    def size(root: int) -> int:
+        return 0 if root in caller_owned else slots[root].nbytes
 
     def hold(s: int) -> None:
         nonlocal live
         root = storage(s)
         if refs.get(root, 0) == 0:
-            live += slots[root].nbytes
+            live += size(root)
         refs[root] = refs.get(root, 0) + 1
 
     def drop(s: int) -> None:
@@ -94,7 +100,7 @@ def _replay(schedule: Schedule, workspace: list[int]) -> tuple[int, str, int]:
         root = storage(s)
         refs[root] -= 1
         if refs[root] == 0:
-            live -= slots[root].nbytes
+            live -= size(root)
 
     for s in schedule.input_slots:
         hold(s)
@@ -119,7 +125,7 @@ def _step_workspace(schedule: Schedule) -> list[int]:
             out.append(0)
             continue
         c = schedule.choices[op.name]
-        out.append(int(get_primitive(c.primitive).workspace_bytes(nodes[op.name], c.precision)))
+        out.append(int(get_primitive(c.primitive).workspace_bytes(nodes[op.name], c.precision, c.layout)))
     return out
 
 

@@ -123,3 +123,44 @@ def test_cli_train_evaluate_predict(store, tmp_path, capsys):
     assert all(r["latency_ms"] > 0 and r["peak_mem_mb"] > 0 for r in pred["predictions"])
     assert main(["predict", onnx_path, "--device-features", "xeon_gold_6240", "--predictor", str(tmp_path)]) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_memory_correction_is_shrunk_to_what_the_validation_samples_support():
+    from types import SimpleNamespace
+
+    import torch
+
+    from perfpredict.train import shrink_memory_correction
+
+    class Net(torch.nn.Module):  # the GNN's calling convention, with only a memory head
+        def __init__(self):
+            super().__init__()
+            self.mem_head = torch.nn.Sequential(torch.nn.Linear(1, 1))
+            torch.nn.init.constant_(self.mem_head[0].weight, 0.4)
+            torch.nn.init.constant_(self.mem_head[0].bias, 0.1)
+
+        def encode_static(self, x):
+            return x
+
+        def forward(self, x_static, x_plan, log_prior, dev, edge_index, batch, num_graphs, mem, log_mem_prior):
+            return SimpleNamespace(log_memory=log_mem_prior + self.mem_head(mem).squeeze(-1))
+
+    def batch(mem, prior, y):
+        return SimpleNamespace(x_static=None, x_plan=None, log_prior=None, dev=None, edge_index=None, batch=None,
+                               num_graphs=len(y), mem=mem, log_mem_prior=prior, y_mem=y)
+
+    mem = torch.linspace(-1, 1, 20).unsqueeze(1)
+    prior = torch.full((20,), 13.0)
+    net = Net()
+    full = (0.4 * mem.squeeze(1) + 0.1)
+    y = prior + 0.3 * full
+    y[3] = float("nan")  # a sample without a memory target is ignored
+    assert shrink_memory_correction(net, [batch(mem, prior, y)]) == pytest.approx(0.3)
+    with torch.no_grad():
+        torch.testing.assert_close(net(None, None, None, None, None, None, 20, mem, prior).log_memory,
+                                   prior + 0.3 * full)
+    exact_prior = Net()
+    assert shrink_memory_correction(exact_prior, [batch(mem, prior, prior.clone())]) == 0.0
+    assert float(exact_prior.mem_head[0].weight.abs().sum()) == 0.0
+    no_targets = Net()
+    assert shrink_memory_correction(no_targets, [batch(mem, prior, torch.full((20,), float("nan")))]) == 1.0
