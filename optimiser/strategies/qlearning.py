@@ -308,6 +308,9 @@ class QLearning(BaseStrategy):
     def _build_features(self) -> None:
         """Per step, the (node, option -> feature value) pairs its state is made of."""
         sp = self.space
+        self._reps: dict[tuple[int, int], dict[int, int]] = {}
+        self._succ_cache: dict[tuple[int, tuple[int, ...]], dict[tuple[int, ...], np.ndarray]] = {}
+        self._classes_cache: dict[int, list[tuple[int, np.ndarray]]] = {}
         self.features: list[list[tuple[int, np.ndarray]]] = []
         if self.state_kind == "choice":
             for i in self.steps:
@@ -325,6 +328,14 @@ class QLearning(BaseStrategy):
         for t, i in enumerate(self.steps):
             frontier = [s for s in self.steps[:t] if last_use[s] >= t]
             self.features.append([(s, classes[s]) for s in frontier if classes[s].max() > 0])
+
+    def _rep(self, t: int, j: int, value: int) -> int:
+        """The first option of the ``j``-th state feature at step ``t`` whose feature value is ``value``."""
+        reps = self._reps.get((t, j))
+        if reps is None:
+            values, first = np.unique(self.features[t][j][1], return_index=True)
+            reps = self._reps[(t, j)] = dict(zip(values.tolist(), first.tolist()))
+        return reps[value]
 
     def _build_transitions(self) -> None:
         """For the model-based backups: how the state at step t+1 follows from the state at t and the
@@ -385,9 +396,9 @@ class QLearning(BaseStrategy):
         mask = None
         lead = self.leader[t]
         if lead >= 0:
-            for (node, f), v in zip(self.features[t], state):
+            for j, ((node, _), v) in enumerate(zip(self.features[t], state)):
                 if node == lead:
-                    rep = int(np.flatnonzero(f == v)[0])
+                    rep = self._rep(t, j, v)
                     mask = np.flatnonzero(self.ratio_idx[self.steps[t]] == self.ratio_idx[lead][rep])
         if self.knap:
             mask = self._meet(mask, self._knap_mask(t, self._bucket_floor(state[-1])))
@@ -416,19 +427,31 @@ class QLearning(BaseStrategy):
         return mask
 
     def _successors(self, t: int, state: tuple[int, ...], n: int) -> dict[tuple[int, ...], np.ndarray]:
-        """Actions at (t, state) grouped by the state they lead to."""
-        groups: dict[tuple[int, ...], list[int]] = {}
+        """Actions at (t, state) grouped by the state they lead to (computed once per (t, state))."""
+        key = (t, state)
+        hit = self._succ_cache.get(key)
+        if hit is not None:
+            return hit
         if self.knap:
+            groups: dict[tuple[int, ...], list[int]] = {}
             for a in range(n):
                 groups.setdefault(self._next_state(t, state, a), []).append(a)
+            out = {k: np.array(v) for k, v in groups.items()}
         else:
+            out = {self._next_state(t, state, rep): acts for rep, acts in self._action_classes(t, n)}
+        self._succ_cache[key] = out
+        return out
+
+    def _action_classes(self, t: int, n: int) -> list[tuple[int, np.ndarray]]:
+        """The actions at step ``t`` grouped by the feature value they give the next state: (first, actions)."""
+        hit = self._classes_cache.get(t)
+        if hit is None:
             f = dict(self.features[t + 1])
             cur = self.steps[t]
             classes = f[cur] if cur in f else np.zeros(n, dtype=np.int64)
-            for c in np.unique(classes):
-                acts = np.flatnonzero(classes == c)
-                groups[self._next_state(t, state, int(acts[0]))] = acts.tolist()
-        return {k: np.array(v) for k, v in groups.items()}
+            hit = [(int(acts[0]), acts) for acts in (np.flatnonzero(classes == c) for c in np.unique(classes))]
+            self._classes_cache[t] = hit
+        return hit
 
     def _step_costs(self, idx: np.ndarray) -> np.ndarray:
         """Additive cost of each step of the episode ``idx`` (zeros without tables)."""
@@ -550,8 +573,8 @@ class QLearning(BaseStrategy):
             return hit
         total = float(self._suffix_low[t])
         adjust: dict[int, np.ndarray] = {}
-        for (node, f), v in zip(self.features[t], state):
-            rep = int(np.flatnonzero(f == v)[0])
+        for j, ((node, _), v) in enumerate(zip(self.features[t], state)):
+            rep = self._rep(t, j, v)
             for k, m, mins in self._pairs_out[node]:
                 if k < t:
                     continue
