@@ -62,6 +62,26 @@ def test_qlearning_reaches_the_optimum_of_the_full_space_with_int8_and_pruning(r
     assert cost.value <= best * 1.01
 
 
+def test_qlearning_successors_group_every_action_by_the_state_it_leads_to(resid_graph, board, roofline):
+    space = SearchSpace(resid_graph)
+    add = additive_costs(space, roofline, board)
+    ev = Evaluator(space, roofline, board, Objective())
+    q = make_strategy("qlearning", Problem(space, Objective(), ev, add, True, n_trials=40))
+    _run(q, ev, 40, batch=8)
+    checked = 0
+    for t in range(len(q.steps) - 1):
+        n = int(space.sizes[q.steps[t]])
+        for state in list(q.q[t])[:3]:
+            groups = q._successors(t, state, n)
+            assert q._successors(t, state, n) is groups  # computed once per (step, state)
+            acts = np.sort(np.concatenate(list(groups.values())))
+            assert np.array_equal(acts, np.arange(n))
+            for nxt, group in groups.items():
+                assert all(q._next_state(t, state, int(a)) == nxt for a in group)
+            checked += 1
+    assert checked
+
+
 def test_qtable_save_and_resume(tiny, board, roofline, tmp_path):
     prob, ev = _problem(tiny, board, roofline, 40, tmp=tmp_path)
     q = make_strategy("qlearning", prob)
