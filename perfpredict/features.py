@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -98,7 +98,6 @@ _FUSABLE_ACTS = ("Relu", "Clip")
 _VIEW_OPS = ("Split", "Slice", "Flatten", "Reshape")  # outputs share their input's storage (runtime.executor)
 _FUSED_PRIOR_SHARE = 0.02
 _EXTERNAL_GRAPH_INPUT = -1  # producer index of a graph input: fp32 NCHW, converted if the consumer differs
-PRECISIONS_ORDER, LAYOUTS_ORDER = ("fp32", "int8"), ("NCHW", "NHWC")  # the workspace table's axes
 _EXTERNAL_MATCHED = -2  # producer outside a sub-graph, already in the consumer's layout and precision
 
 
@@ -621,8 +620,8 @@ def _workspace_bytes(nodes: Sequence[Node]) -> dict[str, np.ndarray]:
         for i, nd in enumerate(nodes):
             if not p.supports(nd):
                 continue
-            for j, prec in enumerate(PRECISIONS_ORDER):
-                for k, layout in enumerate(LAYOUTS_ORDER):
+            for j, prec in enumerate(PRECISIONS):
+                for k, layout in enumerate(LAYOUTS):
                     if prec in p.precisions and layout in p.layouts:
                         try:
                             col[i, j, k] = float(p.workspace_bytes(nd, prec, layout))
@@ -635,21 +634,15 @@ def _workspace_bytes(nodes: Sequence[Node]) -> dict[str, np.ndarray]:
 
 def _with_channels(node: Node, cin: int, cout: int) -> Node:
     """``node`` with its first input holding ``cin`` channels and its output ``cout`` (as pruning leaves it)."""
+    from perfpredict.runtime.pruning import with_shapes
+
     def chan(shape: tuple[int, ...], c: int) -> tuple[int, ...]:
         if len(shape) == 4:
             return (shape[0], c, *shape[2:])
         return (*shape[:-1], c) if shape else shape
 
-    ins = (chan(node.input_shapes[0], cin),) + tuple(node.input_shapes[1:])
-    outs = (chan(node.output_shapes[0], cout),) + tuple(node.output_shapes[1:])
-    attrs = dict(node.attrs)
-    if node.op == "Conv":
-        if attrs["groups"] == attrs["in_channels"] == attrs["out_channels"] and attrs["groups"] > 1:
-            attrs["groups"] = cout
-        attrs["in_channels"], attrs["out_channels"] = cin, cout
-    elif node.op == "Gemm":
-        attrs["out_features"] = cout
-    return replace(node, input_shapes=ins, output_shapes=outs, attrs=attrs)
+    return with_shapes(node, (chan(node.input_shapes[0], cin),) + tuple(node.input_shapes[1:]),
+                       (chan(node.output_shapes[0], cout),) + tuple(node.output_shapes[1:]))
 
 
 def _pruned_workspace(tpl: GraphTemplate, space: FeatureSpace, arrays: PlanArrays, int8: np.ndarray,
@@ -685,7 +678,7 @@ def _pruned_workspace(tpl: GraphTemplate, space: FeatureSpace, arrays: PlanArray
             if k < len(names):
                 try:
                     cache[key] = float(get_primitive(names[k]).workspace_bytes(
-                        _with_channels(tpl.ws_nodes[i], ci, co), PRECISIONS_ORDER[q], LAYOUTS_ORDER[lay]))
+                        _with_channels(tpl.ws_nodes[i], ci, co), PRECISIONS[q], LAYOUTS[lay]))
                 except Exception:  # an unknown primitive or a failing estimate: no workspace, as in the table
                     cache[key] = 0.0
         values[u] = cache[key]

@@ -479,10 +479,10 @@ def _prune_params(graph: Graph, node: Node, k_in: np.ndarray | None, k_out: np.n
     return changed
 
 
-def _renode(node: Node, shapes: Mapping[str, tuple[int, ...]], inits: Mapping[str, np.ndarray]) -> Node:
-    ins = node.activation_inputs
-    in_shapes = tuple(tuple(shapes.get(t, s)) for t, s in zip(ins, node.input_shapes))
-    out_shapes = tuple(tuple(shapes.get(t, s)) for t, s in zip(node.outputs, node.output_shapes))
+def with_shapes(node: Node, in_shapes: tuple[tuple[int, ...], ...], out_shapes: tuple[tuple[int, ...], ...]) -> Node:
+    """``node`` with new activation input and output shapes and the attributes that follow from them (a Conv's
+    channel counts, and its groups when depthwise; a Gemm's output features; a Reshape's target shape); costs are
+    left as they were."""
     attrs = dict(node.attrs)
     if node.op == "Conv":
         depthwise = attrs["groups"] == attrs["in_channels"] == attrs["out_channels"] and attrs["groups"] > 1
@@ -494,11 +494,19 @@ def _renode(node: Node, shapes: Mapping[str, tuple[int, ...]], inits: Mapping[st
         attrs["out_features"] = int(out_shapes[0][-1])
     elif node.op == "Reshape":
         attrs["shape"] = tuple(out_shapes[0])
+    return dataclasses.replace(node, input_shapes=in_shapes, output_shapes=out_shapes, attrs=attrs)
+
+
+def _renode(node: Node, shapes: Mapping[str, tuple[int, ...]], inits: Mapping[str, np.ndarray]) -> Node:
+    ins = node.activation_inputs
+    in_shapes = tuple(tuple(shapes.get(t, s)) for t, s in zip(ins, node.input_shapes))
+    out_shapes = tuple(tuple(shapes.get(t, s)) for t, s in zip(node.outputs, node.output_shapes))
+    node = with_shapes(node, in_shapes, out_shapes)
+    attrs = node.attrs
     macs, flops = _cost(node.op, attrs, in_shapes, out_shapes)
     param_count = int(sum(inits[p].size for p in node.params)) \
         if node.op in ("Conv", "Gemm", "MatMul", "BatchNormalization") else 0
     numel = lambda s: int(np.prod(s, dtype=np.int64)) if s else 1  # noqa: E731
-    return dataclasses.replace(node, input_shapes=in_shapes, output_shapes=out_shapes, attrs=attrs, macs=int(macs),
-                               flops=int(flops), param_count=param_count,
+    return dataclasses.replace(node, macs=int(macs), flops=int(flops), param_count=param_count,
                                bytes_in=4 * sum(numel(s) for s in in_shapes),
                                bytes_out=4 * sum(numel(s) for s in out_shapes))
