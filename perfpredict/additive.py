@@ -39,7 +39,8 @@ class PairwiseCostsMixin:
         st = cache.get(key)
         if st is None:
             tpl = template_for(graph)
-            base = default_plan(graph)
+            default_plan(graph)  # raises PlanError for a node without a default primitive
+            base = Plan({}, name="default", graph_id=graph.graph_id)  # defaults everywhere, sparse: cheap to encode
             shares = self.node_latencies(tpl, [base], device)[0]  # type: ignore[attr-defined]
             st = {"template": tpl, "base": base, "total": float(shares.sum()), "shares": shares, "single": {}}
             if len(cache) >= self._COST_CACHE_SIZE:
@@ -51,11 +52,15 @@ class PairwiseCostsMixin:
         missing = [o for o in dict.fromkeys(opts) if (node, o) not in st["single"]]
         if missing:
             base: Plan = st["base"]
-            pred = self.predict_plans(st["template"], [base.with_choice(node, o) for o in missing],  # type: ignore
-                                      device)
-            for o, v in zip(missing, pred.latency_ms):
+            lat = self.plan_latencies(st["template"], [base.with_choice(node, o) for o in missing], device)
+            for o, v in zip(missing, lat):
                 st["single"][(node, o)] = float(v)
         return np.array([st["single"][(node, o)] for o in opts])
+
+    def plan_latencies(self, template: "GraphTemplate", plans: Sequence[Plan], device: "DeviceSpec") -> np.ndarray:
+        """Predicted latency (ms) of plans that change a few nodes of the default plan (a predictor may
+        override this with something faster than predicting each plan whole)."""
+        return np.asarray(self.predict_plans(template, plans, device).latency_ms)  # type: ignore[attr-defined]
 
     def node_costs(self, graph: "Graph", device: "DeviceSpec",
                    options: Mapping[str, Sequence[Choice]]) -> dict[str, np.ndarray]:
@@ -76,8 +81,7 @@ class PairwiseCostsMixin:
         b_single = self._singles(st, device, dst_node, list(dst_options))
         base: Plan = st["base"]
         plans = [base.with_choice(src_node, a).with_choice(dst_node, b) for a in src_options for b in dst_options]
-        both = self.predict_plans(st["template"], plans, device).latency_ms  # type: ignore[attr-defined]
-        both = np.asarray(both).reshape(len(src_options), len(dst_options))
+        both = np.asarray(self.plan_latencies(st["template"], plans, device)).reshape(len(src_options), len(dst_options))
         return both - a_single[:, None] - b_single[None, :] + st["total"]
 
     def node_memory(self, graph: "Graph", device: "DeviceSpec",

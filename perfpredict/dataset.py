@@ -483,14 +483,11 @@ class Store:
 
     def has_memory_method(self, method: str) -> bool:
         """Whether any model record's peak memory was measured by ``method`` (``"allocator"`` or ``"rss"``)."""
-        tagged = self._conn.execute(
-            "SELECT 1 FROM records WHERE kind = 'model' AND peak_mem_bytes IS NOT NULL AND extra_json LIKE ? LIMIT 1",
-            ('%"method": "allocator"%',)).fetchone() is not None
-        if method == "allocator":
-            return tagged
+        # records' extra_json is written both compact and spaced, so match the parsed field, not the text
+        op = "=" if method == "allocator" else "IS NOT"
         return self._conn.execute(
-            "SELECT 1 FROM records WHERE kind = 'model' AND peak_mem_bytes IS NOT NULL AND extra_json NOT LIKE ? "
-            "LIMIT 1", ('%"method": "allocator"%',)).fetchone() is not None
+            "SELECT 1 FROM records WHERE kind = 'model' AND peak_mem_bytes IS NOT NULL AND "
+            f"json_extract(extra_json, '$.mem.method') {op} 'allocator' LIMIT 1").fetchone() is not None
 
     def devices(self) -> list[DeviceSpec]:
         """Every distinct DeviceSpec referenced by the store, in insertion order."""

@@ -777,16 +777,21 @@ def encode_plans(template: GraphTemplate, plans: Sequence[Plan | Mapping[str, Ch
     # decoded by table lookup (plain tuples hash much faster than Choice dataclasses)
     ids: dict[tuple[str, str, str, float], int] = {}
     default_ids = [ids.setdefault((c.primitive, c.layout, c.precision, c.prune), len(ids)) for c in defaults]
-    rows = []
-    for plan in plans:
+    id_mat = np.empty((P, n), np.int64)
+    id_mat[:] = default_ids
+    pos = {nm: i for i, nm in enumerate(names)}
+    for p, plan in enumerate(plans):
         choices = plan.choices if isinstance(plan, Plan) else plan
         if len(choices) and not name_set.issuperset(choices):
             missing = sorted(set(choices) - name_set)[:3]
             raise FeatureError(f"plan names node(s) {missing} that graph '{template.name}' does not have")
-        get = choices.get
-        rows.append([ids.setdefault((c.primitive, c.layout, c.precision, c.prune), len(ids))
-                     if (c := get(nm)) is not None else d for nm, d in zip(names, default_ids)])
-    id_mat = np.array(rows, np.int64).reshape(P, n)
+        if 2 * len(choices) < n:  # a sparse plan (defaults elsewhere): set the named nodes only
+            for nm, c in choices.items():
+                id_mat[p, pos[nm]] = ids.setdefault((c.primitive, c.layout, c.precision, c.prune), len(ids))
+        else:
+            get = choices.get
+            id_mat[p] = [ids.setdefault((c.primitive, c.layout, c.precision, c.prune), len(ids))
+                         if (c := get(nm)) is not None else d for nm, d in zip(names, default_ids)]
     tab = np.array([code(Choice(*k)) for k in ids], np.float64).reshape(-1, 4)
     prim = tab[:, 0].astype(np.int64)[id_mat]
     lay = tab[:, 1].astype(np.int64)[id_mat]

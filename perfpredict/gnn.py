@@ -98,18 +98,26 @@ class PerfGNN(nn.Module):
         (log ms), device [G, device_dim], edge_index [2, E] (data-flow direction), batch [N] graph index
         per node, memory [G, memory_dim], log_memory_prior [G] (log bytes).
         """
-        x = static_h + self.enc_plan(plan) + self.enc_device(device)[batch]
-        h = self.enc_out(torch.relu(x))
-        rev = edge_index.flip(0)
-        for fwd, bwd, norm in zip(self.fwd, self.bwd, self.norms):
-            m = fwd(h, edge_index) + bwd(h, rev)
-            h = h + self.dropout(torch.relu(norm(m)))
+        h = self.embed(static_h, plan, self.enc_device(device)[batch], edge_index)
         node_log = log_prior + self.node_head(h).squeeze(-1)
         # log-sum-exp per graph, stabilised by the per-graph max
         shift = scatter(node_log.detach(), batch, 0, dim_size=num_graphs, reduce="max")
         total = scatter(torch.exp(node_log - shift[batch]), batch, 0, dim_size=num_graphs, reduce="sum")
         log_sum = torch.log(total) + shift
         pooled = torch.cat([global_mean_pool(h, batch, num_graphs), global_max_pool(h, batch, num_graphs)], dim=1)
-        log_lat = log_sum + self.lat_head(torch.cat([pooled, device, log_sum.unsqueeze(1) / 5.0], 1)).squeeze(-1)
+        log_lat = self.graph_latency(pooled, device, log_sum)
         log_mem = log_memory_prior + self.mem_head(torch.cat([pooled, device, memory], 1)).squeeze(-1)
         return GNNOutput(log_lat, log_mem, log_sum, node_log)
+
+    def embed(self, static_h: Tensor, plan: Tensor, device_h: Tensor, edge_index: Tensor) -> Tensor:
+        """Node embeddings h^L [N, H]; ``device_h`` [N, H] is W_d d_g of each node's graph."""
+        h = self.enc_out(torch.relu(static_h + self.enc_plan(plan) + device_h))
+        rev = edge_index.flip(0)
+        for fwd, bwd, norm in zip(self.fwd, self.bwd, self.norms):
+            m = fwd(h, edge_index) + bwd(h, rev)
+            h = h + self.dropout(torch.relu(norm(m)))
+        return h
+
+    def graph_latency(self, pooled: Tensor, device: Tensor, log_sum: Tensor) -> Tensor:
+        """log T_g from the pooled embeddings [G, 2H], the device [G, D] and log sum_i t_i [G]."""
+        return log_sum + self.lat_head(torch.cat([pooled, device, log_sum.unsqueeze(1) / 5.0], 1)).squeeze(-1)

@@ -162,6 +162,77 @@ class GNNPredictor(PairwiseCostsMixin):
                     node_ms[lo:hi] = (torch.exp(out.node_log_latency) * scale).double().numpy().reshape(c, n)
         return {"latency_ms": lat, "peak_mem_bytes": mem, "node_ms": node_ms if node_ms is not None else np.zeros(0)}
 
+    def plan_latencies(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec) -> np.ndarray:
+        """Predicted latency (ms) of plans that each change a few nodes of the default plan: equal to
+        ``predict_plans(...).latency_ms`` (up to float rounding), but the network runs only where a plan's inputs
+        differ from the default plan's and on what the message passing reaches from there.
+
+        With L message-passing layers a node's embedding changes only within L hops (either direction) of a
+        node whose inputs changed, and those embeddings need the inputs within 2L hops: each plan runs on that
+        induced subgraph, its other embeddings and node latencies are the default plan's, and the sums, pools
+        and graph-level head run over the whole graph as usual. This is what makes the pairwise expansion of
+        :mod:`perfpredict.additive` (tens of thousands of two-node changes on a large graph) affordable.
+        """
+        self._require_trained()
+        assert self.model is not None and self.normaliser is not None and self.space is not None
+        P, n = len(plans), template.n_nodes
+        if P == 0:
+            return np.zeros(0)
+        t = threads_of(device)
+        pf = plan_node_features(template, encode_plans(template, [Plan({}), *plans], self.space), self.space, device,
+                                t)
+        norm = self.normaliser
+        ds = self.space.static_dim
+        static = torch.from_numpy(((pf.static - norm.node_mean[:ds]) / norm.node_std[:ds]).astype(np.float32))
+        plan_mean = norm.node_mean[ds:].astype(np.float32)
+        plan_std = norm.node_std[ds:].astype(np.float32)
+        log_prior = torch.from_numpy(np.log(pf.prior_ms).astype(np.float32))
+        dev = torch.from_numpy(norm.device(device_vector(device, t)))[None, :]
+        changed = (pf.plan[1:] != pf.plan[:1]).any(-1) | (pf.prior_ms[1:] != pf.prior_ms[:1])  # [P, n]
+        adj = _undirected_adjacency(template)
+        inner = _within_hops(changed, adj, self.config.layers)
+        region = _within_hops(inner, adj, self.config.layers)
+        src, dst = template.edge_index
+        out = np.zeros(P)
+        model = self.model
+        model.eval()
+        from perfpredict.measure import torch_threads
+
+        with torch_threads(self.torch_threads), torch.inference_mode():
+            static_h = model.encode_static(static)
+            dev_h = model.enc_device(dev)
+            ei = torch.from_numpy(template.edge_index)
+            base_x = torch.from_numpy((pf.plan[0] - plan_mean) / plan_std)
+            base_h = model.embed(static_h, base_x, dev_h.expand(n, -1), ei)  # [n, H]
+            base_log = log_prior[0] + model.node_head(base_h).squeeze(-1)  # [n]
+            budget = max(1, self.max_nodes_per_batch // 4)
+            lo = 0
+            while lo < P:  # chunks of plans whose regions together hold about ``budget`` nodes
+                sizes = np.cumsum(region[lo:].sum(1))
+                hi = lo + max(1, min(int(np.searchsorted(sizes, budget, side="right")), budget // n))
+                rm, im = region[lo:hi], inner[lo:hi]
+                c = hi - lo
+                pp, vv = np.nonzero(rm)  # the chunk's subgraph nodes, plan-major
+                local = np.cumsum(rm.ravel()).reshape(c, n) - 1
+                keep = rm[:, src] & rm[:, dst]
+                ep, ee = np.nonzero(keep)
+                sub_ei = torch.from_numpy(np.stack([local[ep, src[ee]], local[ep, dst[ee]]]))
+                tp, tv = torch.from_numpy(pp), torch.from_numpy(vv)
+                x_sub = torch.from_numpy((pf.plan[1 + lo + pp, vv] - plan_mean) / plan_std)
+                h_sub = model.embed(static_h[tv], x_sub, dev_h.expand(len(vv), -1), sub_ei)
+                sel = torch.from_numpy(im[pp, vv])
+                sp, sv = tp[sel], tv[sel]
+                h_new = h_sub[sel]
+                h_all = base_h.unsqueeze(0).repeat(c, 1, 1)
+                h_all[sp, sv] = h_new
+                node_log = base_log.unsqueeze(0).repeat(c, 1)
+                node_log[sp, sv] = log_prior[1 + lo + sp, sv] + model.node_head(h_new).squeeze(-1)
+                log_sum = torch.logsumexp(node_log, dim=1)
+                pooled = torch.cat([h_all.mean(1), h_all.amax(1)], dim=1)
+                out[lo:hi] = torch.exp(model.graph_latency(pooled, dev.expand(c, -1), log_sum)).double().numpy()
+                lo = hi
+        return out
+
     # ------------------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, Any]:
         """Everything but the weights: versions, vocabularies, config, training facts, metrics."""
@@ -229,6 +300,26 @@ class GNNPredictor(PairwiseCostsMixin):
         pred.created = payload.get("created")
         pred.source_path = file
         return pred
+
+
+def _undirected_adjacency(template: GraphTemplate) -> Any:
+    """The template's data-flow edges in both directions, with self-loops, as a sparse [n, n] matrix."""
+    import scipy.sparse as sp
+
+    n = template.n_nodes
+    src, dst = template.edge_index
+    rows = np.concatenate([src, dst, np.arange(n)])
+    cols = np.concatenate([dst, src, np.arange(n)])
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n))
+
+
+def _within_hops(mask: np.ndarray, adj: Any, hops: int) -> np.ndarray:
+    """[P, n] bool: the nodes within ``hops`` edges (either direction) of a True node of each row."""
+    m = mask.astype(np.float32)
+    for _ in range(hops):
+        m = np.asarray((adj @ m.T).T) > 0  # adj is symmetric
+        m = m.astype(np.float32)
+    return m > 0
 
 
 def _checkpoint_file(path: Path) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -169,9 +170,10 @@ class Graph:
         """Total parameters (weights and biases of Conv/Gemm/MatMul/BN)."""
         return sum(n.param_count for n in self.nodes)
 
-    @property
+    @cached_property
     def graph_id(self) -> str:
-        """A stable hash of the structure (ops, attributes, shapes, edges), independent of weights."""
+        """A stable hash of the structure (ops, attributes, shapes, edges), independent of weights (computed once:
+        the graph is immutable)."""
         h = hashlib.sha1()
         for n in self.nodes:
             h.update(json.dumps([n.op, n.input_shapes, n.output_shapes, _jsonable(n.attrs)],

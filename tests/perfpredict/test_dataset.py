@@ -81,6 +81,18 @@ def test_memory_remeasure_records(store):
         memory_remeasure_record(layer(0), peak_bytes=1, weight_bytes=1, run_peak_bytes=0)
 
 
+def test_has_memory_method_reads_compact_and_spaced_json(store):
+    # the profiler writes extra_json compact, make_record spaced: both must be recognised
+    import dataclasses
+
+    compact = dataclasses.replace(model(1), extra_json='{"mem":{"method":"allocator"}}')
+    assert not store.has_memory_method("allocator")
+    store.append(compact)
+    assert store.has_memory_method("allocator") and not store.has_memory_method("rss")
+    store.append(model(2))  # untagged: the resident-set methods
+    assert store.has_memory_method("rss")
+
+
 def test_append_only(store):
     r = layer(0)
     assert store.append(r)

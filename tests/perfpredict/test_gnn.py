@@ -127,6 +127,26 @@ def test_load_predictor_resolves_names(trained, tmp_path, monkeypatch):
         load_predictor("absent")
 
 
+@pytest.mark.parametrize("model", ["resnet", "mobilenet_v2"])
+def test_plan_latencies_run_locally_but_equal_whole_predictions(trained, model):
+    g = zoo_graph(model)
+    tpl = template_for(g)
+    rng = random.Random(3)
+    plans = []
+    for k in range(24):  # one to three nodes changed (primitive, layout, precision, pruning), and whole plans
+        full = random_plan(g, random.Random(k)).choices
+        names = rng.sample(sorted(full), k=min(len(full), 1 + k % 3)) if k < 20 else sorted(full)
+        plans.append(Plan({nm: full[nm] for nm in names}))
+    plans.append(Plan({}))
+    whole = trained.predict_plans(tpl, plans, DEVICE).latency_ms
+    np.testing.assert_allclose(trained.plan_latencies(tpl, plans, DEVICE), whole, rtol=2e-5)
+    trained.max_nodes_per_batch = 4 * len(g.nodes)  # chunks of one plan
+    try:
+        np.testing.assert_allclose(trained.plan_latencies(tpl, plans, DEVICE), whole, rtol=2e-5)
+    finally:
+        trained.max_nodes_per_batch = 150_000
+
+
 def test_pairwise_costs_are_exact_for_single_and_pair_changes(trained):
     g = zoo_graph("resnet")
     base = default_plan(g)
