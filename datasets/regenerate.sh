@@ -3,7 +3,7 @@
 # resumable: if one is killed, run the script again.
 #
 #   datasets/regenerate.sh proxy   # datasets/proxy.db (AMD EPYC host, busy: ~60 minutes, OMP_WAIT_POLICY=PASSIVE)
-#   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~57 minutes)
+#   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~68 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -37,6 +37,11 @@ if [ "$NAME" = xeon ]; then  # the second model campaign (other variants; plans 
       --json > "$WORK/models-seed1-more.json"
   # every model record's peak memory measured again by torch's allocator (exact; memory-only records)
   $PP profile memory --store "$S" --json > "$WORK/memory.json"
+  # the zoo at 224x224 (the deployed resolution), 2 threads, memory by the allocator in the same run
+  $PP profile models --store "$S" --threads 2 --n-variants-per-family 2 --plans-per-model 12 --resolutions 224 \
+      --seed 2 --campaign models-224 --json > "$WORK/models-224.json"
+  $PP profile models --store "$S" --threads 2 --n-variants-per-family 2 --no-canonical --plans-per-model 12 \
+      --resolutions 224 --seed 3 --campaign models-224 --json > "$WORK/models-224-seed3.json"
 fi
 
 # compact copy (WAL checkpointed, VACUUMed) plus the skip log
