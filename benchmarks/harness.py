@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from optimiser.run import resolve_predictor
-from perfpredict.devices import describe_host
+from perfpredict.devices import local_device
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
 from perfpredict.runtime import build_executable
@@ -94,8 +94,9 @@ def plan_calls(graph: Graph, plans: Mapping[str, Plan], threads: int, x: np.ndar
 def run_models(models: str, threads: int, predictor: str | None,
                bench_model: Callable[..., dict]) -> tuple[list[dict], str]:
     """``bench_model(model, device, predictor, predictor_name, workdir)`` for each comma-separated model, on
-    this machine described once (quick) and the named (or shipped) predictor; returns (rows, predictor name)."""
-    device = describe_host(threads=threads, quick=True)
+    this machine's cached description (:func:`perfpredict.devices.local_device`) and the named (or shipped)
+    predictor; returns (rows, predictor name)."""
+    device = local_device(threads)
     pred, pname = resolve_predictor(predictor, threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -58,7 +58,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from perfpredict.errors import BoardError
+from perfpredict.errors import BoardError, PerfPredictError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -740,3 +740,75 @@ def describe_host(threads: int | None = None, quick: bool = False, name: str | N
         "notes": "; ".join(notes),
     }
     return _validate({k: v for k, v in d.items() if v is not None}, "describe_host")
+
+
+def static_host() -> DeviceSpec | None:
+    """A DeviceSpec of this host's static facts only (what :func:`describe_host` reads, nothing measured), or
+    None when they do not make a valid spec; its ``device_id`` identifies the machine without measuring it."""
+    info, sysfs = _cpuinfo(), _sysfs()
+    logical = os.cpu_count()
+    d = {"schema_version": SCHEMA_VERSION, "name": _host_name(info["cpu_model"], logical),
+         "kind": "cpu", "cpu_model": info["cpu_model"], "arch": platform.machine() or None,
+         "isa_features": info["isa_features"],
+         "cores": min(info["cores"], logical) if info["cores"] and logical else info["cores"],
+         "threads": logical, **sysfs, "memory_gb": _memory_gb()}
+    try:
+        return load_device({k: v for k, v in d.items() if v is not None})
+    except PerfPredictError:
+        return None
+
+
+def device_cache_dir() -> Path:
+    """Where :func:`local_device` keeps this machine's descriptions: ``$PERFPREDICT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/perfpredict``, else ``~/.cache/perfpredict``."""
+    root = os.environ.get("PERFPREDICT_CACHE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "perfpredict"
+
+
+def local_device(threads: int | None = None, *, refresh: bool = False, quick: bool = False) -> DeviceSpec:
+    """This machine at ``threads`` (default: torch's current count): measured once by :func:`describe_host`
+    and then read back from :func:`device_cache_dir`.
+
+    A predictor sees the device through measured figures (GFLOP/s, bandwidth, the latency fingerprint), so
+    describing the machine afresh for every run would move its predictions, and the plans chosen on them, with
+    each measurement's noise; the cached description keeps them fixed. The cache is keyed by the static facts'
+    ``device_id``, the thread count and the torch version (which sets the kernels measured); ``refresh``
+    measures again. The full measurement (not ``quick``) is the default: it is what profiling campaigns store,
+    so a predictor trained on this machine's data sees the same figures.
+    """
+    import torch
+
+    t = threads or torch.get_num_threads()
+    host = static_host()
+    if host is None:
+        return describe_host(threads=t, quick=quick)
+    mode = "quick" if quick else "full"
+    path = device_cache_dir() / "devices" / f"{host.device_id}-{t}t-{mode}-torch{torch.__version__}.json"
+    if path.exists() and not refresh:
+        try:
+            spec = load_device(path)
+            if spec.device_id == host.device_id and spec.threads_used == t:
+                return spec
+        except PerfPredictError:
+            pass  # a damaged cache file is measured again and replaced
+    spec = describe_host(threads=t, quick=quick)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(spec.to_json() + "\n")
+        tmp.replace(path)
+    except OSError:
+        pass  # an unwritable cache only costs the measurement next time
+    return spec
+
+
+def resolve_device(text: str, threads: int | None = None, *, refresh: bool = False) -> DeviceSpec:
+    """A device named on a command line: ``local`` (:func:`local_device` at ``threads``), the name of a shipped
+    example board, or a board.json path."""
+    if text == "local":
+        return local_device(threads, refresh=refresh)
+    if not Path(text).exists() and text in list_example_boards():
+        return load_example_board(text)
+    return load_device(text)

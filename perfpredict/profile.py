@@ -272,33 +272,14 @@ def campaign_device(store: Store, threads: int, *, quick: bool = False) -> Devic
     """This machine's DeviceSpec measured at ``threads``: the one already in ``store`` (same static facts,
     i.e. same device_id, and same thread count) if any, else ``describe_host(threads=threads, quick=quick)``
     (its JSON goes into the store with the first record). A resumed campaign thus keeps its description."""
-    from perfpredict.devices import describe_host
+    from perfpredict.devices import describe_host, static_host
 
-    host = _static_host()
+    host = static_host()
     if host is not None:
         for spec in reversed(store.devices()):
             if spec.threads_used == threads and spec.device_id == host.device_id:
                 return spec
     return describe_host(threads=threads, quick=quick)
-
-
-def _static_host() -> DeviceSpec | None:
-    """A DeviceSpec of this host's static facts only (what describe_host reads, nothing measured)."""
-    import platform
-
-    from perfpredict import devices
-
-    info, sysfs = devices._cpuinfo(), devices._sysfs()
-    logical = os.cpu_count()
-    d = {"schema_version": devices.SCHEMA_VERSION, "name": devices._host_name(info["cpu_model"], logical),
-         "kind": "cpu", "cpu_model": info["cpu_model"], "arch": platform.machine() or None,
-         "isa_features": info["isa_features"],
-         "cores": min(info["cores"], logical) if info["cores"] and logical else info["cores"],
-         "threads": logical, **sysfs, "memory_gb": devices._memory_gb()}
-    try:
-        return devices.load_device({k: v for k, v in d.items() if v is not None})
-    except PerfPredictError:
-        return None
 
 
 # ================================================================ zoo sources

@@ -15,8 +15,10 @@ STRATEGIES = ("qlearning", "tpe", "nsga2", "random", "exact")
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="ONNX file or zoo model name (see `perfpredict zoo list`)")
     p.add_argument("--device-features", required=True, metavar="BOARD",
-                   help="board.json (DeviceSpec), the name of a shipped example board, or 'local' to describe "
-                        "this machine (quick measurement)")
+                   help="board.json (DeviceSpec), the name of a shipped example board, or 'local' for this "
+                        "machine (described once at --threads and cached; see --redescribe)")
+    p.add_argument("--redescribe", action="store_true",
+                   help="with 'local': measure this machine again instead of reading its cached description")
     p.add_argument("--predictor", default=None, metavar="P",
                    help="'roofline' (analytical model), or a checkpoint path / name under trained_models/ "
                         "(default: the shipped 'proxy' checkpoint when present, else roofline)")
@@ -86,16 +88,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=_validate)
 
 
-def _device(text: str, threads: int | None):
-    from perfpredict.devices import describe_host, list_example_boards, load_device, load_example_board
-
-    if text == "local":
-        return describe_host(threads=threads, quick=True)
-    if not Path(text).exists() and text in list_example_boards():
-        return load_example_board(text)
-    return load_device(text)
-
-
 def _ratios(text: str) -> tuple[float, ...]:
     from perfpredict.errors import PerfPredictError
 
@@ -109,10 +101,11 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 def _load(args: argparse.Namespace):
     from optimiser.run import resolve_predictor
+    from perfpredict.devices import resolve_device
     from perfpredict.models import load_model
 
     graph, _ = load_model(args.model, resolution=args.resolution)
-    device = _device(args.device_features, args.threads)
+    device = resolve_device(args.device_features, args.threads, refresh=args.redescribe)
     predictor, name = resolve_predictor(args.predictor, args.threads)
     return graph, device, predictor, name
 

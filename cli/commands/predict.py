@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="ONNX file or zoo model name (see `perfpredict zoo list`)")
     p.add_argument("--plan", action="append", default=[], metavar="PLAN.json", help="plan file; repeat for many")
     p.add_argument("--device-features", required=True, metavar="BOARD",
-                   help="board.json (DeviceSpec) or the name of a shipped example board")
+                   help="board.json (DeviceSpec), the name of a shipped example board, or 'local' for this "
+                        "machine (described once at --threads and cached)")
     p.add_argument("--predictor", default="proxy", help="checkpoint path or name under trained_models/ "
                                                         "(default proxy)")
     p.add_argument("--threads", type=int, default=None,
@@ -26,20 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_predict)
 
 
-def _device(text: str):
-    from perfpredict.devices import list_example_boards, load_device, load_example_board
-
-    if not Path(text).exists() and text in list_example_boards():
-        return load_example_board(text)
-    return load_device(text)
-
-
 def _predict(args: argparse.Namespace) -> int:
+    from perfpredict.devices import resolve_device
     from perfpredict.gnn_predictor import load_predictor
     from perfpredict.models import load_model
     from perfpredict.plan import Plan, default_plan, validate_plan
 
-    device = _device(args.device_features)
+    device = resolve_device(args.device_features, args.threads)
     predictor = load_predictor(args.predictor)
     graph, _ = load_model(args.model, resolution=args.resolution)
     plans, names = [], []

@@ -131,3 +131,30 @@ def test_describe_host_quick_measures_and_restores_threads():
     assert all(v > 0 for v in spec.fingerprint.values())
     assert "quick" in spec.source
     assert load_device(json.loads(spec.to_json())) == spec
+
+
+def test_local_device_is_measured_once_and_cached(tmp_path, monkeypatch):
+    from perfpredict import devices
+
+    if devices.static_host() is None:
+        pytest.skip("this host cannot be described")
+    monkeypatch.setenv("PERFPREDICT_CACHE_DIR", str(tmp_path))
+    calls = []
+    real = devices.describe_host
+
+    def counting(threads=None, quick=False, name=None):
+        calls.append((threads, quick))
+        return real(threads=threads, quick=True)  # quick: the test checks the caching, not the figures
+
+    monkeypatch.setattr(devices, "describe_host", counting)
+    first = devices.local_device(1)
+    assert calls == [(1, False)] and first.threads_used == 1
+    assert devices.local_device(1) == first and devices.resolve_device("local", 1) == first  # from the cache
+    assert len(calls) == 1
+    again = devices.local_device(1, refresh=True)
+    assert len(calls) == 2 and again.threads_used == 1
+    (cached,) = (tmp_path / "devices").glob("*-1t-full-*.json")
+    cached.write_text("{not json")  # a damaged cache file is measured again and replaced
+    assert devices.local_device(1).threads_used == 1 and len(calls) == 3
+    assert load_device(cached) == devices.local_device(1) and len(calls) == 3
+    assert devices.resolve_device("raspberry_pi_4") == load_example_board("raspberry_pi_4")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, make_record, memory_method_of, open_store
-from perfpredict.devices import load_example_board
+from perfpredict.devices import load_example_board, static_host
 from perfpredict.errors import PerfPredictError
 from perfpredict.measure import latency_stats
 from perfpredict.plan import validate_plan
@@ -34,7 +34,6 @@ from perfpredict.profile import (
     spec_from_dict,
     zoo_graph,
 )
-from perfpredict.profile import _static_host
 from perfpredict.zoo import get_spec
 
 DEV = load_example_board("xeon_gold_6240")
@@ -210,7 +209,7 @@ def test_fastest_choices_pick_the_lowest_median(cache, tmp_path):
 
 
 def test_campaign_device_reuses_the_stored_description(tmp_path):
-    host = _static_host()
+    host = static_host()
     if host is None:
         pytest.skip("this host cannot be described")
     described = load_example_board("xeon_gold_6240")
