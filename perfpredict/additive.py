@@ -81,7 +81,7 @@ class PairwiseCostsMixin:
         b_single = self._singles(st, device, dst_node, list(dst_options))
         base: Plan = st["base"]
         plans = [base.with_choice(src_node, a).with_choice(dst_node, b) for a in src_options for b in dst_options]
-        both = np.asarray(self.plan_latencies(st["template"], plans, device)).reshape(len(src_options), len(dst_options))
+        both = self.plan_latencies(st["template"], plans, device).reshape(len(src_options), len(dst_options))
         return both - a_single[:, None] - b_single[None, :] + st["total"]
 
     def node_memory(self, graph: "Graph", device: "DeviceSpec",

@@ -685,18 +685,15 @@ def describe_host(threads: int | None = None, quick: bool = False, name: str | N
 
     from perfpredict.measure import torch_threads
 
-    info = _cpuinfo()
-    cores = info["cores"] or _physical_cores()
-    sysfs = _sysfs()
-    logical = os.cpu_count()
-    mem_gb = _memory_gb()
+    static = _static_facts()
+    logical, mem_gb = static["threads"], static["memory_gb"]
     notes = []
     load = (_read("/proc/loadavg") or "").split()
     if load:
         notes.append(f"load average {load[0]} on {logical} CPUs when measuring started")
-    if "freq_mhz_max" not in sysfs:
+    if "freq_mhz_max" not in static:
         notes.append("no cpufreq in sysfs: clock range unknown")
-    l3_bytes = (sysfs.get("l3_kb") or sysfs.get("l2_kb") or 8192) * 1024
+    l3_bytes = (static.get("l3_kb") or static.get("l2_kb") or 8192) * 1024
     if quick:
         mm_sizes, int8_sizes, reps = (256,), (256,), 3
         elems = 4 * 1024 * 1024
@@ -717,16 +714,8 @@ def describe_host(threads: int | None = None, quick: bool = False, name: str | N
     if quick:
         notes.append("quick mode: small sizes and few repeats, figures are rough")
     d: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "name": name or _host_name(info["cpu_model"], logical),
-        "kind": "cpu",
-        "cpu_model": info["cpu_model"],
-        "arch": platform.machine() or None,
-        "isa_features": info["isa_features"],
-        "cores": min(cores, logical) if cores and logical else cores,
-        "threads": logical,
-        **sysfs,
-        "memory_gb": mem_gb,
+        **static,
+        **({"name": name} if name else {}),
         "peak_gflops_fp32": round(gflops, 2),
         "peak_gops_int8": None if gops is None else round(gops, 2),
         "mem_bw_copy_gbs": round(copy_bw, 2),
@@ -742,18 +731,22 @@ def describe_host(threads: int | None = None, quick: bool = False, name: str | N
     return _validate({k: v for k, v in d.items() if v is not None}, "describe_host")
 
 
+def _static_facts() -> dict[str, Any]:
+    """What :func:`describe_host` reads about this host without measuring (the DeviceSpec's static fields)."""
+    info = _cpuinfo()
+    cores = info["cores"] or _physical_cores()
+    logical = os.cpu_count()
+    return {"schema_version": SCHEMA_VERSION, "name": _host_name(info["cpu_model"], logical), "kind": "cpu",
+            "cpu_model": info["cpu_model"], "arch": platform.machine() or None, "isa_features": info["isa_features"],
+            "cores": min(cores, logical) if cores and logical else cores, "threads": logical, **_sysfs(),
+            "memory_gb": _memory_gb()}
+
+
 def static_host() -> DeviceSpec | None:
     """A DeviceSpec of this host's static facts only (what :func:`describe_host` reads, nothing measured), or
     None when they do not make a valid spec; its ``device_id`` identifies the machine without measuring it."""
-    info, sysfs = _cpuinfo(), _sysfs()
-    logical = os.cpu_count()
-    d = {"schema_version": SCHEMA_VERSION, "name": _host_name(info["cpu_model"], logical),
-         "kind": "cpu", "cpu_model": info["cpu_model"], "arch": platform.machine() or None,
-         "isa_features": info["isa_features"],
-         "cores": min(info["cores"], logical) if info["cores"] and logical else info["cores"],
-         "threads": logical, **sysfs, "memory_gb": _memory_gb()}
     try:
-        return load_device({k: v for k, v in d.items() if v is not None})
+        return load_device({k: v for k, v in _static_facts().items() if v is not None})
     except PerfPredictError:
         return None
 

@@ -758,7 +758,6 @@ def encode_plans(template: GraphTemplate, plans: Sequence[Plan | Mapping[str, Ch
     lay_idx = {x: i for i, x in enumerate(space.layouts)}
     prec_idx = {x: i for i, x in enumerate(space.precisions)}
     names = template.node_names
-    name_set = set(names)
     defaults = template.default_choices
 
     def code(c: Choice) -> tuple[int, int, int, float]:
@@ -782,8 +781,8 @@ def encode_plans(template: GraphTemplate, plans: Sequence[Plan | Mapping[str, Ch
     pos = {nm: i for i, nm in enumerate(names)}
     for p, plan in enumerate(plans):
         choices = plan.choices if isinstance(plan, Plan) else plan
-        if len(choices) and not name_set.issuperset(choices):
-            missing = sorted(set(choices) - name_set)[:3]
+        if len(choices) and not pos.keys() >= choices.keys():
+            missing = sorted(set(choices) - pos.keys())[:3]
             raise FeatureError(f"plan names node(s) {missing} that graph '{template.name}' does not have")
         if 2 * len(choices) < n:  # a sparse plan (defaults elsewhere): set the named nodes only
             for nm, c in choices.items():

@@ -125,15 +125,9 @@ class GNNPredictor(PairwiseCostsMixin):
             return {"latency_ms": np.zeros(0), "peak_mem_bytes": np.zeros(0), "node_ms": np.zeros((0, n))}
         t = threads_of(device, threads)
         pf = plan_node_features(template, encode_plans(template, plans, self.space), self.space, device, t)
-        norm = self.normaliser
-        ds = self.space.static_dim
-        static = (pf.static - norm.node_mean[:ds]) / norm.node_std[:ds]
-        plan_mean = norm.node_mean[ds:].astype(np.float32)
-        plan_std = norm.node_std[ds:].astype(np.float32)
-        dev = torch.from_numpy(norm.device(device_vector(device, t)))[None, :]
-        mem_x = torch.from_numpy(norm.memory(pf.memory))
+        static, plan_mean, plan_std, log_prior, dev = self._network_inputs(pf, device, t)
+        mem_x = torch.from_numpy(self.normaliser.memory(pf.memory))
         log_mem_prior = torch.from_numpy(np.log(np.maximum(pf.memory_prior, 1.0)).astype(np.float32))
-        log_prior = torch.from_numpy(np.log(pf.prior_ms).astype(np.float32))
         ei = torch.from_numpy(template.edge_index)
         E = ei.shape[1]
         lat = np.zeros(P)
@@ -145,7 +139,7 @@ class GNNPredictor(PairwiseCostsMixin):
         from perfpredict.measure import torch_threads
 
         with torch_threads(self.torch_threads), torch.inference_mode():
-            static_h = model.encode_static(torch.from_numpy(static.astype(np.float32)))
+            static_h = model.encode_static(static)
             for lo in range(0, P, chunk):
                 hi = min(P, lo + chunk)
                 c = hi - lo
@@ -161,6 +155,18 @@ class GNNPredictor(PairwiseCostsMixin):
                     scale = torch.exp(out.log_latency - out.log_node_sum)[batch]
                     node_ms[lo:hi] = (torch.exp(out.node_log_latency) * scale).double().numpy().reshape(c, n)
         return {"latency_ms": lat, "peak_mem_bytes": mem, "node_ms": node_ms if node_ms is not None else np.zeros(0)}
+
+    def _network_inputs(self, pf: Any, device: DeviceSpec, threads: int) -> tuple[Any, ...]:
+        """Standardised static rows [n, S], the plan features' mean and std (plan rows are standardised per
+        chunk), log node priors [P, n] and the device row [1, D] of a featurised batch (features.PlanFeatures)."""
+        assert self.normaliser is not None and self.space is not None
+        norm = self.normaliser
+        ds = self.space.static_dim
+        static = torch.from_numpy(((pf.static - norm.node_mean[:ds]) / norm.node_std[:ds]).astype(np.float32))
+        log_prior = torch.from_numpy(np.log(pf.prior_ms).astype(np.float32))
+        dev = torch.from_numpy(norm.device(device_vector(device, threads)))[None, :]
+        return (static, norm.node_mean[ds:].astype(np.float32), norm.node_std[ds:].astype(np.float32), log_prior,
+                dev)
 
     def plan_latencies(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec) -> np.ndarray:
         """Predicted latency (ms) of plans that each change a few nodes of the default plan: equal to
@@ -181,13 +187,7 @@ class GNNPredictor(PairwiseCostsMixin):
         t = threads_of(device)
         pf = plan_node_features(template, encode_plans(template, [Plan({}), *plans], self.space), self.space, device,
                                 t)
-        norm = self.normaliser
-        ds = self.space.static_dim
-        static = torch.from_numpy(((pf.static - norm.node_mean[:ds]) / norm.node_std[:ds]).astype(np.float32))
-        plan_mean = norm.node_mean[ds:].astype(np.float32)
-        plan_std = norm.node_std[ds:].astype(np.float32)
-        log_prior = torch.from_numpy(np.log(pf.prior_ms).astype(np.float32))
-        dev = torch.from_numpy(norm.device(device_vector(device, t)))[None, :]
+        static, plan_mean, plan_std, log_prior, dev = self._network_inputs(pf, device, t)
         changed = (pf.plan[1:] != pf.plan[:1]).any(-1) | (pf.prior_ms[1:] != pf.prior_ms[:1])  # [P, n]
         adj = _undirected_adjacency(template)
         inner = _within_hops(changed, adj, self.config.layers)
@@ -317,8 +317,7 @@ def _within_hops(mask: np.ndarray, adj: Any, hops: int) -> np.ndarray:
     """[P, n] bool: the nodes within ``hops`` edges (either direction) of a True node of each row."""
     m = mask.astype(np.float32)
     for _ in range(hops):
-        m = np.asarray((adj @ m.T).T) > 0  # adj is symmetric
-        m = m.astype(np.float32)
+        m = (adj @ m.T).T  # adj is symmetric; entries count paths, > 0 where reached
     return m > 0
 
 
