@@ -186,7 +186,9 @@ def _dataset_sink(path: str, device: Any, threads: int | None, predictor_name: s
     store = open_store(path)
 
     def sink(graph: Graph, plan: Plan, measured: Any) -> None:
-        rec = make_record(kind="model", device=device, campaign="optimise-validation", threads=threads or 1,
+        # the count the measurement ran with (torch's current count when --threads is not given)
+        used = threads or getattr(measured.stats, "threads", None) or 1
+        rec = make_record(kind="model", device=device, campaign="optimise-validation", threads=used,
                           stats=measured.stats, graph_id=graph.graph_id, plan_json=plan, model_name=graph.name,
                           peak_mem_bytes=int(measured.peak_mem_bytes) if measured.peak_mem_bytes else None,
                           extra={"predictor": predictor_name,

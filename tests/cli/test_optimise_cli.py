@@ -89,3 +89,22 @@ def test_bad_input_gives_one_line_error(model, tmp_path, capsys, argv, code, nee
         rc = exc.value.code
     err = _one_line_error(capsys, rc, code)
     assert needle in err
+
+
+def test_dataset_records_the_threads_measured_with(model, tmp_path, capsys):
+    import torch
+
+    from perfpredict.dataset import open_store
+
+    db = tmp_path / "m.db"
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code = main(["optimise", model, "--device-features", "raspberry_pi_4", "--measure", "--predictor",
+                     "roofline", "--trials", "4", "--dataset", str(db), "-o", str(tmp_path / "o"), "--json"])
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0
+    capsys.readouterr()
+    records = list(open_store(db).iter_records(kind="model"))
+    assert records and {r.threads for r in records} == {2}
