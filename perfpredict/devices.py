@@ -58,6 +58,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from perfpredict.cache import cache_dir
 from perfpredict.errors import BoardError, PerfPredictError
 
 __all__ = [
@@ -751,18 +752,9 @@ def static_host() -> DeviceSpec | None:
         return None
 
 
-def device_cache_dir() -> Path:
-    """Where :func:`local_device` keeps this machine's descriptions: ``$PERFPREDICT_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/perfpredict``, else ``~/.cache/perfpredict``."""
-    root = os.environ.get("PERFPREDICT_CACHE_DIR")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "perfpredict"
-
-
 def local_device(threads: int | None = None, *, refresh: bool = False, quick: bool = False) -> DeviceSpec:
     """This machine at ``threads`` (default: torch's current count): measured once by :func:`describe_host`
-    and then read back from :func:`device_cache_dir`.
+    and then read back from :func:`perfpredict.cache.cache_dir`.
 
     A predictor sees the device through measured figures (GFLOP/s, bandwidth, the latency fingerprint), so
     describing the machine afresh for every run would move its predictions, and the plans chosen on them, with
@@ -778,7 +770,7 @@ def local_device(threads: int | None = None, *, refresh: bool = False, quick: bo
     if host is None:
         return describe_host(threads=t, quick=quick)
     mode = "quick" if quick else "full"
-    path = device_cache_dir() / "devices" / f"{host.device_id}-{t}t-{mode}-torch{torch.__version__}.json"
+    path = cache_dir() / "devices" / f"{host.device_id}-{t}t-{mode}-torch{torch.__version__}.json"
     if path.exists() and not refresh:
         try:
             spec = load_device(path)

@@ -1,6 +1,6 @@
 """Resolve what a user names as a model (an ONNX path or a zoo model name) into a :class:`Graph`.
 
-Zoo models are exported once to ONNX and cached (``$PERFPREDICT_CACHE`` or ``~/.cache/perfpredict``),
+Zoo models are exported once to ONNX and cached under :func:`perfpredict.cache.cache_dir`,
 keyed by the spec's digest, so repeated commands do not pay for the export.
 """
 
@@ -9,14 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from perfpredict.cache import cache_dir
 from perfpredict.errors import GraphError
 from perfpredict.graph import Graph, load_onnx
-
-
-def cache_dir() -> Path:
-    """Where exported zoo models and compiled kernels are cached."""
-    root = os.environ.get("PERFPREDICT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "perfpredict")
-    return Path(root)
 
 
 def zoo_onnx_path(spec) -> Path:

@@ -390,7 +390,7 @@ def encode_archs(data: HelpData, indices: Sequence[int], mode: str = "eager", ca
         return [encode_fbnet(data.archs[i]) for i in idx]
     if data.space != "nasbench201":
         raise DatasetError(f"no graph encoding for the HELP {data.space} space; supported: nasbench201, fbnet")
-    from perfpredict.models import cache_dir
+    from perfpredict.cache import cache_dir
     from perfpredict.nasbench201 import nb201_graph
     from perfpredict.transfer import encode_graph
 

@@ -1,8 +1,8 @@
 """Loader of the dependency-free C reference kernels (``_reference.c``).
 
 On first use the C file is compiled with the system C compiler (``$CC``, else ``cc``, ``gcc`` or
-``clang``) at ``-O2`` into a shared library cached under ``$XDG_CACHE_HOME/perfpredict`` (default
-``~/.cache/perfpredict``), keyed by the hash of the source and the compiler command, then loaded with
+``clang``) at ``-O2`` into a shared library cached under
+:func:`perfpredict.cache.cache_dir`, keyed by the hash of the source and the compiler command, then loaded with
 ctypes. ctypes releases the GIL during the call; the kernels themselves are single-threaded.
 """
 
@@ -18,6 +18,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
+from perfpredict.cache import cache_dir
 from perfpredict.errors import PerfPredictError
 
 SOURCE = Path(__file__).with_name("_reference.c")
@@ -29,12 +30,6 @@ _LOCK = threading.Lock()
 
 class CompilerError(PerfPredictError):
     """The reference kernels could not be compiled (no C compiler, or the compiler failed)."""
-
-
-def cache_dir() -> Path:
-    """Directory holding compiled reference libraries: ``$XDG_CACHE_HOME/perfpredict`` or ``~/.cache/perfpredict``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "perfpredict"
 
 
 def find_compiler() -> str:

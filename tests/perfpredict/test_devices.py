@@ -138,7 +138,7 @@ def test_local_device_is_measured_once_and_cached(tmp_path, monkeypatch):
 
     if devices.static_host() is None:
         pytest.skip("this host cannot be described")
-    monkeypatch.setenv("PERFPREDICT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PERFPREDICT_CACHE", str(tmp_path))
     calls = []
     real = devices.describe_host
 

@@ -215,6 +215,7 @@ def test_bad_fused_activation_is_a_plan_error(spec):
 
 def test_reference_build_needs_a_compiler_and_caches_by_source_hash(monkeypatch, tmp_path):
     from perfpredict.primitives import reference
+    monkeypatch.delenv("PERFPREDICT_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert reference.cache_dir() == tmp_path / "perfpredict"
     compiler = reference.find_compiler()
