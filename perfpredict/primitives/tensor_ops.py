@@ -35,6 +35,15 @@ def _build_concat(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
     return lambda *xs: torch.cat(xs, axis)
 
 
+def _ws_concat(node: Node, precision: str, layout: str) -> int:
+    # measured with torch's allocator: quantized::cat joins channels-last inputs along the channels directly;
+    # otherwise it dequantises every input to fp32, joins them in fp32 and quantises the result, holding the
+    # fp32 copies of the inputs and the fp32 output at once (8 bytes per output element)
+    if precision != "int8" or (layout == "NHWC" and int(node.attrs["axis"]) in (1, -3)):
+        return 0
+    return 8 * int(np.prod(node.out_shape))
+
+
 def _build_split(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
     axis = int(node.attrs["axis"])
     sizes = [int(s) for s in node.attrs["split"]]
@@ -144,13 +153,16 @@ def _build_softmax(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCont
 
 
 def _register(op: str, build, layouts: tuple[str, ...], precisions: tuple[str, ...] = FP32_INT8,  # noqa: ANN001
-              applies=None, description: str = "") -> Primitive:  # noqa: ANN001
+              applies=None, workspace_bytes=None, description: str = "") -> Primitive:  # noqa: ANN001
     extra = {"applies": applies} if applies is not None else {}
+    if workspace_bytes is not None:
+        extra["workspace_bytes"] = workspace_bytes
     return register(Primitive(name=f"{op.lower()}.torch", ops=(op,), layouts=layouts, precisions=precisions,
                               build=build, rank=RANK, description=description, tunable=False, **extra))
 
 
-CONCAT = _register("Concat", _build_concat, BOTH_LAYOUTS, description="torch.cat (int8: quantized::cat)")
+CONCAT = _register("Concat", _build_concat, BOTH_LAYOUTS, workspace_bytes=_ws_concat,
+                   description="torch.cat (int8: quantized::cat)")
 SPLIT = _register("Split", _build_split, BOTH_LAYOUTS, description="torch.split (views)")
 SLICE = _register("Slice", _build_slice, BOTH_LAYOUTS, description="basic indexing (views; negative steps gather)")
 FLATTEN = _register("Flatten", _build_flatten, NCHW_ONLY, description="Tensor.reshape to 2-D")

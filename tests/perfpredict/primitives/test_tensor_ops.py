@@ -110,3 +110,27 @@ def test_nchw_only_ops_get_a_layout_conversion_in_an_nhwc_plan():
     exe = build_executable(graph, plan_for(graph, "NHWC"))
     assert [(c.kind, c.source, c.target, c.consumer) for c in exe.conversions] == \
         [("layout", "NCHW", "NHWC", graph.nodes[0].name), ("layout", "NHWC", "NCHW", graph.nodes[1].name)]
+
+
+@pytest.mark.parametrize("axis,layout", [(1, "NCHW"), (1, "NHWC"), (2, "NCHW"), (2, "NHWC")])
+def test_int8_concat_workspace_against_the_allocator(axis, layout):
+    from perfpredict.measure import allocated_peak_of
+    from perfpredict.runtime.executor import node_weights
+    from perfpredict.runtime.kernel import BuildContext, QParams
+
+    other = (1, 16, 20, 20) if axis == 1 else (1, 32, 4, 20)
+    case = single("concat_big", "Concat", ("x", "y"), (1, 32, 20, 20), extra_inputs={"y": other}, axis=axis)
+    graph = load_case(case)
+    node = graph.nodes[0]
+    prim = get_primitive("concat.torch")
+    ctx = BuildContext(layout=layout, precision="int8", out_qparams=QParams(0.05, 128))
+    kernel = prim.build(node, node_weights(graph, node), ctx)
+    fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+    xs = [torch.quantize_per_tensor(torch.randn(s), scale, zp, torch.quint8).contiguous(memory_format=fmt)
+          for s, scale, zp in (((1, 32, 20, 20), 0.04, 120), (other, 0.07, 131))]
+    with torch.inference_mode():
+        out = kernel(*xs)
+        extra = allocated_peak_of(lambda: kernel(*xs)) - out.numel()  # beyond the quint8 output
+    # quantized::cat joins channels-last inputs along the channels directly, else it goes through fp32
+    assert prim.workspace_bytes(node, "int8", layout) == extra
+    assert prim.workspace_bytes(node, "fp32", layout) == 0
