@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "leave-one-out cross-validation; the result is a normal predictor checkpoint.")
     p.add_argument("--predictor", required=True, help="source predictor: checkpoint folder or name under "
                                                       "trained_models/")
-    p.add_argument("--device-features", required=True, metavar="BOARD_JSON", help="board.json of the new device")
+    p.add_argument("--device-features", required=True, metavar="BOARD",
+                   help="the new device: a board.json path, a shipped example board's name, or 'local'")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--measurements", metavar="CSV", help="measured latencies on the new device: columns model, "
                                                             "latency_ms and optionally plan")
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                              "them on this machine")
     p.add_argument("-k", type=int, default=10, help="number of measurements to fit with (default 10; with more "
                                                     "measurements than k the rest are held out)")
-    p.add_argument("--proxy-device", action="append", default=[], metavar="BOARD_JSON",
+    p.add_argument("--proxy-device", action="append", default=[], metavar="BOARD",
                    help="a device the source predicts well, offered to the mixture calibration (repeatable)")
     p.add_argument("--threads", type=int, default=None, help="threads for --measure-on local (default: the "
                                                              "board's threads_used)")
@@ -38,12 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    from perfpredict.devices import load_device
+    from perfpredict.devices import resolve_device
     from perfpredict.transfer import (adapt_predictor, load_any_predictor, measure_candidates, read_measurements,
                                       write_measurements)
 
-    device = load_device(args.device_features)
-    proxies = [load_device(p) for p in args.proxy_device]
+    device = resolve_device(args.device_features, args.threads)
+    proxies = [resolve_device(p, args.threads) for p in args.proxy_device]
     if args.measurements:
         measurements = read_measurements(args.measurements)
     else:

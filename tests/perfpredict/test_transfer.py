@@ -290,6 +290,10 @@ def test_transfer_cli(small_model, tmp_path, capsys):
                      str(csv_path), "-k", "7", "-o", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err and "-k 7 asks for more shots than the 5 measurements" in err
+    # a shipped example board is named as in predict and optimise
+    code = cli_main(["transfer", "--predictor", str(path), "--device-features", "raspberry_pi_4", "--measurements",
+                     str(csv_path), "-k", "5", "-o", str(tmp_path / "pi"), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["k"] == 5
 
 
 class _RooflinePredictor:
