@@ -188,17 +188,25 @@ def _build_onednn(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
 def _ws_onednn(node: Node, precision: str, layout: str) -> int:
     # measured with torch's allocator: every call reorders the plain weights into oneDNN's blocked layout. In
     # NHWC that and a small scratchpad are all. From NCHW oneDNN works in 16-channel blocks: it reorders the input
-    # into them (not for fewer than 16 input channels) or computes into a blocked output and copies it back,
-    # whichever is larger (exact for channel counts that are multiples of 16; up to a third more otherwise)
+    # into them (dense convolutions with fewer than 16 input channels read it as it is) and the weights into
+    # blocks, computes into a blocked output, frees the blocked input and copies the output back into the plain
+    # one. Beside the plain output the call so holds the larger of (blocked input + weights + blocked output)
+    # and (blocked output + plain output) less the plain output: with channel counts that are multiples of 16,
+    # max(weights + blocked input, blocked output); with the odd counts pruning leaves, more (exact to a few
+    # hundred bytes for dense and depthwise convolutions; grouped ones with a channel multiplier are rougher)
     geo = ConvGeometry.of(node)
     kh, kw = geo.kernel
     n, c, h, w, oh, ow = _shape(node)
-    weights = geo.out_channels * (geo.in_channels // geo.groups) * kh * kw * _F32
+    cin_group = geo.in_channels // geo.groups
     if layout == "NHWC":
-        return weights + _ONEDNN_SCRATCH + _prepad_bytes(node, geo)
-    blocked_input = n * _blocks16(c) * h * w * _F32 if c >= 16 else 0
+        return geo.out_channels * cin_group * kh * kw * _F32 + _ONEDNN_SCRATCH + _prepad_bytes(node, geo)
+    padded_in = _blocks16(cin_group) if geo.groups == 1 and cin_group >= 16 else cin_group
+    weights = _blocks16(geo.out_channels) * padded_in * kh * kw * _F32
+    blocked_input = n * _blocks16(c) * h * w * _F32 if c >= 16 or geo.groups > 1 else 0
     blocked_output = n * _blocks16(geo.out_channels) * oh * ow * _F32
-    return max(weights + blocked_input, blocked_output) + _prepad_bytes(node, geo)
+    plain_output = n * geo.out_channels * oh * ow * _F32
+    held = max(blocked_input + weights + blocked_output, blocked_output + plain_output) - plain_output
+    return held + _prepad_bytes(node, geo)
 
 
 _ONEDNN_SCRATCH = 12 * 1024  # oneDNN's per-call scratchpad beside the reordered weights (12-24 KiB measured)

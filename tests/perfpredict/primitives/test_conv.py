@@ -234,3 +234,21 @@ def test_non_contiguous_weight_arrays_are_copied_in_c_order():
     for prim in candidates(layer.node, precision="fp32"):
         y = _build_and_call(prim, layer, weights)
         assert rel_err(y.numpy(), layer.expected) <= 1e-4, prim.name
+
+
+@pytest.mark.parametrize("kw", [dict(cin=20, cout=36, hw=(28, 28)), dict(cin=17, cout=17, hw=(28, 28)),
+                                dict(cin=16, cout=7, hw=(28, 28)), dict(cin=24, cout=24, groups=24, hw=(28, 28)),
+                                dict(cin=8, cout=8, groups=8, hw=(28, 28)), dict(cin=32, cout=32, hw=(28, 28))],
+                         ids=lambda kw: f"{kw['cin']}to{kw['cout']}g{kw.get('groups', 1)}")
+def test_onednn_nchw_workspace_with_the_channel_counts_pruning_leaves(kw):
+    # oneDNN pads odd channel counts to its 16-channel blocks: blocked input, weights and output at once
+    from perfpredict.measure import allocated_peak_of
+
+    layer = conv_layer(**kw)
+    prim = get_primitive("conv.onednn")
+    kernel = prim.build(layer.node, layer.weights, BuildContext(layout="NCHW"))
+    x = torch.from_numpy(layer.x).contiguous()
+    with torch.inference_mode():
+        y = kernel(x)
+        extra = allocated_peak_of(lambda: kernel(x)) - y.numel() * 4
+    assert abs(prim.workspace_bytes(layer.node, "fp32", "NCHW") - extra) <= 0.02 * extra + 2048
