@@ -13,8 +13,10 @@ vector d_g and analytical memory facts a_g with memory prior M0_g (see :mod:`per
 f_node, f_lat and f_mem are two-layer MLPs whose last layer starts at zero, so an untrained network
 predicts the analytical priors (sum of node rooflines, analytical memory). The sum over nodes is the
 additive (nn-Meter-like) prior; f_lat is the graph-level correction (overlap, cache effects, dispatch).
-Training minimises errors of log T_g and log M_g (relative errors) and, when layer measurements are
-given, of log t_i for nodes measured alone.
+Training minimises errors of log T_g and log M_g (relative errors), of log sum_i t_i against the same
+T_g (so the nodes carry the latency and f_lat stays a small residual: trained freely, f_lat learned
+family-specific corrections that did not carry to unseen families) and, when layer measurements are given,
+of log t_i for nodes measured alone.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 ``fit_gnn`` featurises the samples once (plans of one graph on one device in one vectorised pass), fits
 the :class:`~perfpredict.features.Normaliser`, and trains with AdamW and a cosine learning-rate schedule
-on smooth-L1 losses of log errors (latency, memory, and per-kernel latency of layer samples), keeping the
+on smooth-L1 losses of log errors (latency, memory, the plain sum of node latencies against the model's
+latency, and per-kernel latency of layer samples), keeping the
 weights of the epoch with the best validation error (early stopping with patience). The memory head's learned
 correction of the analytical memory prior is then shrunk by the factor in [0, 1] that best fits the
 validation samples (0: the prior alone, where the prior is already closer than the correction).
@@ -45,6 +46,9 @@ class TrainOptions:
     weight_decay: float = 1e-5
     batch_size: int = 32
     layer_weight: float = 0.3
+    # weight of the plain node sum's error against the model latency: the nodes carry the latency and the
+    # graph-level correction stays a residual (unconstrained, it extrapolated to unseen families)
+    node_sum_weight: float = 0.5
     memory_weight: float = 1.0
     patience: int = 30
     val_fraction: float = 0.1
@@ -238,6 +242,8 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
             out = _forward(model, batch)
             loss = _masked_loss(out.log_latency, batch.y_lat, opts.huber_beta) \
                 + opts.memory_weight * _masked_loss(out.log_memory, batch.y_mem, opts.huber_beta)
+            if opts.node_sum_weight:
+                loss = loss + opts.node_sum_weight * _masked_loss(out.log_node_sum, batch.y_lat, opts.huber_beta)
             if b < len(lorder):
                 lb = layer_batches[lorder[b]]
                 lout = _forward(model, lb)

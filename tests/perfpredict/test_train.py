@@ -164,3 +164,23 @@ def test_memory_correction_is_shrunk_to_what_the_validation_samples_support():
     assert float(exact_prior.mem_head[0].weight.abs().sum()) == 0.0
     no_targets = Net()
     assert shrink_memory_correction(no_targets, [batch(mem, prior, torch.full((20,), float("nan")))]) == 1.0
+
+
+def _correction_gap(pred, samples):
+    """Mean |log T_g - log sum_i t_i| over the samples: the size of the graph-level correction."""
+    from perfpredict.train import _forward, featurise_samples, to_data
+    from torch_geometric.data import Batch
+
+    rows = featurise_samples(pred.space, samples.models)
+    batch = Batch.from_data_list(to_data(rows, pred.normaliser, pred.space.static_dim))
+    out = _forward(pred.model, batch)
+    return float((out.log_latency - out.log_node_sum).abs().mean())
+
+
+def test_node_sum_loss_keeps_the_graph_correction_a_residual(loaded):
+    free = GNNPredictor(GNNConfig(hidden=16, layers=1)).fit(loaded, options=TrainOptions(epochs=40, seed=0,
+                                                                                          node_sum_weight=0.0))
+    tied = GNNPredictor(GNNConfig(hidden=16, layers=1)).fit(loaded, options=TrainOptions(epochs=40, seed=0,
+                                                                                          node_sum_weight=1.0))
+    gap_free, gap_tied = _correction_gap(free, loaded), _correction_gap(tied, loaded)
+    assert gap_tied < 0.5 * gap_free, (gap_free, gap_tied)
