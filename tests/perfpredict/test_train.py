@@ -5,13 +5,14 @@ import random
 
 import numpy as np
 import pytest
+from torch_geometric.data import Batch
 
 from cli.main import main
 from perfpredict.errors import DatasetError
 from perfpredict.gnn import GNNConfig
 from perfpredict.gnn_predictor import GNNPredictor
 from perfpredict.samples import SplitError, load_samples, make_splits, parse_split, spec_from_dict
-from perfpredict.train import TrainOptions, run_evaluation, train_and_report
+from perfpredict.train import TrainOptions, _forward, featurise_samples, run_evaluation, to_data, train_and_report
 
 from .synthetic import DEVICE, random_plan, synthetic_samples, write_synthetic_store, zoo_graph, zoo_spec
 
@@ -168,9 +169,6 @@ def test_memory_correction_is_shrunk_to_what_the_validation_samples_support():
 
 def _correction_gap(pred, samples):
     """Mean |log T_g - log sum_i t_i| over the samples: the size of the graph-level correction."""
-    from perfpredict.train import _forward, featurise_samples, to_data
-    from torch_geometric.data import Batch
-
     rows = featurise_samples(pred.space, samples.models)
     batch = Batch.from_data_list(to_data(rows, pred.normaliser, pred.space.static_dim))
     out = _forward(pred.model, batch)
