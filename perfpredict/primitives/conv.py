@@ -199,7 +199,8 @@ def _ws_onednn(node: Node, precision: str, layout: str) -> int:
     n, c, h, w, oh, ow = _shape(node)
     cin_group = geo.in_channels // geo.groups
     if layout == "NHWC":
-        return geo.out_channels * cin_group * kh * kw * _F32 + _ONEDNN_SCRATCH + _prepad_bytes(node, geo)
+        scratch = 0 if geo.groups > 1 else _ONEDNN_SCRATCH
+        return geo.out_channels * cin_group * kh * kw * _F32 + scratch + _prepad_bytes(node, geo)
     padded_in = _blocks16(cin_group) if geo.groups == 1 and cin_group >= 16 else cin_group
     weights = _blocks16(geo.out_channels) * padded_in * kh * kw * _F32
     blocked_input = n * _blocks16(c) * h * w * _F32 if c >= 16 or geo.groups > 1 else 0
@@ -257,8 +258,10 @@ def _build_onednn_packed(node: Node, weights: Mapping[str, np.ndarray], ctx: Bui
 
 def _ws_onednn_packed(node: Node, precision: str, layout: str) -> int:
     # the weights are packed once at build (they are deployed weights, not per-call memory); what a call adds is
-    # the padded copy of the input when the pads are asymmetric (oneDNN's own scratchpad is small)
-    return _prepad_bytes(node, ConvGeometry.of(node))
+    # oneDNN's scratchpad (none for grouped convolutions) and the padded copy of the input when the pads are
+    # asymmetric
+    geo = ConvGeometry.of(node)
+    return (0 if geo.groups > 1 else _ONEDNN_SCRATCH) + _prepad_bytes(node, geo)
 
 
 # --------------------------------------------------------------------------------------------- conv.native
@@ -296,8 +299,9 @@ def _build_native(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
 
 def _ws_native(node: Node, precision: str, layout: str) -> int:
     # THNN's column buffer: per batch (all images) for slow_conv2d, per image for the dilated variant;
-    # slow_conv2d skips it for unpadded stride-1 1x1 convolutions. Grouped convs run group by group (one
-    # group's columns live at a time) and concatenate the per-group outputs (one output-sized copy).
+    # slow_conv2d skips it for unpadded stride-1 1x1 convolutions. Grouped convs hold, beside the output, the
+    # larger of one group's columns and one output-sized buffer (measured with torch's allocator: the output
+    # copy for depthwise convolutions, the columns for two groups of 16 channels).
     geo = ConvGeometry.of(node)
     n, c, _, _, oh, ow = _shape(node)
     kh, kw = geo.kernel
@@ -307,7 +311,7 @@ def _ws_native(node: Node, precision: str, layout: str) -> int:
         return cols + grouped + _prepad_bytes(node, geo)
     if (kh, kw) == (1, 1) and geo.stride == (1, 1) and not any(geo.pads):
         return grouped
-    return n * cols + grouped + _prepad_bytes(node, geo)
+    return max(n * cols, grouped) + _prepad_bytes(node, geo)
 
 
 # --------------------------------------------------------------------------------------------- conv.im2col
@@ -348,10 +352,18 @@ def _build_im2col(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
 
 
 def _ws_im2col(node: Node, precision: str, layout: str) -> int:
+    # measured with torch's allocator: F.unfold allocates its result at the size of its input and then grows it
+    # to the columns, so both exist for a moment when the columns are the larger (strided convolutions
+    # especially), and the buffer stays input-sized when they are the smaller; the output is allocated after
     geo = ConvGeometry.of(node)
-    n, c, _, _, oh, ow = _shape(node)
+    n, c, h, w, oh, ow = _shape(node)
     kh, kw = geo.kernel
-    return n * c * kh * kw * oh * ow * _F32 + _prepad_bytes(node, geo)
+    cols = n * c * kh * kw * oh * ow * _F32
+    prepad = _prepad_bytes(node, geo)
+    unfold_in = prepad or n * c * h * w * _F32
+    out = n * geo.out_channels * oh * ow * _F32
+    held = max(unfold_in + cols - out, cols) if cols > unfold_in else unfold_in
+    return held + prepad
 
 
 # --------------------------------------------------------------------------------------------- conv.winograd
@@ -488,15 +500,19 @@ def _build_fft(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext)
 
 
 def _ws_fft(node: Node, precision: str, layout: str) -> int:
+    # measured with torch's allocator: the padded input and its spectrum stay alive through the call; the batched
+    # GEMM writes the output spectrum, which irfft2 copies before its destructive complex-to-real pass, while it
+    # allocates the full inverse; the copy is freed before the strided output is cut from the inverse. So the call
+    # holds, beside its output, the larger of (padded input + both spectra + the copy + inverse - output) and
+    # (padded input + both spectra + inverse). The weight spectrum is made once at build, with the weights.
     geo = ConvGeometry.of(node)
-    n, c, h, w, _, _ = _shape(node)
+    n, c, h, w, oh, ow = _shape(node)
     k = geo.out_channels
     pt, pl, pb, pr = geo.pads
     fh, fw = _fft_size((h + pt + pb, w + pl + pr))
     nf = fh * (fw // 2 + 1)
-    # padded input, input spectrum and its transposed copy, output spectrum, full inverse (the weight spectrum is
-    # made once at build, with the weights)
-    return n * c * fh * fw * _F32 + 2 * n * c * nf * _C64 + n * k * nf * _C64 + n * k * fh * fw * _F32
+    kept = n * c * fh * fw * _F32 + n * c * nf * _C64 + n * k * nf * _C64 + n * k * fh * fw * _F32
+    return kept + max(n * k * nf * _C64 - n * k * oh * ow * _F32, 0)
 
 
 # --------------------------------------------------------------------------------------------- conv.gemm1x1

@@ -23,6 +23,7 @@ import torch
 
 from perfpredict.errors import GraphError, PlanError
 from perfpredict.graph import Graph, Node
+from perfpredict.measure import torch_threads
 from perfpredict.plan import Choice, Plan, default_plan, validate_plan
 from perfpredict.primitives.registry import get_primitive
 from perfpredict.runtime.kernel import BuildContext, QParams
@@ -417,6 +418,17 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
         return calib.qparams(tensor)
 
     nodes = {n.name: n for n in run_graph.nodes}
+    # kernels are built at the thread count they run with: oneDNN picks its implementation, and so the blocked
+    # format that conv.onednn_packed reorders the weights into, by thread count; weights packed for another count
+    # are reordered again on every call
+    with torch_threads(threads):
+        steps = _build_steps(schedule, nodes, run_graph, choices, qp)
+    return Executable(schedule, steps, resolved, graph, threads, calib)
+
+
+def _build_steps(schedule: Schedule, nodes: Mapping[str, Node], run_graph: Graph, choices: Mapping[str, Choice],
+                 qp: Callable[[str], QParams]) -> list:
+    """One (kernel, input slots, output slots, freed slots) step per scheduled op."""
     steps = []
     for op in schedule.ops:
         if op.kind == "node":
@@ -443,4 +455,4 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
         else:
             fn = _dequantize
         steps.append((fn, op.inputs, op.outputs, op.frees))
-    return Executable(schedule, steps, resolved, graph, threads, calib)
+    return steps

@@ -122,9 +122,29 @@ def test_threads_are_set_for_the_run_and_restored(net, x, monkeypatch):
     before = torch.get_num_threads()
     want = 2 if before != 2 else 1
     exe = build_executable(net, threads=want)
+    assert calls == [want, before]  # the kernels are built at the run's thread count
     exe.run(x)
-    assert calls == [want, before]
+    assert calls == [want, before, want, before]
     assert torch.get_num_threads() == before
+
+
+def test_packed_weights_are_packed_for_the_run_thread_count(tmp_path):
+    # a squeeze-excite reduce conv (1152 -> 48 channels on one pixel): oneDNN picks another weight format at 1
+    # thread than at 2, so weights packed at 2 threads were reordered again on every 1-thread call
+    from perfpredict.measure import allocated_peak_of
+
+    g = load_onnx(make_conv_model(tmp_path / "se.onnx", cin=1152, cout=48, k=1, pad=0, hw=1, with_bn=False))
+    plan = Plan({"conv": Choice("conv.onednn_packed", "NHWC")})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        exe = build_executable(g, plan, threads=1)
+        xs = exe.prepare_input(np.ones((1, 1152, 1, 1), np.float32))
+        exe.forward(*xs)
+        peak = allocated_peak_of(lambda: exe.forward(*xs))
+    finally:
+        torch.set_num_threads(before)
+    assert peak < 1152 * 48 * 4 / 2  # well under the weights: nothing is reordered per call
 
 
 def test_inputs_numpy_tensor_and_wrong_shape(net, x):
