@@ -443,11 +443,19 @@ def _ws_winograd(node: Node, precision: str, layout: str) -> int:
     th, tw = (oh + 1) // 2, (ow + 1) // 2
     p = n * th * tw
     padded = n * c * (2 * th + 2) * (2 * tw + 2)
-    # the padded input lives throughout; beside it the two input-transform buffers, or later the transformed
-    # input, the products and the column-transformed products (plus the uncropped output when it is cropped);
-    # the transformed weights are made once at build. Exact against torch's allocator.
-    cropped = 4 * k * p if (2 * th, 2 * tw) != (oh, ow) else 0
-    return (padded + max(2 * 16 * c * p, 16 * c * p + 16 * k * p + 8 * k * p + cropped)) * _F32
+    # the padded input lives throughout; beside it the two input-transform buffers, then the transformed input,
+    # the products and the column-transformed products while the output transform writes the output (an
+    # uncropped temporary when the output is cropped, the cropped copy made after the column buffer is freed);
+    # the transformed weights are made once at build. Beside the output, which does not exist yet in the first
+    # phase (nor in the second when it is cropped), exact against torch's allocator.
+    out = n * k * oh * ow
+    uncropped = 4 * k * p
+    transform_in = 2 * 16 * c * p - out
+    if (2 * th, 2 * tw) == (oh, ow):
+        transform_out, crop = 16 * c * p + 24 * k * p, 0
+    else:
+        transform_out, crop = 16 * c * p + 24 * k * p + uncropped - out, 16 * c * p + 16 * k * p + uncropped
+    return (padded + max(transform_in, transform_out, crop, 0)) * _F32
 
 
 # --------------------------------------------------------------------------------------------- conv.fft
