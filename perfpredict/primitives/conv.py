@@ -28,9 +28,11 @@ writes channels-last output whatever the input's format, so this primitive runs 
 
 Every kernel takes the logically-NCHW input in the layout's memory format and returns its output in the
 same format, with the bias added and ``ctx.fused_activation`` applied. Channel counts come from the
-weights (which may be pruned), geometry from the node. ``workspace_bytes`` counts temporary memory beyond
-the input, output and original weights (transformed weights included); it is computed from the node's
-unpruned shapes.
+weights (which may be pruned), geometry from the node. ``workspace_bytes`` is a call's peak of temporary
+memory less its input, output and original weights (transformed weights included), fitted to torch's
+allocator: where the peak comes before the output is allocated, the output's size is subtracted from it, so
+that the peak-memory estimate, which holds the output for the whole step, adds up to the measured peak. It is
+computed from the node's shapes.
 """
 
 from __future__ import annotations
