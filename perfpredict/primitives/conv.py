@@ -356,7 +356,7 @@ def _build_im2col(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
 def _ws_im2col(node: Node, precision: str, layout: str) -> int:
     # measured with torch's allocator: F.unfold allocates its result at the size of its input and then grows it
     # to the columns, so both exist for a moment when the columns are the larger (strided convolutions
-    # especially), and the buffer stays input-sized when they are the smaller; the output is allocated after
+    # especially), and the buffer stays input-sized when they are the smaller; the output comes after the columns
     geo = ConvGeometry.of(node)
     n, c, h, w, oh, ow = _shape(node)
     kh, kw = geo.kernel

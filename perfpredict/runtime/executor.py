@@ -389,7 +389,8 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
                      calibration: Any = None, fuse: bool = True) -> Executable:
     """Build ``graph`` under ``plan`` (default plan when None) into an :class:`Executable`.
 
-    ``threads`` sets torch's intra-op threads while the executable runs (restored afterwards).
+    ``threads`` sets torch's intra-op threads while the kernels are built and while the executable runs (restored
+    afterwards): oneDNN packs weights for the thread count it will run with.
     ``calibration`` is used when the plan has int8 nodes: a :class:`~perfpredict.runtime.calibration.Calibration`,
     or calibration input arrays (one array or a sequence); None calibrates on seeded random inputs.
     ``fuse`` folds Relu/Clip into the Conv/Gemm they follow. Raises :class:`PlanError` for an illegal plan.

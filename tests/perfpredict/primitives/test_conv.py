@@ -155,7 +155,8 @@ _WS_CASES = [(name, layout, kw) for name in ("conv.onednn", "conv.onednn_packed"
                         dict(cin=64, cout=16, k=1, pads=(0, 0, 0, 0), hw=(20, 20)),
                         dict(cin=32, cout=32, groups=32, hw=(24, 24)), dict(cin=16, cout=16, hw=(15, 15)),
                         dict(cin=32, cout=32, groups=32, stride=(2, 2), hw=(24, 24)),
-                        dict(cin=32, cout=64, stride=(2, 2), hw=(24, 24)), dict(cin=3, cout=64, stride=(2, 2), hw=(64, 64)),
+                        dict(cin=32, cout=64, stride=(2, 2), hw=(24, 24)),
+                        dict(cin=3, cout=64, stride=(2, 2), hw=(64, 64)),
                         dict(cin=8, cout=8, stride=(2, 2), pads=(0, 0, 1, 1), hw=(12, 12)),
                         dict(cin=32, cout=32, groups=2, hw=(12, 12)), dict(cin=16, cout=16, hw=(15, 15), batch=2))
              if get_primitive(name).applies(conv_layer(**kw).node)]
