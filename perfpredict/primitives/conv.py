@@ -201,8 +201,7 @@ def _ws_onednn(node: Node, precision: str, layout: str) -> int:
     n, c, h, w, oh, ow = _shape(node)
     cin_group = geo.in_channels // geo.groups
     if layout == "NHWC":
-        scratch = 0 if geo.groups > 1 else _ONEDNN_SCRATCH
-        return geo.out_channels * cin_group * kh * kw * _F32 + scratch + _prepad_bytes(node, geo)
+        return geo.out_channels * cin_group * kh * kw * _F32 + _onednn_scratch(geo) + _prepad_bytes(node, geo)
     padded_in = _blocks16(cin_group) if geo.groups == 1 and cin_group >= 16 else cin_group
     weights = _blocks16(geo.out_channels) * padded_in * kh * kw * _F32
     blocked_input = n * _blocks16(c) * h * w * _F32 if c >= 16 or geo.groups > 1 else 0
@@ -213,6 +212,11 @@ def _ws_onednn(node: Node, precision: str, layout: str) -> int:
 
 
 _ONEDNN_SCRATCH = 12 * 1024  # oneDNN's per-call scratchpad beside the reordered weights (12-24 KiB measured)
+
+
+def _onednn_scratch(geo: ConvGeometry) -> int:
+    """oneDNN's per-call scratchpad in NHWC (packed weights or not): none for grouped convolutions."""
+    return 0 if geo.groups > 1 else _ONEDNN_SCRATCH
 
 
 def _blocks16(channels: int) -> int:
@@ -260,10 +264,9 @@ def _build_onednn_packed(node: Node, weights: Mapping[str, np.ndarray], ctx: Bui
 
 def _ws_onednn_packed(node: Node, precision: str, layout: str) -> int:
     # the weights are packed once at build (they are deployed weights, not per-call memory); what a call adds is
-    # oneDNN's scratchpad (none for grouped convolutions) and the padded copy of the input when the pads are
-    # asymmetric
+    # oneDNN's scratchpad and the padded copy of the input when the pads are asymmetric
     geo = ConvGeometry.of(node)
-    return (0 if geo.groups > 1 else _ONEDNN_SCRATCH) + _prepad_bytes(node, geo)
+    return _onednn_scratch(geo) + _prepad_bytes(node, geo)
 
 
 # --------------------------------------------------------------------------------------------- conv.native

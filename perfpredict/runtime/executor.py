@@ -418,18 +418,19 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
         assert calib is not None
         return calib.qparams(tensor)
 
-    nodes = {n.name: n for n in run_graph.nodes}
     # kernels are built at the thread count they run with: oneDNN picks its implementation, and so the blocked
     # format that conv.onednn_packed reorders the weights into, by thread count; weights packed for another count
     # are reordered again on every call
     with torch_threads(threads):
-        steps = _build_steps(schedule, nodes, run_graph, choices, qp)
+        steps = _build_steps(schedule, qp)
     return Executable(schedule, steps, resolved, graph, threads, calib)
 
 
-def _build_steps(schedule: Schedule, nodes: Mapping[str, Node], run_graph: Graph, choices: Mapping[str, Choice],
-                 qp: Callable[[str], QParams]) -> list:
-    """One (kernel, input slots, output slots, freed slots) step per scheduled op."""
+def _build_steps(schedule: Schedule, qp: Callable[[str], QParams]) -> list:
+    """One (kernel, input slots, output slots, freed slots) step per op of ``schedule``; ``qp`` gives a tensor's
+    int8 quantisation parameters."""
+    run_graph, choices = schedule.graph, schedule.choices
+    nodes = {n.name: n for n in run_graph.nodes}
     steps = []
     for op in schedule.ops:
         if op.kind == "node":
