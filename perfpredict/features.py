@@ -4,7 +4,8 @@ Three parts, each a plain array so that many plans of one graph are featurised i
 
 * :class:`GraphTemplate` holds everything plan-independent about a graph, computed once per graph
   (cached by ``graph_id``): the static node features, data-flow edges, per-input producers, channel
-  bookkeeping for pruning, tensor live ranges for the memory estimate, fusion flags.
+  bookkeeping for pruning, the tensors each node reads and writes (replayed for the memory estimate), fusion
+  flags.
 * :func:`plan_node_features` adds the plan's choice for every node (primitive, layout, precision, prune,
   the effective MACs/bytes after pruning and precision, and the layout/precision conversions the runtime
   inserts where neighbours disagree) plus the node's roofline latency prior on the device.
@@ -317,10 +318,14 @@ class GraphTemplate:
     group_free: np.ndarray  # [G] free channel classes of each group
     comp_in: np.ndarray  # [G, n] share of each node's first input channels in each group's free classes
     comp_out: np.ndarray  # [G, n] the same for its first output
-    live: np.ndarray  # [n, n + 1] bool: tensor group t (node outputs, then the graph input) live at step i
     default_choices: tuple[Choice, ...]
     workspace: Mapping[str, np.ndarray]  # primitive -> [n, 2, 2] workspace bytes at fp32 / int8, NCHW / NHWC
     ws_nodes: Mapping[int, Node] = field(default_factory=dict)  # nodes some primitive declares workspace for
+    # per node, (tensor id, fp32 bytes, whether layout matters) of each output; the tensors the inference
+    # returns (kept to the end, converted to NCHW fp32 when ``convert_final``, as a whole graph's outputs are)
+    out_tensors: tuple[tuple[tuple[int, float, bool], ...], ...] = ()
+    final_tensors: tuple[int, ...] = ()
+    convert_final: bool = True
     _space_cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -380,7 +385,6 @@ class GraphTemplate:
         f_keep = np.isin(self.fuse_act, idx) & np.isin(self.fuse_prod, idx)
         f_act, f_prod = remap[self.fuse_act[f_keep]], remap[self.fuse_prod[f_keep]]
         unread_to_end = np.array([not (in_src == t).any() for t in range(n)], bool)
-        live = _live_matrix(n, in_node, in_src, unread_to_end, self.is_view[idx], f_act, f_prod)
         # a node measured alone is pruned by its own ratio: its output channels only (profile campaigns
         # pre-slice the lone node), passed through by the sub-graph's channel-keeping readers
         prunable = np.flatnonzero(self.prunable[idx])
@@ -408,11 +412,14 @@ class GraphTemplate:
             chan_kind=self.chan_kind[idx], macs=self.macs[idx], flops=self.flops[idx], bytes_in=self.bytes_in[idx],
             bytes_out=self.bytes_out[idx], param_bytes=self.param_bytes[idx], bias_bytes=self.bias_bytes[idx],
             prunable=self.prunable[idx], is_view=self.is_view[idx], writes_output=np.zeros(n, bool),
-            out_layout_matters=self.out_layout_matters[idx], fuse_act=f_act, fuse_prod=f_prod, group_members=sub_members, group_free=free, comp_in=comp_in,
-            comp_out=comp_out, live=live,
+            out_layout_matters=self.out_layout_matters[idx], fuse_act=f_act, fuse_prod=f_prod,
+            group_members=sub_members, group_free=free, comp_in=comp_in, comp_out=comp_out,
             default_choices=tuple(self.default_choices[i] for i in idx),
             workspace={k: v[idx] for k, v in self.workspace.items()},
-            ws_nodes={j: self.ws_nodes[int(i)] for j, i in enumerate(idx) if int(i) in self.ws_nodes})
+            ws_nodes={j: self.ws_nodes[int(i)] for j, i in enumerate(idx) if int(i) in self.ws_nodes},
+            out_tensors=(outs := tuple(self.out_tensors[i] for i in idx)),
+            final_tensors=tuple(t for o, unread in zip(outs, unread_to_end) if unread for t, *_ in o),
+            convert_final=False)
 
 
 def build_template(graph: Graph) -> GraphTemplate:
@@ -432,6 +439,7 @@ def build_template(graph: Graph) -> GraphTemplate:
         else np.zeros(n)
 
     in_node, in_src, in_tensor, in_bytes, in_lm = [], [], [], [], []
+    out_tensors: list[tuple[tuple[int, float, bool], ...]] = []
     tensor_ids: dict[str, int] = {}
     static = np.zeros((n, len(STATIC_COLUMNS)))
     chan_kind = np.ones(n, np.int64)
@@ -460,6 +468,8 @@ def build_template(graph: Graph) -> GraphTemplate:
             in_tensor.append(tensor_ids.setdefault(t, len(tensor_ids)))
             in_bytes.append(4.0 * float(np.prod(shp)) if shp else 4.0)
             in_lm.append(_layout_matters(shp))
+        out_tensors.append(tuple((tensor_ids.setdefault(t, len(tensor_ids)), 4.0 * float(np.prod(shp)) if shp else 4.0,
+                                  _layout_matters(shp)) for t, shp in zip(nd.outputs, nd.output_shapes)))
         ic, ih, iw = _chw(nd.input_shapes[0] if nd.input_shapes else ())
         oc, oh, ow = _chw(nd.output_shapes[0] if nd.output_shapes else ())
         kh = kw = 1.0
@@ -501,8 +511,6 @@ def build_template(graph: Graph) -> GraphTemplate:
             float(i in fused), float(i in has_fused), float(prunable[i]),
         ]  # fmt: skip
     acts_fused = sorted(fused)
-    live = _live_matrix(n, np.array(in_node, np.int64), np.array(in_src, np.int64), writes_output, is_view,
-                        np.array(acts_fused, np.int64), np.array([fused[a] for a in acts_fused], np.int64))
     first_seen: dict[int, list[int]] = {}
     dup = []
     for e, t in enumerate(in_tensor):
@@ -532,36 +540,10 @@ def build_template(graph: Graph) -> GraphTemplate:
         param_bytes=param_bytes, bias_bytes=bias_bytes, prunable=prunable, is_view=is_view,
         writes_output=writes_output, out_layout_matters=out_lm, fuse_act=np.array(acts_fused, np.int64),
         fuse_prod=np.array([fused[a] for a in acts_fused], np.int64), group_members=members, group_free=free,
-        comp_in=comp_in, comp_out=comp_out, live=live,
+        comp_in=comp_in, comp_out=comp_out,
         default_choices=tuple(defaults), workspace=(ws := _workspace_bytes(nodes)),
-        ws_nodes={i: nodes[i] for i in sorted({int(i) for col in ws.values() for i in np.flatnonzero(col.any(axis=(1, 2)))})})
-
-
-def _live_matrix(n: int, in_node: np.ndarray, in_src: np.ndarray, to_end: np.ndarray, is_view: np.ndarray,
-                 fuse_act: np.ndarray, fuse_prod: np.ndarray) -> np.ndarray:
-    """[n steps, n + 1 tensor groups] liveness as the runtime schedules it: a node's outputs live from its
-    step to their last reader (``to_end``: to the end); a view keeps its input's storage alive; a fusable
-    producer's own output ends before its activation's step (the activation's output is counted from there;
-    plan_node_features adds the producer's output back at that step when the pair is not fused). Group
-    ``n`` is the graph input (or, in a sub-graph, the inputs arriving from outside)."""
-    death = np.full(n + 1, -1, np.int64)
-    for node, src in zip(in_node.tolist(), in_src.tolist()):
-        t = src if src >= 0 else n
-        death[t] = max(death[t], node)
-    for t in range(n):
-        death[t] = n - 1 if to_end[t] else max(death[t], t)
-    view_src = {int(node): (int(src) if src >= 0 else n) for node, src in zip(in_node[::-1], in_src[::-1])}
-    for i in reversed(range(n)):
-        if is_view[i] and i in view_src:
-            death[view_src[i]] = max(death[view_src[i]], death[i])
-    for a, p in zip(fuse_act.tolist(), fuse_prod.tolist()):
-        death[p] = max(p, a - 1)
-    live = np.zeros((n, n + 1), bool)
-    for t in range(n):
-        live[t:death[t] + 1, t] = True
-    if death[n] >= 0:
-        live[: death[n] + 1, n] = True
-    return live
+        ws_nodes={i: nodes[i] for i in sorted({int(i) for col in ws.values() for i in np.flatnonzero(col.any(axis=(1, 2)))})},
+        out_tensors=tuple(out_tensors), final_tensors=tuple(tensor_ids[t] for t in graph.outputs if t in tensor_ids))
 
 
 def _prune_composition(graph: Graph) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:
@@ -664,7 +646,8 @@ def _pruned_workspace(tpl: GraphTemplate, space: FeatureSpace, arrays: PlanArray
         [[_channels(tpl.ws_nodes[int(i)].input_shapes[0]), _channels(tpl.ws_nodes[int(i)].output_shapes[0])]
          for i in cols], np.float64))
     cin = np.maximum(np.rint(chans[c_idx, 0] * sub_in[p_idx, c_idx]), 1).astype(np.int64)
-    follows = tpl.chan_kind[n_idx] != 0  # depthwise, pooling: the output keeps the input's channels
+    # depthwise, pooling, grouped: the output keeps the input's channels; dense and concatenation: its own
+    follows = (tpl.chan_kind[n_idx] == 1) | (tpl.chan_kind[n_idx] == 3)
     cout = np.where(follows, cin, np.maximum(np.rint(chans[c_idx, 1] * sub_out[p_idx, c_idx]), 1)).astype(np.int64)
     keys = np.stack([n_idx, arrays.primitive[p_idx, n_idx], int8[p_idx, n_idx], nhwc[p_idx, n_idx], cin, cout], 1)
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
@@ -685,24 +668,160 @@ def _pruned_workspace(tpl: GraphTemplate, space: FeatureSpace, arrays: PlanArray
     ws[p_idx, n_idx] = values[inverse.reshape(-1)]
 
 
-def _converted_last_reads(tpl: GraphTemplate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Node outputs whose storage the runtime can free before their last reader runs, when every read of
-    that reader converts them: (producers [T], their last reader [T], entry-to-producer incidence [m, T]).
-    Graph outputs, fusable producers and tensors kept alive by a view are left out."""
+@dataclass(frozen=True)
+class _Skeleton:
+    """The plan-independent part of :func:`_replay_memory`, indexed by node and by tensor id: each node's
+    reads (tensor, producer) and output tensors; each tensor's producer (-1: none), fp32 bytes and whether
+    layout matters for it; the activation each fusable producer can fold in (-1: none)."""
+
+    reads: tuple[tuple[tuple[int, int], ...], ...]
+    outputs: tuple[tuple[int, ...], ...]
+    producer: list[int]
+    nbytes: list[float]
+    layout_matters: list[bool]
+    act_of: list[int]
+
+
+def _skeleton(tpl: GraphTemplate) -> _Skeleton:
     n = tpl.n_nodes
-    live = tpl.live[:, :n]
-    death = np.where(live.any(axis=0), n - 1 - np.argmax(live[::-1], axis=0), -1)
-    fused = set(tpl.fuse_prod.tolist())
-    producers, last = [], []
-    for t in range(n):
-        at_last = (tpl.in_src == t) & (tpl.in_node == death[t])
-        if death[t] > t and at_last.any() and not tpl.writes_output[t] and t not in fused:
-            producers.append(t)
-            last.append(int(death[t]))
-    inc = np.zeros((len(tpl.in_node), len(producers)))
-    for k, t in enumerate(producers):
-        inc[(tpl.in_src == t) & (tpl.in_node == last[k]), k] = 1.0
-    return np.array(producers, np.int64), np.array(last, np.int64), inc
+    n_tensors = 1 + max([int(tpl.in_tensor.max()) if len(tpl.in_tensor) else -1]
+                        + [t for outs in tpl.out_tensors for t, *_ in outs])
+    reads: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    producer, nbytes, lm = [-1] * n_tensors, [0.0] * n_tensors, [False] * n_tensors
+    for i, outs in enumerate(tpl.out_tensors):
+        for t, b, matters in outs:
+            producer[t], nbytes[t], lm[t] = i, b, matters
+    for e in range(len(tpl.in_node)):
+        t, src = int(tpl.in_tensor[e]), int(tpl.in_src[e])
+        reads[int(tpl.in_node[e])].append((t, src))
+        if producer[t] < 0:
+            nbytes[t], lm[t] = float(tpl.in_bytes[e]), bool(tpl.in_layout_matters[e])
+    act_of = [-1] * n
+    for a, p in zip(tpl.fuse_act.tolist(), tpl.fuse_prod.tolist()):
+        act_of[p] = a
+    return _Skeleton(tuple(tuple(r) for r in reads), tuple(tuple(t for t, *_ in o) for o in tpl.out_tensors),
+                     producer, nbytes, lm, act_of)
+
+
+def _replay_memory(tpl: GraphTemplate, int8: np.ndarray, nhwc: np.ndarray, fused_now: np.ndarray,
+                   keep_out: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Peak live activation bytes and peak (live activations + the step's workspace) of each plan, [P] each,
+    from a replay of the runtime's schedule (:func:`perfpredict.runtime.executor.make_schedule`) on the
+    template: conversions made in front of their reader and shared by readers of the same variant, a
+    dequantisation before a layout change and a layout change before a quantisation, every buffer freed
+    after its last reader, views sharing their input's storage, graph inputs owned by the caller."""
+    sk = tpl.cached("replay_skeleton", lambda: _skeleton(tpl))
+    P = int8.shape[0]
+    peak_act, step_peak = np.zeros(P), np.zeros(P)
+    views = tpl.is_view.tolist()
+    for p in range(P):
+        peak_act[p], step_peak[p] = _replay_plan(tpl, sk, views, int8[p].tolist(), nhwc[p].tolist(),
+                                                 fused_now[p].tolist(), keep_out[p].tolist(), ws[p].tolist())
+    return peak_act, step_peak
+
+
+def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, views: list, int8: list, nhwc: list, fused: list,
+                 keep: list, ws: list) -> tuple[float, float]:
+    lm, producer, nbytes = sk.layout_matters, sk.producer, sk.nbytes
+    size: list[float] = []  # bytes of each slot's storage (0 for views and caller-owned buffers)
+    root: list[int] = []  # the slot owning each slot's storage
+    fmt: list[tuple[bool, bool]] = []  # (nhwc, int8) of each slot
+    variant: dict[tuple[int, int, bool], int] = {}  # (tensor, effective layout, int8) -> slot
+    primary: dict[int, int] = {}  # tensor -> the slot its producer wrote
+    ops: list[tuple[list[int], list[int], float]] = []  # (input slots, output slots, workspace)
+
+    def new(t: int, lay: bool, q: bool, nb: float, alias: int = -1) -> int:
+        k = len(size)
+        size.append(nb if alias < 0 else 0.0)
+        root.append(k if alias < 0 else root[alias])
+        fmt.append((lay, q))
+        variant[(t, lay if lm[t] else 2, q)] = k
+        return k
+
+    def convert(cur: int, t: int, lay: bool, q: bool) -> int:
+        got = variant.get((t, lay if lm[t] else 2, q))
+        if got is not None:
+            return got
+        src = producer[t]
+        nb = nbytes[t] * (keep[src] if src >= 0 else 1.0)
+        out = new(t, lay, q, 0.25 * nb if q else nb)
+        ops.append(([cur], [out], 0.0))
+        return out
+
+    def fetch(t: int, lay: bool, q: bool) -> int:
+        cur = primary[t]
+        src_lay, src_q = fmt[cur]
+        lay_differs = lm[t] and src_lay != lay
+        if src_q == q:
+            return convert(cur, t, lay, q)
+        if not q:  # dequantise, then change layout in fp32
+            cur = convert(cur, t, src_lay, False)
+            return convert(cur, t, lay, False) if lay_differs else cur
+        if lay_differs:  # change layout in fp32, then quantise
+            cur = convert(cur, t, lay, False)
+        return convert(cur, t, lay, True)
+
+    for i, outs_of in enumerate(sk.outputs):
+        if fused[i]:
+            continue
+        lay, q = bool(nhwc[i]), bool(int8[i])
+        ins = []
+        for t, src in sk.reads[i]:
+            got = variant.get((t, lay if lm[t] else 2, q))
+            if got is None:
+                if t not in primary:  # from outside: a graph input (fp32 NCHW) or a tensor already in this format
+                    primary[t] = new(t, False, False, 0.0) if src == _EXTERNAL_GRAPH_INPUT else new(t, lay, q, 0.0)
+                got = fetch(t, lay, q)
+            ins.append(got)
+        a = sk.act_of[i]
+        if a >= 0 and fused[a]:
+            outs_of = sk.outputs[a]
+        outs = []
+        for t in outs_of:
+            if views[i] and len(ins) == 1:
+                k = new(t, lay, q, 0.0, ins[0])
+            else:
+                nb = nbytes[t] * keep[producer[t]]
+                k = new(t, lay, q, 0.25 * nb if q else nb)
+            primary[t] = k
+            outs.append(k)
+        ops.append((ins, outs, ws[i]))
+    if tpl.convert_final:
+        kept = set()
+        for t in tpl.final_tensors:  # returned as fp32 NCHW
+            got = variant.get((t, False if lm[t] else 2, False))
+            kept.add(got if got is not None else fetch(t, False, False))
+    else:
+        kept = {primary[t] for t in tpl.final_tensors if t in primary}
+
+    last = [-1] * len(size)  # the op after which each slot is freed (never read: the op writing it)
+    for j, (ins, outs, _) in enumerate(ops):
+        for k in outs:
+            if last[k] < 0:
+                last[k] = j
+        for k in ins:
+            last[k] = j
+    frees: list[list[int]] = [[] for _ in ops]
+    for k, j in enumerate(last):
+        if j >= 0 and k not in kept:
+            frees[j].append(root[k])
+    refs = [0] * len(size)
+    live = peak = step = 0.0
+    for j, (_, outs, w) in enumerate(ops):
+        for k in outs:
+            r = root[k]
+            if not refs[r]:
+                live += size[r]
+            refs[r] += 1
+        if live > peak:
+            peak = live
+        if live + w > step:
+            step = live + w
+        for r in frees[j]:
+            refs[r] -= 1
+            if not refs[r]:
+                live -= size[r]
+    return peak, step
 
 
 def _channels(shape: tuple[int, ...]) -> int:
@@ -912,17 +1031,6 @@ def _int8_channel_bytes(tpl: GraphTemplate) -> np.ndarray:
     return np.where(np.isin(np.array(tpl.ops), _FUSE_PRODUCERS), 8.0 * np.round(out_c), 0.0)
 
 
-def _conversion_live(tpl: GraphTemplate) -> np.ndarray:
-    """[n, m] steps during which a conversion made for input entry e is alive (until its tensor's last reader)."""
-    m = len(tpl.in_node)
-    last = np.zeros(int(tpl.in_tensor.max()) + 1 if m else 0, np.int64)
-    if m:
-        np.maximum.at(last, tpl.in_tensor, tpl.in_node)
-    death = last[tpl.in_tensor] if m else np.zeros(0, np.int64)
-    steps = np.arange(tpl.n_nodes)[:, None]
-    return ((steps >= tpl.in_node[None, :]) & (steps <= death[None, :])).astype(np.float64)
-
-
 def _keep_fractions(tpl: GraphTemplate, prune: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kept share of each node's first input and output channels, [P, n] each.
 
@@ -959,7 +1067,10 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     eff_flops = tpl.flops * chan_scale
     eff_in = tpl.bytes_in * keep_in * act_scale
     eff_out = tpl.bytes_out * keep_out * act_scale
-    eff_params = (tpl.param_bytes - tpl.bias_bytes) * chan_scale * act_scale + tpl.bias_bytes * keep_out
+    # an int8 Conv/Gemm/MatMul stores its weight at 1 byte per element; every other parameter stays fp32
+    quant_weight = int8 & tpl.cached("weight_producers", lambda: np.isin(np.array(tpl.ops), _FUSE_PRODUCERS))
+    eff_params = (tpl.param_bytes - tpl.bias_bytes) * chan_scale * np.where(quant_weight, 0.25, 1.0) \
+        + tpl.bias_bytes * keep_out
     eff_params += int8 * tpl.cached("int8_channel_bytes", lambda: _int8_channel_bytes(tpl)) * keep_out
 
     # fusion: an activation folds into its producer when both run at the same precision
@@ -986,7 +1097,6 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     need_lay = (lay_src != lay_dst) & tpl.in_layout_matters & ~reader_fused
     need_prec = (prec_src != prec_dst) & ~reader_fused
     need = need_lay | need_prec
-    both = need_lay & need_prec  # a layout change in fp32 next to a (de)quantisation: one more fp32 copy
     if tpl.in_dup.size:
         e, earlier = tpl.in_dup
         variant_dst = np.where(tpl.in_layout_matters, lay_dst, -1) * 2 + prec_dst
@@ -998,10 +1108,6 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
         need &= ~dup
     src_keep = np.where(has_src, keep_out[:, src_c], 1.0)
     conv_bytes = (need * tpl.in_bytes * src_keep) @ incidence
-    # the converted copy (1 byte per element at int8) lives until the tensor's last reader
-    slot_bytes = need * tpl.in_bytes * src_keep * np.where(prec_dst == fp32, 1.0, 0.25)
-    conv_live = slot_bytes @ tpl.cached("conversion_live", lambda: np.ascontiguousarray(_conversion_live(tpl).T))
-    transient = (both & need) * tpl.in_bytes * src_keep @ incidence  # before the node's own output exists
     out_conv = tpl.writes_output & ((nhwc & tpl.out_layout_matters) | int8)
 
     rate = np.where(int8, rates.gops_int8, rates.gflops_fp32) * 1e6  # operations per ms
@@ -1023,31 +1129,13 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     plan = np.concatenate([prim_onehot, plan_cols], axis=2)
 
     # analytical memory (as perfpredict.runtime.estimate_peak_memory): weights + the largest, over the steps, of
-    # live activations (plus conversion copies) + that step's workspace; views share their input's storage; a
-    # fused producer writes its activation's output; the graph inputs are the caller's buffers and count nothing
-    own_out = np.where(tpl.is_view, 0.0, eff_out)
-    live_act = own_out @ tpl.cached("live_T", lambda: np.ascontiguousarray(tpl.live[:, :n].T, np.float64)) + conv_live
-    if len(tpl.fuse_act):
-        # an unfused activation reads its producer's output (freed before it runs when that read converts)
-        entry = tpl.cached("fuse_entry", lambda: np.array(
-            [int(np.flatnonzero((tpl.in_node == a) & (tpl.in_src == q))[0]) for a, q in zip(tpl.fuse_act, tpl.fuse_prod)],
-            np.int64))
-        live_act[:, tpl.fuse_act] += ~fused_now[:, tpl.fuse_act] * ~need[:, entry] * own_out[:, tpl.fuse_prod]
-    # a layout change before a quantisation holds an fp32 copy at its own (conversion) step, without the node's
-    # output or workspace; a tensor whose last reader converts every read of it is freed once converted,
-    # before that reader runs
-    converting = live_act - own_out + transient
-    producers, last, inc = tpl.cached("converted_last_reads", lambda: _converted_last_reads(tpl))
-    if len(producers):
-        freed = (need.astype(np.float64) @ inc) >= inc.sum(axis=0)
-        np.add.at(live_act, (slice(None), last), -(freed * own_out[:, producers]))
-    peak_act = np.maximum(live_act, converting).max(axis=1) if n else np.zeros(P)
+    # live activations + that step's workspace
     weights = eff_params.sum(axis=1)
     ws_table = tpl.workspace_table(space)
     ws = ws_table[np.arange(n)[None, :], arrays.primitive, int8.astype(np.int64), nhwc.astype(np.int64)]
     _pruned_workspace(tpl, space, arrays, int8.astype(np.int64), nhwc.astype(np.int64), keep_in, keep_out, ws)
     max_ws = ws.max(axis=1) if n else np.zeros(P)
-    step_peak = np.maximum(live_act + ws, converting).max(axis=1) if n else np.zeros(P)
+    peak_act, step_peak = _replay_memory(tpl, int8, nhwc, fused_now, keep_out, ws)
     mem_prior = weights + step_peak
     memory = np.stack([np.log1p(weights), np.log1p(peak_act), np.log1p(max_ws), np.log1p(mem_prior)], axis=1)
     return PlanFeatures(tpl.static_features(space), plan, prior, memory.astype(np.float32), mem_prior,
