@@ -42,6 +42,7 @@ another version cannot be used (see :mod:`perfpredict.gnn_predictor`).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections import OrderedDict
@@ -55,6 +56,8 @@ from perfpredict.errors import PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
+from perfpredict.runtime.executor import conversion_path, free_points
+from perfpredict.runtime.memory import replay_peaks
 
 FEATURE_SCHEMA_VERSION = 3
 
@@ -100,6 +103,7 @@ _VIEW_OPS = ("Split", "Slice", "Flatten", "Reshape")  # outputs share their inpu
 _FUSED_PRIOR_SHARE = 0.02
 _EXTERNAL_GRAPH_INPUT = -1  # producer index of a graph input: fp32 NCHW, converted if the consumer differs
 _EXTERNAL_MATCHED = -2  # producer outside a sub-graph, already in the consumer's layout and precision
+_PRECISION_NAMES = ("fp32", "int8")  # by the replay's int8 flag
 
 
 class FeatureWarning(UserWarning):
@@ -680,6 +684,7 @@ class _Skeleton:
     nbytes: list[float]
     layout_matters: list[bool]
     act_of: list[int]
+    views: list[bool]  # per node: its output shares its (single) input's storage
 
 
 def _skeleton(tpl: GraphTemplate) -> _Skeleton:
@@ -700,35 +705,45 @@ def _skeleton(tpl: GraphTemplate) -> _Skeleton:
     for a, p in zip(tpl.fuse_act.tolist(), tpl.fuse_prod.tolist()):
         act_of[p] = a
     return _Skeleton(tuple(tuple(r) for r in reads), tuple(tuple(t for t, *_ in o) for o in tpl.out_tensors),
-                     producer, nbytes, lm, act_of)
+                     producer, nbytes, lm, act_of, tpl.is_view.tolist())
 
 
 def _replay_memory(tpl: GraphTemplate, int8: np.ndarray, nhwc: np.ndarray, fused_now: np.ndarray,
                    keep_out: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Peak live activation bytes and peak (live activations + the step's workspace) of each plan, [P] each,
     from a replay of the runtime's schedule (:func:`perfpredict.runtime.executor.make_schedule`) on the
-    template: conversions made in front of their reader and shared by readers of the same variant, a
-    dequantisation before a layout change and a layout change before a quantisation, every buffer freed
-    after its last reader, views sharing their input's storage, graph inputs owned by the caller."""
+    template, with the runtime's own pieces: conversions in front of their reader in the order of
+    :func:`~perfpredict.runtime.executor.conversion_path`, shared by readers of the same variant; buffers freed
+    by :func:`~perfpredict.runtime.executor.free_points`; the peaks of
+    :func:`~perfpredict.runtime.memory.replay_peaks`; views sharing their input's storage; graph inputs owned by
+    the caller."""
     sk = tpl.cached("replay_skeleton", lambda: _skeleton(tpl))
     P = int8.shape[0]
     peak_act, step_peak = np.zeros(P), np.zeros(P)
-    views = tpl.is_view.tolist()
     for p in range(P):
-        peak_act[p], step_peak[p] = _replay_plan(tpl, sk, views, int8[p].tolist(), nhwc[p].tolist(),
-                                                 fused_now[p].tolist(), keep_out[p].tolist(), ws[p].tolist())
+        peak_act[p], step_peak[p] = _replay_plan(tpl, sk, int8[p].tolist(), nhwc[p].tolist(), fused_now[p].tolist(),
+                                                 keep_out[p].tolist(), ws[p].tolist())
     return peak_act, step_peak
 
 
-def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, views: list, int8: list, nhwc: list, fused: list,
-                 keep: list, ws: list) -> tuple[float, float]:
+@functools.lru_cache(maxsize=None)
+def _conversion_steps(src_nhwc: bool, src_int8: bool, nhwc: bool, int8: bool,
+                      layout_differs: bool) -> tuple[tuple[bool, bool], ...]:
+    """:func:`~perfpredict.runtime.executor.conversion_path` as (nhwc, int8) after each step."""
+    path = conversion_path(src_nhwc, _PRECISION_NAMES[src_int8], nhwc, _PRECISION_NAMES[int8], layout_differs)
+    return tuple((lay, prec == "int8") for _, lay, prec in path)
+
+
+def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, int8: list, nhwc: list, fused: list, keep: list,
+                 ws: list) -> tuple[float, float]:
     lm, producer, nbytes = sk.layout_matters, sk.producer, sk.nbytes
     size: list[float] = []  # bytes of each slot's storage (0 for views and caller-owned buffers)
     root: list[int] = []  # the slot owning each slot's storage
     fmt: list[tuple[bool, bool]] = []  # (nhwc, int8) of each slot
     variant: dict[tuple[int, int, bool], int] = {}  # (tensor, effective layout, int8) -> slot
     primary: dict[int, int] = {}  # tensor -> the slot its producer wrote
-    ops: list[tuple[list[int], list[int], float]] = []  # (input slots, output slots, workspace)
+    ios: list[tuple[list[int], list[int]]] = []  # (input slots, output slots) of each step
+    step_ws: list[float] = []
 
     def new(t: int, lay: bool, q: bool, nb: float, alias: int = -1) -> int:
         k = len(size)
@@ -738,28 +753,18 @@ def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, views: list, int8: list, nhw
         variant[(t, lay if lm[t] else 2, q)] = k
         return k
 
-    def convert(cur: int, t: int, lay: bool, q: bool) -> int:
-        got = variant.get((t, lay if lm[t] else 2, q))
-        if got is not None:
-            return got
-        src = producer[t]
-        nb = nbytes[t] * (keep[src] if src >= 0 else 1.0)
-        out = new(t, lay, q, 0.25 * nb if q else nb)
-        ops.append(([cur], [out], 0.0))
-        return out
-
     def fetch(t: int, lay: bool, q: bool) -> int:
         cur = primary[t]
         src_lay, src_q = fmt[cur]
-        lay_differs = lm[t] and src_lay != lay
-        if src_q == q:
-            return convert(cur, t, lay, q)
-        if not q:  # dequantise, then change layout in fp32
-            cur = convert(cur, t, src_lay, False)
-            return convert(cur, t, lay, False) if lay_differs else cur
-        if lay_differs:  # change layout in fp32, then quantise
-            cur = convert(cur, t, lay, False)
-        return convert(cur, t, lay, True)
+        for to_lay, to_q in _conversion_steps(src_lay, src_q, lay, q, lm[t] and src_lay != lay):
+            got = variant.get((t, to_lay if lm[t] else 2, to_q))
+            if got is None:
+                nb = nbytes[t] * (keep[producer[t]] if producer[t] >= 0 else 1.0)
+                got = new(t, to_lay, to_q, 0.25 * nb if to_q else nb)
+                ios.append(([cur], [got]))
+                step_ws.append(0.0)
+            cur = got
+        return cur
 
     for i, outs_of in enumerate(sk.outputs):
         if fused[i]:
@@ -778,14 +783,15 @@ def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, views: list, int8: list, nhw
             outs_of = sk.outputs[a]
         outs = []
         for t in outs_of:
-            if views[i] and len(ins) == 1:
+            if sk.views[i] and len(ins) == 1:
                 k = new(t, lay, q, 0.0, ins[0])
             else:
                 nb = nbytes[t] * keep[producer[t]]
                 k = new(t, lay, q, 0.25 * nb if q else nb)
             primary[t] = k
             outs.append(k)
-        ops.append((ins, outs, ws[i]))
+        ios.append((ins, outs))
+        step_ws.append(ws[i])
     if tpl.convert_final:
         kept = set()
         for t in tpl.final_tensors:  # returned as fp32 NCHW
@@ -793,34 +799,8 @@ def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, views: list, int8: list, nhw
             kept.add(got if got is not None else fetch(t, False, False))
     else:
         kept = {primary[t] for t in tpl.final_tensors if t in primary}
-
-    last = [-1] * len(size)  # the op after which each slot is freed (never read: the op writing it)
-    for j, (ins, outs, _) in enumerate(ops):
-        for k in outs:
-            if last[k] < 0:
-                last[k] = j
-        for k in ins:
-            last[k] = j
-    frees: list[list[int]] = [[] for _ in ops]
-    for k, j in enumerate(last):
-        if j >= 0 and k not in kept:
-            frees[j].append(root[k])
-    refs = [0] * len(size)
-    live = peak = step = 0.0
-    for j, (_, outs, w) in enumerate(ops):
-        for k in outs:
-            r = root[k]
-            if not refs[r]:
-                live += size[r]
-            refs[r] += 1
-        if live > peak:
-            peak = live
-        if live + w > step:
-            step = live + w
-        for r in frees[j]:
-            refs[r] -= 1
-            if not refs[r]:
-                live -= size[r]
+    frees = free_points(ios, kept)
+    peak, _, step = replay_peaks(zip((outs for _, outs in ios), frees, step_ws), size, root)
     return peak, step
 
 

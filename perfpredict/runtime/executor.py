@@ -16,7 +16,7 @@ inserted for the others.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -180,25 +180,17 @@ def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = T
             return variant[key]
         cur = primary[tensor]
         src = slots[cur]
-        if src.precision != precision:
-            if precision == "fp32":  # dequantise first, then change layout in fp32
-                cur = _convert(cur, "dequantize", src.layout, "fp32", consumer, "int8", "fp32")
-                if effective_layout(src.layout, shape) != effective_layout(layout, shape):
-                    cur = _convert(cur, "layout", layout, "fp32", consumer, src.layout, layout)
-            else:  # change layout in fp32, then quantise
-                if effective_layout(src.layout, shape) != effective_layout(layout, shape):
-                    cur = _convert(cur, "layout", layout, "fp32", consumer, src.layout, layout)
-                cur = _convert(cur, "quantize", layout, "int8", consumer, "fp32", "int8")
-        else:
-            cur = _convert(cur, "layout", layout, precision, consumer, src.layout, layout)
+        differs = effective_layout(src.layout, shape) != effective_layout(layout, shape)
+        for kind, lay, prec in conversion_path(src.layout, src.precision, layout, precision, differs):
+            cur = _convert(cur, kind, lay, prec, consumer)
         return cur
 
-    def _convert(cur: int, kind: str, layout: str, precision: str, consumer: str, source: str,
-                 target: str) -> int:
+    def _convert(cur: int, kind: str, layout: str, precision: str, consumer: str) -> int:
         tensor = slots[cur].tensor
         key = (tensor, effective_layout(layout, slots[cur].shape), precision)
         if key in variant:
             return variant[key]
+        source, target = (slots[cur].layout, layout) if kind == "layout" else (slots[cur].precision, precision)
         out = new_slot(tensor, layout, precision)
         ops.append(ScheduledOp(kind, tensor, (cur,), (out,)))
         conversions.append(Conversion(tensor, consumer, kind, source, target))
@@ -228,29 +220,49 @@ def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = T
                                fused_node=act_node.name if act_node else None))
 
     output_slots = tuple(fetch(t, "NCHW", "fp32", "<output>") for t in graph.outputs)
-    ops = _with_frees(ops, len(slots), input_slots, output_slots)
+    ops = _with_frees(ops, input_slots, output_slots)
     return Schedule(graph=graph, choices=dict(choices), ops=tuple(ops), slots=tuple(slots),
                     input_slots=tuple(input_slots), output_slots=output_slots, conversions=tuple(conversions),
                     fused=fused, tensor_slots=dict(primary))
 
 
-def _with_frees(ops: list[ScheduledOp], n_slots: int, input_slots: list[int],
-                output_slots: tuple[int, ...]) -> list[ScheduledOp]:
+def _with_frees(ops: list[ScheduledOp], input_slots: list[int], output_slots: tuple[int, ...]) -> list[ScheduledOp]:
+    frees = free_points([(op.inputs, op.outputs) for op in ops], set(output_slots), input_slots)
+    return [ScheduledOp(op.kind, op.name, op.inputs, op.outputs, tuple(sorted(frees[i])), op.fused_activation,
+                        op.fused_node) for i, op in enumerate(ops)]
+
+
+def conversion_path(src_layout: Any, src_precision: str, layout: Any, precision: str,
+                    layout_differs: bool) -> list[tuple[str, Any, str]]:
+    """The conversions that make a tensor stored as (``src_layout``, ``src_precision``) readable as (``layout``,
+    ``precision``), in order, as (kind, layout, precision) after each: layout changes run in fp32, so a
+    dequantisation comes before one and a quantisation after one. Empty when nothing differs."""
+    relayout = [("layout", layout, "fp32" if src_precision != precision else precision)] if layout_differs else []
+    if src_precision == precision:
+        return relayout
+    if precision == "fp32":
+        return [("dequantize", src_layout, "fp32")] + relayout
+    return relayout + [("quantize", layout, precision)]
+
+
+def free_points(steps: Sequence[tuple[Sequence[int], Sequence[int]]], keep: Collection[int],
+                held: Sequence[int] = ()) -> list[list[int]]:
+    """For steps given as (input slots, output slots): the slots to free after each step, at their last read
+    (a slot never read: right after the step writing it; a ``held`` slot never read: after the first step);
+    ``keep`` slots are never freed."""
     last: dict[int, int] = {}
-    for i, op in enumerate(ops):
-        for s in op.outputs:
-            last.setdefault(s, i)  # never read: dropped right after it is written
-        for s in op.inputs:
+    for i, (ins, outs) in enumerate(steps):
+        for s in outs:
+            last.setdefault(s, i)
+        for s in ins:
             last[s] = i
-    for s in input_slots:
+    for s in held:
         last.setdefault(s, 0)
-    keep = set(output_slots)
-    frees: dict[int, list[int]] = {}
+    frees: list[list[int]] = [[] for _ in steps]
     for s, i in last.items():
-        if s not in keep:
-            frees.setdefault(i, []).append(s)
-    return [ScheduledOp(op.kind, op.name, op.inputs, op.outputs, tuple(sorted(frees.get(i, ()))),
-                        op.fused_activation, op.fused_node) for i, op in enumerate(ops)]
+        if s not in keep and i < len(frees):
+            frees[i].append(s)
+    return frees
 
 
 # --------------------------------------------------------------------------------------------- building

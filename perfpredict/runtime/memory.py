@@ -21,6 +21,7 @@ add up only where they fall on the same step); at most ``weights + activations +
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -72,48 +73,50 @@ def _out_channels(node: Node, w: np.ndarray) -> int:
     return int(node.out_shape[-1])
 
 
+def replay_peaks(steps: Iterable[tuple[Sequence[int], Sequence[int], float]], size: Sequence[float],
+                 root: Sequence[int], held: Sequence[int] = ()) -> tuple[float, int, float]:
+    """Replay steps given as (output slots, slots freed after the step, workspace bytes) over slots whose
+    storage belongs to slot ``root[s]`` of ``size[root[s]]`` bytes (a view's root is the slot it shares; a
+    caller-owned buffer has size 0), the ``held`` slots alive from the start: (peak live bytes, the step
+    first reaching it or -1, peak of the live bytes plus the step's workspace)."""
+    refs = [0] * len(size)
+    live = 0.0
+    for s in held:
+        if not refs[root[s]]:
+            live += size[root[s]]
+        refs[root[s]] += 1
+    peak = step_peak = live
+    where = -1
+    for i, (outs, frees, ws) in enumerate(steps):
+        for s in outs:
+            r = root[s]
+            if not refs[r]:
+                live += size[r]
+            refs[r] += 1
+        if live > peak:
+            peak, where = live, i
+        if live + ws > step_peak:
+            step_peak = live + ws
+        for s in frees:
+            r = root[s]
+            refs[r] -= 1
+            if not refs[r]:
+                live -= size[r]
+    return peak, where, step_peak
+
+
 def _replay(schedule: Schedule, workspace: list[int]) -> tuple[int, str, int]:
     """Replay the schedule: (peak live activations, its step, peak of live activations + the step's workspace)."""
     slots = schedule.slots
-
-    def storage(s: int) -> int:
-        while slots[s].alias_of is not None:
-            s = slots[s].alias_of
-        return s
-
-    refs: dict[int, int] = {}
-    live = 0
-    caller_owned = {storage(s) for s in schedule.input_slots}
-
-    def size(root: int) -> int:
-        return 0 if root in caller_owned else slots[root].nbytes
-
-    def hold(s: int) -> None:
-        nonlocal live
-        root = storage(s)
-        if refs.get(root, 0) == 0:
-            live += size(root)
-        refs[root] = refs.get(root, 0) + 1
-
-    def drop(s: int) -> None:
-        nonlocal live
-        root = storage(s)
-        refs[root] -= 1
-        if refs[root] == 0:
-            live -= size(root)
-
-    for s in schedule.input_slots:
-        hold(s)
-    peak, where, step_peak = live, "<input>", live
-    for i, op in enumerate(schedule.ops):
-        for s in op.outputs:
-            hold(s)
-        if live > peak:
-            peak, where = live, op.name
-        step_peak = max(step_peak, live + workspace[i])
-        for s in op.frees:
-            drop(s)
-    return peak, where, step_peak
+    root = [s.alias_of if s.alias_of is not None else k for k, s in enumerate(slots)]
+    for k in range(len(root)):  # views of views: point every slot at the slot owning the storage
+        while slots[root[k]].alias_of is not None:
+            root[k] = slots[root[k]].alias_of
+    caller_owned = {root[s] for s in schedule.input_slots}
+    size = [0 if k in caller_owned else s.nbytes for k, s in enumerate(slots)]
+    steps = [(op.outputs, op.frees, ws) for op, ws in zip(schedule.ops, workspace)]
+    peak, where, step_peak = replay_peaks(steps, size, root, schedule.input_slots)
+    return int(peak), schedule.ops[where].name if where >= 0 else "<input>", int(step_peak)
 
 
 def _step_workspace(schedule: Schedule) -> list[int]:
