@@ -52,6 +52,7 @@ from perfpredict.errors import BoardError
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice, is_prunable
 from perfpredict.predictor import Prediction, channel_sources, interaction_pairs
+from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, depthwise_fallback
 
 if TYPE_CHECKING:
     from perfpredict.devices import DeviceSpec
@@ -181,7 +182,9 @@ class KernelTraits:
     channels (im2col column buffer, transformed tiles); ``work(node)``: replaces MACs when the
     algorithm does different work (FFT); ``overhead_ms``: fixed dispatch cost; ``single_thread``: runs
     on one core; ``layout_eff``: multiplier on ``compute_eff`` per layout; ``depthwise_eff``:
-    multiplier for depthwise/grouped convs the kernel is not specialised for.
+    multiplier for depthwise/grouped convs the kernel is not specialised for; ``slow_path(node, keep_in)``:
+    whether the kernel runs ``node`` (with ``keep_in`` of its input channels) on a slow path, which reaches
+    ``slow_path_eff`` of the peak instead of the factors above.
     """
 
     compute_eff: float
@@ -193,6 +196,8 @@ class KernelTraits:
     single_thread: bool = False
     layout_eff: Mapping[str, float] = field(default_factory=dict)
     depthwise_eff: float = 0.25
+    slow_path: Callable[[Node, float], bool] | None = None
+    slow_path_eff: float = 1.0
 
 
 def _out_spatial(node: Node) -> int:
@@ -243,6 +248,10 @@ def _fft_bytes(node: Node) -> float:
 _TRAITS: dict[str, KernelTraits] = {}
 
 
+def _int8_depthwise_fallback(node: Node, keep_in: float) -> bool:
+    return depthwise_fallback(node, round(node.attrs["in_channels"] * keep_in))
+
+
 def register_traits(primitive: str, traits: KernelTraits) -> None:
     """Register (or replace) the roofline factors of the primitive called ``primitive``."""
     _TRAITS[primitive] = traits
@@ -280,7 +289,8 @@ register_traits("conv.depthwise", KernelTraits(0.3, memory_eff=0.35, depthwise_e
 register_traits("conv.reference", KernelTraits(0.09, memory_eff=0.3, single_thread=True, overhead_ms=0.001,
                                                depthwise_eff=1.0))
 register_traits("conv.int8", KernelTraits(0.45, memory_eff=0.7, layout_eff={"NHWC": 1.0}, overhead_ms=0.006,
-                                          depthwise_eff=0.1))
+                                          depthwise_eff=0.1, slow_path=_int8_depthwise_fallback,
+                                          slow_path_eff=DEPTHWISE_FALLBACK_SHARE))
 register_traits("gemm.blas", KernelTraits(0.5))
 register_traits("gemm.reference", KernelTraits(0.09, memory_eff=0.3, single_thread=True, overhead_ms=0.001))
 register_traits("gemm.int8", KernelTraits(0.35, memory_eff=0.7, overhead_ms=0.006))
@@ -379,6 +389,8 @@ class _GraphCosts:
         eff = t.compute_eff * t.layout_eff.get(choice.layout, 1.0)
         if _is_depthwise_like(node):
             eff *= t.depthwise_eff
+        if t.slow_path is not None and t.slow_path(node, keep_in):
+            eff = t.slow_path_eff
         compute_s = ops / (peak * min(eff, 1.0))
         weights = node.param_count * 4.0 * el * (scale if node.op in ("Conv", "Gemm", "MatMul") else keep_in)
         traffic = (node.bytes_in * keep_in + node.bytes_out * keep_out) * el + weights \

@@ -29,6 +29,10 @@ output must be converted back to fp32 NCHW; and ``log`` of the node's roofline p
 
     prior_i = eff_flops_i / rate(device, precision_i) + (eff_bytes_i + 2 conv_bytes_i) / bandwidth + overhead
 
+(``rate`` is the device's fp32 or int8 peak; a depthwise Conv that ``conv.int8`` runs on fbgemm's generic path,
+its kept channels not a multiple of 8, gets the int8 peak times
+:data:`~perfpredict.primitives.quantized.DEPTHWISE_FALLBACK_SHARE`, the share that path reaches.)
+
 The rules follow :mod:`perfpredict.runtime.executor`: a Relu/Clip that is the only reader of a
 Conv/Gemm/MatMul output (not a graph output) is folded into that node's epilogue when both run at the same
 precision (``fused_now`` columns; a fused activation costs almost nothing, its prior is 2% of the
@@ -56,10 +60,11 @@ from perfpredict.errors import PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
+from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, DEPTHWISE_FAST_CHANNELS, fbgemm_depthwise
 from perfpredict.runtime.executor import conversion_path, free_points
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 3
+FEATURE_SCHEMA_VERSION = 4
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -330,6 +335,8 @@ class GraphTemplate:
     out_tensors: tuple[tuple[tuple[int, float, bool], ...], ...] = ()
     final_tensors: tuple[int, ...] = ()
     convert_final: bool = True
+    # per node, the channels of a depthwise Conv as fbgemm counts them (quantized.fbgemm_depthwise), else 0
+    dw_channels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     _space_cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -423,7 +430,7 @@ class GraphTemplate:
             ws_nodes={j: self.ws_nodes[int(i)] for j, i in enumerate(idx) if int(i) in self.ws_nodes},
             out_tensors=(outs := tuple(self.out_tensors[i] for i in idx)),
             final_tensors=tuple(t for o, unread in zip(outs, unread_to_end) if unread for t, *_ in o),
-            convert_final=False)
+            convert_final=False, dw_channels=self.dw_channels[idx])
 
 
 def build_template(graph: Graph) -> GraphTemplate:
@@ -453,6 +460,7 @@ def build_template(graph: Graph) -> GraphTemplate:
     out_lm = np.zeros(n, bool)
     param_bytes = np.zeros(n)
     bias_bytes = np.zeros(n)
+    dw_channels = np.zeros(n, np.int64)
     last_reader = np.full(n + 1, -1, np.int64)  # per tensor group; n = graph inputs
 
     for i, nd in enumerate(nodes):
@@ -489,6 +497,7 @@ def build_template(graph: Graph) -> GraphTemplate:
             dw = float(a["groups"] > 1 and a["groups"] == a["in_channels"] == a["out_channels"])
             pw = float(kh == 1 and kw == 1)
             chan_kind[i] = 0 if a["groups"] == 1 else (1 if dw else 3)
+            dw_channels[i] = a["groups"] if fbgemm_depthwise(nd) else 0
             bias_bytes[i] = 4.0 * a["out_channels"] if a.get("bias") else 0.0
         elif nd.op in ("MaxPool", "AveragePool"):
             k = a["kernel"]
@@ -547,7 +556,8 @@ def build_template(graph: Graph) -> GraphTemplate:
         comp_in=comp_in, comp_out=comp_out,
         default_choices=tuple(defaults), workspace=(ws := _workspace_bytes(nodes)),
         ws_nodes={i: nodes[i] for i in sorted({int(i) for col in ws.values() for i in np.flatnonzero(col.any(axis=(1, 2)))})},
-        out_tensors=tuple(out_tensors), final_tensors=tuple(tensor_ids[t] for t in graph.outputs if t in tensor_ids))
+        out_tensors=tuple(out_tensors), final_tensors=tuple(tensor_ids[t] for t in graph.outputs if t in tensor_ids),
+        dw_channels=dw_channels)
 
 
 def _prune_composition(graph: Graph) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:
@@ -1030,6 +1040,17 @@ def _keep_fractions(tpl: GraphTemplate, prune: np.ndarray) -> tuple[np.ndarray, 
     return np.clip(keep_in, 0.0, 1.0), np.clip(keep_out, 0.0, 1.0)
 
 
+def _int8_depthwise_fallback(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace,
+                             keep_in: np.ndarray) -> np.ndarray:
+    """[P, n]: the nodes ``conv.int8`` runs on fbgemm's generic depthwise path (their kept channel count is
+    not a multiple of 8; see :func:`perfpredict.primitives.quantized.depthwise_fallback`)."""
+    if "conv.int8" not in space.primitives or not tpl.dw_channels.any():
+        return np.zeros(arrays.primitive.shape, bool)
+    kept = np.rint(tpl.dw_channels * keep_in).astype(np.int64)
+    return (arrays.primitive == space.primitives.index("conv.int8")) & (tpl.dw_channels > 0) \
+        & (kept % DEPTHWISE_FAST_CHANNELS != 0)
+
+
 def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, device: DeviceSpec,
                        threads: int | None = None) -> PlanFeatures:
     """Featurise the plans of ``arrays`` on ``device`` (see the module docstring for the columns)."""
@@ -1091,6 +1112,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     out_conv = tpl.writes_output & ((nhwc & tpl.out_layout_matters) | int8)
 
     rate = np.where(int8, rates.gops_int8, rates.gflops_fp32) * 1e6  # operations per ms
+    rate = np.where(_int8_depthwise_fallback(tpl, arrays, space, keep_in), rate * DEPTHWISE_FALLBACK_SHARE, rate)
     bw = rates.bandwidth_gbs * 1e6  # bytes per ms
     prior = (eff_flops / rate + (eff_in + eff_out + eff_params + 2.0 * conv_bytes) / bw + rates.overhead_ms
              + out_conv * 2.0 * eff_out / bw)

@@ -95,6 +95,38 @@ def _check_input(name: str, x: torch.Tensor) -> None:
 
 # --------------------------------------------------------------------------------------------- conv.int8
 
+DEPTHWISE_FAST_CHANNELS = 8
+"""fbgemm runs a depthwise convolution on its specialised kernels only when the channel count is a multiple
+of this; any other count takes its generic grouped path (one small GEMM per channel)."""
+
+DEPTHWISE_FALLBACK_SHARE = 1.3e-4
+"""Throughput of that generic path as a share of the device's int8 peak (``peak_gops_int8``): the median over
+60 synthetic depthwise layers (channels 58-244, kernels 3/5/7, strides 1/2, 1 and 2 threads) on the 2-vCPU
+Xeon host was 1.28e-4 (range 1.0e-4 to 1.5e-4), 17-128x the time of the nearby multiple of 8
+(``benchmarks/bench_int8_depthwise.py``, ``benchmarks/results/int8_depthwise.md``). The path does a near
+constant amount of work per multiply-add, so the cost models scale it with the int8 peak."""
+
+
+def fbgemm_depthwise(node: Node) -> bool:
+    """Whether fbgemm treats ``node`` as a depthwise Conv: 2-D, one input channel per group, one or two
+    output channels per group."""
+    if node.op != "Conv" or len(node.in_shape) != 4:
+        return False
+    a = node.attrs
+    g = a["groups"]
+    return g > 1 and a["in_channels"] == g and a["out_channels"] in (g, 2 * g)
+
+
+def depthwise_fallback(node: Node, channels: int | None = None) -> bool:
+    """Whether ``conv.int8`` runs ``node`` on fbgemm's slow generic path: a depthwise Conv whose channel
+    count (``channels``, the count it runs with after pruning; default the node's own) is not a multiple of
+    :data:`DEPTHWISE_FAST_CHANNELS`. ``benchmarks/bench_int8_depthwise.py`` measures both paths."""
+    if not fbgemm_depthwise(node):
+        return False
+    c = node.attrs["groups"] if channels is None else int(channels)
+    return c % DEPTHWISE_FAST_CHANNELS != 0
+
+
 
 def _conv_applies(node: Node) -> bool:
     if not is_conv2d(node):

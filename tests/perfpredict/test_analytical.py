@@ -99,3 +99,18 @@ def test_channel_sources_follow_pruning(graph):
     assert set(src["conv4"]) == {"conv1", "conv3"}  # through the residual add
     pairs = interaction_pairs(graph)
     assert ("conv1", "conv2") in pairs and ("conv3", "conv4") in pairs
+
+
+def test_int8_depthwise_fallback_is_costed_at_its_share_of_the_peak(tmp_path):
+    from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE
+    from tests.perfpredict.test_features import DEVICE, _pointwise_depthwise
+
+    g = _pointwise_depthwise(tmp_path / "pwdw.onnx")
+    costs = RooflineModel()._costs(g, DEVICE)
+    dw = [n.name for n in g.nodes].index("dw")
+    int8 = Choice("conv.int8", "NHWC", "int8")
+    fast, slow = costs.node_ms(dw, int8, 0.5), costs.node_ms(dw, int8, 14 / 16)
+    node = g.nodes[dw]
+    expected = 2.0 * node.macs * 14 / 16 / (costs.rates.gops_int8 * 1e9 * DEPTHWISE_FALLBACK_SHARE) * 1e3
+    assert slow == pytest.approx(expected, rel=0.05) and slow > 100 * fast
+    assert costs.node_ms(dw, Choice("conv.onednn"), 14 / 16) < 2 * costs.node_ms(dw, Choice("conv.onednn"), 1.0)

@@ -229,3 +229,39 @@ def test_memory_prior_follows_the_runtime_estimate(space):
             assert math.expm1(pf.memory[k, 1]) == pytest.approx(est.activations, rel=1e-6), (family, k)
             assert math.expm1(pf.memory[k, 2]) == pytest.approx(est.workspace, rel=1e-6), (family, k)
             assert pf.memory_prior[k] == pytest.approx(est.total, rel=1e-6), (family, k)
+
+def _pointwise_depthwise(path, channels=16):
+    """conv1 (1x1, 3 -> channels) -> dw (3x3 depthwise) -> conv3 (1x1, -> 8): the depthwise conv runs with
+    conv1's kept channels."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((channels, 3, 1, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((channels, 1, 3, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.standard_normal((8, channels, 1, 1)).astype(np.float32), "w3")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", kernel_shape=[1, 1]),
+             helper.make_node("Conv", ["c1", "w2"], ["d"], name="dw", kernel_shape=[3, 3], pads=[1] * 4,
+                              group=channels),
+             helper.make_node("Conv", ["d", "w3"], ["y"], name="conv3", kernel_shape=[1, 1])]
+    g = helper.make_graph(nodes, "pwdw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return load_onnx(path)
+
+
+def test_int8_depthwise_fallback_prior_follows_the_kept_channels(tmp_path, space):
+    from perfpredict.primitives.quantized import depthwise_fallback
+    from perfpredict.runtime.pruning import prune_graph
+
+    g = _pointwise_depthwise(tmp_path / "pwdw.onnx")
+    dw = [n.name for n in g.nodes].index("dw")
+    int8 = Choice("conv.int8", "NHWC", "int8")
+    plans = [Plan({"dw": int8}),  # 16 channels: fbgemm's depthwise kernel
+             Plan({"conv1": Choice("conv.onednn", prune=0.125), "dw": int8}),  # 14 kept: generic path
+             Plan({"conv1": Choice("conv.onednn", prune=0.5), "dw": int8}),  # 8 kept: depthwise kernel
+             Plan({"conv1": Choice("conv.onednn", prune=0.125), "dw": Choice("conv.onednn")})]  # fp32
+    _, pf = _feat(g, space, plans)
+    prior = pf.prior_ms[:, dw]
+    assert prior[1] > 50 * prior[0] and prior[2] <= prior[0] and prior[3] < 2 * prior[0]
+    # the featuriser's kept channels are the ones the runtime's pruning leaves
+    for plan, slow in ((plans[1], True), (plans[2], False)):
+        ratios = {k: c.prune for k, c in plan.choices.items() if c.prune}
+        assert depthwise_fallback(prune_graph(g, ratios).graph.node("dw")) is slow

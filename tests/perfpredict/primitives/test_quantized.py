@@ -122,3 +122,17 @@ def test_int8_needs_calibration_and_quantised_input():
 def test_conv_int8_rejects_asymmetric_padding():
     layer = conv_layer(cin=4, cout=4, stride=(2, 2), pads=(0, 0, 1, 1))
     assert not get_primitive("conv.int8").applies(layer.node)
+
+
+def test_depthwise_fallback_follows_fbgemm_channel_rule():
+    from perfpredict.primitives.quantized import depthwise_fallback, fbgemm_depthwise
+
+    assert depthwise_fallback(conv_layer(122, 122, groups=122).node)
+    assert not depthwise_fallback(conv_layer(120, 120, groups=120).node)
+    assert depthwise_fallback(conv_layer(60, 120, groups=60).node)  # channel multiplier 2
+    # the count it runs with after pruning decides, not the node's own
+    assert depthwise_fallback(conv_layer(128, 128, groups=128).node, channels=122)
+    assert not depthwise_fallback(conv_layer(122, 122, groups=122).node, channels=120)
+    dense, grouped = conv_layer(122, 122).node, conv_layer(122, 122, groups=61).node
+    assert not fbgemm_depthwise(dense) and not depthwise_fallback(dense)
+    assert not fbgemm_depthwise(grouped) and not depthwise_fallback(grouped)
