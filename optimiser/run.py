@@ -241,8 +241,9 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
     result = run_search(problem, strategy, evaluator, cfg, validator)
     outcome = OptimiseOutcome(result, device, predictor_name, space, note)
     if validator is None:
-        outcome.measure_note = ("plans were not run: measurements are taken on this machine, so only with "
-                                "--device-features local (or --measure for a board file describing it)")
+        outcome.measure_note = ("plans were not run: measuring was turned off (--no-measure), or the board is not "
+                                "this machine (measurements need --device-features local, or --measure for a board "
+                                "file describing it)")
     try:
         checked: dict[str, Any] = {}
 
