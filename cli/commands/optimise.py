@@ -134,15 +134,19 @@ def _optimise(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from cli.commands.predict import slow_path_note
     from optimiser.run import validate_on_device
     from perfpredict.plan import Plan
+    from perfpredict.primitives.quantized import depthwise_fallback_nodes
 
     graph, device, predictor, name = _load(args)
     plan = Plan.load(args.plan)
     rows = validate_on_device(graph, plan, device, predictor, threads=args.threads, memory=args.memory)
+    slow = [n for n, _ in depthwise_fallback_nodes(graph, plan)]
     if args.json:
         print_json({"model": graph.name, "device": device.name, "predictor": name, "plan": args.plan,
-                    "measured_on_target": args.device_features == "local", **rows})
+                    "measured_on_target": args.device_features == "local", "int8_depthwise_slow_path": slow,
+                    **rows})
         return 0
     print(f"{graph.name} on {device.name} (predictor {name}), plan {args.plan}")
     table = []
@@ -155,4 +159,6 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"speedup over default: measured {rows['speedup_measured']:.3g}x, predicted {rows['speedup_predicted']:.3g}x")
     if args.device_features != "local":
         print(f"note: measured on this machine; the predictions are for {device.name}")
+    if slow:
+        print(slow_path_note(args.plan, slow))
     return 0

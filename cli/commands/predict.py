@@ -32,6 +32,7 @@ def _predict(args: argparse.Namespace) -> int:
     from perfpredict.gnn_predictor import load_predictor
     from perfpredict.models import load_model
     from perfpredict.plan import Plan, default_plan, validate_plan
+    from perfpredict.primitives.quantized import depthwise_fallback_nodes
 
     device = resolve_device(args.device_features, args.threads)
     predictor = load_predictor(args.predictor)
@@ -45,8 +46,9 @@ def _predict(args: argparse.Namespace) -> int:
     if not plans:
         plans, names = [default_plan(graph)], ["default"]
     pred = predictor.predict(graph, plans, device, threads=args.threads)
-    rows = [{"plan": n, "latency_ms": float(lat), "peak_mem_mb": float(mem) / 1e6}
-            for n, lat, mem in zip(names, pred.latency_ms, pred.peak_mem_bytes)]
+    rows = [{"plan": n, "latency_ms": float(lat), "peak_mem_mb": float(mem) / 1e6,
+             "int8_depthwise_slow_path": [name for name, _ in depthwise_fallback_nodes(graph, plan)]}
+            for n, plan, lat, mem in zip(names, plans, pred.latency_ms, pred.peak_mem_bytes)]
     if args.json:
         print_json({"model": graph.name, "graph_id": graph.graph_id, "device": device.name,
                     "threads": args.threads or device.threads_used or device.threads or device.cores,
@@ -54,4 +56,15 @@ def _predict(args: argparse.Namespace) -> int:
         return 0
     print(f"{graph.name} on {device.name} (predictor {args.predictor})")
     print_table(["plan", "latency ms", "peak MB"], [[r["plan"], r["latency_ms"], r["peak_mem_mb"]] for r in rows])
+    for r in rows:
+        if r["int8_depthwise_slow_path"]:
+            print(slow_path_note(r["plan"], r["int8_depthwise_slow_path"]))
     return 0
+
+
+def slow_path_note(plan: str, nodes: list[str]) -> str:
+    """One line naming the depthwise layers a plan runs in int8 on fbgemm's slow generic path."""
+    shown = ", ".join(nodes[:3]) + (f" and {len(nodes) - 3} more" if len(nodes) > 3 else "")
+    return (f"note: plan {plan} runs {len(nodes)} depthwise layer(s) in int8 with a channel count that is not a "
+            f"multiple of 8, on fbgemm's slow generic path ({shown}); fp32 or a prune ratio that leaves a "
+            "multiple of 8 avoids it")

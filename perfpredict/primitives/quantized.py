@@ -14,19 +14,22 @@ Kernels take and return quint8 tensors; the output uses ``ctx.out_qparams`` (cal
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
 from perfpredict.errors import PerfPredictError, PlanError
-from perfpredict.graph import Node
+from perfpredict.graph import Graph, Node
 from perfpredict.primitives.conv import ConvGeometry, conv_weights, is_conv2d, memory_format
 from perfpredict.primitives.epilogue import Clamp, parse_activation
 from perfpredict.primitives.gemm import b_is_initializer, gemm_operands
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel, QParams
+
+if TYPE_CHECKING:
+    from perfpredict.plan import Plan
 
 ENGINE = "fbgemm"
 ACTIVATION_QMIN, ACTIVATION_QMAX = 0, 127
@@ -125,6 +128,25 @@ def depthwise_fallback(node: Node, channels: int | None = None) -> bool:
         return False
     c = node.attrs["groups"] if channels is None else int(channels)
     return c % DEPTHWISE_FAST_CHANNELS != 0
+
+
+def depthwise_fallback_nodes(graph: Graph, plan: Plan) -> list[tuple[str, int]]:
+    """(node name, channels it runs with) of every depthwise Conv that ``plan`` runs with ``conv.int8`` on
+    fbgemm's slow generic path (:func:`depthwise_fallback`), after the plan's pruning."""
+    int8 = [n for n in graph.nodes if (c := plan.choices.get(n.name)) is not None and c.primitive == "conv.int8"
+            and fbgemm_depthwise(n)]
+    if not int8:
+        return []
+    from perfpredict.runtime.pruning import prune_graph
+
+    ratios = {k: c.prune for k, c in plan.choices.items() if c.prune}
+    pruned = prune_graph(graph, ratios).graph if ratios else graph
+    out = []
+    for n in int8:
+        c = pruned.node(n.name).attrs["groups"]
+        if depthwise_fallback(n, c):
+            out.append((n.name, c))
+    return out
 
 
 
