@@ -20,56 +20,31 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_primitives import make_layer, variants  # noqa: E402
 from benchmarks.harness import write_results  # noqa: E402
 from perfpredict.devices import local_device  # noqa: E402
-from perfpredict.graph import Node, load_onnx  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
-from perfpredict.primitives import get_primitive  # noqa: E402
-from perfpredict.primitives.quantized import choose_qparams, depthwise_fallback, quantize_activation  # noqa: E402
-from perfpredict.runtime.kernel import BuildContext  # noqa: E402
+from perfpredict.primitives.quantized import depthwise_fallback  # noqa: E402
 
 # (fast channels, slow channels): nearby counts, the first a multiple of 8, the second not
 PAIRS = ((56, 58), (112, 116), (120, 122), (176, 174), (240, 244))
 KERNELS = (3, 5, 7)
 STRIDES = (1, 2)
 HW = 24
+INT8 = "conv.int8 NHWC int8"  # the one candidate built of each layer
 
 
-def depthwise_node(channels: int, k: int, stride: int, hw: int) -> tuple[Node, dict[str, np.ndarray], np.ndarray]:
-    """A one-node depthwise Conv loaded through our ONNX importer, its weights and an input."""
-    rng = np.random.default_rng(channels * 100 + k * 10 + stride)
-    w = (rng.standard_normal((channels, 1, k, k)) / k).astype(np.float32)
-    b = (rng.standard_normal(channels) * 0.1).astype(np.float32)
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="dw", kernel_shape=[k, k], strides=[stride] * 2,
-                            pads=[k // 2] * 4, group=channels)
-    graph = helper.make_graph([node], "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                           [1, channels, hw, hw])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    g = load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
-    n = g.nodes[0]
-    x = rng.standard_normal((1, channels, hw, hw)).astype(np.float32)
-    return n, {"weight": g.initializers[n.inputs[1]], "bias": g.initializers[n.inputs[2]]}, x
-
-
-def int8_call(node: Node, weights: dict[str, np.ndarray], x: np.ndarray):
-    """A zero-argument call of the runtime's conv.int8 kernel (NHWC) on a pre-quantised input."""
-    xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weights["weight"]),
-                                     torch.from_numpy(weights["bias"]), node.attrs["stride"], node.attrs["pads"][:2],
-                                     groups=node.attrs["groups"])
-    in_qp = choose_qparams(float(x.min()), float(x.max()))
-    out_qp = choose_qparams(float(ref.min()), float(ref.max()))
-    ctx = BuildContext(layout="NHWC", precision="int8", in_qparams=(in_qp,), out_qparams=out_qp)
-    kernel = get_primitive("conv.int8").build(node, weights, ctx)
-    q = quantize_activation(xt, in_qp)
-    return lambda: kernel(q)
+def int8_call(channels: int, k: int, stride: int):
+    """The depthwise node and a zero-argument call of the runtime's conv.int8 kernel (NHWC) on it, with a
+    pre-quantised input."""
+    node, weights, x = make_layer("dw", channels, channels, k, stride, k // 2, channels, HW,
+                                  seed=channels * 100 + k * 10 + stride)
+    kernel, q, _ = variants(node, weights, x, labels=(INT8,))[INT8]
+    return node, lambda: kernel(q)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 layers = {}
                 for pair in PAIRS:
                     for c in pair:
-                        node, weights, x = depthwise_node(c, k, stride, HW)
-                        layers[c] = (node, int8_call(node, weights, x))
+                        layers[c] = int8_call(c, k, stride)
                 with torch.inference_mode():
                     stats = measure_interleaved({str(c): f for c, (_, f) in layers.items()}, threads=threads,
                                                 time_cap_s=args.time_cap, target_ci=0.03, min_repeats=5,

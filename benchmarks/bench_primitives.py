@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Collection
 
 import numpy as np
 import torch
@@ -35,7 +36,12 @@ LAYERS: dict[str, tuple[int, int, int, int, int, int, int]] = {
 
 def layer_node(name: str, seed: int = 0) -> tuple[Node, dict[str, np.ndarray], np.ndarray]:
     """The node, weights and an input of one named layer."""
-    cin, cout, k, s, p, g, hw = LAYERS[name]
+    return make_layer(name, *LAYERS[name], seed=seed)
+
+
+def make_layer(name: str, cin: int, cout: int, k: int, s: int, p: int, g: int, hw: int,
+               seed: int = 0) -> tuple[Node, dict[str, np.ndarray], np.ndarray]:
+    """The node, weights and an input of a one-node model: a Conv (``k`` > 0) or a Gemm (``k`` = 0)."""
     rng = np.random.default_rng(seed)
     if k == 0:
         w = (rng.standard_normal((cout, cin)) / np.sqrt(cin)).astype(np.float32)
@@ -56,8 +62,10 @@ def layer_node(name: str, seed: int = 0) -> tuple[Node, dict[str, np.ndarray], n
         rng.standard_normal(in_shape).astype(np.float32)
 
 
-def variants(node: Node, weights: dict[str, np.ndarray], x: np.ndarray) -> dict[str, tuple]:
-    """label -> (kernel, prepared input, workspace bytes) for every candidate of ``node``."""
+def variants(node: Node, weights: dict[str, np.ndarray], x: np.ndarray,
+             labels: Collection[str] | None = None) -> dict[str, tuple]:
+    """label ("primitive layout precision") -> (kernel, prepared input, workspace bytes) for every candidate of
+    ``node``, or for those of ``labels``."""
     xt = torch.from_numpy(x)
     fp32_default = next(p for p in candidates(node, precision="fp32"))
     with torch.inference_mode():
@@ -68,11 +76,14 @@ def variants(node: Node, weights: dict[str, np.ndarray], x: np.ndarray) -> dict[
     for prim in candidates(node):
         for precision in prim.precisions:
             for layout in prim.layouts:
+                label = f"{prim.name} {layout} {precision}"
+                if labels is not None and label not in labels:
+                    continue
                 ctx = BuildContext(layout=layout, precision=precision, in_qparams=(in_qp,), out_qparams=out_qp)
                 inp = xt.contiguous(memory_format=torch.channels_last) if layout == "NHWC" else xt
                 if precision == "int8":
                     inp = quantize_activation(inp, in_qp)
-                out[f"{prim.name} {layout} {precision}"] = (prim.build(node, weights, ctx), inp,
+                out[label] = (prim.build(node, weights, ctx), inp,
                                                             prim.workspace_bytes(node, precision, layout))
     return out
 

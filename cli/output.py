@@ -27,3 +27,11 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def slow_path_note(plan: str, nodes: list[str]) -> str:
+    """One line naming the depthwise layers a plan runs in int8 on fbgemm's slow generic path."""
+    shown = ", ".join(nodes[:3]) + (f" and {len(nodes) - 3} more" if len(nodes) > 3 else "")
+    return (f"note: plan {plan} runs {len(nodes)} depthwise layer(s) in int8 with a channel count that is not a "
+            f"multiple of 8, on fbgemm's slow generic path ({shown}); fp32 or a prune ratio that leaves a "
+            "multiple of 8 avoids it")

@@ -60,7 +60,7 @@ from perfpredict.errors import PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
-from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, DEPTHWISE_FAST_CHANNELS, fbgemm_depthwise
+from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, fbgemm_depthwise, misaligned
 from perfpredict.runtime.executor import conversion_path, free_points
 from perfpredict.runtime.memory import replay_peaks
 
@@ -1046,9 +1046,8 @@ def _int8_depthwise_fallback(tpl: GraphTemplate, arrays: PlanArrays, space: Feat
     not a multiple of 8; see :func:`perfpredict.primitives.quantized.depthwise_fallback`)."""
     if "conv.int8" not in space.primitives or not tpl.dw_channels.any():
         return np.zeros(arrays.primitive.shape, bool)
-    kept = np.rint(tpl.dw_channels * keep_in).astype(np.int64)
     return (arrays.primitive == space.primitives.index("conv.int8")) & (tpl.dw_channels > 0) \
-        & (kept % DEPTHWISE_FAST_CHANNELS != 0)
+        & misaligned(np.rint(tpl.dw_channels * keep_in))
 
 
 def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, device: DeviceSpec,

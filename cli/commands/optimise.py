@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from cli.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
-from cli.output import print_json, print_table
+from cli.output import print_json, print_table, slow_path_note
 
 STRATEGIES = ("qlearning", "tpe", "nsga2", "random", "exact")
 
@@ -134,7 +134,6 @@ def _optimise(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from cli.commands.predict import slow_path_note
     from optimiser.run import validate_on_device
     from perfpredict.plan import Plan
     from perfpredict.primitives.quantized import depthwise_fallback_nodes

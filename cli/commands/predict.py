@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.output import print_json, print_table
+from cli.output import print_json, print_table, slow_path_note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,11 +60,3 @@ def _predict(args: argparse.Namespace) -> int:
         if r["int8_depthwise_slow_path"]:
             print(slow_path_note(r["plan"], r["int8_depthwise_slow_path"]))
     return 0
-
-
-def slow_path_note(plan: str, nodes: list[str]) -> str:
-    """One line naming the depthwise layers a plan runs in int8 on fbgemm's slow generic path."""
-    shown = ", ".join(nodes[:3]) + (f" and {len(nodes) - 3} more" if len(nodes) > 3 else "")
-    return (f"note: plan {plan} runs {len(nodes)} depthwise layer(s) in int8 with a channel count that is not a "
-            f"multiple of 8, on fbgemm's slow generic path ({shown}); fp32 or a prune ratio that leaves a "
-            "multiple of 8 avoids it")

@@ -124,10 +124,12 @@ def depthwise_fallback(node: Node, channels: int | None = None) -> bool:
     """Whether ``conv.int8`` runs ``node`` on fbgemm's slow generic path: a depthwise Conv whose channel
     count (``channels``, the count it runs with after pruning; default the node's own) is not a multiple of
     :data:`DEPTHWISE_FAST_CHANNELS`. ``benchmarks/bench_int8_depthwise.py`` measures both paths."""
-    if not fbgemm_depthwise(node):
-        return False
-    c = node.attrs["groups"] if channels is None else int(channels)
-    return c % DEPTHWISE_FAST_CHANNELS != 0
+    return fbgemm_depthwise(node) and bool(misaligned(node.attrs["groups"] if channels is None else channels))
+
+
+def misaligned(channels: int | np.ndarray) -> bool | np.ndarray:
+    """Whether a depthwise channel count (or each of an array of them) misses fbgemm's fast kernels."""
+    return np.asarray(channels).astype(np.int64) % DEPTHWISE_FAST_CHANNELS != 0
 
 
 def depthwise_fallback_nodes(graph: Graph, plan: Plan) -> list[tuple[str, int]]:
@@ -141,12 +143,8 @@ def depthwise_fallback_nodes(graph: Graph, plan: Plan) -> list[tuple[str, int]]:
 
     ratios = {k: c.prune for k, c in plan.choices.items() if c.prune}
     pruned = prune_graph(graph, ratios).graph if ratios else graph
-    out = []
-    for n in int8:
-        c = pruned.node(n.name).attrs["groups"]
-        if depthwise_fallback(n, c):
-            out.append((n.name, c))
-    return out
+    kept = [(n.name, pruned.node(n.name).attrs["groups"]) for n in int8]
+    return [(name, c) for name, c in kept if misaligned(c)]
 
 
 
