@@ -64,7 +64,7 @@ from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, fbgemm_de
 from perfpredict.runtime.executor import conversion_path, free_points
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 4
+FEATURE_SCHEMA_VERSION = 5
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -80,7 +80,8 @@ STATIC_COLUMNS: tuple[str, ...] = (
     "log_macs", "log_flops", "log_params", "log_bytes_in", "log_bytes_out", "log_intensity",
     "log_fan_in", "log_fan_out", "reads_graph_input", "writes_graph_output", "fusable_into_producer",
     "has_fusable_activation", "prunable",
-)  # fmt: skip
+) + tuple(f"category_{c}" for c in ("conv", "matmul", "pool", "unary", "binary", "concat", "view", "transpose",
+                                    "softmax"))  # fmt: skip
 """Static numeric columns that follow the op one-hot."""
 
 PLAN_COLUMNS: tuple[str, ...] = (
@@ -102,9 +103,20 @@ GRAPH_MEMORY_COLUMNS: tuple[str, ...] = ("log_weight_bytes", "log_peak_activatio
                                          "log_memory_prior")
 """Graph-level analytical memory facts given to the memory head."""
 
+OP_CATEGORIES: Mapping[str, str] = {
+    "Conv": "conv", "Gemm": "matmul", "MatMul": "matmul", "MaxPool": "pool", "AveragePool": "pool",
+    "GlobalAveragePool": "pool", "ReduceMean": "pool", "Relu": "unary", "Clip": "unary", "Sigmoid": "unary",
+    "HardSigmoid": "unary", "HardSwish": "unary", "BatchNormalization": "unary", "Pad": "unary", "Mul": "binary",
+    "Add": "binary", "Concat": "concat", "Split": "view", "Slice": "view", "Flatten": "view", "Reshape": "view",
+    "Identity": "view", "Dropout": "view", "Transpose": "transpose", "Softmax": "softmax",
+}  # fmt: skip
+"""The kind of work each op does: the static ``category_*`` columns, shared by the ops of one kind so that an op
+no training graph had (Sigmoid when EfficientNet is held out) borrows from the others of its kind."""
+
 _FUSE_PRODUCERS = ("Conv", "Gemm", "MatMul")
 _FUSABLE_ACTS = ("Relu", "Clip")
 _VIEW_OPS = ("Split", "Slice", "Flatten", "Reshape")  # outputs share their input's storage (runtime.executor)
+_CATEGORY_NAMES = tuple(c[len("category_"):] for c in STATIC_COLUMNS if c.startswith("category_"))
 _FUSED_PRIOR_SHARE = 0.02
 _EXTERNAL_GRAPH_INPUT = -1  # producer index of a graph input: fp32 NCHW, converted if the consumer differs
 _EXTERNAL_MATCHED = -2  # producer outside a sub-graph, already in the consumer's layout and precision
@@ -522,7 +534,7 @@ def build_template(graph: Graph) -> GraphTemplate:
             np.log1p(nd.bytes_out), np.log1p(nd.flops / total_bytes if total_bytes else 0.0),
             np.log1p(len(acts)), np.log1p(fan_out[i]), float(reads_input), float(writes_output[i]),
             float(i in fused), float(i in has_fused), float(prunable[i]),
-        ]  # fmt: skip
+        ] + [float(OP_CATEGORIES.get(nd.op) == c) for c in _CATEGORY_NAMES]  # fmt: skip
     acts_fused = sorted(fused)
     first_seen: dict[int, list[int]] = {}
     dup = []

@@ -265,3 +265,26 @@ def test_int8_depthwise_fallback_prior_follows_the_kept_channels(tmp_path, space
     for plan, slow in ((plans[1], True), (plans[2], False)):
         ratios = {k: c.prune for k, c in plan.choices.items() if c.prune}
         assert depthwise_fallback(prune_graph(g, ratios).graph.node("dw")) is slow
+
+
+def test_every_supported_op_has_a_category_column():
+    from perfpredict.features import OP_CATEGORIES
+    from perfpredict.graph import SUPPORTED_OPS
+
+    assert set(SUPPORTED_OPS) <= set(OP_CATEGORIES)
+    assert {f"category_{c}" for c in OP_CATEGORIES.values()} <= set(STATIC_COLUMNS)
+
+
+def test_ops_of_one_kind_share_their_category_column(graph, space):
+    tpl = template_for(graph)
+    static = tpl.static_features(space)
+    base = len(space.ops) + 1
+    conv = [i for i, op in enumerate(tpl.ops) if op == "Conv"]
+    relu = tpl.ops.index("Relu")
+    cols = {c: base + STATIC_COLUMNS.index(c) for c in ("category_conv", "category_unary", "category_binary")}
+    assert all(static[i, cols["category_conv"]] == 1.0 and static[i, cols["category_unary"]] == 0.0 for i in conv)
+    assert static[relu, cols["category_unary"]] == 1.0
+    assert static[tpl.ops.index("Add"), cols["category_binary"]] == 1.0
+    # every node is in exactly one category
+    cat = [base + i for i, c in enumerate(STATIC_COLUMNS) if c.startswith("category_")]
+    assert np.all(static[:, cat].sum(axis=1) == 1.0)
