@@ -12,9 +12,10 @@ import os
 import pkgutil
 import sys
 import warnings
+from typing import Any
 
 from perfpredict import __version__
-from perfpredict.errors import PerfPredictError
+from perfpredict.errors import FeatureWarning, PerfPredictError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,9 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    print(f"perfpredict: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     warnings.filterwarnings("ignore")
+    warnings.filterwarnings("once", category=FeatureWarning)  # the fallbacks a prediction took: one line each
+    warnings.showwarning = _show_warning
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,4 +1,7 @@
-"""Errors for bad input. The CLI prints their message as one line and exits non-zero, without a traceback."""
+"""Errors for bad input. The CLI prints their message as one line and exits non-zero, without a traceback.
+
+Warnings for input a prediction had to fall back on (:class:`FeatureWarning`) are printed by the CLI as one line.
+"""
 
 
 class PerfPredictError(Exception):
@@ -23,3 +26,8 @@ class DatasetError(PerfPredictError):
 
 class MeasurementError(PerfPredictError):
     """A measurement that could not be taken (bad arguments, a failed workload subprocess)."""
+
+
+class FeatureWarning(UserWarning):
+    """An op, primitive or device fact the featuriser does not know (or the predictor never saw in training) was
+    mapped to a fallback."""

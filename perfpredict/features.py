@@ -56,7 +56,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from perfpredict.devices import REFERENCE_LAYERS, DeviceSpec
-from perfpredict.errors import PerfPredictError, PlanError
+from perfpredict.errors import FeatureWarning, PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
@@ -121,10 +121,6 @@ _FUSED_PRIOR_SHARE = 0.02
 _EXTERNAL_GRAPH_INPUT = -1  # producer index of a graph input: fp32 NCHW, converted if the consumer differs
 _EXTERNAL_MATCHED = -2  # producer outside a sub-graph, already in the consumer's layout and precision
 _PRECISION_NAMES = ("fp32", "int8")  # by the replay's int8 flag
-
-
-class FeatureWarning(UserWarning):
-    """An op, primitive or device fact the featuriser does not know was mapped to a fallback."""
 
 
 class FeatureError(PerfPredictError):
@@ -1169,7 +1165,10 @@ def featurise(graph: Graph, plans: Sequence[Plan], device: DeviceSpec, space: Fe
 class Normaliser:
     """Standardisation fitted on training data, stored in checkpoints.
 
-    Node and memory columns: ``(x - mean) / std``. Device columns: missing fingerprint entries are imputed
+    Node and memory columns: ``(x - mean) / std``. A node column that never varied in training (the one-hot
+    of an op or primitive no training graph used) has ``std = inf``: it reads 0 at prediction too, instead of
+    feeding weights that training never moved; such a node is described by its op category and numeric
+    columns. Device columns: missing fingerprint entries are imputed
     as the training mean shifted by the device's log-GFLOP/s difference, then the vector is clipped to the
     training range (so the learned part never extrapolates; cross-device scaling comes from the roofline
     prior), then standardised.
@@ -1198,6 +1197,8 @@ class Normaliser:
             return mean, std
 
         nm, ns = stats(node_rows)
+        if len(node_rows):
+            ns = np.where(np.ptp(np.asarray(node_rows, np.float64), axis=0) > 0, ns, np.inf)
         dev = np.asarray(device_rows, np.float64)
         dm, ds = stats(dev)
         dev_filled = np.where(np.isnan(dev), dm, dev)

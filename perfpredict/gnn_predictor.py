@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -31,8 +32,8 @@ from perfpredict import __version__
 from perfpredict.additive import PairwiseCostsMixin
 from perfpredict.devices import DeviceSpec
 from perfpredict.errors import PerfPredictError
-from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, GraphTemplate, Normaliser, device_vector,
-                                  encode_plans, plan_node_features, predict_by_graph, threads_of)
+from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, FeatureWarning, GraphTemplate, Normaliser,
+                                  device_vector, encode_plans, plan_node_features, predict_by_graph, threads_of)
 from perfpredict.gnn import GNNConfig, PerfGNN
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
@@ -162,11 +163,27 @@ class GNNPredictor(PairwiseCostsMixin):
         assert self.normaliser is not None and self.space is not None
         norm = self.normaliser
         ds = self.space.static_dim
+        self._warn_unseen(pf.static)
         static = torch.from_numpy(((pf.static - norm.node_mean[:ds]) / norm.node_std[:ds]).astype(np.float32))
         log_prior = torch.from_numpy(np.log(pf.prior_ms).astype(np.float32))
         dev = torch.from_numpy(norm.device(device_vector(device, threads)))[None, :]
         return (static, norm.node_mean[ds:].astype(np.float32), norm.node_std[ds:].astype(np.float32), log_prior,
                 dev)
+
+    def _warn_unseen(self, static: np.ndarray) -> None:
+        """Warn when a graph has static columns (an op's one-hot) that never varied in the training data: the
+        normaliser pins them (features.Normaliser), so those nodes are featurised by category and shape only."""
+        assert self.normaliser is not None and self.space is not None
+        ds = self.space.static_dim
+        pinned = np.isinf(self.normaliser.node_std[:ds])
+        if not pinned.any():
+            return
+        off = pinned & (static != self.normaliser.node_mean[:ds]).any(axis=0)
+        if off.any():
+            names = [c.removeprefix("op=") for c, o in zip(self.space.column_names()[:ds], off) if o]
+            warnings.warn(f"{', '.join(names)} never appeared in this predictor's training data: those nodes are "
+                          "featurised by op category and shapes only, so the prediction is extrapolated (retrain "
+                          "with measurements that include them)", FeatureWarning, stacklevel=4)
 
     def plan_latencies(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec) -> np.ndarray:
         """Predicted latency (ms) of plans that each change a few nodes of the default plan: equal to

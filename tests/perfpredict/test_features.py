@@ -189,6 +189,19 @@ def test_normaliser_imputes_and_clips_devices():
     np.testing.assert_allclose(back.device(rows[0]), norm.device(rows[0]))
 
 
+def test_normaliser_pins_node_columns_that_never_varied():
+    import json
+
+    train = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0], [5.0, 0.0, 2.0]])  # columns 1 and 2 constant
+    norm = Normaliser.fit(train, np.stack([device_vector(DEVICE, 1)]), np.ones((1, 4)))
+    unseen = np.array([[3.0, 1.0, 7.0]])  # e.g. the one-hot of an op no training graph had
+    out = norm.nodes(unseen)
+    assert out[0, 0] == pytest.approx(0.0) and out[0, 1] == 0.0 and out[0, 2] == 0.0
+    assert norm.nodes(np.array([[5.0, 0.0, 2.0]]))[0, 0] > 0
+    back = Normaliser.from_dict(json.loads(json.dumps(norm.to_dict())))  # checkpoints store it as JSON
+    np.testing.assert_array_equal(back.nodes(unseen), out)
+
+
 def test_pruning_matches_the_runtime_channel_flow(space):
     from perfpredict.features import _keep_fractions
     from perfpredict.runtime.pruning import prune_graph

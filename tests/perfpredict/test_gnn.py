@@ -4,6 +4,7 @@ Targets are synthetic (tests/perfpredict/synthetic.py): these tests check behavi
 """
 
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -173,3 +174,16 @@ def test_pairwise_costs_are_exact_for_single_and_pair_changes(trained):
     mem = trained.node_memory(g, DEVICE, opts)
     assert all(v.shape == (len(opts[k]),) and np.all(v >= 0) for k, v in mem.items())
     assert (a.name, b.name) in list(trained.cost_pairs(g))
+
+
+def test_ops_never_seen_in_training_warn_and_stay_finite(trained):
+    from perfpredict.features import FeatureWarning
+
+    seen = zoo_graph("resnet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureWarning)
+        trained.predict(seen, [default_plan(seen)], DEVICE)
+    g = zoo_graph("efficientnet")  # Sigmoid and Mul: no training family has them
+    with pytest.warns(FeatureWarning, match="Sigmoid.*never appeared in this predictor's training data"):
+        out = trained.predict(g, [default_plan(g)], DEVICE)
+    assert np.isfinite(out.latency_ms).all() and (out.latency_ms > 0).all()
