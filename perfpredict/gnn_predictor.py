@@ -180,10 +180,15 @@ class GNNPredictor(PairwiseCostsMixin):
             return
         off = pinned & (static != self.normaliser.node_mean[:ds]).any(axis=0)
         if off.any():
-            names = [c.removeprefix("op=") for c, o in zip(self.space.column_names()[:ds], off) if o]
-            warnings.warn(f"{', '.join(names)} never appeared in this predictor's training data: those nodes are "
-                          "featurised by op category and shapes only, so the prediction is extrapolated (retrain "
-                          "with measurements that include them)", FeatureWarning, stacklevel=4)
+            cols = [c for c, o in zip(self.space.column_names()[:ds], off) if o]
+            ops = [c.removeprefix("op=") for c in cols if c.startswith("op=")]
+            facts = [c for c in cols if not c.startswith("op=")]
+            what = " and ".join(p for p in (f"ops {', '.join(ops)}" if ops else "",
+                                            f"node features {', '.join(facts)}" if facts else "") if p)
+            warnings.warn(f"{what} never appeared in this predictor's training data: the network leaves them out "
+                          "(those nodes are described by their op category and other columns), so the prediction "
+                          "is extrapolated; retrain with measurements that include them", FeatureWarning,
+                          stacklevel=4)
 
     def plan_latencies(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec) -> np.ndarray:
         """Predicted latency (ms) of plans that each change a few nodes of the default plan: equal to

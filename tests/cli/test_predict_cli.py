@@ -32,3 +32,23 @@ def test_predict_names_int8_depthwise_layers_on_the_slow_path(tmp_path, capsys):
     assert main(args) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "plan slow" in notes[0] and "dw" in notes[0] and "multiple of 8" in notes[0]
+
+
+def test_ops_the_predictor_never_saw_are_a_one_line_warning(tmp_path, capsys):
+    import warnings
+
+    from perfpredict.gnn import GNNConfig
+    from perfpredict.gnn_predictor import GNNPredictor
+    from perfpredict.train import TrainOptions
+    from tests.perfpredict.synthetic import synthetic_samples
+
+    samples = synthetic_samples(plans_per_graph=4, families=("resnet",), variants=1)
+    GNNPredictor(GNNConfig(hidden=8, layers=1)).fit(samples, options=TrainOptions(epochs=1)).save(tmp_path / "p")
+    warnings.onceregistry.clear()
+    args = ["predict", "efficientnet_b0", "--resolution", "32", "--predictor", str(tmp_path / "p"),
+            "--device-features", "xeon_gold_6240", "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["predictions"][0]["latency_ms"] > 0
+    warning = [line for line in captured.err.splitlines() if "never appeared" in line]
+    assert len(warning) == 1 and warning[0].startswith("perfpredict: warning: ") and "ops Sigmoid" in warning[0]

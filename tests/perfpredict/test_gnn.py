@@ -184,6 +184,6 @@ def test_ops_never_seen_in_training_warn_and_stay_finite(trained):
         warnings.simplefilter("error", FeatureWarning)
         trained.predict(seen, [default_plan(seen)], DEVICE)
     g = zoo_graph("efficientnet")  # Sigmoid and Mul: no training family has them
-    with pytest.warns(FeatureWarning, match="Sigmoid.*never appeared in this predictor's training data"):
+    with pytest.warns(FeatureWarning, match="ops Sigmoid.*never appeared in this predictor's training data"):
         out = trained.predict(g, [default_plan(g)], DEVICE)
     assert np.isfinite(out.latency_ms).all() and (out.latency_ms > 0).all()
