@@ -17,7 +17,9 @@ Static node columns (:data:`STATIC_COLUMNS` after the op one-hot): op one-hot ov
 a :class:`FeatureWarning`), ``log1p`` of input/output C, H, W, kernel, stride, groups, padding, MACs, FLOPs,
 parameters, bytes in/out, arithmetic intensity, fan-in/fan-out, flags (depthwise, pointwise, dilated,
 reads the graph input, writes a graph output, fusable into its producer, has a fusable activation,
-prunable).
+prunable), and the op's category one-hot (:data:`OP_CATEGORIES`: conv, matmul, pool, unary, binary, concat,
+view, transpose, softmax), shared by the ops of one kind. An op the training data never had keeps only its
+category: :class:`Normaliser` pins every column that never varied in training.
 
 Plan columns (:data:`PLAN_COLUMNS` after the primitive one-hot): primitive one-hot over
 :attr:`FeatureSpace.primitives` plus ``other``; layout and precision one-hots; prune ratio; the kept share
