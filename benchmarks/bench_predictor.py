@@ -204,6 +204,8 @@ def main(argv=None) -> int:
     ap.add_argument("--predictors", default=",".join(PREDICTOR_KINDS), help="comma-separated predictor kinds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="maximum GNN epochs per training")
+    ap.add_argument("--identity-dropout", type=float, default=0.0,
+                    help="TrainOptions.identity_dropout for the GNN (default 0)")
     ap.add_argument("--throughput-model", default="resnet18")
     ap.add_argument("--throughput-plans", type=int, default=2000)
     ap.add_argument("--no-throughput", action="store_true")
@@ -223,7 +225,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     data = resolve_dataset(args.data)
     samples = load_samples(data, progress=True, latency_stat=args.latency_stat, memory_method=args.memory_method)
-    opts = TrainOptions(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    opts = TrainOptions(seed=args.seed, identity_dropout=args.identity_dropout,
+                        **({"epochs": args.epochs} if args.epochs else {}))
     rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log)
     throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
                                                                 args.throughput_model, log)

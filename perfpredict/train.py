@@ -56,6 +56,8 @@ class TrainOptions:
     huber_beta: float = 0.02
     max_seconds: float | None = None
     threads: int = 1  # torch threads while training (1 is fastest for these small graphs on a busy machine)
+    # share of nodes whose op and primitive one-hots are blanked in each training batch (see drop_identity)
+    identity_dropout: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------- tensors
@@ -131,6 +133,30 @@ def to_data(rows: _Rows, norm: Normaliser, static_dim: int) -> list[Data]:
             y_lat=torch.tensor([rows.y_lat[k]], dtype=torch.float32),
             y_mem=torch.tensor([rows.y_mem[k]], dtype=torch.float32), num_nodes=int(st.shape[0])))
     return out
+
+
+def identity_absent(space: FeatureSpace, norm: Normaliser) -> tuple[Tensor, Tensor]:
+    """Standardised op and primitive one-hot columns of a node whose op and primitive are unknown (all zero):
+    what a node of an op the training data never had looks like once the normaliser pins its columns."""
+    n_op, n_prim, ds = len(space.ops) + 1, len(space.primitives) + 1, space.static_dim
+    op = (0.0 - norm.node_mean[:n_op]) / norm.node_std[:n_op]
+    prim = (0.0 - norm.node_mean[ds:ds + n_prim]) / norm.node_std[ds:ds + n_prim]
+    return torch.from_numpy(op.astype(np.float32)), torch.from_numpy(prim.astype(np.float32))
+
+
+def drop_identity(batch: Batch, share: float, absent: tuple[Tensor, Tensor], gen: torch.Generator) -> Batch:
+    """Blank the op and primitive one-hots of a random ``share`` of the batch's nodes (in place, on copies of
+    the feature tensors), so the network learns to cost a node from its op category, shapes and prior alone,
+    as it must for an op no training family has."""
+    if share <= 0:
+        return batch
+    op, prim = absent
+    drop = torch.rand(batch.x_static.shape[0], generator=gen) < share
+    batch.x_static = batch.x_static.clone()
+    batch.x_static[drop, :op.numel()] = op
+    batch.x_plan = batch.x_plan.clone()
+    batch.x_plan[drop, :prim.numel()] = prim
+    return batch
 
 
 def _forward(model: Any, batch: Batch) -> Any:
@@ -232,6 +258,8 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
         from tqdm import tqdm
 
         bar = epochs = tqdm(epochs, desc="training", unit="epoch", leave=False)
+    absent = identity_absent(space, norm)
+    gen = torch.Generator().manual_seed(opts.seed)
     for epoch in epochs:
         model.train()
         perm = rng.permutation(len(tr))
@@ -239,6 +267,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
         total = 0.0
         for b in range(n_batches):
             batch = Batch.from_data_list([tr[i] for i in perm[b * opts.batch_size:(b + 1) * opts.batch_size]])
+            batch = drop_identity(batch, opts.identity_dropout, absent, gen)
             out = _forward(model, batch)
             loss = _masked_loss(out.log_latency, batch.y_lat, opts.huber_beta) \
                 + opts.memory_weight * _masked_loss(out.log_memory, batch.y_mem, opts.huber_beta)
@@ -382,7 +411,7 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
         "test": evaluate(pred, sp.test) if sp.test.models else None,
         "training": pred.training,
         "command": _rebuild_command(data, out_dir, split, seed, epochs, samples.latency_stat,
-                                    memory_method),
+                                    memory_method, opts.identity_dropout),
     }
     metrics = clean(metrics)
     pred.metrics = {"split": sp.name, "test": metrics["test"]}
@@ -395,9 +424,10 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
 
 
 def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: int, epochs: int | None,
-                     latency_stat: str = "median", memory_method: str = "auto") -> str:
+                     latency_stat: str = "median", memory_method: str = "auto", identity_dropout: float = 0.0) -> str:
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
     cmd += f" --epochs {epochs}" if epochs else ""
+    cmd += f" --identity-dropout {identity_dropout:g}" if identity_dropout else ""
     cmd += f" --memory-method {memory_method}" if memory_method != "auto" else ""
     return cmd + (f" --latency-stat {latency_stat}" if latency_stat != "median" else "")
 

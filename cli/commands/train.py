@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batching)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 150; early stopping applies)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default 1)")
+    p.add_argument("--identity-dropout", type=_share, default=0.0, metavar="SHARE",
+                   help="share of nodes whose op and primitive identity is hidden in each training batch, so the "
+                        "predictor learns to cost ops it never saw from their category and shapes (default 0)")
     p.add_argument("--latency-stat", choices=("median", "min"), default="median",
                    help="latency target: the records' median (default) or fastest timed repeat")
     p.add_argument("--memory-method", choices=("auto", "allocator", "rss", "any"), default="auto",
@@ -30,12 +33,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a share in [0, 1)")
+    return value
+
+
 def _train(args: argparse.Namespace) -> int:
     from perfpredict.train import TrainOptions, metrics_rows, resolve_dataset, train_and_report
 
     data = resolve_dataset(args.data)
     metrics = train_and_report(data, args.output, split=args.split, seed=args.seed, epochs=args.epochs,
-                               progress=True, options=TrainOptions(seed=args.seed, threads=args.threads),
+                               progress=True, options=TrainOptions(seed=args.seed, threads=args.threads,
+                                                                    identity_dropout=args.identity_dropout),
                                latency_stat=args.latency_stat, memory_method=args.memory_method)
     if args.json:
         print_json(metrics)

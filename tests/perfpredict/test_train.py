@@ -182,3 +182,46 @@ def test_node_sum_loss_keeps_the_graph_correction_a_residual(loaded):
                                                                                           node_sum_weight=1.0))
     gap_free, gap_tied = _correction_gap(free, loaded), _correction_gap(tied, loaded)
     assert gap_tied < 0.5 * gap_free, (gap_free, gap_tied)
+
+
+def test_identity_dropout_blanks_op_and_primitive_columns_of_a_share_of_nodes(loaded):
+    import torch
+
+    from perfpredict.features import FeatureSpace
+    from perfpredict.train import drop_identity, fit_normaliser, identity_absent
+
+    space = FeatureSpace.current()
+    rows = featurise_samples(space, loaded.models[:8])
+    norm = fit_normaliser(rows)
+    data = to_data(rows, norm, space.static_dim)
+    absent = identity_absent(space, norm)
+    n_op, n_prim = absent[0].numel(), absent[1].numel()
+    assert n_op == len(space.ops) + 1 and n_prim == len(space.primitives) + 1
+    before = data[0].x_static.clone()
+
+    def batch():
+        return Batch.from_data_list(data)
+
+    ref = batch()
+    kept = drop_identity(batch(), 0.0, absent, torch.Generator().manual_seed(0))
+    assert torch.equal(kept.x_static, ref.x_static) and torch.equal(kept.x_plan, ref.x_plan)
+    every = drop_identity(batch(), 0.999999, absent, torch.Generator().manual_seed(0))
+    assert torch.equal(every.x_static[:, :n_op], absent[0].expand(ref.num_nodes, -1))
+    assert torch.equal(every.x_plan[:, :n_prim], absent[1].expand(ref.num_nodes, -1))
+    assert torch.equal(every.x_static[:, n_op:], ref.x_static[:, n_op:])  # shapes, categories, prior untouched
+    assert torch.equal(every.x_plan[:, n_prim:], ref.x_plan[:, n_prim:])
+    some = drop_identity(batch(), 0.3, absent, torch.Generator().manual_seed(0))
+    blanked = (some.x_static[:, :n_op] != ref.x_static[:, :n_op]).any(dim=1).float().mean()
+    assert 0.1 < float(blanked) < 0.5
+    assert torch.equal(data[0].x_static, before)  # the shared per-template tensors are not modified
+
+
+def test_identity_dropout_trains_and_is_recorded_in_the_rebuild_command(store, loaded, tmp_path, capsys):
+    out = tmp_path / "drop"
+    metrics = train_and_report(store, out, split="random:0.5", seed=1, epochs=2, progress=False, samples=loaded,
+                               options=TrainOptions(identity_dropout=0.2))
+    assert "--identity-dropout 0.2" in metrics["command"]
+    assert metrics["training"]["options"]["identity_dropout"] == 0.2
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", store, "-o", str(tmp_path / "x"), "--identity-dropout", "1.5"])
+    assert exc.value.code == 2 and "not a share in [0, 1)" in capsys.readouterr().err
