@@ -29,3 +29,14 @@ positive_int = bounded(int, positive=True)
 nonneg_int = bounded(int, positive=False)
 positive_float = bounded(float, positive=True)
 nonneg_float = bounded(float, positive=False)
+
+
+def share(text: str) -> float:
+    """A converter accepting a share in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a share in [0, 1)")
+    return value

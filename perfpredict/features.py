@@ -76,14 +76,17 @@ FIXED_PRIMITIVES: tuple[str, ...] = (
 
 OTHER = "other"
 
+OP_CATEGORY_NAMES: tuple[str, ...] = ("conv", "matmul", "pool", "unary", "binary", "concat", "view", "transpose",
+                                      "softmax")
+"""The op kinds of the static ``category_*`` columns (:data:`OP_CATEGORIES` maps each op to one)."""
+
 STATIC_COLUMNS: tuple[str, ...] = (
     "log_in_c", "log_in_h", "log_in_w", "log_out_c", "log_out_h", "log_out_w",
     "log_kernel_h", "log_kernel_w", "log_stride", "log_groups", "log_pad", "dilated", "depthwise", "pointwise",
     "log_macs", "log_flops", "log_params", "log_bytes_in", "log_bytes_out", "log_intensity",
     "log_fan_in", "log_fan_out", "reads_graph_input", "writes_graph_output", "fusable_into_producer",
     "has_fusable_activation", "prunable",
-) + tuple(f"category_{c}" for c in ("conv", "matmul", "pool", "unary", "binary", "concat", "view", "transpose",
-                                    "softmax"))  # fmt: skip
+) + tuple(f"category_{c}" for c in OP_CATEGORY_NAMES)  # fmt: skip
 """Static numeric columns that follow the op one-hot."""
 
 PLAN_COLUMNS: tuple[str, ...] = (
@@ -118,7 +121,6 @@ no training graph had (Sigmoid when EfficientNet is held out) borrows from the o
 _FUSE_PRODUCERS = ("Conv", "Gemm", "MatMul")
 _FUSABLE_ACTS = ("Relu", "Clip")
 _VIEW_OPS = ("Split", "Slice", "Flatten", "Reshape")  # outputs share their input's storage (runtime.executor)
-_CATEGORY_NAMES = tuple(c[len("category_"):] for c in STATIC_COLUMNS if c.startswith("category_"))
 _FUSED_PRIOR_SHARE = 0.02
 _EXTERNAL_GRAPH_INPUT = -1  # producer index of a graph input: fp32 NCHW, converted if the consumer differs
 _EXTERNAL_MATCHED = -2  # producer outside a sub-graph, already in the consumer's layout and precision
@@ -532,7 +534,7 @@ def build_template(graph: Graph) -> GraphTemplate:
             np.log1p(nd.bytes_out), np.log1p(nd.flops / total_bytes if total_bytes else 0.0),
             np.log1p(len(acts)), np.log1p(fan_out[i]), float(reads_input), float(writes_output[i]),
             float(i in fused), float(i in has_fused), float(prunable[i]),
-        ] + [float(OP_CATEGORIES.get(nd.op) == c) for c in _CATEGORY_NAMES]  # fmt: skip
+        ] + [float(OP_CATEGORIES.get(nd.op) == c) for c in OP_CATEGORY_NAMES]  # fmt: skip
     acts_fused = sorted(fused)
     first_seen: dict[int, list[int]] = {}
     dup = []
@@ -1222,6 +1224,16 @@ class Normaliser:
         v[missing & ~fp] = self.dev_mean[missing & ~fp]
         v = np.clip(v, self.dev_min, self.dev_max)
         return ((v - self.dev_mean) / self.dev_std).astype(np.float32)
+
+    @functools.cached_property
+    def _pinned(self) -> np.ndarray:
+        return np.flatnonzero(np.isinf(self.node_std))
+
+    def unseen_columns(self, x: np.ndarray) -> np.ndarray:
+        """Indices of the node columns of rows ``x`` (the leading columns of a node row) that never varied in
+        training and take another value here: the facts a prediction for ``x`` leaves out."""
+        p = self._pinned[self._pinned < x.shape[1]]
+        return p[(x[:, p] != self.node_mean[p]).any(axis=0)] if p.size else p
 
     def memory(self, x: np.ndarray) -> np.ndarray:
         """Standardised graph memory facts (float32)."""

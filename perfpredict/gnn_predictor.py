@@ -172,15 +172,12 @@ class GNNPredictor(PairwiseCostsMixin):
 
     def _warn_unseen(self, static: np.ndarray) -> None:
         """Warn when a graph has static columns (an op's one-hot) that never varied in the training data: the
-        normaliser pins them (features.Normaliser), so those nodes are featurised by category and shape only."""
+        normaliser pins them (:meth:`features.Normaliser.unseen_columns`), so the network leaves them out."""
         assert self.normaliser is not None and self.space is not None
-        ds = self.space.static_dim
-        pinned = np.isinf(self.normaliser.node_std[:ds])
-        if not pinned.any():
-            return
-        off = pinned & (static != self.normaliser.node_mean[:ds]).any(axis=0)
-        if off.any():
-            cols = [c for c, o in zip(self.space.column_names()[:ds], off) if o]
+        unseen = self.normaliser.unseen_columns(static)
+        if unseen.size:
+            names = self.space.column_names()
+            cols = [names[i] for i in unseen]
             ops = [c.removeprefix("op=") for c in cols if c.startswith("op=")]
             facts = [c for c in cols if not c.startswith("op=")]
             what = " and ".join(p for p in (f"ops {', '.join(ops)}" if ops else "",

@@ -138,10 +138,9 @@ def to_data(rows: _Rows, norm: Normaliser, static_dim: int) -> list[Data]:
 def identity_absent(space: FeatureSpace, norm: Normaliser) -> tuple[Tensor, Tensor]:
     """Standardised op and primitive one-hot columns of a node whose op and primitive are unknown (all zero):
     what a node of an op the training data never had looks like once the normaliser pins its columns."""
-    n_op, n_prim, ds = len(space.ops) + 1, len(space.primitives) + 1, space.static_dim
-    op = (0.0 - norm.node_mean[:n_op]) / norm.node_std[:n_op]
-    prim = (0.0 - norm.node_mean[ds:ds + n_prim]) / norm.node_std[ds:ds + n_prim]
-    return torch.from_numpy(op.astype(np.float32)), torch.from_numpy(prim.astype(np.float32))
+    zero = norm.nodes(np.zeros((1, space.node_dim)))[0]
+    ds = space.static_dim
+    return torch.from_numpy(zero[:len(space.ops) + 1]), torch.from_numpy(zero[ds:ds + len(space.primitives) + 1])
 
 
 def drop_identity(batch: Batch, share: float, absent: tuple[Tensor, Tensor], gen: torch.Generator) -> Batch:

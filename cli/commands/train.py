@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cli.argtypes import share
 from cli.output import print_json, print_table
 
 
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batching)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 150; early stopping applies)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default 1)")
-    p.add_argument("--identity-dropout", type=_share, default=0.0, metavar="SHARE",
+    p.add_argument("--identity-dropout", type=share, default=0.0, metavar="SHARE",
                    help="share of nodes whose op and primitive identity is hidden in each training batch, so the "
                         "predictor learns to cost ops it never saw from their category and shapes (default 0)")
     p.add_argument("--latency-stat", choices=("median", "min"), default="median",
@@ -31,16 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "else resident set, or auto (allocator when the store has any; default)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_train)
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a share in [0, 1)")
-    return value
 
 
 def _train(args: argparse.Namespace) -> int:
