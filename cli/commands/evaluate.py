@@ -32,10 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from perfpredict.gnn_predictor import resolve_model_path
     from perfpredict.samples import load_samples, parse_split
-    from perfpredict.train import TrainOptions, metrics_rows, resolve_dataset, run_evaluation
+    from perfpredict.train import PREDICTOR_KINDS, TrainOptions, metrics_rows, resolve_dataset, run_evaluation
 
     parse_split(args.split)
+    for spec in args.predictor:  # a mistyped checkpoint fails before the store is loaded, not after
+        if spec not in PREDICTOR_KINDS:
+            resolve_model_path(spec)
     samples = load_samples(resolve_dataset(args.data), progress=True, latency_stat=args.latency_stat,
                            memory_method=args.memory_method)
     opts = TrainOptions(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))

@@ -126,6 +126,19 @@ def test_cli_train_evaluate_predict(store, tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
+def test_cli_evaluate_names_a_missing_checkpoint_before_loading_the_store(tmp_path, capsys, monkeypatch):
+    import perfpredict.samples
+
+    def never(*args, **kwargs):
+        raise AssertionError("the store was loaded before the predictor was checked")
+
+    monkeypatch.setattr(perfpredict.samples, "load_samples", never)
+    assert main(["evaluate", "--predictor", "flops", "--predictor", str(tmp_path / "nope"),
+                 "--data", str(tmp_path / "absent.db")]) == 1
+    err = capsys.readouterr().err
+    assert f"no predictor '{tmp_path / 'nope'}'" in err and "known:" in err
+
+
 def test_memory_correction_is_shrunk_to_what_the_validation_samples_support():
     from types import SimpleNamespace
 
