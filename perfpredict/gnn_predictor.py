@@ -82,7 +82,7 @@ class GNNPredictor(PairwiseCostsMixin):
     # ------------------------------------------------------------------------------ training
     def fit(self, train: "SampleSet", val: "SampleSet | None" = None, options: "TrainOptions | None" = None,
             progress: bool = False) -> "GNNPredictor":
-        """Train on ``train`` (early stopping on ``val``, or on a held-out tenth of ``train``)."""
+        """Train on ``train``, keeping the epoch best on ``val`` (or on a held-out tenth of ``train``)."""
         from perfpredict.train import TrainOptions, fit_gnn
 
         fit_gnn(self, train, val, options or TrainOptions(), progress=progress)

@@ -447,7 +447,7 @@ def make_splits(samples: SampleSet, text: str, seed: int = 0) -> list[Split]:
 
 
 def validation_split(samples: SampleSet, fraction: float, seed: int) -> tuple[SampleSet, SampleSet]:
-    """(train, validation) for early stopping: held-out variants, or a random tenth of samples when a
+    """(train, validation) for choosing the training epoch: held-out variants, or a random tenth of samples when a
     family has a single variant."""
     split = held_out_variants(samples, fraction, seed)
     if split.test.models:

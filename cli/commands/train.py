@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from cli.argtypes import share
+from cli.argtypes import positive_int, share
 from cli.output import print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `train`."""
     p = sub.add_parser("train", help="train the GNN latency / memory predictor on a measurement store",
-                       description="Train on the split's training part (early stopping on held-out variants), "
+                       description="Train on the split's training part (keeping the epoch best on held-out variants), "
                                    "evaluate on its test part, and write OUT/model.pt, OUT/metrics.json and the "
                                    "model card OUT/README.md.")
     p.add_argument("--data", required=True, help="measurement store (path, sqlite:///path, or a name under datasets/)")
@@ -20,7 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random:FRACTION[:SEED] (held-out variants, default random:0.2), family:NAME "
                         "(leave one family out) or none (train on everything)")
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batching)")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 150; early stopping applies)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs of the cosine learning-rate schedule (default 150)")
+    p.add_argument("--patience", type=positive_int, default=None, metavar="EPOCHS",
+                   help="stop after this many epochs without a better validation score (default: run every epoch; "
+                        "the best-validation epoch is kept either way)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default 1)")
     p.add_argument("--identity-dropout", type=share, default=0.0, metavar="SHARE",
                    help="share of nodes whose op and primitive identity is hidden in each training batch, so the "
@@ -40,7 +44,8 @@ def _train(args: argparse.Namespace) -> int:
     data = resolve_dataset(args.data)
     metrics = train_and_report(data, args.output, split=args.split, seed=args.seed, epochs=args.epochs,
                                progress=True, options=TrainOptions(seed=args.seed, threads=args.threads,
-                                                                    identity_dropout=args.identity_dropout),
+                                                                    identity_dropout=args.identity_dropout,
+                                                                    patience=args.patience),
                                latency_stat=args.latency_stat, memory_method=args.memory_method)
     if args.json:
         print_json(metrics)

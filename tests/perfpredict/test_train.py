@@ -197,6 +197,20 @@ def test_node_sum_loss_keeps_the_graph_correction_a_residual(loaded):
     assert gap_tied < 0.5 * gap_free, (gap_free, gap_tied)
 
 
+def test_training_runs_every_epoch_unless_a_patience_is_set(store, loaded, tmp_path, capsys):
+    small = GNNConfig(hidden=16, layers=1)
+    full = GNNPredictor(small).fit(loaded, options=TrainOptions(epochs=4, lr=0.0))
+    assert full.training["epochs_run"] == 4 and full.training["best_epoch"] == 0  # lr 0: nothing improves
+    stopped = GNNPredictor(small).fit(loaded, options=TrainOptions(epochs=4, lr=0.0, patience=1))
+    assert stopped.training["epochs_run"] == 2
+    metrics = train_and_report(store, tmp_path / "p", split="random:0.5", seed=1, epochs=2, progress=False,
+                               samples=loaded, options=TrainOptions(patience=7))
+    assert metrics["command"].endswith("--epochs 2 --patience 7")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", store, "-o", str(tmp_path / "x"), "--patience", "0"])
+    assert exc.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
+
+
 def test_identity_dropout_blanks_op_and_primitive_columns_of_a_share_of_nodes(loaded):
     import torch
 
