@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     ap.add_argument("--identity-dropout", type=float, default=0.0,
                     help="TrainOptions.identity_dropout for the GNN (default 0)")
     ap.add_argument("--patience", type=int, default=None,
-                    help="GNN early-stopping patience in epochs (default: none, every epoch runs)")
+                    help="GNN early-stopping patience in epochs (default 30)")
     ap.add_argument("--throughput-model", default="resnet18")
     ap.add_argument("--throughput-plans", type=int, default=2000)
     ap.add_argument("--no-throughput", action="store_true")

@@ -4,7 +4,7 @@
 the :class:`~perfpredict.features.Normaliser`, and trains with AdamW and a cosine learning-rate schedule
 on smooth-L1 losses of log errors (latency, memory, the plain sum of node latencies against the model's
 latency, and per-kernel latency of layer samples), keeping the weights of the epoch with the best validation
-error (the whole schedule runs unless a patience is set). The memory head's learned correction of the
+error (early stopping after ``patience`` epochs without a better one). The memory head's learned correction of the
 analytical memory prior is then shrunk by the factor in [0, 1] that best fits the validation samples (0: the
 prior alone, where the prior is already closer than the correction).
 ``evaluate`` scores any predictor (GNN, baselines, the roofline model) on the same samples.
@@ -50,11 +50,9 @@ class TrainOptions:
     # graph-level correction stays a residual (unconstrained, it extrapolated to unseen families)
     node_sum_weight: float = 0.5
     memory_weight: float = 1.0
-    # epochs without a better validation score before training stops; None runs the whole cosine schedule (the
-    # best-validation epoch is kept either way). The validation score is noisy while the learning rate is high:
-    # a patience of 30 stopped some trainings at epoch ~60 on a weight set that extrapolated 13% off to an
-    # unseen family, where the full schedule's best epoch was within 6% (see the predictor issue's notes)
-    patience: int | None = None
+    # epochs without a better validation score before training stops (None: the whole schedule runs; the
+    # best-validation epoch is kept either way)
+    patience: int | None = 30
     val_fraction: float = 0.1
     seed: int = 0
     huber_beta: float = 0.02
@@ -431,7 +429,7 @@ def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: in
                      patience: int | None = None) -> str:
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
     cmd += f" --epochs {epochs}" if epochs else ""
-    cmd += f" --patience {patience}" if patience is not None else ""
+    cmd += f" --patience {patience}" if patience != TrainOptions.patience else ""
     cmd += f" --identity-dropout {identity_dropout:g}" if identity_dropout else ""
     cmd += f" --memory-method {memory_method}" if memory_method != "auto" else ""
     return cmd + (f" --latency-stat {latency_stat}" if latency_stat != "median" else "")

@@ -11,7 +11,7 @@ from cli.output import print_json, print_table
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `train`."""
     p = sub.add_parser("train", help="train the GNN latency / memory predictor on a measurement store",
-                       description="Train on the split's training part (keeping the epoch best on held-out variants), "
+                       description="Train on the split's training part (early stopping on held-out variants), "
                                    "evaluate on its test part, and write OUT/model.pt, OUT/metrics.json and the "
                                    "model card OUT/README.md.")
     p.add_argument("--data", required=True, help="measurement store (path, sqlite:///path, or a name under datasets/)")
@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs of the cosine learning-rate schedule (default 150)")
     p.add_argument("--patience", type=positive_int, default=None, metavar="EPOCHS",
-                   help="stop after this many epochs without a better validation score (default: run every epoch; "
-                        "the best-validation epoch is kept either way)")
+                   help="stop after this many epochs without a better validation score (default 30; --epochs or more: "
+                        "never; the best-validation epoch is kept)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default 1)")
     p.add_argument("--identity-dropout", type=share, default=0.0, metavar="SHARE",
                    help="share of nodes whose op and primitive identity is hidden in each training batch, so the "

@@ -197,9 +197,9 @@ def test_node_sum_loss_keeps_the_graph_correction_a_residual(loaded):
     assert gap_tied < 0.5 * gap_free, (gap_free, gap_tied)
 
 
-def test_training_runs_every_epoch_unless_a_patience_is_set(store, loaded, tmp_path, capsys):
+def test_early_stopping_follows_the_patience(store, loaded, tmp_path, capsys):
     small = GNNConfig(hidden=16, layers=1)
-    full = GNNPredictor(small).fit(loaded, options=TrainOptions(epochs=4, lr=0.0))
+    full = GNNPredictor(small).fit(loaded, options=TrainOptions(epochs=4, lr=0.0, patience=None))
     assert full.training["epochs_run"] == 4 and full.training["best_epoch"] == 0  # lr 0: nothing improves
     stopped = GNNPredictor(small).fit(loaded, options=TrainOptions(epochs=4, lr=0.0, patience=1))
     assert stopped.training["epochs_run"] == 2
