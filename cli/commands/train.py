@@ -45,7 +45,8 @@ def _train(args: argparse.Namespace) -> int:
     metrics = train_and_report(data, args.output, split=args.split, seed=args.seed, epochs=args.epochs,
                                progress=True, options=TrainOptions(seed=args.seed, threads=args.threads,
                                                                     identity_dropout=args.identity_dropout,
-                                                                    patience=args.patience),
+                                                                    **({"patience": args.patience}
+                                                                       if args.patience else {})),
                                latency_stat=args.latency_stat, memory_method=args.memory_method)
     if args.json:
         print_json(metrics)

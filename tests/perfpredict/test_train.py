@@ -104,6 +104,7 @@ def test_cli_train_evaluate_predict(store, tmp_path, capsys):
     assert main(["train", "--data", store, "-o", str(out), "--epochs", "2", "--split", "random:0.5", "--json"]) == 0
     trained = json.loads(capsys.readouterr().out)
     assert trained["training"]["epochs_run"] == 2
+    assert trained["training"]["options"]["patience"] == TrainOptions().patience
     assert main(["evaluate", "--predictor", str(out), "--predictor", "flops", "--data", store,
                  "--split", "family:resnet", "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
