@@ -43,7 +43,13 @@ def test_ctrl_c_keeps_the_best_plan_and_the_state(resid_graph, board, roofline, 
         if done >= 16:
             signal.raise_signal(signal.SIGINT)
 
-    res = run_search(prob, strat, ev, SearchConfig(trials=64, batch_size=8, progress=False), on_batch=interrupt)
+    # Python turns SIGINT into KeyboardInterrupt only if it was not ignored at start-up, and a shell ignores it
+    # in the jobs it starts in the background: install the handler a terminal's Ctrl-C reaches
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        res = run_search(prob, strat, ev, SearchConfig(trials=64, batch_size=8, progress=False), on_batch=interrupt)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     # the layout seed counts as a trial, so the interrupt comes after the batch that passes 16
     assert res.interrupted and 16 <= res.trials < 24 and len(res.archive_costs) == res.trials
     assert (tmp_path / "qtable.npz").is_file()
