@@ -161,9 +161,14 @@ class FeatureSpace:
         return cls(ops=tuple(SUPPORTED_OPS), primitives=tuple(prims))
 
     @property
+    def op_dim(self) -> int:
+        """Width of the op one-hot (with ``other``): the leading static columns."""
+        return len(self.ops) + 1
+
+    @property
     def static_dim(self) -> int:
         """Number of static node columns (op one-hot with ``other`` + :data:`STATIC_COLUMNS`)."""
-        return len(self.ops) + 1 + len(STATIC_COLUMNS)
+        return self.op_dim + len(STATIC_COLUMNS)
 
     @property
     def plan_dim(self) -> int:
@@ -363,7 +368,7 @@ class GraphTemplate:
         """[n, space.static_dim] float32: op one-hot then :data:`STATIC_COLUMNS`."""
         key = ("static", space)
         if key not in self._space_cache:
-            onehot = np.zeros((self.n_nodes, len(space.ops) + 1), np.float32)
+            onehot = np.zeros((self.n_nodes, space.op_dim), np.float32)
             idx = np.array([space.op_index(o) for o in self.ops], np.int64)
             onehot[np.arange(self.n_nodes), idx] = 1.0
             self._space_cache[key] = np.concatenate([onehot, self.static_raw.astype(np.float32)], axis=1)

@@ -142,7 +142,7 @@ def identity_absent(space: FeatureSpace, norm: Normaliser) -> tuple[Tensor, Tens
     what a node of an op the training data never had looks like once the normaliser pins its columns."""
     zero = norm.nodes(np.zeros((1, space.node_dim)))[0]
     ds = space.static_dim
-    return torch.from_numpy(zero[:len(space.ops) + 1]), torch.from_numpy(zero[ds:ds + len(space.primitives) + 1])
+    return torch.from_numpy(zero[:space.op_dim]), torch.from_numpy(zero[ds:ds + len(space.primitives) + 1])
 
 
 def drop_identity(batch: Batch, share: float, absent: tuple[Tensor, Tensor], gen: torch.Generator) -> Batch:
