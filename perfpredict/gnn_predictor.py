@@ -126,10 +126,10 @@ class GNNPredictor(PairwiseCostsMixin):
             return {"latency_ms": np.zeros(0), "peak_mem_bytes": np.zeros(0), "node_ms": np.zeros((0, n))}
         t = threads_of(device, threads)
         pf = plan_node_features(template, encode_plans(template, plans, self.space), self.space, device, t)
-        static, plan_mean, plan_std, log_prior, dev, edges = self._network_inputs(template, pf, device, t)
+        static, plan_mean, plan_std, log_prior, dev = self._network_inputs(pf, device, t)
         mem_x = torch.from_numpy(self.normaliser.memory(pf.memory))
         log_mem_prior = torch.from_numpy(np.log(np.maximum(pf.memory_prior, 1.0)).astype(np.float32))
-        ei = torch.from_numpy(edges)
+        ei = torch.from_numpy(template.edge_index)
         E = ei.shape[1]
         lat = np.zeros(P)
         mem = np.zeros(P)
@@ -157,44 +157,24 @@ class GNNPredictor(PairwiseCostsMixin):
                     node_ms[lo:hi] = (torch.exp(out.node_log_latency) * scale).double().numpy().reshape(c, n)
         return {"latency_ms": lat, "peak_mem_bytes": mem, "node_ms": node_ms if node_ms is not None else np.zeros(0)}
 
-    def _network_inputs(self, template: GraphTemplate, pf: Any, device: DeviceSpec, threads: int) -> tuple[Any, ...]:
+    def _network_inputs(self, pf: Any, device: DeviceSpec, threads: int) -> tuple[Any, ...]:
         """Standardised static rows [n, S], the plan features' mean and std (plan rows are standardised per
-        chunk), log node priors [P, n], the device row [1, D] of a featurised batch (features.PlanFeatures) and
-        the edges message passing uses (:meth:`_message_edges`)."""
+        chunk), log node priors [P, n] and the device row [1, D] of a featurised batch (features.PlanFeatures)."""
         assert self.normaliser is not None and self.space is not None
         norm = self.normaliser
         ds = self.space.static_dim
-        unseen = norm.unseen_columns(pf.static)
-        self._warn_unseen(unseen)
-        edges = self._message_edges(template, pf.static, unseen)
+        self._warn_unseen(pf.static)
         static = torch.from_numpy(((pf.static - norm.node_mean[:ds]) / norm.node_std[:ds]).astype(np.float32))
         log_prior = torch.from_numpy(np.log(pf.prior_ms).astype(np.float32))
         dev = torch.from_numpy(norm.device(device_vector(device, threads)))[None, :]
         return (static, norm.node_mean[ds:].astype(np.float32), norm.node_std[ds:].astype(np.float32), log_prior,
-                dev, edges)
+                dev)
 
-    def _message_edges(self, template: GraphTemplate, static: np.ndarray,
-                       unseen: np.ndarray | None = None) -> np.ndarray:
-        """The data-flow edges message passing uses: the template's, less every edge of a node whose op the
-        training data never had. Such a node keeps its own cost (from its category, shapes and prior), but its
-        embedding, built from columns training never moved, is kept from its neighbours: passed on, it biased
-        their costs (in leave-one-family-out checks, held-out efficientnet and densenet went from 9.4-15.8% to
-        4.9-10.0% MAPE with the cut, see the predictor issue's notes). ``unseen``: the normaliser's
-        ``unseen_columns(static)``, when the caller has it already."""
+    def _warn_unseen(self, static: np.ndarray) -> None:
+        """Warn when a graph has static columns (an op's one-hot) that never varied in the training data: the
+        normaliser pins them (:meth:`features.Normaliser.unseen_columns`), so the network leaves them out."""
         assert self.normaliser is not None and self.space is not None
-        if unseen is None:
-            unseen = self.normaliser.unseen_columns(static)
-        op_cols = unseen[unseen < self.space.op_dim]
-        if not op_cols.size:
-            return template.edge_index
-        isolated = (static[:, op_cols] != self.normaliser.node_mean[op_cols]).any(axis=1)
-        src, dst = template.edge_index
-        return template.edge_index[:, ~(isolated[src] | isolated[dst])]
-
-    def _warn_unseen(self, unseen: np.ndarray) -> None:
-        """Warn when a graph has static columns (an op's one-hot) that never varied in the training data
-        (``unseen``, from :meth:`features.Normaliser.unseen_columns`): the network leaves them out."""
-        assert self.space is not None
+        unseen = self.normaliser.unseen_columns(static)
         if unseen.size:
             names = self.space.column_names()
             cols = [names[i] for i in unseen]
@@ -226,12 +206,12 @@ class GNNPredictor(PairwiseCostsMixin):
         t = threads_of(device)
         pf = plan_node_features(template, encode_plans(template, [Plan({}), *plans], self.space), self.space, device,
                                 t)
-        static, plan_mean, plan_std, log_prior, dev, edges = self._network_inputs(template, pf, device, t)
+        static, plan_mean, plan_std, log_prior, dev = self._network_inputs(pf, device, t)
         changed = (pf.plan[1:] != pf.plan[:1]).any(-1) | (pf.prior_ms[1:] != pf.prior_ms[:1])  # [P, n]
         adj = _undirected_adjacency(template)
         inner = _within_hops(changed, adj, self.config.layers)
         region = _within_hops(inner, adj, self.config.layers)
-        src, dst = edges
+        src, dst = template.edge_index
         out = np.zeros(P)
         model = self.model
         model.eval()
@@ -240,7 +220,7 @@ class GNNPredictor(PairwiseCostsMixin):
         with torch_threads(self.torch_threads), torch.inference_mode():
             static_h = model.encode_static(static)
             dev_h = model.enc_device(dev)
-            ei = torch.from_numpy(edges)
+            ei = torch.from_numpy(template.edge_index)
             base_x = torch.from_numpy((pf.plan[0] - plan_mean) / plan_std)
             base_h = model.embed(static_h, base_x, dev_h.expand(n, -1), ei)  # [n, H]
             base_log = log_prior[0] + model.node_head(base_h).squeeze(-1)  # [n]
