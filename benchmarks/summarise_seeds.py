@@ -5,6 +5,10 @@ A single training per split moves with its seed (how the network extrapolates to
 on the initial weights and on the epoch early stopping keeps), so a headline figure should be a mean over seeds.
 The runs must share the measurement store (data hash) and the latency target; splits missing from any run are
 left out and named. A random split is drawn with each run's seed, so its row averages over held-out sets too.
+One seed's folds may come from several runs (folds run in parallel processes, each with its own ``--splits``);
+their splits must not overlap. The leave-one-family-out row is pooled here from the family folds of each seed,
+weighted by their number of records (exact for MAPE and the share within 10 %, which are means over records; rank
+correlations do not pool that way and are left out of it).
 
     .venv/bin/python benchmarks/summarise_seeds.py benchmarks/results/bench_predictor_xeon.json \
         benchmarks/results/bench_predictor_xeon_gnn_seed1.json --out benchmarks/results/bench_predictor_xeon_seeds
@@ -23,22 +27,50 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
+POOLED = "lofo (pooled)"  # bench_predictor's pooled row: not in runs of single folds, so pooled again here
+FAMILIES = "family folds (pooled, record-weighted)"
+
 METRICS = (("latency", "mape", "latency MAPE %"), ("latency", "within_10", "latency within 10 %"),
            ("latency", "kendall", "latency Kendall"), ("memory", "mape", "memory MAPE %"))
 
 
 def load_runs(paths: list[Path]) -> list[dict]:
-    """The runs' JSON, checked to be comparable: same store, same latency target, distinct seeds."""
+    """The runs' JSON, checked to be comparable (same store, same latency target) and merged per seed: one entry
+    per seed, in the order the seeds first appear, with the rows of all its runs and their commands."""
     runs = [json.loads(p.read_text()) for p in paths]
     for key in ("data_hash", "latency_stat"):
         values = {r["meta"][key] for r in runs}
         if len(values) > 1:
             raise SystemExit(f"summarise_seeds: the runs differ in {key} ({', '.join(sorted(map(str, values)))}); "
                              "only runs of the same store and target can be averaged")
-    seeds = [r["meta"]["seed"] for r in runs]
-    if len(set(seeds)) < len(seeds):
-        raise SystemExit(f"summarise_seeds: two runs share a seed ({seeds}); give runs of distinct seeds")
-    return runs
+    merged: dict[int, dict] = {}
+    for run in runs:
+        seed = run["meta"]["seed"]
+        into = merged.setdefault(seed, {"meta": {**run["meta"], "commands": []}, "rows": []})
+        done = {r["split"] for r in into["rows"]}
+        again = sorted({r["split"] for r in run["rows"]} & done)
+        if again:
+            raise SystemExit(f"summarise_seeds: two runs of seed {seed} both hold {', '.join(again)}; give each "
+                             "split once per seed")
+        into["rows"] += run["rows"]
+        into["meta"]["commands"].append(run["meta"].get("command"))
+    return list(merged.values())
+
+
+def pooled_families(table: dict[str, dict]) -> dict | None:
+    """The leave-one-family-out figures of one seed pooled from its ``family:*`` folds, weighted by records."""
+    folds = [m for split, m in table.items() if split.startswith("family:")]
+    if len(folds) < 2:
+        return None
+    out: dict[str, dict] = {}
+    for target in ("latency", "memory"):
+        n = np.array([m[target]["n"] or 0 for m in folds], float)
+        pooled = {"n": int(n.sum()), "kendall": None}
+        for key in ("mape", "within_10"):
+            vals = [m[target][key] for m in folds]
+            pooled[key] = None if any(v is None for v in vals) or not n.sum() else float(np.dot(n, vals) / n.sum())
+        out[target] = pooled
+    return out
 
 
 def split_key(name: str) -> str:
@@ -50,8 +82,12 @@ def split_key(name: str) -> str:
 
 def summarise(runs: list[dict], predictor: str) -> dict:
     """Per split (in the first run's order) and metric: the value at each seed, the mean, min and max."""
-    tables = [{split_key(r["split"]): r["metrics"] for r in run["rows"] if r["predictor"] == predictor}
-              for run in runs]
+    tables = [{split_key(r["split"]): r["metrics"] for r in run["rows"]
+               if r["predictor"] == predictor and r["split"] != POOLED} for run in runs]
+    for t in tables:
+        pooled = pooled_families(t)
+        if pooled:
+            t[FAMILIES] = pooled
     order = [s for s in tables[0] if all(s in t for t in tables)]
     missing = sorted({s for t in tables for s in t} - set(order))
     rows = []
@@ -66,7 +102,7 @@ def summarise(runs: list[dict], predictor: str) -> dict:
                                       "min": float(np.min(values)), "max": float(np.max(values))}
         rows.append(row)
     return {"predictor": predictor, "seeds": [r["meta"]["seed"] for r in runs],
-            "runs": [r["meta"].get("command") for r in runs], "data_hash": runs[0]["meta"]["data_hash"],
+            "runs": [c for r in runs for c in r["meta"]["commands"]], "data_hash": runs[0]["meta"]["data_hash"],
             "rows": rows, "missing_splits": missing}
 
 
@@ -95,7 +131,8 @@ def markdown(summary: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", type=Path, help="bench_predictor result JSON files, one per seed")
+    ap.add_argument("runs", nargs="+", type=Path,
+                    help="bench_predictor result JSON files (one or more per seed)")
     ap.add_argument("--predictor", default="gnn", help="predictor kind to summarise (default gnn)")
     ap.add_argument("--out", type=Path, help="output path without suffix (.json and .md are written)")
     args = ap.parse_args(argv)
