@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="maximum GNN epochs per training")
     ap.add_argument("--identity-dropout", type=float, default=0.0,
                     help="TrainOptions.identity_dropout for the GNN (default 0)")
-    ap.add_argument("--patience", type=int, default=None,
+    ap.add_argument("--patience", type=int, default=TrainOptions.patience,
                     help="GNN early-stopping patience in epochs (default 30)")
     ap.add_argument("--throughput-model", default="resnet18")
     ap.add_argument("--throughput-plans", type=int, default=2000)
@@ -228,8 +228,7 @@ def main(argv=None) -> int:
     data = resolve_dataset(args.data)
     samples = load_samples(data, progress=True, latency_stat=args.latency_stat, memory_method=args.memory_method)
     opts = TrainOptions(seed=args.seed, identity_dropout=args.identity_dropout,
-                        **({"epochs": args.epochs} if args.epochs else {}),
-                        **({"patience": args.patience} if args.patience else {}))
+                        patience=args.patience, **({"epochs": args.epochs} if args.epochs else {}))
     rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log)
     throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
                                                                 args.throughput_model, log)

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
 POOLED = "lofo (pooled)"  # bench_predictor's pooled row: not in runs of single folds, so pooled again here
 FAMILIES = "family folds (pooled, record-weighted)"
 

@@ -412,7 +412,9 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
         "test": evaluate(pred, sp.test) if sp.test.models else None,
         "training": pred.training,
         "command": _rebuild_command(data, out_dir, split, seed, epochs, samples.latency_stat,
-                                    memory_method, opts.identity_dropout, opts.patience),
+                                    memory_method, opts.identity_dropout,
+                                    # no patience: one of the whole schedule's length never stops early
+                                    opts.patience if opts.patience is not None else opts.epochs),
     }
     metrics = clean(metrics)
     pred.metrics = {"split": sp.name, "test": metrics["test"]}
@@ -426,7 +428,7 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
 
 def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: int, epochs: int | None,
                      latency_stat: str = "median", memory_method: str = "auto", identity_dropout: float = 0.0,
-                     patience: int | None = None) -> str:
+                     patience: int | None = TrainOptions.patience) -> str:
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
     cmd += f" --epochs {epochs}" if epochs else ""
     cmd += f" --patience {patience}" if patience != TrainOptions.patience else ""
