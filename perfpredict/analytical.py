@@ -277,6 +277,9 @@ register_traits("conv.onednn", KernelTraits(0.65, layout_eff={"NHWC": 0.9}))
 # datasets/xeon.db at 1 and 2 threads (benchmarks/bench_packed_conv.py), most in deep layers where reordering
 # the weights every call dominates
 register_traits("conv.onednn_packed", KernelTraits(0.85))
+# the same oneDNN convolution through oneDNN's C API: 2-3 us per call instead of ~30 (benchmarks/bench_dispatch.py);
+# not fitted, a prior only
+register_traits("conv.dnnl", KernelTraits(0.85, overhead_ms=0.003))
 register_traits("conv.native", KernelTraits(0.45, memory_eff=0.7, overhead_ms=0.005, depthwise_eff=0.05))
 register_traits("conv.im2col", KernelTraits(0.3, memory_eff=0.4, extra_traffic=_im2col_bytes, overhead_ms=0.01,
                                             depthwise_eff=0.1))

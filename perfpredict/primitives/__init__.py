@@ -8,6 +8,7 @@ __all__ = ["LAYOUTS", "PRECISIONS", "Primitive", "all_primitives", "candidates",
 
 # built-in conv / fully-connected implementations (importing registers them)
 from perfpredict.primitives import conv as _conv  # noqa: E402,F401
+from perfpredict.primitives import dnnl as _dnnl  # noqa: E402,F401
 from perfpredict.primitives import gemm as _gemm  # noqa: E402,F401
 from perfpredict.primitives import quantized as _quantized  # noqa: E402,F401
 # built-in non-conv implementations, "<op>.torch" (importing registers them)

@@ -26,6 +26,9 @@ a relu or clamp (``hardtanh``) fused as a oneDNN post-op. conv.onednn reorders t
 call, which costs most in deep layers with few pixels and many channels. With packed weights oneDNN
 writes channels-last output whatever the input's format, so this primitive runs in NHWC only.
 
+A tenth, conv.dnnl (:mod:`perfpredict.primitives.dnnl`), runs the same oneDNN convolution through oneDNN's C
+API instead of torch, without torch's per-call overhead.
+
 Every kernel takes the logically-NCHW input in the layout's memory format and returns its output in the
 same format, with the bias added and ``ctx.fused_activation`` applied. Channel counts come from the
 weights (which may be pruned), geometry from the node. ``workspace_bytes`` is a call's peak of temporary

@@ -16,7 +16,7 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
 
 
 def test_every_cache_user_follows_it(monkeypatch, tmp_path):
-    from perfpredict.primitives import reference
+    from perfpredict.primitives import cbuild, reference
 
     monkeypatch.setenv("PERFPREDICT_CACHE", str(tmp_path))
-    assert reference._library_path("cc").parent == tmp_path
+    assert cbuild.library_path(reference.SOURCE, ["cc"]).parent == tmp_path

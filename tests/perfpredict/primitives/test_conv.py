@@ -15,9 +15,9 @@ from perfpredict.primitives.epilogue import parse_activation
 from perfpredict.runtime.kernel import BuildContext
 from tests.perfpredict.primitives.onnx_layers import conv_layer, rel_err
 
-FP32_CONV = {"conv.onednn", "conv.onednn_packed", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1",
-             "conv.depthwise", "conv.reference"}
-GENERAL = {"conv.onednn", "conv.onednn_packed", "conv.native", "conv.im2col", "conv.reference"}
+FP32_CONV = {"conv.onednn", "conv.onednn_packed", "conv.dnnl", "conv.native", "conv.im2col", "conv.winograd",
+             "conv.fft", "conv.gemm1x1", "conv.depthwise", "conv.reference"}
+GENERAL = {"conv.onednn", "conv.onednn_packed", "conv.dnnl", "conv.native", "conv.im2col", "conv.reference"}
 
 # (id, conv_layer kwargs, the fp32 primitives that must apply, exactly)
 CASES = [
@@ -147,8 +147,9 @@ def test_workspace_bytes_reflect_the_algorithm():
 
 
 # (primitive, layout, conv_layer kwargs): dense 3x3, a stem with 3 input channels, 1x1 expansions, depthwise
-_WS_CASES = [(name, layout, kw) for name in ("conv.onednn", "conv.onednn_packed", "conv.im2col", "conv.winograd",
-                                             "conv.fft", "conv.native", "conv.depthwise", "conv.gemm1x1")
+_WS_CASES = [(name, layout, kw) for name in ("conv.onednn", "conv.onednn_packed", "conv.dnnl", "conv.im2col",
+                                             "conv.winograd", "conv.fft", "conv.native", "conv.depthwise",
+                                             "conv.gemm1x1")
              for layout in get_primitive(name).layouts
              for kw in (dict(cin=32, cout=32, hw=(24, 24)), dict(cin=3, cout=16, stride=(2, 2), hw=(48, 48)),
                         dict(cin=16, cout=64, k=1, pads=(0, 0, 0, 0), hw=(20, 20)),
@@ -217,21 +218,6 @@ def test_winograd_weight_transform_matches_definition():
 def test_bad_fused_activation_is_a_plan_error(spec):
     with pytest.raises(PlanError):
         parse_activation(spec)
-
-
-def test_reference_build_needs_a_compiler_and_caches_by_source_hash(monkeypatch, tmp_path):
-    from perfpredict.primitives import reference
-    monkeypatch.delenv("PERFPREDICT_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert reference.cache_dir() == tmp_path / "perfpredict"
-    compiler = reference.find_compiler()
-    target = reference._library_path(compiler)
-    assert target.parent == tmp_path / "perfpredict" and not target.exists()
-    reference._compile(compiler, target)
-    assert target.is_file() and list(target.parent.iterdir()) == [target]  # no temporary left behind
-    monkeypatch.setenv("CC", "no-such-c-compiler-for-perfpredict")
-    with pytest.raises(reference.CompilerError, match="C compiler"):
-        reference.find_compiler()
 
 
 def test_non_contiguous_weight_arrays_are_copied_in_c_order():

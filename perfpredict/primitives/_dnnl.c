@@ -1,0 +1,169 @@
+/* conv.dnnl: a 2-D convolution run by oneDNN through its C API, with nothing between Python and oneDNN but
+ * one ctypes call.
+ *
+ * pp_dnnl_conv_create builds, once, everything a call needs: the primitive for one input shape (channels-last
+ * source and destination, weights in the blocked format oneDNN picks, bias, an eltwise post-op), the weights
+ * reordered into that format, and memory objects for source and destination without data. pp_dnnl_conv_run
+ * then points those at the caller's buffers and executes. The scratchpad is the caller's too (user mode), so
+ * that the memory a call holds is allocated, and seen, by the caller's allocator.
+ *
+ * Errors are returned as dnnl_status_t values (0 is success); create reports its status through *status.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dnnl.h"
+
+typedef struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    dnnl_primitive_t conv;
+    dnnl_memory_t src, weights, bias, dst;
+    dnnl_memory_t scratch;
+    size_t scratch_bytes;
+} pp_dnnl_conv;
+
+#define TRY(call)                      \
+    do {                               \
+        st = (call);                   \
+        if (st != dnnl_success) goto fail; \
+    } while (0)
+
+void pp_dnnl_conv_destroy(pp_dnnl_conv *c) {
+    if (c == NULL) return;
+    if (c->conv) dnnl_primitive_destroy(c->conv);
+    if (c->src) dnnl_memory_destroy(c->src);
+    if (c->weights) dnnl_memory_destroy(c->weights);
+    if (c->bias) dnnl_memory_destroy(c->bias);
+    if (c->dst) dnnl_memory_destroy(c->dst);
+    if (c->scratch) dnnl_memory_destroy(c->scratch);
+    if (c->stream) dnnl_stream_destroy(c->stream);
+    if (c->engine) dnnl_engine_destroy(c->engine);
+    free(c);
+}
+
+/* shape: n, c, h, w (input), k, oh, ow (output); kernel kh, kw; stride sh, sw; pads top, left, bottom, right;
+ * dilation dh, dw (1 = dense); groups. weight: k x (c / groups) x kh x kw floats; bias: k floats or NULL.
+ * act: 0 none, 1 relu, 2 clip to [lo, hi]. */
+pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int ow, int kh, int kw, int sh,
+                                  int sw, int pt, int pl, int pb, int pr, int dh, int dw, int groups,
+                                  const float *weight, const float *bias, int act, float lo, float hi,
+                                  int *status) {
+    dnnl_status_t st = dnnl_success;
+    pp_dnnl_conv *cv = calloc(1, sizeof(*cv));
+    dnnl_memory_desc_t src_md = NULL, dst_md = NULL, w_any = NULL, w_plain = NULL, b_md = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t post = NULL;
+    dnnl_primitive_desc_t pd = NULL, reorder_pd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    dnnl_memory_t w_user = NULL;
+    if (cv == NULL) {
+        st = dnnl_out_of_memory;
+        goto fail;
+    }
+    TRY(dnnl_engine_create(&cv->engine, dnnl_cpu, 0));
+    TRY(dnnl_stream_create(&cv->stream, cv->engine, dnnl_stream_default_flags));
+
+    dnnl_dims_t src_dims = {n, c, h, w}, dst_dims = {n, k, oh, ow}, bias_dims = {k};
+    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, src_dims, dnnl_f32, dnnl_nhwc));
+    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dst_dims, dnnl_f32, dnnl_nhwc));
+    TRY(dnnl_memory_desc_create_with_tag(&b_md, 1, bias_dims, dnnl_f32, dnnl_a));
+    if (groups > 1) {
+        dnnl_dims_t wd = {groups, k / groups, c / groups, kh, kw};
+        TRY(dnnl_memory_desc_create_with_tag(&w_any, 5, wd, dnnl_f32, dnnl_format_tag_any));
+        TRY(dnnl_memory_desc_create_with_tag(&w_plain, 5, wd, dnnl_f32, dnnl_goihw));
+    } else {
+        dnnl_dims_t wd = {k, c, kh, kw};
+        TRY(dnnl_memory_desc_create_with_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
+        TRY(dnnl_memory_desc_create_with_tag(&w_plain, 4, wd, dnnl_f32, dnnl_oihw));
+    }
+
+    TRY(dnnl_primitive_attr_create(&attr));
+    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    if (act != 0) {
+        TRY(dnnl_post_ops_create(&post));
+        if (act == 1)
+            TRY(dnnl_post_ops_append_eltwise(post, dnnl_eltwise_relu, 0.0f, 0.0f));
+        else
+            TRY(dnnl_post_ops_append_eltwise(post, dnnl_eltwise_clip, lo, hi));
+        TRY(dnnl_primitive_attr_set_post_ops(attr, post));
+    }
+
+    /* oneDNN's dilation counts the gaps between taps: 0 for a dense kernel */
+    dnnl_dims_t strides = {sh, sw}, dilation = {dh - 1, dw - 1}, pad_l = {pt, pl}, pad_r = {pb, pr};
+    TRY(dnnl_convolution_forward_primitive_desc_create(&pd, cv->engine, dnnl_forward_inference,
+                                                       dnnl_convolution_direct, src_md, w_any,
+                                                       bias ? b_md : NULL, dst_md, strides, dilation, pad_l,
+                                                       pad_r, attr));
+    TRY(dnnl_primitive_create(&cv->conv, pd));
+
+    const_dnnl_memory_desc_t w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const_dnnl_memory_desc_t scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    cv->scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
+    TRY(dnnl_memory_create(&cv->weights, w_md, cv->engine, DNNL_MEMORY_ALLOCATE));
+    if (cv->scratch_bytes > 0) TRY(dnnl_memory_create(&cv->scratch, scratch_md, cv->engine, DNNL_MEMORY_NONE));
+
+    /* the weights, reordered once into the primitive's format */
+    TRY(dnnl_memory_create(&w_user, w_plain, cv->engine, (void *)weight));
+    TRY(dnnl_reorder_primitive_desc_create(&reorder_pd, w_plain, cv->engine, w_md, cv->engine, NULL));
+    TRY(dnnl_primitive_create(&reorder, reorder_pd));
+    dnnl_exec_arg_t rargs[2] = {{DNNL_ARG_FROM, w_user}, {DNNL_ARG_TO, cv->weights}};
+    TRY(dnnl_primitive_execute(reorder, cv->stream, 2, rargs));
+    TRY(dnnl_stream_wait(cv->stream));
+
+    if (bias) {
+        void *data = NULL;
+        TRY(dnnl_memory_create(&cv->bias, b_md, cv->engine, DNNL_MEMORY_ALLOCATE));
+        TRY(dnnl_memory_get_data_handle(cv->bias, &data));
+        memcpy(data, bias, (size_t)k * sizeof(float));
+    }
+    TRY(dnnl_memory_create(&cv->src, src_md, cv->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&cv->dst, dst_md, cv->engine, DNNL_MEMORY_NONE));
+
+fail:
+    if (reorder) dnnl_primitive_destroy(reorder);
+    if (reorder_pd) dnnl_primitive_desc_destroy(reorder_pd);
+    if (w_user) dnnl_memory_destroy(w_user);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (post) dnnl_post_ops_destroy(post);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (src_md) dnnl_memory_desc_destroy(src_md);
+    if (dst_md) dnnl_memory_desc_destroy(dst_md);
+    if (b_md) dnnl_memory_desc_destroy(b_md);
+    if (w_any) dnnl_memory_desc_destroy(w_any);
+    if (w_plain) dnnl_memory_desc_destroy(w_plain);
+    *status = (int)st;
+    if (st != dnnl_success) {
+        pp_dnnl_conv_destroy(cv);
+        return NULL;
+    }
+    return cv;
+}
+
+/* bytes of scratchpad a call needs (the caller passes a buffer of at least this size to run) */
+size_t pp_dnnl_conv_scratch_bytes(const pp_dnnl_conv *c) { return c->scratch_bytes; }
+
+/* one convolution: src and dst are channels-last float buffers of the shapes given at create */
+int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch) {
+    dnnl_status_t st;
+    dnnl_exec_arg_t args[5];
+    int nargs = 0;
+    if ((st = dnnl_memory_set_data_handle(c->src, src)) != dnnl_success) return (int)st;
+    if ((st = dnnl_memory_set_data_handle(c->dst, dst)) != dnnl_success) return (int)st;
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, c->src};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, c->weights};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, c->dst};
+    if (c->bias) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->bias};
+    if (c->scratch) {
+        if ((st = dnnl_memory_set_data_handle(c->scratch, scratch)) != dnnl_success) return (int)st;
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, c->scratch};
+    }
+    if ((st = dnnl_primitive_execute(c->conv, c->stream, nargs, args)) != dnnl_success) return (int)st;
+    return (int)dnnl_stream_wait(c->stream);
+}
+
+/* oneDNN's version, for the record: major * 10000 + minor * 100 + patch */
+int pp_dnnl_version(void) {
+    const dnnl_version_t *v = dnnl_version();
+    return v->major * 10000 + v->minor * 100 + v->patch;
+}

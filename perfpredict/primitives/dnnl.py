@@ -1,0 +1,183 @@
+"""conv.dnnl: oneDNN's convolution called through oneDNN's own C API, not through torch.
+
+conv.onednn_packed runs the same oneDNN convolution through ``mkldnn::_convolution_pointwise``, and about
+25 us of every call there is torch's and ideep's bookkeeping around 2-3 us of oneDNN work on small layers
+(benchmarks/bench_dispatch.py). Here ``_dnnl.c`` builds the primitive once per input shape, when the kernel is
+built (channels-last source and destination, weights reordered into the blocked format oneDNN picks, bias, a
+relu or clip post-op, asymmetric pads natively), and each call is one ctypes call that points the primitive
+at the input and output buffers and executes it.
+
+oneDNN comes from the ``onednn-cpu-gomp`` wheel (headers from ``onednn-devel-cpu-gomp``), built for GNU
+OpenMP: in a process that has imported torch it shares torch's libgomp, so both run on one thread pool and
+``torch.set_num_threads`` governs both. ``_dnnl.c`` is compiled on first use by
+:mod:`perfpredict.primitives.cbuild` and cached. The per-call scratchpad is allocated by torch, so torch's
+allocator sees it as it does for the other oneDNN primitives.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import weakref
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from perfpredict.errors import PerfPredictError, PlanError
+from perfpredict.graph import Node
+from perfpredict.primitives.cbuild import load_library
+from perfpredict.primitives.conv import (ConvGeometry, _check_layout, _onednn_applies, _onednn_scratch, _post_op,
+                                         conv_weights)
+from perfpredict.primitives.epilogue import parse_activation
+from perfpredict.primitives.registry import Primitive, register
+from perfpredict.runtime.kernel import BuildContext, Kernel
+
+SOURCE = Path(__file__).with_name("_dnnl.c")
+CFLAGS: tuple[str, ...] = ("-O2", "-std=c99", "-fPIC", "-shared")
+DISTRIBUTIONS = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp")
+"""The wheels that provide oneDNN's library and its headers."""
+
+_ACTIVATIONS = {"none": 0, "relu": 1, "hardtanh": 2}
+_STATUS = {1: "out of memory", 2: "invalid arguments", 3: "unimplemented", 5: "runtime error",
+           6: "not required"}
+
+
+class DnnlUnavailable(PerfPredictError):
+    """oneDNN's library or headers are not installed where conv.dnnl looks for them."""
+
+
+def _installed_file(distribution: str, name: str) -> Path:
+    try:
+        files = metadata.distribution(distribution).files or []
+    except metadata.PackageNotFoundError:
+        raise DnnlUnavailable(f"conv.dnnl needs the '{distribution}' package, which is not installed; "
+                              f"pip install {' '.join(f'{d}==2023.2.0' for d in DISTRIBUTIONS)}") from None
+    found = sorted((Path(str(f.locate())).resolve() for f in files if f.name == name), key=lambda p: len(p.parts))
+    for path in found:  # the shortest: include/dnnl.h, not include/oneapi/dnnl/dnnl.h
+        if path.is_file():
+            return path
+    raise DnnlUnavailable(f"conv.dnnl: '{distribution}' is installed but holds no {name}; reinstall it")
+
+
+@lru_cache(maxsize=1)
+def dnnl_paths() -> tuple[Path, Path]:
+    """(the directory holding ``dnnl.h``, the path of ``libdnnl.so.3``) of the installed oneDNN wheels."""
+    return (_installed_file("onednn-devel-cpu-gomp", "dnnl.h").parent,
+            _installed_file("onednn-cpu-gomp", "libdnnl.so.3"))
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    """``_dnnl.c`` compiled against the installed oneDNN and loaded (once per process)."""
+    include, lib_path = dnnl_paths()
+    lib = load_library(SOURCE, (*CFLAGS, f"-I{include}"),
+                       link=(str(lib_path), f"-Wl,-rpath,{lib_path.parent}"), purpose="conv.dnnl")
+    i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    lib.pp_dnnl_conv_create.argtypes = [i] * 18 + [p, p, i, f, f, ctypes.POINTER(i)]
+    lib.pp_dnnl_conv_create.restype = p
+    lib.pp_dnnl_conv_run.argtypes = [p, p, p, p]
+    lib.pp_dnnl_conv_run.restype = i
+    lib.pp_dnnl_conv_scratch_bytes.argtypes = [p]
+    lib.pp_dnnl_conv_scratch_bytes.restype = ctypes.c_size_t
+    lib.pp_dnnl_conv_destroy.argtypes = [p]
+    lib.pp_dnnl_conv_destroy.restype = None
+    lib.pp_dnnl_version.restype = i
+    return lib
+
+
+def dnnl_version() -> str:
+    """The version of the oneDNN library conv.dnnl runs on, e.g. ``3.2.0``."""
+    v = library().pp_dnnl_version()
+    return f"{v // 10000}.{v // 100 % 100}.{v % 100}"
+
+
+def _status(code: int) -> str:
+    return _STATUS.get(code, f"status {code}")
+
+
+class _Primitive:
+    """One created oneDNN convolution (for one input shape); destroyed with this object."""
+
+    def __init__(self, node: Node, geo: ConvGeometry, x_shape: tuple[int, ...], w: np.ndarray,
+                 b: np.ndarray | None, act: int, lo: float, hi: float) -> None:
+        lib = library()
+        n, c, h, wd = x_shape
+        oh, ow = geo.out_hw(h, wd)
+        (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
+        pt, pl, pb, pr = geo.pads
+        status = ctypes.c_int(0)
+        handle = lib.pp_dnnl_conv_create(n, c, h, wd, geo.out_channels, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr,
+                                         dh, dw, geo.groups, w.ctypes.data, None if b is None else b.ctypes.data,
+                                         act, lo, hi, ctypes.byref(status))
+        if not handle:
+            raise PlanError(f"conv.dnnl cannot run node '{node.name}' on input {list(x_shape)}: oneDNN says "
+                            f"{_status(status.value)}")
+        self.handle = handle
+        self.out_shape = (n, geo.out_channels, oh, ow)
+        self.scratch_bytes = int(lib.pp_dnnl_conv_scratch_bytes(handle))
+        self._finalizer = weakref.finalize(self, lib.pp_dnnl_conv_destroy, handle)
+
+
+def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
+    _check_layout("conv.dnnl", ctx, ("NHWC",))
+    run = library().pp_dnnl_conv_run
+    w, b = conv_weights(weights)
+    geo = ConvGeometry.of(node, tuple(w.shape))
+    kind, scalars, rest = _post_op(parse_activation(ctx.fused_activation))
+    lo, hi = (scalars + [0.0, 0.0])[:2]
+    w_np = np.ascontiguousarray(w.numpy(), dtype=np.float32)
+    b_np = None if b is None else np.ascontiguousarray(b.numpy(), dtype=np.float32)
+    act = _ACTIVATIONS[kind]
+    prims: dict[tuple[int, ...], _Primitive] = {}
+
+    def primitive(shape: tuple[int, ...]) -> _Primitive:
+        p = prims.get(shape)
+        if p is None:
+            if len(shape) != 4 or shape[1] != geo.in_channels:  # the weights fix the channels: never read past them
+                raise PlanError(f"conv.dnnl node '{node.name}' takes (N, {geo.in_channels}, H, W) input, got "
+                                f"{list(shape)}")
+            p = prims[shape] = _Primitive(node, geo, shape, w_np, b_np, act, lo, hi)
+        return p
+
+    n, _, h, wd = node.in_shape
+    primitive((n, geo.in_channels, h, wd))  # the weights are reordered now, not on the first call
+    cl = torch.channels_last
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32:
+            raise PlanError(f"conv.dnnl takes float32 input, got {x.dtype}")
+        x = x.contiguous(memory_format=cl)
+        p = primitive(tuple(x.shape))
+        y = torch.empty(p.out_shape, memory_format=cl)
+        scratch = torch.empty(p.scratch_bytes, dtype=torch.uint8) if p.scratch_bytes else None
+        code = run(p.handle, x.data_ptr(), y.data_ptr(), None if scratch is None else scratch.data_ptr())
+        if code:
+            raise PlanError(f"conv.dnnl failed on node '{node.name}': oneDNN says {_status(code)}")
+        return rest.apply_(y)
+
+    return kernel
+
+
+def _ws_dnnl(node: Node, precision: str, layout: str) -> int:
+    # the weights are reordered once at build (deployed weights); a call adds oneDNN's scratchpad only (pads,
+    # asymmetric ones too, are oneDNN's own: no padded copy of the input). Its size, queried from oneDNN 3.2 at
+    # 2 threads (4 KiB less at 1): 12 KiB for dense convolutions, 8 KiB depthwise, none for other grouped ones
+    # and for spatial kernels on at most 4 input channels (the stems), which oneDNN runs another way
+    geo = ConvGeometry.of(node)
+    if geo.is_depthwise:
+        return 8 * 1024 + 128
+    if geo.groups > 1 or (geo.in_channels <= 4 and geo.kernel != (1, 1)):
+        return 0
+    return _onednn_scratch(geo)
+
+
+register(Primitive(
+    name="conv.dnnl", ops=("Conv",), layouts=("NHWC",), precisions=("fp32",), build=_build_dnnl,
+    applies=_onednn_applies, workspace_bytes=_ws_dnnl, rank=3,
+    description="oneDNN convolution through oneDNN's C API (one ctypes call per run, primitive and blocked "
+                "weights made once at build, relu/clamp post-op, asymmetric pads native); any 2-D conv"))
+
+__all__ = ["DISTRIBUTIONS", "DnnlUnavailable", "dnnl_paths", "dnnl_version", "library"]

@@ -1,0 +1,74 @@
+"""conv.dnnl: oneDNN through its C API (correctness against ONNX Runtime is in test_conv.py with the others)."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import numpy as np
+import pytest
+import torch
+
+from perfpredict.errors import PlanError
+from perfpredict.primitives import dnnl, get_primitive
+from perfpredict.runtime.kernel import BuildContext
+from tests.perfpredict.primitives.onnx_layers import conv_layer, rel_err
+
+
+def _nhwc(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+
+
+def test_it_runs_the_installed_onednn():
+    assert dnnl.dnnl_version().startswith("3.")
+    include, lib = dnnl.dnnl_paths()
+    assert (include / "dnnl.h").is_file() and lib.name == "libdnnl.so.3"
+
+
+@pytest.mark.parametrize("act,lo,hi", [("relu", 0.0, np.inf), ("relu6", 0.0, 6.0), ("clip:-0.5:0.25", -0.5, 0.25),
+                                       ("clip:-1:inf", -1.0, np.inf)])
+def test_fused_activations_match_a_clamp_after_the_convolution(act, lo, hi):
+    layer = conv_layer(cin=8, cout=16, stride=(2, 2), hw=(11, 11))
+    kernel = get_primitive("conv.dnnl").build(layer.node, layer.weights, BuildContext(layout="NHWC",
+                                                                                        fused_activation=act))
+    y = kernel(_nhwc(layer.x))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert rel_err(y.numpy(), np.clip(layer.expected, lo, hi)) <= 1e-5
+
+
+def test_an_input_of_another_shape_gets_its_own_primitive():
+    # built for batch 1 (the node's shape); a batch of 3 of the same images gives three equal outputs
+    layer = conv_layer(cin=16, cout=8, k=1, pads=(0, 0, 0, 0), hw=(6, 7))
+    kernel = get_primitive("conv.dnnl").build(layer.node, layer.weights, BuildContext(layout="NHWC"))
+    y1 = kernel(_nhwc(layer.x)).numpy()
+    y3 = kernel(_nhwc(np.concatenate([layer.x] * 3))).numpy()
+    assert y3.shape == (3, *y1.shape[1:])
+    for i in range(3):
+        np.testing.assert_allclose(y3[i], y1[0], rtol=1e-5, atol=1e-6)
+    assert rel_err(y1, layer.expected) <= 1e-5
+
+
+def test_bad_layout_precision_and_input_are_plan_errors():
+    layer = conv_layer(cin=4, cout=4, pads=(0, 0, 0, 0))
+    prim = get_primitive("conv.dnnl")
+    with pytest.raises(PlanError, match="runs in layouts"):
+        prim.build(layer.node, layer.weights, BuildContext(layout="NCHW"))
+    kernel = prim.build(layer.node, layer.weights, BuildContext(layout="NHWC"))
+    with pytest.raises(PlanError, match="float32 input"):
+        kernel(_nhwc(layer.x).double())
+    with pytest.raises(PlanError, match=r"takes \(N, 4, H, W\) input, got \[1, 5, 12, 12\]"):
+        kernel(_nhwc(np.zeros((1, 5, 12, 12), np.float32)))  # 5 input channels for weights of 4
+    with pytest.raises(PlanError, match="conv.dnnl cannot run node .* oneDNN says invalid arguments"):
+        kernel(_nhwc(np.zeros((1, 4, 1, 1), np.float32)))  # smaller than the unpadded 3x3 kernel
+
+
+def test_a_missing_onednn_wheel_names_the_package_to_install(monkeypatch):
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(dnnl.metadata, "distribution", missing)
+    dnnl.dnnl_paths.cache_clear()
+    try:
+        with pytest.raises(dnnl.DnnlUnavailable, match="pip install onednn-cpu-gomp==2023.2.0"):
+            dnnl.dnnl_paths()
+    finally:
+        dnnl.dnnl_paths.cache_clear()
