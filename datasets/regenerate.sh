@@ -4,6 +4,7 @@
 #
 #   datasets/regenerate.sh proxy   # datasets/proxy.db (AMD EPYC host, busy: ~60 minutes, OMP_WAIT_POLICY=PASSIVE)
 #   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~68 minutes)
+#   datasets/regenerate.sh xeon2   # datasets/xeon2.db (a second Intel Xeon host, quiet, with conv.dnnl: ~45 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -11,7 +12,8 @@ NAME=${1:-proxy}
 case "$NAME" in
   proxy) LAYERS=20400; LAYER_CAP=0.025; LAYER_MIN=34; export OMP_WAIT_POLICY=PASSIVE ;;  # the machine was shared
   xeon)  LAYERS=6634;  LAYER_CAP=0.05;  LAYER_MIN=14 ;;
-  *) echo "usage: $0 proxy|xeon" >&2; exit 2 ;;
+  xeon2) LAYERS=6000;  LAYER_CAP=0.05;  LAYER_MIN=12 ;;
+  *) echo "usage: $0 proxy|xeon|xeon2" >&2; exit 2 ;;
 esac
 WORK=${WORK:-/tmp/perfpredict-$NAME}
 mkdir -p "$WORK"
@@ -23,9 +25,17 @@ $PP profile layers --store "$S" --threads 1,2 --n-configs 1000 --n-variants-per-
     --json > "$WORK/layers.json"
 # the stores were measured when peak memory came from the resident set (--memory-method rss); xeon.db's figures
 # were then re-measured by torch's allocator (`profile memory`, below)
+if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the zoo at 224 px as well
+  $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
+      --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 15 --json > "$WORK/models.json"
+  $PP profile models --store "$S" --threads 2 --n-variants-per-family 2 --plans-per-model 12 --resolutions 224 \
+      --seed 2 --campaign models-224 --max-minutes 10 --json > "$WORK/models-224.json"
+  $PP profile noise --store "$S" --sample 200 --seed 0 --json > "$WORK/noise.json"
+else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"
 $PP profile noise --store "$S" --sample 300 --seed 0 --json > "$WORK/noise.json"
+fi
 if [ "$NAME" = xeon ]; then  # the second model campaign (other variants; plans with conv.onednn_packed)
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
       --resolutions 96,128 --seed 1 --stop-after 2800 --max-minutes 12 --memory-method rss --json > "$WORK/models-seed1.json"

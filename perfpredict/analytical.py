@@ -274,7 +274,7 @@ def traits_for(primitive: str) -> KernelTraits:
 # 7x7 stem): e.g. Winograd measured 1.1-1.35x and FFT 8-37x the time of oneDNN there, int8 0.25-0.9x.
 register_traits("conv.onednn", KernelTraits(0.65, layout_eff={"NHWC": 0.9}))
 # packed weights: on average 0.58-0.61x the time of conv.onednn in NHWC over the 315 conv configurations of
-# datasets/xeon.db at 1 and 2 threads (benchmarks/bench_packed_conv.py), most in deep layers where reordering
+# datasets/xeon.db at 1 and 2 threads (benchmarks/bench_conv_pair.py), most in deep layers where reordering
 # the weights every call dominates
 register_traits("conv.onednn_packed", KernelTraits(0.85))
 # the same oneDNN convolution through oneDNN's C API: 2-3 us per call instead of ~30 (benchmarks/bench_dispatch.py);
