@@ -148,7 +148,20 @@ def test_plan_latencies_run_locally_but_equal_whole_predictions(trained, model):
         trained.max_nodes_per_batch = 150_000
 
 
-def test_pairwise_costs_are_exact_for_single_and_pair_changes(trained):
+@pytest.fixture()
+def ungrouped(trained):
+    """The trained predictor with a pair term for every option (``pair_groups`` off), restored afterwards."""
+    trained.pair_groups = False
+    trained.__dict__.pop("_cost_cache", None)
+    try:
+        yield trained
+    finally:
+        trained.pair_groups = True
+        trained.__dict__.pop("_cost_cache", None)
+
+
+def test_pairwise_costs_are_exact_for_single_and_pair_changes(ungrouped):
+    trained = ungrouped
     g = zoo_graph("resnet")
     base = default_plan(g)
     convs = [n for n in g.nodes if n.op == "Conv"][:2]
@@ -174,6 +187,36 @@ def test_pairwise_costs_are_exact_for_single_and_pair_changes(trained):
     mem = trained.node_memory(g, DEVICE, opts)
     assert all(v.shape == (len(opts[k]),) and np.all(v >= 0) for k, v in mem.items())
     assert (a.name, b.name) in list(trained.cost_pairs(g))
+
+
+def test_options_that_differ_only_in_primitive_share_the_cheapest_ones_pair_term(trained, monkeypatch):
+    g = zoo_graph("resnet")
+    base = default_plan(g)
+    a, b = [n for n in g.nodes if n.op == "Conv"][:2]
+    nhwc = [Choice(p.name, "NHWC") for p in candidates(a, layout="NHWC", precision="fp32")]
+    assert len(nhwc) >= 3  # several primitives in one (layout, precision, prune) group
+    opts = {a.name: [base.choices[a.name]] + nhwc, b.name: [base.choices[b.name]] + nhwc}
+    costs = trained.node_costs(g, DEVICE, opts)
+    predicted = []
+    real = trained.plan_latencies
+    monkeypatch.setattr(trained, "plan_latencies", lambda tpl, plans, dev: predicted.append(len(plans))
+                        or real(tpl, plans, dev))
+    edge = trained.edge_costs(g, DEVICE, a.name, b.name, opts[a.name], opts[b.name])
+    assert edge.shape == (len(opts[a.name]), len(opts[b.name]))
+    assert sum(predicted) == 2 * 2  # the default and one NHWC representative on each side
+    np.testing.assert_allclose(edge[0, :], 0.0, atol=1e-6)  # exact at the default plan
+    rep_a = 1 + int(np.argmin(costs[a.name][1:]))  # the cheapest NHWC option represents the group
+    rep_b = 1 + int(np.argmin(costs[b.name][1:]))
+    for i in range(1, len(opts[a.name])):
+        np.testing.assert_array_equal(edge[i, :], edge[rep_a, :])
+    for j in range(1, len(opts[b.name])):
+        np.testing.assert_array_equal(edge[:, j], edge[:, rep_b])
+    total = trained.predict(g, [base], DEVICE).latency_ms[0]
+    both = trained.predict(g, [base.with_choice(a.name, opts[a.name][rep_a])
+                               .with_choice(b.name, opts[b.name][rep_b])], DEVICE).latency_ms[0]
+    shares = {a.name: costs[a.name][0], b.name: costs[b.name][0]}
+    got = (costs[a.name][rep_a] - shares[a.name]) + (costs[b.name][rep_b] - shares[b.name]) + edge[rep_a, rep_b]
+    assert got == pytest.approx(both - total, rel=1e-4, abs=1e-6)  # exact between representatives
 
 
 def test_ops_never_seen_in_training_warn_and_stay_finite(trained):
