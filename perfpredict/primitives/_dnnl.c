@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dnnl.h"
+#include "dnnl_debug.h"
 
 typedef struct {
     dnnl_engine_t engine;
@@ -161,6 +162,9 @@ int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch) {
     if ((st = dnnl_primitive_execute(c->conv, c->stream, nargs, args)) != dnnl_success) return (int)st;
     return (int)dnnl_stream_wait(c->stream);
 }
+
+/* oneDNN's name of a status code, e.g. "invalid_arguments" */
+const char *pp_dnnl_status(int status) { return dnnl_status2str((dnnl_status_t)status); }
 
 /* oneDNN's version, for the record: major * 10000 + minor * 100 + patch */
 int pp_dnnl_version(void) {

@@ -41,8 +41,6 @@ DISTRIBUTIONS = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp")
 """The wheels that provide oneDNN's library and its headers."""
 
 _ACTIVATIONS = {"none": 0, "relu": 1, "hardtanh": 2}
-_STATUS = {1: "out of memory", 2: "invalid arguments", 3: "unimplemented", 5: "runtime error",
-           6: "not required"}
 
 
 class DnnlUnavailable(PerfPredictError):
@@ -85,6 +83,8 @@ def library() -> ctypes.CDLL:
     lib.pp_dnnl_conv_destroy.argtypes = [p]
     lib.pp_dnnl_conv_destroy.restype = None
     lib.pp_dnnl_version.restype = i
+    lib.pp_dnnl_status.argtypes = [i]
+    lib.pp_dnnl_status.restype = ctypes.c_char_p
     return lib
 
 
@@ -95,7 +95,8 @@ def dnnl_version() -> str:
 
 
 def _status(code: int) -> str:
-    return _STATUS.get(code, f"status {code}")
+    """oneDNN's own name of a status code, in words ("invalid arguments")."""
+    return library().pp_dnnl_status(code).decode().replace("_", " ")
 
 
 class _Primitive:
