@@ -896,7 +896,7 @@ def sample_plans(graph: Graph, n_plans: int, rng: random.Random, *, threads: int
     """Up to ``n_plans`` distinct legal plans for ``graph``, in this order: ``default``; ``fast-fp32`` and
     ``fast-any`` (per node the fastest choice the layer records found at ``threads``, fp32 only / any
     precision; default where the configuration was not measured); ``int8`` and ``int8-nhwc`` (every node with an
-    int8 primitive at int8, in NCHW / in NHWC where the primitive has it); ``pruned-0.5`` (every prune group at
+    int8 primitive at int8, on the first-ranked one that runs in NCHW / in NHWC, else in its own layout); ``pruned-0.5`` (every prune group at
     ratio 0.5); ``nhwc``; then ``random`` plans
     (per node a uniformly drawn legal primitive/layout/precision, the C reference kernels only where
     predicted under ``max_node_ms``; each prune group pruned with probability 0.3 at 0.25 or 0.5) and
@@ -924,10 +924,11 @@ def sample_plans(graph: Graph, n_plans: int, rng: random.Random, *, threads: int
         for name, precs in (("fast-fp32", ("fp32",)), ("fast-any", ("fp32", "int8"))):
             ch = {n.name: fastest.best(n, threads, precs) or defaults[n.name] for n in graph.nodes}
             add(ch, name)
-    int8_prims = {n.name: next(iter(candidates(n, precision="int8")), None) for n in graph.nodes}
     for layout, name in (("NCHW", "int8"), ("NHWC", "int8-nhwc")):
+        prims = {n.name: next(iter(candidates(n, layout=layout, precision="int8") or
+                                   candidates(n, precision="int8")), None) for n in graph.nodes}
         add({n: Choice(p.name, layout if layout in p.layouts else p.layouts[0], "int8") if p else defaults[n]
-             for n, p in int8_prims.items()}, name)
+             for n, p in prims.items()}, name)
     if groups:
         add({**defaults, **{m: replace(defaults[m], prune=0.5) for g in groups for m in g.members}}, "pruned-0.5")
     nhwc = {}

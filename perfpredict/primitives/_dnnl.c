@@ -1,5 +1,5 @@
-/* conv.dnnl: a 2-D convolution run by oneDNN through its C API, with nothing between Python and oneDNN but
- * one ctypes call.
+/* conv.dnnl and conv.dnnl_int8: a 2-D convolution run by oneDNN through its C API, with nothing between
+ * Python and oneDNN but one ctypes call.
  *
  * pp_dnnl_conv_create builds, once, everything a call needs: the primitive for one input shape (channels-last
  * source and destination, weights in the blocked format oneDNN picks, bias, an eltwise post-op), the weights
@@ -7,13 +7,27 @@
  * then points those at the caller's buffers and executes. The scratchpad is the caller's too (user mode), so
  * that the memory a call holds is allocated, and seen, by the caller's allocator.
  *
+ * At int8 (a non-NULL pp_dnnl_quant) source and destination are u8 with a per-tensor scale and zero point, the
+ * weights s8 with one scale per output channel, the bias f32: oneDNN computes
+ *   dst_f32 = post_ops(src_scale * w_scale[oc] * sum((src - src_zp) * w) + bias)
+ *   dst = saturate_u8(round(dst_f32 / dst_scale) + dst_zp)
+ * with the weights' and destination's scales and zero point fixed at create and the source's given with each
+ * call (they live in the struct; the primitive reads them through memory objects when it executes).
+ *
  * Errors are returned as dnnl_status_t values (0 is success); create reports its status through *status.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dnnl.h"
 #include "dnnl_debug.h"
+
+typedef struct {
+    float src_scale, dst_scale;
+    int32_t src_zp, dst_zp;
+    const float *w_scales; /* k floats, one per output channel */
+} pp_dnnl_quant;
 
 typedef struct {
     dnnl_engine_t engine;
@@ -22,6 +36,12 @@ typedef struct {
     dnnl_memory_t src, weights, bias, dst;
     dnnl_memory_t scratch;
     size_t scratch_bytes;
+    /* int8 only: the quantisation parameters and the memory objects that show them to the primitive */
+    int int8;
+    float src_scale, dst_scale;
+    int32_t src_zp, dst_zp;
+    float *w_scales;
+    dnnl_memory_t m_src_scale, m_w_scales, m_dst_scale, m_src_zp, m_dst_zp;
 } pp_dnnl_conv;
 
 #define TRY(call)                      \
@@ -38,18 +58,36 @@ void pp_dnnl_conv_destroy(pp_dnnl_conv *c) {
     if (c->bias) dnnl_memory_destroy(c->bias);
     if (c->dst) dnnl_memory_destroy(c->dst);
     if (c->scratch) dnnl_memory_destroy(c->scratch);
+    if (c->m_src_scale) dnnl_memory_destroy(c->m_src_scale);
+    if (c->m_w_scales) dnnl_memory_destroy(c->m_w_scales);
+    if (c->m_dst_scale) dnnl_memory_destroy(c->m_dst_scale);
+    if (c->m_src_zp) dnnl_memory_destroy(c->m_src_zp);
+    if (c->m_dst_zp) dnnl_memory_destroy(c->m_dst_zp);
+    free(c->w_scales);
     if (c->stream) dnnl_stream_destroy(c->stream);
     if (c->engine) dnnl_engine_destroy(c->engine);
     free(c);
 }
 
+/* a memory object of `count` values of type dt at `data` (the caller keeps `data` alive) */
+static dnnl_status_t vector_memory(dnnl_memory_t *m, dnnl_engine_t engine, int count, dnnl_data_type_t dt,
+                                   void *data) {
+    dnnl_memory_desc_t md = NULL;
+    dnnl_dims_t dims = {count};
+    dnnl_status_t st = dnnl_memory_desc_create_with_tag(&md, 1, dims, dt, dnnl_a);
+    if (st == dnnl_success) st = dnnl_memory_create(m, md, engine, data);
+    if (md) dnnl_memory_desc_destroy(md);
+    return st;
+}
+
 /* shape: n, c, h, w (input), k, oh, ow (output); kernel kh, kw; stride sh, sw; pads top, left, bottom, right;
- * dilation dh, dw (1 = dense); groups. weight: k x (c / groups) x kh x kw floats; bias: k floats or NULL.
- * act: 0 none, 1 relu, 2 clip to [lo, hi]. */
+ * dilation dh, dw (1 = dense); groups. weight: k x (c / groups) x kh x kw values, floats (fp32) or int8 (when
+ * q is not NULL); bias: k floats or NULL. act: 0 none, 1 relu, 2 clip to [lo, hi]. q: NULL for fp32, else the
+ * int8 quantisation parameters. */
 pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int ow, int kh, int kw, int sh,
                                   int sw, int pt, int pl, int pb, int pr, int dh, int dw, int groups,
-                                  const float *weight, const float *bias, int act, float lo, float hi,
-                                  int *status) {
+                                  const void *weight, const float *bias, int act, float lo, float hi,
+                                  const pp_dnnl_quant *q, int *status) {
     dnnl_status_t st = dnnl_success;
     pp_dnnl_conv *cv = calloc(1, sizeof(*cv));
     dnnl_memory_desc_t src_md = NULL, dst_md = NULL, w_any = NULL, w_plain = NULL, b_md = NULL;
@@ -64,23 +102,48 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
     }
     TRY(dnnl_engine_create(&cv->engine, dnnl_cpu, 0));
     TRY(dnnl_stream_create(&cv->stream, cv->engine, dnnl_stream_default_flags));
+    cv->int8 = q != NULL;
+    dnnl_data_type_t act_dt = q ? dnnl_u8 : dnnl_f32, w_dt = q ? dnnl_s8 : dnnl_f32;
 
     dnnl_dims_t src_dims = {n, c, h, w}, dst_dims = {n, k, oh, ow}, bias_dims = {k};
-    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, src_dims, dnnl_f32, dnnl_nhwc));
-    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dst_dims, dnnl_f32, dnnl_nhwc));
+    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, src_dims, act_dt, dnnl_nhwc));
+    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dst_dims, act_dt, dnnl_nhwc));
     TRY(dnnl_memory_desc_create_with_tag(&b_md, 1, bias_dims, dnnl_f32, dnnl_a));
     if (groups > 1) {
         dnnl_dims_t wd = {groups, k / groups, c / groups, kh, kw};
-        TRY(dnnl_memory_desc_create_with_tag(&w_any, 5, wd, dnnl_f32, dnnl_format_tag_any));
-        TRY(dnnl_memory_desc_create_with_tag(&w_plain, 5, wd, dnnl_f32, dnnl_goihw));
+        TRY(dnnl_memory_desc_create_with_tag(&w_any, 5, wd, w_dt, dnnl_format_tag_any));
+        TRY(dnnl_memory_desc_create_with_tag(&w_plain, 5, wd, w_dt, dnnl_goihw));
     } else {
         dnnl_dims_t wd = {k, c, kh, kw};
-        TRY(dnnl_memory_desc_create_with_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
-        TRY(dnnl_memory_desc_create_with_tag(&w_plain, 4, wd, dnnl_f32, dnnl_oihw));
+        TRY(dnnl_memory_desc_create_with_tag(&w_any, 4, wd, w_dt, dnnl_format_tag_any));
+        TRY(dnnl_memory_desc_create_with_tag(&w_plain, 4, wd, w_dt, dnnl_oihw));
     }
 
     TRY(dnnl_primitive_attr_create(&attr));
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    if (q) {
+        cv->src_scale = q->src_scale;
+        cv->dst_scale = q->dst_scale;
+        cv->src_zp = q->src_zp;
+        cv->dst_zp = q->dst_zp;
+        cv->w_scales = malloc((size_t)k * sizeof(float));
+        if (cv->w_scales == NULL) {
+            st = dnnl_out_of_memory;
+            goto fail;
+        }
+        memcpy(cv->w_scales, q->w_scales, (size_t)k * sizeof(float));
+        /* per output channel: dimension 0 of plain weights, dimensions 0 and 1 (groups, k / groups) of grouped */
+        TRY(dnnl_primitive_attr_set_scales_mask(attr, DNNL_ARG_SRC, 0));
+        TRY(dnnl_primitive_attr_set_scales_mask(attr, DNNL_ARG_WEIGHTS, groups > 1 ? 3 : 1));
+        TRY(dnnl_primitive_attr_set_scales_mask(attr, DNNL_ARG_DST, 0));
+        TRY(dnnl_primitive_attr_set_zero_points_mask(attr, DNNL_ARG_SRC, 0));
+        TRY(dnnl_primitive_attr_set_zero_points_mask(attr, DNNL_ARG_DST, 0));
+        TRY(vector_memory(&cv->m_src_scale, cv->engine, 1, dnnl_f32, &cv->src_scale));
+        TRY(vector_memory(&cv->m_dst_scale, cv->engine, 1, dnnl_f32, &cv->dst_scale));
+        TRY(vector_memory(&cv->m_w_scales, cv->engine, k, dnnl_f32, cv->w_scales));
+        TRY(vector_memory(&cv->m_src_zp, cv->engine, 1, dnnl_s32, &cv->src_zp));
+        TRY(vector_memory(&cv->m_dst_zp, cv->engine, 1, dnnl_s32, &cv->dst_zp));
+    }
     if (act != 0) {
         TRY(dnnl_post_ops_create(&post));
         if (act == 1)
@@ -144,10 +207,11 @@ fail:
 /* bytes of scratchpad a call needs (the caller passes a buffer of at least this size to run) */
 size_t pp_dnnl_conv_scratch_bytes(const pp_dnnl_conv *c) { return c->scratch_bytes; }
 
-/* one convolution: src and dst are channels-last float buffers of the shapes given at create */
-int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch) {
+/* one convolution: src and dst are channels-last buffers (float, or u8 at int8) of the shapes given at create;
+ * src_scale and src_zp quantise src at int8 (ignored at fp32) */
+int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float src_scale, int src_zp) {
     dnnl_status_t st;
-    dnnl_exec_arg_t args[5];
+    dnnl_exec_arg_t args[10];
     int nargs = 0;
     if ((st = dnnl_memory_set_data_handle(c->src, src)) != dnnl_success) return (int)st;
     if ((st = dnnl_memory_set_data_handle(c->dst, dst)) != dnnl_success) return (int)st;
@@ -158,6 +222,15 @@ int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch) {
     if (c->scratch) {
         if ((st = dnnl_memory_set_data_handle(c->scratch, scratch)) != dnnl_success) return (int)st;
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, c->scratch};
+    }
+    if (c->int8) {
+        c->src_scale = src_scale;
+        c->src_zp = src_zp;
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, c->m_src_scale};
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, c->m_w_scales};
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, c->m_dst_scale};
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, c->m_src_zp};
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, c->m_dst_zp};
     }
     if ((st = dnnl_primitive_execute(c->conv, c->stream, nargs, args)) != dnnl_success) return (int)st;
     return (int)dnnl_stream_wait(c->stream);
@@ -170,4 +243,14 @@ const char *pp_dnnl_status(int status) { return dnnl_status2str((dnnl_status_t)s
 int pp_dnnl_version(void) {
     const dnnl_version_t *v = dnnl_version();
     return v->major * 10000 + v->minor * 100 + v->patch;
+}
+
+/* the name of the implementation oneDNN chose for a created convolution, e.g. "brg:avx512_core_amx" */
+const char *pp_dnnl_conv_impl(const pp_dnnl_conv *c) {
+    const_dnnl_primitive_desc_t pd = NULL;
+    const char *name = NULL;
+    if (dnnl_primitive_get_primitive_desc(c->conv, &pd) != dnnl_success) return "unknown";
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) != dnnl_success || name == NULL)
+        return "unknown";
+    return name;
 }

@@ -27,7 +27,7 @@ call, which costs most in deep layers with few pixels and many channels. With pa
 writes channels-last output whatever the input's format, so this primitive runs in NHWC only.
 
 A tenth, conv.dnnl (:mod:`perfpredict.primitives.dnnl`), runs the same oneDNN convolution through oneDNN's C
-API instead of torch, without torch's per-call overhead.
+API instead of torch, without torch's per-call overhead; its int8 twin, conv.dnnl_int8, lives there too.
 
 Every kernel takes the logically-NCHW input in the layout's memory format and returns its output in the
 same format, with the bias added and ``ctx.fused_activation`` applied. Channel counts come from the

@@ -1,4 +1,4 @@
-"""conv.dnnl: oneDNN's convolution called through oneDNN's own C API, not through torch.
+"""conv.dnnl and conv.dnnl_int8: oneDNN's convolution called through oneDNN's own C API, not through torch.
 
 conv.onednn_packed runs the same oneDNN convolution through ``mkldnn::_convolution_pointwise``, and about
 25 us of every call there is torch's and ideep's bookkeeping around 2-3 us of oneDNN work on small layers
@@ -12,6 +12,13 @@ OpenMP: in a process that has imported torch it shares torch's libgomp, so both 
 ``torch.set_num_threads`` governs both. ``_dnnl.c`` is compiled on first use by
 :mod:`perfpredict.primitives.cbuild` and cached. The per-call scratchpad is allocated by torch, so torch's
 allocator sees it as it does for the other oneDNN primitives.
+
+conv.dnnl_int8 is the same call at int8, in the runtime's quantisation scheme (that of conv.int8, so the two
+mix in one plan): quint8 activations with the calibrated per-tensor scale and zero point of its input and
+output, weights quantised per output channel to symmetric qint8, the bias in float. oneDNN runs u8 x s8 on
+the CPU's int8 instructions (AMX or VNNI where present, :func:`conv_impl` names the kernel it picked), with
+the relu or clip applied in float before the output is requantised. Unlike fbgemm it has fast depthwise
+kernels for any channel count, and takes asymmetric pads.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import weakref
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -32,8 +39,9 @@ from perfpredict.primitives.cbuild import load_library
 from perfpredict.primitives.conv import (ConvGeometry, _check_layout, _onednn_applies, _onednn_scratch, _post_op,
                                          conv_weights)
 from perfpredict.primitives.epilogue import parse_activation
+from perfpredict.primitives.quantized import quantize_weight_per_channel
 from perfpredict.primitives.registry import Primitive, register
-from perfpredict.runtime.kernel import BuildContext, Kernel
+from perfpredict.runtime.kernel import BuildContext, Kernel, QParams
 
 SOURCE = Path(__file__).with_name("_dnnl.c")
 CFLAGS: tuple[str, ...] = ("-O2", "-std=c99", "-fPIC", "-shared")
@@ -74,9 +82,11 @@ def library() -> ctypes.CDLL:
     lib = load_library(SOURCE, (*CFLAGS, f"-I{include}"),
                        link=(str(lib_path), f"-Wl,-rpath,{lib_path.parent}"), purpose="conv.dnnl")
     i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-    lib.pp_dnnl_conv_create.argtypes = [i] * 18 + [p, p, i, f, f, ctypes.POINTER(i)]
+    lib.pp_dnnl_conv_create.argtypes = [i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), ctypes.POINTER(i)]
     lib.pp_dnnl_conv_create.restype = p
-    lib.pp_dnnl_conv_run.argtypes = [p, p, p, p]
+    lib.pp_dnnl_conv_impl.argtypes = [p]
+    lib.pp_dnnl_conv_impl.restype = ctypes.c_char_p
+    lib.pp_dnnl_conv_run.argtypes = [p, p, p, p, f, i]
     lib.pp_dnnl_conv_run.restype = i
     lib.pp_dnnl_conv_scratch_bytes.argtypes = [p]
     lib.pp_dnnl_conv_scratch_bytes.restype = ctypes.c_size_t
@@ -99,11 +109,20 @@ def _status(code: int) -> str:
     return library().pp_dnnl_status(code).decode().replace("_", " ")
 
 
+class _Quant(ctypes.Structure):
+    """``pp_dnnl_quant``: an int8 convolution's scales and zero points."""
+
+    _fields_ = [("src_scale", ctypes.c_float), ("dst_scale", ctypes.c_float), ("src_zp", ctypes.c_int32),
+                ("dst_zp", ctypes.c_int32), ("w_scales", ctypes.c_void_p)]
+
+
 class _Primitive:
-    """One created oneDNN convolution (for one input shape); destroyed with this object."""
+    """One created oneDNN convolution (for one input shape); destroyed with this object.
+
+    ``w`` holds float32 weights, or int8 ones when ``quant`` (the int8 scales and zero points) is given."""
 
     def __init__(self, node: Node, geo: ConvGeometry, x_shape: tuple[int, ...], w: np.ndarray,
-                 b: np.ndarray | None, act: int, lo: float, hi: float) -> None:
+                 b: np.ndarray | None, act: int, lo: float, hi: float, quant: _Quant | None = None) -> None:
         lib = library()
         n, c, h, wd = x_shape
         oh, ow = geo.out_hw(h, wd)
@@ -112,19 +131,49 @@ class _Primitive:
         status = ctypes.c_int(0)
         handle = lib.pp_dnnl_conv_create(n, c, h, wd, geo.out_channels, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr,
                                          dh, dw, geo.groups, w.ctypes.data, None if b is None else b.ctypes.data,
-                                         act, lo, hi, ctypes.byref(status))
+                                         act, lo, hi, None if quant is None else ctypes.byref(quant),
+                                         ctypes.byref(status))
         if not handle:
             raise PlanError(f"conv.dnnl cannot run node '{node.name}' on input {list(x_shape)}: oneDNN says "
                             f"{_status(status.value)}")
         self.handle = handle
         self.out_shape = (n, geo.out_channels, oh, ow)
         self.scratch_bytes = int(lib.pp_dnnl_conv_scratch_bytes(handle))
+        self.impl = lib.pp_dnnl_conv_impl(handle).decode()
         self._finalizer = weakref.finalize(self, lib.pp_dnnl_conv_destroy, handle)
+
+
+def _primitives(name: str, node: Node, geo: ConvGeometry,
+                make: Callable[[tuple[int, ...]], _Primitive]) -> Callable[[tuple[int, ...]], _Primitive]:
+    """A per-input-shape cache of primitives made by ``make(shape)``, checked against the weights' channels;
+    the node's own input shape is made now, so the weights are reordered at build, not on the first call."""
+    prims: dict[tuple[int, ...], _Primitive] = {}
+
+    def primitive(shape: tuple[int, ...]) -> _Primitive:
+        p = prims.get(shape)
+        if p is None:
+            if len(shape) != 4 or shape[1] != geo.in_channels:  # the weights fix the channels: never read past them
+                raise PlanError(f"{name} node '{node.name}' takes (N, {geo.in_channels}, H, W) input, got "
+                                f"{list(shape)}")
+            p = prims[shape] = make(shape)
+        return p
+
+    n, _, h, wd = node.in_shape
+    primitive((n, geo.in_channels, h, wd))
+    return primitive
+
+
+def _execute(name: str, node: Node, p: _Primitive, x: torch.Tensor, y: torch.Tensor, x_scale: float = 1.0,
+             x_zp: int = 0) -> None:
+    scratch = torch.empty(p.scratch_bytes, dtype=torch.uint8) if p.scratch_bytes else None
+    code = library().pp_dnnl_conv_run(p.handle, x.data_ptr(), y.data_ptr(),
+                                      None if scratch is None else scratch.data_ptr(), x_scale, x_zp)
+    if code:
+        raise PlanError(f"{name} failed on node '{node.name}': oneDNN says {_status(code)}")
 
 
 def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
     _check_layout("conv.dnnl", ctx, ("NHWC",))
-    run = library().pp_dnnl_conv_run
     w, b = conv_weights(weights)
     geo = ConvGeometry.of(node, tuple(w.shape))
     kind, scalars, rest = _post_op(parse_activation(ctx.fused_activation))
@@ -132,19 +181,11 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
     w_np = np.ascontiguousarray(w.numpy(), dtype=np.float32)
     b_np = None if b is None else np.ascontiguousarray(b.numpy(), dtype=np.float32)
     act = _ACTIVATIONS[kind]
-    prims: dict[tuple[int, ...], _Primitive] = {}
 
-    def primitive(shape: tuple[int, ...]) -> _Primitive:
-        p = prims.get(shape)
-        if p is None:
-            if len(shape) != 4 or shape[1] != geo.in_channels:  # the weights fix the channels: never read past them
-                raise PlanError(f"conv.dnnl node '{node.name}' takes (N, {geo.in_channels}, H, W) input, got "
-                                f"{list(shape)}")
-            p = prims[shape] = _Primitive(node, geo, shape, w_np, b_np, act, lo, hi)
-        return p
+    def fp32(shape: tuple[int, ...]) -> _Primitive:
+        return _Primitive(node, geo, shape, w_np, b_np, act, lo, hi)
 
-    n, _, h, wd = node.in_shape
-    primitive((n, geo.in_channels, h, wd))  # the weights are reordered now, not on the first call
+    primitive = _primitives("conv.dnnl", node, geo, fp32)
     cl = torch.channels_last
 
     def kernel(x: torch.Tensor) -> torch.Tensor:
@@ -153,13 +194,77 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
         x = x.contiguous(memory_format=cl)
         p = primitive(tuple(x.shape))
         y = torch.empty(p.out_shape, memory_format=cl)
-        scratch = torch.empty(p.scratch_bytes, dtype=torch.uint8) if p.scratch_bytes else None
-        code = run(p.handle, x.data_ptr(), y.data_ptr(), None if scratch is None else scratch.data_ptr())
-        if code:
-            raise PlanError(f"conv.dnnl failed on node '{node.name}': oneDNN says {_status(code)}")
+        _execute("conv.dnnl", node, p, x, y)
         return rest.apply_(y)
 
     return kernel
+
+
+def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
+    if ctx.layout != "NHWC" or ctx.precision != "int8":
+        raise PlanError(f"conv.dnnl_int8 runs in layouts ['NHWC'] at int8, not {ctx.layout} at {ctx.precision}")
+    if ctx.out_qparams is None:
+        raise PlanError(f"conv.dnnl_int8: node '{node.name}' needs calibrated output qparams (ctx.out_qparams)")
+    out_qp = ctx.out_qparams
+    in_qp = ctx.in_qparams[0] if ctx.in_qparams else QParams(1.0, 0)  # each call passes its input's own
+    w, b = conv_weights(weights)
+    geo = ConvGeometry.of(node, tuple(w.shape))
+    kind, scalars, rest = _post_op(parse_activation(ctx.fused_activation))
+    lo, hi = (scalars + [0.0, 0.0])[:2]
+    qw = quantize_weight_per_channel(w)
+    w_np = np.ascontiguousarray(qw.int_repr().numpy(), dtype=np.int8)
+    w_scales = np.ascontiguousarray(qw.q_per_channel_scales().numpy(), dtype=np.float32)
+    b_np = None if b is None else np.ascontiguousarray(b.numpy(), dtype=np.float32)
+    quant = _Quant(in_qp.scale, out_qp.scale, in_qp.zero_point, out_qp.zero_point, w_scales.ctypes.data)
+    act = _ACTIVATIONS[kind]
+    clamp = None if rest.is_identity else (None if rest.lo == -np.inf else rest.lo,
+                                            None if rest.hi == np.inf else rest.hi)
+
+    def int8(shape: tuple[int, ...]) -> _Primitive:
+        return _Primitive(node, geo, shape, w_np, b_np, act, lo, hi, quant)
+
+    primitive = _primitives("conv.dnnl_int8", node, geo, int8)
+    cl = torch.channels_last
+    scale, zp = float(out_qp.scale), int(out_qp.zero_point)
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.quint8:
+            raise PlanError(f"conv.dnnl_int8 takes quint8 activations (see quantize_activation), got {x.dtype}")
+        x = x.contiguous(memory_format=cl)
+        p = primitive(tuple(x.shape))
+        y = torch._empty_affine_quantized(p.out_shape, scale=scale, zero_point=zp, dtype=torch.quint8,
+                                          memory_format=cl)
+        _execute("conv.dnnl_int8", node, p, x, y, x.q_scale(), x.q_zero_point())
+        return y if clamp is None else torch.clamp(y, *clamp)
+
+    return kernel
+
+
+@lru_cache(maxsize=4096)
+def _probe(geo: ConvGeometry, x_shape: tuple[int, ...], precision: str, threads: int) -> tuple[str, int]:
+    """(implementation name, scratchpad bytes) of the primitive oneDNN creates for this convolution (random
+    weights, unit scales) with ``threads`` threads; the thread count is part of the key because oneDNN sizes
+    per-thread buffers by it."""
+    w_shape = (geo.out_channels, geo.in_channels // geo.groups, *geo.kernel)
+    node = Node("probe", "Conv", (), (), (x_shape,), (), {})
+    if precision == "int8":
+        scales = np.ones(geo.out_channels, dtype=np.float32)
+        p = _Primitive(node, geo, x_shape, np.ones(w_shape, dtype=np.int8), None, 0, 0.0, 0.0,
+                       _Quant(1.0, 1.0, 0, 0, scales.ctypes.data))
+    else:
+        p = _Primitive(node, geo, x_shape, np.ones(w_shape, dtype=np.float32), None, 0, 0.0, 0.0)
+    return p.impl, p.scratch_bytes
+
+
+def _probe_node(node: Node, precision: str) -> tuple[str, int]:
+    n, c, h, w = node.in_shape
+    return _probe(ConvGeometry.of(node), (n, c, h, w), precision, torch.get_num_threads())
+
+
+def conv_impl(node: Node, precision: str = "fp32") -> str:
+    """The name of the implementation oneDNN picks for ``node`` on this CPU at ``precision`` ("fp32" or
+    "int8") at the current torch thread count, e.g. ``jit:avx512_core_amx`` or ``jit_int8:avx512_core_vnni``."""
+    return _probe_node(node, precision)[0]
 
 
 def _ws_dnnl(node: Node, precision: str, layout: str) -> int:
@@ -181,4 +286,17 @@ register(Primitive(
     description="oneDNN convolution through oneDNN's C API (one ctypes call per run, primitive and blocked "
                 "weights made once at build, relu/clamp post-op, asymmetric pads native); any 2-D conv"))
 
-__all__ = ["DISTRIBUTIONS", "DnnlUnavailable", "dnnl_paths", "dnnl_version", "library"]
+def _ws_dnnl_int8(node: Node, precision: str, layout: str) -> int:
+    # the s8 weights are reordered once at build; a call adds oneDNN's scratchpad only. Its size depends on the
+    # kernel oneDNN picks for this CPU (AMX, VNNI) and on the thread count, from a few hundred bytes (depthwise)
+    # to hundreds of KiB (AMX tiles and accumulators per thread), so it is queried from oneDNN itself
+    return _probe_node(node, "int8")[1]
+
+
+register(Primitive(
+    name="conv.dnnl_int8", ops=("Conv",), layouts=("NHWC",), precisions=("int8",), build=_build_dnnl_int8,
+    applies=_onednn_applies, workspace_bytes=_ws_dnnl_int8, rank=40,
+    description="oneDNN int8 convolution through oneDNN's C API (u8 activations with the calibrated scale and "
+                "zero point, per-channel s8 weights, float bias; AMX/VNNI where the CPU has them); any 2-D conv"))
+
+__all__ = ["DISTRIBUTIONS", "DnnlUnavailable", "conv_impl", "dnnl_paths", "dnnl_version", "library"]

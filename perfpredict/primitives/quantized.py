@@ -9,6 +9,7 @@ Scheme (fbgemm's defaults, as ``torch.ao.quantization.get_default_qconfig("fbgem
 
 Kernels take and return quint8 tensors; the output uses ``ctx.out_qparams`` (calibrated by the runtime).
 ``relu`` is fused in the op (conv2d_relu / linear_relu); other clamps run on the quantised output.
+``conv.dnnl_int8`` (:mod:`perfpredict.primitives.dnnl`) runs int8 convolutions on oneDNN in this same scheme.
 """
 
 from __future__ import annotations

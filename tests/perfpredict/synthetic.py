@@ -29,6 +29,7 @@ DEVICE = load_device({
 
 _PRIM_COST = {"conv.onednn": 1.0, "conv.native": 1.3, "conv.im2col": 1.8, "conv.winograd": 0.8, "conv.fft": 2.5,
               "conv.gemm1x1": 0.9, "conv.depthwise": 0.7, "conv.reference": 6.0, "conv.int8": 0.5,
+              "conv.dnnl": 0.9, "conv.dnnl_int8": 0.3,
               "gemm.blas": 1.0, "gemm.reference": 4.0, "gemm.int8": 0.6}
 
 

@@ -17,7 +17,7 @@ from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, make_record, me
 from perfpredict.devices import load_example_board, static_host
 from perfpredict.errors import PerfPredictError
 from perfpredict.measure import latency_stats
-from perfpredict.plan import validate_plan
+from perfpredict.plan import Choice, validate_plan
 from perfpredict.profile import (
     FastestChoices,
     Protocol,
@@ -188,9 +188,10 @@ def test_sample_plans_are_legal_and_distinct(cache):
     assert any(c.prune > 0 for p in plans for c in p.choices.values())
     assert plans == sample_plans(graph, 8, random.Random(0), ref_rate=1e6)  # seeded
     by_name = {p.name: p for p in plans}
-    for name, layout in (("int8", "NCHW"), ("int8-nhwc", "NHWC")):  # whole-graph int8 in each layout
-        convs = [c for n, c in by_name[name].choices.items() if c.primitive == "conv.int8"]
-        assert convs and all(c.layout == layout and c.precision == "int8" for c in convs), name
+    # whole-graph int8 in each layout, on the first-ranked int8 conv that has it
+    for name, layout, prim in (("int8", "NCHW", "conv.int8"), ("int8-nhwc", "NHWC", "conv.dnnl_int8")):
+        convs = [c for n, c in by_name[name].choices.items() if graph.node(n).op == "Conv"]
+        assert convs and all(c == Choice(prim, layout, "int8") for c in convs), name
 
 
 def test_fastest_choices_pick_the_lowest_median(cache, tmp_path):

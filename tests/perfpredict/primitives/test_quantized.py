@@ -1,4 +1,4 @@
-"""int8 (fbgemm) conv and gemm: accuracy against ONNX Runtime's fp32 output, qparams, layouts, applies()."""
+"""int8 conv (fbgemm and oneDNN) and gemm: accuracy against ONNX Runtime's fp32 output, qparams, layouts, applies()."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ CONV_CASES = [
     ("grouped", dict(cin=16, cout=16, groups=4, hw=(10, 10))),
     ("depthwise", dict(cin=32, cout=32, groups=32, hw=(12, 12))),
     ("depthwise-s2", dict(cin=16, cout=16, groups=16, stride=(2, 2), hw=(13, 13))),
+]
+# conv.dnnl_int8 takes what conv.int8 cannot: asymmetric pads, dilation, batches, depthwise off fbgemm's
+# multiples of 8
+DNNL_CASES = CONV_CASES + [
+    ("3x3s2-asym-pads", dict(cin=8, cout=8, stride=(2, 2), pads=(0, 0, 1, 1), hw=(12, 12))),
+    ("3x3-dilated-batch2", dict(cin=4, cout=6, dilation=(2, 2), pads=(2, 2, 2, 2), hw=(12, 12), batch=2)),
+    ("depthwise-odd", dict(cin=122, cout=122, groups=122, hw=(9, 9))),
+    ("stem", dict(cin=3, cout=16, stride=(2, 2), hw=(16, 16))),
 ]
 
 
@@ -52,12 +60,46 @@ def test_conv_int8_sqnr_against_fp32(case):
         assert db > 20, f"{layout}: SQNR {db:.1f} dB"
 
 
+@pytest.mark.parametrize("case", DNNL_CASES, ids=[c[0] for c in DNNL_CASES])
+def test_conv_dnnl_int8_sqnr_against_fp32_and_fbgemm(case):
+    layer = conv_layer(**case[1])
+    assert "conv.dnnl_int8" in {p.name for p in candidates(layer.node, precision="int8")}
+    y = _run_int8("conv.dnnl_int8", layer, "NHWC")
+    assert y.dtype == torch.quint8 and tuple(y.shape) == layer.node.out_shape
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert y.q_scale() == _qparams(layer.expected).scale
+    db = sqnr_db(dequantize(y).numpy(), layer.expected)
+    assert db > 20, f"SQNR {db:.1f} dB"
+    if get_primitive("conv.int8").applies(layer.node):
+        # the same quantised operands and output grid: the two libraries agree to a step (rounding)
+        ref = _run_int8("conv.int8", layer, "NHWC")
+        diff = (y.int_repr().int() - ref.int_repr().int()).abs()
+        assert int(diff.max()) <= 1
+
+
+def test_conv_dnnl_int8_honours_a_nonzero_input_zero_point_in_the_padding():
+    # an all-positive input quantised over [1, 3]: its zero point is nonzero, and the pads must read as 0.0,
+    # not as the zero point's code (an input of 2.0 everywhere: border outputs differ from the centre)
+    layer = conv_layer(cin=4, cout=4, hw=(6, 6), bias=False)
+    x = np.full_like(layer.x, 2.0)
+    w = layer.weights["weight"]
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
+    in_qp = choose_qparams(-1.0, 3.0)
+    assert in_qp.zero_point > 0
+    ctx = BuildContext(layout="NHWC", precision="int8", out_qparams=_qparams(expected))
+    kernel = get_primitive("conv.dnnl_int8").build(layer.node, layer.weights, ctx)
+    xq = quantize_activation(torch.from_numpy(x).contiguous(memory_format=torch.channels_last), in_qp)
+    y = dequantize(kernel(xq)).numpy()
+    assert sqnr_db(y, expected) > 25
+
+
+@pytest.mark.parametrize("name", ["conv.int8", "conv.dnnl_int8"])
 @pytest.mark.parametrize("act,lo,hi", [("relu", 0, None), ("relu6", 0, 6), ("clip:-0.5:1", -0.5, 1)])
-def test_conv_int8_fused_activation(act, lo, hi):
+def test_conv_int8_fused_activation(name, act, lo, hi):
     layer = conv_layer(cin=16, cout=16, hw=(10, 10), seed=2)
     want = np.clip(layer.expected * 3, lo, hi)
     layer = type(layer)(layer.node, {k: v * 3 for k, v in layer.weights.items()}, layer.x, layer.expected * 3)
-    q = _run_int8("conv.int8", layer, act=act, expected=want)
+    q = _run_int8(name, layer, layout=get_primitive(name).layouts[-1], act=act, expected=want)
     y, step = dequantize(q).numpy(), q.q_scale()
     # the clamp runs on the quantised grid: its bounds are exact to half a step
     assert y.min() >= lo - step / 2 - 1e-6 and (hi is None or y.max() <= hi + step / 2 + 1e-6)
@@ -117,6 +159,47 @@ def test_int8_needs_calibration_and_quantised_input():
                                               BuildContext(precision="int8", out_qparams=QParams(0.1, 0)))
     with pytest.raises(PlanError, match="quint8"):
         kernel(torch.from_numpy(layer.x))
+
+
+def test_conv_dnnl_int8_rejects_what_it_was_not_built_for():
+    layer = conv_layer(cin=4, cout=4)
+    prim = get_primitive("conv.dnnl_int8")
+    with pytest.raises(PlanError, match=r"runs in layouts \['NHWC'\] at int8"):
+        prim.build(layer.node, layer.weights, BuildContext(layout="NCHW", precision="int8",
+                                                          in_qparams=(QParams(0.1, 0),), out_qparams=QParams(0.1, 0)))
+    with pytest.raises(PlanError, match="calibrated output qparams"):
+        prim.build(layer.node, layer.weights, BuildContext(layout="NHWC", precision="int8"))
+    kernel = prim.build(layer.node, layer.weights, BuildContext(layout="NHWC", precision="int8",
+                                                                in_qparams=(QParams(0.1, 3),),
+                                                                out_qparams=QParams(0.1, 0)))
+    x = torch.from_numpy(layer.x).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(PlanError, match="quint8"):
+        kernel(x)
+    with pytest.raises(PlanError, match=r"takes \(N, 4, H, W\) input"):
+        kernel(quantize_activation(torch.zeros(1, 5, 12, 12).contiguous(memory_format=torch.channels_last),
+                                   QParams(0.1, 3)))
+
+
+@pytest.mark.parametrize("kw", [dict(cin=64, cout=64, hw=(14, 14)), dict(cin=32, cout=32, groups=32, hw=(14, 14)),
+                                dict(cin=128, cout=256, k=1, stride=(2, 2), pads=(0, 0, 0, 0), hw=(14, 14)),
+                                dict(cin=3, cout=32, stride=(2, 2), hw=(32, 32))])
+def test_conv_dnnl_int8_workspace_against_the_allocator(kw):
+    from perfpredict.measure import allocated_peak_of
+    from perfpredict.primitives.dnnl import conv_impl
+
+    layer = conv_layer(**kw)
+    prim = get_primitive("conv.dnnl_int8")
+    ctx = BuildContext(layout="NHWC", precision="int8", in_qparams=(_qparams(layer.x),),
+                       out_qparams=_qparams(layer.expected))
+    kernel = prim.build(layer.node, layer.weights, ctx)
+    x = quantize_activation(torch.from_numpy(layer.x).contiguous(memory_format=torch.channels_last),
+                            ctx.in_qparams[0])
+    with torch.inference_mode():
+        y = kernel(x)
+        extra = allocated_peak_of(lambda: kernel(x)) - y.numel()  # beyond the (one byte per value) output
+    declared = prim.workspace_bytes(layer.node, "int8", "NHWC")
+    assert abs(declared - extra) <= 0.02 * extra + 1024, (declared, extra)
+    assert conv_impl(layer.node, "int8")  # the kernel oneDNN chose, by name
 
 
 def test_conv_int8_rejects_asymmetric_padding():
