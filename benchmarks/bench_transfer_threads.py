@@ -2,7 +2,8 @@
 
 Reads whole-model measurements (kind "model") from a measurement store, pairs the records of the same
 graph and plan measured with ``--source-threads`` on ``--source-device`` and ``--target-threads`` on
-``--target-device`` (device names as `perfpredict dataset info` lists them; default: any), and asks:
+``--target-device`` (device names as `perfpredict dataset info` lists them, or device ids where two machines
+share a name; default: any), and asks:
 knowing every source latency (the proxy device), how well is the target latency predicted
 
 * k = 0: zero-shot from device features - the source latency scaled by the ratio of the two boards'
@@ -139,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source-threads", type=int, default=1)
     ap.add_argument("--target-threads", type=int, default=2)
     ap.add_argument("--device", default=None, help="device name of both sides (default: any)")
-    ap.add_argument("--source-device", default=None, help="device name of the source side (default: --device)")
-    ap.add_argument("--target-device", default=None, help="device name of the target side (default: --device)")
+    ap.add_argument("--source-device", default=None, help="device name or id of the source side (default: --device)")
+    ap.add_argument("--target-device", default=None, help="device name or id of the target side (default: --device)")
     ap.add_argument("--predictor", default=None, help="use this predictor's zero-shot prediction as the source column")
     ap.add_argument("--shots", default="0,5,10,20")
     ap.add_argument("--repeats", type=int, default=20)

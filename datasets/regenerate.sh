@@ -4,7 +4,7 @@
 #
 #   datasets/regenerate.sh proxy   # datasets/proxy.db (AMD EPYC host, busy: ~60 minutes, OMP_WAIT_POLICY=PASSIVE)
 #   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~68 minutes)
-#   datasets/regenerate.sh xeon2   # datasets/xeon2.db (a second Intel Xeon host, quiet, with conv.dnnl: ~45 minutes)
+#   datasets/regenerate.sh xeon2   # datasets/xeon2.db (a second Intel Xeon host, with conv.dnnl and conv.dnnl_int8: ~75 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -31,6 +31,15 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
   $PP profile models --store "$S" --threads 2 --n-variants-per-family 2 --plans-per-model 12 --resolutions 224 \
       --seed 2 --campaign models-224 --max-minutes 10 --json > "$WORK/models-224.json"
   $PP profile noise --store "$S" --sample 200 --seed 0 --json > "$WORK/noise.json"
+  # conv.dnnl_int8 joined later: the same three campaigns continued with it among the candidates (the layer
+  # campaign revisits its configurations in order, measuring only what is missing)
+  $PP profile layers --store "$S" --threads 1,2 --n-configs 1000 --n-variants-per-family 5 \
+      --resolutions 96,128 --seed 0 --time-cap-s "$LAYER_CAP" --stop-after 9000 --max-minutes 12 \
+      --json > "$WORK/layers-int8.json"
+  $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
+      --resolutions 96,128 --seed 0 --stop-after 2400 --max-minutes 10 --json > "$WORK/models-int8.json"
+  $PP profile models --store "$S" --threads 2 --n-variants-per-family 2 --plans-per-model 12 --resolutions 224 \
+      --seed 2 --campaign models-224 --max-minutes 6 --json > "$WORK/models-224-int8.json"
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"

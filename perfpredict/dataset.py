@@ -503,13 +503,17 @@ class Store:
         family: str | None = None,
         model_name: str | None = None,
     ) -> Iterator[Record]:
-        """Records in insertion order, filtered by any of kind, device (name), campaign, threads, family, model_name."""
+        """Records in insertion order, filtered by any of kind, device (its name, or its device_id where two
+        machines share a name), campaign, threads, family, model_name."""
         where, args = [], []
-        for col, v in (("kind", kind), ("device_name", device), ("campaign", campaign), ("threads", threads),
+        for col, v in (("kind", kind), ("campaign", campaign), ("threads", threads),
                        ("family", family), ("model_name", model_name)):  # fmt: skip
             if v is not None:
                 where.append(f"r.{col} = ?")
                 args.append(v)
+        if device is not None:
+            where.append("(r.device_name = ? OR d.device_id = ?)")
+            args += [device, device]
         sql = (
             f"SELECT {', '.join('r.' + c for c in _COLUMNS)}, d.device_json FROM records r "
             "JOIN devices d ON d.hash = r.device_hash"
@@ -569,6 +573,9 @@ class Store:
             "devices": c.execute("SELECT COUNT(*) FROM devices").fetchone()[0],
             "by_kind": counts("kind"),
             "by_device": counts("device_name"),
+            "by_device_id": {k: n for k, n in c.execute(
+                "SELECT d.device_id, COUNT(*) FROM records r JOIN devices d ON d.hash = r.device_hash "
+                "GROUP BY d.device_id ORDER BY d.device_id").fetchall()},
             "by_threads": counts("threads"),
             "by_family": counts("family"),
             "by_campaign": counts("campaign"),

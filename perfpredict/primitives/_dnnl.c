@@ -80,6 +80,22 @@ static dnnl_status_t vector_memory(dnnl_memory_t *m, dnnl_engine_t engine, int c
     return st;
 }
 
+/* oneDNN 3.2's int8 1x1 AMX kernel (jit_1x1:avx512_core_amx) writes past the end of a u8 destination whose
+ * pixel count is not a multiple of its tile rows (e.g. 1536 bytes past a 6x6x128 output: 12 pixels of 128
+ * channels), corrupting whatever follows it on the heap. 62 of the 322 distinct 1x1 convolutions of the zoo at
+ * 96 and 224 px did so; no other kernel wrote past its output or scratchpad. Move on to the next
+ * implementation oneDNN offers (its general AMX kernel). */
+static dnnl_status_t skip_overrunning_impls(dnnl_primitive_desc_t pd) {
+    for (;;) {
+        const char *impl = NULL;
+        dnnl_status_t st = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        if (st != dnnl_success) return st;
+        if (impl == NULL || strcmp(impl, "jit_1x1:avx512_core_amx") != 0) return dnnl_success;
+        st = dnnl_primitive_desc_next_impl(pd);
+        if (st != dnnl_success) return dnnl_unimplemented; /* never run the faulty one */
+    }
+}
+
 /* shape: n, c, h, w (input), k, oh, ow (output); kernel kh, kw; stride sh, sw; pads top, left, bottom, right;
  * dilation dh, dw (1 = dense); groups. weight: k x (c / groups) x kh x kw values, floats (fp32) or int8 (when
  * q is not NULL); bias: k floats or NULL. act: 0 none, 1 relu, 2 clip to [lo, hi]. q: NULL for fp32, else the
@@ -159,6 +175,7 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
                                                        dnnl_convolution_direct, src_md, w_any,
                                                        bias ? b_md : NULL, dst_md, strides, dilation, pad_l,
                                                        pad_r, attr));
+    if (q) TRY(skip_overrunning_impls(pd));
     TRY(dnnl_primitive_create(&cv->conv, pd));
 
     const_dnnl_memory_desc_t w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);

@@ -66,6 +66,19 @@ def test_round_trip_and_keys(store, tmp_path):
         assert len(again) == 3
 
 
+def test_records_of_two_machines_that_share_a_name_are_told_apart_by_device_id(store):
+    import dataclasses
+
+    twin = dataclasses.replace(XEON, freq_mhz_max=XEON.freq_mhz_max + 100)  # another machine, the same name
+    assert twin.name == XEON.name and twin.device_id != XEON.device_id
+    a, b = model(0, device=XEON), model(1, device=twin)
+    store.append_many([a, b])
+    assert list(store.iter_records(device=XEON.name)) == [a, b]
+    assert list(store.iter_records(device=twin.device_id)) == [b]
+    assert list(store.iter_records(device=XEON.device_id, kind="model")) == [a]
+    assert store.info()["by_device_id"] == {XEON.device_id: 1, twin.device_id: 1}
+
+
 def test_memory_remeasure_records(store):
     orig = model(0)
     assert memory_method_of(orig) == "rss" and memory_method_of(layer(0)) is None  # untagged figures: resident set

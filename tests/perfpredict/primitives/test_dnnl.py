@@ -72,3 +72,30 @@ def test_a_missing_onednn_wheel_names_the_package_to_install(monkeypatch):
             dnnl.dnnl_paths()
     finally:
         dnnl.dnnl_paths.cache_clear()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("kw", [dict(cin=512, cout=128, k=1, pads=(0, 0, 0, 0), hw=(6, 6)),
+                                dict(cin=64, cout=96, k=1, pads=(0, 0, 0, 0), hw=(7, 5)),
+                                dict(cin=32, cout=48, hw=(5, 5))])
+def test_onednn_writes_nothing_past_the_output_or_the_scratchpad(precision, kw):
+    # oneDNN 3.2's int8 1x1 AMX kernel wrote 1536 bytes past a 6x6x128 output; _dnnl.c skips it. Canary bytes
+    # after each buffer must survive a call (on CPUs without AMX the kernel is never picked)
+    node = conv_layer(**kw).node
+    geo = dnnl.ConvGeometry.of(node)
+    w_shape = (geo.out_channels, geo.in_channels // geo.groups, *geo.kernel)
+    scales = np.ones(geo.out_channels, dtype=np.float32)
+    if precision == "int8":
+        p = dnnl._Primitive(node, geo, node.in_shape, np.ones(w_shape, np.int8), None, 0, 0.0, 0.0,
+                            dnnl._Quant(1.0, 1.0, 3, 0, scales.ctypes.data))
+        size = 1
+    else:
+        p = dnnl._Primitive(node, geo, node.in_shape, np.ones(w_shape, np.float32), None, 0, 0.0, 0.0)
+        size = 4
+    out_bytes, slack = int(np.prod(p.out_shape)) * size, 1 << 14
+    x = torch.zeros(int(np.prod(node.in_shape)) * size, dtype=torch.uint8)
+    y = torch.full((out_bytes + slack,), 77, dtype=torch.uint8)
+    scratch = torch.full((p.scratch_bytes + slack,), 77, dtype=torch.uint8)
+    assert dnnl.library().pp_dnnl_conv_run(p.handle, x.data_ptr(), y.data_ptr(), scratch.data_ptr(), 1.0, 3) == 0
+    assert bool((y[out_bytes:] == 77).all()) and bool((scratch[p.scratch_bytes:] == 77).all()), p.impl
+    assert p.impl != "jit_1x1:avx512_core_amx"
