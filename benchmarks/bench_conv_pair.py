@@ -1,8 +1,8 @@
 """One convolution primitive against another over the stored layer records (a figure, not a test).
 
 Pairs the two primitives' layer records of each convolution configuration at each thread count (same
-device, same node, same prune ratio, both fp32 NHWC) in a measurement store and reports the mean and
-median time ratio (candidate / base) and how often the candidate is faster, per thread count.
+device, same node, same prune ratio, both NHWC at ``--precision``) in a measurement store and reports the mean
+and median time ratio (candidate / base) and how often the candidate is faster, per thread count.
 
     # conv.onednn_packed (weights reordered once) against conv.onednn (reordered every call)
     .venv/bin/python benchmarks/bench_conv_pair.py [--data datasets/xeon.db]
@@ -10,6 +10,9 @@ median time ratio (candidate / base) and how often the candidate is faster, per 
     # conv.dnnl (oneDNN's C API) against conv.onednn_packed (the same oneDNN convolution through torch)
     .venv/bin/python benchmarks/bench_conv_pair.py --base conv.onednn_packed --candidate conv.dnnl
         --data datasets/xeon2.db --out benchmarks/results/dnnl_conv.json
+    # int8: oneDNN's C API against fbgemm
+    .venv/bin/python benchmarks/bench_conv_pair.py --base conv.int8 --candidate conv.dnnl_int8 --precision int8
+        --data datasets/xeon2.db --out benchmarks/results/dnnl_int8_conv.json
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from benchmarks.harness import write_results  # noqa: E402
 from perfpredict.dataset import open_store  # noqa: E402
 
 
-def paired_ratios(path: str, base: str, candidate: str) -> dict[int, list[float]]:
-    """threads -> candidate / base median-latency ratios over the configurations measured with both."""
+def paired_ratios(path: str, base: str, candidate: str, precision: str = "fp32") -> dict[int, list[float]]:
+    """threads -> candidate / base median-latency ratios over the configurations measured with both (NHWC, at
+    ``precision``)."""
     times: dict[tuple, dict[str, float]] = {}
     store = open_store(path, create=False)
     for r in store.iter_records(kind="layer"):
-        if r.primitive in (base, candidate) and r.layout == "NHWC" and r.precision == "fp32":
+        if r.primitive in (base, candidate) and r.layout == "NHWC" and r.precision == precision:
             key = (r.device_name, r.threads, r.node_json, r.prune)
             times.setdefault(key, {})[r.primitive] = r.median_ms
     out: dict[int, list[float]] = {}
@@ -45,22 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="datasets/xeon.db", help="measurement store (default datasets/xeon.db)")
     ap.add_argument("--base", default="conv.onednn", help="the primitive compared against (default conv.onednn)")
     ap.add_argument("--candidate", default="conv.onednn_packed", help="default conv.onednn_packed")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="default fp32")
     ap.add_argument("--out", default="benchmarks/results/packed_conv.json")
     args = ap.parse_args(argv)
-    ratios = paired_ratios(args.data, args.base, args.candidate)
+    ratios = paired_ratios(args.data, args.base, args.candidate, args.precision)
     if not ratios:
-        print(f"{args.data}: no configuration measured with both {args.base} and {args.candidate} in NHWC",
-              file=sys.stderr)
+        print(f"{args.data}: no configuration measured with both {args.base} and {args.candidate} in NHWC at "
+              f"{args.precision}", file=sys.stderr)
         return 1
     rows = [{"threads": t, "pairs": len(v), "mean_ratio": statistics.fmean(v), "median_ratio": statistics.median(v),
              "candidate_faster": sum(x < 1.0 for x in v)} for t, v in sorted(ratios.items())]
     a, b = args.candidate, args.base
-    table = "\n".join([f"{a} against {b}, fp32 NHWC layer records of {args.data}:", "",
+    table = "\n".join([f"{a} against {b}, {args.precision} NHWC layer records of {args.data}:", "",
                        f"| threads | configurations | mean {a}/{b} | median {a}/{b} | {a} faster |",
                        "|---|---|---|---|---|"]
                       + [f"| {r['threads']} | {r['pairs']} | {r['mean_ratio']:.3f} | {r['median_ratio']:.3f} | "
                          f"{r['candidate_faster']} |" for r in rows])
-    write_results(args.out, {"data": args.data, "base": b, "candidate": a, "rows": rows}, table)
+    write_results(args.out, {"data": args.data, "base": b, "candidate": a, "precision": args.precision, "rows": rows},
+                  table)
     return 0
 
 

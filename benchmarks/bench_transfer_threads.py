@@ -107,6 +107,7 @@ def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], sh
     feats = np.c_[np.log1p(macs)] if np.any(macs > 0) else None
     rng = np.random.default_rng(seed)
     results = {"pairs": len(pairs), "source_device": src_board.name, "target_device": dst_board.name,
+               "source_device_id": src_board.device_id, "target_device_id": dst_board.device_id,
                "source_threads": src_t, "target_threads": dst_t,
                "source": "predictor " + predictor if predictor else f"measured {src_t}-thread latency",
                "statistic": stat, "fingerprint_ratio": ratio, "shots": {}}
@@ -169,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
         return 0
     for direction, r in res.items():
+        if r["source_device"] == r["target_device"] and r["source_device_id"] != r["target_device_id"]:
+            r = {**r, "source_device": f"{r['source_device']} [{r['source_device_id']}]",
+                 "target_device": f"{r['target_device']} [{r['target_device_id']}]"}
         print(f"{direction}: {r['source_device']} at {r['source_threads']} -> {r['target_device']} at "
               f"{r['target_threads']} threads, {r['pairs']} pairs, source: {r['source']}")
         for k, e in r["shots"].items():

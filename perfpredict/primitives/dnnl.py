@@ -242,9 +242,9 @@ def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
 
 @lru_cache(maxsize=4096)
 def _probe(geo: ConvGeometry, x_shape: tuple[int, ...], precision: str, threads: int) -> tuple[str, int]:
-    """(implementation name, scratchpad bytes) of the primitive oneDNN creates for this convolution (random
-    weights, unit scales) with ``threads`` threads; the thread count is part of the key because oneDNN sizes
-    per-thread buffers by it."""
+    """(implementation name, scratchpad bytes) of the primitive oneDNN creates on this CPU for this convolution
+    (weights of ones, unit scales) with ``threads`` threads; the thread count is part of the key because oneDNN
+    sizes per-thread buffers by it."""
     w_shape = (geo.out_channels, geo.in_channels // geo.groups, *geo.kernel)
     node = Node("probe", "Conv", (), (), (x_shape,), (), {})
     if precision == "int8":
@@ -286,10 +286,12 @@ register(Primitive(
     description="oneDNN convolution through oneDNN's C API (one ctypes call per run, primitive and blocked "
                 "weights made once at build, relu/clamp post-op, asymmetric pads native); any 2-D conv"))
 
+
 def _ws_dnnl_int8(node: Node, precision: str, layout: str) -> int:
     # the s8 weights are reordered once at build; a call adds oneDNN's scratchpad only. Its size depends on the
     # kernel oneDNN picks for this CPU (AMX, VNNI) and on the thread count, from a few hundred bytes (depthwise)
-    # to hundreds of KiB (AMX tiles and accumulators per thread), so it is queried from oneDNN itself
+    # to hundreds of KiB (AMX tiles and accumulators per thread), so it is queried from oneDNN itself (the size on
+    # this machine)
     return _probe_node(node, "int8")[1]
 
 
