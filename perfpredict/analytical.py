@@ -295,8 +295,8 @@ register_traits("conv.int8", KernelTraits(0.45, memory_eff=0.7, layout_eff={"NHW
                                           depthwise_eff=0.1, slow_path=_int8_depthwise_fallback,
                                           slow_path_eff=DEPTHWISE_FALLBACK_SHARE))
 # oneDNN int8 through its C API: AMX or VNNI kernels for any channel count, depthwise included. On the
-# AMX Xeon (model 167) single layers ran 2.5-4.4x faster than conv.int8 (fbgemm), depthwise 2-4x; a prior,
-# not fitted
+# AMX Xeon of datasets/xeon2.db it took a median 0.27x (1 thread) / 0.33x (2 threads) the time of conv.int8
+# (fbgemm) over 358/355 int8 NHWC configurations (benchmarks/bench_conv_pair.py); a prior, not fitted
 register_traits("conv.dnnl_int8", KernelTraits(1.2, memory_eff=0.7, overhead_ms=0.003, depthwise_eff=0.15))
 register_traits("gemm.blas", KernelTraits(0.5))
 register_traits("gemm.reference", KernelTraits(0.09, memory_eff=0.3, single_thread=True, overhead_ms=0.001))
