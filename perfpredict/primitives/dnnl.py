@@ -14,11 +14,12 @@ OpenMP: in a process that has imported torch it shares torch's libgomp, so both 
 allocator sees it as it does for the other oneDNN primitives.
 
 conv.dnnl_int8 is the same call at int8, in the runtime's quantisation scheme (that of conv.int8, so the two
-mix in one plan): quint8 activations with the calibrated per-tensor scale and zero point of its input and
-output, weights quantised per output channel to symmetric qint8, the bias in float. oneDNN runs u8 x s8 on
-the CPU's int8 instructions (AMX or VNNI where present, :func:`conv_impl` names the kernel it picked), with
-the relu or clip applied in float before the output is requantised. Unlike fbgemm it has fast depthwise
-kernels for any channel count, and takes asymmetric pads.
+mix in one plan): quint8 activations with a per-tensor scale and zero point (the input's read from the tensor
+at each call, the output's calibrated), weights quantised per output channel to symmetric qint8, the bias in
+float. oneDNN runs u8 x s8 on the CPU's int8 instructions (AMX or VNNI where present, :func:`conv_impl`
+names the kernel it picked), with the relu or clip applied in float before the output is requantised. Unlike
+fbgemm it has fast depthwise kernels for any channel count, and takes asymmetric pads. oneDNN 3.2's int8 1x1
+AMX kernel is never used: it writes past the end of small outputs (see ``_dnnl.c``).
 """
 
 from __future__ import annotations
