@@ -85,6 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_common(v)
     v.add_argument("--plan", required=True, metavar="PLAN.json", help="the plan to measure")
     v.add_argument("--memory", action="store_true", help="also measure peak memory (slower: a subprocess)")
+    v.add_argument("--breakdown", action="store_true",
+                   help="also time each step of the plan on its own and print where the time goes, summed by "
+                        "primitive (with precision and layout) and by conversion")
     v.set_defaults(func=_validate)
 
 
@@ -142,10 +145,12 @@ def _validate(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     rows = validate_on_device(graph, plan, device, predictor, threads=args.threads, memory=args.memory)
     slow = [n for n, _ in depthwise_fallback_nodes(graph, plan)]
+    steps = _breakdown(graph, plan, args.threads) if args.breakdown else None
     if args.json:
+        extra = {} if steps is None else {"breakdown": steps}
         print_json({"model": graph.name, "device": device.name, "predictor": name, "plan": args.plan,
                     "measured_on_target": args.device_features == "local", "int8_depthwise_slow_path": slow,
-                    **rows})
+                    **rows, **extra})
         return 0
     print(f"{graph.name} on {device.name} (predictor {name}), plan {args.plan}")
     table = []
@@ -160,4 +165,24 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"note: measured on this machine; the predictions are for {device.name}")
     if slow:
         print(slow_path_note(args.plan, slow))
+    if steps is not None:
+        print(f"\nwhere the plan's time goes (each step timed on its own, median of {_STEP_REPEATS} passes; "
+              f"sum {sum(r['ms'] for r in steps):.3g} ms):")
+        print_table(["primitive / conversion", "steps", "ms", "share", "us per step"],
+                    [[r["group"], r["steps"], r["ms"], f"{100 * r['share']:.1f}%", 1e3 * r["ms"] / r["steps"]]
+                     for r in steps])
     return 0
+
+
+_STEP_REPEATS = 30
+
+
+def _breakdown(graph, plan, threads: int | None) -> list[dict]:  # noqa: ANN001
+    """The plan's step times on this machine, summed by primitive and conversion (see Executable.step_times)."""
+    import numpy as np
+
+    from perfpredict.runtime import breakdown, build_executable
+
+    exe = build_executable(graph, plan, threads=threads)
+    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+    return breakdown(exe.step_times(x, repeats=_STEP_REPEATS))

@@ -4,7 +4,8 @@ Public API (imported lazily, so that primitives can import :mod:`perfpredict.run
 pulling in the executor):
 
 * :func:`build_executable` (graph, plan, threads, calibration) -> :class:`Executable` with ``run``,
-  ``prepare_input``/``forward``, ``conversions``, ``fused``, ``plan``;
+  ``prepare_input``/``forward``, ``conversions``, ``fused``, ``plan``, and ``step_times`` (:class:`StepTime`
+  per scheduled step; :func:`breakdown` sums them by primitive or conversion);
 * :func:`calibrate`, :class:`Calibration`, :func:`compare_outputs` (int8 ranges and accuracy);
 * :func:`prune_graph`, :func:`prune_groups`, :class:`PruneGroup` (structured pruning);
 * :func:`estimate_peak_memory`, :class:`MemoryEstimate` (analytical peak memory);
@@ -20,7 +21,7 @@ from typing import Any
 _EXPORTS = {
     "BuildContext": "kernel", "QParams": "kernel", "Kernel": "kernel",
     "build_executable": "executor", "Executable": "executor", "Conversion": "executor", "Schedule": "executor",
-    "make_schedule": "executor", "resolve_plan": "executor",
+    "make_schedule": "executor", "resolve_plan": "executor", "StepTime": "executor", "breakdown": "executor",
     "calibrate": "calibration", "Calibration": "calibration", "calibration_inputs": "calibration",
     "compare_outputs": "calibration", "max_rel_err": "calibration",
     "prune_graph": "pruning", "prune_groups": "pruning", "PruneGroup": "pruning", "PruneResult": "pruning",

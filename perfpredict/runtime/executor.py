@@ -15,6 +15,7 @@ inserted for the others.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Sequence
 
@@ -288,6 +289,37 @@ def node_weights(graph: Graph, node: Node) -> dict[str, np.ndarray]:
     return w
 
 
+@dataclass(frozen=True)
+class StepTime:
+    """The median time of one scheduled step (:meth:`Executable.step_times`): a node's kernel (``primitive``,
+    ``precision``, ``layout`` of its choice, ``fused_activation`` folded into it) or a conversion (``kind``
+    ``"layout"``, ``"quantize"`` or ``"dequantize"``; ``name`` the converted tensor)."""
+
+    kind: str
+    name: str
+    ms: float
+    primitive: str | None = None
+    precision: str | None = None
+    layout: str | None = None
+    fused_activation: str | None = None
+
+    @property
+    def group(self) -> str:
+        """What the step is, for a breakdown: ``"conv.dnnl_int8 int8 NHWC"`` or the conversion kind."""
+        return f"{self.primitive} {self.precision} {self.layout}" if self.kind == "node" else self.kind
+
+
+def breakdown(steps: Sequence[StepTime]) -> list[dict[str, Any]]:
+    """Step times summed by :attr:`StepTime.group`, largest first: group, steps, ms, share (of the sum)."""
+    total = sum(st.ms for st in steps) or 1.0
+    groups: dict[str, list[StepTime]] = {}
+    for st in steps:
+        groups.setdefault(st.group, []).append(st)
+    rows = [{"group": g, "steps": len(v), "ms": sum(st.ms for st in v), "share": sum(st.ms for st in v) / total}
+            for g, v in groups.items()]
+    return sorted(rows, key=lambda r: -r["ms"])
+
+
 class Executable:
     """A built network: run it with :meth:`run` (numpy in, numpy out) or :meth:`forward` (torch tensors).
 
@@ -351,7 +383,31 @@ class Executable:
         regs = self._execute(self.prepare_input(*xs), keep_all=True)
         return {t: regs[s] for t, s in self.schedule.tensor_slots.items() if regs[s] is not None}
 
-    def _execute(self, xs: Sequence[torch.Tensor], keep_all: bool) -> list[Any]:
+    def step_times(self, *xs: np.ndarray | torch.Tensor, repeats: int = 30, warmup: int = 5) -> list[StepTime]:
+        """Where a forward pass spends its time: each scheduled step (kernel or conversion) timed on its own
+        with ``time.perf_counter`` over ``repeats`` passes after ``warmup`` untimed ones; the median of each.
+
+        The steps run back to back as in :meth:`forward`, so each time includes the step's own dispatch (the
+        Python call, the allocation of its output), which is what the step costs in this runtime; the sum leaves
+        out the executor's loop between steps, so it is a little below a timed forward pass."""
+        if repeats < 1 or warmup < 0:
+            raise GraphError(f"step_times needs repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+        inputs = self.prepare_input(*xs)
+        times = np.zeros((repeats, len(self._steps)))
+        for r in range(warmup + repeats):
+            row: list[float] = []
+            self._execute(inputs, keep_all=False, times=row)
+            if r >= warmup:
+                times[r - warmup] = row
+        med = np.median(times, axis=0) * 1e3
+        out = []
+        for op, ms in zip(self.schedule.ops, med.tolist()):
+            c = self.plan.choices.get(op.name) if op.kind == "node" else None
+            out.append(StepTime(op.kind, op.name, ms, c.primitive if c else None, c.precision if c else None,
+                                c.layout if c else None, op.fused_activation))
+        return out
+
+    def _execute(self, xs: Sequence[torch.Tensor], keep_all: bool, times: list[float] | None = None) -> list[Any]:
         regs: list[Any] = [None] * self._n_slots
         for s, x in zip(self._inputs, xs):
             regs[s] = x
@@ -362,7 +418,12 @@ class Executable:
         try:
             with torch.inference_mode():
                 for fn, ins, outs, frees in self._steps:
-                    y = fn(*[regs[i] for i in ins])
+                    if times is None:
+                        y = fn(*[regs[i] for i in ins])
+                    else:
+                        t0 = time.perf_counter()
+                        y = fn(*[regs[i] for i in ins])
+                        times.append(time.perf_counter() - t0)
                     if len(outs) == 1:
                         regs[outs[0]] = y
                     else:

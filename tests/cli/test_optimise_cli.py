@@ -9,7 +9,7 @@ import pytest
 
 from cli.main import main
 from perfpredict.graph import load_onnx
-from perfpredict.plan import Plan, validate_plan
+from perfpredict.plan import Choice, Plan, validate_plan
 from tests.optimiser.models import make_residual_model
 
 
@@ -57,6 +57,24 @@ def test_validate_measures_a_plan(model, tmp_path, capsys):
     assert code == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["plan"]["measured_ms"] > 0 and rep["default"]["measured_ms"] > 0 and rep["speedup_measured"] > 0
+    assert "breakdown" not in rep
+
+
+def test_validate_breaks_the_plan_down_by_primitive(model, tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    graph = load_onnx(model)
+    Plan({n.name: Choice("conv.dnnl", "NHWC", "fp32") for n in graph.nodes if n.op == "Conv"}).save(plan)
+    args = ["validate", model, "--plan", str(plan), "--device-features", "raspberry_pi_4", "--predictor", "roofline",
+            "--threads", "1", "--breakdown"]
+    assert main(args + ["--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["breakdown"]
+    groups = {r["group"]: r for r in rows}
+    convs = sum(1 for n in graph.nodes if n.op == "Conv")
+    assert groups["conv.dnnl fp32 NHWC"]["steps"] == convs and "layout" in groups
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0) and all(r["ms"] > 0 for r in rows)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "where the plan's time goes" in text and "conv.dnnl fp32 NHWC" in text
 
 
 @pytest.mark.parametrize("argv,code,needle", [

@@ -115,6 +115,32 @@ def test_int8_plan_quantises_once_and_dequantises_at_the_output(net, x):
     assert max_rel_err(out, _ort(x)) < 0.1
 
 
+def test_step_times_cover_every_step_and_the_breakdown_sums_them(net, x, monkeypatch):
+    from perfpredict.runtime import breakdown
+
+    plan = Plan({n.name: Choice({"Conv": "conv.dnnl_int8", "Gemm": "gemm.int8"}.get(n.op, f"{n.op.lower()}.torch"),
+                                "NHWC" if n.op == "Conv" else "NCHW", "int8") for n in net.nodes})
+    exe = build_executable(net, plan, calibration=x)
+    # a fake clock: every step takes one tick of 1 ms, so the medians are exact
+    ticks = iter(range(10**6))
+    monkeypatch.setattr("perfpredict.runtime.executor.time.perf_counter", lambda: next(ticks) * 1e-3)
+    steps = exe.step_times(x, repeats=3, warmup=1)
+    assert [(st.kind, st.name) for st in steps] == [(op.kind, op.name) for op in exe.schedule.ops]
+    assert all(st.ms == pytest.approx(1.0) for st in steps)
+    kinds = {st.kind for st in steps}
+    assert {"node", "quantize", "dequantize", "layout"} <= kinds
+    convs = [st for st in steps if st.primitive == "conv.dnnl_int8"]
+    assert convs and all(st.group == "conv.dnnl_int8 int8 NHWC" for st in convs)
+    rows = breakdown(steps)
+    assert sum(r["steps"] for r in rows) == len(steps)
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    assert [r["ms"] for r in rows] == sorted((r["ms"] for r in rows), reverse=True)
+    assert {"group": "conv.dnnl_int8 int8 NHWC", "steps": len(convs), "ms": pytest.approx(float(len(convs))),
+            "share": pytest.approx(len(convs) / len(steps))} in rows
+    with pytest.raises(GraphError, match="repeats >= 1"):
+        exe.step_times(x, repeats=0)
+
+
 def test_threads_are_set_for_the_run_and_restored(net, x, monkeypatch):
     calls = []
     real = torch.set_num_threads
