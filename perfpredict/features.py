@@ -63,7 +63,8 @@ from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
 from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, fbgemm_depthwise, misaligned
-from perfpredict.runtime.executor import conversion_path, free_points
+from perfpredict.primitives.tensor_ops import int8_concat_direct
+from perfpredict.runtime.executor import conversion_path, free_points, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
 FEATURE_SCHEMA_VERSION = 5
@@ -354,6 +355,10 @@ class GraphTemplate:
     convert_final: bool = True
     # per node, the channels of a depthwise Conv as fbgemm counts them (quantized.fbgemm_depthwise), else 0
     dw_channels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # per node, for the memory replay: whether its output, if a view, is a dense block in NCHW / NHWC
+    # (runtime.executor.view_is_dense), and whether it is a Concat that quantized::cat joins directly in NHWC
+    view_dense: np.ndarray = field(default_factory=lambda: np.ones((0, 2), bool))
+    concat_direct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     _space_cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -447,7 +452,8 @@ class GraphTemplate:
             ws_nodes={j: self.ws_nodes[int(i)] for j, i in enumerate(idx) if int(i) in self.ws_nodes},
             out_tensors=(outs := tuple(self.out_tensors[i] for i in idx)),
             final_tensors=tuple(t for o, unread in zip(outs, unread_to_end) if unread for t, *_ in o),
-            convert_final=False, dw_channels=self.dw_channels[idx])
+            convert_final=False, dw_channels=self.dw_channels[idx], view_dense=self.view_dense[idx],
+            concat_direct=self.concat_direct[idx])
 
 
 def build_template(graph: Graph) -> GraphTemplate:
@@ -574,7 +580,9 @@ def build_template(graph: Graph) -> GraphTemplate:
         default_choices=tuple(defaults), workspace=(ws := _workspace_bytes(nodes)),
         ws_nodes={i: nodes[i] for i in sorted({int(i) for col in ws.values() for i in np.flatnonzero(col.any(axis=(1, 2)))})},
         out_tensors=tuple(out_tensors), final_tensors=tuple(tensor_ids[t] for t in graph.outputs if t in tensor_ids),
-        dw_channels=dw_channels)
+        dw_channels=dw_channels,
+        view_dense=np.array([[view_is_dense(nd, lay) for lay in LAYOUTS] for nd in nodes], bool).reshape(-1, 2),
+        concat_direct=np.array([nd.op == "Concat" and int8_concat_direct(nd, "NHWC") for nd in nodes], bool))
 
 
 def _prune_composition(graph: Graph) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:
@@ -712,6 +720,9 @@ class _Skeleton:
     layout_matters: list[bool]
     act_of: list[int]
     views: list[bool]  # per node: its output shares its (single) input's storage
+    view_dense: list[tuple[bool, bool]]  # per node: its view output is a dense block in (NCHW, NHWC)
+    kind: list[int]  # per node: 1 Conv (copies an input view that is not dense), 2 Concat joined directly at int8 in
+    # NHWC (goes through fp32 when an input view is not dense), 0 anything else
 
 
 def _skeleton(tpl: GraphTemplate) -> _Skeleton:
@@ -731,13 +742,16 @@ def _skeleton(tpl: GraphTemplate) -> _Skeleton:
     act_of = [-1] * n
     for a, p in zip(tpl.fuse_act.tolist(), tpl.fuse_prod.tolist()):
         act_of[p] = a
+    kind = [1 if op == "Conv" else 2 if direct else 0 for op, direct in zip(tpl.ops, tpl.concat_direct.tolist())]
     return _Skeleton(tuple(tuple(r) for r in reads), tuple(tuple(t for t, *_ in o) for o in tpl.out_tensors),
-                     producer, nbytes, lm, act_of, tpl.is_view.tolist())
+                     producer, nbytes, lm, act_of, tpl.is_view.tolist(),
+                     [tuple(v) for v in tpl.view_dense.tolist()], kind)
 
 
 def _replay_memory(tpl: GraphTemplate, int8: np.ndarray, nhwc: np.ndarray, fused_now: np.ndarray,
-                   keep_out: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Peak live activation bytes and peak (live activations + the step's workspace) of each plan, [P] each,
+                   keep_out: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Peak live activation bytes, peak (live activations + the step's workspace) and the largest step
+    workspace (with what kernels do to views that are not dense blocks) of each plan, [P] each,
     from a replay of the runtime's schedule (:func:`perfpredict.runtime.executor.make_schedule`) on the
     template, with the runtime's own pieces: conversions in front of their reader in the order of
     :func:`~perfpredict.runtime.executor.conversion_path`, shared by readers of the same variant; buffers freed
@@ -746,11 +760,12 @@ def _replay_memory(tpl: GraphTemplate, int8: np.ndarray, nhwc: np.ndarray, fused
     the caller."""
     sk = tpl.cached("replay_skeleton", lambda: _skeleton(tpl))
     P = int8.shape[0]
-    peak_act, step_peak = np.zeros(P), np.zeros(P)
+    peak_act, step_peak, step_ws = np.zeros(P), np.zeros(P), np.zeros(P)
     for p in range(P):
-        peak_act[p], step_peak[p] = _replay_plan(tpl, sk, int8[p].tolist(), nhwc[p].tolist(), fused_now[p].tolist(),
-                                                 keep_out[p].tolist(), ws[p].tolist())
-    return peak_act, step_peak
+        peak_act[p], step_peak[p], step_ws[p] = _replay_plan(tpl, sk, int8[p].tolist(), nhwc[p].tolist(),
+                                                             fused_now[p].tolist(), keep_out[p].tolist(),
+                                                             ws[p].tolist())
+    return peak_act, step_peak, step_ws
 
 
 @functools.lru_cache(maxsize=None)
@@ -762,7 +777,7 @@ def _conversion_steps(src_nhwc: bool, src_int8: bool, nhwc: bool, int8: bool,
 
 
 def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, int8: list, nhwc: list, fused: list, keep: list,
-                 ws: list) -> tuple[float, float]:
+                 ws: list) -> tuple[float, float, float]:
     lm, producer, nbytes = sk.layout_matters, sk.producer, sk.nbytes
     size: list[float] = []  # bytes of each slot's storage (0 for views and caller-owned buffers)
     root: list[int] = []  # the slot owning each slot's storage
@@ -818,7 +833,16 @@ def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, int8: list, nhwc: list, fuse
             primary[t] = k
             outs.append(k)
         ios.append((ins, outs))
-        step_ws.append(ws[i])
+        w = ws[i]
+        if sk.kind[i] and len(ins) == len(sk.reads[i]):
+            # inputs read as views that are not dense blocks in their layout (runtime.memory._step_workspace)
+            sparse = [(t, k) for (t, _), k in zip(sk.reads[i], ins) if root[k] != k and producer[t] >= 0
+                      and sk.views[producer[t]] and not sk.view_dense[producer[t]][int(fmt[k][0])]]
+            if sk.kind[i] == 1:
+                w += sum(nbytes[t] * keep[producer[t]] * (0.25 if fmt[k][1] else 1.0) for t, k in sparse)
+            elif sparse and q and lay:
+                w = 2.0 * sum(nbytes[t] * keep[i] for t in outs_of)  # 8 bytes per output element
+        step_ws.append(w)
     if tpl.convert_final:
         kept = set()
         for t in tpl.final_tensors:  # returned as fp32 NCHW
@@ -828,7 +852,7 @@ def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, int8: list, nhwc: list, fuse
         kept = {primary[t] for t in tpl.final_tensors if t in primary}
     frees = free_points(ios, kept)
     peak, _, step = replay_peaks(zip((outs for _, outs in ios), frees, step_ws), size, root)
-    return peak, step
+    return peak, step, max(step_ws, default=0.0)
 
 
 def _channels(shape: tuple[int, ...]) -> int:
@@ -1152,8 +1176,8 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     ws_table = tpl.workspace_table(space)
     ws = ws_table[np.arange(n)[None, :], arrays.primitive, int8.astype(np.int64), nhwc.astype(np.int64)]
     _pruned_workspace(tpl, space, arrays, int8.astype(np.int64), nhwc.astype(np.int64), keep_in, keep_out, ws)
-    max_ws = ws.max(axis=1) if n else np.zeros(P)
-    peak_act, step_peak = _replay_memory(tpl, int8, nhwc, fused_now, keep_out, ws)
+    peak_act, step_peak, step_ws = _replay_memory(tpl, int8, nhwc, fused_now, keep_out, ws)
+    max_ws = np.maximum(ws.max(axis=1), step_ws) if n else np.zeros(P)
     mem_prior = weights + step_peak
     memory = np.stack([np.log1p(weights), np.log1p(peak_act), np.log1p(max_ws), np.log1p(mem_prior)], axis=1)
     return PlanFeatures(tpl.static_features(space), plan, prior, memory.astype(np.float32), mem_prior,

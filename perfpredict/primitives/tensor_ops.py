@@ -35,13 +35,25 @@ def _build_concat(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
     return lambda *xs: torch.cat(xs, axis)
 
 
-def _ws_concat(node: Node, precision: str, layout: str) -> int:
-    # measured with torch's allocator: quantized::cat joins channels-last inputs along the channels directly;
-    # otherwise it dequantises every input to fp32, joins them in fp32 and quantises the result, holding the
-    # fp32 copies of the inputs and the fp32 output at once (8 bytes per output element)
-    if precision != "int8" or (layout == "NHWC" and int(node.attrs["axis"]) in (1, -3)):
-        return 0
+def int8_concat_direct(node: Node, layout: str) -> bool:
+    """Whether quantized::cat joins ``node``'s inputs directly (channels-last inputs joined along the channels),
+    given that every input is dense; otherwise it holds :func:`int8_concat_fallback_bytes`. An input that is a
+    view but not a dense block (a channel split in NHWC) sends it the fp32 way as well; the memory estimate
+    checks that, since the workspace of a node cannot see its inputs."""
+    return layout == "NHWC" and int(node.attrs["axis"]) in (1, -3)
+
+
+def int8_concat_fallback_bytes(node: Node) -> int:
+    """What quantized::cat holds when it goes through fp32: it dequantises every input, joins them in fp32 and
+    quantises the result, holding the fp32 inputs and the fp32 output at once (8 bytes per output element;
+    measured with torch's allocator)."""
     return 8 * int(np.prod(node.out_shape))
+
+
+def _ws_concat(node: Node, precision: str, layout: str) -> int:
+    if precision != "int8" or int8_concat_direct(node, layout):
+        return 0
+    return int8_concat_fallback_bytes(node)
 
 
 def _build_split(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:

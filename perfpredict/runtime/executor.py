@@ -35,6 +35,29 @@ FUSABLE_PRODUCERS = ("Conv", "Gemm", "MatMul")
 VIEW_OPS = ("Split", "Slice", "Flatten", "Reshape")
 """Ops whose output shares its input's storage (used by the memory estimate)."""
 
+_MEMORY_ORDER = {"NCHW": (0, 1, 2, 3), "NHWC": (0, 2, 3, 1)}
+
+
+def view_is_dense(node: Node, layout: str) -> bool:
+    """Whether the output of view ``node`` (a Split or Slice of a 4-D tensor) is one dense block of its input's
+    storage in ``layout``: every dimension before a sliced one in memory order has size 1 (a channel slice is
+    dense in NCHW at batch 1, not in NHWC). Flatten and Reshape views, and views of other ranks, count as
+    dense. Kernels treat a view that is not dense differently: a Conv copies it first, and an int8 channel
+    Concat in NHWC goes through fp32 (the memory estimate counts both)."""
+    if node.op not in ("Split", "Slice") or len(node.in_shape) != 4 or layout not in _MEMORY_ORDER:
+        return True
+    a, shape = node.attrs, node.in_shape
+    if node.op == "Split":
+        axes: tuple[int, ...] = (int(a["axis"]),)
+    else:
+        if any(sp != 1 for sp in a["steps"]):
+            return False
+        # an axis is sliced unless the slice keeps all of it (ONNX: negative indices count from the end)
+        axes = tuple(ax for ax, st, en in zip(a["axes"], a["starts"], a["ends"])
+                     if (st + shape[ax] if st < 0 else st) > 0 or (en + shape[ax] if en < 0 else en) < shape[ax])
+    order = _MEMORY_ORDER[layout]
+    return all(shape[d] == 1 for ax in axes for d in order[:order.index(ax)])
+
 _FORMATS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
 
 

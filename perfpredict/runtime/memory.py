@@ -28,7 +28,7 @@ import numpy as np
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan
 from perfpredict.primitives.registry import get_primitive
-from perfpredict.runtime.executor import FUSABLE_PRODUCERS, Schedule, make_schedule, resolve_plan
+from perfpredict.runtime.executor import FUSABLE_PRODUCERS, Schedule, make_schedule, resolve_plan, view_is_dense
 
 _WEIGHT_OPS = ("Conv", "Gemm", "MatMul", "BatchNormalization", "Add", "Mul")
 INT8_CHANNEL_BYTES = 8
@@ -120,15 +120,30 @@ def _replay(schedule: Schedule, workspace: list[int]) -> tuple[int, str, int]:
 
 
 def _step_workspace(schedule: Schedule) -> list[int]:
-    """The workspace each scheduled step declares (0 for conversions)."""
+    """The workspace each scheduled step declares (0 for conversions), with what a kernel does to an input that
+    is a view but not a dense block in its layout (:func:`~perfpredict.runtime.executor.view_is_dense`): a Conv
+    holds a dense copy of it, and an int8 channel Concat in NHWC goes through fp32."""
+    from perfpredict.primitives.tensor_ops import int8_concat_direct, int8_concat_fallback_bytes
+
     nodes = {n.name: n for n in schedule.graph.nodes}
+    producer = {t: n for n in schedule.graph.nodes for t in n.outputs}
     out = []
     for op in schedule.ops:
         if op.kind != "node":
             out.append(0)
             continue
         c = schedule.choices[op.name]
-        out.append(int(get_primitive(c.primitive).workspace_bytes(nodes[op.name], c.precision, c.layout)))
+        node = nodes[op.name]
+        ws = int(get_primitive(c.primitive).workspace_bytes(node, c.precision, c.layout))
+        if node.op in ("Conv", "Concat"):
+            sparse = [schedule.slots[s] for s in op.inputs if schedule.slots[s].alias_of is not None
+                      and (v := producer.get(schedule.slots[s].tensor)) is not None
+                      and not view_is_dense(v, schedule.slots[s].layout)]
+            if node.op == "Conv":
+                ws += sum(slot.nbytes for slot in sparse)
+            elif sparse and c.precision == "int8" and int8_concat_direct(node, c.layout):
+                ws = int8_concat_fallback_bytes(node)
+        out.append(ws)
     return out
 
 

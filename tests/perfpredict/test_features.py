@@ -243,6 +243,25 @@ def test_memory_prior_follows_the_runtime_estimate(space):
             assert math.expm1(pf.memory[k, 2]) == pytest.approx(est.workspace, rel=1e-6), (family, k)
             assert pf.memory_prior[k] == pytest.approx(est.total, rel=1e-6), (family, k)
 
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_memory_prior_counts_what_kernels_do_to_channel_split_views(space, precision):
+    from perfpredict.primitives import candidates
+    from perfpredict.runtime.memory import estimate_peak_memory
+
+    from .synthetic import zoo_graph
+
+    # whole-graph NHWC plans on ShuffleNetV2, whose channel splits are views that are not dense in NHWC: the
+    # convolutions reading them copy them, an int8 Concat goes through fp32; the prior replays both rules
+    g = zoo_graph("shufflenet_v2")
+    plan = Plan({n.name: Choice(c[0].name, "NHWC", precision) for n in g.nodes
+                 if (c := candidates(n, layout="NHWC", precision=precision))})
+    _, pf = _feat(g, space, [plan, Plan({})])
+    for k, p in enumerate((plan, Plan({}))):
+        est = estimate_peak_memory(g, p)
+        assert math.expm1(pf.memory[k, 2]) == pytest.approx(est.workspace, rel=1e-6)
+        assert pf.memory_prior[k] == pytest.approx(est.total, rel=1e-6)
+
 def _pointwise_depthwise(path, channels=16):
     """conv1 (1x1, 3 -> channels) -> dw (3x3 depthwise) -> conv3 (1x1, -> 8): the depthwise conv runs with
     conv1's kept channels."""
