@@ -834,10 +834,11 @@ def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, int8: list, nhwc: list, fuse
             outs.append(k)
         ios.append((ins, outs))
         w = ws[i]
-        if sk.kind[i] and len(ins) == len(sk.reads[i]):
-            # inputs read as views that are not dense blocks in their layout (runtime.memory._step_workspace)
-            sparse = [(t, k) for (t, _), k in zip(sk.reads[i], ins) if root[k] != k and producer[t] >= 0
-                      and sk.views[producer[t]] and not sk.view_dense[producer[t]][int(fmt[k][0])]]
+        if sk.kind[i]:
+            # inputs read as views (a slot sharing another's storage) that are not dense blocks in their layout
+            # (runtime.memory._step_workspace)
+            sparse = [(t, k) for (t, _), k in zip(sk.reads[i], ins)
+                      if root[k] != k and not sk.view_dense[producer[t]][int(fmt[k][0])]]
             if sk.kind[i] == 1:
                 w += sum(nbytes[t] * keep[producer[t]] * (0.25 if fmt[k][1] else 1.0) for t, k in sparse)
             elif sparse and q and lay:

@@ -141,7 +141,18 @@ class _Primitive:
         self.out_shape = (n, geo.out_channels, oh, ow)
         self.scratch_bytes = int(lib.pp_dnnl_conv_scratch_bytes(handle))
         self.impl = lib.pp_dnnl_conv_impl(handle).decode()
+        self._run = lib.pp_dnnl_conv_run
         self._finalizer = weakref.finalize(self, lib.pp_dnnl_conv_destroy, handle)
+
+    def execute(self, name: str, node: Node, x: torch.Tensor, y: torch.Tensor, x_scale: float = 1.0,
+                x_zp: int = 0) -> None:
+        """One call on channels-last ``x`` into ``y`` (``x_scale``/``x_zp`` quantise ``x`` at int8), with a
+        scratchpad from torch's allocator."""
+        scratch = torch.empty(self.scratch_bytes, dtype=torch.uint8) if self.scratch_bytes else None
+        code = self._run(self.handle, x.data_ptr(), y.data_ptr(), None if scratch is None else scratch.data_ptr(),
+                         x_scale, x_zp)
+        if code:
+            raise PlanError(f"{name} failed on node '{node.name}': oneDNN says {_status(code)}")
 
 
 def _primitives(name: str, node: Node, geo: ConvGeometry,
@@ -162,15 +173,6 @@ def _primitives(name: str, node: Node, geo: ConvGeometry,
     n, _, h, wd = node.in_shape
     primitive((n, geo.in_channels, h, wd))
     return primitive
-
-
-def _execute(name: str, node: Node, p: _Primitive, x: torch.Tensor, y: torch.Tensor, x_scale: float = 1.0,
-             x_zp: int = 0) -> None:
-    scratch = torch.empty(p.scratch_bytes, dtype=torch.uint8) if p.scratch_bytes else None
-    code = library().pp_dnnl_conv_run(p.handle, x.data_ptr(), y.data_ptr(),
-                                      None if scratch is None else scratch.data_ptr(), x_scale, x_zp)
-    if code:
-        raise PlanError(f"{name} failed on node '{node.name}': oneDNN says {_status(code)}")
 
 
 def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
@@ -195,7 +197,7 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
         x = x.contiguous(memory_format=cl)
         p = primitive(tuple(x.shape))
         y = torch.empty(p.out_shape, memory_format=cl)
-        _execute("conv.dnnl", node, p, x, y)
+        p.execute("conv.dnnl", node, x, y)
         return rest.apply_(y)
 
     return kernel
@@ -235,7 +237,7 @@ def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
         p = primitive(tuple(x.shape))
         y = torch._empty_affine_quantized(p.out_shape, scale=scale, zero_point=zp, dtype=torch.quint8,
                                           memory_format=cl)
-        _execute("conv.dnnl_int8", node, p, x, y, x.q_scale(), x.q_zero_point())
+        p.execute("conv.dnnl_int8", node, x, y, x.q_scale(), x.q_zero_point())
         return y if clamp is None else torch.clamp(y, *clamp)
 
     return kernel

@@ -62,7 +62,7 @@ def _build_split(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContex
     return lambda x: torch.split(x, sizes, axis)
 
 
-def _slice_plan(node: Node) -> list[tuple[int, int, int, int]]:
+def slice_plan(node: Node) -> list[tuple[int, int, int, int]]:
     """(axis, start, end, step) per sliced axis, clamped the way ONNX clamps them."""
     out = []
     shape = node.in_shape
@@ -80,7 +80,7 @@ def _slice_plan(node: Node) -> list[tuple[int, int, int, int]]:
 
 
 def _build_slice(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
-    plan = _slice_plan(node)
+    plan = slice_plan(node)
     if all(step > 0 for _, _, _, step in plan):
         index: list[slice] = [slice(None)] * len(node.in_shape)
         for axis, start, end, step in plan:

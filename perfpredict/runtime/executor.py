@@ -46,15 +46,16 @@ def view_is_dense(node: Node, layout: str) -> bool:
     Concat in NHWC goes through fp32 (the memory estimate counts both)."""
     if node.op not in ("Split", "Slice") or len(node.in_shape) != 4 or layout not in _MEMORY_ORDER:
         return True
-    a, shape = node.attrs, node.in_shape
+    from perfpredict.primitives.tensor_ops import slice_plan
+
+    shape = node.in_shape
     if node.op == "Split":
-        axes: tuple[int, ...] = (int(a["axis"]),)
+        axes: tuple[int, ...] = (int(node.attrs["axis"]),)
     else:
-        if any(sp != 1 for sp in a["steps"]):
+        plan = slice_plan(node)  # clamped as the kernel clamps them
+        if any(step != 1 for *_, step in plan):
             return False
-        # an axis is sliced unless the slice keeps all of it (ONNX: negative indices count from the end)
-        axes = tuple(ax for ax, st, en in zip(a["axes"], a["starts"], a["ends"])
-                     if (st + shape[ax] if st < 0 else st) > 0 or (en + shape[ax] if en < 0 else en) < shape[ax])
+        axes = tuple(ax for ax, start, end, _ in plan if (start, end) != (0, shape[ax]))  # the axes actually cut
     order = _MEMORY_ORDER[layout]
     return all(shape[d] == 1 for ax in axes for d in order[:order.index(ax)])
 
