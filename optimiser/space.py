@@ -10,8 +10,9 @@ whose channels meet at an elementwise Add/Mul. ``lossless=True`` keeps fp32 and 
 A plan is encoded as one option index per node (fixed nodes, with a single option, are always 0).
 Option ``o`` of a node is ``impl * len(ratios) + ratio``, where ``impl`` indexes the node's
 (primitive, layout, precision) triples, default first, and ``ratio`` its group's prune ratios, 0 first.
-A Relu/Clip the runtime folds into the Conv/Gemm it reads is *tied*: its option follows the
-producer's (same layout and precision, so the fold always happens) and is not a decision.
+An activation the runtime can fold into the Conv/Gemm it reads (Relu, Clip, HardSwish, a swish's Sigmoid and
+Mul) is *tied*: its option follows the producer's (same layout and precision, so the fold happens wherever the
+producer's primitive applies it) and is not a decision.
 Strategies that sample variables independently (random search, Optuna) use the factorised
 :attr:`SearchSpace.variables`: one implementation variable per node with several, one ratio variable
 per prune group; any assignment of those is a legal plan.
@@ -43,8 +44,8 @@ class SpaceConfig:
 
     ``prune_ratios`` are offered to prunable nodes (0 is always included); ``lossless`` restricts to
     fp32 and no pruning; ``allow_int8``/``allow_prune`` switch those off separately; ``primitives`` and
-    ``layouts`` restrict the implementations (None: every registered one); ``tie_activations`` makes a
-    Relu/Clip that the runtime folds into its Conv/Gemm follow that producer's layout and precision (so
+    ``layouts`` restrict the implementations (None: every registered one); ``tie_activations`` makes an
+    activation that the runtime folds into its Conv/Gemm follow that producer's layout and precision (so
     it is always folded) instead of being a decision of its own.
     """
 
@@ -197,7 +198,7 @@ class SearchSpace:
             self.impls[node.name] = impls
             self.ratios[node.name] = rs
             self.options[node.name] = tuple(Choice(p, lay, prec, r) for p, lay, prec in impls for r in rs)
-        # a Relu/Clip the runtime folds into its Conv/Gemm follows the producer's layout and precision
+        # an activation the runtime folds into its Conv/Gemm follows the producer's layout and precision
         self.tied: dict[int, tuple[int, np.ndarray]] = {}
         if cfg.tie_activations:
             from perfpredict.analytical import fusable_activations
@@ -386,7 +387,7 @@ class SearchSpace:
             out[i] = k
         if not self.is_consistent(out):
             raise PlanError("plan is outside the search space: members of a prune group have different ratios, "
-                            "or a foldable Relu/Clip does not follow its producer's layout and precision")
+                            "or a foldable activation does not follow its producer's layout and precision")
         return out
 
     def is_consistent(self, indices: np.ndarray) -> bool:

@@ -18,8 +18,9 @@ pruned sources (a Concat and its consumer) is costed as the channel-weighted mea
 source's keep factor, and an edge's conversion traffic uses the producer's own keep factor (a
 pass-through producer, e.g. a Relu after a pruned Conv, is costed at full size). Conversions are charged
 per data-flow edge (the runtime shares one conversion between consumers that need the same variant, so
-a tensor read by several converting consumers is over-charged). A Relu/Clip the runtime folds into the
-Conv/Gemm it reads costs nothing when both run at one precision.
+a tensor read by several converting consumers is over-charged). An activation the runtime folds into the
+Conv/Gemm it reads costs nothing when both run at one precision (a swish, HardSwish or Sigmoid: and the
+producer's primitive applies it).
 
 Peak memory follows the runtime's estimate (:func:`perfpredict.runtime.estimate_peak_memory`): weights
 as deployed (int8: 1 byte per weight plus a scale and zero point per channel) + the largest set of live
@@ -52,7 +53,9 @@ from perfpredict.errors import BoardError
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice, is_prunable
 from perfpredict.predictor import Prediction, channel_sources, interaction_pairs
+from perfpredict.primitives.epilogue import ELTWISE
 from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, depthwise_fallback
+from perfpredict.primitives.registry import get_primitive
 
 if TYPE_CHECKING:
     from perfpredict.devices import DeviceSpec
@@ -296,8 +299,10 @@ register_traits("conv.int8", KernelTraits(0.45, memory_eff=0.7, layout_eff={"NHW
                                           slow_path_eff=DEPTHWISE_FALLBACK_SHARE))
 # oneDNN int8 through its C API: AMX or VNNI kernels for any channel count, depthwise included. On the
 # AMX Xeon of datasets/xeon2.db it took a median 0.27x (1 thread) / 0.33x (2 threads) the time of conv.int8
-# (fbgemm) over 358/355 int8 NHWC configurations (benchmarks/bench_conv_pair.py); a prior, not fitted
-register_traits("conv.dnnl_int8", KernelTraits(1.2, memory_eff=0.7, overhead_ms=0.003, depthwise_eff=0.15))
+# (fbgemm) over 358/355 int8 NHWC configurations (benchmarks/bench_conv_pair.py). Its dense layer records there
+# reach 0.64 / 0.42 of the int8 peak at the 90th percentile (1 / 2 threads), where conv.dnnl's reach 0.75 / 0.66
+# of the fp32 peak for a factor of 0.85: scaled alike, 0.73 / 0.54, hence 0.6
+register_traits("conv.dnnl_int8", KernelTraits(0.6, memory_eff=0.7, overhead_ms=0.003, depthwise_eff=0.15))
 register_traits("gemm.blas", KernelTraits(0.5))
 register_traits("gemm.reference", KernelTraits(0.09, memory_eff=0.3, single_thread=True, overhead_ms=0.001))
 register_traits("gemm.int8", KernelTraits(0.35, memory_eff=0.7, overhead_ms=0.006))
@@ -357,6 +362,8 @@ class _GraphCosts:
         self.fused_into: dict[int, int] = {}
         if fuse_activations:
             self.fused_into = {self.pos[a]: self.pos[p] for a, p in fusable_activations(graph).items()}
+        # folded activations that only primitives listing their epilogue apply: node -> epilogue name
+        self.eltwise = {self.pos[a]: e for a, e in eltwise_activations(graph).items()} if fuse_activations else {}
         self._f_memo: dict[tuple[int, Choice, float], float] = {}
         # growing choice lists for predict()
         self.choices: list[list[Choice]] = [[] for _ in graph.nodes]
@@ -442,15 +449,18 @@ class _GraphCosts:
         return 1.0 - c.prune * self.prune_scale[i] if self.dense[i] else 1.0
 
     def _fused_pair(self, s: int, d: int, src_opts: Sequence[Choice], dst_opts: Sequence[Choice]) -> np.ndarray:
-        """Producer ``s`` and its foldable activation ``d``: free at one precision, else a separate node
-        (at the producer's keep when it is pruned) plus the (de)quantisation between them."""
+        """Producer ``s`` and its foldable activation ``d``: free at one precision (for swish, hardswish and
+        sigmoid, when the producer's primitive applies them), else a separate node (at the producer's keep when it
+        is pruned) plus the conversions between them."""
         m = np.zeros((len(src_opts), len(dst_opts)))
         nbytes = self.edge_bytes.get((s, d), (0.0, 0.0))
         src_pruned = self.names[s] in self.sources[self.names[d]]
+        eltwise = self.eltwise.get(d)
         for a, ca in enumerate(src_opts):
             keep = self._keep_out(s, ca) if src_pruned else 1.0
+            folds = eltwise is None or eltwise in get_primitive(ca.primitive).epilogues
             for b, cb in enumerate(dst_opts):
-                if ca.precision == cb.precision:
+                if folds and ca.precision == cb.precision:
                     continue
                 m[a, b] = self.node_ms(d, cb, keep) + self.convert_ms(
                     nbytes, (ca.layout, ca.precision), (cb.layout, cb.precision), self._keep_out(s, ca))
@@ -520,8 +530,6 @@ class _GraphCosts:
         upper bound of the runtime's estimate (which adds a step's workspace to that step's live activations
         only; the bound keeps the exact solver's additive memory sweep tight). Conversion temporaries are not
         counted."""
-        from perfpredict.primitives import get_primitive
-
         g = self.graph
         n_plans, n_nodes = idx.shape
         prune = [np.array([c.prune * self.prune_scale[i] for c in self.choices[i]]) for i in range(n_nodes)]
@@ -572,11 +580,19 @@ def _add_bytes(acc: tuple[float, float], shape: Sequence[int]) -> tuple[float, f
 
 
 def fusable_activations(graph: Graph) -> dict[str, str]:
-    """Relu/Clip nodes the runtime folds into the Conv/Gemm/MatMul they read (when both run at one
-    precision): activation name -> producer name."""
-    from perfpredict.runtime.executor import find_fusions
+    """Activation nodes the runtime can fold into the Conv/Gemm/MatMul they read, whatever the plan
+    (:func:`perfpredict.runtime.executor.fusion_patterns`): activation name -> producer name."""
+    from perfpredict.runtime.executor import fusion_patterns
 
-    return dict(find_fusions(graph, {n.name: default_choice(n) for n in graph.nodes}))
+    return {a: f.producer for f in fusion_patterns(graph) for a in f.nodes}
+
+
+def eltwise_activations(graph: Graph) -> dict[str, str]:
+    """The activation nodes of :func:`fusable_activations` that fold only into a primitive listing their epilogue
+    (swish, hardswish, sigmoid): activation name -> epilogue name."""
+    from perfpredict.runtime.executor import fusion_patterns
+
+    return {a: f.activation for f in fusion_patterns(graph) if f.activation in ELTWISE for a in f.nodes}
 
 
 def _prune_scale(graph: Graph) -> list[float]:
@@ -633,8 +649,8 @@ class RooflineModel:
     """The analytical roofline predictor; implements both Predictor and NodeCostModel.
 
     ``threads`` predicts for that many threads (default: every core of the device);
-    ``fuse_activations`` costs a Relu/Clip that follows a Conv/Gemm as folded into it (the runtime
-    fuses such activations).
+    ``fuse_activations`` costs an activation that follows a Conv/Gemm as folded into it where the runtime
+    folds it (:func:`perfpredict.runtime.executor.plan_fusions`).
     """
 
     name = "roofline"
@@ -695,8 +711,6 @@ class RooflineModel:
     def node_memory(self, graph: Graph, device: "DeviceSpec",
                     options: Mapping[str, Sequence[Choice]]) -> dict[str, np.ndarray]:
         """Weight plus workspace bytes of each option (own pruning only; upstream pruning ignored)."""
-        from perfpredict.primitives import get_primitive
-
         gc = self._costs(graph, device)
         out = {}
         for name, opts in options.items():

@@ -35,9 +35,11 @@ output must be converted back to fp32 NCHW; and ``log`` of the node's roofline p
 its kept channels not a multiple of 8, gets the int8 peak times
 :data:`~perfpredict.primitives.quantized.DEPTHWISE_FALLBACK_SHARE`, the share that path reaches.)
 
-The rules follow :mod:`perfpredict.runtime.executor`: a Relu/Clip that is the only reader of a
-Conv/Gemm/MatMul output (not a graph output) is folded into that node's epilogue when both run at the same
-precision (``fused_now`` columns; a fused activation costs almost nothing, its prior is 2% of the
+The rules follow :mod:`perfpredict.runtime.executor`: the activations of
+:func:`~perfpredict.runtime.executor.fusion_patterns` (a Relu/Clip/HardSwish/Sigmoid that is the only reader of a
+Conv/Gemm/MatMul output, not a graph output, or a swish's Sigmoid + Mul pair) are folded into that node's
+epilogue when they run at its precision and, for swish, hardswish and sigmoid, its primitive lists the epilogue
+(``fused_now`` columns; a fused activation costs almost nothing, its prior is 2% of the
 per-node overhead); a tensor read in another layout or precision than its producer wrote it is converted
 once per variant and shared by every reader of that variant; layout matters only for 4-D tensors with
 C > 1 and H*W > 1; graph inputs arrive as fp32 NCHW and graph outputs are returned as fp32 NCHW.
@@ -62,12 +64,14 @@ from perfpredict.errors import FeatureWarning, PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
+from perfpredict.primitives.epilogue import ELTWISE
 from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, fbgemm_depthwise, misaligned
+from perfpredict.primitives.registry import get_primitive
 from perfpredict.primitives.tensor_ops import int8_concat_direct
-from perfpredict.runtime.executor import conversion_path, free_points, view_is_dense
+from perfpredict.runtime.executor import conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 5
+FEATURE_SCHEMA_VERSION = 6
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -120,7 +124,6 @@ OP_CATEGORIES: Mapping[str, str] = {
 no training graph had (Sigmoid when EfficientNet is held out) borrows from the others of its kind."""
 
 _FUSE_PRODUCERS = ("Conv", "Gemm", "MatMul")
-_FUSABLE_ACTS = ("Relu", "Clip")
 _VIEW_OPS = ("Split", "Slice", "Flatten", "Reshape")  # outputs share their input's storage (runtime.executor)
 _FUSED_PRIOR_SHARE = 0.02
 _EXTERNAL_GRAPH_INPUT = -1  # producer index of a graph input: fp32 NCHW, converted if the consumer differs
@@ -214,20 +217,29 @@ class FeatureSpace:
 # ------------------------------------------------------------------------------------------ fusion
 
 
-def fused_activations(graph: Graph) -> dict[int, int]:
-    """Activation node index -> index of the Conv/Gemm/MatMul whose epilogue can absorb it (it does when
-    both run at the same precision; see the module docstring)."""
-    consumers: dict[int, set[int]] = {}
-    for e in graph.edges:
-        consumers.setdefault(e.src, set()).add(e.dst)
-    out = {}
-    graph_outputs = set(graph.outputs)
-    for e in graph.edges:
-        src, dst = graph.nodes[e.src], graph.nodes[e.dst]
-        if (dst.op in _FUSABLE_ACTS and src.op in _FUSE_PRODUCERS and consumers.get(e.src) == {e.dst}
-                and not graph_outputs.intersection(src.outputs) and len(dst.activation_inputs) == 1):
-            out[e.dst] = e.src
-    return out
+def fused_activations(graph: Graph) -> dict[int, tuple[int, int]]:
+    """Activation node index -> (index of the Conv/Gemm/MatMul whose epilogue can absorb it, epilogue code: 0 a
+    clamp, ``1 + ELTWISE.index(name)`` swish, hardswish or sigmoid), from the runtime's
+    :func:`~perfpredict.runtime.executor.fusion_patterns` (see the module docstring for when it does)."""
+    pos = {nd.name: i for i, nd in enumerate(graph.nodes)}
+    return {pos[a]: (pos[f.producer], 1 + ELTWISE.index(f.activation) if f.activation in ELTWISE else 0)
+            for f in fusion_patterns(graph) for a in f.nodes}
+
+
+@functools.lru_cache(maxsize=8)
+def _epilogue_table(space: FeatureSpace) -> np.ndarray:
+    """[len(primitives) + 1, 1 + len(ELTWISE)]: whether each primitive of ``space`` (the last row the ``other``
+    bucket) applies each epilogue code of :func:`fused_activations` (a clamp: every primitive)."""
+    table = np.zeros((len(space.primitives) + 1, 1 + len(ELTWISE)), bool)
+    table[:, 0] = True
+    for k, name in enumerate(space.primitives):
+        try:
+            epilogues = get_primitive(name).epilogues
+        except PlanError:
+            continue
+        for e, eltwise in enumerate(ELTWISE):
+            table[k, 1 + e] = eltwise in epilogues
+    return table
 
 
 # ------------------------------------------------------------------------------------------ node JSON
@@ -310,7 +322,8 @@ class GraphTemplate:
     ``in_dup`` pairs (entry, earlier entry of the same tensor) let a conversion be shared by readers.
     ``chan_kind`` per node: 0 dense Conv, Gemm, MatMul (work scales with kept input and output channels),
     1 passes its input's channels through, 2 concatenates channels, 3 a grouped (not depthwise) Conv.
-    ``fuse_act``/``fuse_prod`` list the structurally fusable (activation, producer) pairs.
+    ``fuse_act``/``fuse_prod``/``fuse_code`` list the structurally fusable (activation, producer, epilogue code of
+    :func:`fused_activations`) triples; the activations of one producer fold together or not at all.
     Pruning follows :mod:`perfpredict.runtime.pruning`: coupled producers form groups sharing the largest
     ratio of their members; ``comp_in``/``comp_out`` say which share of a tensor's channels belongs to each
     group's free channel classes, so a plan's kept share of every tensor is one matrix product.
@@ -341,6 +354,7 @@ class GraphTemplate:
     out_layout_matters: np.ndarray
     fuse_act: np.ndarray
     fuse_prod: np.ndarray
+    fuse_code: np.ndarray
     group_members: tuple[np.ndarray, ...]  # node indices of each prune group (they share the largest ratio)
     group_free: np.ndarray  # [G] free channel classes of each group
     comp_in: np.ndarray  # [G, n] share of each node's first input channels in each group's free classes
@@ -417,6 +431,7 @@ class GraphTemplate:
         e_keep = np.isin(self.edge_index[0], idx) & np.isin(self.edge_index[1], idx)
         f_keep = np.isin(self.fuse_act, idx) & np.isin(self.fuse_prod, idx)
         f_act, f_prod = remap[self.fuse_act[f_keep]], remap[self.fuse_prod[f_keep]]
+        f_code = self.fuse_code[f_keep]
         unread_to_end = np.array([not (in_src == t).any() for t in range(n)], bool)
         # a node measured alone is pruned by its own ratio: its output channels only (profile campaigns
         # pre-slice the lone node), passed through by the sub-graph's channel-keeping readers
@@ -446,7 +461,7 @@ class GraphTemplate:
             bytes_out=self.bytes_out[idx], param_bytes=self.param_bytes[idx], bias_bytes=self.bias_bytes[idx],
             prunable=self.prunable[idx], is_view=self.is_view[idx], writes_output=np.zeros(n, bool),
             out_layout_matters=self.out_layout_matters[idx], fuse_act=f_act, fuse_prod=f_prod,
-            group_members=sub_members, group_free=free, comp_in=comp_in, comp_out=comp_out,
+            fuse_code=f_code, group_members=sub_members, group_free=free, comp_in=comp_in, comp_out=comp_out,
             default_choices=tuple(self.default_choices[i] for i in idx),
             workspace={k: v[idx] for k, v in self.workspace.items()},
             ws_nodes={j: self.ws_nodes[int(i)] for j, i in enumerate(idx) if int(i) in self.ws_nodes},
@@ -467,7 +482,7 @@ def build_template(graph: Graph) -> GraphTemplate:
     graph_inputs = set(graph.inputs)
     graph_outputs = set(graph.outputs)
     fused = fused_activations(graph)
-    has_fused = set(fused.values())
+    has_fused = {p for p, _ in fused.values()}
     pairs = sorted({(e.src, e.dst) for e in graph.edges})
     fan_out = np.bincount(np.array([s for s, _ in pairs], np.int64), minlength=n).astype(float) if pairs \
         else np.zeros(n)
@@ -575,7 +590,8 @@ def build_template(graph: Graph) -> GraphTemplate:
         bytes_in=np.array([float(nd.bytes_in) for nd in nodes]), bytes_out=np.array([float(nd.bytes_out) for nd in nodes]),
         param_bytes=param_bytes, bias_bytes=bias_bytes, prunable=prunable, is_view=is_view,
         writes_output=writes_output, out_layout_matters=out_lm, fuse_act=np.array(acts_fused, np.int64),
-        fuse_prod=np.array([fused[a] for a in acts_fused], np.int64), group_members=members, group_free=free,
+        fuse_prod=np.array([fused[a][0] for a in acts_fused], np.int64),
+        fuse_code=np.array([fused[a][1] for a in acts_fused], np.int64), group_members=members, group_free=free,
         comp_in=comp_in, comp_out=comp_out,
         default_choices=tuple(defaults), workspace=(ws := _workspace_bytes(nodes)),
         ws_nodes={i: nodes[i] for i in sorted({int(i) for col in ws.values() for i in np.flatnonzero(col.any(axis=(1, 2)))})},
@@ -741,7 +757,7 @@ def _skeleton(tpl: GraphTemplate) -> _Skeleton:
             nbytes[t], lm[t] = float(tpl.in_bytes[e]), bool(tpl.in_layout_matters[e])
     act_of = [-1] * n
     for a, p in zip(tpl.fuse_act.tolist(), tpl.fuse_prod.tolist()):
-        act_of[p] = a
+        act_of[p] = max(act_of[p], a)  # the last activation folded (a swish's Mul) gives the producer's outputs
     kind = [1 if op == "Conv" else 2 if direct else 0 for op, direct in zip(tpl.ops, tpl.concat_direct.tolist())]
     return _Skeleton(tuple(tuple(r) for r in reads), tuple(tuple(t for t, *_ in o) for o in tpl.out_tensors),
                      producer, nbytes, lm, act_of, tpl.is_view.tolist(),
@@ -1115,12 +1131,17 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
         + tpl.bias_bytes * keep_out
     eff_params += int8 * tpl.cached("int8_channel_bytes", lambda: _int8_channel_bytes(tpl)) * keep_out
 
-    # fusion: an activation folds into its producer when both run at the same precision
+    # fusion: a producer's activations fold into it when they all run at its precision and its primitive applies
+    # their epilogue (swish, hardswish, sigmoid: oneDNN post-ops only)
     fused_now = np.zeros((P, n), bool)
     has_fused_now = np.zeros((P, n), bool)
     out_layout = arrays.layout.copy()
     if len(tpl.fuse_act):
-        same = arrays.precision[:, tpl.fuse_act] == arrays.precision[:, tpl.fuse_prod]
+        ok = (arrays.precision[:, tpl.fuse_act] == arrays.precision[:, tpl.fuse_prod]) \
+            & _epilogue_table(space)[arrays.primitive[:, tpl.fuse_prod], tpl.fuse_code]
+        refused = np.zeros((P, n), bool)
+        np.logical_or.at(refused, (slice(None), tpl.fuse_prod), ~ok)
+        same = ~refused[:, tpl.fuse_prod]
         fused_now[:, tpl.fuse_act] = same
         has_fused_now[:, tpl.fuse_prod] = same
         out_layout[:, tpl.fuse_act] = np.where(same, arrays.layout[:, tpl.fuse_prod], arrays.layout[:, tpl.fuse_act])

@@ -33,11 +33,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import DatasetError, PerfPredictError
 from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, single_node_graph, template_for)
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan
+from perfpredict.primitives.epilogue import ELTWISE
+from perfpredict.primitives.registry import get_primitive
 from perfpredict.zoo import spec_from_dict
 
 
@@ -280,6 +284,9 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
                     if sample is None:
                         skipped["graph_id mismatch or no zoo spec"] += 1
                         continue
+                    if extra.get("fusion_revision", 1) < 2 and folds_eltwise(sample.template, sample.plan):
+                        skipped["ran swish/hardswish/sigmoid unfused (before fusion revision 2)"] += 1
+                        continue
                     models.append(sample)
                 else:
                     sample = _layer_sample(rec, extra, dev, lat, node_templates)
@@ -323,6 +330,27 @@ def _model_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: floa
     plan = Plan.from_dict(json.loads(rec.plan_json), f"record {rec.key}") if rec.plan_json else Plan({})
     return ModelSample(tpl, plan, dev, int(rec.threads), lat, mem, rec.family or str(spec.get("family")),
                        rec.model_name or str(spec.get("name")), rec.key, spec)
+
+
+def folds_eltwise(tpl: GraphTemplate, plan: Plan) -> bool:
+    """Whether the runtime, since fusion revision 2 (:data:`perfpredict.runtime.executor.FUSION_REVISION`), folds a
+    swish, hardswish or sigmoid into a producer under ``plan``: a model record measured before then ran that plan
+    with the activation as separate nodes, which the featuriser no longer describes, so :func:`load_samples` skips
+    it."""
+    if not tpl.fuse_code.any():
+        return False
+
+    def choice(i: int) -> Choice:
+        return plan.choices.get(tpl.node_names[i], tpl.default_choices[i])
+
+    for p in np.unique(tpl.fuse_prod[tpl.fuse_code > 0]).tolist():
+        c = choice(p)
+        acts = tpl.fuse_act[tpl.fuse_prod == p].tolist()
+        code = int(tpl.fuse_code[tpl.fuse_prod == p][0])
+        if all(choice(a).precision == c.precision for a in acts) \
+                and ELTWISE[code - 1] in get_primitive(c.primitive).epilogues:
+            return True
+    return False
 
 
 def _layer_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: float,

@@ -98,8 +98,8 @@ static dnnl_status_t skip_overrunning_impls(dnnl_primitive_desc_t pd) {
 
 /* shape: n, c, h, w (input), k, oh, ow (output); kernel kh, kw; stride sh, sw; pads top, left, bottom, right;
  * dilation dh, dw (1 = dense); groups. weight: k x (c / groups) x kh x kw values, floats (fp32) or int8 (when
- * q is not NULL); bias: k floats or NULL. act: 0 none, 1 relu, 2 clip to [lo, hi]. q: NULL for fp32, else the
- * int8 quantisation parameters. */
+ * q is not NULL); bias: k floats or NULL. act: 0 none, 1 relu, 2 clip to [lo, hi], 3 swish, 4 hardswish,
+ * 5 sigmoid. q: NULL for fp32, else the int8 quantisation parameters. */
 pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int ow, int kh, int kw, int sh,
                                   int sw, int pt, int pl, int pb, int pr, int dh, int dw, int groups,
                                   const void *weight, const float *bias, int act, float lo, float hi,
@@ -164,8 +164,18 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
         TRY(dnnl_post_ops_create(&post));
         if (act == 1)
             TRY(dnnl_post_ops_append_eltwise(post, dnnl_eltwise_relu, 0.0f, 0.0f));
-        else
+        else if (act == 2)
             TRY(dnnl_post_ops_append_eltwise(post, dnnl_eltwise_clip, lo, hi));
+        else if (act == 3) /* x * sigmoid(alpha x) */
+            TRY(dnnl_post_ops_append_eltwise(post, dnnl_eltwise_swish, 1.0f, 0.0f));
+        else if (act == 4) /* x * clamp(alpha x + beta, 0, 1) */
+            TRY(dnnl_post_ops_append_eltwise(post, dnnl_eltwise_hardswish, 1.0f / 6.0f, 0.5f));
+        else if (act == 5)
+            TRY(dnnl_post_ops_append_eltwise(post, dnnl_eltwise_logistic, 0.0f, 0.0f));
+        else {
+            st = dnnl_invalid_arguments;
+            goto fail;
+        }
         TRY(dnnl_primitive_attr_set_post_ops(attr, post));
     }
 

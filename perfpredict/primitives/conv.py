@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from perfpredict.errors import PlanError
 from perfpredict.graph import Node
-from perfpredict.primitives.epilogue import Clamp, parse_activation
+from perfpredict.primitives.epilogue import ELTWISE, Clamp, parse_activation, split_activation
 from perfpredict.primitives.reference import library
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel
@@ -229,8 +229,11 @@ def _blocks16(channels: int) -> int:
 # --------------------------------------------------------------------------------------------- conv.onednn_packed
 
 
-def _post_op(act: Clamp) -> tuple[str, list[float], Clamp]:
-    """oneDNN post-op (name, scalars) for a fused clamp, plus what is left to apply after the call."""
+def _post_op(spec: str | None) -> tuple[str, list[float], Clamp]:
+    """oneDNN post-op (name, scalars) for a fused activation spec, plus the clamp left to apply after the call."""
+    eltwise, act = split_activation(spec)
+    if eltwise is not None:
+        return eltwise, [], Clamp()
     if act.is_identity:
         return "none", [], Clamp()
     if act.is_relu:
@@ -253,7 +256,7 @@ def _build_onednn_packed(node: Node, weights: Mapping[str, np.ndarray], ctx: Bui
         h, wd = h + pt + pb, wd + pl + pr
     packed = torch._C._nn.mkldnn_reorder_conv2d_weight(w.to_mkldnn(), padding, stride, dilation, groups,
                                                        [n, geo.in_channels, h, wd])
-    attr, scalars, rest = _post_op(parse_activation(ctx.fused_activation))
+    attr, scalars, rest = _post_op(ctx.fused_activation)
     conv = torch.ops.mkldnn._convolution_pointwise
 
     def kernel(x: torch.Tensor) -> torch.Tensor:
@@ -676,8 +679,10 @@ register(Primitive(
 register(Primitive(
     name="conv.onednn_packed", ops=("Conv",), layouts=("NHWC",), precisions=("fp32",),
     build=_build_onednn_packed, applies=_onednn_applies, workspace_bytes=_ws_onednn_packed, rank=2,
+    epilogues=ELTWISE,
     description="oneDNN convolution with weights reordered once at build into its blocked format and the "
-                f"relu/clamp as a post-op (mkldnn::_convolution_pointwise); {_DENSE_NOTE}"))
+                "activation (relu/clamp/swish/hardswish/sigmoid) as a post-op (mkldnn::_convolution_pointwise); "
+                f"{_DENSE_NOTE}"))
 register(Primitive(
     name="conv.native", ops=("Conv",), layouts=("NCHW",), precisions=("fp32",), build=_build_native,
     applies=is_conv2d, workspace_bytes=_ws_native, rank=10,

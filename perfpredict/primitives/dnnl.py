@@ -39,7 +39,7 @@ from perfpredict.graph import Node
 from perfpredict.primitives.cbuild import load_library
 from perfpredict.primitives.conv import (ConvGeometry, _check_layout, _onednn_applies, _onednn_scratch, _post_op,
                                          conv_weights)
-from perfpredict.primitives.epilogue import parse_activation
+from perfpredict.primitives.epilogue import ELTWISE
 from perfpredict.primitives.quantized import quantize_weight_per_channel
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel, QParams
@@ -49,7 +49,7 @@ CFLAGS: tuple[str, ...] = ("-O2", "-std=c99", "-fPIC", "-shared")
 DISTRIBUTIONS = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp")
 """The wheels that provide oneDNN's library and its headers."""
 
-_ACTIVATIONS = {"none": 0, "relu": 1, "hardtanh": 2}
+_ACTIVATIONS = {"none": 0, "relu": 1, "hardtanh": 2, "swish": 3, "hardswish": 4, "sigmoid": 5}
 
 
 class DnnlUnavailable(PerfPredictError):
@@ -179,7 +179,7 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
     _check_layout("conv.dnnl", ctx, ("NHWC",))
     w, b = conv_weights(weights)
     geo = ConvGeometry.of(node, tuple(w.shape))
-    kind, scalars, rest = _post_op(parse_activation(ctx.fused_activation))
+    kind, scalars, rest = _post_op(ctx.fused_activation)
     lo, hi = (scalars + [0.0, 0.0])[:2]
     w_np = np.ascontiguousarray(w.numpy(), dtype=np.float32)
     b_np = None if b is None else np.ascontiguousarray(b.numpy(), dtype=np.float32)
@@ -212,7 +212,7 @@ def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
     in_qp = ctx.in_qparams[0] if ctx.in_qparams else QParams(1.0, 0)  # each call passes its input's own
     w, b = conv_weights(weights)
     geo = ConvGeometry.of(node, tuple(w.shape))
-    kind, scalars, rest = _post_op(parse_activation(ctx.fused_activation))
+    kind, scalars, rest = _post_op(ctx.fused_activation)
     lo, hi = (scalars + [0.0, 0.0])[:2]
     qw = quantize_weight_per_channel(w)
     w_np = np.ascontiguousarray(qw.int_repr().numpy(), dtype=np.int8)
@@ -285,9 +285,10 @@ def _ws_dnnl(node: Node, precision: str, layout: str) -> int:
 
 register(Primitive(
     name="conv.dnnl", ops=("Conv",), layouts=("NHWC",), precisions=("fp32",), build=_build_dnnl,
-    applies=_onednn_applies, workspace_bytes=_ws_dnnl, rank=3,
+    applies=_onednn_applies, workspace_bytes=_ws_dnnl, rank=3, epilogues=ELTWISE,
     description="oneDNN convolution through oneDNN's C API (one ctypes call per run, primitive and blocked "
-                "weights made once at build, relu/clamp post-op, asymmetric pads native); any 2-D conv"))
+                "weights made once at build, relu/clamp/swish/hardswish/sigmoid post-op, asymmetric pads native); "
+                "any 2-D conv"))
 
 
 def _ws_dnnl_int8(node: Node, precision: str, layout: str) -> int:
@@ -300,8 +301,9 @@ def _ws_dnnl_int8(node: Node, precision: str, layout: str) -> int:
 
 register(Primitive(
     name="conv.dnnl_int8", ops=("Conv",), layouts=("NHWC",), precisions=("int8",), build=_build_dnnl_int8,
-    applies=_onednn_applies, workspace_bytes=_ws_dnnl_int8, rank=40,
+    applies=_onednn_applies, workspace_bytes=_ws_dnnl_int8, rank=40, epilogues=ELTWISE,
     description="oneDNN int8 convolution through oneDNN's C API (u8 activations with the calibrated scale and "
-                "zero point, per-channel s8 weights, float bias; AMX/VNNI where the CPU has them); any 2-D conv"))
+                "zero point, per-channel s8 weights, float bias, the activation applied in float before the "
+                "output is requantised; AMX/VNNI where the CPU has them); any 2-D conv"))
 
 __all__ = ["DISTRIBUTIONS", "DnnlUnavailable", "conv_impl", "dnnl_paths", "dnnl_version", "library"]

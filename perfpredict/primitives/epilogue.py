@@ -1,9 +1,14 @@
-"""The fused-activation epilogue of conv and GEMM kernels: ``BuildContext.fused_activation`` as clamp bounds.
+"""The fused-activation epilogue of conv and GEMM kernels: ``BuildContext.fused_activation``.
 
-Accepted specs: ``None`` (identity), ``"relu"`` ([0, inf)), ``"relu6"`` ([0, 6]) and ``"clip:<lo>:<hi>"``
-(either bound may be ``inf``/``-inf``). Every fused activation the runtime folds is a clamp, so one
-:class:`Clamp` serves library kernels (applied in place after the op), the C reference kernels (bounds
-passed in) and quantised kernels (``relu`` variants of the ops plus a clamp).
+Clamp specs, which every conv and GEMM primitive applies: ``None`` (identity), ``"relu"`` ([0, inf)),
+``"relu6"`` ([0, 6]) and ``"clip:<lo>:<hi>"`` (either bound may be ``inf``/``-inf``). One :class:`Clamp` serves
+library kernels (applied in place after the op), the C reference kernels (bounds passed in) and quantised
+kernels (``relu`` variants of the ops plus a clamp).
+
+Eltwise specs (:data:`ELTWISE`): ``"swish"`` (``x * sigmoid(x)``, an ONNX Sigmoid + Mul pair),
+``"hardswish"`` (ONNX HardSwish) and ``"sigmoid"`` (ONNX Sigmoid). Only primitives that list one in
+``Primitive.epilogues`` (oneDNN post-ops) receive it: the runtime folds such an activation only into those
+(:func:`perfpredict.runtime.executor.plan_fusions`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import torch
 from perfpredict.errors import PlanError
 
 ACCEPTED = ("relu", "relu6", "clip:<lo>:<hi>")
+
+ELTWISE: tuple[str, ...] = ("swish", "hardswish", "sigmoid")
+"""Fused activations that are not clamps; a primitive applies one only if its ``epilogues`` lists it."""
 
 
 @dataclass(frozen=True)
@@ -62,4 +70,15 @@ def parse_activation(spec: str | None) -> Clamp:
             raise PlanError(f"fused activation '{spec}' is malformed; expected 'clip:<lo>:<hi>' with lo <= hi") \
                 from None
         return Clamp(lo, hi)
-    raise PlanError(f"unknown fused activation '{spec}'; accepted: {', '.join(ACCEPTED)} or none")
+    if spec in ELTWISE:
+        raise PlanError(f"fused activation '{spec}' is not a clamp; only primitives listing it in their epilogues "
+                        "apply it (see split_activation)")
+    raise PlanError(f"unknown fused activation '{spec}'; accepted: {', '.join(ACCEPTED + ELTWISE)} or none")
+
+
+def split_activation(spec: str | None) -> tuple[str | None, Clamp]:
+    """``spec`` as (eltwise name of :data:`ELTWISE` or None, clamp): what a primitive with eltwise post-ops
+    applies; a :class:`PlanError` for an unknown spec."""
+    if spec in ELTWISE:
+        return spec, Clamp()
+    return None, parse_activation(spec)

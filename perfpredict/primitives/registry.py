@@ -2,9 +2,10 @@
 
 A :class:`Primitive` declares the ops and nodes it applies to, the data layouts it consumes and produces
 (a primitive's output layout equals its input layout), the precisions it supports, its workspace bytes
-(``workspace_bytes(node, precision, layout)``: temporary memory a call holds beside its input and output)
-and a ``build`` function that turns a node plus weights into a callable kernel. Adding an implementation
-is one call to :func:`register`.
+(``workspace_bytes(node, precision, layout)``: temporary memory a call holds beside its input and output),
+the fused activations beyond clamps it applies (``epilogues``, names of
+:data:`~perfpredict.primitives.epilogue.ELTWISE`) and a ``build`` function that turns a node plus weights into
+a callable kernel. Adding an implementation is one call to :func:`register`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class Primitive:
 
     ``build(node, weights, ctx)`` returns the kernel; its exact calling convention is the runtime's
     (see :mod:`perfpredict.runtime`). ``rank`` orders candidates: the lowest-ranked legal primitive of a
-    node is its default choice.
+    node is its default choice. ``epilogues`` names the eltwise activations (``"swish"``, ``"hardswish"``,
+    ``"sigmoid"``) its kernels apply when the runtime folds one into the node; clamps (relu, relu6, clip) every
+    conv and GEMM primitive applies.
     """
 
     name: str
@@ -46,6 +49,7 @@ class Primitive:
     rank: int = 100
     description: str = ""
     tunable: bool = field(default=True)
+    epilogues: tuple[str, ...] = ()
 
     def supports(self, node: Node, layout: str | None = None, precision: str | None = None) -> bool:
         """Whether this primitive can run ``node`` (in ``layout`` at ``precision`` when given)."""
@@ -61,6 +65,11 @@ def register(primitive: Primitive) -> Primitive:
     """Add ``primitive`` to the registry (its name must be new) and return it."""
     if primitive.name in _REGISTRY:
         raise ValueError(f"primitive '{primitive.name}' is already registered")
+    from perfpredict.primitives.epilogue import ELTWISE
+
+    unknown = [e for e in primitive.epilogues if e not in ELTWISE]
+    if unknown:
+        raise ValueError(f"primitive '{primitive.name}': unknown epilogues {unknown}; accepted {ELTWISE}")
     bad = [x for x in primitive.layouts if x not in LAYOUTS] + [p for p in primitive.precisions if p not in PRECISIONS]
     if bad:
         raise ValueError(f"primitive '{primitive.name}': unknown layouts/precisions {bad}; accepted "

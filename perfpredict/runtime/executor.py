@@ -1,8 +1,9 @@
 """Build an executable from a Graph, a Plan and the graph's weights, and run it on the CPU with torch.
 
 :func:`build_executable` resolves the plan (defaults for nodes it does not name), validates it, prunes
-the graph, calibrates int8 activations when the plan has int8 nodes, folds a Relu/Clip that is the sole
-reader of a Conv/Gemm/MatMul output into that node (same precision only), then schedules the nodes:
+the graph, calibrates int8 activations when the plan has int8 nodes, folds an activation that is the sole
+reader of a Conv/Gemm/MatMul output into that node (a Relu/Clip, or a HardSwish, Sigmoid or swish pair where the
+node's primitive applies it; same precision only; :func:`plan_fusions`), then schedules the nodes:
 each tensor is produced in its producer's layout and precision and, where a consumer runs in another
 layout or precision, one conversion (``.contiguous(memory_format=...)``, quantise or dequantise) is
 inserted and shared by every consumer that needs the same variant. Graph outputs come back as NCHW fp32.
@@ -26,6 +27,7 @@ from perfpredict.errors import GraphError, PlanError
 from perfpredict.graph import Graph, Node
 from perfpredict.measure import torch_threads
 from perfpredict.plan import Choice, Plan, default_plan, validate_plan
+from perfpredict.primitives.epilogue import ELTWISE
 from perfpredict.primitives.registry import get_primitive
 from perfpredict.runtime.kernel import BuildContext, QParams
 
@@ -141,9 +143,14 @@ class Schedule:
 
 
 def fused_activation_of(node: Node) -> str | None:
-    """The ``fused_activation`` spec of a Relu/Clip node, or None for other ops."""
+    """The ``fused_activation`` spec of a one-node activation (Relu, Clip, HardSwish, Sigmoid), or None for other
+    ops."""
     if node.op == "Relu":
         return "relu"
+    if node.op == "HardSwish":
+        return "hardswish"
+    if node.op == "Sigmoid":
+        return "sigmoid"
     if node.op == "Clip":
         lo, hi = float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf))
         if lo == 0.0 and hi == np.inf:
@@ -154,34 +161,73 @@ def fused_activation_of(node: Node) -> str | None:
     return None
 
 
-def find_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, str]:
-    """Activation node -> producer node it folds into: a Relu/Clip that is the only reader of a
-    Conv/Gemm/MatMul output (not a graph output), at the producer's precision."""
-    readers: dict[str, list[str]] = {}
+FUSION_REVISION = 2
+"""The revision of the runtime's fusion rules, written into each measurement (``extra_json``
+``fusion_revision``; none before revision 2). 1: Relu/Clip into Conv/Gemm/MatMul. 2: also swish (Sigmoid + Mul),
+HardSwish and Sigmoid into the primitives whose ``epilogues`` list them."""
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Activation ``nodes`` (in graph order) that ``producer``'s kernel applies as ``activation`` (a
+    ``fused_activation`` spec); the last node's outputs become the producer's."""
+
+    producer: str
+    nodes: tuple[str, ...]
+    activation: str
+
+
+def fusion_patterns(graph: Graph) -> list[Fusion]:
+    """The structurally foldable activations of ``graph``, whatever the plan: a Relu/Clip/HardSwish/Sigmoid that
+    is the only reader of a Conv/Gemm/MatMul output, or a swish, ``Mul(x, Sigmoid(x))`` whose Sigmoid and Mul are
+    the only readers of the producer's output ``x`` and the Mul the only reader of the Sigmoid's; no tensor but the
+    last one a graph output."""
+    readers: dict[str, list[Node]] = {}
     for n in graph.nodes:
         for t in n.activation_inputs:
-            readers.setdefault(t, []).append(n.name)
-    producer = {o: n for n in graph.nodes for o in n.outputs}
-    fused: dict[str, str] = {}
-    for n in graph.nodes:
-        if fused_activation_of(n) is None:
+            readers.setdefault(t, []).append(n)
+    outputs = set(graph.outputs)
+    out: list[Fusion] = []
+    for p in graph.nodes:
+        if p.op not in FUSABLE_PRODUCERS or len(p.outputs) != 1 or p.outputs[0] in outputs:
             continue
-        src = n.activation_inputs[0] if n.activation_inputs else None
-        p = producer.get(src) if src else None
-        if p is None or p.op not in FUSABLE_PRODUCERS or p.name in fused.values():
-            continue
-        if readers.get(src) != [n.name] or src in graph.outputs:
-            continue
-        if choices[p.name].precision != choices[n.name].precision:
-            continue
-        fused[n.name] = p.name
-    return fused
+        x = p.outputs[0]
+        rd = readers.get(x, [])
+        if len(rd) == 1 and len(rd[0].activation_inputs) == 1 and (spec := fused_activation_of(rd[0])):
+            out.append(Fusion(p.name, (rd[0].name,), spec))
+        elif len(rd) == 2 and {n.op for n in rd} == {"Sigmoid", "Mul"}:
+            sig = next(n for n in rd if n.op == "Sigmoid")
+            mul = next(n for n in rd if n.op == "Mul")
+            s = sig.outputs[0] if len(sig.outputs) == 1 else None
+            if (s is not None and s not in outputs and [n.name for n in readers.get(s, [])] == [mul.name]
+                    and sorted(mul.activation_inputs) == sorted((x, s)) and not mul.params):
+                out.append(Fusion(p.name, (sig.name, mul.name), "swish"))
+    return out
+
+
+def _fusion_allowed(f: Fusion, choices: Mapping[str, Choice]) -> bool:
+    c = choices[f.producer]
+    if any(choices[a].precision != c.precision for a in f.nodes):
+        return False
+    return f.activation not in ELTWISE or f.activation in get_primitive(c.primitive).epilogues
+
+
+def plan_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, Fusion]:
+    """Producer node -> the :class:`Fusion` the runtime applies under ``choices`` (one per node): the activation
+    nodes all run at the producer's precision, and an eltwise one (swish, hardswish, sigmoid) only into a primitive
+    whose ``epilogues`` list it."""
+    return {f.producer: f for f in fusion_patterns(graph) if _fusion_allowed(f, choices)}
+
+
+def find_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, str]:
+    """Activation node -> producer node it folds into under ``choices`` (see :func:`plan_fusions`)."""
+    return {a: f.producer for f in plan_fusions(graph, choices).values() for a in f.nodes}
 
 
 def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = True) -> Schedule:
     """Schedule ``graph`` (already pruned) under ``choices`` (one per node): slots, steps, conversions."""
-    fused = find_fusions(graph, choices) if fuse else {}
-    fused_into = {p: a for a, p in fused.items()}
+    fusions = plan_fusions(graph, choices) if fuse else {}
+    fused = {a: f.producer for f in fusions.values() for a in f.nodes}
     nodes_by_name = {n.name: n for n in graph.nodes}
     slots: list[Slot] = []
     variant: dict[tuple[str, str, str], int] = {}  # (tensor, effective layout, precision) -> slot
@@ -232,8 +278,8 @@ def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = T
             continue
         c = choices[node.name]
         ins = tuple(fetch(t, c.layout, c.precision, node.name) for t in node.activation_inputs)
-        act_node = nodes_by_name[fused_into[node.name]] if node.name in fused_into else None
-        out_names = act_node.outputs if act_node is not None else node.outputs
+        fusion = fusions.get(node.name)
+        out_names = nodes_by_name[fusion.nodes[-1]].outputs if fusion is not None else node.outputs
         is_view = node.op in VIEW_OPS and len(ins) == 1
         outs = []
         for t in out_names:
@@ -241,8 +287,8 @@ def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = T
             primary[t] = k
             outs.append(k)
         ops.append(ScheduledOp("node", node.name, ins, tuple(outs),
-                               fused_activation=fused_activation_of(act_node) if act_node else None,
-                               fused_node=act_node.name if act_node else None))
+                               fused_activation=fusion.activation if fusion else None,
+                               fused_node=fusion.nodes[-1] if fusion else None))
 
     output_slots = tuple(fetch(t, "NCHW", "fp32", "<output>") for t in graph.outputs)
     ops = _with_frees(ops, input_slots, output_slots)
@@ -490,7 +536,8 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
     afterwards): oneDNN packs weights for the thread count it will run with.
     ``calibration`` is used when the plan has int8 nodes: a :class:`~perfpredict.runtime.calibration.Calibration`,
     or calibration input arrays (one array or a sequence); None calibrates on seeded random inputs.
-    ``fuse`` folds Relu/Clip into the Conv/Gemm they follow. Raises :class:`PlanError` for an illegal plan.
+    ``fuse`` folds activations into the Conv/Gemm they follow (:func:`plan_fusions`). Raises :class:`PlanError` for
+    an illegal plan.
     """
     from perfpredict.runtime.calibration import Calibration, calibrate
     from perfpredict.runtime.pruning import prune_graph

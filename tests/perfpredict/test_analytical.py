@@ -114,3 +114,18 @@ def test_int8_depthwise_fallback_is_costed_at_its_share_of_the_peak(tmp_path):
     expected = 2.0 * node.macs * 14 / 16 / (costs.rates.gops_int8 * 1e9 * DEPTHWISE_FALLBACK_SHARE) * 1e3
     assert slow == pytest.approx(expected, rel=0.05) and slow > 100 * fast
     assert costs.node_ms(dw, Choice("conv.onednn"), 14 / 16) < 2 * costs.node_ms(dw, Choice("conv.onednn"), 1.0)
+
+
+def test_a_swish_is_free_only_after_a_primitive_that_applies_it(board):
+    from perfpredict.runtime.executor import fusion_patterns
+    from tests.perfpredict.synthetic import zoo_graph
+
+    g = zoo_graph("efficientnet")
+    f = next(f for f in fusion_patterns(g) if f.activation == "swish")
+    model = RooflineModel()
+    convs = [Choice("conv.dnnl", "NHWC", "fp32"), Choice("conv.onednn", "NHWC", "fp32"),
+             Choice("conv.dnnl_int8", "NHWC", "int8")]
+    for act in f.nodes:  # the Sigmoid and the Mul, both tied to the conv's layout and precision in a search
+        opts = [Choice(default_plan(g).choices[act].primitive, "NHWC", "fp32")]
+        costs = model.edge_costs(g, board, f.producer, act, convs, opts)
+        assert costs[0, 0] == 0.0 and costs[1, 0] > 0.0 and costs[2, 0] > 0.0  # int8 conv, fp32 activation

@@ -320,3 +320,36 @@ def test_ops_of_one_kind_share_their_category_column(graph, space):
     # every node is in exactly one category
     cat = [base + i for i, c in enumerate(STATIC_COLUMNS) if c.startswith("category_")]
     assert np.all(static[:, cat].sum(axis=1) == 1.0)
+
+
+def test_swish_and_hardswish_fold_as_the_runtime_folds_them(space):
+    import random
+
+    from perfpredict.primitives import candidates
+    from perfpredict.runtime.executor import find_fusions
+    from perfpredict.runtime.memory import estimate_peak_memory
+
+    from .synthetic import zoo_graph
+
+    # whole-graph NHWC plans whose convolutions do (conv.dnnl, conv.dnnl_int8) or do not (conv.onednn) apply
+    # swish and hardswish as a post-op, and a mix with some swish halves at another precision: fused_now is
+    # the runtime's fusion, and the memory prior is still the runtime's estimate
+    for family in ("efficientnet", "mobilenet_v3"):
+        g = zoo_graph(family)
+        plans = []
+        for conv, precision in (("conv.dnnl", "fp32"), ("conv.onednn", "fp32"), ("conv.dnnl_int8", "int8")):
+            plans.append(Plan({n.name: Choice(conv if n.op == "Conv" else c[0].name, "NHWC", precision)
+                               for n in g.nodes if (c := candidates(n, layout="NHWC", precision=precision))}))
+        rng = random.Random(0)
+        plans.append(Plan({name: (Choice("sigmoid.torch", "NHWC", "int8") if g.nodes[i].op == "Sigmoid"
+                                  and rng.random() < 0.5 else c) for i, (name, c) in
+                           enumerate((n.name, plans[0].choices.get(n.name)) for n in g.nodes) if c is not None}))
+        tpl, pf = _feat(g, space, plans)
+        (fused,) = _cols(pf, space, "fused_now")
+        for k, plan in enumerate(plans):
+            want = set(find_fusions(g, plan.resolve(g)))
+            assert {tpl.node_names[i] for i in np.flatnonzero(fused[k])} == want, (family, k)
+            assert pf.memory_prior[k] == pytest.approx(estimate_peak_memory(g, plan).total, rel=1e-6), (family, k)
+        assert fused[0].sum() > fused[1].sum() and fused[2].sum() == fused[0].sum(), family
+        if family == "efficientnet":  # the mix refuses some swishes (mobilenet_v3 has no Sigmoid to move)
+            assert 0 < fused[3].sum() < fused[0].sum()

@@ -253,3 +253,35 @@ def test_identity_dropout_trains_and_is_recorded_in_the_rebuild_command(store, l
     with pytest.raises(SystemExit) as exc:
         main(["train", "--data", store, "-o", str(tmp_path / "x"), "--identity-dropout", "1.5"])
     assert exc.value.code == 2 and "not a share in [0, 1)" in capsys.readouterr().err
+
+
+def test_records_that_ran_a_swish_unfused_are_skipped(tmp_path):
+    import dataclasses
+    import json
+
+    from perfpredict.dataset import make_record, open_store
+    from perfpredict.measure import LatencyStats
+    from perfpredict.plan import Choice, Plan
+    from perfpredict.samples import folds_eltwise
+
+    g, spec = zoo_graph("efficientnet"), zoo_spec("efficientnet")
+    convs = [n.name for n in g.nodes if n.op == "Conv"]
+    dnnl = Plan({c: Choice("conv.dnnl", "NHWC", "fp32") for c in convs})  # swish is a post-op of conv.dnnl
+    onednn = Plan({c: Choice("conv.onednn", "NHWC", "fp32") for c in convs})  # not of conv.onednn
+    stats = LatencyStats(median_ms=2.0, iqr_ms=0.02, mean_ms=2.0, min_ms=1.9, cv=0.01, n_repeats=20, ci95_rel=0.005,
+                         stable=True, threads=1, warmup=3)
+    recs = []
+    for k, plan in enumerate((dnnl, onednn, dnnl)):
+        rec = make_record(kind="model", device=DEVICE, campaign=f"c{k}", threads=1, stats=stats, graph_id=g.graph_id,
+                          plan_json=plan, model_name=g.name, family="efficientnet", extra={"spec": spec})
+        assert json.loads(rec.extra_json)["fusion_revision"] >= 2
+        if k < 2:  # as written before fusion revision 2
+            rec = dataclasses.replace(rec, extra_json=json.dumps({"spec": spec}))
+        recs.append(rec)
+    with open_store(tmp_path / "s.db") as store:
+        store.append_many(recs)
+    loaded = load_samples(tmp_path / "s.db")
+    assert [s.key for s in loaded.models] == [recs[1].key, recs[2].key]
+    assert loaded.skipped == {"ran swish/hardswish/sigmoid unfused (before fusion revision 2)": 1}
+    tpl = loaded.models[0].template
+    assert folds_eltwise(tpl, dnnl) and not folds_eltwise(tpl, onednn) and not folds_eltwise(tpl, Plan({}))

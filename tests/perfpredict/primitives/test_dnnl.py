@@ -35,6 +35,18 @@ def test_fused_activations_match_a_clamp_after_the_convolution(act, lo, hi):
     assert rel_err(y.numpy(), np.clip(layer.expected, lo, hi)) <= 1e-5
 
 
+@pytest.mark.parametrize("name", ["conv.dnnl", "conv.onednn_packed"])
+@pytest.mark.parametrize("act,fn", [("swish", torch.nn.functional.silu), ("hardswish", torch.nn.functional.hardswish),
+                                    ("sigmoid", torch.sigmoid)])
+def test_eltwise_post_ops_match_the_activation_after_the_convolution(name, act, fn):
+    layer = conv_layer(cin=8, cout=16, stride=(2, 2), hw=(11, 11), pads=(0, 0, 1, 1))
+    prim = get_primitive(name)
+    assert act in prim.epilogues
+    kernel = prim.build(layer.node, layer.weights, BuildContext(layout="NHWC", fused_activation=act))
+    y = kernel(_nhwc(layer.x)).numpy()
+    assert rel_err(y, fn(torch.from_numpy(layer.expected)).numpy()) <= 1e-5
+
+
 def test_an_input_of_another_shape_gets_its_own_primitive():
     # built for batch 1 (the node's shape); a batch of 3 of the same images gives three equal outputs
     layer = conv_layer(cin=16, cout=8, k=1, pads=(0, 0, 0, 0), hw=(6, 7))

@@ -106,6 +106,23 @@ def test_conv_int8_fused_activation(name, act, lo, hi):
     assert sqnr_db(y, want) > 20
 
 
+@pytest.mark.parametrize("act,fn", [("swish", torch.nn.functional.silu), ("hardswish", torch.nn.functional.hardswish),
+                                    ("sigmoid", torch.sigmoid)])
+def test_conv_dnnl_int8_applies_eltwise_activations_before_requantising(act, fn):
+    layer = conv_layer(cin=16, cout=16, hw=(10, 10), seed=3)
+    want = fn(torch.from_numpy(layer.expected * 3)).numpy()
+    layer = type(layer)(layer.node, {k: v * 3 for k, v in layer.weights.items()}, layer.x, layer.expected * 3)
+    q = _run_int8("conv.dnnl_int8", layer, layout="NHWC", act=act, expected=want)
+    assert q.q_scale() == _qparams(want).scale  # the output grid is the activation's, not the convolution's
+    assert sqnr_db(dequantize(q).numpy(), want) > 25
+
+
+def test_eltwise_activations_are_refused_by_primitives_without_the_epilogue():
+    layer = conv_layer(cin=16, cout=16, hw=(10, 10))
+    with pytest.raises(PlanError, match="'swish' is not a clamp"):
+        _run_int8("conv.int8", layer, layout="NHWC", act="swish")
+
+
 @pytest.mark.parametrize("kwargs", [dict(m=4, k=64, n=10), dict(m=3, k=32, n=8, trans_b=0, alpha=0.5, beta=2.0),
                                     dict(m=2, k=16, n=6, op="MatMul"), dict(m=2, k=16, n=6, c_shape=None)])
 def test_gemm_int8_sqnr_against_fp32(kwargs):

@@ -51,6 +51,77 @@ def test_relu_is_not_fused_when_the_conv_output_has_another_reader():
     assert build_executable(load_case(case)).fused == {}
 
 
+def _swish_case(second_reader: bool = False):
+    from tests.perfpredict.primitives.single_op import OpCase, load_case
+
+    w = np.random.default_rng(0).standard_normal((8, 4, 3, 3)).astype(np.float32) / 6
+    nodes = (("Conv", ("x", "w"), ("c",), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+             ("Sigmoid", ("c",), ("s",), {}),
+             ("Mul", ("c", "s"), ("m",), {}),
+             ("HardSwish", ("m",), ("h",), {}),
+             ("Conv", ("h", "w2"), ("c2",), {"kernel_shape": [1, 1]}),
+             ("HardSwish", ("c2",), ("g",), {}),
+             ("Conv", ("g", "w3"), ("c3",), {"kernel_shape": [1, 1]}),
+             ("Sigmoid", ("c3",), ("out",), {}))
+    if second_reader:  # the conv output is read by one more node: not a swish pattern
+        nodes = nodes[:3] + (("Add", ("m", "c"), ("a",), {}),) + (("HardSwish", ("a",), ("h",), {}),) + nodes[4:]
+    w2 = np.random.default_rng(1).standard_normal((6, 8, 1, 1)).astype(np.float32) / 3
+    w3 = np.random.default_rng(2).standard_normal((5, 6, 1, 1)).astype(np.float32) / 3
+    return load_case(OpCase("swish", nodes, {"x": (1, 4, 9, 9)}, consts={"w": w, "w2": w2, "w3": w3}))
+
+
+def _all(graph, primitive: str, layout: str = "NHWC", precision: str = "fp32") -> Plan:
+    from perfpredict.primitives import candidates
+
+    choices = {}
+    for n in graph.nodes:
+        if n.op == "Conv":
+            choices[n.name] = Choice(primitive, layout, precision)
+        else:
+            choices[n.name] = Choice(candidates(n, layout, precision)[0].name, layout, precision)
+    return Plan(choices)
+
+
+def test_swish_hardswish_and_sigmoid_fold_into_primitives_with_those_epilogues():
+    from perfpredict.runtime.executor import fusion_patterns
+
+    g = _swish_case()
+    names = {n.op + str(i): n.name for i, n in enumerate(g.nodes)}
+    assert [(f.producer, f.nodes, f.activation) for f in fusion_patterns(g)] == [
+        (names["Conv0"], (names["Sigmoid1"], names["Mul2"]), "swish"),
+        (names["Conv4"], (names["HardSwish5"],), "hardswish"), (names["Conv6"], (names["Sigmoid7"],), "sigmoid")]
+    x = np.random.default_rng(2).standard_normal((1, 4, 9, 9)).astype(np.float32)
+    ref = build_executable(g, fuse=False).run(x)
+    for prim in ("conv.dnnl", "conv.onednn_packed"):
+        exe = build_executable(g, _all(g, prim))
+        assert exe.fused == {names["Sigmoid1"]: names["Conv0"], names["Mul2"]: names["Conv0"],
+                             names["HardSwish5"]: names["Conv4"], names["Sigmoid7"]: names["Conv6"]}
+        ops = [op.fused_activation for op in exe.schedule.ops if op.kind == "node"]
+        assert ops == ["swish", None, "hardswish", "sigmoid"]  # the HardSwish after the Mul has no conv before it
+        assert max_rel_err(exe.run(x), ref) <= 1e-5
+    # conv.onednn has no eltwise epilogue: nothing folds, the result is the same
+    assert build_executable(g, _all(g, "conv.onednn")).fused == {}
+    # a swish whose parts run at another precision than the conv stays separate nodes
+    plan = _all(g, "conv.dnnl")
+    mixed = Plan({**plan.choices, names["Sigmoid1"]: Choice("sigmoid.torch", "NHWC", "int8")})
+    assert set(build_executable(g, mixed, calibration=x).fused) == {names["HardSwish5"], names["Sigmoid7"]}
+
+
+def test_int8_swish_folds_into_conv_dnnl_int8_with_the_mul_output_grid():
+    g = _swish_case()
+    x = np.random.default_rng(2).standard_normal((1, 4, 9, 9)).astype(np.float32)
+    ref = build_executable(g, fuse=False).run(x)
+    exe = build_executable(g, _all(g, "conv.dnnl_int8", precision="int8"), calibration=x)
+    assert len(exe.fused) == 4
+    assert max_rel_err(exe.run(x), ref) < 0.05
+
+
+def test_a_conv_output_read_by_more_than_the_swish_is_not_folded():
+    from perfpredict.runtime.executor import fusion_patterns
+
+    assert [f.activation for f in fusion_patterns(_swish_case(second_reader=True))] == ["hardswish", "sigmoid"]
+
+
 def test_fusion_is_skipped_across_precisions(net, x):
     plan = Plan({"relu2": Choice("relu.torch", "NCHW", "int8")})
     exe = build_executable(net, plan, calibration=x)
