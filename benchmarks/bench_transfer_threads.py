@@ -14,7 +14,10 @@ knowing every source latency (the proxy device), how well is the target latency 
   ``--repeats`` draws); the remaining pairs are the test set.
 
 With ``--predictor``, the source column is instead that predictor's prediction for the target board
-(zero-shot from the board's features), calibrated the same way - the path `perfpredict transfer` takes.
+(zero-shot from the board's features), calibrated the same way - the path `perfpredict transfer` takes; k = 0
+also reports ``proxy_scaled``, the prediction for the source board scaled by the fingerprint ratio (what
+`perfpredict transfer -k 0 --proxy-device SOURCE_BOARD` does). Pairs whose target record ran, before fusion
+revision 2, an activation the runtime now folds are left out in that mode.
 
 Run only when the store has data for both sides (the profiling campaign writes both thread counts; merge
 two machines' stores with `perfpredict dataset merge` for a cross-machine run):
@@ -28,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -37,7 +39,7 @@ import numpy as np
 from perfpredict.dataset import NOISE_CAMPAIGN, open_store
 from perfpredict.devices import DeviceSpec
 from perfpredict.metrics import clean
-from perfpredict.transfer import calibrate, choose_shots, transfer_metrics
+from perfpredict.transfer import calibrate, choose_shots, fingerprint_ratio, transfer_metrics
 
 
 def _latency(r, stat: str) -> float:
@@ -61,31 +63,31 @@ def _pairs(store_path: str, src: tuple[str | None, int], dst: tuple[str | None, 
     return [(out[0][k], out[1][k]) for k in keys]
 
 
-def _fingerprint_ratio(src: DeviceSpec, dst: DeviceSpec) -> float:
-    common = [k for k in src.fingerprint if k in dst.fingerprint]
-    if not common:
-        return 1.0
-    return float(np.exp(np.mean([math.log(dst.fingerprint[k] / src.fingerprint[k]) for k in common])))
-
-
-def _predictor_column(predictor_path: str, pairs, board: DeviceSpec) -> np.ndarray:
+def _predictor_columns(predictor_path: str, pairs, boards: list[DeviceSpec]) -> tuple[np.ndarray, np.ndarray]:
+    """The predictor's latency for every pair's graph and plan on each of ``boards`` [pairs, boards], and which
+    pairs to keep: not those whose target record ran, before fusion revision 2, an activation the runtime now
+    folds (the predictor describes the plan as it runs now)."""
+    from perfpredict.features import template_for
     from perfpredict.models import graph_from_spec
     from perfpredict.plan import Plan
+    from perfpredict.samples import folds_eltwise
     from perfpredict.transfer import load_any_predictor
     from perfpredict.zoo import spec_from_dict
 
     pred = load_any_predictor(predictor_path)
-    out = []
+    out, keep = [], []
     graphs = {}
-    for src, _ in pairs:
+    for src, dst in pairs:
         if src.graph_id not in graphs:  # rebuild the zoo model (canonical or variant) the record was measured on
             graphs[src.graph_id] = graph_from_spec(spec_from_dict(json.loads(src.extra_json)["spec"]))
         graph = graphs[src.graph_id]
         if graph.graph_id != src.graph_id:
             raise SystemExit(f"model '{src.model_name}' does not rebuild graph {src.graph_id}; cannot use --predictor")
         plan = Plan.from_dict(json.loads(src.plan_json)) if src.plan_json else Plan()
-        out.append(pred.predict(graph, [plan], board).latency_ms[0])
-    return np.array(out)
+        out.append([pred.predict(graph, [plan], b).latency_ms[0] for b in boards])
+        keep.append(json.loads(dst.extra_json).get("fusion_revision", 1) >= 2
+                    or not folds_eltwise(template_for(graph), plan))
+    return np.array(out), np.array(keep)
 
 
 def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], shots: list[int], repeats: int,
@@ -99,9 +101,12 @@ def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], sh
     x = np.array([_latency(s, stat) for s, _ in pairs])
     y = np.array([_latency(d, stat) for _, d in pairs])
     src_board, dst_board = pairs[0][0].device(), pairs[0][1].device()
-    ratio = _fingerprint_ratio(src_board, dst_board)
+    ratio = fingerprint_ratio(dst_board, src_board)[0]
+    proxy_scaled = None
     if predictor:
-        x = _predictor_column(predictor, pairs, dst_board)
+        cols, keep = _predictor_columns(predictor, pairs, [dst_board, src_board])
+        pairs, x, y = [p for p, k in zip(pairs, keep) if k], cols[keep, 0], y[keep]
+        proxy_scaled = cols[keep, 1] * ratio  # the prediction on the source board, scaled (transfer's proxy_scale)
         ratio = 1.0
     macs = np.array([json.loads(s.extra_json).get("macs", 0) for s, _ in pairs], np.float64)
     feats = np.c_[np.log1p(macs)] if np.any(macs > 0) else None
@@ -114,6 +119,8 @@ def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], sh
     for k in shots:
         if k == 0:
             results["shots"]["0"] = {"zero_shot": transfer_metrics(x * ratio, y)}
+            if proxy_scaled is not None:
+                results["shots"]["0"]["proxy_scaled"] = transfer_metrics(proxy_scaled, y)
             continue
         entry = {}
         pick = choose_shots(x, k, feats)

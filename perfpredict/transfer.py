@@ -473,6 +473,32 @@ def fingerprint_similarity(target: DeviceSpec, sources: Sequence[DeviceSpec]) ->
     return sorted(out, key=lambda p: -p[1])
 
 
+def fingerprint_ratio(target: DeviceSpec, source: DeviceSpec) -> tuple[float, int]:
+    """How much slower ``target`` runs the reference workloads than ``source``: the geometric mean of the ratios of
+    their fingerprint entries over the keys both have, and how many keys that is (1.0 and 0 without any)."""
+    common = [k for k in target.fingerprint if k in source.fingerprint
+              and target.fingerprint[k] > 0 and source.fingerprint[k] > 0]
+    if not common:
+        return 1.0, 0
+    return float(np.exp(np.mean([math.log(target.fingerprint[k] / source.fingerprint[k]) for k in common]))), \
+        len(common)
+
+
+PROXY_MIN_SHARED = 3
+"""Fingerprint entries a proxy device must share with the target for the zero-shot proxy scaling."""
+
+
+def nearest_proxy(target: DeviceSpec, proxies: Sequence[DeviceSpec]) -> tuple[DeviceSpec, float, int] | None:
+    """The proxy whose fingerprint correlates best with ``target``'s (:func:`fingerprint_similarity`, on at least
+    :data:`PROXY_MIN_SHARED` shared entries), with its :func:`fingerprint_ratio`; None when no proxy qualifies."""
+    ranked = [(name, r) for name, r in fingerprint_similarity(target, proxies) if r > -1.0]
+    if not ranked:
+        return None
+    proxy = next(p for p in proxies if p.name == ranked[0][0])
+    ratio, shared = fingerprint_ratio(target, proxy)
+    return (proxy, ratio, shared) if shared >= PROXY_MIN_SHARED else None
+
+
 # ============================================================================================ shot choice
 
 
@@ -1341,6 +1367,11 @@ def _card_markdown(p: CalibratedPredictor, source_ref: Mapping[str, Any]) -> str
              "| candidate | CV rmse(log) | CV MAPE % |", "|---|---|---|"]
     for name, v in (c.get("cv") or {}).items():
         lines.append(f"| {name} | {v.get('rmse_log', float('nan')):.4f} | {v.get('mape', float('nan')):.2f} |")
+    if c.get("zero_shot"):
+        z = c["zero_shot"]
+        lines += ["", f"Zero-shot through the proxy device `{z['proxy']}`: its prediction x "
+                      f"{z['fingerprint_ratio']:.4f}, the ratio of the two fingerprints over "
+                      f"{z['shared_fingerprint_entries']} shared entries."]
     if c.get("holdout"):
         lines += ["", f"Held-out measurements (not used to fit): {json.dumps(c['holdout'])}"]
     lines += ["", "## Measurements", "", "| model | plan | latency ms | used |", "|---|---|---|---|"]
@@ -1402,8 +1433,9 @@ def _workload(m: Measurement) -> tuple["Graph", Any]:
 
 @dataclass(frozen=True)
 class TransferResult:
-    """What :func:`adapt_predictor` produced: the checkpoint, the chosen method and its CV error, and
-    errors on measurements held out of the fit (when more were given than ``k``)."""
+    """What :func:`adapt_predictor` produced: the checkpoint, the chosen method and its CV error, errors on
+    measurements held out of the fit (when more were given than ``k``) and, for a zero-shot through a proxy
+    device, the proxy, the fingerprint ratio and the entries it was taken over."""
 
     path: Path
     method: str
@@ -1412,12 +1444,14 @@ class TransferResult:
     k: int
     fingerprint_points: int
     holdout: Mapping[str, float] | None
+    zero_shot: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {"path": str(self.path), "method": self.method, "cv_error": dict(self.cv_error),
                 "cv": {k: dict(v) for k, v in self.cv.items()}, "k": self.k,
-                "fingerprint_points": self.fingerprint_points, "holdout": self.holdout}
+                "fingerprint_points": self.fingerprint_points, "holdout": self.holdout,
+                "zero_shot": dict(self.zero_shot) if self.zero_shot else None}
 
 
 def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: Sequence[Measurement], k: int,
@@ -1431,7 +1465,9 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
     the board's fingerprint entries as labelled points (k = 0 is then a zero-shot fit); any other source
     (e.g. the GNN) is calibrated on its predictions for the target board (zero-shot column) and for the
     ``proxies`` (mixture candidates), or - ``board_fit``, with 4 or more shots - has the board's device
-    features fine-tuned (:func:`fit_board`); with k = 0 it is used as is.
+    features fine-tuned (:func:`fit_board`). With k = 0 it predicts at the :func:`nearest_proxy` scaled by the
+    :func:`fingerprint_ratio` when a proxy's fingerprint qualifies (method ``proxy_scale``), else it is used as is
+    on the target board.
     """
     if k < 0:
         raise TransferError(f"-k must be >= 0, got {k}")
@@ -1442,6 +1478,7 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
     if isinstance(source, CalibratedPredictor):
         raise TransferError(f"{source_path} is already adapted to '{source.target.name}'; adapt its source "
                             f"{source.source_path} instead")
+    zero_shot: dict[str, Any] = {}
     work = [_workload(m) for m in measurements]
     graphs = [g for g, _ in work]
     plans = [p for _, p in work]
@@ -1472,7 +1509,17 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
         sel, calibrator = ad.selection, ad.calibrator
     else:
         base = [{"type": "board", "board": device.to_dict()}]
-        if not used:
+        near = nearest_proxy(device, proxies) if not used else None
+        if near is not None:
+            # zero-shot through a device the source predicts well: its prediction there, scaled by how much slower
+            # the target runs the fingerprint's reference workloads
+            proxy, ratio, shared = near
+            sel = Selection("proxy_scale", ScaleCalibrator(math.log(ratio)),
+                            {"proxy_scale": {"rmse_log": math.nan, "mape": math.nan}}, 0)
+            calibrator = sel.calibrator
+            columns = [{"type": "board", "board": proxy.to_dict()}]
+            zero_shot = {"proxy": proxy.name, "fingerprint_ratio": ratio, "shared_fingerprint_entries": shared}
+        elif not used:
             sel = Selection("none", ScaleCalibrator(0.0), {"none": {"rmse_log": math.nan, "mape": math.nan}}, 0)
             calibrator, columns = sel.calibrator, base
         else:
@@ -1510,7 +1557,8 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                 else:
                     sel = Selection(sel.method, sel.calibrator, cv_all, sel.n_points)
     mlist = [{**m.to_dict(), "used": i in used} for i, m in enumerate(measurements)]
-    card = {"method": sel.method, "cv_error": dict(sel.cv.get(sel.method, {})),
+    card = {**({"zero_shot": zero_shot} if zero_shot else {}), "method": sel.method,
+            "cv_error": dict(sel.cv.get(sel.method, {})),
             "cv": {a: dict(b) for a, b in sel.cv.items()}, "k": len(used), "fingerprint_points": fp_points,
             "points": sel.n_points, "measurements": mlist, "source_kind": getattr(source, "kind", "gnn")}
     pred = CalibratedPredictor(source, str(Path(getattr(source, "source_path", source_path)) if not multi
@@ -1522,7 +1570,8 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                                                                                            "spearman")}
         pred.card["holdout"] = holdout
     out = pred.save(out)
-    return TransferResult(out, sel.method, sel.cv.get(sel.method, {}), sel.cv, len(used), fp_points, holdout)
+    return TransferResult(out, sel.method, sel.cv.get(sel.method, {}), sel.cv, len(used), fp_points, holdout,
+                          zero_shot or None)
 
 
 BOARD_FIT_FIELDS = ("peak_gflops_fp32", "peak_gops_int8", "mem_bw_triad_gbs", "fingerprint")

@@ -28,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=10, help="number of measurements to fit with (default 10; with more "
                                                     "measurements than k the rest are held out)")
     p.add_argument("--proxy-device", action="append", default=[], metavar="BOARD",
-                   help="a device the source predicts well, offered to the mixture calibration (repeatable)")
+                   help="a device the source predicts well (repeatable): offered to the mixture calibration; with "
+                        "-k 0, the prediction there (the proxy whose fingerprint correlates best with the new "
+                        "device's, sharing at least 3 entries) scaled by the two fingerprints' ratio is the "
+                        "zero-shot prediction")
     p.add_argument("--threads", type=int, default=None, help="threads for --measure-on local (default: the "
                                                              "board's threads_used)")
     p.add_argument("--models", default=None, help="comma-separated candidate zoo models for --measure-on local "
@@ -59,6 +62,10 @@ def _transfer(args: argparse.Namespace) -> int:
         return 0
     print(f"adapted predictor for '{device.name}' written to {res.path}")
     print(f"method: {res.method} ({res.k} shots + {res.fingerprint_points} fingerprint points)")
+    if res.zero_shot:
+        z = res.zero_shot
+        print(f"zero-shot through '{z['proxy']}': its prediction x {z['fingerprint_ratio']:.3f} "
+              f"(fingerprint ratio over {z['shared_fingerprint_entries']} shared entries)")
     rows = [(name, v.get("rmse_log"), v.get("mape")) for name, v in res.cv.items()]
     print_table(["candidate", "CV rmse(log)", "CV MAPE %"], rows)
     if res.holdout:

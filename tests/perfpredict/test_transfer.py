@@ -334,3 +334,38 @@ def test_board_fit_tunes_device_features(tmp_path, monkeypatch):
     assert res.method == "board_fit" and res.cv["board_fit"]["rmse_log"] < res.cv["scale"]["rmse_log"]
     card = json.loads((tmp_path / "a" / "transfer.json").read_text())
     assert card["columns"][0]["board"]["peak_gflops_fp32"] != 50.0
+
+
+def test_zero_shot_through_a_proxy_scales_by_the_fingerprint_ratio(tmp_path, monkeypatch):
+    """k = 0 with a proxy device whose fingerprint correlates with the target's: the adapted predictor is the
+    source's prediction on the proxy times the fingerprints' ratio; without a qualifying proxy, the target board."""
+    from perfpredict import transfer as tr
+    from perfpredict.transfer import CalibratedPredictor, fingerprint_ratio, nearest_proxy
+
+    src = _RooflinePredictor()
+    fp = {"conv_a": 1.0, "conv_b": 2.0, "conv_c": 4.0, "fc": 0.5}
+    target = load_device({"schema_version": 1, "name": "new", "kind": "cpu", "cores": 2, "peak_gflops_fp32": 50.0,
+                          "fingerprint": {k: 3.0 * v for k, v in fp.items()}})
+    proxy = load_device({"schema_version": 1, "name": "proxy", "kind": "cpu", "cores": 2, "peak_gflops_fp32": 200.0,
+                         "mem_bw_triad_gbs": 20.0, "fingerprint": fp})
+    unrelated = load_device({"schema_version": 1, "name": "far", "kind": "cpu", "cores": 4,
+                             "fingerprint": {"conv_a": 1.0, "other": 2.0}})
+    assert fingerprint_ratio(target, proxy) == (pytest.approx(3.0), 4)
+    assert nearest_proxy(target, [unrelated, proxy])[0].name == "proxy" and nearest_proxy(target, [unrelated]) is None
+    graphs = [nb201_graph(a) for a in _archs(6, 3)]
+    monkeypatch.setattr(tr, "load_any_predictor", lambda path: src)
+    monkeypatch.setattr(tr, "_workload", lambda m: (graphs[int(m.model)], None))
+    ms = [Measurement(str(i), None, 1.0) for i in range(len(graphs))]
+    res = adapt_predictor("unused", target, ms, 0, tmp_path / "a", proxies=[unrelated, proxy])
+    assert res.method == "proxy_scale" and res.zero_shot["proxy"] == "proxy"
+    assert res.zero_shot["fingerprint_ratio"] == pytest.approx(3.0) and res.holdout["n"] == len(graphs)
+    assert "Zero-shot through the proxy device `proxy`" in (tmp_path / "a" / "README.md").read_text()
+    card = json.loads((tmp_path / "a" / "transfer.json").read_text())
+    assert [c["board"]["name"] for c in card["columns"]] == ["proxy"]
+    # the checkpoint's columns and calibrator, around the (stub) source: the proxy's prediction x 3
+    adapted = CalibratedPredictor(src, "unused", target, card["columns"], tr.calibrator_from_dict(card["calibrator"]),
+                                  {})
+    want = 3.0 * src.predict(graphs, [None] * len(graphs), proxy).latency_ms
+    np.testing.assert_allclose(adapted.predict(graphs, [None] * len(graphs), target).latency_ms, want, rtol=1e-9)
+    # no proxy qualifies: the target board as is
+    assert adapt_predictor("unused", target, ms, 0, tmp_path / "b", proxies=[unrelated]).method == "none"
