@@ -115,7 +115,9 @@ def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], sh
                "source_device_id": src_board.device_id, "target_device_id": dst_board.device_id,
                "source_threads": src_t, "target_threads": dst_t,
                "source": "predictor " + predictor if predictor else f"measured {src_t}-thread latency",
-               "statistic": stat, "fingerprint_ratio": ratio, "shots": {}}
+               "statistic": stat, "fingerprint_ratio": ratio,
+               **({"proxy_fingerprint_ratio": fingerprint_ratio(dst_board, src_board)[0]} if predictor else {}),
+               "shots": {}}
     for k in shots:
         if k == 0:
             results["shots"]["0"] = {"zero_shot": transfer_metrics(x * ratio, y)}

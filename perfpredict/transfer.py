@@ -491,10 +491,12 @@ PROXY_MIN_SHARED = 3
 def nearest_proxy(target: DeviceSpec, proxies: Sequence[DeviceSpec]) -> tuple[DeviceSpec, float, int] | None:
     """The proxy whose fingerprint correlates best with ``target``'s (:func:`fingerprint_similarity`, on at least
     :data:`PROXY_MIN_SHARED` shared entries), with its :func:`fingerprint_ratio`; None when no proxy qualifies."""
-    ranked = [(name, r) for name, r in fingerprint_similarity(target, proxies) if r > -1.0]
-    if not ranked:
+    # by position, not name: two machines of one kind can share a name
+    scored = [(fingerprint_similarity(target, [p])[0][1], i) for i, p in enumerate(proxies)]
+    scored = [(r, i) for r, i in scored if r > -1.0]
+    if not scored:
         return None
-    proxy = next(p for p in proxies if p.name == ranked[0][0])
+    proxy = proxies[max(scored, key=lambda t: (t[0], -t[1]))[1]]
     ratio, shared = fingerprint_ratio(target, proxy)
     return (proxy, ratio, shared) if shared >= PROXY_MIN_SHARED else None
 

@@ -352,6 +352,10 @@ def test_zero_shot_through_a_proxy_scales_by_the_fingerprint_ratio(tmp_path, mon
                              "fingerprint": {"conv_a": 1.0, "other": 2.0}})
     assert fingerprint_ratio(target, proxy) == (pytest.approx(3.0), 4)
     assert nearest_proxy(target, [unrelated, proxy])[0].name == "proxy" and nearest_proxy(target, [unrelated]) is None
+    # two machines of one kind share a name: the one whose fingerprint correlates is chosen, not the first
+    twin = load_device({"schema_version": 1, "name": "proxy", "kind": "cpu", "cores": 2,
+                        "fingerprint": {"conv_a": 4.0, "conv_b": 1.0, "conv_c": 0.5, "fc": 2.0}})
+    assert nearest_proxy(target, [twin, proxy])[0] is proxy
     graphs = [nb201_graph(a) for a in _archs(6, 3)]
     monkeypatch.setattr(tr, "load_any_predictor", lambda path: src)
     monkeypatch.setattr(tr, "_workload", lambda m: (graphs[int(m.model)], None))
