@@ -42,14 +42,14 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
       --seed 2 --campaign models-224 --max-minutes 6 --json > "$WORK/models-224-int8.json"
   # fusion revision 2 (swish, hardswish and sigmoid folded into oneDNN convolutions): the two families with those
   # activations measured again in campaigns of their own (training skips the earlier records of plans that fold)
-  for SEED in 0 1; do
+  for SEED in 0 1 2 3; do
     $PP profile models --store "$S" --families efficientnet,mobilenet_v3 --threads 1,2 --n-variants-per-family 5 \
-        $([ $SEED = 1 ] && echo --no-canonical) --plans-per-model 12 --resolutions 96,128 --seed $SEED \
+        $([ $SEED != 0 ] && echo --no-canonical) --plans-per-model 12 --resolutions 96,128 --seed $SEED \
         --campaign models-fusion2 --json > "$WORK/models-fusion2-seed$SEED.json"
   done
-  for SEED in 2 3; do
+  for SEED in 2 3 4 5; do
     $PP profile models --store "$S" --families efficientnet,mobilenet_v3 --threads 2 --n-variants-per-family 2 \
-        $([ $SEED = 3 ] && echo --no-canonical) --plans-per-model 12 --resolutions 224 --seed $SEED \
+        $([ $SEED != 2 ] && echo --no-canonical) --plans-per-model 12 --resolutions 224 --seed $SEED \
         --campaign models-224-fusion2 --json > "$WORK/models-224-fusion2-seed$SEED.json"
   done
 else
