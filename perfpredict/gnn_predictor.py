@@ -6,7 +6,8 @@ Checkpoint layout (a directory, e.g. ``trained_models/proxy/``)::
                     format "perfpredict-gnn", format_version 1, perfpredict_version,
                     feature_schema_version, feature_space (op / primitive / layout / precision vocabularies),
                     config (GNNConfig), normaliser (feature means, stds, device ranges), state_dict,
-                    training (options, data source and hash, split, sample counts, best epoch, seconds),
+                    training (options, data source and hash, split, sample counts, best epoch, seconds, the
+                    training devices' descriptions),
                     metrics (held-out figures), created (UTC), versions (python, torch, torch_geometric)
     metrics.json  the same metrics plus the split and data summary (written by `perfpredict train`)
     README.md     the model card, generated from metrics.json (data, splits, metrics, versions, rebuild command)
@@ -30,7 +31,7 @@ import torch
 
 from perfpredict import __version__
 from perfpredict.additive import PairwiseCostsMixin
-from perfpredict.devices import DeviceSpec
+from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import PerfPredictError
 from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, FeatureWarning, GraphTemplate, Normaliser,
                                   device_vector, encode_plans, plan_node_features, predict_by_graph, threads_of)
@@ -95,6 +96,11 @@ class GNNPredictor(PairwiseCostsMixin):
         assert self.space is not None
         return PerfGNN(self.space.static_dim, self.space.plan_dim, len(DEVICE_COLUMNS), len(GRAPH_MEMORY_COLUMNS),
                        self.config)
+
+    def training_devices(self) -> list[DeviceSpec]:
+        """The devices the checkpoint was trained on (their board descriptions, fingerprints included); empty for a
+        checkpoint written before they were recorded."""
+        return [load_device(d) for d in self.training.get("devices", [])]
 
     # ------------------------------------------------------------------------------ prediction
     def _require_trained(self) -> None:

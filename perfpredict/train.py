@@ -310,13 +310,24 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
         "memory_correction_scale": shrink,
         "train_model_samples": len(train.models), "train_layer_samples": len(train.layers),
         "val_model_samples": len(val.models), "data_source": train.source, "data_hash": train.data_hash,
-        "history_tail": history[-5:],
+        "history_tail": history[-5:], "devices": _distinct_devices(train),
     }
     pred.training = clean(record)
     return record
 
 
 # --------------------------------------------------------------------------------------------- evaluation
+
+
+def _distinct_devices(samples: SampleSet) -> list[dict[str, Any]]:
+    """The descriptions (board dicts, fingerprints included) of the devices ``samples`` were measured on, in first-
+    seen order: what a checkpoint offers :func:`perfpredict.transfer.adapt_predictor` as zero-shot proxies."""
+    seen: dict[str, dict[str, Any]] = {}
+    for s in list(samples.models) + list(samples.layers):
+        key = s.device.to_json(indent=None)
+        if key not in seen:
+            seen[key] = s.device.to_dict()
+    return list(seen.values())
 
 
 def predict_samples(predictor: Any, models: Sequence[ModelSample], progress: bool = False) -> tuple[np.ndarray,

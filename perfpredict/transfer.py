@@ -1468,8 +1468,8 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
     (e.g. the GNN) is calibrated on its predictions for the target board (zero-shot column) and for the
     ``proxies`` (mixture candidates), or - ``board_fit``, with 4 or more shots - has the board's device
     features fine-tuned (:func:`fit_board`). With k = 0 it predicts at the :func:`nearest_proxy` scaled by the
-    :func:`fingerprint_ratio` when a proxy's fingerprint qualifies (method ``proxy_scale``), else it is used as is
-    on the target board.
+    :func:`fingerprint_ratio` when a proxy's fingerprint qualifies (method ``proxy_scale``; the proxies given, else
+    the devices the source records it was trained on), else it is used as is on the target board.
     """
     if k < 0:
         raise TransferError(f"-k must be >= 0, got {k}")
@@ -1511,7 +1511,8 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
         sel, calibrator = ad.selection, ad.calibrator
     else:
         base = [{"type": "board", "board": device.to_dict()}]
-        near = nearest_proxy(device, proxies) if not used else None
+        # zero-shot candidates: the proxies given, else the devices the source was trained on (when it records them)
+        near = nearest_proxy(device, list(proxies) or _training_devices(source)) if not used else None
         if near is not None:
             # zero-shot through a device the source predicts well: its prediction there, scaled by how much slower
             # the target runs the fingerprint's reference workloads
@@ -1574,6 +1575,11 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
     out = pred.save(out)
     return TransferResult(out, sel.method, sel.cv.get(sel.method, {}), sel.cv, len(used), fp_points, holdout,
                           zero_shot or None)
+
+
+def _training_devices(source: Any) -> list[DeviceSpec]:
+    devices = getattr(source, "training_devices", None)
+    return list(devices()) if callable(devices) else []
 
 
 BOARD_FIT_FIELDS = ("peak_gflops_fp32", "peak_gops_int8", "mem_bw_triad_gbs", "fingerprint")

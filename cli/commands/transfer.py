@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a device the source predicts well (repeatable): offered to the mixture calibration; with "
                         "-k 0, the prediction there (the proxy whose fingerprint correlates best with the new "
                         "device's, sharing at least 3 entries) scaled by the two fingerprints' ratio is the "
-                        "zero-shot prediction")
+                        "zero-shot prediction; without this option, -k 0 looks among the devices the source "
+                        "predictor records it was trained on")
     p.add_argument("--threads", type=int, default=None, help="threads for --measure-on local (default: the "
                                                              "board's threads_used)")
     p.add_argument("--models", default=None, help="comma-separated candidate zoo models for --measure-on local "

@@ -88,6 +88,9 @@ def test_train_and_report_writes_checkpoint_metrics_and_card(store, loaded, tmp_
     assert on_disk["command"] in card and "--split random:0.5 --seed 1 --epochs 2" in on_disk["command"]
     back = GNNPredictor.load(out)
     assert back.metrics["test"]["latency"]["mape"] == pytest.approx(mape)
+    # the training devices travel with the checkpoint (transfer's zero-shot proxies)
+    assert [d.to_dict() for d in back.training_devices()] == \
+        list({s.device.to_json(indent=None): s.device.to_dict() for s in loaded.models}.values())
     with pytest.raises(SplitError, match="lofo"):
         train_and_report(store, tmp_path / "x", split="lofo", samples=loaded)
 

@@ -373,3 +373,7 @@ def test_zero_shot_through_a_proxy_scales_by_the_fingerprint_ratio(tmp_path, mon
     np.testing.assert_allclose(adapted.predict(graphs, [None] * len(graphs), target).latency_ms, want, rtol=1e-9)
     # no proxy qualifies: the target board as is
     assert adapt_predictor("unused", target, ms, 0, tmp_path / "b", proxies=[unrelated]).method == "none"
+    # none given: the devices the source was trained on, when it records them
+    src.training_devices = lambda: [unrelated, proxy]
+    res = adapt_predictor("unused", target, ms, 0, tmp_path / "c")
+    assert res.method == "proxy_scale" and res.zero_shot["proxy"] == "proxy"
