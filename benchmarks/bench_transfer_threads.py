@@ -101,12 +101,12 @@ def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], sh
     x = np.array([_latency(s, stat) for s, _ in pairs])
     y = np.array([_latency(d, stat) for _, d in pairs])
     src_board, dst_board = pairs[0][0].device(), pairs[0][1].device()
-    ratio = fingerprint_ratio(dst_board, src_board)[0]
-    proxy_scaled = None
+    fp_ratio = fingerprint_ratio(dst_board, src_board)[0]
+    ratio, proxy_scaled = fp_ratio, None  # zero-shot: the source column x ratio
     if predictor:
         cols, keep = _predictor_columns(predictor, pairs, [dst_board, src_board])
         pairs, x, y = [p for p, k in zip(pairs, keep) if k], cols[keep, 0], y[keep]
-        proxy_scaled = cols[keep, 1] * ratio  # the prediction on the source board, scaled (transfer's proxy_scale)
+        proxy_scaled = cols[keep, 1] * fp_ratio  # the prediction on the source board, scaled (transfer's proxy_scale)
         ratio = 1.0
     macs = np.array([json.loads(s.extra_json).get("macs", 0) for s, _ in pairs], np.float64)
     feats = np.c_[np.log1p(macs)] if np.any(macs > 0) else None
@@ -116,7 +116,7 @@ def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], sh
                "source_threads": src_t, "target_threads": dst_t,
                "source": "predictor " + predictor if predictor else f"measured {src_t}-thread latency",
                "statistic": stat, "fingerprint_ratio": ratio,
-               **({"proxy_fingerprint_ratio": fingerprint_ratio(dst_board, src_board)[0]} if predictor else {}),
+               **({"proxy_fingerprint_ratio": fp_ratio} if predictor else {}),
                "shots": {}}
     for k in shots:
         if k == 0:

@@ -53,7 +53,6 @@ from perfpredict.errors import BoardError
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice, is_prunable
 from perfpredict.predictor import Prediction, channel_sources, interaction_pairs
-from perfpredict.primitives.epilogue import ELTWISE
 from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, depthwise_fallback
 from perfpredict.primitives.registry import get_primitive
 
@@ -359,11 +358,16 @@ class _GraphCosts:
                 if t in graph.outputs:
                     self.output_bytes[i] = _add_bytes(self.output_bytes[i], graph.tensor_shapes.get(t, ()))
         # activation node -> the producer it is folded into (when both run at one precision)
+        # a foldable activation node -> (the producer it folds into, the activation the producer's kernel applies)
         self.fused_into: dict[int, int] = {}
+        self.folded_as: dict[int, str] = {}
         if fuse_activations:
-            self.fused_into = {self.pos[a]: self.pos[p] for a, p in fusable_activations(graph).items()}
-        # folded activations that only primitives listing their epilogue apply: node -> epilogue name
-        self.eltwise = {self.pos[a]: e for a, e in eltwise_activations(graph).items()} if fuse_activations else {}
+            from perfpredict.runtime.executor import fusion_patterns
+
+            for f in fusion_patterns(graph):
+                for a in f.nodes:
+                    self.fused_into[self.pos[a]] = self.pos[f.producer]
+                    self.folded_as[self.pos[a]] = f.activation
         self._f_memo: dict[tuple[int, Choice, float], float] = {}
         # growing choice lists for predict()
         self.choices: list[list[Choice]] = [[] for _ in graph.nodes]
@@ -455,10 +459,9 @@ class _GraphCosts:
         m = np.zeros((len(src_opts), len(dst_opts)))
         nbytes = self.edge_bytes.get((s, d), (0.0, 0.0))
         src_pruned = self.names[s] in self.sources[self.names[d]]
-        eltwise = self.eltwise.get(d)
         for a, ca in enumerate(src_opts):
             keep = self._keep_out(s, ca) if src_pruned else 1.0
-            folds = eltwise is None or eltwise in get_primitive(ca.primitive).epilogues
+            folds = get_primitive(ca.primitive).folds(self.folded_as[d])
             for b, cb in enumerate(dst_opts):
                 if folds and ca.precision == cb.precision:
                     continue
@@ -585,14 +588,6 @@ def fusable_activations(graph: Graph) -> dict[str, str]:
     from perfpredict.runtime.executor import fusion_patterns
 
     return {a: f.producer for f in fusion_patterns(graph) for a in f.nodes}
-
-
-def eltwise_activations(graph: Graph) -> dict[str, str]:
-    """The activation nodes of :func:`fusable_activations` that fold only into a primitive listing their epilogue
-    (swish, hardswish, sigmoid): activation name -> epilogue name."""
-    from perfpredict.runtime.executor import fusion_patterns
-
-    return {a: f.activation for f in fusion_patterns(graph) if f.activation in ELTWISE for a in f.nodes}
 
 
 def _prune_scale(graph: Graph) -> list[float]:

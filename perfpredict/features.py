@@ -234,11 +234,10 @@ def _epilogue_table(space: FeatureSpace) -> np.ndarray:
     table[:, 0] = True
     for k, name in enumerate(space.primitives):
         try:
-            epilogues = get_primitive(name).epilogues
+            prim = get_primitive(name)
         except PlanError:
             continue
-        for e, eltwise in enumerate(ELTWISE):
-            table[k, 1 + e] = eltwise in epilogues
+        table[k, 1:] = [prim.folds(e) for e in ELTWISE]
     return table
 
 

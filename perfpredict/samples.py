@@ -41,7 +41,6 @@ from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, s
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan
 from perfpredict.primitives.epilogue import ELTWISE
-from perfpredict.primitives.registry import get_primitive
 from perfpredict.zoo import spec_from_dict
 
 
@@ -339,16 +338,15 @@ def folds_eltwise(tpl: GraphTemplate, plan: Plan) -> bool:
     it."""
     if not tpl.fuse_code.any():
         return False
+    from perfpredict.runtime.executor import Fusion, fusion_allowed
 
-    def choice(i: int) -> Choice:
-        return plan.choices.get(tpl.node_names[i], tpl.default_choices[i])
-
+    names = tpl.node_names
+    choices = {n: plan.choices.get(n, d) for n, d in zip(names, tpl.default_choices)}
     for p in np.unique(tpl.fuse_prod[tpl.fuse_code > 0]).tolist():
-        c = choice(p)
-        acts = tpl.fuse_act[tpl.fuse_prod == p].tolist()
-        code = int(tpl.fuse_code[tpl.fuse_prod == p][0])
-        if all(choice(a).precision == c.precision for a in acts) \
-                and ELTWISE[code - 1] in get_primitive(c.primitive).epilogues:
+        mine = tpl.fuse_prod == p
+        f = Fusion(names[p], tuple(names[a] for a in tpl.fuse_act[mine].tolist()),
+                   ELTWISE[int(tpl.fuse_code[mine][0]) - 1])
+        if fusion_allowed(f, choices):
             return True
     return False
 

@@ -51,6 +51,13 @@ class Primitive:
     tunable: bool = field(default=True)
     epilogues: tuple[str, ...] = ()
 
+    def folds(self, activation: str) -> bool:
+        """Whether this primitive's kernels apply ``activation`` (a ``fused_activation`` spec) when the runtime
+        folds it into the node: a clamp always, an eltwise one when :attr:`epilogues` lists it."""
+        from perfpredict.primitives.epilogue import ELTWISE
+
+        return activation not in ELTWISE or activation in self.epilogues
+
     def supports(self, node: Node, layout: str | None = None, precision: str | None = None) -> bool:
         """Whether this primitive can run ``node`` (in ``layout`` at ``precision`` when given)."""
         return (node.op in self.ops and self.applies(node)

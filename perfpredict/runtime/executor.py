@@ -27,7 +27,6 @@ from perfpredict.errors import GraphError, PlanError
 from perfpredict.graph import Graph, Node
 from perfpredict.measure import torch_threads
 from perfpredict.plan import Choice, Plan, default_plan, validate_plan
-from perfpredict.primitives.epilogue import ELTWISE
 from perfpredict.primitives.registry import get_primitive
 from perfpredict.runtime.kernel import BuildContext, QParams
 
@@ -205,18 +204,19 @@ def fusion_patterns(graph: Graph) -> list[Fusion]:
     return out
 
 
-def _fusion_allowed(f: Fusion, choices: Mapping[str, Choice]) -> bool:
+def fusion_allowed(f: Fusion, choices: Mapping[str, Choice]) -> bool:
+    """Whether the runtime applies ``f`` under ``choices`` (name -> choice, at least of ``f``'s nodes): its
+    activation nodes all run at the producer's precision and the producer's primitive applies the activation
+    (:meth:`~perfpredict.primitives.registry.Primitive.folds`)."""
     c = choices[f.producer]
-    if any(choices[a].precision != c.precision for a in f.nodes):
-        return False
-    return f.activation not in ELTWISE or f.activation in get_primitive(c.primitive).epilogues
+    return all(choices[a].precision == c.precision for a in f.nodes) and get_primitive(c.primitive).folds(f.activation)
 
 
 def plan_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, Fusion]:
     """Producer node -> the :class:`Fusion` the runtime applies under ``choices`` (one per node): the activation
     nodes all run at the producer's precision, and an eltwise one (swish, hardswish, sigmoid) only into a primitive
     whose ``epilogues`` list it."""
-    return {f.producer: f for f in fusion_patterns(graph) if _fusion_allowed(f, choices)}
+    return {f.producer: f for f in fusion_patterns(graph) if fusion_allowed(f, choices)}
 
 
 def find_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, str]:
