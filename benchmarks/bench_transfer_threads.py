@@ -65,12 +65,12 @@ def _pairs(store_path: str, src: tuple[str | None, int], dst: tuple[str | None, 
 
 def _predictor_columns(predictor_path: str, pairs, boards: list[DeviceSpec]) -> tuple[np.ndarray, np.ndarray]:
     """The predictor's latency for every pair's graph and plan on each of ``boards`` [pairs, boards], and which
-    pairs to keep: not those whose target record ran, before fusion revision 2, an activation the runtime now
-    folds (the predictor describes the plan as it runs now)."""
+    pairs to keep: not those whose target record ran, before a fusion revision, nodes the runtime now folds (the
+    predictor describes the plan as it runs now)."""
     from perfpredict.features import template_for
     from perfpredict.models import graph_from_spec
     from perfpredict.plan import Plan
-    from perfpredict.samples import folds_eltwise
+    from perfpredict.samples import folded_since
     from perfpredict.transfer import load_any_predictor
     from perfpredict.zoo import spec_from_dict
 
@@ -85,8 +85,8 @@ def _predictor_columns(predictor_path: str, pairs, boards: list[DeviceSpec]) -> 
             raise SystemExit(f"model '{src.model_name}' does not rebuild graph {src.graph_id}; cannot use --predictor")
         plan = Plan.from_dict(json.loads(src.plan_json)) if src.plan_json else Plan()
         out.append([pred.predict(graph, [plan], b).latency_ms[0] for b in boards])
-        keep.append(json.loads(dst.extra_json).get("fusion_revision", 1) >= 2
-                    or not folds_eltwise(template_for(graph), plan))
+        revision = json.loads(dst.extra_json).get("fusion_revision", 1)
+        keep.append(folded_since(template_for(graph), plan, revision) is None)
     return np.array(out), np.array(keep)
 
 

@@ -52,6 +52,17 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
         $([ $SEED != 2 ] && echo --no-canonical) --plans-per-model 12 --resolutions 224 --seed $SEED \
         --campaign models-224-fusion2 --json > "$WORK/models-224-fusion2-seed$SEED.json"
   done
+  # fusion revision 3 (a residual Add folded into conv.dnnl / conv.dnnl_int8) and maxpool.dnnl: the layer
+  # campaign continued (it measures the new primitive's configurations), then every family measured again in
+  # campaigns of their own (training skips the earlier records of plans that fold a residual)
+  $PP profile layers --store "$S" --threads 1,2 --n-configs 1000 --n-variants-per-family 5 \
+      --resolutions 96,128 --seed 0 --time-cap-s "$LAYER_CAP" --stop-after 9400 --max-minutes 6 \
+      --json > "$WORK/layers-fusion3.json"
+  $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 2 --plans-per-model 12 \
+      --resolutions 96,128 --seed 6 --campaign models-fusion3 --max-minutes 16 --json > "$WORK/models-fusion3.json"
+  $PP profile models --store "$S" --families resnet,mobilenet_v2,squeezenet,efficientnet,googlenet,mnasnet \
+      --threads 2 --n-variants-per-family 1 --plans-per-model 12 --resolutions 224 --seed 6 \
+      --campaign models-224-fusion3 --max-minutes 8 --json > "$WORK/models-224-fusion3.json"
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"

@@ -58,6 +58,7 @@ from perfpredict.primitives.registry import get_primitive
 
 if TYPE_CHECKING:
     from perfpredict.devices import DeviceSpec
+    from perfpredict.runtime.executor import Fusion
 
 __all__ = ["DeviceRates", "KernelTraits", "RooflineModel", "device_rates", "fusable_activations", "register_traits",
            "traits_for"]
@@ -357,17 +358,19 @@ class _GraphCosts:
             for t in n.outputs:
                 if t in graph.outputs:
                     self.output_bytes[i] = _add_bytes(self.output_bytes[i], graph.tensor_shapes.get(t, ()))
-        # activation node -> the producer it is folded into (when both run at one precision)
-        # a foldable activation node -> (the producer it folds into, the activation the producer's kernel applies)
+        # a foldable node -> the producer it folds into (when both run at one precision and the producer's
+        # primitive applies it), and the runtime's Fusion it belongs to
         self.fused_into: dict[int, int] = {}
-        self.folded_as: dict[int, str] = {}
+        self.folded_as: dict[int, Fusion] = {}
         if fuse_activations:
             from perfpredict.runtime.executor import fusion_patterns
 
             for f in fusion_patterns(graph):
-                for a in f.nodes:
+                # an activation after a folded residual Add is costed as a node of its own (its fold depends on
+                # the Conv's primitive, which no pair term between it and the Add can see)
+                for a in f.nodes[:1] if f.residual is not None else f.nodes:
                     self.fused_into[self.pos[a]] = self.pos[f.producer]
-                    self.folded_as[self.pos[a]] = f.activation
+                    self.folded_as[self.pos[a]] = f
         self._f_memo: dict[tuple[int, Choice, float], float] = {}
         # growing choice lists for predict()
         self.choices: list[list[Choice]] = [[] for _ in graph.nodes]
@@ -453,15 +456,16 @@ class _GraphCosts:
         return 1.0 - c.prune * self.prune_scale[i] if self.dense[i] else 1.0
 
     def _fused_pair(self, s: int, d: int, src_opts: Sequence[Choice], dst_opts: Sequence[Choice]) -> np.ndarray:
-        """Producer ``s`` and its foldable activation ``d``: free at one precision (for swish, hardswish and
-        sigmoid, when the producer's primitive applies them), else a separate node (at the producer's keep when it
-        is pruned) plus the conversions between them."""
+        """Producer ``s`` and its foldable node ``d``: free at one precision (for swish, hardswish, sigmoid and a
+        residual Add, when the producer's primitive applies them), else a separate node (at the producer's keep when
+        it is pruned) plus the conversions between them."""
         m = np.zeros((len(src_opts), len(dst_opts)))
         nbytes = self.edge_bytes.get((s, d), (0.0, 0.0))
         src_pruned = self.names[s] in self.sources[self.names[d]]
         for a, ca in enumerate(src_opts):
             keep = self._keep_out(s, ca) if src_pruned else 1.0
-            folds = get_primitive(ca.primitive).folds(self.folded_as[d])
+            f = self.folded_as[d]
+            folds = get_primitive(ca.primitive).folds(None if f.residual else f.activation, f.residual is not None)
             for b, cb in enumerate(dst_opts):
                 if folds and ca.precision == cb.precision:
                     continue
@@ -474,8 +478,8 @@ class _GraphCosts:
         if self.fused_into.get(d) == s:
             return self._fused_pair(s, d, src_opts, dst_opts)
         m = np.zeros((len(src_opts), len(dst_opts)))
-        if d in self.fused_into:  # a foldable activation's only terms are on the pair with its producer
-            return m
+        if d in self.fused_into and self.fused_into.get(s) == self.fused_into[d]:
+            return m  # a foldable node's terms within its fusion are on the pair with its producer
         nbytes = self.edge_bytes.get((s, d), (0.0, 0.0))
         w = self.sources[self.names[d]].get(self.names[s], 0.0)
         for a, ca in enumerate(src_opts):
@@ -583,8 +587,8 @@ def _add_bytes(acc: tuple[float, float], shape: Sequence[int]) -> tuple[float, f
 
 
 def fusable_activations(graph: Graph) -> dict[str, str]:
-    """Activation nodes the runtime can fold into the Conv/Gemm/MatMul they read, whatever the plan
-    (:func:`perfpredict.runtime.executor.fusion_patterns`): activation name -> producer name."""
+    """Nodes the runtime can fold into the Conv/Gemm/MatMul they follow, whatever the plan (activations, residual
+    Adds; :func:`perfpredict.runtime.executor.fusion_patterns`): node name -> producer name."""
     from perfpredict.runtime.executor import fusion_patterns
 
     return {a: f.producer for f in fusion_patterns(graph) for a in f.nodes}

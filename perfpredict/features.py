@@ -35,12 +35,13 @@ output must be converted back to fp32 NCHW; and ``log`` of the node's roofline p
 its kept channels not a multiple of 8, gets the int8 peak times
 :data:`~perfpredict.primitives.quantized.DEPTHWISE_FALLBACK_SHARE`, the share that path reaches.)
 
-The rules follow :mod:`perfpredict.runtime.executor`: the activations of
+The rules follow :mod:`perfpredict.runtime.executor`: the nodes of
 :func:`~perfpredict.runtime.executor.fusion_patterns` (a Relu/Clip/HardSwish/Sigmoid that is the only reader of a
-Conv/Gemm/MatMul output, not a graph output, or a swish's Sigmoid + Mul pair) are folded into that node's
-epilogue when they run at its precision and, for swish, hardswish and sigmoid, its primitive lists the epilogue
-(``fused_now`` columns; a fused activation costs almost nothing, its prior is 2% of the
-per-node overhead); a tensor read in another layout or precision than its producer wrote it is converted
+Conv/Gemm/MatMul output, not a graph output, a swish's Sigmoid + Mul pair, or a residual Add of a Conv's output
+with the activation after it) are folded into that node's epilogue when they run at its precision and, for swish,
+hardswish, sigmoid and the residual, its primitive lists the epilogue (``fused_now`` columns; a fused node costs
+almost nothing, its prior is 2% of the per-node overhead; the producer reads a folded Add's residual, converted to
+its own layout and precision); a tensor read in another layout or precision than its producer wrote it is converted
 once per variant and shared by every reader of that variant; layout matters only for 4-D tensors with
 C > 1 and H*W > 1; graph inputs arrive as fp32 NCHW and graph outputs are returned as fp32 NCHW.
 
@@ -64,7 +65,7 @@ from perfpredict.errors import FeatureWarning, PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
-from perfpredict.primitives.epilogue import ELTWISE
+from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
 from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, fbgemm_depthwise, misaligned
 from perfpredict.primitives.registry import get_primitive
 from perfpredict.primitives.tensor_ops import int8_concat_direct
@@ -217,28 +218,52 @@ class FeatureSpace:
 # ------------------------------------------------------------------------------------------ fusion
 
 
+EPILOGUE_CODES: tuple[str, ...] = ("clamp", *ELTWISE, RESIDUAL)
+"""The epilogue codes of :func:`fused_activations`: a clamp (every primitive applies it), the eltwise activations
+and the residual add (only primitives whose ``epilogues`` list them)."""
+
+
 def fused_activations(graph: Graph) -> dict[int, tuple[int, int]]:
-    """Activation node index -> (index of the Conv/Gemm/MatMul whose epilogue can absorb it, epilogue code: 0 a
-    clamp, ``1 + ELTWISE.index(name)`` swish, hardswish or sigmoid), from the runtime's
+    """Folded node index -> (index of the Conv/Gemm/MatMul whose epilogue can absorb it, its index in
+    :data:`EPILOGUE_CODES`: 0 a clamp, then swish, hardswish, sigmoid, and a residual ``Add``), from the runtime's
     :func:`~perfpredict.runtime.executor.fusion_patterns` (see the module docstring for when it does)."""
     pos = {nd.name: i for i, nd in enumerate(graph.nodes)}
-    return {pos[a]: (pos[f.producer], 1 + ELTWISE.index(f.activation) if f.activation in ELTWISE else 0)
-            for f in fusion_patterns(graph) for a in f.nodes}
+    out: dict[int, tuple[int, int]] = {}
+    for f in fusion_patterns(graph):
+        nodes = f.nodes
+        if f.residual is not None:
+            out[pos[nodes[0]]] = (pos[f.producer], EPILOGUE_CODES.index(RESIDUAL))
+            nodes = nodes[1:]
+        code = EPILOGUE_CODES.index(f.activation) if f.activation in ELTWISE else 0
+        out.update({pos[a]: (pos[f.producer], code) for a in nodes})
+    return out
 
 
 @functools.lru_cache(maxsize=8)
 def _epilogue_table(space: FeatureSpace) -> np.ndarray:
-    """[len(primitives) + 1, 1 + len(ELTWISE)]: whether each primitive of ``space`` (the last row the ``other``
+    """[len(primitives) + 1, len(EPILOGUE_CODES)]: whether each primitive of ``space`` (the last row the ``other``
     bucket) applies each epilogue code of :func:`fused_activations` (a clamp: every primitive)."""
-    table = np.zeros((len(space.primitives) + 1, 1 + len(ELTWISE)), bool)
+    table = np.zeros((len(space.primitives) + 1, len(EPILOGUE_CODES)), bool)
     table[:, 0] = True
     for k, name in enumerate(space.primitives):
         try:
             prim = get_primitive(name)
         except PlanError:
             continue
-        table[k, 1:] = [prim.folds(e) for e in ELTWISE]
+        table[k, 1:] = [prim.folds(e) for e in ELTWISE] + [prim.folds(None, residual=True)]
     return table
+
+
+def _internal_inputs(tpl: "GraphTemplate") -> np.ndarray:
+    """[len(in_node)] whether each input entry of a foldable node comes from within its fusion (its producer or an
+    earlier node folded with it): read from the producer's output when the fusion applies. A folded Add's residual
+    is not: the producer reads it, converted to its own layout and precision."""
+    group = -np.ones(tpl.n_nodes, np.int64)
+    group[tpl.fuse_act] = tpl.fuse_prod
+    group[tpl.fuse_prod] = tpl.fuse_prod
+    src = tpl.in_src
+    mine = group[tpl.in_node]
+    return (mine >= 0) & (src >= 0) & (group[np.maximum(src, 0)] == mine) & np.isin(tpl.in_node, tpl.fuse_act)
 
 
 # ------------------------------------------------------------------------------------------ node JSON
@@ -734,6 +759,7 @@ class _Skeleton:
     nbytes: list[float]
     layout_matters: list[bool]
     act_of: list[int]
+    residual_of: list[tuple[int, int, int] | None]  # per producer: (the folded Add, its residual's tensor, producer)
     views: list[bool]  # per node: its output shares its (single) input's storage
     view_dense: list[tuple[bool, bool]]  # per node: its view output is a dense block in (NCHW, NHWC)
     kind: list[int]  # per node: 1 Conv (copies an input view that is not dense), 2 Concat joined directly at int8 in
@@ -756,10 +782,17 @@ def _skeleton(tpl: GraphTemplate) -> _Skeleton:
             nbytes[t], lm[t] = float(tpl.in_bytes[e]), bool(tpl.in_layout_matters[e])
     act_of = [-1] * n
     for a, p in zip(tpl.fuse_act.tolist(), tpl.fuse_prod.tolist()):
-        act_of[p] = max(act_of[p], a)  # the last activation folded (a swish's Mul) gives the producer's outputs
+        act_of[p] = max(act_of[p], a)  # the last node folded (a swish's Mul) gives the producer's outputs
+    residual_of: list[tuple[int, int, int] | None] = [None] * n
+    internal = tpl.cached("internal_inputs", lambda: _internal_inputs(tpl))
+    res_code = EPILOGUE_CODES.index(RESIDUAL)
+    for a, p in zip(tpl.fuse_act[tpl.fuse_code == res_code].tolist(), tpl.fuse_prod[tpl.fuse_code == res_code].tolist()):
+        e = [int(k) for k in np.flatnonzero((tpl.in_node == a) & ~internal)]
+        if e:
+            residual_of[p] = (a, int(tpl.in_tensor[e[0]]), int(tpl.in_src[e[0]]))
     kind = [1 if op == "Conv" else 2 if direct else 0 for op, direct in zip(tpl.ops, tpl.concat_direct.tolist())]
     return _Skeleton(tuple(tuple(r) for r in reads), tuple(tuple(t for t, *_ in o) for o in tpl.out_tensors),
-                     producer, nbytes, lm, act_of, tpl.is_view.tolist(),
+                     producer, nbytes, lm, act_of, residual_of, tpl.is_view.tolist(),
                      [tuple(v) for v in tpl.view_dense.tolist()], kind)
 
 
@@ -828,7 +861,11 @@ def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, int8: list, nhwc: list, fuse
             continue
         lay, q = bool(nhwc[i]), bool(int8[i])
         ins = []
-        for t, src in sk.reads[i]:
+        reads = sk.reads[i]
+        res = sk.residual_of[i]
+        if res is not None and fused[res[0]]:
+            reads = reads + (res[1:],)  # the folded Add's residual, read by the producer
+        for t, src in reads:
             got = variant.get((t, lay if lm[t] else 2, q))
             if got is None:
                 if t not in primary:  # from outside: a graph input (fp32 NCHW) or a tensor already in this format
@@ -852,7 +889,7 @@ def _replay_plan(tpl: GraphTemplate, sk: _Skeleton, int8: list, nhwc: list, fuse
         if sk.kind[i]:
             # inputs read as views (a slot sharing another's storage) that are not dense blocks in their layout
             # (runtime.memory._step_workspace)
-            sparse = [(t, k) for (t, _), k in zip(sk.reads[i], ins)
+            sparse = [(t, k) for (t, _), k in zip(reads, ins)
                       if root[k] != k and not sk.view_dense[producer[t]][int(fmt[k][0])]]
             if sk.kind[i] == 1:
                 w += sum(nbytes[t] * keep[producer[t]] * (0.25 if fmt[k][1] else 1.0) for t, k in sparse)
@@ -1130,8 +1167,8 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
         + tpl.bias_bytes * keep_out
     eff_params += int8 * tpl.cached("int8_channel_bytes", lambda: _int8_channel_bytes(tpl)) * keep_out
 
-    # fusion: a producer's activations fold into it when they all run at its precision and its primitive applies
-    # their epilogue (swish, hardswish, sigmoid: oneDNN post-ops only)
+    # fusion: a producer's foldable nodes fold into it when they all run at its precision and its primitive applies
+    # their epilogue (swish, hardswish, sigmoid, residual: oneDNN post-ops only)
     fused_now = np.zeros((P, n), bool)
     has_fused_now = np.zeros((P, n), bool)
     out_layout = arrays.layout.copy()
@@ -1151,11 +1188,11 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     src = tpl.in_src
     has_src = src >= 0
     src_c = np.maximum(src, 0)
-    lay_dst = arrays.layout[:, tpl.in_node]
+    lay_dst = out_layout[:, tpl.in_node]  # a folded node reads in its producer's layout
     prec_dst = arrays.precision[:, tpl.in_node]
     lay_src = np.where(has_src, out_layout[:, src_c], np.where(src == _EXTERNAL_GRAPH_INPUT, nchw, lay_dst))
     prec_src = np.where(has_src, arrays.precision[:, src_c], np.where(src == _EXTERNAL_GRAPH_INPUT, fp32, prec_dst))
-    reader_fused = fused_now[:, tpl.in_node]
+    reader_fused = fused_now[:, tpl.in_node] & tpl.cached("internal_inputs", lambda: _internal_inputs(tpl))
     need_lay = (lay_src != lay_dst) & tpl.in_layout_matters & ~reader_fused
     need_prec = (prec_src != prec_dst) & ~reader_fused
     need = need_lay | need_prec

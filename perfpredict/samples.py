@@ -40,8 +40,11 @@ from perfpredict.errors import DatasetError, PerfPredictError
 from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, single_node_graph, template_for)
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan
-from perfpredict.primitives.epilogue import ELTWISE
+from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
 from perfpredict.zoo import spec_from_dict
+
+_STALE_REASONS = {2: "ran swish/hardswish/sigmoid unfused (before fusion revision 2)",
+                  3: "ran a residual Add unfused (before fusion revision 3)"}
 
 
 class SplitError(PerfPredictError):
@@ -283,8 +286,9 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
                     if sample is None:
                         skipped["graph_id mismatch or no zoo spec"] += 1
                         continue
-                    if extra.get("fusion_revision", 1) < 2 and folds_eltwise(sample.template, sample.plan):
-                        skipped["ran swish/hardswish/sigmoid unfused (before fusion revision 2)"] += 1
+                    stale = folded_since(sample.template, sample.plan, extra.get("fusion_revision", 1))
+                    if stale is not None:
+                        skipped[_STALE_REASONS[stale]] += 1
                         continue
                     models.append(sample)
                 else:
@@ -331,24 +335,29 @@ def _model_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: floa
                        rec.model_name or str(spec.get("name")), rec.key, spec)
 
 
-def folds_eltwise(tpl: GraphTemplate, plan: Plan) -> bool:
-    """Whether the runtime, since fusion revision 2 (:data:`perfpredict.runtime.executor.FUSION_REVISION`), folds a
-    swish, hardswish or sigmoid into a producer under ``plan``: a model record measured before then ran that plan
-    with the activation as separate nodes, which the featuriser no longer describes, so :func:`load_samples` skips
-    it."""
-    if not tpl.fuse_code.any():
-        return False
+def folded_since(tpl: GraphTemplate, plan: Plan, revision: int) -> int | None:
+    """The first fusion revision (:data:`perfpredict.runtime.executor.FUSION_REVISION`) after ``revision`` whose
+    rules fold nodes under ``plan`` (2: a swish, hardswish or sigmoid; 3: a residual Add), or None when the plan
+    runs as it did under ``revision``. A model record measured at an earlier revision ran such a plan with those
+    nodes apart, which the featuriser no longer describes, so :func:`load_samples` skips it."""
+    if not len(tpl.fuse_code):
+        return None
+    from perfpredict.features import EPILOGUE_CODES
     from perfpredict.runtime.executor import Fusion, fusion_allowed
 
     names = tpl.node_names
     choices = {n: plan.choices.get(n, d) for n, d in zip(names, tpl.default_choices)}
-    for p in np.unique(tpl.fuse_prod[tpl.fuse_code > 0]).tolist():
+    first = None
+    for p in np.unique(tpl.fuse_prod).tolist():
         mine = tpl.fuse_prod == p
+        kinds = [EPILOGUE_CODES[c] for c in tpl.fuse_code[mine].tolist()]
+        residual = RESIDUAL if RESIDUAL in kinds else None
+        acts = [k for k in kinds if k != RESIDUAL]
         f = Fusion(names[p], tuple(names[a] for a in tpl.fuse_act[mine].tolist()),
-                   ELTWISE[int(tpl.fuse_code[mine][0]) - 1])
-        if fusion_allowed(f, choices):
-            return True
-    return False
+                   next((k for k in acts if k in ELTWISE), "relu" if acts else None), residual)
+        if f.revision > revision and (first is None or f.revision < first) and fusion_allowed(f, choices):
+            first = f.revision
+    return first
 
 
 def _layer_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: float,

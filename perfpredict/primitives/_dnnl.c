@@ -42,6 +42,9 @@ typedef struct {
     int32_t src_zp, dst_zp;
     float *w_scales;
     dnnl_memory_t m_src_scale, m_w_scales, m_dst_scale, m_src_zp, m_dst_zp;
+    /* a residual added to the output (a folded Add): the tensor's memory object and its post-op's index */
+    dnnl_memory_t residual;
+    int residual_post;
 } pp_dnnl_conv;
 
 #define TRY(call)                      \
@@ -57,6 +60,7 @@ void pp_dnnl_conv_destroy(pp_dnnl_conv *c) {
     if (c->weights) dnnl_memory_destroy(c->weights);
     if (c->bias) dnnl_memory_destroy(c->bias);
     if (c->dst) dnnl_memory_destroy(c->dst);
+    if (c->residual) dnnl_memory_destroy(c->residual);
     if (c->scratch) dnnl_memory_destroy(c->scratch);
     if (c->m_src_scale) dnnl_memory_destroy(c->m_src_scale);
     if (c->m_w_scales) dnnl_memory_destroy(c->m_w_scales);
@@ -99,11 +103,14 @@ static dnnl_status_t skip_overrunning_impls(dnnl_primitive_desc_t pd) {
 /* shape: n, c, h, w (input), k, oh, ow (output); kernel kh, kw; stride sh, sw; pads top, left, bottom, right;
  * dilation dh, dw (1 = dense); groups. weight: k x (c / groups) x kh x kw values, floats (fp32) or int8 (when
  * q is not NULL); bias: k floats or NULL. act: 0 none, 1 relu, 2 clip to [lo, hi], 3 swish, 4 hardswish,
- * 5 sigmoid. q: NULL for fp32, else the int8 quantisation parameters. */
+ * 5 sigmoid. q: NULL for fp32, else the int8 quantisation parameters. residual: 1 adds a tensor of the output's
+ * shape, layout and type (given with each call) before the activation, as a folded residual Add; at int8 it is u8
+ * with scale res_scale and zero point res_zp, each call's tensor on that grid. */
 pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int ow, int kh, int kw, int sh,
                                   int sw, int pt, int pl, int pb, int pr, int dh, int dw, int groups,
                                   const void *weight, const float *bias, int act, float lo, float hi,
-                                  const pp_dnnl_quant *q, int *status) {
+                                  const pp_dnnl_quant *q, int residual, float res_scale, int res_zp,
+                                  int *status) {
     dnnl_status_t st = dnnl_success;
     pp_dnnl_conv *cv = calloc(1, sizeof(*cv));
     dnnl_memory_desc_t src_md = NULL, dst_md = NULL, w_any = NULL, w_plain = NULL, b_md = NULL;
@@ -160,8 +167,17 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
         TRY(vector_memory(&cv->m_src_zp, cv->engine, 1, dnnl_s32, &cv->src_zp));
         TRY(vector_memory(&cv->m_dst_zp, cv->engine, 1, dnnl_s32, &cv->dst_zp));
     }
+    if (act != 0 || residual) TRY(dnnl_post_ops_create(&post));
+    if (residual) {
+        /* dst_f32 + residual: binary post-ops take their operand's values as they are, so at int8 the u8
+         * residual r (real value res_scale * (r - res_zp)) is added as res_scale * (dst / res_scale - res_zp + r) */
+        if (q) TRY(dnnl_post_ops_append_eltwise(post, dnnl_eltwise_linear, 1.0f / res_scale, (float)-res_zp));
+        cv->residual_post = dnnl_post_ops_len(post);
+        TRY(dnnl_post_ops_append_binary(post, dnnl_binary_add, dst_md));
+        if (q) TRY(dnnl_post_ops_append_eltwise(post, dnnl_eltwise_linear, res_scale, 0.0f));
+        TRY(dnnl_memory_create(&cv->residual, dst_md, cv->engine, DNNL_MEMORY_NONE));
+    }
     if (act != 0) {
-        TRY(dnnl_post_ops_create(&post));
         if (act == 1)
             TRY(dnnl_post_ops_append_eltwise(post, dnnl_eltwise_relu, 0.0f, 0.0f));
         else if (act == 2)
@@ -176,8 +192,8 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
             st = dnnl_invalid_arguments;
             goto fail;
         }
-        TRY(dnnl_primitive_attr_set_post_ops(attr, post));
     }
+    if (post) TRY(dnnl_primitive_attr_set_post_ops(attr, post));
 
     /* oneDNN's dilation counts the gaps between taps: 0 for a dense kernel */
     dnnl_dims_t strides = {sh, sw}, dilation = {dh - 1, dw - 1}, pad_l = {pt, pl}, pad_r = {pb, pr};
@@ -235,10 +251,12 @@ fail:
 size_t pp_dnnl_conv_scratch_bytes(const pp_dnnl_conv *c) { return c->scratch_bytes; }
 
 /* one convolution: src and dst are channels-last buffers (float, or u8 at int8) of the shapes given at create;
- * src_scale and src_zp quantise src at int8 (ignored at fp32) */
-int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float src_scale, int src_zp) {
+ * src_scale and src_zp quantise src at int8 (ignored at fp32); residual is the tensor added to the output when the
+ * primitive was created with one (ignored otherwise) */
+int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float src_scale, int src_zp,
+                     void *residual) {
     dnnl_status_t st;
-    dnnl_exec_arg_t args[10];
+    dnnl_exec_arg_t args[11];
     int nargs = 0;
     if ((st = dnnl_memory_set_data_handle(c->src, src)) != dnnl_success) return (int)st;
     if ((st = dnnl_memory_set_data_handle(c->dst, dst)) != dnnl_success) return (int)st;
@@ -249,6 +267,11 @@ int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float
     if (c->scratch) {
         if ((st = dnnl_memory_set_data_handle(c->scratch, scratch)) != dnnl_success) return (int)st;
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, c->scratch};
+    }
+    if (c->residual) {
+        if ((st = dnnl_memory_set_data_handle(c->residual, residual)) != dnnl_success) return (int)st;
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(c->residual_post) | DNNL_ARG_SRC_1,
+                                          c->residual};
     }
     if (c->int8) {
         c->src_scale = src_scale;
@@ -272,12 +295,104 @@ int pp_dnnl_version(void) {
     return v->major * 10000 + v->minor * 100 + v->patch;
 }
 
-/* the name of the implementation oneDNN chose for a created convolution, e.g. "brg:avx512_core_amx" */
-const char *pp_dnnl_conv_impl(const pp_dnnl_conv *c) {
+/* the name of the implementation oneDNN chose for a created primitive, e.g. "brg:avx512_core_amx" */
+static const char *impl_name(const_dnnl_primitive_t prim) {
     const_dnnl_primitive_desc_t pd = NULL;
     const char *name = NULL;
-    if (dnnl_primitive_get_primitive_desc(c->conv, &pd) != dnnl_success) return "unknown";
+    if (dnnl_primitive_get_primitive_desc(prim, &pd) != dnnl_success) return "unknown";
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) != dnnl_success || name == NULL)
         return "unknown";
     return name;
+}
+
+const char *pp_dnnl_conv_impl(const pp_dnnl_conv *c) { return impl_name(c->conv); }
+
+/* pool.dnnl: a 2-D max or average pool by oneDNN (forward inference: no workspace), channels-last source and
+ * destination, f32 or (int8) u8; an average pool of u8 keeps the source's scale and zero point. */
+typedef struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    dnnl_primitive_t pool;
+    dnnl_memory_t src, dst, scratch;
+    size_t scratch_bytes;
+} pp_dnnl_pool;
+
+void pp_dnnl_pool_destroy(pp_dnnl_pool *p) {
+    if (p == NULL) return;
+    if (p->pool) dnnl_primitive_destroy(p->pool);
+    if (p->src) dnnl_memory_destroy(p->src);
+    if (p->dst) dnnl_memory_destroy(p->dst);
+    if (p->scratch) dnnl_memory_destroy(p->scratch);
+    if (p->stream) dnnl_stream_destroy(p->stream);
+    if (p->engine) dnnl_engine_destroy(p->engine);
+    free(p);
+}
+
+/* shape n, c, h, w -> oh, ow; kernel kh, kw; stride sh, sw; pads top, left, bottom, right (bottom and right may
+ * exceed the node's own to give ceil-mode windows: padded positions never count for max, nor for alg 2);
+ * dilation dh, dw (1 = dense). alg: 0 max, 1 average counting padded positions, 2 average without them. */
+pp_dnnl_pool *pp_dnnl_pool_create(int n, int c, int h, int w, int oh, int ow, int kh, int kw, int sh, int sw, int pt,
+                                  int pl, int pb, int pr, int dh, int dw, int alg, int int8, int *status) {
+    dnnl_status_t st = dnnl_success;
+    pp_dnnl_pool *pp = calloc(1, sizeof(*pp));
+    dnnl_memory_desc_t src_md = NULL, dst_md = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if (pp == NULL) {
+        st = dnnl_out_of_memory;
+        goto fail;
+    }
+    TRY(dnnl_engine_create(&pp->engine, dnnl_cpu, 0));
+    TRY(dnnl_stream_create(&pp->stream, pp->engine, dnnl_stream_default_flags));
+    dnnl_data_type_t dt = int8 ? dnnl_u8 : dnnl_f32;
+    dnnl_dims_t src_dims = {n, c, h, w}, dst_dims = {n, c, oh, ow};
+    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, src_dims, dt, dnnl_nhwc));
+    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dst_dims, dt, dnnl_nhwc));
+    TRY(dnnl_primitive_attr_create(&attr));
+    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    dnnl_alg_kind_t kind = alg == 0 ? dnnl_pooling_max
+                           : alg == 1 ? dnnl_pooling_avg_include_padding : dnnl_pooling_avg_exclude_padding;
+    dnnl_dims_t strides = {sh, sw}, kernel = {kh, kw}, dilation = {dh - 1, dw - 1}, pad_l = {pt, pl},
+                pad_r = {pb, pr};
+    TRY(dnnl_pooling_forward_primitive_desc_create(&pd, pp->engine, dnnl_forward_inference, kind, src_md, dst_md,
+                                                   strides, kernel, dilation, pad_l, pad_r, attr));
+    TRY(dnnl_primitive_create(&pp->pool, pd));
+    const_dnnl_memory_desc_t scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    pp->scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
+    if (pp->scratch_bytes > 0) TRY(dnnl_memory_create(&pp->scratch, scratch_md, pp->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&pp->src, src_md, pp->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&pp->dst, dst_md, pp->engine, DNNL_MEMORY_NONE));
+
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (src_md) dnnl_memory_desc_destroy(src_md);
+    if (dst_md) dnnl_memory_desc_destroy(dst_md);
+    *status = (int)st;
+    if (st != dnnl_success) {
+        pp_dnnl_pool_destroy(pp);
+        return NULL;
+    }
+    return pp;
+}
+
+size_t pp_dnnl_pool_scratch_bytes(const pp_dnnl_pool *p) { return p->scratch_bytes; }
+
+const char *pp_dnnl_pool_impl(const pp_dnnl_pool *p) { return impl_name(p->pool); }
+
+/* one pool: src and dst are channels-last buffers of the shapes given at create */
+int pp_dnnl_pool_run(pp_dnnl_pool *p, void *src, void *dst, void *scratch) {
+    dnnl_status_t st;
+    dnnl_exec_arg_t args[3];
+    int nargs = 0;
+    if ((st = dnnl_memory_set_data_handle(p->src, src)) != dnnl_success) return (int)st;
+    if ((st = dnnl_memory_set_data_handle(p->dst, dst)) != dnnl_success) return (int)st;
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, p->src};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, p->dst};
+    if (p->scratch) {
+        if ((st = dnnl_memory_set_data_handle(p->scratch, scratch)) != dnnl_success) return (int)st;
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->scratch};
+    }
+    if ((st = dnnl_primitive_execute(p->pool, p->stream, nargs, args)) != dnnl_success) return (int)st;
+    return (int)dnnl_stream_wait(p->stream);
 }

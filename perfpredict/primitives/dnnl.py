@@ -39,7 +39,7 @@ from perfpredict.graph import Node
 from perfpredict.primitives.cbuild import load_library
 from perfpredict.primitives.conv import (ConvGeometry, _check_layout, _onednn_applies, _onednn_scratch, _post_op,
                                          conv_weights)
-from perfpredict.primitives.epilogue import ELTWISE
+from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
 from perfpredict.primitives.quantized import quantize_weight_per_channel
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel, QParams
@@ -83,16 +83,27 @@ def library() -> ctypes.CDLL:
     lib = load_library(SOURCE, (*CFLAGS, f"-I{include}"),
                        link=(str(lib_path), f"-Wl,-rpath,{lib_path.parent}"), purpose="conv.dnnl")
     i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-    lib.pp_dnnl_conv_create.argtypes = [i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), ctypes.POINTER(i)]
+    lib.pp_dnnl_conv_create.argtypes = [i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), i, f, i,
+                                                   ctypes.POINTER(i)]
     lib.pp_dnnl_conv_create.restype = p
     lib.pp_dnnl_conv_impl.argtypes = [p]
     lib.pp_dnnl_conv_impl.restype = ctypes.c_char_p
-    lib.pp_dnnl_conv_run.argtypes = [p, p, p, p, f, i]
+    lib.pp_dnnl_conv_run.argtypes = [p, p, p, p, f, i, p]
     lib.pp_dnnl_conv_run.restype = i
     lib.pp_dnnl_conv_scratch_bytes.argtypes = [p]
     lib.pp_dnnl_conv_scratch_bytes.restype = ctypes.c_size_t
     lib.pp_dnnl_conv_destroy.argtypes = [p]
     lib.pp_dnnl_conv_destroy.restype = None
+    lib.pp_dnnl_pool_create.argtypes = [i] * 18 + [ctypes.POINTER(i)]
+    lib.pp_dnnl_pool_create.restype = p
+    lib.pp_dnnl_pool_run.argtypes = [p, p, p, p]
+    lib.pp_dnnl_pool_run.restype = i
+    lib.pp_dnnl_pool_scratch_bytes.argtypes = [p]
+    lib.pp_dnnl_pool_scratch_bytes.restype = ctypes.c_size_t
+    lib.pp_dnnl_pool_impl.argtypes = [p]
+    lib.pp_dnnl_pool_impl.restype = ctypes.c_char_p
+    lib.pp_dnnl_pool_destroy.argtypes = [p]
+    lib.pp_dnnl_pool_destroy.restype = None
     lib.pp_dnnl_version.restype = i
     lib.pp_dnnl_status.argtypes = [i]
     lib.pp_dnnl_status.restype = ctypes.c_char_p
@@ -120,10 +131,13 @@ class _Quant(ctypes.Structure):
 class _Primitive:
     """One created oneDNN convolution (for one input shape); destroyed with this object.
 
-    ``w`` holds float32 weights, or int8 ones when ``quant`` (the int8 scales and zero points) is given."""
+    ``w`` holds float32 weights, or int8 ones when ``quant`` (the int8 scales and zero points) is given;
+    ``residual`` (a tensor of the output's shape added before the activation) is None or, at int8, the residual's
+    quantisation parameters (fp32: any QParams)."""
 
     def __init__(self, node: Node, geo: ConvGeometry, x_shape: tuple[int, ...], w: np.ndarray,
-                 b: np.ndarray | None, act: int, lo: float, hi: float, quant: _Quant | None = None) -> None:
+                 b: np.ndarray | None, act: int, lo: float, hi: float, quant: _Quant | None = None,
+                 residual: QParams | None = None) -> None:
         lib = library()
         n, c, h, wd = x_shape
         oh, ow = geo.out_hw(h, wd)
@@ -133,7 +147,8 @@ class _Primitive:
         handle = lib.pp_dnnl_conv_create(n, c, h, wd, geo.out_channels, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr,
                                          dh, dw, geo.groups, w.ctypes.data, None if b is None else b.ctypes.data,
                                          act, lo, hi, None if quant is None else ctypes.byref(quant),
-                                         ctypes.byref(status))
+                                         int(residual is not None), residual.scale if residual else 1.0,
+                                         residual.zero_point if residual else 0, ctypes.byref(status))
         if not handle:
             raise PlanError(f"conv.dnnl cannot run node '{node.name}' on input {list(x_shape)}: oneDNN says "
                             f"{_status(status.value)}")
@@ -145,14 +160,30 @@ class _Primitive:
         self._finalizer = weakref.finalize(self, lib.pp_dnnl_conv_destroy, handle)
 
     def execute(self, name: str, node: Node, x: torch.Tensor, y: torch.Tensor, x_scale: float = 1.0,
-                x_zp: int = 0) -> None:
-        """One call on channels-last ``x`` into ``y`` (``x_scale``/``x_zp`` quantise ``x`` at int8), with a
-        scratchpad from torch's allocator."""
+                x_zp: int = 0, residual: torch.Tensor | None = None) -> None:
+        """One call on channels-last ``x`` into ``y`` (``x_scale``/``x_zp`` quantise ``x`` at int8), adding the
+        channels-last ``residual`` when the primitive was made with one, with a scratchpad from torch's
+        allocator."""
         scratch = torch.empty(self.scratch_bytes, dtype=torch.uint8) if self.scratch_bytes else None
         code = self._run(self.handle, x.data_ptr(), y.data_ptr(), None if scratch is None else scratch.data_ptr(),
-                         x_scale, x_zp)
+                         x_scale, x_zp, None if residual is None else residual.data_ptr())
         if code:
             raise PlanError(f"{name} failed on node '{node.name}': oneDNN says {_status(code)}")
+
+
+def _residual(node: Node, p: _Primitive, r: torch.Tensor | None, res: QParams | None) -> torch.Tensor | None:
+    """The residual tensor ``r`` as the primitive reads it: channels-last, of the output's shape and, at int8, on
+    the grid the primitive was made for (requantised if it arrives on another); None without a residual."""
+    if res is None:
+        if r is not None:
+            raise PlanError(f"node '{node.name}': a residual was passed to a kernel built without one")
+        return None
+    if r is None or tuple(r.shape) != p.out_shape:
+        raise PlanError(f"node '{node.name}': the folded residual must have the output's shape {list(p.out_shape)}, "
+                        f"got {None if r is None else list(r.shape)}")
+    if r.dtype == torch.quint8 and (r.q_scale() != res.scale or r.q_zero_point() != res.zero_point):
+        r = torch.quantize_per_tensor(r.dequantize(), res.scale, res.zero_point, torch.quint8)
+    return r.contiguous(memory_format=torch.channels_last)
 
 
 def _primitives(name: str, node: Node, geo: ConvGeometry,
@@ -185,19 +216,21 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
     b_np = None if b is None else np.ascontiguousarray(b.numpy(), dtype=np.float32)
     act = _ACTIVATIONS[kind]
 
+    res = QParams(1.0, 0) if ctx.fused_residual else None
+
     def fp32(shape: tuple[int, ...]) -> _Primitive:
-        return _Primitive(node, geo, shape, w_np, b_np, act, lo, hi)
+        return _Primitive(node, geo, shape, w_np, b_np, act, lo, hi, residual=res)
 
     primitive = _primitives("conv.dnnl", node, geo, fp32)
     cl = torch.channels_last
 
-    def kernel(x: torch.Tensor) -> torch.Tensor:
+    def kernel(x: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
         if x.dtype != torch.float32:
             raise PlanError(f"conv.dnnl takes float32 input, got {x.dtype}")
         x = x.contiguous(memory_format=cl)
         p = primitive(tuple(x.shape))
         y = torch.empty(p.out_shape, memory_format=cl)
-        p.execute("conv.dnnl", node, x, y)
+        p.execute("conv.dnnl", node, x, y, residual=_residual(node, p, r, res))
         return rest.apply_(y)
 
     return kernel
@@ -223,21 +256,28 @@ def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
     clamp = None if rest.is_identity else (None if rest.lo == -np.inf else rest.lo,
                                             None if rest.hi == np.inf else rest.hi)
 
+    res = None
+    if ctx.fused_residual:
+        if len(ctx.in_qparams) < 2:
+            raise PlanError(f"conv.dnnl_int8: node '{node.name}' folds a residual but has no qparams for it "
+                            "(the last of ctx.in_qparams)")
+        res = QParams(float(ctx.in_qparams[-1].scale), int(ctx.in_qparams[-1].zero_point))
+
     def int8(shape: tuple[int, ...]) -> _Primitive:
-        return _Primitive(node, geo, shape, w_np, b_np, act, lo, hi, quant)
+        return _Primitive(node, geo, shape, w_np, b_np, act, lo, hi, quant, res)
 
     primitive = _primitives("conv.dnnl_int8", node, geo, int8)
     cl = torch.channels_last
     scale, zp = float(out_qp.scale), int(out_qp.zero_point)
 
-    def kernel(x: torch.Tensor) -> torch.Tensor:
+    def kernel(x: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
         if x.dtype != torch.quint8:
             raise PlanError(f"conv.dnnl_int8 takes quint8 activations (see quantize_activation), got {x.dtype}")
         x = x.contiguous(memory_format=cl)
         p = primitive(tuple(x.shape))
         y = torch._empty_affine_quantized(p.out_shape, scale=scale, zero_point=zp, dtype=torch.quint8,
                                           memory_format=cl)
-        p.execute("conv.dnnl_int8", node, x, y, x.q_scale(), x.q_zero_point())
+        p.execute("conv.dnnl_int8", node, x, y, x.q_scale(), x.q_zero_point(), _residual(node, p, r, res))
         return y if clamp is None else torch.clamp(y, *clamp)
 
     return kernel
@@ -285,10 +325,10 @@ def _ws_dnnl(node: Node, precision: str, layout: str) -> int:
 
 register(Primitive(
     name="conv.dnnl", ops=("Conv",), layouts=("NHWC",), precisions=("fp32",), build=_build_dnnl,
-    applies=_onednn_applies, workspace_bytes=_ws_dnnl, rank=3, epilogues=ELTWISE,
+    applies=_onednn_applies, workspace_bytes=_ws_dnnl, rank=3, epilogues=(*ELTWISE, RESIDUAL),
     description="oneDNN convolution through oneDNN's C API (one ctypes call per run, primitive and blocked "
-                "weights made once at build, relu/clamp/swish/hardswish/sigmoid post-op, asymmetric pads native); "
-                "any 2-D conv"))
+                "weights made once at build, relu/clamp/swish/hardswish/sigmoid and residual-add post-ops, "
+                "asymmetric pads native); any 2-D conv"))
 
 
 def _ws_dnnl_int8(node: Node, precision: str, layout: str) -> int:
@@ -301,9 +341,9 @@ def _ws_dnnl_int8(node: Node, precision: str, layout: str) -> int:
 
 register(Primitive(
     name="conv.dnnl_int8", ops=("Conv",), layouts=("NHWC",), precisions=("int8",), build=_build_dnnl_int8,
-    applies=_onednn_applies, workspace_bytes=_ws_dnnl_int8, rank=40, epilogues=ELTWISE,
+    applies=_onednn_applies, workspace_bytes=_ws_dnnl_int8, rank=40, epilogues=(*ELTWISE, RESIDUAL),
     description="oneDNN int8 convolution through oneDNN's C API (u8 activations with the calibrated scale and "
-                "zero point, per-channel s8 weights, float bias, the activation applied in float before the "
+                "zero point, per-channel s8 weights, float bias, a residual added and the activation applied in float before the "
                 "output is requantised; AMX/VNNI where the CPU has them); any 2-D conv"))
 
 __all__ = ["DISTRIBUTIONS", "DnnlUnavailable", "conv_impl", "dnnl_paths", "dnnl_version", "library"]

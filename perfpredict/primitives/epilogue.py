@@ -9,6 +9,9 @@ Eltwise specs (:data:`ELTWISE`): ``"swish"`` (``x * sigmoid(x)``, an ONNX Sigmoi
 ``"hardswish"`` (ONNX HardSwish) and ``"sigmoid"`` (ONNX Sigmoid). Only primitives that list one in
 ``Primitive.epilogues`` (oneDNN post-ops) receive it: the runtime folds such an activation only into those
 (:func:`perfpredict.runtime.executor.plan_fusions`).
+
+A residual (:data:`RESIDUAL`, ``BuildContext.fused_residual``): a tensor of the output's shape added to the output
+before the activation, a folded ``Add``; likewise only into primitives whose ``epilogues`` list it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ ACCEPTED = ("relu", "relu6", "clip:<lo>:<hi>")
 
 ELTWISE: tuple[str, ...] = ("swish", "hardswish", "sigmoid")
 """Fused activations that are not clamps; a primitive applies one only if its ``epilogues`` lists it."""
+
+RESIDUAL = "residual"
+"""The epilogue of a primitive that adds a residual tensor to its output (a folded ``Add``) before the activation."""
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ class Primitive:
     ``build(node, weights, ctx)`` returns the kernel; its exact calling convention is the runtime's
     (see :mod:`perfpredict.runtime`). ``rank`` orders candidates: the lowest-ranked legal primitive of a
     node is its default choice. ``epilogues`` names the eltwise activations (``"swish"``, ``"hardswish"``,
-    ``"sigmoid"``) its kernels apply when the runtime folds one into the node; clamps (relu, relu6, clip) every
-    conv and GEMM primitive applies.
+    ``"sigmoid"``) its kernels apply when the runtime folds one into the node, and ``"residual"`` when they add a
+    residual tensor (a folded ``Add``); clamps (relu, relu6, clip) every conv and GEMM primitive applies.
     """
 
     name: str
@@ -51,12 +51,14 @@ class Primitive:
     tunable: bool = field(default=True)
     epilogues: tuple[str, ...] = ()
 
-    def folds(self, activation: str) -> bool:
-        """Whether this primitive's kernels apply ``activation`` (a ``fused_activation`` spec) when the runtime
-        folds it into the node: a clamp always, an eltwise one when :attr:`epilogues` lists it."""
-        from perfpredict.primitives.epilogue import ELTWISE
+    def folds(self, activation: str | None, residual: bool = False) -> bool:
+        """Whether this primitive's kernels apply ``activation`` (a ``fused_activation`` spec; None: none), after
+        adding a residual tensor when ``residual``, when the runtime folds them into the node: a clamp always, an
+        eltwise activation or a residual when :attr:`epilogues` lists it."""
+        from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
 
-        return activation not in ELTWISE or activation in self.epilogues
+        return (activation not in ELTWISE or activation in self.epilogues) \
+            and (not residual or RESIDUAL in self.epilogues)
 
     def supports(self, node: Node, layout: str | None = None, precision: str | None = None) -> bool:
         """Whether this primitive can run ``node`` (in ``layout`` at ``precision`` when given)."""
@@ -72,11 +74,12 @@ def register(primitive: Primitive) -> Primitive:
     """Add ``primitive`` to the registry (its name must be new) and return it."""
     if primitive.name in _REGISTRY:
         raise ValueError(f"primitive '{primitive.name}' is already registered")
-    from perfpredict.primitives.epilogue import ELTWISE
+    from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
 
-    unknown = [e for e in primitive.epilogues if e not in ELTWISE]
+    unknown = [e for e in primitive.epilogues if e not in (*ELTWISE, RESIDUAL)]
     if unknown:
-        raise ValueError(f"primitive '{primitive.name}': unknown epilogues {unknown}; accepted {ELTWISE}")
+        raise ValueError(f"primitive '{primitive.name}': unknown epilogues {unknown}; accepted "
+                         f"{(*ELTWISE, RESIDUAL)}")
     bad = [x for x in primitive.layouts if x not in LAYOUTS] + [p for p in primitive.precisions if p not in PRECISIONS]
     if bad:
         raise ValueError(f"primitive '{primitive.name}': unknown layouts/precisions {bad}; accepted "

@@ -3,7 +3,8 @@
 :func:`build_executable` resolves the plan (defaults for nodes it does not name), validates it, prunes
 the graph, calibrates int8 activations when the plan has int8 nodes, folds an activation that is the sole
 reader of a Conv/Gemm/MatMul output into that node (a Relu/Clip, or a HardSwish, Sigmoid or swish pair where the
-node's primitive applies it; same precision only; :func:`plan_fusions`), then schedules the nodes:
+node's primitive applies it), and a residual ``Add`` (with the activation after it) into the Conv whose output it
+adds where the Conv's primitive adds residuals (same precision only; :func:`plan_fusions`), then schedules the nodes:
 each tensor is produced in its producer's layout and precision and, where a consumer runs in another
 layout or precision, one conversion (``.contiguous(memory_format=...)``, quantise or dequantise) is
 inserted and shared by every consumer that needs the same variant. Graph outputs come back as NCHW fp32.
@@ -16,6 +17,7 @@ inserted for the others.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Sequence
@@ -124,6 +126,7 @@ class ScheduledOp:
     frees: tuple[int, ...] = ()
     fused_activation: str | None = None
     fused_node: str | None = None
+    fused_residual: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,40 +163,57 @@ def fused_activation_of(node: Node) -> str | None:
     return None
 
 
-FUSION_REVISION = 2
+FUSION_REVISION = 3
 """The revision of the runtime's fusion rules, written into each measurement (``extra_json``
 ``fusion_revision``; none before revision 2). 1: Relu/Clip into Conv/Gemm/MatMul. 2: also swish (Sigmoid + Mul),
-HardSwish and Sigmoid into the primitives whose ``epilogues`` list them."""
+HardSwish and Sigmoid into the primitives whose ``epilogues`` list them. 3: also a residual Add (and the
+activation after it) into the Conv primitives whose ``epilogues`` list ``"residual"``."""
 
 
 @dataclass(frozen=True)
 class Fusion:
-    """Activation ``nodes`` (in graph order) that ``producer``'s kernel applies as ``activation`` (a
-    ``fused_activation`` spec); the last node's outputs become the producer's."""
+    """``nodes`` (in graph order) that ``producer``'s kernel applies: with ``residual`` (the tensor it adds), first
+    an ``Add`` of the producer's output and that tensor; then an activation applied as ``activation`` (a
+    ``fused_activation`` spec, None for none). The last node's outputs become the producer's."""
 
     producer: str
     nodes: tuple[str, ...]
-    activation: str
+    activation: str | None
+    residual: str | None = None
+
+    @property
+    def revision(self) -> int:
+        """The :data:`FUSION_REVISION` since which the runtime applies this fusion."""
+        from perfpredict.primitives.epilogue import ELTWISE
+
+        return 3 if self.residual is not None else 2 if self.activation in ELTWISE else 1
 
 
 def fusion_patterns(graph: Graph) -> list[Fusion]:
-    """The structurally foldable activations of ``graph``, whatever the plan: a Relu/Clip/HardSwish/Sigmoid that
-    is the only reader of a Conv/Gemm/MatMul output, or a swish, ``Mul(x, Sigmoid(x))`` whose Sigmoid and Mul are
-    the only readers of the producer's output ``x`` and the Mul the only reader of the Sigmoid's; no tensor but the
-    last one a graph output."""
+    """The structurally foldable nodes of ``graph``, whatever the plan: a Relu/Clip/HardSwish/Sigmoid that is the
+    only reader of a Conv/Gemm/MatMul output; a swish, ``Mul(x, Sigmoid(x))`` whose Sigmoid and Mul are the only
+    readers of the producer's output ``x`` and the Mul the only reader of the Sigmoid's; or a residual
+    ``Add(x, r)`` that is the only reader of a Conv's output ``x``, where ``r`` has ``x``'s shape and is a graph
+    input or the output of a node before the Conv, with the activation that is the Add's only reader if there is
+    one. No tensor but the last one a graph output."""
     readers: dict[str, list[Node]] = {}
-    for n in graph.nodes:
+    made_at: dict[str, int] = {t: -1 for t in graph.inputs}
+    for i, n in enumerate(graph.nodes):
         for t in n.activation_inputs:
             readers.setdefault(t, []).append(n)
+        for t in n.outputs:
+            made_at[t] = i
     outputs = set(graph.outputs)
     out: list[Fusion] = []
-    for p in graph.nodes:
+    for i, p in enumerate(graph.nodes):
         if p.op not in FUSABLE_PRODUCERS or len(p.outputs) != 1 or p.outputs[0] in outputs:
             continue
         x = p.outputs[0]
         rd = readers.get(x, [])
         if len(rd) == 1 and len(rd[0].activation_inputs) == 1 and (spec := fused_activation_of(rd[0])):
             out.append(Fusion(p.name, (rd[0].name,), spec))
+        elif p.op == "Conv" and len(rd) == 1 and (f := _residual_pattern(graph, p, rd[0], i, made_at, readers)):
+            out.append(f)
         elif len(rd) == 2 and {n.op for n in rd} == {"Sigmoid", "Mul"}:
             sig = next(n for n in rd if n.op == "Sigmoid")
             mul = next(n for n in rd if n.op == "Mul")
@@ -204,23 +224,42 @@ def fusion_patterns(graph: Graph) -> list[Fusion]:
     return out
 
 
+def _residual_pattern(graph: Graph, conv: Node, add: Node, at: int, made_at: Mapping[str, int],
+                      readers: Mapping[str, list[Node]]) -> Fusion | None:
+    x = conv.outputs[0]
+    ins = add.activation_inputs
+    if add.op != "Add" or add.params or len(ins) != 2 or ins.count(x) != 1 or len(add.outputs) != 1:
+        return None
+    r = ins[1] if ins[0] == x else ins[0]
+    shapes = graph.tensor_shapes
+    if made_at.get(r, at) >= at or tuple(shapes.get(r, ())) != tuple(shapes.get(x, ())) or len(shapes[x]) != 4:
+        return None
+    y = add.outputs[0]
+    rd = readers.get(y, [])
+    if y not in graph.outputs and len(rd) == 1 and len(rd[0].activation_inputs) == 1 \
+            and (spec := fused_activation_of(rd[0])):
+        return Fusion(conv.name, (add.name, rd[0].name), spec, r)
+    return Fusion(conv.name, (add.name,), None, r)
+
+
 def fusion_allowed(f: Fusion, choices: Mapping[str, Choice]) -> bool:
-    """Whether the runtime applies ``f`` under ``choices`` (name -> choice, at least of ``f``'s nodes): its
-    activation nodes all run at the producer's precision and the producer's primitive applies the activation
+    """Whether the runtime applies ``f`` under ``choices`` (name -> choice, at least of ``f``'s nodes): its nodes
+    all run at the producer's precision and the producer's primitive applies the activation and the residual
     (:meth:`~perfpredict.primitives.registry.Primitive.folds`)."""
     c = choices[f.producer]
-    return all(choices[a].precision == c.precision for a in f.nodes) and get_primitive(c.primitive).folds(f.activation)
+    return all(choices[a].precision == c.precision for a in f.nodes) \
+        and get_primitive(c.primitive).folds(f.activation, residual=f.residual is not None)
 
 
 def plan_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, Fusion]:
-    """Producer node -> the :class:`Fusion` the runtime applies under ``choices`` (one per node): the activation
-    nodes all run at the producer's precision, and an eltwise one (swish, hardswish, sigmoid) only into a primitive
-    whose ``epilogues`` list it."""
+    """Producer node -> the :class:`Fusion` the runtime applies under ``choices`` (one per node): the folded
+    nodes all run at the producer's precision, and an eltwise activation (swish, hardswish, sigmoid) or a residual
+    only into a primitive whose ``epilogues`` list it."""
     return {f.producer: f for f in fusion_patterns(graph) if fusion_allowed(f, choices)}
 
 
 def find_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, str]:
-    """Activation node -> producer node it folds into under ``choices`` (see :func:`plan_fusions`)."""
+    """Folded node -> producer node it folds into under ``choices`` (see :func:`plan_fusions`)."""
     return {a: f.producer for f in plan_fusions(graph, choices).values() for a in f.nodes}
 
 
@@ -277,8 +316,9 @@ def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = T
         if node.name in fused:
             continue
         c = choices[node.name]
-        ins = tuple(fetch(t, c.layout, c.precision, node.name) for t in node.activation_inputs)
         fusion = fusions.get(node.name)
+        reads = node.activation_inputs + ((fusion.residual,) if fusion is not None and fusion.residual else ())
+        ins = tuple(fetch(t, c.layout, c.precision, node.name) for t in reads)
         out_names = nodes_by_name[fusion.nodes[-1]].outputs if fusion is not None else node.outputs
         is_view = node.op in VIEW_OPS and len(ins) == 1
         outs = []
@@ -288,7 +328,8 @@ def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = T
             outs.append(k)
         ops.append(ScheduledOp("node", node.name, ins, tuple(outs),
                                fused_activation=fusion.activation if fusion else None,
-                               fused_node=fusion.nodes[-1] if fusion else None))
+                               fused_node=fusion.nodes[-1] if fusion else None,
+                               fused_residual=fusion is not None and fusion.residual is not None))
 
     output_slots = tuple(fetch(t, "NCHW", "fp32", "<output>") for t in graph.outputs)
     ops = _with_frees(ops, input_slots, output_slots)
@@ -299,8 +340,7 @@ def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = T
 
 def _with_frees(ops: list[ScheduledOp], input_slots: list[int], output_slots: tuple[int, ...]) -> list[ScheduledOp]:
     frees = free_points([(op.inputs, op.outputs) for op in ops], set(output_slots), input_slots)
-    return [ScheduledOp(op.kind, op.name, op.inputs, op.outputs, tuple(sorted(frees[i])), op.fused_activation,
-                        op.fused_node) for i, op in enumerate(ops)]
+    return [dataclasses.replace(op, frees=tuple(sorted(frees[i]))) for i, op in enumerate(ops)]
 
 
 def conversion_path(src_layout: Any, src_precision: str, layout: Any, precision: str,
@@ -580,11 +620,13 @@ def _build_steps(schedule: Schedule, qp: Callable[[str], QParams]) -> list:
         if op.kind == "node":
             node = nodes[op.name]
             c = choices[op.name]
-            ctx = BuildContext(layout=c.layout, precision=c.precision, fused_activation=op.fused_activation)
+            ctx = BuildContext(layout=c.layout, precision=c.precision, fused_activation=op.fused_activation,
+                               fused_residual=op.fused_residual)
             if c.precision == "int8":
                 out_tensor = schedule.slots[op.outputs[0]].tensor
+                reads = [schedule.slots[k].tensor for k in op.inputs]  # the node's inputs, then any residual
                 ctx = BuildContext(layout=c.layout, precision="int8", fused_activation=op.fused_activation,
-                                   in_qparams=tuple(qp(t) for t in node.activation_inputs),
+                                   fused_residual=op.fused_residual, in_qparams=tuple(qp(t) for t in reads),
                                    out_qparams=qp(out_tensor))
             try:
                 fn = get_primitive(c.primitive).build(node, node_weights(run_graph, node), ctx)

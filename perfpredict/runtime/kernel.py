@@ -34,11 +34,14 @@ class BuildContext:
     """What a primitive needs besides the node and its weights to build its kernel.
 
     ``fused_activation`` is an elementwise op folded into this node by the runtime ("relu", "relu6",
-    "clip:<lo>:<hi>", or None): the kernel must apply it to its output.
+    "clip:<lo>:<hi>", or None): the kernel must apply it to its output. With ``fused_residual`` the kernel takes a
+    second input, a tensor of its output's shape and layout (at int8 quantised with the last of ``in_qparams``),
+    which it adds to its output before the activation: a folded residual ``Add``.
     """
 
     layout: str = "NCHW"
     precision: str = "fp32"
     fused_activation: str | None = None
+    fused_residual: bool = False
     in_qparams: tuple[QParams, ...] = ()
     out_qparams: QParams | None = None

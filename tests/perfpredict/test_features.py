@@ -322,9 +322,7 @@ def test_ops_of_one_kind_share_their_category_column(graph, space):
     assert np.all(static[:, cat].sum(axis=1) == 1.0)
 
 
-def test_swish_and_hardswish_fold_as_the_runtime_folds_them(space):
-    import random
-
+def test_swish_hardswish_and_residual_adds_fold_as_the_runtime_folds_them(space):
     from perfpredict.primitives import candidates
     from perfpredict.runtime.executor import find_fusions
     from perfpredict.runtime.memory import estimate_peak_memory
@@ -332,18 +330,18 @@ def test_swish_and_hardswish_fold_as_the_runtime_folds_them(space):
     from .synthetic import zoo_graph
 
     # whole-graph NHWC plans whose convolutions do (conv.dnnl, conv.dnnl_int8) or do not (conv.onednn) apply
-    # swish and hardswish as a post-op, and a mix with some swish halves at another precision: fused_now is
-    # the runtime's fusion, and the memory prior is still the runtime's estimate
-    for family in ("efficientnet", "mobilenet_v3"):
+    # swish, hardswish and a residual add as post-ops, and a mix with some Sigmoids and Adds at another precision:
+    # fused_now is the runtime's fusion, and the memory prior is still the runtime's estimate (the folded Add's
+    # residual read by the convolution)
+    for family in ("efficientnet", "mobilenet_v3", "resnet", "mobilenet_v2"):
         g = zoo_graph(family)
         plans = []
         for conv, precision in (("conv.dnnl", "fp32"), ("conv.onednn", "fp32"), ("conv.dnnl_int8", "int8")):
             plans.append(Plan({n.name: Choice(conv if n.op == "Conv" else c[0].name, "NHWC", precision)
                                for n in g.nodes if (c := candidates(n, layout="NHWC", precision=precision))}))
-        rng = random.Random(0)
-        plans.append(Plan({name: (Choice("sigmoid.torch", "NHWC", "int8") if g.nodes[i].op == "Sigmoid"
-                                  and rng.random() < 0.5 else c) for i, (name, c) in
-                           enumerate((n.name, plans[0].choices.get(n.name)) for n in g.nodes) if c is not None}))
+        movable = [n.name for n in g.nodes if n.op in ("Sigmoid", "Add")][::2]  # every other one to int8
+        plans.append(Plan({n.name: (Choice(f"{n.op.lower()}.torch", "NHWC", "int8") if n.name in movable
+                                    else plans[0].choices[n.name]) for n in g.nodes if n.name in plans[0].choices}))
         tpl, pf = _feat(g, space, plans)
         (fused,) = _cols(pf, space, "fused_now")
         for k, plan in enumerate(plans):
@@ -351,5 +349,6 @@ def test_swish_and_hardswish_fold_as_the_runtime_folds_them(space):
             assert {tpl.node_names[i] for i in np.flatnonzero(fused[k])} == want, (family, k)
             assert pf.memory_prior[k] == pytest.approx(estimate_peak_memory(g, plan).total, rel=1e-6), (family, k)
         assert fused[0].sum() > fused[1].sum() and fused[2].sum() == fused[0].sum(), family
-        if family == "efficientnet":  # the mix refuses some swishes (mobilenet_v3 has no Sigmoid to move)
-            assert 0 < fused[3].sum() < fused[0].sum()
+        assert 0 < fused[3].sum() < fused[0].sum(), family
+        adds = [i for i, op in enumerate(tpl.ops) if op == "Add"]
+        assert fused[0, adds].any() and not fused[1, adds].any(), family

@@ -258,33 +258,68 @@ def test_identity_dropout_trains_and_is_recorded_in_the_rebuild_command(store, l
     assert exc.value.code == 2 and "not a share in [0, 1)" in capsys.readouterr().err
 
 
-def test_records_that_ran_a_swish_unfused_are_skipped(tmp_path):
+def _store_of_plans(path, family: str, plans, old_revision: dict[int, int]):
+    """A store of one zoo model of ``family`` measured under ``plans``; the records whose index is in
+    ``old_revision`` written as at that fusion revision (1: no ``fusion_revision``, as before revision 2)."""
     import dataclasses
     import json
 
     from perfpredict.dataset import make_record, open_store
     from perfpredict.measure import LatencyStats
-    from perfpredict.plan import Choice, Plan
-    from perfpredict.samples import folds_eltwise
 
-    g, spec = zoo_graph("efficientnet"), zoo_spec("efficientnet")
-    convs = [n.name for n in g.nodes if n.op == "Conv"]
-    dnnl = Plan({c: Choice("conv.dnnl", "NHWC", "fp32") for c in convs})  # swish is a post-op of conv.dnnl
-    onednn = Plan({c: Choice("conv.onednn", "NHWC", "fp32") for c in convs})  # not of conv.onednn
+    g, spec = zoo_graph(family), zoo_spec(family)
     stats = LatencyStats(median_ms=2.0, iqr_ms=0.02, mean_ms=2.0, min_ms=1.9, cv=0.01, n_repeats=20, ci95_rel=0.005,
                          stable=True, threads=1, warmup=3)
     recs = []
-    for k, plan in enumerate((dnnl, onednn, dnnl)):
+    for k, plan in enumerate(plans):
         rec = make_record(kind="model", device=DEVICE, campaign=f"c{k}", threads=1, stats=stats, graph_id=g.graph_id,
-                          plan_json=plan, model_name=g.name, family="efficientnet", extra={"spec": spec})
-        assert json.loads(rec.extra_json)["fusion_revision"] >= 2
-        if k < 2:  # as written before fusion revision 2
-            rec = dataclasses.replace(rec, extra_json=json.dumps({"spec": spec}))
+                          plan_json=plan, model_name=g.name, family=family, extra={"spec": spec})
+        assert json.loads(rec.extra_json)["fusion_revision"] >= 3
+        if k in old_revision:
+            old = {"spec": spec} if old_revision[k] == 1 else {"spec": spec, "fusion_revision": old_revision[k]}
+            rec = dataclasses.replace(rec, extra_json=json.dumps(old))
         recs.append(rec)
-    with open_store(tmp_path / "s.db") as store:
+    with open_store(path) as store:
         store.append_many(recs)
+    return recs
+
+
+def _whole_graph(family: str, conv: str):
+    from perfpredict.plan import Choice, Plan
+
+    return Plan({n.name: Choice(conv, "NHWC", "fp32") for n in zoo_graph(family).nodes if n.op == "Conv"})
+
+
+def test_records_that_ran_a_swish_unfused_are_skipped(tmp_path):
+    from perfpredict.plan import Plan
+    from perfpredict.samples import folded_since
+
+    dnnl = _whole_graph("efficientnet", "conv.dnnl")  # swish is a post-op of conv.dnnl
+    onednn = _whole_graph("efficientnet", "conv.onednn")  # not of conv.onednn
+    recs = _store_of_plans(tmp_path / "s.db", "efficientnet", (dnnl, onednn, dnnl), {0: 1, 1: 1})
     loaded = load_samples(tmp_path / "s.db")
     assert [s.key for s in loaded.models] == [recs[1].key, recs[2].key]
     assert loaded.skipped == {"ran swish/hardswish/sigmoid unfused (before fusion revision 2)": 1}
     tpl = loaded.models[0].template
-    assert folds_eltwise(tpl, dnnl) and not folds_eltwise(tpl, onednn) and not folds_eltwise(tpl, Plan({}))
+    assert folded_since(tpl, dnnl, 1) == 2 and folded_since(tpl, onednn, 1) is None
+    assert folded_since(tpl, Plan({}), 1) is None
+    assert folded_since(tpl, dnnl, 2) == 3  # efficientnet's residual Adds fold into conv.dnnl since revision 3
+    assert folded_since(tpl, dnnl, 3) is None
+
+
+def test_records_that_ran_a_residual_add_unfused_are_skipped(tmp_path):
+    from perfpredict.plan import Choice, Plan
+    from perfpredict.samples import folded_since
+
+    dnnl = _whole_graph("resnet", "conv.dnnl")  # the residual is a post-op of conv.dnnl
+    onednn = _whole_graph("resnet", "conv.onednn")
+    recs = _store_of_plans(tmp_path / "s.db", "resnet", (dnnl, onednn, dnnl), {0: 2, 1: 2})
+    loaded = load_samples(tmp_path / "s.db")
+    assert [s.key for s in loaded.models] == [recs[1].key, recs[2].key]
+    assert loaded.skipped == {"ran a residual Add unfused (before fusion revision 3)": 1}
+    tpl = loaded.models[0].template
+    assert folded_since(tpl, dnnl, 2) == 3 and folded_since(tpl, onednn, 2) is None
+    # an Add at another precision than its convolution does not fold
+    adds = [n.name for n in zoo_graph("resnet").nodes if n.op == "Add"]
+    mixed = Plan({**dnnl.choices, **{a: Choice("add.torch", "NHWC", "int8") for a in adds}})
+    assert folded_since(tpl, mixed, 2) is None

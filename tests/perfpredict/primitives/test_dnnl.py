@@ -108,6 +108,7 @@ def test_onednn_writes_nothing_past_the_output_or_the_scratchpad(precision, kw):
     x = torch.zeros(int(np.prod(node.in_shape)) * size, dtype=torch.uint8)
     y = torch.full((out_bytes + slack,), 77, dtype=torch.uint8)
     scratch = torch.full((p.scratch_bytes + slack,), 77, dtype=torch.uint8)
-    assert dnnl.library().pp_dnnl_conv_run(p.handle, x.data_ptr(), y.data_ptr(), scratch.data_ptr(), 1.0, 3) == 0
+    assert dnnl.library().pp_dnnl_conv_run(p.handle, x.data_ptr(), y.data_ptr(), scratch.data_ptr(), 1.0, 3,
+                                             None) == 0
     assert bool((y[out_bytes:] == 77).all()) and bool((scratch[p.scratch_bytes:] == 77).all()), p.impl
     assert p.impl != "jit_1x1:avx512_core_amx"

@@ -122,6 +122,70 @@ def test_a_conv_output_read_by_more_than_the_swish_is_not_folded():
     assert [f.activation for f in fusion_patterns(_swish_case(second_reader=True))] == ["hardswish", "sigmoid"]
 
 
+def _residual_case(onnx: bool = False):
+    from tests.perfpredict.primitives.single_op import OpCase, load_case, make_model
+
+    rng = np.random.default_rng(3)
+    w1, w2, w3, w4, w5 = (rng.standard_normal(s).astype(np.float32) / 4
+                          for s in ((8, 4, 3, 3), (8, 8, 3, 3), (8, 8, 1, 1), (8, 8, 1, 1), (8, 8, 3, 3)))
+    k3, k1 = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, {"kernel_shape": [1, 1]}
+    nodes = (("Conv", ("x", "w1"), ("c1",), k3),
+             ("Relu", ("c1",), ("r1",), {}),
+             ("Conv", ("r1", "w2"), ("c2",), k3),
+             ("Add", ("c2", "r1"), ("a1",), {}),  # a block: conv, residual add, relu
+             ("Relu", ("a1",), ("o1",), {}),
+             ("Conv", ("o1", "w3"), ("c3",), k1),
+             ("Conv", ("o1", "w5"), ("c5",), k3),  # made after c3: c3 cannot read it, c5 can read c3
+             ("Add", ("c3", "c5"), ("a2",), {}),
+             ("Conv", ("a2", "w4"), ("c4",), k1),
+             ("Add", ("a2", "c4"), ("out",), {}))  # the residual first, no activation, a graph output
+    case = OpCase("residual", nodes, {"x": (1, 4, 9, 9)}, consts={"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5})
+    return make_model(case) if onnx else load_case(case)
+
+
+def test_residual_adds_fold_into_convolutions_that_add_residuals():
+    from perfpredict.runtime.executor import fusion_patterns
+
+    g = _residual_case()
+    names = {n.op + str(i): n.name for i, n in enumerate(g.nodes)}
+    tensors = {n.name: n.outputs[0] for n in g.nodes}
+    assert [(f.producer, f.nodes, f.activation, f.residual) for f in fusion_patterns(g)] == [
+        (names["Conv0"], (names["Relu1"],), "relu", None),
+        (names["Conv2"], (names["Add3"], names["Relu4"]), "relu", tensors[names["Relu1"]]),
+        (names["Conv6"], (names["Add7"],), None, tensors[names["Conv5"]]),
+        (names["Conv8"], (names["Add9"],), None, tensors[names["Add7"]])]
+    x = np.random.default_rng(2).standard_normal((1, 4, 9, 9)).astype(np.float32)
+    ref = build_executable(g, fuse=False).run(x)
+    exe = build_executable(g, _all(g, "conv.dnnl"))
+    assert set(exe.fused) == {names[k] for k in ("Relu1", "Add3", "Relu4", "Add7", "Add9")}
+    assert [op.fused_residual for op in exe.schedule.ops if op.kind == "node"] == [False, True, False, True, True]
+    assert max_rel_err(exe.run(x), ref) <= 1e-5
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(_residual_case(onnx=True).SerializeToString(), providers=["CPUExecutionProvider"])
+    assert max_rel_err(exe.run(x), sess.run(None, {"x": x})[0]) <= 1e-5
+    # conv.onednn adds no residual: only the Relu after the first convolution folds
+    assert set(build_executable(g, _all(g, "conv.onednn")).fused) == {names["Relu1"]}
+    # an Add at another precision than its convolution stays a node of its own
+    plan = _all(g, "conv.dnnl")
+    mixed = Plan({**plan.choices, names["Add3"]: Choice("add.torch", "NHWC", "int8")})
+    exe = build_executable(g, mixed, calibration=x)
+    assert set(exe.fused) == {names[k] for k in ("Relu1", "Add7", "Add9")}
+    assert max_rel_err(exe.run(x), ref) < 0.05
+
+
+def test_int8_residual_add_folds_into_conv_dnnl_int8_on_the_outputs_grid():
+    g = _residual_case()
+    x = np.random.default_rng(2).standard_normal((1, 4, 9, 9)).astype(np.float32)
+    ref = build_executable(g, fuse=False).run(x)
+    exe = build_executable(g, _all(g, "conv.dnnl_int8", precision="int8"), calibration=x)
+    assert sum(op.fused_residual for op in exe.schedule.ops) == 3
+    assert max_rel_err(exe.run(x), ref) < 0.05
+    # the same plan with nothing folded agrees with the folded one to a few quantisation steps
+    assert max_rel_err(exe.run(x), build_executable(g, _all(g, "conv.dnnl_int8", precision="int8"),
+                                                    calibration=x, fuse=False).run(x)) < 0.05
+
+
 def test_fusion_is_skipped_across_precisions(net, x):
     plan = Plan({"relu2": Choice("relu.torch", "NCHW", "int8")})
     exe = build_executable(net, plan, calibration=x)
