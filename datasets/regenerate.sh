@@ -58,8 +58,11 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
   $PP profile layers --store "$S" --threads 1,2 --n-configs 1000 --n-variants-per-family 5 \
       --resolutions 96,128 --seed 0 --time-cap-s "$LAYER_CAP" --stop-after 9400 --max-minutes 6 \
       --json > "$WORK/layers-fusion3.json"
-  $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 2 --plans-per-model 12 \
-      --resolutions 96,128 --seed 6 --campaign models-fusion3 --max-minutes 16 --json > "$WORK/models-fusion3.json"
+  for SEED in 6 7; do
+    $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 2 $([ $SEED != 6 ] && echo --no-canonical) \
+        --plans-per-model 12 --resolutions 96,128 --seed $SEED --campaign models-fusion3 \
+        --json > "$WORK/models-fusion3-seed$SEED.json"
+  done
   $PP profile models --store "$S" --families resnet,mobilenet_v2,squeezenet,efficientnet,googlenet,mnasnet \
       --threads 2 --n-variants-per-family 1 --plans-per-model 12 --resolutions 224 --seed 6 \
       --campaign models-224-fusion3 --max-minutes 8 --json > "$WORK/models-224-fusion3.json"

@@ -72,7 +72,7 @@ from perfpredict.primitives.tensor_ops import int8_concat_direct
 from perfpredict.runtime.executor import conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 6
+FEATURE_SCHEMA_VERSION = 7
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -786,7 +786,8 @@ def _skeleton(tpl: GraphTemplate) -> _Skeleton:
     residual_of: list[tuple[int, int, int] | None] = [None] * n
     internal = tpl.cached("internal_inputs", lambda: _internal_inputs(tpl))
     res_code = EPILOGUE_CODES.index(RESIDUAL)
-    for a, p in zip(tpl.fuse_act[tpl.fuse_code == res_code].tolist(), tpl.fuse_prod[tpl.fuse_code == res_code].tolist()):
+    is_res = tpl.fuse_code == res_code
+    for a, p in zip(tpl.fuse_act[is_res].tolist(), tpl.fuse_prod[is_res].tolist()):
         e = [int(k) for k in np.flatnonzero((tpl.in_node == a) & ~internal)]
         if e:
             residual_of[p] = (a, int(tpl.in_tensor[e[0]]), int(tpl.in_src[e[0]]))

@@ -3,9 +3,11 @@
 conv.onednn_packed runs the same oneDNN convolution through ``mkldnn::_convolution_pointwise``, and about
 25 us of every call there is torch's and ideep's bookkeeping around 2-3 us of oneDNN work on small layers
 (benchmarks/bench_dispatch.py). Here ``_dnnl.c`` builds the primitive once per input shape, when the kernel is
-built (channels-last source and destination, weights reordered into the blocked format oneDNN picks, bias, a
-relu or clip post-op, asymmetric pads natively), and each call is one ctypes call that points the primitive
-at the input and output buffers and executes it.
+built (channels-last source and destination, weights reordered into the blocked format oneDNN picks, bias, an
+activation post-op, asymmetric pads natively), and each call is one ctypes call that points the primitive
+at the input and output buffers and executes it. A residual Add the runtime folds into the node
+(``BuildContext.fused_residual``) is a binary-add post-op before the activation: the kernel takes the residual
+tensor as a second input and oneDNN adds it as it writes the output, instead of a separate pass over both.
 
 oneDNN comes from the ``onednn-cpu-gomp`` wheel (headers from ``onednn-devel-cpu-gomp``), built for GNU
 OpenMP: in a process that has imported torch it shares torch's libgomp, so both run on one thread pool and
@@ -17,7 +19,8 @@ conv.dnnl_int8 is the same call at int8, in the runtime's quantisation scheme (t
 mix in one plan): quint8 activations with a per-tensor scale and zero point (the input's read from the tensor
 at each call, the output's calibrated), weights quantised per output channel to symmetric qint8, the bias in
 float. oneDNN runs u8 x s8 on the CPU's int8 instructions (AMX or VNNI where present, :func:`conv_impl`
-names the kernel it picked), with the relu or clip applied in float before the output is requantised. Unlike
+names the kernel it picked), with the residual added and the activation applied in float before the output is
+requantised (the u8 residual, on its own calibrated grid, is added between two linear post-ops). Unlike
 fbgemm it has fast depthwise kernels for any channel count, and takes asymmetric pads. oneDNN 3.2's int8 1x1
 AMX kernel is never used: it writes past the end of small outputs (see ``_dnnl.c``).
 """
@@ -343,7 +346,7 @@ register(Primitive(
     name="conv.dnnl_int8", ops=("Conv",), layouts=("NHWC",), precisions=("int8",), build=_build_dnnl_int8,
     applies=_onednn_applies, workspace_bytes=_ws_dnnl_int8, rank=40, epilogues=(*ELTWISE, RESIDUAL),
     description="oneDNN int8 convolution through oneDNN's C API (u8 activations with the calibrated scale and "
-                "zero point, per-channel s8 weights, float bias, a residual added and the activation applied in float before the "
-                "output is requantised; AMX/VNNI where the CPU has them); any 2-D conv"))
+                "zero point, per-channel s8 weights, float bias, a residual added and the activation applied in "
+                "float before the output is requantised; AMX/VNNI where the CPU has them); any 2-D conv"))
 
 __all__ = ["DISTRIBUTIONS", "DnnlUnavailable", "conv_impl", "dnnl_paths", "dnnl_version", "library"]

@@ -251,11 +251,12 @@ def fusion_allowed(f: Fusion, choices: Mapping[str, Choice]) -> bool:
         and get_primitive(c.primitive).folds(f.activation, residual=f.residual is not None)
 
 
-def plan_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, Fusion]:
+def plan_fusions(graph: Graph, choices: Mapping[str, Choice], revision: int = FUSION_REVISION) -> dict[str, Fusion]:
     """Producer node -> the :class:`Fusion` the runtime applies under ``choices`` (one per node): the folded
     nodes all run at the producer's precision, and an eltwise activation (swish, hardswish, sigmoid) or a residual
-    only into a primitive whose ``epilogues`` list it."""
-    return {f.producer: f for f in fusion_patterns(graph) if fusion_allowed(f, choices)}
+    only into a primitive whose ``epilogues`` list it. ``revision`` keeps the fusions of that
+    :data:`FUSION_REVISION` and earlier (to run a plan as an earlier runtime did)."""
+    return {f.producer: f for f in fusion_patterns(graph) if f.revision <= revision and fusion_allowed(f, choices)}
 
 
 def find_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, str]:
@@ -263,9 +264,11 @@ def find_fusions(graph: Graph, choices: Mapping[str, Choice]) -> dict[str, str]:
     return {a: f.producer for f in plan_fusions(graph, choices).values() for a in f.nodes}
 
 
-def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = True) -> Schedule:
-    """Schedule ``graph`` (already pruned) under ``choices`` (one per node): slots, steps, conversions."""
-    fusions = plan_fusions(graph, choices) if fuse else {}
+def make_schedule(graph: Graph, choices: Mapping[str, Choice], *, fuse: bool = True,
+                  fusion_revision: int = FUSION_REVISION) -> Schedule:
+    """Schedule ``graph`` (already pruned) under ``choices`` (one per node): slots, steps, conversions; the fusions
+    of :func:`plan_fusions` at ``fusion_revision`` when ``fuse``."""
+    fusions = plan_fusions(graph, choices, fusion_revision) if fuse else {}
     fused = {a: f.producer for f in fusions.values() for a in f.nodes}
     nodes_by_name = {n.name: n for n in graph.nodes}
     slots: list[Slot] = []
@@ -569,14 +572,16 @@ def _dequantize(x: torch.Tensor) -> torch.Tensor:
 
 
 def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | None = None,
-                     calibration: Any = None, fuse: bool = True) -> Executable:
+                     calibration: Any = None, fuse: bool = True,
+                     fusion_revision: int = FUSION_REVISION) -> Executable:
     """Build ``graph`` under ``plan`` (default plan when None) into an :class:`Executable`.
 
     ``threads`` sets torch's intra-op threads while the kernels are built and while the executable runs (restored
     afterwards): oneDNN packs weights for the thread count it will run with.
     ``calibration`` is used when the plan has int8 nodes: a :class:`~perfpredict.runtime.calibration.Calibration`,
     or calibration input arrays (one array or a sequence); None calibrates on seeded random inputs.
-    ``fuse`` folds activations into the Conv/Gemm they follow (:func:`plan_fusions`). Raises :class:`PlanError` for
+    ``fuse`` folds activations into the Conv/Gemm they follow (:func:`plan_fusions`), as the runtime of
+    ``fusion_revision`` did (default: this one's, :data:`FUSION_REVISION`). Raises :class:`PlanError` for
     an illegal plan.
     """
     from perfpredict.runtime.calibration import Calibration, calibrate
@@ -588,7 +593,7 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
     choices = dict(resolved.choices)
     ratios = {n: c.prune for n, c in choices.items() if c.prune > 0}
     run_graph = prune_graph(graph, ratios).graph if ratios else graph
-    schedule = make_schedule(run_graph, choices, fuse=fuse)
+    schedule = make_schedule(run_graph, choices, fuse=fuse, fusion_revision=fusion_revision)
 
     needs_int8 = any(c.precision == "int8" for c in choices.values())
     calib: Calibration | None = None

@@ -164,6 +164,9 @@ def test_residual_adds_fold_into_convolutions_that_add_residuals():
 
     sess = ort.InferenceSession(_residual_case(onnx=True).SerializeToString(), providers=["CPUExecutionProvider"])
     assert max_rel_err(exe.run(x), sess.run(None, {"x": x})[0]) <= 1e-5
+    # the runtime of fusion revision 2 folded no residual
+    old = build_executable(g, _all(g, "conv.dnnl"), fusion_revision=2)
+    assert set(old.fused) == {names["Relu1"]} and max_rel_err(old.run(x), ref) <= 1e-5
     # conv.onednn adds no residual: only the Relu after the first convolution folds
     assert set(build_executable(g, _all(g, "conv.onednn")).fused) == {names["Relu1"]}
     # an Add at another precision than its convolution stays a node of its own
