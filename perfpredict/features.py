@@ -69,7 +69,7 @@ from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
 from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, fbgemm_depthwise, misaligned
 from perfpredict.primitives.registry import get_primitive
 from perfpredict.primitives.tensor_ops import int8_concat_direct
-from perfpredict.runtime.executor import conversion_path, free_points, fusion_patterns, view_is_dense
+from perfpredict.runtime.executor import Fusion, conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
 FEATURE_SCHEMA_VERSION = 7
@@ -223,13 +223,14 @@ EPILOGUE_CODES: tuple[str, ...] = ("clamp", *ELTWISE, RESIDUAL)
 and the residual add (only primitives whose ``epilogues`` list them)."""
 
 
-def fused_activations(graph: Graph) -> dict[int, tuple[int, int]]:
+def fused_activations(graph: Graph, fusions: Sequence[Fusion] | None = None) -> dict[int, tuple[int, int]]:
     """Folded node index -> (index of the Conv/Gemm/MatMul whose epilogue can absorb it, its index in
     :data:`EPILOGUE_CODES`: 0 a clamp, then swish, hardswish, sigmoid, and a residual ``Add``), from the runtime's
-    :func:`~perfpredict.runtime.executor.fusion_patterns` (see the module docstring for when it does)."""
+    :func:`~perfpredict.runtime.executor.fusion_patterns` (see the module docstring for when it does; ``fusions``:
+    those patterns, when already found)."""
     pos = {nd.name: i for i, nd in enumerate(graph.nodes)}
     out: dict[int, tuple[int, int]] = {}
-    for f in fusion_patterns(graph):
+    for f in fusion_patterns(graph) if fusions is None else fusions:
         nodes = f.nodes
         if f.residual is not None:
             out[pos[nodes[0]]] = (pos[f.producer], EPILOGUE_CODES.index(RESIDUAL))
@@ -347,7 +348,8 @@ class GraphTemplate:
     ``chan_kind`` per node: 0 dense Conv, Gemm, MatMul (work scales with kept input and output channels),
     1 passes its input's channels through, 2 concatenates channels, 3 a grouped (not depthwise) Conv.
     ``fuse_act``/``fuse_prod``/``fuse_code`` list the structurally fusable (activation, producer, epilogue code of
-    :func:`fused_activations`) triples; the activations of one producer fold together or not at all.
+    :func:`fused_activations`) triples; the activations of one producer fold together or not at all. ``fusions``
+    are the runtime's patterns themselves (:func:`~perfpredict.runtime.executor.fusion_patterns`).
     Pruning follows :mod:`perfpredict.runtime.pruning`: coupled producers form groups sharing the largest
     ratio of their members; ``comp_in``/``comp_out`` say which share of a tensor's channels belongs to each
     group's free channel classes, so a plan's kept share of every tensor is one matrix product.
@@ -397,6 +399,7 @@ class GraphTemplate:
     # (runtime.executor.view_is_dense), and whether it is a Concat that quantized::cat joins directly in NHWC
     view_dense: np.ndarray = field(default_factory=lambda: np.ones((0, 2), bool))
     concat_direct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    fusions: tuple[Fusion, ...] = ()
     _space_cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -439,6 +442,7 @@ class GraphTemplate:
         """The sub-graph of the given nodes as measured alone: inputs from outside arrive already in the
         consumer's layout and precision; outputs are not converted back."""
         idx = np.asarray(sorted(set(int(i) for i in indices)), np.int64)
+        kept = {self.node_names[i] for i in idx}
         n = len(idx)
         remap = -np.ones(self.n_nodes, np.int64)
         remap[idx] = np.arange(n)
@@ -492,7 +496,8 @@ class GraphTemplate:
             out_tensors=(outs := tuple(self.out_tensors[i] for i in idx)),
             final_tensors=tuple(t for o, unread in zip(outs, unread_to_end) if unread for t, *_ in o),
             convert_final=False, dw_channels=self.dw_channels[idx], view_dense=self.view_dense[idx],
-            concat_direct=self.concat_direct[idx])
+            concat_direct=self.concat_direct[idx],
+            fusions=tuple(f for f in self.fusions if kept.issuperset((f.producer, *f.nodes))))
 
 
 def build_template(graph: Graph) -> GraphTemplate:
@@ -505,7 +510,8 @@ def build_template(graph: Graph) -> GraphTemplate:
             producer[o] = i
     graph_inputs = set(graph.inputs)
     graph_outputs = set(graph.outputs)
-    fused = fused_activations(graph)
+    fusions = tuple(fusion_patterns(graph))
+    fused = fused_activations(graph, fusions)
     has_fused = {p for p, _ in fused.values()}
     pairs = sorted({(e.src, e.dst) for e in graph.edges})
     fan_out = np.bincount(np.array([s for s, _ in pairs], np.int64), minlength=n).astype(float) if pairs \
@@ -622,7 +628,8 @@ def build_template(graph: Graph) -> GraphTemplate:
         out_tensors=tuple(out_tensors), final_tensors=tuple(tensor_ids[t] for t in graph.outputs if t in tensor_ids),
         dw_channels=dw_channels,
         view_dense=np.array([[view_is_dense(nd, lay) for lay in LAYOUTS] for nd in nodes], bool).reshape(-1, 2),
-        concat_direct=np.array([nd.op == "Concat" and int8_concat_direct(nd, "NHWC") for nd in nodes], bool))
+        concat_direct=np.array([nd.op == "Concat" and int8_concat_direct(nd, "NHWC") for nd in nodes], bool),
+        fusions=fusions)
 
 
 def _prune_composition(graph: Graph) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:

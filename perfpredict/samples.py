@@ -33,14 +33,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import numpy as np
-
 from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import DatasetError, PerfPredictError
 from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, single_node_graph, template_for)
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan
-from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
 from perfpredict.zoo import spec_from_dict
 
 _STALE_REASONS = {2: "ran swish/hardswish/sigmoid unfused (before fusion revision 2)",
@@ -340,24 +337,14 @@ def folded_since(tpl: GraphTemplate, plan: Plan, revision: int) -> int | None:
     rules fold nodes under ``plan`` (2: a swish, hardswish or sigmoid; 3: a residual Add), or None when the plan
     runs as it did under ``revision``. A model record measured at an earlier revision ran such a plan with those
     nodes apart, which the featuriser no longer describes, so :func:`load_samples` skips it."""
-    if not len(tpl.fuse_code):
+    if not tpl.fusions:
         return None
-    from perfpredict.features import EPILOGUE_CODES
-    from perfpredict.runtime.executor import Fusion, fusion_allowed
+    from perfpredict.runtime.executor import fusion_allowed
 
     names = tpl.node_names
     choices = {n: plan.choices.get(n, d) for n, d in zip(names, tpl.default_choices)}
-    first = None
-    for p in np.unique(tpl.fuse_prod).tolist():
-        mine = tpl.fuse_prod == p
-        kinds = [EPILOGUE_CODES[c] for c in tpl.fuse_code[mine].tolist()]
-        residual = RESIDUAL if RESIDUAL in kinds else None
-        acts = [k for k in kinds if k != RESIDUAL]
-        f = Fusion(names[p], tuple(names[a] for a in tpl.fuse_act[mine].tolist()),
-                   next((k for k in acts if k in ELTWISE), "relu" if acts else None), residual)
-        if f.revision > revision and (first is None or f.revision < first) and fusion_allowed(f, choices):
-            first = f.revision
-    return first
+    return min((f.revision for f in tpl.fusions if f.revision > revision and fusion_allowed(f, choices)),
+               default=None)
 
 
 def _layer_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: float,

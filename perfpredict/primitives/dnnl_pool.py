@@ -29,21 +29,29 @@ from perfpredict.runtime.kernel import BuildContext, Kernel
 _MAX = 0  # pp_dnnl_pool_create's alg
 
 
-class _Pool:
-    """One created oneDNN max pool (for one input shape and precision); destroyed with this object."""
+def _geometry(node: Node) -> tuple:
+    """The node's pooling as oneDNN takes it, hashable: (output H, W), kernel, stride, dilation, and the pads
+    (top, left, bottom, right) with ONNX's ceil-mode windows in the bottom and right ones."""
+    a = node.attrs
+    (pt, pl), (pb, pr) = _explicit_pads(node)
+    return (tuple(node.out_shape[2:]), tuple(a["kernel"]), tuple(a["stride"]), tuple(a["dilation"]),
+            (pt, pl, pb, pr))
 
-    def __init__(self, node: Node, x_shape: tuple[int, ...], int8: bool) -> None:
+
+class _Pool:
+    """One created oneDNN max pool (for one input shape, geometry and precision); destroyed with this object."""
+
+    def __init__(self, name: str, x_shape: tuple[int, ...], geometry: tuple, int8: bool) -> None:
         lib = library()
         n, c, h, w = x_shape
-        oh, ow = node.out_shape[2], node.out_shape[3]
-        (kh, kw), (sh, sw), (dh, dw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["dilation"]
-        (pt, pl), (pb, pr) = _explicit_pads(node)
+        (oh, ow), (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = geometry
         status = ctypes.c_int(0)
         handle = lib.pp_dnnl_pool_create(n, c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, _MAX, int(int8),
                                          ctypes.byref(status))
         if not handle:
-            raise PlanError(f"maxpool.dnnl cannot run node '{node.name}' on input {list(x_shape)}: oneDNN says "
+            raise PlanError(f"maxpool.dnnl cannot run node '{name}' on input {list(x_shape)}: oneDNN says "
                             f"{_status(status.value)}")
+        self.name = name
         self.handle = handle
         self.out_shape = (n, c, oh, ow)
         self.scratch_bytes = int(lib.pp_dnnl_pool_scratch_bytes(handle))
@@ -51,18 +59,19 @@ class _Pool:
         self._run = lib.pp_dnnl_pool_run
         self._finalizer = weakref.finalize(self, lib.pp_dnnl_pool_destroy, handle)
 
-    def execute(self, node: Node, x: torch.Tensor, y: torch.Tensor) -> None:
+    def execute(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One call on channels-last ``x`` into ``y``, with a scratchpad from torch's allocator."""
         scratch = torch.empty(self.scratch_bytes, dtype=torch.uint8) if self.scratch_bytes else None
         code = self._run(self.handle, x.data_ptr(), y.data_ptr(), None if scratch is None else scratch.data_ptr())
         if code:
-            raise PlanError(f"maxpool.dnnl failed on node '{node.name}': oneDNN says {_status(code)}")
+            raise PlanError(f"maxpool.dnnl failed on node '{self.name}': oneDNN says {_status(code)}")
 
 
 def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
     if ctx.layout != "NHWC":
         raise PlanError(f"maxpool.dnnl runs in layouts ['NHWC'], not {ctx.layout}")
     int8 = ctx.precision == "int8"
+    geometry = _geometry(node)
     pools: dict[tuple[int, ...], _Pool] = {}
 
     def pool(shape: tuple[int, ...]) -> _Pool:
@@ -71,7 +80,7 @@ def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> 
             if len(shape) != 4 or shape[2:] != tuple(node.in_shape[2:]):  # the output shape is the node's
                 raise PlanError(f"maxpool.dnnl node '{node.name}' takes (N, C, {node.in_shape[2]}, "
                                 f"{node.in_shape[3]}) input, got {list(shape)}")
-            p = pools[shape] = _Pool(node, shape, int8)
+            p = pools[shape] = _Pool(node.name, shape, geometry, int8)
         return p
 
     pool(tuple(node.in_shape))  # made now, not on the first call
@@ -88,25 +97,16 @@ def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> 
                                               dtype=torch.quint8, memory_format=cl)
         else:
             y = torch.empty(p.out_shape, memory_format=cl)
-        p.execute(node, x, y)
+        p.execute(x, y)
         return y
 
     return kernel
 
 
-def _key(node: Node) -> tuple:
-    a = node.attrs
-    return (tuple(node.in_shape), tuple(node.out_shape), tuple(a["kernel"]), tuple(a["stride"]),
-            tuple(a["dilation"]), tuple(map(tuple, _explicit_pads(node))))
-
-
 @lru_cache(maxsize=4096)
-def _probe_key(key: tuple, int8: bool) -> tuple[str, int] | None:
-    in_shape, out_shape, kernel, stride, dilation, _ = key
-    attrs = {"kernel": kernel, "stride": stride, "dilation": dilation, "pads": (*key[5][0], *key[5][1])}
-    node = Node("probe", "MaxPool", (), (), (in_shape,), (out_shape,), attrs)
+def _probe_geometry(x_shape: tuple[int, ...], geometry: tuple, int8: bool) -> tuple[str, int] | None:
     try:
-        p = _Pool(node, in_shape, int8)
+        p = _Pool("probe", x_shape, geometry, int8)
     except (PlanError, DnnlUnavailable):
         return None
     return p.impl, p.scratch_bytes
@@ -114,7 +114,7 @@ def _probe_key(key: tuple, int8: bool) -> tuple[str, int] | None:
 
 def _probe(node: Node, int8: bool) -> tuple[str, int] | None:
     """(implementation name, scratchpad bytes) of the pool oneDNN creates for ``node``, None if it refuses it."""
-    return _probe_key(_key(node), int8)
+    return _probe_geometry(tuple(node.in_shape), _geometry(node), int8)
 
 
 def _applies(node: Node) -> bool:

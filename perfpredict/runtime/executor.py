@@ -627,12 +627,9 @@ def _build_steps(schedule: Schedule, qp: Callable[[str], QParams]) -> list:
             c = choices[op.name]
             ctx = BuildContext(layout=c.layout, precision=c.precision, fused_activation=op.fused_activation,
                                fused_residual=op.fused_residual)
-            if c.precision == "int8":
-                out_tensor = schedule.slots[op.outputs[0]].tensor
-                reads = [schedule.slots[k].tensor for k in op.inputs]  # the node's inputs, then any residual
-                ctx = BuildContext(layout=c.layout, precision="int8", fused_activation=op.fused_activation,
-                                   fused_residual=op.fused_residual, in_qparams=tuple(qp(t) for t in reads),
-                                   out_qparams=qp(out_tensor))
+            if c.precision == "int8":  # the node's inputs, then any residual; the last folded node's output
+                ctx = dataclasses.replace(ctx, in_qparams=tuple(qp(schedule.slots[k].tensor) for k in op.inputs),
+                                          out_qparams=qp(schedule.slots[op.outputs[0]].tensor))
             try:
                 fn = get_primitive(c.primitive).build(node, node_weights(run_graph, node), ctx)
             except PlanError:
