@@ -1,12 +1,13 @@
-"""What folding the residual Add into the convolution and running MaxPool on oneDNN gain, plan for plan (a figure,
-not a test).
+"""What folding the residual Add into the convolution, and running MaxPool and the squeeze-excite gates on oneDNN,
+gain, plan for plan (a figure, not a test).
 
 Per zoo model, two whole-graph NHWC plans: every convolution on ``conv.dnnl`` (fp32), and on ``conv.dnnl_int8``
 (int8, every node that has an int8 primitive at int8); every other node on its first-ranked primitive, MaxPool on
-``maxpool.dnnl``. Each is built three ways and timed with ONNX Runtime's default session in steady-state
-interleaved turns: as this runtime runs it; with the fusions of revision 2 (the residual Add a node of its own,
-``build_executable(..., fusion_revision=2)``); and with MaxPool on ``maxpool.torch``. Outputs are checked against
-ONNX Runtime first (fp32: 1e-4 relative).
+``maxpool.dnnl`` and the gate products of squeeze-excite blocks on ``mul.dnnl``. Each is built four ways and timed
+with ONNX Runtime's default session in steady-state interleaved turns: as this runtime runs it; with the fusions
+of revision 2 (the residual Add a node of its own, ``build_executable(..., fusion_revision=2)``); with MaxPool on
+``maxpool.torch``; and with the gates on ``mul.torch``. Outputs are checked against ONNX Runtime first (fp32: 1e-4
+relative).
 
     .venv/bin/python benchmarks/bench_fusion.py [--threads 2] [--out benchmarks/results/fusion.json]
 
@@ -30,15 +31,17 @@ from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
 from perfpredict.plan import Choice, Plan  # noqa: E402
 from perfpredict.primitives import candidates  # noqa: E402
+from perfpredict.primitives.dnnl_binary import gate_operand  # noqa: E402
 from perfpredict.runtime import build_executable, max_rel_err, ort_run, ort_session  # noqa: E402
 
 CONVS = {"fp32": "conv.dnnl", "int8": "conv.dnnl_int8"}
-VARIANTS = ("now", "no_residual_fold", "maxpool_torch")
+VARIANTS = ("now", "no_residual_fold", "maxpool_torch", "gate_torch")
 
 
-def whole_graph_plan(graph: Graph, precision: str, maxpool: str = "maxpool.dnnl") -> Plan:
-    """Every Conv on :data:`CONVS` ``[precision]``, every MaxPool on ``maxpool``, every other node on its
-    first-ranked NHWC primitive at ``precision`` where it has one (else its first-ranked fp32 one)."""
+def whole_graph_plan(graph: Graph, precision: str, maxpool: str = "maxpool.dnnl", gate: str = "mul.dnnl") -> Plan:
+    """Every Conv on :data:`CONVS` ``[precision]``, every MaxPool on ``maxpool``, every squeeze-excite gate product on
+    ``gate``, every other node on its first-ranked NHWC primitive at ``precision`` where it has one (else its
+    first-ranked fp32 one)."""
     choices = {}
     for n in graph.nodes:
         prec = precision if candidates(n, precision=precision) else "fp32"
@@ -46,6 +49,8 @@ def whole_graph_plan(graph: Graph, precision: str, maxpool: str = "maxpool.dnnl"
             choices[n.name] = Choice(CONVS[prec], "NHWC", prec)
         elif n.op == "MaxPool":
             choices[n.name] = Choice(maxpool, "NHWC", prec)
+        elif gate_operand(n) is not None:
+            choices[n.name] = Choice(gate, "NHWC", prec)
         else:
             c = candidates(n, layout="NHWC", precision=prec) or candidates(n, precision=prec)
             choices[n.name] = Choice(c[0].name, "NHWC" if "NHWC" in c[0].layouts else c[0].layouts[0], prec)
@@ -62,6 +67,8 @@ def time_model(model: str, precision: str, args: argparse.Namespace) -> dict:
                                              calibration=calib, fusion_revision=2),
         "maxpool_torch": build_executable(graph, whole_graph_plan(graph, precision, "maxpool.torch"),
                                           threads=args.threads, calibration=calib),
+        "gate_torch": build_executable(graph, whole_graph_plan(graph, precision, gate="mul.torch"),
+                                       threads=args.threads, calibration=calib),
     }
     sess = ort_session(onnx_path, threads=args.threads)
     ref = ort_run(sess, x)[0]
@@ -77,7 +84,8 @@ def time_model(model: str, precision: str, args: argparse.Namespace) -> dict:
     return {"model": model, "precision": precision, **{f"{k}_ms": s.median_ms for k, s in stats.items()},
             "iqr_ms": {k: s.iqr_ms for k, s in stats.items()}, "max_rel_err_vs_ort": errs,
             "residual_folds": sum(op.fused_residual for op in now.schedule.ops),
-            "maxpools": sum(1 for n in graph.nodes if n.op == "MaxPool")}
+            "maxpools": sum(1 for n in graph.nodes if n.op == "MaxPool"),
+            "gates": sum(1 for n in graph.nodes if gate_operand(n) is not None)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,13 +104,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             print(f"{model} {precision}: " + ", ".join(f"{k} {r[f'{k}_ms']:.3f} ms" for k in (*VARIANTS, "ort")),
                   file=sys.stderr)
-    lines = ["| model | plan | residual folds | MaxPools | as run now ms | residual Add apart ms | MaxPool on torch ms "
-             "| ONNX Runtime fp32 ms | fold gain | oneDNN pool gain |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | plan | residual folds | MaxPools | gates | as run now ms | residual Add apart ms "
+             "| MaxPool on torch ms | gates on torch ms | ONNX Runtime fp32 ms | fold gain | oneDNN pool gain "
+             "| oneDNN gate gain |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {CONVS[r['precision']]} | {r['residual_folds']} | {r['maxpools']} "
-                     f"| {r['now_ms']:.2f} | {r['no_residual_fold_ms']:.2f} | {r['maxpool_torch_ms']:.2f} "
-                     f"| {r['ort_ms']:.2f} | {r['no_residual_fold_ms'] / r['now_ms']:.3f}x "
-                     f"| {r['maxpool_torch_ms'] / r['now_ms']:.3f}x |")
+                     f"| {r['gates']} | {r['now_ms']:.2f} | {r['no_residual_fold_ms']:.2f} "
+                     f"| {r['maxpool_torch_ms']:.2f} | {r['gate_torch_ms']:.2f} | {r['ort_ms']:.2f} "
+                     f"| {r['no_residual_fold_ms'] / r['now_ms']:.3f}x | {r['maxpool_torch_ms'] / r['now_ms']:.3f}x "
+                     f"| {r['gate_torch_ms'] / r['now_ms']:.3f}x |")
     write_results(args.out, {"threads": args.threads, "rows": rows}, "\n".join(lines))
     return 0
 

@@ -15,4 +15,5 @@ from perfpredict.primitives import quantized as _quantized  # noqa: E402,F401
 from perfpredict.primitives import elementwise as _elementwise  # noqa: E402,F401
 from perfpredict.primitives import pooling as _pooling  # noqa: E402,F401
 from perfpredict.primitives import dnnl_pool as _dnnl_pool  # noqa: E402,F401  (after pooling: it reuses its pads)
+from perfpredict.primitives import dnnl_binary as _dnnl_binary  # noqa: E402,F401
 from perfpredict.primitives import tensor_ops as _tensor_ops  # noqa: E402,F401

@@ -396,3 +396,129 @@ int pp_dnnl_pool_run(pp_dnnl_pool *p, void *src, void *dst, void *scratch) {
     if ((st = dnnl_primitive_execute(p->pool, p->stream, nargs, args)) != dnnl_success) return (int)st;
     return (int)dnnl_stream_wait(p->stream);
 }
+
+/* mul.dnnl: a 4-D Mul by oneDNN's binary primitive, src0 (n, c, h, w) times a per-channel gate (n, c, 1, 1),
+ * channels-last or planar (nhwc flag): a squeeze-excite gate. At int8, src0, the gate and dst are u8 with per-tensor
+ * scales and zero points given with each call. The primitive then takes src0 as raw integers and the gate as two
+ * per-channel f32 vectors made here from the call's quantisation parameters,
+ *   G[c] = s0 * sg * (gate[c] - zg) / sd,   B[c] = zd - z0 * G[c],
+ * so that one pass writes dst = saturate_u8(round(src0 * G + B)): the requantised product, the add being a
+ * binary post-op. */
+typedef struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    dnnl_primitive_t bin;
+    dnnl_memory_t src0, src1, dst, add, scratch;
+    size_t scratch_bytes;
+    int int8, channels; /* channels: n * c, the length of G and B */
+    float *g, *b;
+} pp_dnnl_binary;
+
+void pp_dnnl_binary_destroy(pp_dnnl_binary *b) {
+    if (b == NULL) return;
+    if (b->bin) dnnl_primitive_destroy(b->bin);
+    if (b->src0) dnnl_memory_destroy(b->src0);
+    if (b->src1) dnnl_memory_destroy(b->src1);
+    if (b->dst) dnnl_memory_destroy(b->dst);
+    if (b->add) dnnl_memory_destroy(b->add);
+    if (b->scratch) dnnl_memory_destroy(b->scratch);
+    if (b->stream) dnnl_stream_destroy(b->stream);
+    if (b->engine) dnnl_engine_destroy(b->engine);
+    free(b->g);
+    free(b->b);
+    free(b);
+}
+
+pp_dnnl_binary *pp_dnnl_binary_create(int n, int c, int h, int w, int nhwc, int int8, int *status) {
+    dnnl_status_t st = dnnl_success;
+    pp_dnnl_binary *b = calloc(1, sizeof(*b));
+    dnnl_memory_desc_t src0_md = NULL, src1_md = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t post = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if (b == NULL) {
+        st = dnnl_out_of_memory;
+        goto fail;
+    }
+    b->int8 = int8;
+    b->channels = n * c;
+    TRY(dnnl_engine_create(&b->engine, dnnl_cpu, 0));
+    TRY(dnnl_stream_create(&b->stream, b->engine, dnnl_stream_default_flags));
+    dnnl_dims_t dims = {n, c, h, w}, gate = {n, c, 1, 1};
+    TRY(dnnl_memory_desc_create_with_tag(&src0_md, 4, dims, int8 ? dnnl_u8 : dnnl_f32, nhwc ? dnnl_nhwc : dnnl_nchw));
+    TRY(dnnl_memory_desc_create_with_tag(&src1_md, 4, gate, dnnl_f32, dnnl_nchw));
+    TRY(dnnl_primitive_attr_create(&attr));
+    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    if (int8) {
+        b->g = malloc(sizeof(float) * (size_t)b->channels);
+        b->b = malloc(sizeof(float) * (size_t)b->channels);
+        if (b->g == NULL || b->b == NULL) {
+            st = dnnl_out_of_memory;
+            goto fail;
+        }
+        TRY(dnnl_post_ops_create(&post));
+        TRY(dnnl_post_ops_append_binary(post, dnnl_binary_add, src1_md));
+        TRY(dnnl_primitive_attr_set_post_ops(attr, post));
+    }
+    TRY(dnnl_binary_primitive_desc_create(&pd, b->engine, dnnl_binary_mul, src0_md, src1_md, src0_md, attr));
+    TRY(dnnl_primitive_create(&b->bin, pd));
+    const_dnnl_memory_desc_t scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    b->scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
+    if (b->scratch_bytes > 0) TRY(dnnl_memory_create(&b->scratch, scratch_md, b->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&b->src0, src0_md, b->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&b->dst, src0_md, b->engine, DNNL_MEMORY_NONE));
+    if (int8) {
+        TRY(dnnl_memory_create(&b->src1, src1_md, b->engine, b->g));
+        TRY(dnnl_memory_create(&b->add, src1_md, b->engine, b->b));
+    } else {
+        TRY(dnnl_memory_create(&b->src1, src1_md, b->engine, DNNL_MEMORY_NONE));
+    }
+
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (post) dnnl_post_ops_destroy(post);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (src0_md) dnnl_memory_desc_destroy(src0_md);
+    if (src1_md) dnnl_memory_desc_destroy(src1_md);
+    *status = (int)st;
+    if (st != dnnl_success) {
+        pp_dnnl_binary_destroy(b);
+        return NULL;
+    }
+    return b;
+}
+
+size_t pp_dnnl_binary_scratch_bytes(const pp_dnnl_binary *b) { return b->scratch_bytes; }
+
+const char *pp_dnnl_binary_impl(const pp_dnnl_binary *b) { return impl_name(b->bin); }
+
+/* one product: src0 and dst of the create shape and layout, the gate n * c values (f32, or at int8 u8 with the
+ * quantisation parameters that follow; they are ignored at fp32) */
+int pp_dnnl_binary_run(pp_dnnl_binary *b, void *src0, void *gate, void *dst, void *scratch, float s0, int z0,
+                       float sg, int zg, float sd, int zd) {
+    dnnl_status_t st;
+    dnnl_exec_arg_t args[5];
+    int nargs = 0;
+    if (b->int8) {
+        const uint8_t *q = gate;
+        float k = s0 * sg / sd;
+        for (int i = 0; i < b->channels; ++i) {
+            b->g[i] = k * (float)((int)q[i] - zg);
+            b->b[i] = (float)zd - (float)z0 * b->g[i];
+        }
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, b->add};
+    } else if ((st = dnnl_memory_set_data_handle(b->src1, gate)) != dnnl_success) {
+        return (int)st;
+    }
+    if ((st = dnnl_memory_set_data_handle(b->src0, src0)) != dnnl_success) return (int)st;
+    if ((st = dnnl_memory_set_data_handle(b->dst, dst)) != dnnl_success) return (int)st;
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC_0, b->src0};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC_1, b->src1};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, b->dst};
+    if (b->scratch) {
+        if ((st = dnnl_memory_set_data_handle(b->scratch, scratch)) != dnnl_success) return (int)st;
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, b->scratch};
+    }
+    if ((st = dnnl_primitive_execute(b->bin, b->stream, nargs, args)) != dnnl_success) return (int)st;
+    return (int)dnnl_stream_wait(b->stream);
+}

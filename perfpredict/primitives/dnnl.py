@@ -107,6 +107,16 @@ def library() -> ctypes.CDLL:
     lib.pp_dnnl_pool_impl.restype = ctypes.c_char_p
     lib.pp_dnnl_pool_destroy.argtypes = [p]
     lib.pp_dnnl_pool_destroy.restype = None
+    lib.pp_dnnl_binary_create.argtypes = [i] * 6 + [ctypes.POINTER(i)]
+    lib.pp_dnnl_binary_create.restype = p
+    lib.pp_dnnl_binary_run.argtypes = [p] * 5 + [f, i, f, i, f, i]
+    lib.pp_dnnl_binary_run.restype = i
+    lib.pp_dnnl_binary_scratch_bytes.argtypes = [p]
+    lib.pp_dnnl_binary_scratch_bytes.restype = ctypes.c_size_t
+    lib.pp_dnnl_binary_impl.argtypes = [p]
+    lib.pp_dnnl_binary_impl.restype = ctypes.c_char_p
+    lib.pp_dnnl_binary_destroy.argtypes = [p]
+    lib.pp_dnnl_binary_destroy.restype = None
     lib.pp_dnnl_version.restype = i
     lib.pp_dnnl_status.argtypes = [i]
     lib.pp_dnnl_status.restype = ctypes.c_char_p
