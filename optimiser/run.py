@@ -30,7 +30,8 @@ from optimiser.space import SearchSpace, SpaceConfig
 from optimiser.strategies import Problem, make_strategy
 
 __all__ = ["OptimiseOptions", "OptimiseOutcome", "optimise", "resolve_predictor", "validate_on_device",
-           "build_space", "build_search", "DEFAULT_CHECKPOINT", "DEFAULT_ACCURACY_BUDGET"]
+           "build_space", "build_search", "predictor_primitives", "unpriced_primitives", "DEFAULT_CHECKPOINT",
+           "DEFAULT_ACCURACY_BUDGET"]
 
 DEFAULT_CHECKPOINT = "proxy"
 """Name of the shipped predictor checkpoint under ``trained_models/`` used by default."""
@@ -145,10 +146,37 @@ def _check_options(opts: OptimiseOptions) -> None:
         raise PerfPredictError(f"--threads must be a positive integer, got {opts.threads}")
 
 
-def build_space(graph: Graph, opts: OptimiseOptions) -> SearchSpace:
-    """The search space the options describe."""
+def predictor_primitives(predictor: Any) -> tuple[str, ...] | None:
+    """The primitives ``predictor`` has learned (its vocabulary), following wrappers and adapted checkpoints to the
+    predictor underneath; None for one that prices any primitive (the analytical models)."""
+    seen: set[int] = set()
+    while predictor is not None and id(predictor) not in seen:
+        seen.add(id(predictor))
+        known = getattr(predictor, "known_primitives", None)
+        if known is not None:
+            return tuple(known)
+        predictor = getattr(predictor, "inner", None) or getattr(predictor, "source", None)
+    return None
+
+
+def build_space(graph: Graph, opts: OptimiseOptions, predictor: Any = None) -> SearchSpace:
+    """The search space the options describe; with ``predictor``, only the primitives it has learned are offered
+    (a node's default is always kept), since a primitive it never saw would be priced by extrapolation."""
     lossless, _ = _accuracy_policy(opts)
-    return SearchSpace(graph, SpaceConfig(prune_ratios=opts.prune_ratios, lossless=lossless))
+    return SearchSpace(graph, SpaceConfig(prune_ratios=opts.prune_ratios, lossless=lossless,
+                                          primitives=predictor_primitives(predictor)))
+
+
+def unpriced_primitives(graph: Graph, predictor: Any, precisions: tuple[str, ...] = ("fp32", "int8")) -> list[str]:
+    """Registered primitives that could run a node of ``graph`` at one of ``precisions`` but that ``predictor`` has
+    not learned."""
+    from perfpredict.primitives import candidates
+
+    known = predictor_primitives(predictor)
+    if known is None:
+        return []
+    offered = {p.name for n in graph.nodes for prec in precisions for p in candidates(n, precision=prec)}
+    return sorted(offered - set(known))
 
 
 def build_search(graph: Graph, device: Any, predictor: Any, opts: OptimiseOptions, accuracy: Any = None,
@@ -157,7 +185,7 @@ def build_search(graph: Graph, device: Any, predictor: Any, opts: OptimiseOption
     from perfpredict.analytical import RooflineModel
 
     _, budget = _accuracy_policy(opts)
-    space = space if space is not None else build_space(graph, opts)
+    space = space if space is not None else build_space(graph, opts, predictor)
     constraints = Constraints(opts.latency_budget_ms,
                               opts.memory_budget_mb * 1e6 if opts.memory_budget_mb is not None else None, budget)
     objective = Objective(tuple(opts.objectives), constraints)
@@ -215,7 +243,7 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
     opts = dataclasses.replace(opts, storage=_default_storage(opts))
     lossless, budget = _accuracy_policy(opts)
 
-    space = build_space(graph, opts)
+    space = build_space(graph, opts, predictor)
     meter = None
     accuracy = None
     note = "lossless: fp32 only, no pruning (allow a drop with --max-accuracy-drop or --calibration)"
@@ -239,6 +267,10 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
     cfg = SearchConfig(trials=opts.trials, batch_size=opts.batch_size, validate_every=opts.validate_every,
                        progress=opts.progress)
     result = run_search(problem, strategy, evaluator, cfg, validator)
+    unpriced = unpriced_primitives(graph, predictor, space.config.precisions)
+    if unpriced:
+        result.notes.append(f"left out of the search: {', '.join(unpriced)}, which the predictor was not trained on "
+                            "(it would extrapolate their cost); retrain it with measurements of them")
     outcome = OptimiseOutcome(result, device, predictor_name, space, note)
     if validator is None:
         outcome.measure_note = ("plans were not run: measuring was turned off (--no-measure), or the board is not "

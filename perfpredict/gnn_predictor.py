@@ -89,6 +89,11 @@ class GNNPredictor(PairwiseCostsMixin):
         fit_gnn(self, train, val, options or TrainOptions(), progress=progress)
         return self
 
+    @property
+    def known_primitives(self) -> tuple[str, ...] | None:
+        """The primitives of this predictor's vocabulary (others are featurised as 'other'); None before training."""
+        return None if self.space is None else tuple(self.space.primitives)
+
     def build_model(self) -> PerfGNN:
         """A fresh network sized for this predictor's feature space."""
         from perfpredict.features import DEVICE_COLUMNS, GRAPH_MEMORY_COLUMNS

@@ -157,3 +157,38 @@ def test_lossless_search_has_no_int8_anchors(resid_graph, board, roofline, tmp_p
                            lossless=True)
     res = optimise(resid_graph, board, opts, roofline, "roofline").result
     assert not any("int8" in label for label in res.anchors)
+
+
+class _Vocabulary:
+    """The roofline, declaring that it has learned only some primitives (as a trained predictor does)."""
+
+    def __init__(self, inner, known):
+        self.source = inner
+        self.known_primitives = tuple(known)
+
+    def predict(self, *args, **kwargs):
+        return self.source.predict(*args, **kwargs)
+
+
+def test_primitives_the_predictor_never_saw_are_left_out_and_said(resid_graph, board, roofline, tmp_path):
+    from perfpredict.primitives import candidates
+    from optimiser.run import build_space, predictor_primitives, unpriced_primitives
+
+    offered = sorted({p.name for n in resid_graph.nodes for p in candidates(n)})
+    unseen = ["conv.dnnl", "conv.dnnl_int8"]
+    assert set(unseen) <= set(offered)
+    pred = _Vocabulary(roofline, [p for p in offered if p not in unseen])
+    assert predictor_primitives(roofline) is None
+    assert predictor_primitives(_Vocabulary(pred, [])) == ()  # the outermost vocabulary wins
+    assert unpriced_primitives(resid_graph, pred) == unseen
+    assert unpriced_primitives(resid_graph, pred, ("fp32",)) == [p for p in unseen if not p.endswith("int8")]
+    opts = OptimiseOptions(strategy="random", trials=8, measure=False, outdir=tmp_path, progress=False)
+    space = build_space(resid_graph, opts, pred)
+    def used(sp):
+        return {c.primitive for options in sp.options.values() for c in options}
+
+    assert used(space) and not used(space) & set(unseen)
+    assert "conv.dnnl" in used(build_space(resid_graph, opts))
+    res = optimise(resid_graph, board, opts, pred, "partial").result  # lossless: fp32 primitives only
+    assert any("conv.dnnl," in note + "," and "conv.dnnl_int8" not in note and "not trained on" in note
+               for note in res.notes)
