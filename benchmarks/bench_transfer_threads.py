@@ -20,7 +20,8 @@ also reports ``proxy_scaled``, the prediction for the source board scaled by the
 revision 2, an activation the runtime now folds are left out in that mode.
 
 Run only when the store has data for both sides (the profiling campaign writes both thread counts; merge
-two machines' stores with `perfpredict dataset merge` for a cross-machine run):
+two machines' stores with `perfpredict dataset merge` for a cross-machine run, or give the target's store with
+``--target-store`` where the two machines share a device id, as the proxy's AMD host measured busy and quiet does):
 
     .venv/bin/python benchmarks/bench_transfer_threads.py --store datasets/proxy.db --shots 0,5,10,20 --json
     .venv/bin/python benchmarks/bench_transfer_threads.py --store merged.db --source-device A --target-device B \
@@ -49,11 +50,13 @@ def _latency(r, stat: str) -> float:
     return float(v) if v else float(r.median_ms)
 
 
-def _pairs(store_path: str, src: tuple[str | None, int], dst: tuple[str | None, int]):
-    """(source, target) model records of the same graph and plan; ``src``/``dst`` are (device, threads)."""
+def _pairs(store_path: str, src: tuple[str | None, int], dst: tuple[str | None, int],
+           target_store: str | None = None):
+    """(source, target) model records of the same graph and plan; ``src``/``dst`` are (device, threads), the
+    target's read from ``target_store`` when given."""
     out: list[dict[tuple[str, str], object]] = [{}, {}]
-    with open_store(store_path, create=False) as store:
-        for side, (device, t) in zip(out, (src, dst)):
+    for side, (device, t), path in zip(out, (src, dst), (store_path, target_store or store_path)):
+        with open_store(path, create=False) as store:
             for r in store.iter_records(kind="model", threads=t, device=device):
                 if r.campaign == NOISE_CAMPAIGN or r.median_ms is None or r.median_ms <= 0:
                     continue
@@ -91,8 +94,8 @@ def _predictor_columns(predictor_path: str, pairs, boards: list[DeviceSpec]) -> 
 
 
 def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], shots: list[int], repeats: int,
-        seed: int, predictor: str | None, stat: str = "median") -> dict:
-    pairs = _pairs(store, src, dst)
+        seed: int, predictor: str | None, stat: str = "median", target_store: str | None = None) -> dict:
+    pairs = _pairs(store, src, dst, target_store)
     (src_dev, src_t), (dst_dev, dst_t) = src, dst
     if len(pairs) < max(shots) + 5:
         raise SystemExit(f"{store}: {len(pairs)} graph/plan pairs measured on both {src_dev or 'any device'} at "
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="device name of both sides (default: any)")
     ap.add_argument("--source-device", default=None, help="device name or id of the source side (default: --device)")
     ap.add_argument("--target-device", default=None, help="device name or id of the target side (default: --device)")
+    ap.add_argument("--target-store", default=None,
+                    help="read the target side from this store instead (a device measured apart; default: --store)")
     ap.add_argument("--predictor", default=None, help="use this predictor's zero-shot prediction as the source column")
     ap.add_argument("--shots", default="0,5,10,20")
     ap.add_argument("--repeats", type=int, default=20)
@@ -163,14 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if not Path(args.store).is_file():
-        print(f"{args.store}: no such store; run the profiling campaign first", file=sys.stderr)
-        return 1
+    for path in (args.store, args.target_store):
+        if path and not Path(path).is_file():
+            print(f"{path}: no such store; run the profiling campaign first", file=sys.stderr)
+            return 1
     shots = [int(s) for s in args.shots.split(",") if s.strip()]
     src = (args.source_device or args.device, args.source_threads)
     dst = (args.target_device or args.device, args.target_threads)
-    res = {"forward": run(args.store, src, dst, shots, args.repeats, args.seed, args.predictor, args.stat)}
+    res = {"forward": run(args.store, src, dst, shots, args.repeats, args.seed, args.predictor, args.stat,
+                          args.target_store)}
     if args.both_directions:
+        if args.target_store:
+            print("--both-directions reads both sides from --store; drop --target-store", file=sys.stderr)
+            return 2
         res["backward"] = run(args.store, dst, src, shots, args.repeats, args.seed, args.predictor, args.stat)
     res = clean(res)
     if args.output:

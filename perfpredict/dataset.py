@@ -48,6 +48,7 @@ __all__ = [
     "Store",
     "open_store",
     "record_key",
+    "remeasured_key",
     "make_record",
     "noise_recheck_record",
     "memory_remeasure_record",
@@ -233,6 +234,12 @@ def record_key(
     }
     text = json.dumps(ident, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def remeasured_key(key: str, device_hash: str) -> str:
+    """The key a merge gives a record whose own ``key`` is taken by a measurement under another description of
+    the same device (:meth:`Store.merge_from`): 32 hex digits of sha256 over both."""
+    return hashlib.sha256(f"{key}:{device_hash}".encode()).hexdigest()[:32]
 
 
 def make_record(
@@ -430,14 +437,43 @@ class Store:
 
     def merge_from(self, other: "Store", batch: int = 2000) -> int:
         """Append every record of ``other`` that this store lacks (same keys are skipped, nothing stored is
-        changed); returns how many were added. Each batch is one transaction, so an interrupted merge resumes."""
+        changed); returns how many were added. Each batch is one transaction, so an interrupted merge resumes.
+
+        A record whose key is stored here with another device description is a measurement of the same machine
+        (same ``device_id``) under other conditions, e.g. the same host measured busy and idle: it is kept, under
+        :func:`remeasured_key` of its key and its description, so neither is lost and a second merge adds nothing.
+        Re-measurements of such a record (noise re-checks, memory re-measurements) point at its new key.
+        """
         added, chunk = 0, []
+        renamed: dict[str, str] = {}
         for record in other.iter_records():
             chunk.append(record)
             if len(chunk) >= batch:
-                added += self.append_many(chunk, if_exists="skip")
+                added += self.append_many(self._rekey_redescribed(chunk, renamed), if_exists="skip")
                 chunk = []
-        return added + (self.append_many(chunk, if_exists="skip") if chunk else 0)
+        return added + (self.append_many(self._rekey_redescribed(chunk, renamed), if_exists="skip") if chunk else 0)
+
+    def _rekey_redescribed(self, records: list[Record], renamed: dict[str, str]) -> list[Record]:
+        """``records`` with those whose key is stored under another device description re-keyed (``renamed``
+        gains old -> new key), and references to re-keyed records (``original_key``) following them."""
+        stored: dict[str, str] = {}
+        keys = [r.key for r in records]
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            stored.update(self._conn.execute(
+                f"SELECT key, device_hash FROM records WHERE key IN ({', '.join('?' * len(part))})", part).fetchall())
+        out = []
+        for r in records:
+            if r.key in stored:
+                own = self._row(r)[1]
+                if own != stored[r.key]:
+                    renamed[r.key] = remeasured_key(r.key, own)
+                    r = replace(r, key=renamed[r.key])
+            extra = r.extra() if renamed and r.extra_json and "original_key" in r.extra_json else {}
+            if extra.get("original_key") in renamed:
+                r = replace(r, extra_json=json.dumps({**extra, "original_key": renamed[extra["original_key"]]}))
+            out.append(r)
+        return out
 
     def _row(self, r: Record) -> tuple[tuple, str, tuple[str, str, str]]:
         """(column values + device hash, device hash, (device_id, name, device_json)) of a valid record."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -22,6 +24,7 @@ from perfpredict.dataset import (
     noise_recheck_record,
     open_store,
     record_key,
+    remeasured_key,
 )
 from perfpredict.devices import load_example_board
 from perfpredict.errors import DatasetError
@@ -217,6 +220,29 @@ def test_merge_appends_missing_records_only(store, tmp_path):
         assert store.merge_from(other) == 0  # idempotent: a second (or resumed) merge adds nothing
     assert len(store) == 4 and len(store.devices()) == 2
     assert store.info()["by_kind"] == {"layer": 2, "model": 2}
+
+
+def test_merge_keeps_a_remeasurement_of_the_same_device_under_another_description(store, tmp_path):
+    # the same machine (same static facts, so the same device_id and record keys) measured again under other
+    # conditions has a description of its own: both measurements are kept
+    busy = dataclasses.replace(PI, peak_gflops_fp32=10.0)
+    idle = dataclasses.replace(PI, peak_gflops_fp32=40.0)
+    assert busy.device_id == idle.device_id
+    store.append_many([layer(0, device=busy, median=2.0), layer(1, device=busy)])
+    with open_store(tmp_path / "idle.db") as other:
+        idle_layer = layer(0, device=idle, median=1.0)
+        recheck = noise_recheck_record(idle_layer, latency_stats([1.1] * 5), repeat=0)
+        other.append_many([idle_layer, layer(2, device=idle), recheck])
+        assert store.has(idle_layer.key)
+        assert store.merge_from(other, batch=1) == 3
+        assert store.merge_from(other) == 0  # idempotent
+    assert len(store) == 5 and len(store.devices()) == 2
+    kept = {r.key: r for r in store.iter_records()}
+    assert kept[idle_layer.key].median_ms == 2.0  # nothing stored is changed
+    idle_hash = hashlib.sha256(idle.to_json(indent=None).encode()).hexdigest()[:32]
+    new_key = remeasured_key(idle_layer.key, idle_hash)
+    assert kept[new_key].median_ms == 1.0
+    assert kept[recheck.key].extra()["original_key"] == new_key  # the re-check follows its original
 
 
 def test_info_of_empty_store(store):
