@@ -5,6 +5,7 @@
 #   datasets/regenerate.sh proxy   # datasets/proxy.db (AMD EPYC host, busy: ~60 minutes, OMP_WAIT_POLICY=PASSIVE)
 #   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~68 minutes)
 #   datasets/regenerate.sh xeon2   # datasets/xeon2.db (a second Intel Xeon host, with conv.dnnl and conv.dnnl_int8: ~75 minutes)
+#   datasets/regenerate.sh amd     # datasets/amd.db   (the proxy's AMD EPYC host again, idle, every primitive: ~40 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -13,7 +14,8 @@ case "$NAME" in
   proxy) LAYERS=20400; LAYER_CAP=0.025; LAYER_MIN=34; export OMP_WAIT_POLICY=PASSIVE ;;  # the machine was shared
   xeon)  LAYERS=6634;  LAYER_CAP=0.05;  LAYER_MIN=14 ;;
   xeon2) LAYERS=6000;  LAYER_CAP=0.05;  LAYER_MIN=12 ;;
-  *) echo "usage: $0 proxy|xeon|xeon2" >&2; exit 2 ;;
+  amd)   LAYERS=3000;  LAYER_CAP=0.05;  LAYER_MIN=14 ;;
+  *) echo "usage: $0 proxy|xeon|xeon2|amd" >&2; exit 2 ;;
 esac
 WORK=${WORK:-/tmp/perfpredict-$NAME}
 mkdir -p "$WORK"
@@ -66,6 +68,24 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
   $PP profile models --store "$S" --families resnet,mobilenet_v2,squeezenet,efficientnet,googlenet,mnasnet \
       --threads 2 --n-variants-per-family 1 --plans-per-model 12 --resolutions 224 --seed 6 \
       --campaign models-224-fusion3 --max-minutes 8 --json > "$WORK/models-224-fusion3.json"
+elif [ "$NAME" = amd ]; then  # every primitive and fusion revision 3 from the start; memory by the allocator
+  $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
+      --resolutions 96,128 --seed 0 --stop-after 1400 --max-minutes 14 --json > "$WORK/models.json"
+  $PP profile models --store "$S" --threads 2 --n-variants-per-family 1 --plans-per-model 12 --resolutions 224 \
+      --seed 2 --campaign models-224 --max-minutes 8 --json > "$WORK/models-224.json"
+  $PP profile noise --store "$S" --sample 100 --seed 0 --json > "$WORK/noise.json"
+  # mul.dnnl (squeeze-excite gates on oneDNN) joined after the first campaigns: the layer campaign continued (it
+  # measures the new primitive on the Mul configurations seen so far, then every candidate of the next ones); the
+  # plans of xeon2.db's models-fusion3 campaign at seed 6 (pairs with that store for transfer; the plans of the
+  # families with gates differ, as the new primitive is among their candidates); the two families with gates again
+  $PP profile layers --store "$S" --threads 1,2 --n-configs 1000 --n-variants-per-family 5 \
+      --resolutions 96,128 --seed 0 --time-cap-s "$LAYER_CAP" --stop-after 6000 --max-minutes 6 \
+      --json > "$WORK/layers-gate.json"
+  $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 2 --plans-per-model 12 \
+      --resolutions 96,128 --seed 6 --campaign models-fusion3 --json > "$WORK/models-fusion3-seed6.json"
+  $PP profile models --store "$S" --families efficientnet,mobilenet_v3 --threads 1,2 --n-variants-per-family 5 \
+      --no-canonical --plans-per-model 12 --resolutions 96,128 --seed 8 --campaign models-gate \
+      --json > "$WORK/models-gate-seed8.json"
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"
