@@ -175,12 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     shots = [int(s) for s in args.shots.split(",") if s.strip()]
     src = (args.source_device or args.device, args.source_threads)
     dst = (args.target_device or args.device, args.target_threads)
+    if args.both_directions and args.target_store:
+        print("--both-directions reads both sides from --store; drop --target-store", file=sys.stderr)
+        return 2
     res = {"forward": run(args.store, src, dst, shots, args.repeats, args.seed, args.predictor, args.stat,
                           args.target_store)}
     if args.both_directions:
-        if args.target_store:
-            print("--both-directions reads both sides from --store; drop --target-store", file=sys.stderr)
-            return 2
         res["backward"] = run(args.store, dst, src, shots, args.repeats, args.seed, args.predictor, args.stat)
     res = clean(res)
     if args.output:
