@@ -2,8 +2,8 @@
 
 Reads whole-model measurements (kind "model") from a measurement store, pairs the records of the same
 graph and plan measured with ``--source-threads`` on ``--source-device`` and ``--target-threads`` on
-``--target-device`` (device names as `perfpredict dataset info` lists them, or device ids where two machines
-share a name; default: any), and asks:
+``--target-device`` (device names as `perfpredict dataset info` lists them, device ids where two machines share a
+name, or a description's hash prefix where one machine was described twice; default: any), and asks:
 knowing every source latency (the proxy device), how well is the target latency predicted
 
 * k = 0: zero-shot from device features - the source latency scaled by the ratio of the two boards'

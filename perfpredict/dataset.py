@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import re
 import sqlite3
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -234,6 +235,18 @@ def record_key(
     }
     text = json.dumps(ident, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+_HASH_PREFIX = re.compile(r"[0-9a-f]{8,32}")
+
+
+def _describe(dev_hash: str, device_json: str) -> str:
+    """A device description's label in ``Store.info``: its hash prefix (a ``device`` filter), name, threads and
+    measured fp32 throughput."""
+    d = json.loads(device_json)
+    gflops = d.get("peak_gflops_fp32")
+    rate = f", {gflops:g} GFLOP/s" if gflops else ""
+    return f"{dev_hash[:12]} ({d.get('name')}, {d.get('threads_used', '?')} threads{rate})"
 
 
 def remeasured_key(key: str, device_hash: str) -> str:
@@ -544,8 +557,10 @@ class Store:
         family: str | None = None,
         model_name: str | None = None,
     ) -> Iterator[Record]:
-        """Records in insertion order, filtered by any of kind, device (its name, or its device_id where two
-        machines share a name), campaign, threads, family, model_name."""
+        """Records in insertion order, filtered by any of kind, device (its name, its device_id where two
+        machines share a name, or at least 8 leading hex digits of a device description's hash where one machine
+        was described twice, e.g. measured busy and idle: ``dataset info`` lists them), campaign, threads, family,
+        model_name."""
         where, args = [], []
         for col, v in (("kind", kind), ("campaign", campaign), ("threads", threads),
                        ("family", family), ("model_name", model_name)):  # fmt: skip
@@ -553,8 +568,12 @@ class Store:
                 where.append(f"r.{col} = ?")
                 args.append(v)
         if device is not None:
-            where.append("(r.device_name = ? OR d.device_id = ?)")
-            args += [device, device]
+            if _HASH_PREFIX.fullmatch(device):  # also a description's hash prefix (one state of one machine)
+                where.append("(r.device_name = ? OR d.device_id = ? OR d.hash LIKE ?)")
+                args += [device, device, device + "%"]
+            else:
+                where.append("(r.device_name = ? OR d.device_id = ?)")
+                args += [device, device]
         sql = (
             f"SELECT {', '.join('r.' + c for c in _COLUMNS)}, d.device_json FROM records r "
             "JOIN devices d ON d.hash = r.device_hash"
@@ -617,6 +636,9 @@ class Store:
             "by_device_id": {k: n for k, n in c.execute(
                 "SELECT d.device_id, COUNT(*) FROM records r JOIN devices d ON d.hash = r.device_hash "
                 "GROUP BY d.device_id ORDER BY d.device_id").fetchall()},
+            "by_description": {_describe(h, t): n for h, t, n in c.execute(
+                "SELECT d.hash, d.device_json, COUNT(*) FROM records r JOIN devices d ON d.hash = r.device_hash "
+                "GROUP BY d.hash ORDER BY MIN(r.id)").fetchall()},
             "by_threads": counts("threads"),
             "by_family": counts("family"),
             "by_campaign": counts("campaign"),

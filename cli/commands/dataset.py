@@ -54,7 +54,7 @@ def _info(args: argparse.Namespace) -> int:
           f"{info['devices']} device description(s)")
     print(f"measured {info['first_timestamp']} .. {info['last_timestamp']}; unstable {info['unstable']}; "
           f"with measured peak memory {info['with_peak_mem']}\n")
-    for title in ("by_kind", "by_threads", "by_campaign", "by_device", "by_device_id", "by_family"):
+    for title in ("by_kind", "by_threads", "by_campaign", "by_device", "by_device_id", "by_description", "by_family"):
         print_table([title.replace("by_", ""), "records"], sorted(info[title].items()))
         print()
     noise = info.get("noise")

@@ -243,6 +243,11 @@ def test_merge_keeps_a_remeasurement_of_the_same_device_under_another_descriptio
     new_key = remeasured_key(idle_layer.key, idle_hash)
     assert kept[new_key].median_ms == 1.0
     assert kept[recheck.key].extra()["original_key"] == new_key  # the re-check follows its original
+    # the two descriptions share a name and a device_id; a hash prefix selects one
+    labels = list(store.info()["by_description"])
+    assert len(labels) == 2 and any(label.startswith(idle_hash[:12]) and "40 GFLOP/s" in label for label in labels)
+    assert len(list(store.iter_records(device=busy.device_id))) == 5
+    assert {r.median_ms for r in store.iter_records(device=idle_hash[:8], campaign="c")} == {1.0}
 
 
 def test_info_of_empty_store(store):
