@@ -249,6 +249,15 @@ def _describe(dev_hash: str, device_json: str) -> str:
     return f"{dev_hash[:12]} ({d.get('name')}, {d.get('threads_used', '?')} threads{rate})"
 
 
+@lru_cache(maxsize=256)
+def _device_entry(device_json: str) -> tuple[str, tuple[str, str, str]]:
+    """(description hash, (device_id, name, normalised JSON)) of a record's device_json; the records of a store
+    share a few descriptions, so each is parsed and hashed once."""
+    dev = load_device(json.loads(device_json))
+    text = dev.to_json(indent=None)
+    return hashlib.sha256(text.encode()).hexdigest()[:32], (dev.device_id, dev.name, text)
+
+
 def remeasured_key(key: str, device_hash: str) -> str:
     """The key a merge gives a record whose own ``key`` is taken by a measurement under another description of
     the same device (:meth:`Store.merge_from`): 32 hex digits of sha256 over both."""
@@ -478,7 +487,7 @@ class Store:
         out = []
         for r in records:
             if r.key in stored:
-                own = self._row(r)[1]
+                own = self._row(r)[1]  # validates the record, as append_many will (its device entry is cached)
                 if own != stored[r.key]:
                     renamed[r.key] = remeasured_key(r.key, own)
                     r = replace(r, key=renamed[r.key])
@@ -500,13 +509,11 @@ class Store:
                 except json.JSONDecodeError:
                     raise DatasetError(f"record {r.key}: field '{name}' is not valid JSON") from None
         try:
-            dev = load_device(json.loads(r.device_json))
+            dev_hash, info = _device_entry(r.device_json)
         except BoardError as exc:
             raise DatasetError(f"record {r.key}: field 'device_json' is not a valid DeviceSpec ({exc})") from None
-        dev_json = dev.to_json(indent=None)
-        dev_hash = hashlib.sha256(dev_json.encode()).hexdigest()[:32]
         vals = tuple(int(r.stable) if n == "stable" and r.stable is not None else getattr(r, n) for n in _COLUMNS)
-        return vals + (dev_hash,), dev_hash, (dev.device_id, dev.name, dev_json)
+        return vals + (dev_hash,), dev_hash, info
 
     def _ensure_device(self, dev_hash: str, info: tuple[str, str, str]) -> None:
         if dev_hash in self._known_devices:
@@ -568,12 +575,9 @@ class Store:
                 where.append(f"r.{col} = ?")
                 args.append(v)
         if device is not None:
-            if _HASH_PREFIX.fullmatch(device):  # also a description's hash prefix (one state of one machine)
-                where.append("(r.device_name = ? OR d.device_id = ? OR d.hash LIKE ?)")
-                args += [device, device, device + "%"]
-            else:
-                where.append("(r.device_name = ? OR d.device_id = ?)")
-                args += [device, device]
+            # a description's hash prefix only when it looks like one ('' matches no hash)
+            where.append("(r.device_name = ? OR d.device_id = ? OR d.hash LIKE ?)")
+            args += [device, device, device + "%" if _HASH_PREFIX.fullmatch(device) else ""]
         sql = (
             f"SELECT {', '.join('r.' + c for c in _COLUMNS)}, d.device_json FROM records r "
             "JOIN devices d ON d.hash = r.device_hash"
