@@ -4,7 +4,8 @@ Reads whole-model measurements (kind "model") from a measurement store, pairs th
 graph and plan measured with ``--source-threads`` on ``--source-device`` and ``--target-threads`` on
 ``--target-device`` (device names as `perfpredict dataset info` lists them, device ids where two machines share a
 name, or a description's hash prefix where one machine was described twice; default: any), and asks:
-knowing every source latency (the proxy device), how well is the target latency predicted
+knowing every source latency (the proxy device), how well is the target latency predicted (``measured_ratio``:
+the median of target / source latency over the pairs; ``median_ratio``: of predicted / measured)
 
 * k = 0: zero-shot from device features - the source latency scaled by the ratio of the two boards'
   fingerprints (geometric mean over their shared reference layers; 1 when either board lacks one);
@@ -66,6 +67,17 @@ def _pairs(store_path: str, src: tuple[str | None, int], dst: tuple[str | None, 
     return [(out[0][k], out[1][k]) for k in keys]
 
 
+def _predict_one(pred, graph, plan, board) -> float:
+    """The predictor's latency on ``board``; NaN where it does not predict for that board (an adapted checkpoint
+    answers for its own target only)."""
+    from perfpredict.transfer import TransferError
+
+    try:
+        return float(pred.predict(graph, [plan], board).latency_ms[0])
+    except TransferError:
+        return float("nan")
+
+
 def _predictor_columns(predictor_path: str, pairs, boards: list[DeviceSpec]) -> tuple[np.ndarray, np.ndarray]:
     """The predictor's latency for every pair's graph and plan on each of ``boards`` [pairs, boards], and which
     pairs to keep: not those whose target record ran, before a fusion revision, nodes the runtime now folds (the
@@ -87,7 +99,7 @@ def _predictor_columns(predictor_path: str, pairs, boards: list[DeviceSpec]) -> 
         if graph.graph_id != src.graph_id:
             raise SystemExit(f"model '{src.model_name}' does not rebuild graph {src.graph_id}; cannot use --predictor")
         plan = Plan.from_dict(json.loads(src.plan_json)) if src.plan_json else Plan()
-        out.append([pred.predict(graph, [plan], b).latency_ms[0] for b in boards])
+        out.append([_predict_one(pred, graph, plan, b) for b in boards])
         revision = json.loads(dst.extra_json).get("fusion_revision", 1)
         keep.append(folded_since(template_for(graph), plan, revision) is None)
     return np.array(out), np.array(keep)
@@ -103,6 +115,7 @@ def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], sh
                          f"{max(shots) + 5} (run the profiling campaign first)")
     x = np.array([_latency(s, stat) for s, _ in pairs])
     y = np.array([_latency(d, stat) for _, d in pairs])
+    measured_ratio = float(np.median(y / x))  # how much slower the target runs the same plans (median)
     src_board, dst_board = pairs[0][0].device(), pairs[0][1].device()
     fp_ratio = fingerprint_ratio(dst_board, src_board)[0]
     ratio, proxy_scaled = fp_ratio, None  # zero-shot: the source column x ratio
@@ -118,14 +131,16 @@ def run(store: str, src: tuple[str | None, int], dst: tuple[str | None, int], sh
                "source_device_id": src_board.device_id, "target_device_id": dst_board.device_id,
                "source_threads": src_t, "target_threads": dst_t,
                "source": "predictor " + predictor if predictor else f"measured {src_t}-thread latency",
-               "statistic": stat, "fingerprint_ratio": ratio,
+               "statistic": stat, "measured_ratio": measured_ratio, "fingerprint_ratio": ratio,
                **({"proxy_fingerprint_ratio": fp_ratio} if predictor else {}),
                "shots": {}}
     for k in shots:
         if k == 0:
-            results["shots"]["0"] = {"zero_shot": transfer_metrics(x * ratio, y)}
-            if proxy_scaled is not None:
-                results["shots"]["0"]["proxy_scaled"] = transfer_metrics(proxy_scaled, y)
+            results["shots"]["0"] = {"zero_shot": {**transfer_metrics(x * ratio, y),
+                                                   "median_ratio": float(np.median(x * ratio / y))}}
+            if proxy_scaled is not None and np.all(np.isfinite(proxy_scaled)):
+                results["shots"]["0"]["proxy_scaled"] = {**transfer_metrics(proxy_scaled, y),
+                                                         "median_ratio": float(np.median(proxy_scaled / y))}
             continue
         entry = {}
         pick = choose_shots(x, k, feats)

@@ -1295,9 +1295,20 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         return Prediction(np.asarray(lat, np.float64), np.asarray(mem, np.float64))
 
     def _check_device(self, device: DeviceSpec) -> None:
-        if device.name != self.target.name:
-            raise TransferError(f"this predictor was adapted to device '{self.target.name}', not '{device.name}'; "
+        """The adaptation holds for its target only: same name, and where both boards say so, the same machine
+        (device_id: hosts of one name differ) and thread count."""
+        t = self.target
+        if device.name != t.name:
+            raise TransferError(f"this predictor was adapted to device '{t.name}', not '{device.name}'; "
                                 f"use its source {self.source_path} or adapt one for '{device.name}'")
+        if device.device_id != t.device_id and device.cpu_model and t.cpu_model:
+            raise TransferError(f"this predictor was adapted to device '{t.name}' with device_id {t.device_id}, not "
+                                f"the machine of device_id {device.device_id} that shares its name; use its source "
+                                f"{self.source_path} or adapt one for this machine")
+        if device.threads_used and t.threads_used and device.threads_used != t.threads_used:
+            raise TransferError(f"this predictor was adapted to device '{t.name}' at {t.threads_used} threads, not "
+                                f"{device.threads_used}; use its source {self.source_path} or adapt one at "
+                                f"{device.threads_used} threads")
 
     def _boards(self) -> list[DeviceSpec]:
         if any(c["type"] != "board" for c in self.columns) or not hasattr(self.source, "predict_plans"):
@@ -1305,21 +1316,23 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
                                 "plan-agnostic source has no per-plan template path")
         return [load_device(c["board"]) for c in self.columns]
 
-    def predict_plans(self, template: Any, plans: Sequence[Any], device: DeviceSpec):
-        """Batched prediction of many plans of one graph template (plan-aware sources only)."""
+    def predict_plans(self, template: Any, plans: Sequence[Any], device: DeviceSpec, threads: int | None = None):
+        """Batched prediction of many plans of one graph template (plan-aware sources only; ``threads`` is
+        passed on to the source)."""
         from perfpredict.predictor import Prediction
 
         self._check_device(device)
-        cols = [self.source.predict_plans(template, plans, b).latency_ms for b in self._boards()]
+        cols = [self.source.predict_plans(template, plans, b, threads).latency_ms for b in self._boards()]
         lat = self.calibrator.predict(np.stack(cols, axis=1))
-        mem = self.source.predict_plans(template, plans, self.target).peak_mem_bytes
+        mem = self.source.predict_plans(template, plans, self.target, threads).peak_mem_bytes
         return Prediction(np.asarray(lat, np.float64), np.asarray(mem, np.float64))
 
-    def node_latencies(self, template: Any, plans: Sequence[Any], device: DeviceSpec) -> np.ndarray:
+    def node_latencies(self, template: Any, plans: Sequence[Any], device: DeviceSpec,
+                       threads: int | None = None) -> np.ndarray:
         """Per-node latency shares (the source's, on the first column's board), rescaled per plan to the
         calibrated total."""
-        shares = np.asarray(self.source.node_latencies(template, plans, self._boards()[0]), np.float64)
-        total = self.predict_plans(template, plans, device).latency_ms
+        shares = np.asarray(self.source.node_latencies(template, plans, self._boards()[0], threads), np.float64)
+        total = self.predict_plans(template, plans, device, threads).latency_ms
         return shares * (total / np.maximum(shares.sum(axis=1), 1e-12))[:, None]
 
     def save(self, path: str | Path) -> Path:
@@ -1374,6 +1387,9 @@ def _card_markdown(p: CalibratedPredictor, source_ref: Mapping[str, Any]) -> str
         lines += ["", f"Zero-shot through the proxy device `{z['proxy']}`: its prediction x "
                       f"{z['fingerprint_ratio']:.4f}, the ratio of the two fingerprints over "
                       f"{z['shared_fingerprint_entries']} shared entries."]
+    elif c.get("method") == "proxy_scale":
+        lines += ["", f"Through the proxy device `{p.columns[0]['board']['name']}` (the trained device whose "
+                      "fingerprint correlates best with the target's): its prediction, rescaled to the shots."]
     if c.get("holdout"):
         lines += ["", f"Held-out measurements (not used to fit): {json.dumps(c['holdout'])}"]
     lines += ["", "## Measurements", "", "| model | plan | latency ms | used |", "|---|---|---|---|"]
@@ -1528,17 +1544,24 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
         else:
             ug = [graphs[i] for i in used]
             up = [plans[i] for i in used]
-            xs = [zero[used]] + [source.predict(ug, up, p).latency_ms for p in proxies]
+            # the proxies given, else the trained device nearest by fingerprint: its prediction is a column too
+            offered = list(proxies)
+            if not offered:
+                near_k = nearest_proxy(device, _training_devices(source))
+                offered = [near_k[0]] if near_k is not None else []
+            xs = [zero[used]] + [source.predict(ug, up, p).latency_ms for p in offered]
             x = np.stack(xs, axis=1)
-            ranked = rank_sources(y_all[used], x[:, 1:], [p.name for p in proxies]) if proxies else []
+            ranked = rank_sources(y_all[used], x[:, 1:], [p.name for p in offered]) if offered else []
             top = [i + 1 for i, (name, _) in enumerate(ranked[:2])]
-            cols = [0] + [next(j + 1 for j, p in enumerate(proxies) if p.name == ranked[t - 1][0]) for t in top]
+            cols = [0] + [next(j + 1 for j, p in enumerate(offered) if p.name == ranked[t - 1][0]) for t in top]
             cands: dict[str, tuple[Callable[[], Calibrator], np.ndarray]] = {}
             for m in methods:
                 if m == "mixture" and len(cols) > 1:
                     cands[m] = (MixtureCalibrator, x[:, cols])
                 elif m in ("scale", "loglinear", "isotonic"):
                     cands[m] = (CALIBRATORS[m], x[:, :1])
+            if "scale" in methods and len(cols) > 1:  # the best-ranked proxy's prediction, rescaled to the shots
+                cands["proxy_scale"] = (ScaleCalibrator, x[:, cols[1]:cols[1] + 1])
             if len(used) < 2:
                 cands = {"scale": (ScaleCalibrator, x[:, :1])}
                 sel = Selection("scale", ScaleCalibrator().fit(x[:, :1], y_all[used]),
@@ -1546,8 +1569,12 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
             else:
                 sel = select_calibrator(y_all[used], cands)
             calibrator = sel.calibrator
-            columns = base if sel.method != "mixture" else base + [
-                {"type": "board", "board": proxies[j - 1].to_dict()} for j in cols[1:]]
+            if sel.method == "mixture":
+                columns = base + [{"type": "board", "board": offered[j - 1].to_dict()} for j in cols[1:]]
+            elif sel.method == "proxy_scale":
+                columns = [{"type": "board", "board": offered[cols[1] - 1].to_dict()}]
+            else:
+                columns = base
             if "board_fit" in methods and len(used) >= 4:
                 cv_b = _board_fit_cv(source, device, ug, up, y_all[used])
                 cv_all = {**{a: dict(b) for a, b in sel.cv.items()}, "board_fit": cv_b}
@@ -1656,32 +1683,71 @@ def _fingerprint_ok(source: MultiDevicePredictor, device: DeviceSpec) -> bool:
     return len([k for k in device.fingerprint if k in source.reference]) >= 3 or device.name in source.model.devices
 
 
+SHOT_PLANS = ("default", "nhwc", "int8-nhwc", "pruned-0.5")
+"""The plans of each zoo model that ``--measure-on local`` chooses its shots among (named as
+:func:`perfpredict.profile.sample_plans` names them): the default, the kinds of plan a search visits."""
+
+
+def _plan_features(graph: "Graph", plan: Any) -> list[float]:
+    """Shares of the graph's nodes at int8, pruned and in NHWC under ``plan``."""
+    from perfpredict.plan import default_choice
+
+    cs = [plan.choice(n) or default_choice(n) for n in graph.nodes]
+    n = max(len(cs), 1)
+    return [sum(c.precision == "int8" for c in cs) / n, sum(c.prune > 0 for c in cs) / n,
+            sum(c.layout == "NHWC" for c in cs) / n]
+
+
 def measure_candidates(source: Any, device: DeviceSpec, k: int, models: Sequence[str] | None = None,
-                       threads: int | None = None, progress: bool = False) -> list[Measurement]:
-    """Choose the ``k`` most informative zoo models (default plans) for ``device`` and measure them here with
-    :func:`perfpredict.runtime.measurement.measure_plan` (``threads``: the board's ``threads_used`` by default)."""
+                       threads: int | None = None, progress: bool = False, plans_dir: str | Path | None = None,
+                       plan_kinds: Sequence[str] = SHOT_PLANS) -> list[Measurement]:
+    """Choose the ``k`` most informative (zoo model, plan) pairs for ``device`` and measure them here with
+    :func:`perfpredict.runtime.measurement.measure_plan` (``threads``: the board's ``threads_used`` by default).
+
+    The candidates are each model's plans of ``plan_kinds`` (with ``plans_dir``, where the non-default ones
+    are written as plan JSON; without it, the default plans only), chosen by :func:`choose_shots` on the
+    source's predictions for the board and on the model's size and the plan's int8 / pruned / NHWC shares.
+    """
+    import random
+
     from tqdm import tqdm
 
     from perfpredict.models import load_model
     from perfpredict.plan import default_plan
+    from perfpredict.profile import sample_plans
     from perfpredict.runtime.measurement import measure_plan
     from perfpredict.zoo import list_models
 
     names = list(models or list_models())
-    if k > len(names):
-        raise TransferError(f"-k {k} is more than the {len(names)} candidate models")
-    graphs = [load_model(n)[0] for n in names]
-    plans = [default_plan(g) for g in graphs]
+    cands: list[tuple[str, Any, Any]] = []
+    for name in names:
+        graph = load_model(name)[0]
+        if plans_dir is None:
+            cands.append((name, graph, default_plan(graph)))
+            continue
+        plans = sample_plans(graph, 8, random.Random(0))
+        cands.extend((name, graph, p) for p in plans if p.name in plan_kinds)
+    if k > len(cands):
+        raise TransferError(f"-k {k} is more than the {len(cands)} candidate (model, plan) pairs of "
+                            f"{len(names)} models")
+    graphs, plans = [g for _, g, _ in cands], [p for _, _, p in cands]
     try:
         pred = source.predict(graphs, plans, device).latency_ms
     except TransferError:
         pred = np.array([g.flops for g in graphs], np.float64)
-    feats = np.array([[math.log1p(g.macs), math.log1p(g.param_count), len(g.nodes)] for g in graphs])
+    feats = np.array([[math.log1p(g.macs), math.log1p(g.param_count), len(g.nodes)] + _plan_features(g, p)
+                      for g, p in zip(graphs, plans)])
     pick = choose_shots(pred, k, feats)
     out = []
-    for i in tqdm(pick, desc="measuring", disable=not progress, unit="model"):
-        stats, _ = measure_plan(graphs[i], plans[i], threads=threads or device.threads_used, memory=False)
-        out.append(Measurement(names[i], None, float(stats.median_ms)))
+    for i in tqdm(pick, desc="measuring", disable=not progress, unit="plan"):
+        name, graph, plan = cands[i]
+        stats, _ = measure_plan(graph, plan, threads=threads or device.threads_used, memory=False)
+        plan_path = None
+        if plans_dir is not None and plan.name != "default":
+            folder = Path(plans_dir).resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+            plan_path = str(plan.save(folder / f"{Path(name).stem}.{plan.name}.json"))
+        out.append(Measurement(name, plan_path, float(stats.median_ms)))
     return out
 
 
@@ -1693,5 +1759,8 @@ def write_measurements(path: str | Path, measurements: Sequence[Measurement]) ->
         w = csv.writer(f)
         w.writerow(["model", "plan", "latency_ms"])
         for m in measurements:
-            w.writerow([m.model, m.plan or "", f"{m.latency_ms:.6g}"])
+            plan = m.plan or ""
+            if plan and Path(plan).is_absolute() and Path(plan).parent.is_relative_to(path.parent.resolve()):
+                plan = str(Path(plan).relative_to(path.parent.resolve()))  # the folder travels with its plans
+            w.writerow([m.model, plan, f"{m.latency_ms:.6g}"])
     return path

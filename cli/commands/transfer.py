@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--measurements", metavar="CSV", help="measured latencies on the new device: columns model, "
                                                             "latency_ms and optionally plan")
-    src.add_argument("--measure-on", choices=["local"], help="choose the k most informative zoo models and measure "
-                                                             "them on this machine")
+    src.add_argument("--measure-on", choices=["local"], help="choose the k most informative zoo models and plans "
+                                                             "(default, NHWC, int8, pruned) and measure them on "
+                                                             "this machine (plans written under OUTPUT/shots)")
     p.add_argument("-k", type=int, default=10, help="number of measurements to fit with (default 10; with more "
                                                     "measurements than k the rest are held out)")
     p.add_argument("--proxy-device", action="append", default=[], metavar="BOARD",
@@ -55,7 +56,7 @@ def _transfer(args: argparse.Namespace) -> int:
         source = load_any_predictor(args.predictor)
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         measurements = measure_candidates(source, device, args.k, models=models, threads=args.threads,
-                                          progress=True)
+                                          progress=True, plans_dir=Path(args.output) / "shots")
         write_measurements(Path(args.output) / "measurements.csv", measurements)
     res = adapt_predictor(args.predictor, device, measurements, args.k, args.output, proxies=proxies)
     if args.json:

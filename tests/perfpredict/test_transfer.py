@@ -336,6 +336,53 @@ def test_board_fit_tunes_device_features(tmp_path, monkeypatch):
     assert card["columns"][0]["board"]["peak_gflops_fp32"] != 50.0
 
 
+class _PlanAwareSource:
+    """A plan-aware (GNN-like) source for the test: 2 ms per plan, 10 bytes, 4 equal nodes; records the threads."""
+
+    def __init__(self):
+        self.threads_seen = []
+
+    def predict_plans(self, template, plans, device, threads=None):
+        from perfpredict.predictor import Prediction
+
+        self.threads_seen.append(threads)
+        return Prediction(np.full(len(plans), 2.0), np.full(len(plans), 10.0))
+
+    def node_latencies(self, template, plans, device, threads=None):
+        self.threads_seen.append(threads)
+        return np.full((len(plans), 4), 0.5)
+
+
+def test_adapted_predictor_batched_path_and_its_device():
+    """The batched (template) path takes the thread count as the source's does (``evaluate`` passes it), and an
+    adapted predictor refuses a machine that only shares its target's name, or another thread count."""
+    facts = {"schema_version": 1, "name": "host", "kind": "cpu", "cpu_model": "CPU A", "cores": 2}
+    board = load_device({**facts, "threads_used": 2})
+    src = _PlanAwareSource()
+    cal = ScaleCalibrator().fit(np.array([[1.0], [2.0]]), np.array([3.0, 6.0]))
+    adapted = CalibratedPredictor(src, "unused", board, [{"type": "board", "board": board.to_dict()}], cal)
+    p = adapted.predict_plans("template", [None, None], board, 2)
+    np.testing.assert_allclose(p.latency_ms, [6.0, 6.0])
+    np.testing.assert_allclose(p.peak_mem_bytes, [10.0, 10.0])
+    assert adapted.node_latencies("template", [None], board, 2).sum() == pytest.approx(6.0)
+    assert set(src.threads_seen) == {2}
+    twin = load_device({**facts, "cpu_model": "CPU B", "threads_used": 2})  # same name, another machine
+    with pytest.raises(TransferError, match="device_id"):
+        adapted.predict_plans("template", [None], twin)
+    with pytest.raises(TransferError, match="at 2 threads, not 1"):
+        adapted.predict_plans("template", [None], load_device({**facts, "threads_used": 1}))
+
+
+def _target_and_proxy(slower: float):
+    """A fingerprint, a new device whose fingerprint is ``slower`` x it, and a proxy device that has it."""
+    fp = {"conv_a": 1.0, "conv_b": 2.0, "conv_c": 4.0, "fc": 0.5}
+    target = load_device({"schema_version": 1, "name": "new", "kind": "cpu", "cores": 2, "peak_gflops_fp32": 50.0,
+                          "fingerprint": {k: slower * v for k, v in fp.items()}})
+    proxy = load_device({"schema_version": 1, "name": "proxy", "kind": "cpu", "cores": 2, "peak_gflops_fp32": 200.0,
+                         "mem_bw_triad_gbs": 20.0, "fingerprint": fp})
+    return fp, target, proxy
+
+
 def test_zero_shot_through_a_proxy_scales_by_the_fingerprint_ratio(tmp_path, monkeypatch):
     """k = 0 with a proxy device whose fingerprint correlates with the target's: the adapted predictor is the
     source's prediction on the proxy times the fingerprints' ratio; without a qualifying proxy, the target board."""
@@ -343,11 +390,7 @@ def test_zero_shot_through_a_proxy_scales_by_the_fingerprint_ratio(tmp_path, mon
     from perfpredict.transfer import CalibratedPredictor, fingerprint_ratio, nearest_proxy
 
     src = _RooflinePredictor()
-    fp = {"conv_a": 1.0, "conv_b": 2.0, "conv_c": 4.0, "fc": 0.5}
-    target = load_device({"schema_version": 1, "name": "new", "kind": "cpu", "cores": 2, "peak_gflops_fp32": 50.0,
-                          "fingerprint": {k: 3.0 * v for k, v in fp.items()}})
-    proxy = load_device({"schema_version": 1, "name": "proxy", "kind": "cpu", "cores": 2, "peak_gflops_fp32": 200.0,
-                         "mem_bw_triad_gbs": 20.0, "fingerprint": fp})
+    fp, target, proxy = _target_and_proxy(3.0)
     unrelated = load_device({"schema_version": 1, "name": "far", "kind": "cpu", "cores": 4,
                              "fingerprint": {"conv_a": 1.0, "other": 2.0}})
     assert fingerprint_ratio(target, proxy) == (pytest.approx(3.0), 4)
@@ -377,3 +420,63 @@ def test_zero_shot_through_a_proxy_scales_by_the_fingerprint_ratio(tmp_path, mon
     src.training_devices = lambda: [unrelated, proxy]
     res = adapt_predictor("unused", target, ms, 0, tmp_path / "c")
     assert res.method == "proxy_scale" and res.zero_shot["proxy"] == "proxy"
+
+
+def test_shots_with_k_use_the_nearest_trained_device_as_a_candidate(tmp_path, monkeypatch):
+    """With k > 0 shots and no proxy given, the trained device nearest by fingerprint is a calibration candidate
+    (``proxy_scale``: its prediction rescaled to the shots); where the target runs as that device scaled, it wins
+    the cross-validation and the checkpoint reads that device's board."""
+    from perfpredict import transfer as tr
+
+    src = _RooflinePredictor()
+    _, target, proxy = _target_and_proxy(2.0)
+    graphs = [nb201_graph(a) for a in _archs(8, 4)]
+    y = 2.5 * src.predict(graphs, [None] * len(graphs), proxy).latency_ms
+    src.training_devices = lambda: [proxy]
+    monkeypatch.setattr(tr, "load_any_predictor", lambda path: src)
+    monkeypatch.setattr(tr, "_workload", lambda m: (graphs[int(m.model)], None))
+    ms = [Measurement(str(i), None, float(v)) for i, v in enumerate(y)]
+    res = adapt_predictor("unused", target, ms, 8, tmp_path / "a", methods=("scale", "loglinear"))
+    assert res.method == "proxy_scale" and res.cv["proxy_scale"]["mape"] < 1e-6 < res.cv["scale"]["mape"]
+    card = json.loads((tmp_path / "a" / "transfer.json").read_text())
+    assert [c["board"]["name"] for c in card["columns"]] == ["proxy"]
+    assert "Through the proxy device `proxy`" in (tmp_path / "a" / "README.md").read_text()
+    src.training_devices = lambda: []  # nothing to offer: the target board's column only
+    assert "proxy_scale" not in adapt_predictor("unused", target, ms, 8, tmp_path / "b", methods=("scale",)).cv
+
+
+def test_measure_on_local_chooses_among_models_and_plans(tmp_path, monkeypatch):
+    """``--measure-on local`` picks its k shots among each model's default, NHWC, int8 and pruned plans, writes
+    the non-default ones as plan JSON in the output folder and lists them in a CSV that reads back (the timing
+    itself is the runtime's, tested with it; here a stand-in returns a fixed figure)."""
+    import types
+
+    from perfpredict.plan import Plan
+    from perfpredict.runtime import measurement
+    from perfpredict.transfer import SHOT_PLANS, measure_candidates
+
+    timed = []
+
+    def fake_measure(graph, plan, threads=None, memory=True):
+        timed.append((graph.name, plan.name, threads))
+        return types.SimpleNamespace(median_ms=1.0 + len(timed)), None
+
+    monkeypatch.setattr(measurement, "measure_plan", fake_measure)
+    board = load_device({"schema_version": 1, "name": "b", "kind": "cpu", "cores": 2, "threads_used": 2})
+    models = ["squeezenet1_1", "mobilenet_v2"]
+    ms = measure_candidates(_RooflinePredictor(), board, 6, models=models, plans_dir=tmp_path / "out" / "shots")
+    assert len(ms) == 6 == len(timed) and {t for _, _, t in timed} == {2}
+    kinds = {name for _, name, _ in timed}
+    assert kinds <= set(SHOT_PLANS) and len(kinds) > 1 and len({m.model for m in ms}) == 2
+    for m in ms:  # the default plan stays implicit; any other is a file named for its model and kind
+        if m.plan is not None:
+            plan = Plan.load(m.plan)
+            assert plan.name in SHOT_PLANS and plan.name != "default" and m.plan.endswith(f"{m.model}.{plan.name}.json")
+    back = read_measurements(write_measurements(tmp_path / "out" / "measurements.csv", ms))
+    assert [(b.model, b.plan, b.latency_ms) for b in back] == [(m.model, m.plan, m.latency_ms) for m in ms]
+    assert "shots/" in (tmp_path / "out" / "measurements.csv").read_text()  # relative: the folder can move
+    with pytest.raises(TransferError, match="-k 99 is more than the"):
+        measure_candidates(_RooflinePredictor(), board, 99, models=models, plans_dir=tmp_path / "x")
+    # without a plans folder: the default plans only
+    timed.clear()
+    assert all(m.plan is None for m in measure_candidates(_RooflinePredictor(), board, 2, models=models))
