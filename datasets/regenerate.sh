@@ -6,6 +6,7 @@
 #   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~68 minutes)
 #   datasets/regenerate.sh xeon2   # datasets/xeon2.db (a second Intel Xeon host, with conv.dnnl and conv.dnnl_int8: ~75 minutes)
 #   datasets/regenerate.sh amd     # datasets/amd.db   (the proxy's AMD EPYC host again, idle, every primitive: ~40 minutes)
+#   datasets/regenerate.sh zen5    # datasets/zen5.db  (a newer AMD EPYC host, CPU family 26; every primitive: ~45 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -15,7 +16,8 @@ case "$NAME" in
   xeon)  LAYERS=6634;  LAYER_CAP=0.05;  LAYER_MIN=14 ;;
   xeon2) LAYERS=6000;  LAYER_CAP=0.05;  LAYER_MIN=12 ;;
   amd)   LAYERS=3000;  LAYER_CAP=0.05;  LAYER_MIN=14 ;;
-  *) echo "usage: $0 proxy|xeon|xeon2|amd" >&2; exit 2 ;;
+  zen5)  LAYERS=3000;  LAYER_CAP=0.05;  LAYER_MIN=14 ;;
+  *) echo "usage: $0 proxy|xeon|xeon2|amd|zen5" >&2; exit 2 ;;
 esac
 WORK=${WORK:-/tmp/perfpredict-$NAME}
 mkdir -p "$WORK"
@@ -86,6 +88,21 @@ elif [ "$NAME" = amd ]; then  # every primitive and fusion revision 3 from the s
   $PP profile models --store "$S" --families efficientnet,mobilenet_v3 --threads 1,2 --n-variants-per-family 5 \
       --no-canonical --plans-per-model 12 --resolutions 96,128 --seed 8 --campaign models-gate \
       --json > "$WORK/models-gate-seed8.json"
+elif [ "$NAME" = zen5 ]; then  # a host no other store has seen; every primitive from the start
+  $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
+      --resolutions 96,128 --seed 0 --stop-after 1400 --max-minutes 14 --json > "$WORK/models.json"
+  $PP profile models --store "$S" --threads 2 --n-variants-per-family 1 --plans-per-model 12 --resolutions 224 \
+      --seed 2 --campaign models-224 --max-minutes 8 --json > "$WORK/models-224.json"
+  $PP profile noise --store "$S" --sample 100 --seed 0 --json > "$WORK/noise.json"
+  # the ops whose oneDNN kernels the optimiser prices from few records (squeeze-excite gates, max pooling,
+  # concatenation), drawn from more variants and resolutions; then the plans of amd.db's and xeon2.db's
+  # models-fusion3 campaign at seed 6 (pairs for transfer)
+  $PP profile layers --store "$S" --threads 1,2 --ops Mul,MaxPool,Concat --n-configs 1000 \
+      --n-variants-per-family 12 --resolutions 96,128,160,224 --seed 1 --campaign layers-gate \
+      --time-cap-s "$LAYER_CAP" --max-minutes 6 --json > "$WORK/layers-gate.json"
+  $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 2 --plans-per-model 12 \
+      --resolutions 96,128 --seed 6 --campaign models-fusion3 --max-minutes 8 \
+      --json > "$WORK/models-fusion3-seed6.json"
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"
