@@ -27,6 +27,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from perfpredict import __version__
+from perfpredict.errors import DatasetError
 from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, Normaliser, device_vector, encode_plans,
                                   plan_node_features)
 from perfpredict.metrics import clean, grouped_ranking, summarise
@@ -586,10 +587,18 @@ def run_evaluation(samples: SampleSet, predictors: Sequence[str], split: str = "
                 loaded[spec] = pred
                 if getattr(pred, "training", {}).get("data_hash") == samples.data_hash:
                     note = f"checkpoint was trained on this data (its own split: {pred.training.get('split')})"
+            scored = test
+            if hasattr(pred, "answers_for"):  # an adapted checkpoint: the records of its target device only
+                scored = test.select(lambda s: pred.answers_for(s.device, s.threads), lambda s: False)
+                if not scored.models:
+                    raise DatasetError(f"{spec} is adapted to device '{pred.target.name}' (device_id "
+                                       f"{pred.target.device_id}, {pred.target.threads_used} threads); the test "
+                                       "data has no record of it")
+                note = f"scored on the {len(scored.models)} of {len(test.models)} records of its target device"
             t1 = time.perf_counter()
-            metrics = evaluate(pred, test, progress)
+            metrics = evaluate(pred, scored, progress)
             row = {"split": sp.name, "predictor": spec, "metrics": metrics, "fit_seconds": round(t1 - t0, 2),
-                   "predict_seconds": round(time.perf_counter() - t1, 2), "test_samples": len(test.models),
+                   "predict_seconds": round(time.perf_counter() - t1, 2), "test_samples": len(scored.models),
                    "note": note}
             rows.append(row)
             if on_result is not None:
@@ -599,8 +608,6 @@ def run_evaluation(samples: SampleSet, predictors: Sequence[str], split: str = "
 
 def resolve_dataset(data: str | Path) -> Path:
     """A store path, or a bare name resolved to ``datasets/NAME.sqlite`` / ``.db`` / ``NAME``."""
-    from perfpredict.errors import DatasetError
-
     p = Path(str(data).replace("sqlite:///", "", 1))
     if p.exists():
         return p

@@ -1285,7 +1285,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         ``threads`` is passed on to a source that takes it)."""
         from perfpredict.predictor import Prediction
 
-        self._check_device(device)
+        self._check_device(device, threads)
         plans = list(plans)
         lat = self.calibrator.predict(self.inputs(graphs, plans, threads))
         if isinstance(self.source, MultiDevicePredictor):
@@ -1294,9 +1294,17 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
             mem = self._source_predict(graphs, plans, self.target, threads).peak_mem_bytes
         return Prediction(np.asarray(lat, np.float64), np.asarray(mem, np.float64))
 
-    def _check_device(self, device: DeviceSpec) -> None:
+    def answers_for(self, device: DeviceSpec, threads: int | None = None) -> bool:
+        """Whether this adaptation holds for ``device`` at ``threads`` (its target: see :meth:`predict`)."""
+        try:
+            self._check_device(device, threads)
+        except TransferError:
+            return False
+        return True
+
+    def _check_device(self, device: DeviceSpec, threads: int | None = None) -> None:
         """The adaptation holds for its target only: same name, and where both boards say so, the same machine
-        (device_id: hosts of one name differ) and thread count."""
+        (device_id: hosts of one name differ) and thread count (``threads``, else the board's)."""
         t = self.target
         if device.name != t.name:
             raise TransferError(f"this predictor was adapted to device '{t.name}', not '{device.name}'; "
@@ -1305,10 +1313,10 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
             raise TransferError(f"this predictor was adapted to device '{t.name}' with device_id {t.device_id}, not "
                                 f"the machine of device_id {device.device_id} that shares its name; use its source "
                                 f"{self.source_path} or adapt one for this machine")
-        if device.threads_used and t.threads_used and device.threads_used != t.threads_used:
+        used = threads or device.threads_used
+        if used and t.threads_used and used != t.threads_used:
             raise TransferError(f"this predictor was adapted to device '{t.name}' at {t.threads_used} threads, not "
-                                f"{device.threads_used}; use its source {self.source_path} or adapt one at "
-                                f"{device.threads_used} threads")
+                                f"{used}; use its source {self.source_path} or adapt one at {used} threads")
 
     def _boards(self) -> list[DeviceSpec]:
         if any(c["type"] != "board" for c in self.columns) or not hasattr(self.source, "predict_plans"):
@@ -1321,7 +1329,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         passed on to the source)."""
         from perfpredict.predictor import Prediction
 
-        self._check_device(device)
+        self._check_device(device, threads)
         cols = [self.source.predict_plans(template, plans, b, threads).latency_ms for b in self._boards()]
         lat = self.calibrator.predict(np.stack(cols, axis=1))
         mem = self.source.predict_plans(template, plans, self.target, threads).peak_mem_bytes

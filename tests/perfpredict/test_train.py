@@ -130,6 +130,28 @@ def test_cli_train_evaluate_predict(store, tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
+def test_evaluate_scores_an_adapted_checkpoint_on_its_target_device_only(store, loaded, tmp_path):
+    """An adapted checkpoint answers for its target device and thread count: evaluate scores it on those records
+    (saying so) and names the target when the data has none of them."""
+    from perfpredict.devices import load_device
+    from perfpredict.transfer import CalibratedPredictor, ScaleCalibrator
+
+    src = tmp_path / "src"
+    train_and_report(store, src, split="random:0.5", seed=1, epochs=1, progress=False, samples=loaded)
+    board = {"type": "board", "board": DEVICE.to_dict()}
+    CalibratedPredictor(GNNPredictor.load(src), str(src / "model.pt"), DEVICE, [board], ScaleCalibrator(0.0),
+                        {"method": "scale"}).save(tmp_path / "adapted")
+    rows = run_evaluation(loaded, [str(tmp_path / "adapted")], "none")
+    at_2 = sum(s.threads == 2 for s in loaded.models)
+    assert 0 < rows[0]["test_samples"] == at_2 < len(loaded.models)
+    assert rows[0]["metrics"]["latency"]["n"] == at_2 and "of its target device" in rows[0]["note"]
+    other = load_device({**DEVICE.to_dict(), "name": "elsewhere"})
+    CalibratedPredictor(GNNPredictor.load(src), str(src / "model.pt"), other, [board], ScaleCalibrator(0.0),
+                        {"method": "scale"}).save(tmp_path / "elsewhere")
+    with pytest.raises(DatasetError, match="adapted to device 'elsewhere'.*no record of it"):
+        run_evaluation(loaded, [str(tmp_path / "elsewhere")], "none")
+
+
 def test_cli_evaluate_names_a_missing_checkpoint_before_loading_the_store(tmp_path, capsys, monkeypatch):
     import perfpredict.samples
 
