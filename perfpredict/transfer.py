@@ -1708,13 +1708,16 @@ def _plan_features(graph: "Graph", plan: Any) -> list[float]:
 
 def measure_candidates(source: Any, device: DeviceSpec, k: int, models: Sequence[str] | None = None,
                        threads: int | None = None, progress: bool = False, plans_dir: str | Path | None = None,
-                       plan_kinds: Sequence[str] = SHOT_PLANS) -> list[Measurement]:
+                       plan_kinds: Sequence[str] = SHOT_PLANS, done: Sequence[Measurement] = (),
+                       on_measured: Callable[[list[Measurement]], None] | None = None) -> list[Measurement]:
     """Choose the ``k`` most informative (zoo model, plan) pairs for ``device`` and measure them here with
     :func:`perfpredict.runtime.measurement.measure_plan` (``threads``: the board's ``threads_used`` by default).
 
     The candidates are each model's plans of ``plan_kinds`` (with ``plans_dir``, where the non-default ones
     are written as plan JSON; without it, the default plans only), chosen by :func:`choose_shots` on the
     source's predictions for the board and on the model's size and the plan's int8 / pruned / NHWC shares.
+    The choice is deterministic, so a killed run resumes: a pick found in ``done`` (an earlier run's
+    measurements) is not measured again, and ``on_measured`` gets the list so far after every measurement.
     """
     import random
 
@@ -1746,16 +1749,22 @@ def measure_candidates(source: Any, device: DeviceSpec, k: int, models: Sequence
     feats = np.array([[math.log1p(g.macs), math.log1p(g.param_count), len(g.nodes)] + _plan_features(g, p)
                       for g, p in zip(graphs, plans)])
     pick = choose_shots(pred, k, feats)
+    earlier = {(m.model, str(Path(m.plan).resolve()) if m.plan else None): m for m in done}
     out = []
     for i in tqdm(pick, desc="measuring", disable=not progress, unit="plan"):
         name, graph, plan = cands[i]
-        stats, _ = measure_plan(graph, plan, threads=threads or device.threads_used, memory=False)
         plan_path = None
         if plans_dir is not None and plan.name != "default":
             folder = Path(plans_dir).resolve()
             folder.mkdir(parents=True, exist_ok=True)
             plan_path = str(plan.save(folder / f"{Path(name).stem}.{plan.name}.json"))
+        if (name, plan_path) in earlier:
+            out.append(earlier[(name, plan_path)])
+            continue
+        stats, _ = measure_plan(graph, plan, threads=threads or device.threads_used, memory=False)
         out.append(Measurement(name, plan_path, float(stats.median_ms)))
+        if on_measured is not None:
+            on_measured(out)
     return out
 
 
@@ -1763,7 +1772,8 @@ def write_measurements(path: str | Path, measurements: Sequence[Measurement]) ->
     """Write measurements as a CSV readable by :func:`read_measurements`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "plan", "latency_ms"])
         for m in measurements:
@@ -1771,4 +1781,5 @@ def write_measurements(path: str | Path, measurements: Sequence[Measurement]) ->
             if plan and Path(plan).is_absolute() and Path(plan).parent.is_relative_to(path.parent.resolve()):
                 plan = str(Path(plan).relative_to(path.parent.resolve()))  # the folder travels with its plans
             w.writerow([m.model, plan, f"{m.latency_ms:.6g}"])
+    tmp.replace(path)  # atomic: a killed run leaves the previous file whole
     return path

@@ -55,9 +55,12 @@ def _transfer(args: argparse.Namespace) -> int:
     else:
         source = load_any_predictor(args.predictor)
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        csv_path = Path(args.output) / "measurements.csv"
+        done = read_measurements(csv_path) if csv_path.is_file() else []  # a killed run resumes
         measurements = measure_candidates(source, device, args.k, models=models, threads=args.threads,
-                                          progress=True, plans_dir=Path(args.output) / "shots")
-        write_measurements(Path(args.output) / "measurements.csv", measurements)
+                                          progress=True, plans_dir=Path(args.output) / "shots", done=done,
+                                          on_measured=lambda so_far: write_measurements(csv_path, so_far))
+        write_measurements(csv_path, measurements)
     res = adapt_predictor(args.predictor, device, measurements, args.k, args.output, proxies=proxies)
     if args.json:
         print_json(res.to_dict())

@@ -475,6 +475,13 @@ def test_measure_on_local_chooses_among_models_and_plans(tmp_path, monkeypatch):
     back = read_measurements(write_measurements(tmp_path / "out" / "measurements.csv", ms))
     assert [(b.model, b.plan, b.latency_ms) for b in back] == [(m.model, m.plan, m.latency_ms) for m in ms]
     assert "shots/" in (tmp_path / "out" / "measurements.csv").read_text()  # relative: the folder can move
+    # a killed run resumes: what an earlier run measured (read back from its CSV) is not measured again
+    timed.clear()
+    seen = []
+    again = measure_candidates(_RooflinePredictor(), board, 6, models=models, plans_dir=tmp_path / "out" / "shots",
+                               done=back[:4], on_measured=lambda so_far: seen.append(len(so_far)))
+    assert len(timed) == 2 and seen == [5, 6]
+    assert [m.latency_ms for m in again[:4]] == [m.latency_ms for m in ms[:4]]
     with pytest.raises(TransferError, match="-k 99 is more than the"):
         measure_candidates(_RooflinePredictor(), board, 99, models=models, plans_dir=tmp_path / "x")
     # without a plans folder: the default plans only
