@@ -177,6 +177,23 @@ def test_device_vector_and_rates():
     assert device_vector(DEVICE, 1)[0] < device_vector(DEVICE, 2)[0]
 
 
+def test_rates_follow_the_fingerprint_convolution():
+    """With the fingerprint's 3x3 convolution timed, the prior's fp32 rate is the speed it shows and int8 keeps the
+    board's int8 : fp32 ratio; a faster convolution on an equal matmul peak means a faster prior."""
+    from perfpredict.features import FINGERPRINT_CONV, FINGERPRINT_CONV_FLOPS
+
+    base = {**DEVICE.to_dict(), "peak_gflops_fp32": 100.0, "peak_gops_int8": 400.0, "threads_used": 2}
+    plain = device_rates(load_device(base), 2)
+    assert plain.gflops_fp32 == pytest.approx(100.0) and plain.gops_int8 == pytest.approx(400.0)
+    fast = load_device({**base, "fingerprint": {FINGERPRINT_CONV: 0.5}})
+    r = device_rates(fast, 2)
+    assert r.gflops_fp32 == pytest.approx(FINGERPRINT_CONV_FLOPS / 0.5e-3 / 1e9)
+    assert r.gops_int8 / r.gflops_fp32 == pytest.approx(4.0) and r.bandwidth_gbs == plain.bandwidth_gbs
+    assert device_rates(fast, 1).gflops_fp32 == pytest.approx(r.gflops_fp32 / 2)  # measured at 2 threads
+    slow = load_device({**base, "fingerprint": {FINGERPRINT_CONV: 1.0}})
+    assert device_rates(slow, 2).gflops_fp32 == pytest.approx(r.gflops_fp32 / 2)
+
+
 def test_normaliser_imputes_and_clips_devices():
     rows = np.stack([device_vector(DEVICE, 1), device_vector(DEVICE, 2)])
     norm = Normaliser.fit(np.ones((3, 2)), rows, np.ones((2, 4)))
