@@ -1253,6 +1253,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         self.source_path = str(source_path)
         self.target = target
         self.columns = [dict(c) for c in columns]
+        self._board_specs: list[DeviceSpec | None] | None = None
         self.calibrator = calibrator
         self.card = dict(card or {})
 
@@ -1266,7 +1267,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         """The calibrator's input matrix for (graph, plan) pairs."""
         cols: list[np.ndarray] = []
         phi = None
-        for c in self.columns:
+        for c, board in zip(self.columns, self._column_boards()):
             if c["type"] in ("factors", "source_device") and phi is None:
                 phi = self.source.factors(_as_list(graphs, len(plans)))
             if c["type"] == "factors":
@@ -1274,7 +1275,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
             elif c["type"] == "source_device":
                 cols.append(self.source.model.predict_sources(phi, [c["name"]])[:, 0])
             elif c["type"] == "board":
-                cols.append(self._source_predict(graphs, plans, load_device(c["board"]), threads).latency_ms)
+                cols.append(self._source_predict(graphs, plans, board, threads).latency_ms)
             else:
                 raise TransferError(f"unknown calibrator input column {c!r}")
         return np.stack(cols, axis=1)
@@ -1322,7 +1323,13 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         if any(c["type"] != "board" for c in self.columns) or not hasattr(self.source, "predict_plans"):
             raise TransferError(f"adapted predictor for '{self.target.name}' ({self.card.get('method')}) over a "
                                 "plan-agnostic source has no per-plan template path")
-        return [load_device(c["board"]) for c in self.columns]
+        return [b for b in self._column_boards() if b is not None]
+
+    def _column_boards(self) -> list[DeviceSpec | None]:
+        """Each column's board (None for other column types), parsed once: the optimiser predicts batch by batch."""
+        if self._board_specs is None:
+            self._board_specs = [load_device(c["board"]) if c["type"] == "board" else None for c in self.columns]
+        return self._board_specs
 
     def predict_plans(self, template: Any, plans: Sequence[Any], device: DeviceSpec, threads: int | None = None):
         """Batched prediction of many plans of one graph template (plan-aware sources only; ``threads`` is
@@ -1698,9 +1705,7 @@ SHOT_PLANS = ("default", "nhwc", "int8-nhwc", "pruned-0.5")
 
 def _plan_features(graph: "Graph", plan: Any) -> list[float]:
     """Shares of the graph's nodes at int8, pruned and in NHWC under ``plan``."""
-    from perfpredict.plan import default_choice
-
-    cs = [plan.choice(n) or default_choice(n) for n in graph.nodes]
+    cs = list(plan.resolve(graph).values())
     n = max(len(cs), 1)
     return [sum(c.precision == "int8" for c in cs) / n, sum(c.prune > 0 for c in cs) / n,
             sum(c.layout == "NHWC" for c in cs) / n]
