@@ -34,6 +34,9 @@ def search_parser(description: str, out: str) -> argparse.ArgumentParser:
     ap.add_argument("--trials", type=int, default=300)
     ap.add_argument("--max-drop", type=float, default=1.0, help="accuracy-drop budget in points (default 1)")
     ap.add_argument("--predictor", default=None, help="predictor name or checkpoint (default: the shipped one)")
+    ap.add_argument("--zero-shot", choices=("proxy", "board"), default="proxy",
+                    help="on a machine the predictor did not train on: through the nearest trained device (default, "
+                         "as perfpredict optimise) or from the board's features")
     add_timing_options(ap, time_cap=5.0)
     ap.add_argument("--out", default=out, help=f"result JSON (and .md beside it; default {out})")
     return ap
@@ -92,12 +95,12 @@ def plan_calls(graph: Graph, plans: Mapping[str, Plan], threads: int, x: np.ndar
 
 
 def run_models(models: str, threads: int, predictor: str | None,
-               bench_model: Callable[..., dict]) -> tuple[list[dict], str]:
+               bench_model: Callable[..., dict], zero_shot: str = "proxy") -> tuple[list[dict], str]:
     """``bench_model(model, device, predictor, predictor_name, workdir)`` for each comma-separated model, on
     this machine's cached description (:func:`perfpredict.devices.local_device`) and the named (or shipped)
-    predictor; returns (rows, predictor name)."""
+    predictor, routed as ``perfpredict optimise --zero-shot`` routes it; returns (rows, predictor name)."""
     device = local_device(threads)
-    pred, pname = resolve_predictor(predictor, threads)
+    pred, pname = resolve_predictor(predictor, threads, device, zero_shot)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in [m for m in models.split(",") if m]:
@@ -110,7 +113,8 @@ def run_and_write(args: argparse.Namespace, bench_model: Callable[..., dict],
                   table: Callable[[list[dict]], str]) -> int:
     """Run ``bench_model(..., args=args)`` over ``args.models`` (:func:`run_models`) and write the results
     with ``table(rows)`` (:func:`write_results`); the exit status."""
-    rows, pname = run_models(args.models, args.threads, args.predictor, functools.partial(bench_model, args=args))
+    rows, pname = run_models(args.models, args.threads, args.predictor, functools.partial(bench_model, args=args),
+                             args.zero_shot)
     write_results(args.out, {"predictor": pname, "trials": args.trials, "max_drop_pct": args.max_drop, "rows": rows},
                   table(rows))
     return 0

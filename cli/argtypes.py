@@ -40,3 +40,14 @@ def share(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"'{text}' is not a share in [0, 1)")
     return value
+
+
+def add_zero_shot(p: argparse.ArgumentParser) -> None:
+    """Add ``--zero-shot``: how a checkpoint answers for a device it did not train on."""
+    from perfpredict.proxy_route import ROUTES
+
+    p.add_argument("--zero-shot", choices=ROUTES, default="proxy",
+                   help="for a board whose device the checkpoint did not train on: 'proxy' predicts on the "
+                        "trained device nearest by fingerprint, scaled by the fingerprint ratio (default; needs a "
+                        "fingerprint in the board, else the board's features are used), 'board' uses the board's "
+                        "features directly")

@@ -101,8 +101,13 @@ class _ThreadedPredictor:
         return self.inner.predict(graphs, plans, device, threads=self.threads)
 
 
-def resolve_predictor(name: str | None, threads: int | None = None) -> tuple[Any, str]:
-    """(predictor, label) for ``name``: "roofline", a checkpoint path or name, or None for the default."""
+def resolve_predictor(name: str | None, threads: int | None = None, device: Any = None,
+                      zero_shot: str = "proxy") -> tuple[Any, str]:
+    """(predictor, label) for ``name``: "roofline", a checkpoint path or name, or None for the default.
+
+    With ``device``, a checkpoint that did not train on it answers through the trained device nearest by
+    fingerprint (``zero_shot`` "proxy", where that applies; "board" uses the board's features:
+    :mod:`perfpredict.proxy_route`); the label then names the proxy."""
     from perfpredict.analytical import RooflineModel
 
     if name == "roofline":
@@ -116,7 +121,14 @@ def resolve_predictor(name: str | None, threads: int | None = None) -> tuple[Any
             return RooflineModel(threads=threads), "roofline (no trained_models/proxy checkpoint found)"
         name = DEFAULT_CHECKPOINT
     pred = load_predictor(name)
-    return _ThreadedPredictor(pred, threads), str(getattr(pred, "source_path", name))
+    label = str(getattr(pred, "source_path", name))
+    if device is not None:
+        from perfpredict.proxy_route import route_predictor
+
+        pred, route = route_predictor(pred, device, threads, zero_shot)
+        if route is not None:
+            label += f" via {route.proxy.name} ({route.proxy.device_id}) x {route.ratio:.3g}"
+    return _ThreadedPredictor(pred, threads), label
 
 
 def _accuracy_policy(opts: OptimiseOptions) -> tuple[bool, float | None]:

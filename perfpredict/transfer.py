@@ -1257,6 +1257,15 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         self.calibrator = calibrator
         self.card = dict(card or {})
 
+    @property
+    def space(self) -> Any:
+        """The source's feature space (a plan-aware source's: what the node-cost methods price memory with)."""
+        space = getattr(self.source, "space", None)
+        if space is None:
+            raise TransferError(f"adapted predictor for '{self.target.name}' over a source without a feature space "
+                                "has no per-node costs")
+        return space
+
     def _source_predict(self, graphs: Any, plans: Sequence[Any], board: DeviceSpec, threads: int | None):
         if threads is None:
             return self.source.predict(graphs, plans, board)
@@ -1543,7 +1552,7 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
     else:
         base = [{"type": "board", "board": device.to_dict()}]
         # zero-shot candidates: the proxies given, else the devices the source was trained on (when it records them)
-        near = nearest_proxy(device, list(proxies) or _training_devices(source)) if not used else None
+        near = nearest_proxy(device, list(proxies) or _training_devices(source, device)) if not used else None
         if near is not None:
             # zero-shot through a device the source predicts well: its prediction there, scaled by how much slower
             # the target runs the fingerprint's reference workloads
@@ -1562,7 +1571,7 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
             # the proxies given, else the trained device nearest by fingerprint: its prediction is a column too
             offered = list(proxies)
             if not offered:
-                near_k = nearest_proxy(device, _training_devices(source))
+                near_k = nearest_proxy(device, _training_devices(source, device))
                 offered = [near_k[0]] if near_k is not None else []
             xs = [zero[used]] + [source.predict(ug, up, p).latency_ms for p in offered]
             x = np.stack(xs, axis=1)
@@ -1619,9 +1628,14 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                           zero_shot or None)
 
 
-def _training_devices(source: Any) -> list[DeviceSpec]:
+def _training_devices(source: Any, at: DeviceSpec | None = None) -> list[DeviceSpec]:
+    """The devices ``source`` records it trained on; with ``at``, only those at its thread count (a proxy is
+    predicted at its own board's threads, so one at another count would scale the wrong latencies)."""
     devices = getattr(source, "training_devices", None)
-    return list(devices()) if callable(devices) else []
+    out = list(devices()) if callable(devices) else []
+    if at is not None and at.threads_used:
+        out = [d for d in out if d.threads_used == at.threads_used]
+    return out
 
 
 BOARD_FIT_FIELDS = ("peak_gflops_fp32", "peak_gops_int8", "mem_bw_triad_gbs", "fingerprint")
@@ -1660,23 +1674,33 @@ def fit_board(source: Any, board: DeviceSpec, graphs: Sequence["Graph"], plans: 
     Finds log-factors on the board's throughput figures and fingerprint (:func:`scaled_board`) that minimise
     the variance of the log errors of ``source``'s predictions (the shape) plus ``ridge`` x their squared
     size (Powell, bounded to x/20..x20), then the residual scale (median log ratio). Returns (tuned board,
-    residual log-scale).
+    residual log-scale). Where the fingerprint times the 3x3 convolution the fp32 rate is read from (feature schema
+    8, :func:`perfpredict.features.device_rates`), the fingerprint's factor is the fp32 one and the matmul peak's
+    is left at 1: both would move the same rate.
     """
     from scipy.optimize import minimize
 
+    from perfpredict.features import FINGERPRINT_CONV
+
     y = np.asarray(y, np.float64)
-    dims = 4 if board.fingerprint else 3
+    free = [1, 2, 3] if FINGERPRINT_CONV in (board.fingerprint or {}) else [0, 1, 2, 3] if board.fingerprint else \
+        [0, 1, 2]
+
+    def full(m: np.ndarray) -> np.ndarray:
+        out = np.zeros(4)
+        out[free] = m
+        return out
 
     def preds(m: np.ndarray) -> np.ndarray:
-        return source.predict(list(graphs), list(plans), scaled_board(board, m)).latency_ms
+        return source.predict(list(graphs), list(plans), scaled_board(board, full(m))).latency_ms
 
     def loss(m: np.ndarray) -> float:
         r = _log(preds(m)) - _log(y)
         return float(np.mean((r - np.mean(r)) ** 2) + ridge * np.mean(m**2))
 
-    res = minimize(loss, np.zeros(dims), method="Powell", bounds=[(-3.0, 3.0)] * dims,
+    res = minimize(loss, np.zeros(len(free)), method="Powell", bounds=[(-3.0, 3.0)] * len(free),
                    options={"maxfev": max_evals, "xtol": 1e-2, "ftol": 1e-4})
-    tuned = scaled_board(board, res.x)
+    tuned = scaled_board(board, full(res.x))
     offset = float(np.median(_log(y) - _log(preds(res.x))))
     return tuned, offset
 
@@ -1711,6 +1735,43 @@ def _plan_features(graph: "Graph", plan: Any) -> list[float]:
             sum(c.layout == "NHWC" for c in cs) / n]
 
 
+def shot_candidates(models: Sequence[str] | None = None,
+                    plan_kinds: Sequence[str] = SHOT_PLANS) -> list[tuple[str, "Graph", Any]]:
+    """(zoo model name, graph, plan) pairs a new device's shots are chosen among: each model's (default: every zoo
+    model's) plans of ``plan_kinds``, named as :func:`perfpredict.profile.sample_plans` names them."""
+    import random
+
+    from perfpredict.models import load_model
+    from perfpredict.plan import default_plan
+    from perfpredict.profile import sample_plans
+    from perfpredict.zoo import list_models
+
+    cands: list[tuple[str, Any, Any]] = []
+    for name in list(models or list_models()):
+        graph = load_model(name)[0]
+        if tuple(plan_kinds) == ("default",):
+            cands.append((name, graph, default_plan(graph)))
+            continue
+        plans = sample_plans(graph, 8, random.Random(0))
+        cands.extend((name, graph, p) for p in plans if p.name in plan_kinds)
+    return cands
+
+
+def choose_candidates(source: Any, device: DeviceSpec, cands: Sequence[tuple[str, "Graph", Any]], k: int,
+                      exclude: Iterable[int] = ()) -> list[int]:
+    """Indices of the ``k`` of ``cands`` (:func:`shot_candidates`) most informative to measure on ``device``:
+    :func:`choose_shots` on ``source``'s predictions for the board (FLOPs where it cannot answer) and on the
+    model's size and the plan's int8 / pruned / NHWC shares."""
+    graphs, plans = [g for _, g, _ in cands], [p for _, _, p in cands]
+    try:
+        pred = source.predict(graphs, plans, device).latency_ms
+    except TransferError:
+        pred = np.array([g.flops for g in graphs], np.float64)
+    feats = np.array([[math.log1p(g.macs), math.log1p(g.param_count), len(g.nodes)] + _plan_features(g, p)
+                      for g, p in zip(graphs, plans)])
+    return choose_shots(pred, k, feats, exclude=exclude)
+
+
 def measure_candidates(source: Any, device: DeviceSpec, k: int, models: Sequence[str] | None = None,
                        threads: int | None = None, progress: bool = False, plans_dir: str | Path | None = None,
                        plan_kinds: Sequence[str] = SHOT_PLANS, done: Sequence[Measurement] = (),
@@ -1724,36 +1785,15 @@ def measure_candidates(source: Any, device: DeviceSpec, k: int, models: Sequence
     The choice is deterministic, so a killed run resumes: a pick found in ``done`` (an earlier run's
     measurements) is not measured again, and ``on_measured`` gets the list so far after every measurement.
     """
-    import random
-
     from tqdm import tqdm
 
-    from perfpredict.models import load_model
-    from perfpredict.plan import default_plan
-    from perfpredict.profile import sample_plans
     from perfpredict.runtime.measurement import measure_plan
-    from perfpredict.zoo import list_models
 
-    names = list(models or list_models())
-    cands: list[tuple[str, Any, Any]] = []
-    for name in names:
-        graph = load_model(name)[0]
-        if plans_dir is None:
-            cands.append((name, graph, default_plan(graph)))
-            continue
-        plans = sample_plans(graph, 8, random.Random(0))
-        cands.extend((name, graph, p) for p in plans if p.name in plan_kinds)
+    cands = shot_candidates(models, plan_kinds if plans_dir is not None else ("default",))
     if k > len(cands):
         raise TransferError(f"-k {k} is more than the {len(cands)} candidate (model, plan) pairs of "
-                            f"{len(names)} models")
-    graphs, plans = [g for _, g, _ in cands], [p for _, _, p in cands]
-    try:
-        pred = source.predict(graphs, plans, device).latency_ms
-    except TransferError:
-        pred = np.array([g.flops for g in graphs], np.float64)
-    feats = np.array([[math.log1p(g.macs), math.log1p(g.param_count), len(g.nodes)] + _plan_features(g, p)
-                      for g, p in zip(graphs, plans)])
-    pick = choose_shots(pred, k, feats)
+                            f"{len({n for n, _, _ in cands})} models")
+    pick = choose_candidates(source, device, cands, k)
     earlier = {(m.model, str(Path(m.plan).resolve()) if m.plan else None): m for m in done}
     out = []
     for i in tqdm(pick, desc="measuring", disable=not progress, unit="plan"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+from cli.argtypes import add_zero_shot, nonneg_float, nonneg_int, positive_float, positive_int
 from cli.output import print_json, print_table, slow_path_note
 
 STRATEGIES = ("qlearning", "tpe", "nsga2", "random", "exact")
@@ -24,6 +24,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "(default: the shipped 'proxy' checkpoint when present, else roofline)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="threads the deployment (and the measurements) use (default: all)")
+    add_zero_shot(p)
     p.add_argument("--resolution", type=positive_int, default=None, help="input resolution of a zoo model")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -109,7 +110,7 @@ def _load(args: argparse.Namespace):
 
     graph, _ = load_model(args.model, resolution=args.resolution)
     device = resolve_device(args.device_features, args.threads, refresh=args.redescribe)
-    predictor, name = resolve_predictor(args.predictor, args.threads)
+    predictor, name = resolve_predictor(args.predictor, args.threads, device, args.zero_shot)
     return graph, device, predictor, name
 
 

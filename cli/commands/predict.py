@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cli.argtypes import add_zero_shot
 from cli.output import print_json, print_table, slow_path_note
 
 
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                         "(default proxy)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads the deployment uses (default: the board's threads_used, threads or cores)")
+    add_zero_shot(p)
     p.add_argument("--resolution", type=int, default=None, help="input resolution of a zoo model")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=_predict)
@@ -33,9 +35,10 @@ def _predict(args: argparse.Namespace) -> int:
     from perfpredict.models import load_model
     from perfpredict.plan import Plan, default_plan, validate_plan
     from perfpredict.primitives.quantized import depthwise_fallback_nodes
+    from perfpredict.proxy_route import route_predictor
 
     device = resolve_device(args.device_features, args.threads)
-    predictor = load_predictor(args.predictor)
+    predictor, route = route_predictor(load_predictor(args.predictor), device, args.threads, args.zero_shot)
     graph, _ = load_model(args.model, resolution=args.resolution)
     plans, names = [], []
     for path in args.plan:
@@ -52,9 +55,12 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"model": graph.name, "graph_id": graph.graph_id, "device": device.name,
                     "threads": args.threads or device.threads_used or device.threads or device.cores,
-                    "predictor": str(getattr(predictor, "source_path", args.predictor)), "predictions": rows})
+                    "predictor": str(getattr(predictor, "source_path", args.predictor)),
+                    "zero_shot": route.to_dict() if route else {"route": "board"}, "predictions": rows})
         return 0
     print(f"{graph.name} on {device.name} (predictor {args.predictor})")
+    if route is not None:
+        print(f"note: {route.describe()}")
     print_table(["plan", "latency ms", "peak MB"], [[r["plan"], r["latency_ms"], r["peak_mem_mb"]] for r in rows])
     for r in rows:
         if r["int8_depthwise_slow_path"]:

@@ -336,6 +336,26 @@ def test_board_fit_tunes_device_features(tmp_path, monkeypatch):
     assert card["columns"][0]["board"]["peak_gflops_fp32"] != 50.0
 
 
+def test_board_fit_moves_the_fp32_rate_through_the_fingerprint_convolution():
+    """Where the board's fingerprint times the convolution the fp32 rate is read from, the fit scales the
+    fingerprint (and with it that rate) and leaves the matmul peak alone, which would move the same rate."""
+    from perfpredict.features import FINGERPRINT_CONV, device_rates
+    from perfpredict.transfer import fit_board, scaled_board
+
+    src = _RooflinePredictor()
+    board = load_device({"schema_version": 1, "name": "tb", "kind": "cpu", "cores": 2, "peak_gflops_fp32": 50.0,
+                         "peak_gops_int8": 200.0, "mem_bw_triad_gbs": 10.0,
+                         "fingerprint": {FINGERPRINT_CONV: 2.0, "fc": 0.1, "pool": 0.3}})
+    truth_board = scaled_board(board, [0.0, 0.0, np.log(0.5), np.log(0.25)])  # convolution 4x faster
+    graphs = [nb201_graph(a) for a in _archs(10, 9)]
+    y = src.predict(graphs, [None] * 10, truth_board).latency_ms
+    tuned, off = fit_board(src, board, graphs[:8], [None] * 8, y[:8])
+    p = src.predict(graphs[8:], [None] * 2, tuned).latency_ms * np.exp(off)
+    assert np.max(np.abs(p / y[8:] - 1)) < 0.05
+    assert tuned.peak_gflops_fp32 == pytest.approx(device_rates(board).gflops_fp32)  # factor 1 on the peak
+    assert device_rates(tuned).gflops_fp32 > 2.0 * device_rates(board).gflops_fp32
+
+
 class _PlanAwareSource:
     """A plan-aware (GNN-like) source for the test: 2 ms per plan, 10 bytes, 4 equal nodes; records the threads."""
 
@@ -420,6 +440,30 @@ def test_zero_shot_through_a_proxy_scales_by_the_fingerprint_ratio(tmp_path, mon
     src.training_devices = lambda: [unrelated, proxy]
     res = adapt_predictor("unused", target, ms, 0, tmp_path / "c")
     assert res.method == "proxy_scale" and res.zero_shot["proxy"] == "proxy"
+
+
+def test_zero_shot_proxy_is_a_trained_device_at_the_targets_thread_count(tmp_path, monkeypatch):
+    """A checkpoint trained on one machine at 1 and 2 threads: a 2-thread target goes through the 2-thread board
+    even where the 1-thread fingerprint correlates better (the proxy is predicted at its own thread count)."""
+    from perfpredict import transfer as tr
+
+    src = _RooflinePredictor()
+    fp, _, _ = _target_and_proxy(1.0)
+    target = load_device({"schema_version": 1, "name": "new", "kind": "cpu", "cores": 2, "threads_used": 2,
+                          "fingerprint": {k: 2.0 * v for k, v in fp.items()}})
+    one = load_device({"schema_version": 1, "name": "p", "kind": "cpu", "cores": 2, "threads_used": 1,
+                       "fingerprint": fp})
+    two = load_device({"schema_version": 1, "name": "p", "kind": "cpu", "cores": 2, "threads_used": 2,
+                       "fingerprint": {"conv_a": 0.6, "conv_b": 1.0, "conv_c": 2.4, "fc": 0.3}})
+    src.training_devices = lambda: [one, two]
+    graphs = [nb201_graph(a) for a in _archs(4, 5)]
+    monkeypatch.setattr(tr, "load_any_predictor", lambda path: src)
+    monkeypatch.setattr(tr, "_workload", lambda m: (graphs[int(m.model)], None))
+    ms = [Measurement(str(i), None, 1.0) for i in range(len(graphs))]
+    adapt_predictor("unused", target, ms, 0, tmp_path / "a")
+    card = json.loads((tmp_path / "a" / "transfer.json").read_text())
+    assert card["columns"][0]["board"]["threads_used"] == 2
+    assert card["zero_shot"]["fingerprint_ratio"] == pytest.approx(tr.fingerprint_ratio(target, two)[0])
 
 
 def test_shots_with_k_use_the_nearest_trained_device_as_a_candidate(tmp_path, monkeypatch):
