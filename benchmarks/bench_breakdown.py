@@ -5,16 +5,19 @@ For each model, the same two searches as ``bench_realised.py`` (lossless, and in
 measured-fastest kept), then each kept plan's scheduled steps timed on their own
 (:meth:`perfpredict.runtime.Executable.step_times`, median of --repeats passes) and summed by primitive
 (with precision and layout) and by conversion, as ``perfpredict validate MODEL --plan P --breakdown`` prints
-them.
+them. With ``--ort``, ONNX Runtime's own profiler times its kernels on the same model (the session
+``bench_realised.py`` compares against, --repeats runs after 20 untimed ones, the median of each node's kernel
+time) and its nodes are summed by op type beside ours: where the gap to ONNX Runtime lies, op by op.
 
     .venv/bin/python benchmarks/bench_breakdown.py [--models resnet18,mobilenet_v2,squeezenet1_1,efficientnet_b0]
-        [--threads 2] [--repeats 50] [--out benchmarks/results/breakdown.json]
+        [--threads 2] [--repeats 50] [--ort] [--out benchmarks/results/breakdown.json]
 
 Run it on a quiet machine.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -28,10 +31,38 @@ from perfpredict.models import load_model  # noqa: E402
 from perfpredict.runtime import breakdown, build_executable  # noqa: E402
 
 
+def ort_breakdown(onnx_path: Path, x: np.ndarray, threads: int, repeats: int, workdir: Path) -> dict:
+    """ONNX Runtime's kernel times by op type (its profiler; median per node over ``repeats`` runs)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(workdir / "ort_profile")
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(20 + repeats):
+        sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    per_node: dict[str, tuple[str, list[float]]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node.setdefault(e["name"], (e["args"].get("op_name", "?"), []))[1].append(e["dur"] / 1e3)
+    groups: dict[str, list[float]] = {}
+    for op, times in per_node.values():
+        groups.setdefault(op, []).append(float(np.median(times[-repeats:])))
+    rows = sorted(({"op": op, "nodes": len(v), "ms": sum(v)} for op, v in groups.items()), key=lambda r: -r["ms"])
+    return {"kernels_ms": sum(r["ms"] for r in rows), "groups": rows}
+
+
 def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) -> dict:  # noqa: ANN001
-    graph, _ = load_model(model)
+    graph, onnx_path = load_model(model)
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
     row = {"model": model, "threads": args.threads, "repeats": args.repeats}
+    if args.ort:
+        row["ort"] = ort_breakdown(onnx_path, x, args.threads, args.repeats, workdir)
     for label, lossless in (("lossless", True), ("int8+prune", False)):
         plan, info = _search(graph, device, predictor, pname, args, workdir / model / label, lossless)
         exe = build_executable(graph, plan, threads=args.threads)
@@ -52,12 +83,20 @@ def _table(rows: list[dict]) -> str:
             lines += [f"| {g['group']} | {g['steps']} | {g['ms']:.3f} | {100 * g['share']:.1f}% | "
                       f"{1e3 * g['ms'] / g['steps']:.1f} |" for g in b["groups"]]
             lines.append("")
+        if "ort" in r:
+            o = r["ort"]
+            lines += [f"{r['model']}, ONNX Runtime's kernels ({r['threads']} threads): sum {o['kernels_ms']:.2f} ms", "",
+                      "| op | nodes | ms | us per node |", "|---|---|---|---|"]
+            lines += [f"| {g['op']} | {g['nodes']} | {g['ms']:.3f} | {1e3 * g['ms'] / g['nodes']:.1f} |"
+                      for g in o["groups"]]
+            lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = search_parser(__doc__.splitlines()[0], "benchmarks/results/breakdown.json")
     ap.add_argument("--repeats", type=int, default=50, help="timed passes per plan (default 50)")
+    ap.add_argument("--ort", action="store_true", help="also time ONNX Runtime's kernels by op type (its profiler)")
     return run_and_write(ap.parse_args(argv), bench_model, _table)
 
 

@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--shots", default="0,5,10,20", help="comma-separated k (default 0,5,10,20)")
     ap.add_argument("--models", default=None, help="comma-separated zoo models (default: the whole zoo)")
+    ap.add_argument("--reuse", default=None, metavar="JSON",
+                    help="score on the measured pairs of an earlier run's result file instead of measuring again")
     add_timing_options(ap, time_cap=2.0)
     ap.add_argument("--out", default="benchmarks/results/transfer_local.json")
     args = ap.parse_args(argv)
@@ -73,16 +75,29 @@ def main(argv: list[str] | None = None) -> int:
     device = local_device(args.threads)
     source = load_any_predictor(args.predictor)
     cands = shot_candidates(args.models.split(",") if args.models else None)
-    print(f"{len(cands)} (model, plan) pairs; building and measuring them interleaved ...", file=sys.stderr)
-    rng = np.random.default_rng(0)
-    calls = {}
-    for i, (name, graph, plan) in enumerate(cands):
-        x = rng.standard_normal(graph.input_shape).astype(np.float32)
-        calls[str(i)] = plan_calls(graph, {"p": plan}, args.threads, x)["p"]
-    stats = measure_interleaved(calls, threads=args.threads, time_cap_s=args.time_cap, max_repeats=args.max_repeats,
-                                **timing_kwargs(args))
-    del calls
-    y = np.array([stats[str(i)].median_ms for i in range(len(cands))])
+    if args.reuse:
+        earlier = json.loads(Path(args.reuse).read_text())
+        if earlier.get("device_id") != device.device_id or earlier.get("threads") != args.threads:
+            raise SystemExit(f"{args.reuse} was measured on device {earlier.get('device_id')} at "
+                             f"{earlier.get('threads')} threads, not {device.device_id} at {args.threads}")
+        known = {(p["model"], p["plan"]): p for p in earlier["pairs"]}
+        missing = [f"{n}:{p.name}" for n, _, p in cands if (n, p.name) not in known]
+        if missing:
+            raise SystemExit(f"{args.reuse} lacks {len(missing)} of the pairs, e.g. {', '.join(missing[:3])}")
+        y = np.array([known[(n, p.name)]["measured_ms"] for n, _, p in cands])
+        ci = [known[(n, p.name)]["ci95_rel"] for n, _, p in cands]
+    else:
+        print(f"{len(cands)} (model, plan) pairs; building and measuring them interleaved ...", file=sys.stderr)
+        rng = np.random.default_rng(0)
+        calls = {}
+        for i, (name, graph, plan) in enumerate(cands):
+            x = rng.standard_normal(graph.input_shape).astype(np.float32)
+            calls[str(i)] = plan_calls(graph, {"p": plan}, args.threads, x)["p"]
+        stats = measure_interleaved(calls, threads=args.threads, time_cap_s=args.time_cap,
+                                    max_repeats=args.max_repeats, **timing_kwargs(args))
+        del calls
+        y = np.array([stats[str(i)].median_ms for i in range(len(cands))])
+        ci = [stats[str(i)].ci95_rel for i in range(len(cands))]
     graphs, plans = [g for _, g, _ in cands], [p for _, _, p in cands]
     board = source.predict(graphs, plans, device, threads=args.threads).latency_ms
     routed, route = route_predictor(source, device, args.threads)
@@ -107,13 +122,13 @@ def main(argv: list[str] | None = None) -> int:
                          "adapted": _score(pa, y[held]), "board": _score(board[held], y[held]),
                          "proxy": _score(proxy[held], y[held]) if proxy is not None else None})
             print(f"k={k}: {res.method}", file=sys.stderr)
-    noise = [stats[str(i)].ci95_rel for i in range(len(cands))]
     pairs = [{"model": n, "plan": p.name, "measured_ms": float(v), "board_ms": float(b),
-              "proxy_ms": None if proxy is None else float(q), "ci95_rel": stats[str(i)].ci95_rel}
-             for i, ((n, _, p), v, b, q) in enumerate(zip(cands, y, board, proxy if proxy is not None else board))]
+              "proxy_ms": None if proxy is None else float(q), "ci95_rel": c}
+             for (n, _, p), v, b, q, c in zip(cands, y, board, proxy if proxy is not None else board, ci)]
     write_results(args.out, {"device": device.name, "device_id": device.device_id, "threads": args.threads,
                              "predictor": args.predictor, "zero_shot_route": route.to_dict() if route else None,
-                             "median_ci95_rel": float(np.median(noise)), "rows": rows, "pairs": pairs},
+                             "measured_in": args.reuse or "this run",
+                             "median_ci95_rel": float(np.median(ci)), "rows": rows, "pairs": pairs},
                   _table(rows))
     return 0
 

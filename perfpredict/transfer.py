@@ -142,6 +142,42 @@ class ScaleCalibrator:
 
 @register_calibrator
 @dataclass
+class SplitScaleCalibrator:
+    """``y = s0 x0 + s1 x1``: one scale per part of a prediction (e.g. its fp32 and its int8 nodes' latency), s >= 0,
+    least squares on relative errors, shrunk towards the common scale (median of y / (x0 + x1)) by ``ridge`` per
+    part, so shots without int8 nodes leave that part at the common scale."""
+
+    name: ClassVar[str] = "split_scale"
+    params: ClassVar[int] = 2
+    scales: tuple[float, ...] = ()
+    ridge: float = 0.5
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "SplitScaleCalibrator":
+        x = np.asarray(x, np.float64).reshape(len(y), -1)
+        y = np.asarray(y, np.float64)
+        common = float(np.median(y / np.maximum(x.sum(axis=1), 1e-12)))
+        r = math.sqrt(self.ridge)
+        a = np.r_[x / y[:, None], r * np.eye(x.shape[1]) / common]
+        b = np.r_[np.ones(len(y)), r * np.ones(x.shape[1])]
+        self.scales = tuple(float(v) for v in nnls(a, b)[0])
+        if not any(v > 0 for v in self.scales):
+            self.scales = (common,) * x.shape[1]
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64).reshape(-1, len(self.scales))
+        return x @ np.asarray(self.scales)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.name, "scales": list(self.scales), "ridge": self.ridge}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SplitScaleCalibrator":
+        return cls(tuple(float(v) for v in d["scales"]), float(d.get("ridge", 0.5)))
+
+
+@register_calibrator
+@dataclass
 class LogLinearCalibrator:
     """``log y = a + b log x0`` (a power law), slope clipped to [1/4, 4]; a scale with fewer than 3 points."""
 
@@ -1225,6 +1261,42 @@ class Measurement:
         return {"model": self.model, "plan": self.plan, "latency_ms": self.latency_ms}
 
 
+PARTS = ("fp32", "int8")
+"""The parts a ``board`` column can restrict a plan's predicted latency to (``"part"``): its nodes not at int8, or
+at int8 (the source's per-node latencies, :meth:`GNNPredictor.node_latencies`)."""
+
+
+def _part_latency(source: Any, template: Any, plans: Sequence[Any], board: DeviceSpec, threads: int | None,
+                  part: str | None) -> np.ndarray:
+    """The source's predicted latency of ``plans`` on ``board``, or of their nodes of one ``part`` only."""
+    if part is None:
+        return np.asarray(source.predict_plans(template, plans, board, threads).latency_ms, np.float64)
+    from perfpredict.features import encode_plans
+
+    if part not in PARTS:
+        raise TransferError(f"unknown column part '{part}'; known: {', '.join(PARTS)}")
+    shares = np.asarray(source.node_latencies(template, plans, board, threads), np.float64)
+    int8 = encode_plans(template, plans, source.space).precision == list(source.space.precisions).index("int8")
+    return (shares * (int8 if part == "int8" else ~int8)).sum(axis=1)
+
+
+def precision_parts(source: Any, graphs: "Graph | Sequence[Graph]", plans: Sequence[Any], board: DeviceSpec,
+                    threads: int | None = None) -> np.ndarray:
+    """[n, 2]: a plan-aware source's predicted latency of each (graph, plan) on ``board`` split into its fp32 and
+    its int8 nodes (:data:`PARTS`)."""
+    from perfpredict.features import predict_by_graph
+    from perfpredict.predictor import Prediction
+
+    cols = []
+    for part in PARTS:
+        def part_plans(tpl: Any, ps: Sequence[Any], dev: DeviceSpec, th: int | None, part: str = part) -> Any:
+            lat = _part_latency(source, tpl, ps, dev, th, part)
+            return Prediction(lat, np.zeros(len(lat)))
+
+        cols.append(predict_by_graph(part_plans, graphs, list(plans), board, threads).latency_ms)
+    return np.stack(cols, axis=1)
+
+
 def _pairwise_mixin() -> type:
     try:
         from perfpredict.additive import PairwiseCostsMixin
@@ -1283,6 +1355,8 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
                 cols.extend(phi.T)
             elif c["type"] == "source_device":
                 cols.append(self.source.model.predict_sources(phi, [c["name"]])[:, 0])
+            elif c["type"] == "board" and c.get("part"):
+                cols.append(precision_parts(self.source, graphs, plans, board, threads)[:, PARTS.index(c["part"])])
             elif c["type"] == "board":
                 cols.append(self._source_predict(graphs, plans, board, threads).latency_ms)
             else:
@@ -1346,7 +1420,8 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         from perfpredict.predictor import Prediction
 
         self._check_device(device, threads)
-        cols = [self.source.predict_plans(template, plans, b, threads).latency_ms for b in self._boards()]
+        cols = [_part_latency(self.source, template, plans, b, threads, c.get("part"))
+                for c, b in zip(self.columns, self._boards())]
         lat = self.calibrator.predict(np.stack(cols, axis=1))
         mem = self.source.predict_plans(template, plans, self.target, threads).peak_mem_bytes
         return Prediction(np.asarray(lat, np.float64), np.asarray(mem, np.float64))
@@ -1411,6 +1486,9 @@ def _card_markdown(p: CalibratedPredictor, source_ref: Mapping[str, Any]) -> str
         lines += ["", f"Zero-shot through the proxy device `{z['proxy']}`: its prediction x "
                       f"{z['fingerprint_ratio']:.4f}, the ratio of the two fingerprints over "
                       f"{z['shared_fingerprint_entries']} shared entries."]
+    elif c.get("method") == "proxy_split":
+        lines += ["", f"Through the proxy device `{p.columns[0]['board']['name']}`: its predicted latency of a plan's fp32 "
+                      "nodes and of its int8 nodes, each rescaled to the shots."]
     elif c.get("method") == "proxy_scale":
         lines += ["", f"Through the proxy device `{p.columns[0]['board']['name']}` (the trained device whose "
                       "fingerprint correlates best with the target's): its prediction, rescaled to the shots."]
@@ -1586,6 +1664,11 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                     cands[m] = (CALIBRATORS[m], x[:, :1])
             if "scale" in methods and len(cols) > 1:  # the best-ranked proxy's prediction, rescaled to the shots
                 cands["proxy_scale"] = (ScaleCalibrator, x[:, cols[1]:cols[1] + 1])
+                split = precision_parts(source, ug, up, offered[cols[1] - 1]) \
+                    if hasattr(source, "node_latencies") and getattr(source, "space", None) is not None else None
+                if split is not None and np.any(split[:, 1] > 0) and np.any(split[:, 0] > 0):
+                    # its fp32 and int8 nodes rescaled apart: devices differ in int8 : fp32 speed
+                    cands["proxy_split"] = (SplitScaleCalibrator, split)
             if len(used) < 2:
                 cands = {"scale": (ScaleCalibrator, x[:, :1])}
                 sel = Selection("scale", ScaleCalibrator().fit(x[:, :1], y_all[used]),
@@ -1597,6 +1680,8 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                 columns = base + [{"type": "board", "board": offered[j - 1].to_dict()} for j in cols[1:]]
             elif sel.method == "proxy_scale":
                 columns = [{"type": "board", "board": offered[cols[1] - 1].to_dict()}]
+            elif sel.method == "proxy_split":
+                columns = [{"type": "board", "board": offered[cols[1] - 1].to_dict(), "part": part} for part in PARTS]
             else:
                 columns = base
             if "board_fit" in methods and len(used) >= 4:

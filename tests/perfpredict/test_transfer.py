@@ -442,6 +442,68 @@ def test_zero_shot_through_a_proxy_scales_by_the_fingerprint_ratio(tmp_path, mon
     assert res.method == "proxy_scale" and res.zero_shot["proxy"] == "proxy"
 
 
+def test_split_scale_fits_one_scale_per_part_and_shrinks_an_unseen_part():
+    from perfpredict.transfer import SplitScaleCalibrator, calibrator_from_dict
+
+    x = np.array([[1.0, 0.0], [2.0, 1.0], [0.5, 3.0], [4.0, 0.5]])
+    y = 2.0 * x[:, 0] + 0.5 * x[:, 1]
+    cal = SplitScaleCalibrator(ridge=1e-9).fit(x, y)
+    assert cal.scales == pytest.approx((2.0, 0.5), rel=1e-4)
+    again = calibrator_from_dict(cal.to_dict())
+    np.testing.assert_allclose(again.predict(x), y, rtol=1e-4)
+    # no shot has an int8 part: that part stays at the common scale, not at 0
+    only = SplitScaleCalibrator().fit(x[:, :1] * [1, 0] + [0, 0], 3.0 * x[:, 0])
+    assert only.scales[0] == pytest.approx(3.0, rel=1e-3) and only.scales[1] == pytest.approx(3.0, rel=1e-3)
+
+
+def test_shots_fit_the_proxys_fp32_and_int8_nodes_apart(tmp_path, monkeypatch):
+    """A target that runs a trained device's fp32 nodes 2x slower and its int8 nodes 2x faster (its int8 : fp32
+    speed differs): with shots among fp32 and int8 plans, ``proxy_split`` wins the CV and the checkpoint (read back
+    from disk) predicts held-out plans of either kind."""
+    import random
+
+    from perfpredict import transfer as tr
+    from perfpredict.gnn import GNNConfig
+    from perfpredict.gnn_predictor import GNNPredictor
+    from perfpredict.models import load_model
+    from perfpredict.profile import sample_plans
+    from perfpredict.train import TrainOptions
+    from perfpredict.transfer import precision_parts
+    from tests.perfpredict.synthetic import synthetic_samples
+
+    src = GNNPredictor(GNNConfig(hidden=8, layers=1)).fit(
+        synthetic_samples(plans_per_graph=4, families=("resnet", "mobilenet_v2"), variants=1),
+        options=TrainOptions(epochs=2))
+    src.save(tmp_path / "src")
+    src = tr.load_any_predictor(tmp_path / "src")
+    fp, target, proxy = _target_and_proxy(1.5)
+    target = load_device({**target.to_dict(), "threads_used": 2})
+    proxy = load_device({**proxy.to_dict(), "threads_used": 2})
+    src.training_devices = lambda: [proxy]
+    work = []
+    for name in ("resnet18", "mobilenet_v2", "squeezenet1_1"):
+        g = load_model(name, resolution=32)[0]
+        work += [(g, p) for p in sample_plans(g, 8, random.Random(0)) if p.name in tr.SHOT_PLANS]
+    graphs, plans = [g for g, _ in work], [p for _, p in work]
+    parts = precision_parts(src, graphs, plans, proxy)
+    assert np.all(parts >= 0) and np.any(parts[:, 1] > 0)
+    np.testing.assert_allclose(parts.sum(axis=1), src.predict(graphs, plans, proxy).latency_ms, rtol=1e-6)
+    y = parts @ np.array([2.0, 0.5])
+    monkeypatch.setattr(tr, "load_any_predictor", lambda path: src)
+    monkeypatch.setattr(tr, "_workload", lambda m: work[int(m.model)])
+    ms = [Measurement(str(i), None, float(v)) for i, v in enumerate(y)]
+    res = adapt_predictor("unused", target, ms, 8, tmp_path / "a", methods=("scale", "loglinear"))
+    # exact up to the shrinkage towards the common scale; one scale cannot fit both kinds of plan
+    assert res.method == "proxy_split" and res.cv["proxy_split"]["mape"] < 5.0
+    assert res.cv["proxy_split"]["mape"] < res.cv["proxy_scale"]["mape"] / 10 and res.holdout["mape"] < 5.0
+    card = json.loads((tmp_path / "a" / "transfer.json").read_text())
+    assert [c.get("part") for c in card["columns"]] == ["fp32", "int8"]
+    back = tr.CalibratedPredictor.load(tmp_path / "a")
+    got = back.predict(graphs, plans, target).latency_ms
+    assert np.median(np.abs(got / y - 1)) < 0.05
+    assert "fp32 nodes and of its int8 nodes" in (tmp_path / "a" / "README.md").read_text()
+
+
 def test_zero_shot_proxy_is_a_trained_device_at_the_targets_thread_count(tmp_path, monkeypatch):
     """A checkpoint trained on one machine at 1 and 2 threads: a 2-thread target goes through the 2-thread board
     even where the 1-thread fingerprint correlates better (the proxy is predicted at its own thread count)."""
