@@ -212,6 +212,18 @@ def _best_k(result_idx: list[np.ndarray], costs: list[Costs], k: int) -> list[in
     return out
 
 
+def _family_seeds(space: Any, base: np.ndarray, label: str) -> list[tuple[str, np.ndarray]]:
+    """``base`` with every primitive of one implementation wherever one applies, per family of
+    :meth:`SearchSpace.primitive_families`."""
+    out = []
+    for family, prims in space.primitive_families(base).items():
+        idx = base
+        for p in prims:
+            idx = space.with_primitive(idx, p)
+        out.append((f"{label}, every .{family} primitive wherever one applies", idx))
+    return out
+
+
 def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, config: SearchConfig | None = None,
                validator: Validator | None = None, on_batch: Callable[[int], None] | None = None) -> SearchResult:
     """Run ``strategy`` on ``problem`` for ``config.trials`` trials (fewer when the strategy finishes).
@@ -232,9 +244,10 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
     default_idx = space.default_indices()
     default_costs = evaluator(default_idx[None, :])[0]
     # structured seeds, counted as trials: the whole-graph NHWC plan with the default primitives, with the
-    # cheapest NHWC primitive of each node by the additive tables, and with each other primitive that several
-    # nodes offer wherever it applies; where int8 is allowed the first two in int8 as well (see
-    # SearchSpace.relayout and with_primitive)
+    # cheapest NHWC primitive of each node by the additive tables, with each other primitive that several
+    # nodes offer wherever it applies, and with every primitive of one implementation (library) wherever one
+    # applies; where int8 is allowed the first two and the families in int8 as well (see SearchSpace.relayout,
+    # with_primitive and primitive_families)
     unary = problem.additive.unary if problem.additive is not None else None
     anchors: dict[str, int] = {}
     nhwc = space.uniform_layout_indices("NHWC")
@@ -242,9 +255,12 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
              ("all-NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary))]
     seeds += [(f"all-NHWC plan, {p} wherever it applies", space.with_primitive(nhwc, p))
               for p in space.alternative_primitives(nhwc)]
+    seeds += _family_seeds(space, nhwc, "all-NHWC plan")
     if "int8" in space.config.precisions:
-        seeds += [("all-int8 NHWC plan", space.uniform_layout_indices("NHWC", precision="int8")),
+        int8 = space.uniform_layout_indices("NHWC", precision="int8")
+        seeds += [("all-int8 NHWC plan", int8),
                   ("all-int8 NHWC plan, cheapest primitives", space.uniform_layout_indices("NHWC", unary, "int8"))]
+        seeds += _family_seeds(space, int8, "all-int8 NHWC plan")
     for label, seed in seeds:
         if len(archive_idx) >= cfg.trials or np.array_equal(seed, default_idx) or \
                 any(np.array_equal(seed, a) for a in archive_idx):

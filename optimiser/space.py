@@ -351,6 +351,22 @@ class SearchSpace:
         return sorted((p for p, c in offered.items() if c >= min_nodes and p not in used),
                       key=lambda p: (-offered[p], p))
 
+    def primitive_families(self, indices: np.ndarray) -> dict[str, list[str]]:
+        """The plan's alternative primitives (offered by at least one untied node, :meth:`alternative_primitives`)
+        grouped by implementation - the name's part after the op up to any ``_`` suffix, so ``conv.dnnl``,
+        ``conv.dnnl_int8`` and ``maxpool.dnnl`` are all ``dnnl``, oneDNN's C API - for the implementations of more
+        than one primitive, counting one the plan already uses: moving every op it can to one library at once, as
+        a whole-graph anchor does for one primitive."""
+
+        def family(primitive: str) -> str:
+            return primitive.split(".", 1)[-1].split("_")[0]
+
+        used = {family(self.options[n][int(indices[i])].primitive) for i, n in enumerate(self.nodes)}
+        families: dict[str, list[str]] = {}
+        for p in self.alternative_primitives(indices, min_nodes=1):
+            families.setdefault(family(p), []).append(p)
+        return {f: ps for f, ps in sorted(families.items()) if len(ps) + (f in used) > 1}
+
     def uniform_layout_indices(self, layout: str, unary: Sequence[np.ndarray] | None = None,
                                precision: str | None = None) -> np.ndarray:
         """The default plan moved to ``layout`` (and ``precision``) as a whole (:meth:`relayout` of

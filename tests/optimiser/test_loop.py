@@ -121,6 +121,20 @@ def test_structured_anchors_are_recorded_and_measured_at_the_end(resid_graph, bo
     assert out.chosen_plan is not None and out.chosen_plan.choices == out.space.decode(res.archive_idx[j]).choices
 
 
+def test_a_library_family_is_an_anchor(board, roofline, tmp_path):
+    """squeezenet's convolutions and max pools both have a oneDNN C API primitive: one anchor moves them together
+    (the predictor may price one of them badly; the anchor is measured at the end all the same)."""
+    from perfpredict.models import load_model
+
+    graph, _ = load_model("squeezenet1_1", resolution=32)
+    opts = OptimiseOptions(strategy="random", trials=24, measure=False, outdir=tmp_path, progress=False,
+                           lossless=True)
+    out = optimise(graph, board, opts, roofline, "roofline")
+    j = out.result.anchors["all-NHWC plan, every .dnnl primitive wherever one applies"]
+    prims = {c.primitive for c in out.space.decode(out.result.archive_idx[j]).choices.values()}
+    assert {"conv.dnnl", "maxpool.dnnl"} <= prims
+
+
 def test_int8_anchors_are_offered_when_int8_is_allowed_and_a_veto_passes_over_them(resid_graph, board, roofline,
                                                                                    tmp_path):
     from types import SimpleNamespace

@@ -176,3 +176,26 @@ def test_with_primitive_moves_every_node_that_offers_it(resid_graph):
             assert after.primitive == "conv.onednn_packed" if offers else after == before, node.name
     assert sum(c.primitive == "conv.onednn_packed" for c in plan.choices.values()) >= 2
     assert "conv.onednn_packed" not in sp.alternative_primitives(idx)
+
+
+def test_primitive_families_move_every_op_to_one_library():
+    """conv.dnnl and maxpool.dnnl are one implementation (oneDNN's C API): the family anchor moves both; in the
+    int8 plan, whose convolutions already run on conv.dnnl_int8, the family still offers maxpool.dnnl."""
+    from perfpredict.models import load_model
+
+    graph, _ = load_model("squeezenet1_1", resolution=32)
+    sp = SearchSpace(graph, SpaceConfig(lossless=False))
+    nhwc = sp.uniform_layout_indices("NHWC")
+    families = sp.primitive_families(nhwc)
+    assert families["dnnl"] == ["conv.dnnl", "maxpool.dnnl"]
+    assert all(len(ps) + 1 > 1 for ps in families.values())
+    idx = nhwc
+    for p in families["dnnl"]:
+        idx = sp.with_primitive(idx, p)
+    plan = sp.decode(idx)
+    validate_plan(graph, plan)
+    ops = {n.name: n.op for n in graph.nodes}
+    assert all(c.primitive == "conv.dnnl" for n, c in plan.choices.items() if ops[n] == "Conv")
+    assert all(c.primitive == "maxpool.dnnl" for n, c in plan.choices.items() if ops[n] == "MaxPool")
+    int8 = sp.uniform_layout_indices("NHWC", precision="int8")
+    assert "maxpool.dnnl" in sp.primitive_families(int8)["dnnl"]
