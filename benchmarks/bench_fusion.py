@@ -6,7 +6,8 @@ Per zoo model, two whole-graph NHWC plans: every convolution on ``conv.dnnl`` (f
 ``maxpool.dnnl`` and the gate products of squeeze-excite blocks on ``mul.dnnl``. Each is built four ways and timed
 with ONNX Runtime's default session in steady-state interleaved turns: as this runtime runs it; with the fusions
 of revision 2 (the residual Add a node of its own, ``build_executable(..., fusion_revision=2)``); with MaxPool on
-``maxpool.torch``; and with the gates on ``mul.torch``. Outputs are checked against ONNX Runtime first (fp32: 1e-4
+``maxpool.torch``; with the gates on ``mul.torch``; and with every fp32 Gemm (the classifier) on ``gemm.dnnl``
+instead of ``gemm.blas`` (the gain column: "as run now" over that one, above 1 when gemm.dnnl is faster). Outputs are checked against ONNX Runtime first (fp32: 1e-4
 relative).
 
     .venv/bin/python benchmarks/bench_fusion.py [--threads 2] [--out benchmarks/results/fusion.json]
@@ -35,17 +36,20 @@ from perfpredict.primitives.dnnl_binary import gate_operand  # noqa: E402
 from perfpredict.runtime import build_executable, max_rel_err, ort_run, ort_session  # noqa: E402
 
 CONVS = {"fp32": "conv.dnnl", "int8": "conv.dnnl_int8"}
-VARIANTS = ("now", "no_residual_fold", "maxpool_torch", "gate_torch")
+VARIANTS = ("now", "no_residual_fold", "maxpool_torch", "gate_torch", "gemm_dnnl")
 
 
-def whole_graph_plan(graph: Graph, precision: str, maxpool: str = "maxpool.dnnl", gate: str = "mul.dnnl") -> Plan:
+def whole_graph_plan(graph: Graph, precision: str, maxpool: str = "maxpool.dnnl", gate: str = "mul.dnnl",
+                     gemm: str | None = None) -> Plan:
     """Every Conv on :data:`CONVS` ``[precision]``, every MaxPool on ``maxpool``, every squeeze-excite gate product on
-    ``gate``, every other node on its first-ranked NHWC primitive at ``precision`` where it has one (else its
-    first-ranked fp32 one)."""
+    ``gate``, every fp32 Gemm on ``gemm`` where given and it applies, every other node on its first-ranked NHWC
+    primitive at ``precision`` where it has one (else its first-ranked fp32 one)."""
     choices = {}
     for n in graph.nodes:
         prec = precision if candidates(n, precision=precision) else "fp32"
-        if n.op == "Conv":
+        if gemm is not None and prec == "fp32" and any(c.name == gemm for c in candidates(n, precision="fp32")):
+            choices[n.name] = Choice(gemm, "NCHW", "fp32")
+        elif n.op == "Conv":
             choices[n.name] = Choice(CONVS[prec], "NHWC", prec)
         elif n.op == "MaxPool":
             choices[n.name] = Choice(maxpool, "NHWC", prec)
@@ -69,6 +73,8 @@ def time_model(model: str, precision: str, args: argparse.Namespace) -> dict:
                                           threads=args.threads, calibration=calib),
         "gate_torch": build_executable(graph, whole_graph_plan(graph, precision, gate="mul.torch"),
                                        threads=args.threads, calibration=calib),
+        "gemm_dnnl": build_executable(graph, whole_graph_plan(graph, precision, gemm="gemm.dnnl"),
+                                      threads=args.threads, calibration=calib),
     }
     sess = ort_session(onnx_path, threads=args.threads)
     ref = ort_run(sess, x)[0]
@@ -105,14 +111,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model} {precision}: " + ", ".join(f"{k} {r[f'{k}_ms']:.3f} ms" for k in (*VARIANTS, "ort")),
                   file=sys.stderr)
     lines = ["| model | plan | residual folds | MaxPools | gates | as run now ms | residual Add apart ms "
-             "| MaxPool on torch ms | gates on torch ms | ONNX Runtime fp32 ms | fold gain | oneDNN pool gain "
-             "| oneDNN gate gain |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| MaxPool on torch ms | gates on torch ms | fp32 Gemm on gemm.dnnl ms | ONNX Runtime fp32 ms | fold gain "
+             "| oneDNN pool gain | oneDNN gate gain | gemm.dnnl gain |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {CONVS[r['precision']]} | {r['residual_folds']} | {r['maxpools']} "
                      f"| {r['gates']} | {r['now_ms']:.2f} | {r['no_residual_fold_ms']:.2f} "
-                     f"| {r['maxpool_torch_ms']:.2f} | {r['gate_torch_ms']:.2f} | {r['ort_ms']:.2f} "
+                     f"| {r['maxpool_torch_ms']:.2f} | {r['gate_torch_ms']:.2f} | {r['gemm_dnnl_ms']:.2f} "
+                     f"| {r['ort_ms']:.2f} "
                      f"| {r['no_residual_fold_ms'] / r['now_ms']:.3f}x | {r['maxpool_torch_ms'] / r['now_ms']:.3f}x "
-                     f"| {r['gate_torch_ms'] / r['now_ms']:.3f}x |")
+                     f"| {r['gate_torch_ms'] / r['now_ms']:.3f}x | {r['now_ms'] / r['gemm_dnnl_ms']:.3f}x |")
     write_results(args.out, {"threads": args.threads, "rows": rows}, "\n".join(lines))
     return 0
 

@@ -304,6 +304,7 @@ register_traits("conv.int8", KernelTraits(0.45, memory_eff=0.7, layout_eff={"NHW
 # of the fp32 peak for a factor of 0.85: scaled alike, 0.73 / 0.54, hence 0.6
 register_traits("conv.dnnl_int8", KernelTraits(0.6, memory_eff=0.7, overhead_ms=0.003, depthwise_eff=0.15))
 register_traits("gemm.blas", KernelTraits(0.5))
+register_traits("gemm.dnnl", KernelTraits(0.5))  # no records yet: priced as gemm.blas until measured
 register_traits("gemm.reference", KernelTraits(0.09, memory_eff=0.3, single_thread=True, overhead_ms=0.001))
 register_traits("gemm.int8", KernelTraits(0.35, memory_eff=0.7, overhead_ms=0.006))
 

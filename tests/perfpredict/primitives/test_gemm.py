@@ -28,7 +28,8 @@ CASES = [
 def test_gemm_primitives_match_onnxruntime(case):
     layer = gemm_layer(**case[1])
     names = {p.name for p in candidates(layer.node, precision="fp32")}
-    assert names == {"gemm.blas", "gemm.reference"}
+    # gemm.dnnl: a Gemm with constant B and C (MatMul goes to the others)
+    assert names == {"gemm.blas", "gemm.reference"} | ({"gemm.dnnl"} if layer.node.op == "Gemm" else set())
     assert default_primitive(layer.node).name == "gemm.blas"
     for name in sorted(names):
         kernel = get_primitive(name).build(layer.node, layer.weights, BuildContext())
@@ -44,7 +45,7 @@ def test_gemm_fused_activation(act, lo, hi):
     layer = gemm_layer(m=4, k=32, n=12)
     scaled = {k: v * 8 for k, v in layer.weights.items()}
     want = np.clip(layer.expected * 8, lo, hi)
-    for name in ("gemm.blas", "gemm.reference"):
+    for name in ("gemm.blas", "gemm.reference", "gemm.dnnl"):
         y = get_primitive(name).build(layer.node, scaled, BuildContext(fused_activation=act))(torch.from_numpy(layer.x))
         assert rel_err(y.numpy(), want) <= 1e-4, name
 
@@ -53,7 +54,7 @@ def test_pruned_gemm_uses_weight_shapes():
     layer = gemm_layer(m=2, k=16, n=10)
     keep = np.array([0, 3, 4, 9])
     weights = {"weight": layer.weights["weight"][keep], "bias": layer.weights["bias"][keep]}
-    for name in ("gemm.blas", "gemm.reference"):
+    for name in ("gemm.blas", "gemm.reference", "gemm.dnnl"):
         y = get_primitive(name).build(layer.node, weights, BuildContext())(torch.from_numpy(layer.x))
         assert rel_err(y.numpy(), layer.expected[:, keep]) <= 1e-4, name
 
@@ -71,3 +72,23 @@ def test_matmul_with_two_activations():
     for name in ("gemm.blas", "gemm.reference"):
         y = get_primitive(name).build(layer.node, {}, BuildContext())(torch.from_numpy(layer.x), b)
         assert rel_err(y.numpy(), layer.expected) <= 1e-4, name
+
+
+def test_gemm_dnnl_refuses_what_it_cannot_run():
+    """A MatMul of two activations is not gemm.dnnl's, nor is int8; another batch than the
+    node's makes a primitive for that batch."""
+    from perfpredict.errors import PlanError
+
+    layer = gemm_layer(m=1, k=16, n=8)
+    prim = get_primitive("gemm.dnnl")
+    with pytest.raises(PlanError, match="fp32"):
+        prim.build(layer.node, layer.weights, BuildContext(precision="int8"))
+    two = gemm_layer(m=3, k=5, n=4, op="MatMul")
+    assert not prim.supports(two.node)
+    kernel = prim.build(layer.node, layer.weights, BuildContext())
+    x = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)
+    want = x @ layer.weights["weight"].T + layer.weights["bias"]
+    assert rel_err(kernel(torch.from_numpy(x)).numpy(), want) <= 1e-4
+    with pytest.raises(PlanError, match=r"\(M, 16\)"):
+        kernel(torch.zeros(2, 15))
+
