@@ -104,11 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     proxy = routed.predict(graphs, plans, device, threads=args.threads).latency_ms if route else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        ms = []
-        for name, _, plan in cands:
-            path = None if plan.name == "default" else str(plan.save(Path(tmp) / f"{name}.{plan.name}.json"))
-            ms.append(Measurement(name, path, 0.0))
-        ms = [Measurement(m.model, m.plan, float(v)) for m, v in zip(ms, y)]
+        ms = [Measurement(name, None if plan.name == "default" else
+                          str(plan.save(Path(tmp) / f"{name}.{plan.name}.json")), float(v))
+              for (name, _, plan), v in zip(cands, y)]
         for k in [int(s) for s in args.shots.split(",") if s.strip()]:
             res = adapt_predictor(args.predictor, device, ms, k, Path(tmp) / f"k{k}")
             card = json.loads((Path(tmp) / f"k{k}" / "transfer.json").read_text())

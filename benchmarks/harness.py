@@ -20,6 +20,7 @@ from optimiser.run import resolve_predictor
 from perfpredict.devices import local_device
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
+from perfpredict.proxy_route import ROUTES
 from perfpredict.runtime import build_executable
 
 
@@ -34,7 +35,7 @@ def search_parser(description: str, out: str) -> argparse.ArgumentParser:
     ap.add_argument("--trials", type=int, default=300)
     ap.add_argument("--max-drop", type=float, default=1.0, help="accuracy-drop budget in points (default 1)")
     ap.add_argument("--predictor", default=None, help="predictor name or checkpoint (default: the shipped one)")
-    ap.add_argument("--zero-shot", choices=("proxy", "board"), default="proxy",
+    ap.add_argument("--zero-shot", choices=ROUTES, default="proxy",
                     help="on a machine the predictor did not train on: through the nearest trained device (default, "
                          "as perfpredict optimise) or from the board's features")
     add_timing_options(ap, time_cap=5.0)

@@ -1374,11 +1374,14 @@ def predict_by_graph(predict_plans: Any, graphs: Any, plans: Sequence[Any], devi
     if len(graphs) != len(plans):
         raise PerfPredictError(f"predict: {len(graphs)} graphs for {len(plans)} plans; pass one graph or one "
                                "per plan")
-    lat, mem = np.zeros(len(plans)), np.zeros(len(plans))
+    lat: np.ndarray | None = None  # shaped by the first answer: a predictor may give more than one value per plan
+    mem = np.zeros(len(plans))
     groups: dict[int, list[int]] = {}
     for i, g in enumerate(graphs):
         groups.setdefault(id(g), []).append(i)
     for idx in groups.values():
         p = predict_plans(template_for(graphs[idx[0]]), [plans[i] for i in idx], device, threads)
+        if lat is None:
+            lat = np.zeros((len(plans), *np.shape(p.latency_ms)[1:]))
         lat[idx], mem[idx] = p.latency_ms, p.peak_mem_bytes
-    return Prediction(lat, mem)
+    return Prediction(np.zeros(0) if lat is None else lat, mem)

@@ -58,16 +58,13 @@ class ProxyRoute:
                 "board's features instead")
 
 
-def _threads(device: DeviceSpec, threads: int | None) -> int | None:
-    return threads or device.threads_used or device.threads or device.cores
-
-
 def trained_on(predictor: Any, device: DeviceSpec, threads: int | None = None) -> bool:
     """Whether ``predictor`` trained on ``device`` at ``threads`` (same machine, by ``device_id``, and thread
     count); False for a predictor that records no training devices."""
-    devices = getattr(predictor, "training_devices", None)
-    t = _threads(device, threads)
-    return callable(devices) and any(d.device_id == device.device_id and _threads(d, None) == t for d in devices())
+    from perfpredict.features import threads_of
+    from perfpredict.transfer import training_devices_at
+
+    return any(d.device_id == device.device_id for d in training_devices_at(predictor, threads_of(device, threads)))
 
 
 def proxy_route(predictor: Any, device: DeviceSpec, threads: int | None = None) -> ProxyRoute | None:
@@ -75,17 +72,17 @@ def proxy_route(predictor: Any, device: DeviceSpec, threads: int | None = None) 
     the predictor records no training devices (or is already adapted), trained on this device, or no trained
     device at this thread count shares enough of the board's fingerprint; or the board has none, or was
     measured at another thread count."""
-    from perfpredict.transfer import nearest_proxy
+    from perfpredict.features import threads_of
+    from perfpredict.transfer import nearest_proxy, training_devices_at
 
-    devices = getattr(predictor, "training_devices", None)
-    if not callable(devices) or not device.fingerprint:
+    if not device.fingerprint:
         return None
-    t = _threads(device, threads)
+    t = threads_of(device, threads)
     if device.threads_used and t != device.threads_used:  # the fingerprint was measured at another count
         return None
     if trained_on(predictor, device, t):
         return None
-    near = nearest_proxy(device, [d for d in devices() if _threads(d, None) == t])
+    near = nearest_proxy(device, training_devices_at(predictor, t))
     if near is None:
         return None
     proxy, ratio, shared = near

@@ -1266,18 +1266,15 @@ PARTS = ("fp32", "int8")
 at int8 (the source's per-node latencies, :meth:`GNNPredictor.node_latencies`)."""
 
 
-def _part_latency(source: Any, template: Any, plans: Sequence[Any], board: DeviceSpec, threads: int | None,
-                  part: str | None) -> np.ndarray:
-    """The source's predicted latency of ``plans`` on ``board``, or of their nodes of one ``part`` only."""
-    if part is None:
-        return np.asarray(source.predict_plans(template, plans, board, threads).latency_ms, np.float64)
+def _template_parts(source: Any, template: Any, plans: Sequence[Any], board: DeviceSpec,
+                    threads: int | None) -> np.ndarray:
+    """[P, 2]: the source's predicted latency of ``plans`` of one graph template on ``board``, split into their fp32
+    and their int8 nodes (:data:`PARTS`), from one call of its per-node latencies."""
     from perfpredict.features import encode_plans
 
-    if part not in PARTS:
-        raise TransferError(f"unknown column part '{part}'; known: {', '.join(PARTS)}")
     shares = np.asarray(source.node_latencies(template, plans, board, threads), np.float64)
     int8 = encode_plans(template, plans, source.space).precision == list(source.space.precisions).index("int8")
-    return (shares * (int8 if part == "int8" else ~int8)).sum(axis=1)
+    return np.stack([(shares * ~int8).sum(axis=1), (shares * int8).sum(axis=1)], axis=1)
 
 
 def precision_parts(source: Any, graphs: "Graph | Sequence[Graph]", plans: Sequence[Any], board: DeviceSpec,
@@ -1287,14 +1284,19 @@ def precision_parts(source: Any, graphs: "Graph | Sequence[Graph]", plans: Seque
     from perfpredict.features import predict_by_graph
     from perfpredict.predictor import Prediction
 
-    cols = []
-    for part in PARTS:
-        def part_plans(tpl: Any, ps: Sequence[Any], dev: DeviceSpec, th: int | None, part: str = part) -> Any:
-            lat = _part_latency(source, tpl, ps, dev, th, part)
-            return Prediction(lat, np.zeros(len(lat)))
+    def parts(tpl: Any, ps: Sequence[Any], dev: DeviceSpec, th: int | None) -> Any:
+        split = _template_parts(source, tpl, ps, dev, th)
+        return Prediction(split, np.zeros(len(split)))
 
-        cols.append(predict_by_graph(part_plans, graphs, list(plans), board, threads).latency_ms)
-    return np.stack(cols, axis=1)
+    return predict_by_graph(parts, graphs, list(plans), board, threads).latency_ms
+
+
+def _part(column: Mapping[str, Any]) -> int | None:
+    """The index in :data:`PARTS` a ``board`` column reads, None for its whole latency."""
+    part = column.get("part")
+    if part is not None and part not in PARTS:
+        raise TransferError(f"unknown column part '{part}'; known: {', '.join(PARTS)}")
+    return None if part is None else PARTS.index(part)
 
 
 def _pairwise_mixin() -> type:
@@ -1348,6 +1350,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         """The calibrator's input matrix for (graph, plan) pairs."""
         cols: list[np.ndarray] = []
         phi = None
+        splits: dict[int, np.ndarray] = {}  # per board: both parts come from one prediction
         for c, board in zip(self.columns, self._column_boards()):
             if c["type"] in ("factors", "source_device") and phi is None:
                 phi = self.source.factors(_as_list(graphs, len(plans)))
@@ -1355,8 +1358,11 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
                 cols.extend(phi.T)
             elif c["type"] == "source_device":
                 cols.append(self.source.model.predict_sources(phi, [c["name"]])[:, 0])
-            elif c["type"] == "board" and c.get("part"):
-                cols.append(precision_parts(self.source, graphs, plans, board, threads)[:, PARTS.index(c["part"])])
+            elif c["type"] == "board" and _part(c) is not None:
+                key = self._column_boards().index(board)
+                if key not in splits:
+                    splits[key] = precision_parts(self.source, graphs, plans, board, threads)
+                cols.append(splits[key][:, _part(c)])
             elif c["type"] == "board":
                 cols.append(self._source_predict(graphs, plans, board, threads).latency_ms)
             else:
@@ -1420,8 +1426,17 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         from perfpredict.predictor import Prediction
 
         self._check_device(device, threads)
-        cols = [_part_latency(self.source, template, plans, b, threads, c.get("part"))
-                for c, b in zip(self.columns, self._boards())]
+        boards = self._boards()
+        splits: dict[int, np.ndarray] = {}  # per board: both parts come from one prediction
+        cols = []
+        for c, b in zip(self.columns, boards):
+            if _part(c) is None:
+                cols.append(np.asarray(self.source.predict_plans(template, plans, b, threads).latency_ms, np.float64))
+                continue
+            key = boards.index(b)
+            if key not in splits:
+                splits[key] = _template_parts(self.source, template, plans, b, threads)
+            cols.append(splits[key][:, _part(c)])
         lat = self.calibrator.predict(np.stack(cols, axis=1))
         mem = self.source.predict_plans(template, plans, self.target, threads).peak_mem_bytes
         return Prediction(np.asarray(lat, np.float64), np.asarray(mem, np.float64))
@@ -1630,7 +1645,7 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
     else:
         base = [{"type": "board", "board": device.to_dict()}]
         # zero-shot candidates: the proxies given, else the devices the source was trained on (when it records them)
-        near = nearest_proxy(device, list(proxies) or _training_devices(source, device)) if not used else None
+        near = nearest_proxy(device, list(proxies) or training_devices_at(source, device.threads_used)) if not used else None
         if near is not None:
             # zero-shot through a device the source predicts well: its prediction there, scaled by how much slower
             # the target runs the fingerprint's reference workloads
@@ -1649,7 +1664,7 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
             # the proxies given, else the trained device nearest by fingerprint: its prediction is a column too
             offered = list(proxies)
             if not offered:
-                near_k = nearest_proxy(device, _training_devices(source, device))
+                near_k = nearest_proxy(device, training_devices_at(source, device.threads_used))
                 offered = [near_k[0]] if near_k is not None else []
             xs = [zero[used]] + [source.predict(ug, up, p).latency_ms for p in offered]
             x = np.stack(xs, axis=1)
@@ -1713,14 +1728,15 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                           zero_shot or None)
 
 
-def _training_devices(source: Any, at: DeviceSpec | None = None) -> list[DeviceSpec]:
-    """The devices ``source`` records it trained on; with ``at``, only those at its thread count (a proxy is
-    predicted at its own board's threads, so one at another count would scale the wrong latencies)."""
+def training_devices_at(source: Any, threads: int | None = None) -> list[DeviceSpec]:
+    """The devices ``source`` records it trained on (none when it records none); with ``threads``, only those at
+    that thread count (a proxy is predicted at its own board's threads, so one at another count would scale the
+    wrong latencies)."""
+    from perfpredict.features import threads_of
+
     devices = getattr(source, "training_devices", None)
     out = list(devices()) if callable(devices) else []
-    if at is not None and at.threads_used:
-        out = [d for d in out if d.threads_used == at.threads_used]
-    return out
+    return [d for d in out if threads_of(d) == threads] if threads else out
 
 
 BOARD_FIT_FIELDS = ("peak_gflops_fp32", "peak_gops_int8", "mem_bw_triad_gbs", "fingerprint")
