@@ -14,7 +14,10 @@ over all of them), and then, on the same measurements:
 * ``adapted``: :func:`perfpredict.transfer.adapt_predictor` with k of the measurements (it picks them, as
   ``perfpredict transfer --measurements m.csv -k K`` does), the method chosen by its cross-validation;
 
-each scored on the pairs not used as shots (MAPE, share within 10%, Spearman).
+each scored on the pairs not used as shots (MAPE, share within 10%, Spearman). The JSON also holds every
+candidate's cross-validated error, the median predicted / measured ratio of each route by plan kind, and the
+target's and the proxy's int8 : fp32 peak ratios from their boards. ``--reuse RESULT.json`` scores the pairs an
+earlier run measured (same device and thread count) without measuring again.
 
     .venv/bin/python benchmarks/bench_transfer_local.py [--predictor proxy] [--threads 2] [--shots 0,5,10,20]
         [--models resnet18,...] [--out benchmarks/results/transfer_local.json]
@@ -47,6 +50,13 @@ _KEYS = ("n", "mape", "within_10", "spearman")
 def _score(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
     m = transfer_metrics(pred, y)
     return {k: float(m[k]) for k in _KEYS} | {"median_ratio": float(np.median(pred / y))}
+
+
+def _int8_fp32(board) -> float | None:  # noqa: ANN001 - DeviceSpec
+    """The board's int8 : fp32 peak throughput ratio (None without both figures)."""
+    if board.peak_gops_int8 and board.peak_gflops_fp32:
+        return float(board.peak_gops_int8 / board.peak_gflops_fp32)
+    return None
 
 
 def _table(rows: list[dict]) -> str:
@@ -115,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             pa = adapted.predict([g for g, h in zip(graphs, held) if h], [p for p, h in zip(plans, held) if h],
                                  device, threads=args.threads).latency_ms
             rows.append({"k": k, "method": res.method, "cv_error": dict(res.cv_error),
+                         "cv": {m: dict(v) for m, v in res.cv.items()},
                          "shots": [f"{m['model']}:{Path(m['plan']).stem if m['plan'] else 'default'}"
                                    for m in card["measurements"] if m["used"]],
                          "adapted": _score(pa, y[held]), "board": _score(board[held], y[held]),
@@ -123,8 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [{"model": n, "plan": p.name, "measured_ms": float(v), "board_ms": float(b),
               "proxy_ms": None if proxy is None else float(q), "ci95_rel": c}
              for (n, _, p), v, b, q, c in zip(cands, y, board, proxy if proxy is not None else board, ci)]
+    kinds = {}  # median predicted / measured by plan kind: where one scale falls short
+    for kind in dict.fromkeys(p.name for _, _, p in cands):
+        sel = np.array([p.name == kind for _, _, p in cands])
+        kinds[kind] = {"pairs": int(sel.sum()), "board": float(np.median(board[sel] / y[sel])),
+                       "proxy": None if proxy is None else float(np.median(proxy[sel] / y[sel]))}
+    peaks = {"target": _int8_fp32(device), "proxy": _int8_fp32(route.proxy) if route else None}
     write_results(args.out, {"device": device.name, "device_id": device.device_id, "threads": args.threads,
                              "predictor": args.predictor, "zero_shot_route": route.to_dict() if route else None,
+                             "median_ratio_by_plan_kind": kinds, "int8_fp32_peak_ratio": peaks,
                              "measured_in": args.reuse or "this run",
                              "median_ci95_rel": float(np.median(ci)), "rows": rows, "pairs": pairs},
                   _table(rows))
