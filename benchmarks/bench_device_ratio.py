@@ -4,7 +4,11 @@ Pairs the model records of two stores (``--source``, ``--target``) that measured
 plan at the same thread count (records the training loader skips are left out: see
 :func:`perfpredict.samples.load_samples`), and reports the median target / source latency ratio per thread
 count: overall, by quartile of the plan's milliseconds per node on the source (the first quartile is the most
-dispatch-bound), by the convolution primitive most of the plan's convolutions use, and per family.
+dispatch-bound), by the convolution primitive most of the plan's convolutions use, and per family. It also fits
+log(ratio) = a + b * (share of the plan's convolutions at int8) by least squares: exp(a) is the ratio of an all-fp32
+plan, exp(b) how much further an all-int8 plan moves, beside the factor the two boards' measured peaks imply for it
+((int8 peak ratio) / (fp32 peak ratio)). Whether the boards' peaks can correct a zero-shot prediction for int8 is
+read from the two.
 
     .venv/bin/python benchmarks/bench_device_ratio.py --source datasets/xeon.db --target datasets/xeon2.db \
         --out benchmarks/results/device_ratio_xeon_xeon2.json
@@ -30,8 +34,24 @@ def _main_conv(sample) -> str:  # noqa: ANN001
     return convs.most_common(1)[0][0] if convs else "defaults"
 
 
+def _int8_share(sample) -> float:  # noqa: ANN001
+    convs = [c for c in sample.plan.choices.values() if c.primitive.startswith("conv.")]
+    return sum(c.precision == "int8" for c in convs) / len(convs) if convs else 0.0
+
+
+def _peak_factor(source, target) -> float | None:  # noqa: ANN001
+    """(target int8 peak / source int8 peak) / (target fp32 peak / source fp32 peak) of two DeviceSpecs, inverted to
+    a latency factor; None where a board lacks a peak."""
+    peaks = (source.peak_gops_int8, target.peak_gops_int8, source.peak_gflops_fp32, target.peak_gflops_fp32)
+    if not all(peaks):
+        return None
+    s8, t8, s32, t32 = peaks
+    return (s8 / t8) / (s32 / t32)
+
+
 def paired(source: str, target: str) -> list[dict]:
-    """One row per (graph, plan, threads) measured in both stores: ratio, source ms per node, family, main conv."""
+    """One row per (graph, plan, threads) measured in both stores: ratio, source ms per node, family, main conv, the
+    share of convolutions at int8 and the boards' peak-implied factor for an all-int8 plan."""
     src = {(s.template.graph_id, s.plan.key, s.threads): s for s in load_samples(source, kinds=("model",)).models
            if s.latency_ms}
     rows = []
@@ -39,7 +59,8 @@ def paired(source: str, target: str) -> list[dict]:
         s = src.get((t.template.graph_id, t.plan.key, t.threads))
         if s is not None and t.latency_ms:
             rows.append({"ratio": t.latency_ms / s.latency_ms, "threads": s.threads, "family": s.family,
-                         "ms_per_node": s.latency_ms / s.template.n_nodes, "main_conv": _main_conv(s)})
+                         "ms_per_node": s.latency_ms / s.template.n_nodes, "main_conv": _main_conv(s),
+                         "int8_share": _int8_share(s), "peak_factor": _peak_factor(s.device, t.device)})
     return rows
 
 
@@ -55,8 +76,15 @@ def summarise(rows: list[dict]) -> dict:
         by_conv = defaultdict(list)
         for r in sub:
             by_conv[r["main_conv"]].append(r["ratio"])
+        share = np.array([r["int8_share"] for r in sub])
+        fit = None
+        if np.ptp(share) > 0:
+            (a, b), *_ = np.linalg.lstsq(np.stack([np.ones_like(share), share], 1), np.log(ratio), rcond=None)
+            peak = [r["peak_factor"] for r in sub if r["peak_factor"] is not None]
+            fit = {"fp32_ratio": float(np.exp(a)), "all_int8_factor": float(np.exp(b)),
+                   "boards_peak_factor": float(np.median(peak)) if peak else None}
         out["threads"][th] = {
-            "pairs": len(sub), "median_ratio": float(np.median(ratio)),
+            "pairs": len(sub), "median_ratio": float(np.median(ratio)), "int8_fit": fit,
             "by_ms_per_node_quartile": [{"ms_per_node": [float(edges[q]), float(edges[q + 1])],
                                          "pairs": int((quart == q).sum()),
                                          "median_ratio": float(np.median(ratio[quart == q]))} for q in range(4)],
@@ -82,12 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     res = summarise(rows)
     lines = [f"target / source latency, {args.target} against {args.source}: {res['pairs']} plans measured in both",
-             "", "| threads | pairs | median | by ms/node quartile (most dispatch-bound first) | by main conv |",
-             "|---|---|---|---|---|"]
+             "", "| threads | pairs | median | by ms/node quartile (most dispatch-bound first) | by main conv | "
+             "all-int8 plan: fitted factor / boards' peaks |",
+             "|---|---|---|---|---|---|"]
     for th, v in res["threads"].items():
         q = " / ".join(f"{x['median_ratio']:.2f}" for x in v["by_ms_per_node_quartile"])
         conv = ", ".join(f"{k} {x['median_ratio']:.2f} ({x['pairs']})" for k, x in v["by_main_conv"].items())
-        lines.append(f"| {th} | {v['pairs']} | {v['median_ratio']:.2f} | {q} | {conv} |")
+        f = v["int8_fit"]
+        int8 = "n/a" if f is None else (f"x{f['all_int8_factor']:.2f} / " + (
+            "n/a" if f["boards_peak_factor"] is None else f"x{f['boards_peak_factor']:.2f}"))
+        lines.append(f"| {th} | {v['pairs']} | {v['median_ratio']:.2f} | {q} | {conv} | {int8} |")
     lines += ["", "per family: " + ", ".join(f"{f} {r:.2f}" for f, r in res["by_family"].items())]
     write_results(args.out, {"source": args.source, "target": args.target, **res}, "\n".join(lines))
     return 0
