@@ -28,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import machine  # noqa: E402
 from perfpredict.metrics import clean  # noqa: E402
 from perfpredict.samples import load_samples, make_splits  # noqa: E402
 from perfpredict.train import (PREDICTOR_KINDS, TrainOptions, obtain_predictor, predict_samples,  # noqa: E402
@@ -38,7 +39,19 @@ def _row(name: str, predictor: str, metrics: dict, extra: dict) -> dict:
     return {"split": name, "predictor": predictor, "metrics": metrics, **extra}
 
 
-def run_accuracy(samples, predictors, splits, seed, opts, log):
+def _predictions(models, lat, mem) -> dict:
+    """Per-record predictions of one split, keyed by record, with the measured values beside them (for
+    summarise_seeds.py --ensemble)."""
+    return {"key": [s.key for s in models], "family": [s.family for s in models],
+            "group": [f"{s.model_name}@{s.threads}" for s in models],
+            "latency_ms": [float(v) for v in lat], "peak_mem_bytes": [float(v) for v in mem],
+            "measured_latency_ms": [s.latency_ms for s in models],
+            "measured_peak_mem_bytes": [s.peak_mem_bytes for s in models]}
+
+
+def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None):
+    """One row per (split, predictor); with ``saved`` (a dict) the per-record predictions go there too, as
+    ``saved[split][predictor]``."""
     rows = []
     for spec in splits:
         pooled: dict[str, list] = {p: [] for p in predictors}
@@ -56,6 +69,8 @@ def run_accuracy(samples, predictors, splits, seed, opts, log):
                                                 "train_layers": len(sp.train.layers),
                                                 "test_models": len(sp.test.models)}))
                 pooled[p].append((sp.test.models, lat, mem))
+                if saved is not None:
+                    saved.setdefault(sp.name, {})[p] = _predictions(sp.test.models, lat, mem)
                 log(f"{sp.name:28s} {p:11s} latency MAPE {m['latency']['mape'] or float('nan'):7.2f}%  "
                     f"memory MAPE {m['memory']['mape'] or float('nan'):7.2f}%  (fit {t1 - t0:.0f}s)")
         if lofo:
@@ -67,8 +82,12 @@ def run_accuracy(samples, predictors, splits, seed, opts, log):
     return rows
 
 
-def run_throughput(samples, opts, n_plans, model, log):
+def run_throughput(samples, opts, n_plans, model, log, ensemble=1):
+    """Batched plans per second of the shipped predictor (``ensemble`` > 1: of an ensemble of that many copies of
+    it, which costs what an ensemble of as many trained members costs)."""
     import torch
+
+    from perfpredict.ensemble import GNNEnsemble
 
     from perfpredict.gnn_predictor import GNNPredictor, load_predictor
     from perfpredict.models import load_model
@@ -92,8 +111,11 @@ def run_throughput(samples, opts, n_plans, model, log):
                 prim = rng.choice(cands)
                 ch[node.name] = Choice(prim.name, rng.choice(prim.layouts), rng.choice(prim.precisions))
         plans.append(Plan(ch))
+    if ensemble > 1:
+        pred = GNNEnsemble(members=[pred] * ensemble)
+        source = f"{source} x{ensemble} as an ensemble"
     device = samples.models[0].device
-    out = {"model": model, "nodes": len(graph.nodes), "plans": n_plans, "predictor": source}
+    out = {"model": model, "nodes": len(graph.nodes), "plans": n_plans, "predictor": source, "ensemble": ensemble}
     for threads in (1, 2):
         pred.torch_threads = threads
         best = float("inf")
@@ -105,6 +127,7 @@ def run_throughput(samples, opts, n_plans, model, log):
         log(f"throughput {model} ({len(graph.nodes)} nodes), torch threads {threads}: {n_plans / best:.0f} plans/s")
     pred.torch_threads = 1
     out["torch_version"] = torch.__version__
+    out["machine"] = machine()
     return out
 
 
@@ -201,7 +224,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="measurement store (path or name under datasets/)")
     ap.add_argument("--splits", default="random:0.2,lofo", help="comma-separated split specs")
-    ap.add_argument("--predictors", default=",".join(PREDICTOR_KINDS), help="comma-separated predictor kinds")
+    ap.add_argument("--predictors", default=",".join(k for k in PREDICTOR_KINDS if k != "gnn-ensemble"),
+                    help=f"comma-separated predictor kinds of {', '.join(PREDICTOR_KINDS)} (default: all but "
+                         "gnn-ensemble, three GNN trainings per split)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="maximum GNN epochs per training")
     ap.add_argument("--identity-dropout", type=float, default=0.0,
@@ -211,6 +236,8 @@ def main(argv=None) -> int:
     ap.add_argument("--throughput-model", default="resnet18")
     ap.add_argument("--throughput-plans", type=int, default=2000)
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--throughput-ensemble", type=int, default=1, metavar="N",
+                    help="time the throughput of an ensemble of N copies of the shipped predictor (default 1)")
     ap.add_argument("--latency-stat", default="median", choices=("median", "min"),
                     help="latency target: the records' median (default) or their fastest repeat")
     ap.add_argument("--memory-method", default="auto", choices=("auto", "allocator", "rss", "any"),
@@ -219,6 +246,9 @@ def main(argv=None) -> int:
                     help="allocator memory figures re-measured for the memory noise floor (default 40; 0: none)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_predictor"),
                     help="output path without suffix (.json and .md are written)")
+    ap.add_argument("--save-predictions", action="store_true",
+                    help="also write every held-out record's predictions to OUT.predictions.json (for "
+                         "summarise_seeds.py --ensemble)")
     args = ap.parse_args(argv)
 
     def log(msg):
@@ -229,9 +259,10 @@ def main(argv=None) -> int:
     samples = load_samples(data, progress=True, latency_stat=args.latency_stat, memory_method=args.memory_method)
     opts = TrainOptions(seed=args.seed, identity_dropout=args.identity_dropout,
                         patience=args.patience, **({"epochs": args.epochs} if args.epochs else {}))
-    rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log)
+    saved = {} if args.save_predictions else None
+    rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log, saved)
     throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
-                                                                args.throughput_model, log)
+                                                                args.throughput_model, log, args.throughput_ensemble)
     meta = {"data": str(data), "data_hash": samples.data_hash, "model_samples": len(samples.models),
             "layer_samples": len(samples.layers), "seed": args.seed, "host": platform.node(),
             "latency_stat": args.latency_stat, "memory_method": samples.memory_method, "noise": _noise(data),
@@ -239,6 +270,9 @@ def main(argv=None) -> int:
             "seconds": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if saved is not None:
+        meta["predictions"] = out.name + ".predictions.json"
+        out.with_name(meta["predictions"]).write_text(json.dumps(clean(saved)) + "\n")
     out.with_suffix(".json").write_text(json.dumps(clean({"meta": meta, "rows": rows, "throughput": throughput}),
                                                    indent=2) + "\n")
     md = markdown(clean(rows), throughput, meta)

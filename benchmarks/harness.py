@@ -49,13 +49,20 @@ def machine() -> dict[str, object]:
     import torch
 
     cpu = platform.processor() or ""
+    ident: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "cpu model")):
-                cpu = line.split(":", 1)[1].strip()
+            key = line.split(":", 1)[0].strip().lower()
+            if key in ("model name", "cpu model") and "name" not in ident:
+                cpu = ident["name"] = line.split(":", 1)[1].strip()
+            elif key in ("cpu family", "model") and key not in ident:
+                ident[key] = line.split(":", 1)[1].strip()
+            if len(ident) == 3:
                 break
     except OSError:
         pass
+    if "cpu family" in ident and "model" in ident:  # "AMD EPYC" names two generations of VM here
+        cpu = f"{cpu} (family {ident['cpu family']} model {ident['model']})"
     try:
         load = Path("/proc/loadavg").read_text().split()[:3]
     except OSError:

@@ -10,6 +10,11 @@ their splits must not overlap. The leave-one-family-out row is pooled here from 
 weighted by their number of records (exact for MAPE and the share within 10 %, which are means over records; rank
 correlations do not pool that way and are left out of it).
 
+With ``--ensemble`` (runs written with bench_predictor's ``--save-predictions``) each split also gets the figures of
+the seeds' ensemble: every held-out record predicted by the geometric mean of the seeds' latency predictions and
+the mean of their memory predictions, which is what a predictor averaging those trainings would answer. Random
+splits differ between seeds (each draws its own held-out set) and get no ensemble figure.
+
     .venv/bin/python benchmarks/summarise_seeds.py benchmarks/results/bench_predictor_xeon.json \
         benchmarks/results/bench_predictor_xeon_gnn_seed1.json --out benchmarks/results/bench_predictor_xeon_seeds
 
@@ -24,6 +29,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from perfpredict.metrics import summarise as summarise_metrics  # noqa: E402
 
 POOLED = "lofo (pooled)"  # bench_predictor's pooled row: not in runs of single folds, so pooled again here
 FAMILIES = "family folds (pooled, record-weighted)"
@@ -104,6 +113,61 @@ def summarise(runs: list[dict], predictor: str) -> dict:
             "rows": rows, "missing_splits": missing}
 
 
+def load_predictions(paths: list[Path], runs: list[dict], predictor: str) -> list[dict[str, dict]]:
+    """Per seed (in ``runs``' order): split -> the per-record predictions of ``predictor`` saved beside its runs."""
+    by_seed: dict[int, dict[str, dict]] = {r["meta"]["seed"]: {} for r in runs}
+    for path in paths:
+        meta = json.loads(path.read_text())["meta"]
+        if "predictions" not in meta:
+            raise SystemExit(f"summarise_seeds: {path} holds no per-record predictions; run bench_predictor with "
+                             "--save-predictions for --ensemble")
+        saved = json.loads((path.parent / meta["predictions"]).read_text())
+        for split, preds in saved.items():
+            if predictor in preds:
+                by_seed[meta["seed"]][split] = preds[predictor]
+    return [by_seed[r["meta"]["seed"]] for r in runs]
+
+
+def ensemble_metrics(members: list[dict]) -> dict:
+    """Latency and memory metrics of the members' ensemble on the records they all predicted."""
+    keys = set(members[0]["key"]).intersection(*(m["key"] for m in members[1:]))
+    order = [k for k in members[0]["key"] if k in keys]
+    index = [{k: i for i, k in enumerate(m["key"])} for m in members]
+
+    def column(m: dict, idx: dict, name: str) -> np.ndarray:
+        return np.array([np.nan if m[name][idx[k]] is None else m[name][idx[k]] for k in order], np.float64)
+
+    lat = np.exp(np.mean([np.log(column(m, i, "latency_ms")) for m, i in zip(members, index)], axis=0))
+    mem = np.mean([column(m, i, "peak_mem_bytes") for m, i in zip(members, index)], axis=0)
+    first, i0 = members[0], index[0]
+    out = {}
+    for target, pred, name in (("latency", lat, "measured_latency_ms"), ("memory", mem, "measured_peak_mem_bytes")):
+        true = column(first, i0, name)
+        ok = np.isfinite(true) & np.isfinite(pred) & (pred > 0)
+        out[target] = summarise_metrics(pred[ok], true[ok])
+    return out
+
+
+def add_ensemble(summary: dict, predictions: list[dict[str, dict]]) -> None:
+    """Add each non-random split's ensemble figures (``ensemble`` in every metric cell) and the pooled family
+    folds' (pooled as the seeds' are) to ``summary``."""
+    folds = {}
+    for row in summary["rows"]:
+        split = row["split"]
+        if split.startswith("random") or split == FAMILIES or not all(split in p for p in predictions):
+            continue
+        folds[split] = ensemble_metrics([p[split] for p in predictions])
+    pooled = pooled_families(folds)
+    if pooled:
+        folds[FAMILIES] = pooled
+    for row in summary["rows"]:
+        m = folds.get(row["split"])
+        for target, key, _ in METRICS:
+            if m is not None and row[f"{target}_{key}"] is not None:
+                row[f"{target}_{key}"]["ensemble"] = m[target][key]
+    summary["ensemble"] = True
+
+
 def markdown(summary: dict) -> str:
     seeds = summary["seeds"]
     lines = [f"# {summary['predictor']} over seeds {', '.join(map(str, seeds))} (data hash {summary['data_hash']})",
@@ -112,16 +176,20 @@ def markdown(summary: dict) -> str:
         lines += [f"Splits not in every run, left out: {', '.join(summary['missing_splits'])}.", ""]
     for target, key, title in METRICS:
         digits = 3 if key == "kendall" else 2
-        lines += [f"## {title}", "", "| split | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | range |",
-                  "|---|" + "---|" * (len(seeds) + 2)]
+        ens = summary.get("ensemble", False)
+        lines += [f"## {title}", "", "| split | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | range |"
+                  + (" ensemble |" if ens else ""), "|---|" + "---|" * (len(seeds) + 2 + ens)]
         for row in summary["rows"]:
             cell = row[f"{target}_{key}"]
             if cell is None:
-                lines.append(f"| {row['split']} | " + " | ".join("n/a" for _ in seeds) + " | n/a | n/a |")
+                lines.append(f"| {row['split']} | " + " | ".join("n/a" for _ in seeds) + " | n/a | n/a |"
+                             + (" n/a |" if ens else ""))
                 continue
             vals = " | ".join(f"{v:.{digits}f}" for v in cell["values"])
+            e = cell.get("ensemble")
             lines.append(f"| {row['split']} | {vals} | {cell['mean']:.{digits}f} | "
-                         f"{cell['max'] - cell['min']:.{digits}f} |")
+                         f"{cell['max'] - cell['min']:.{digits}f} |"
+                         + ((f" {e:.{digits}f} |" if e is not None else " n/a |") if ens else ""))
         lines.append("")
     return "\n".join(lines)
 
@@ -132,12 +200,17 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+", type=Path,
                     help="bench_predictor result JSON files (one or more per seed)")
     ap.add_argument("--predictor", default="gnn", help="predictor kind to summarise (default gnn)")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="add the seeds' ensemble (needs runs written with bench_predictor --save-predictions)")
     ap.add_argument("--out", type=Path, help="output path without suffix (.json and .md are written)")
     args = ap.parse_args(argv)
     for p in args.runs:
         if not p.is_file():
             raise SystemExit(f"summarise_seeds: no such result file: {p}")
-    summary = summarise(load_runs(args.runs), args.predictor)
+    runs = load_runs(args.runs)
+    summary = summarise(runs, args.predictor)
+    if args.ensemble:
+        add_ensemble(summary, load_predictions(args.runs, runs, args.predictor))
     if not summary["rows"]:
         raise SystemExit(f"summarise_seeds: no split has predictor {args.predictor!r} in every run")
     md = markdown(summary)

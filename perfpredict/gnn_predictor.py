@@ -131,13 +131,27 @@ class GNNPredictor(PairwiseCostsMixin):
     def _forward_plans(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec,
                        threads: int | None, with_nodes: bool = False) -> dict[str, np.ndarray]:
         self._require_trained()
-        assert self.model is not None and self.normaliser is not None and self.space is not None
-        P, n = len(plans), template.n_nodes
-        if P == 0:
-            return {"latency_ms": np.zeros(0), "peak_mem_bytes": np.zeros(0), "node_ms": np.zeros((0, n))}
+        if not plans:
+            return {"latency_ms": np.zeros(0), "peak_mem_bytes": np.zeros(0),
+                    "node_ms": np.zeros((0, template.n_nodes))}
         t = threads_of(device, threads)
-        pf = plan_node_features(template, encode_plans(template, plans, self.space), self.space, device, t)
-        static, plan_mean, plan_std, log_prior, dev = self._network_inputs(pf, device, t)
+        return self.forward_features(template, self.featurise(template, plans, device, t), device, t, with_nodes)
+
+    def featurise(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec, threads: int) -> Any:
+        """The plans' node features (:class:`perfpredict.features.PlanFeatures`) before normalisation: the same for
+        every predictor of this feature space, so an ensemble computes them once."""
+        self._require_trained()
+        assert self.space is not None
+        return plan_node_features(template, encode_plans(template, plans, self.space), self.space, device, threads)
+
+    def forward_features(self, template: GraphTemplate, pf: Any, device: DeviceSpec, threads: int,
+                         with_nodes: bool = False) -> dict[str, np.ndarray]:
+        """Latency (ms), peak memory (bytes) and, ``with_nodes``, per-node latencies of featurised plans (from
+        :meth:`featurise` at ``threads``)."""
+        self._require_trained()
+        assert self.model is not None and self.normaliser is not None
+        P, n = pf.plan.shape[0], template.n_nodes
+        static, plan_mean, plan_std, log_prior, dev = self._network_inputs(pf, device, threads)
         mem_x = torch.from_numpy(self.normaliser.memory(pf.memory))
         log_mem_prior = torch.from_numpy(np.log(np.maximum(pf.memory_prior, 1.0)).astype(np.float32))
         ei = torch.from_numpy(template.edge_index)
@@ -210,14 +224,19 @@ class GNNPredictor(PairwiseCostsMixin):
         :mod:`perfpredict.additive` (tens of thousands of two-node changes on a large graph) affordable.
         """
         self._require_trained()
-        assert self.model is not None and self.normaliser is not None and self.space is not None
-        P, n = len(plans), template.n_nodes
-        if P == 0:
+        if not plans:
             return np.zeros(0)
         t = threads_of(device)
-        pf = plan_node_features(template, encode_plans(template, [Plan({}), *plans], self.space), self.space, device,
-                                t)
-        static, plan_mean, plan_std, log_prior, dev = self._network_inputs(pf, device, t)
+        return self.plan_latencies_features(template, self.featurise(template, [Plan({}), *plans], device, t), device,
+                                            t)
+
+    def plan_latencies_features(self, template: GraphTemplate, pf: Any, device: DeviceSpec, threads: int) -> np.ndarray:
+        """:meth:`plan_latencies` of featurised plans: ``pf`` from :meth:`featurise` of the default plan followed by
+        the plans."""
+        self._require_trained()
+        assert self.model is not None and self.normaliser is not None
+        P, n = pf.plan.shape[0] - 1, template.n_nodes
+        static, plan_mean, plan_std, log_prior, dev = self._network_inputs(pf, device, threads)
         changed = (pf.plan[1:] != pf.plan[:1]).any(-1) | (pf.prior_ms[1:] != pf.prior_ms[:1])  # [P, n]
         adj = _undirected_adjacency(template)
         inner = _within_hops(changed, adj, self.config.layers)
@@ -278,43 +297,23 @@ class GNNPredictor(PairwiseCostsMixin):
                          "torch_geometric": torch_geometric.__version__},
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the checkpoint to ``path`` (a directory, created; or a ``.pt`` file); returns the file."""
+    def payload(self) -> dict[str, Any]:
+        """The checkpoint's content: :meth:`metadata`, the normaliser and the weights (plain types and tensors)."""
         self._require_trained()
         assert self.model is not None and self.normaliser is not None
-        path = Path(path)
-        file = path if path.suffix == ".pt" else path / CHECKPOINT_FILE
-        file.parent.mkdir(parents=True, exist_ok=True)
         meta = self.metadata()
         meta["normaliser"] = self.normaliser.to_dict()
         payload = json.loads(json.dumps(meta, default=json_default))  # plain types only (weights_only loading)
         payload["state_dict"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        tmp = file.with_name(file.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(file)
-        return file
+        return payload
+
+    def save(self, path: str | Path) -> Path:
+        """Write the checkpoint to ``path`` (a directory, created; or a ``.pt`` file); returns the file."""
+        return write_checkpoint(self.payload(), path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "GNNPredictor":
-        """Read a checkpoint written by :meth:`save` (see the module docstring for the checks)."""
-        file = _checkpoint_file(Path(path))
-        try:
-            payload = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for a corrupt file
-            raise CheckpointError(f"{file}: not a readable perfpredict checkpoint ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:120]})") from None
-        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{file}: not a perfpredict GNN checkpoint (format "
-                                  f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
-        if payload.get("format_version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{file}: checkpoint format_version {payload.get('format_version')} is not "
-                                  f"supported (this perfpredict reads {CHECKPOINT_VERSION}); retrain with "
-                                  "`perfpredict train`")
-        if payload.get("feature_schema_version") != FEATURE_SCHEMA_VERSION:
-            raise CheckpointError(f"{file}: checkpoint was trained with feature schema version "
-                                  f"{payload.get('feature_schema_version')}, this perfpredict "
-                                  f"({__version__}) featurises with version {FEATURE_SCHEMA_VERSION}; retrain "
-                                  "with `perfpredict train --data DATASET -o DIR`")
+    def from_payload(cls, payload: dict[str, Any], file: Path | None = None) -> "GNNPredictor":
+        """The predictor a :meth:`payload` describes (``file`` names it in errors and becomes ``source_path``)."""
         try:
             space = FeatureSpace.from_dict(payload["feature_space"])
             pred = cls(GNNConfig.from_dict(payload["config"]), space)
@@ -330,6 +329,49 @@ class GNNPredictor(PairwiseCostsMixin):
         pred.created = payload.get("created")
         pred.source_path = file
         return pred
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GNNPredictor":
+        """Read a checkpoint written by :meth:`save` (see the module docstring for the checks)."""
+        file = _checkpoint_file(Path(path))
+        payload = read_checkpoint(file)
+        if payload.get("kind", cls.kind) != cls.kind:
+            raise CheckpointError(f"{file}: a '{payload.get('kind')}' checkpoint, not a single GNN; load it with "
+                                  "perfpredict.gnn_predictor.load_predictor")
+        return cls.from_payload(payload, file)
+
+
+def write_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """torch.save ``payload`` atomically to ``path`` (a directory, created, gets ``model.pt``; or a ``.pt`` file)."""
+    path = Path(path)
+    file = path if path.suffix == ".pt" else path / CHECKPOINT_FILE
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(file)
+    return file
+
+
+def read_checkpoint(file: Path) -> dict[str, Any]:
+    """A checkpoint file's payload, checked for this perfpredict's format, format version and feature schema."""
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt file
+        raise CheckpointError(f"{file}: not a readable perfpredict checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{file}: not a perfpredict GNN checkpoint (format "
+                              f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
+    if payload.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{file}: checkpoint format_version {payload.get('format_version')} is not "
+                              f"supported (this perfpredict reads {CHECKPOINT_VERSION}); retrain with "
+                              "`perfpredict train`")
+    if payload.get("feature_schema_version") != FEATURE_SCHEMA_VERSION:
+        raise CheckpointError(f"{file}: checkpoint was trained with feature schema version "
+                              f"{payload.get('feature_schema_version')}, this perfpredict "
+                              f"({__version__}) featurises with version {FEATURE_SCHEMA_VERSION}; retrain "
+                              "with `perfpredict train --data DATASET -o DIR`")
+    return payload
 
 
 def _undirected_adjacency(template: GraphTemplate) -> Any:
@@ -390,4 +432,10 @@ def load_predictor(path_or_name: str | Path) -> Any:
         from perfpredict.baselines import KernelSumBaseline
 
         return KernelSumBaseline.load(path)
-    return GNNPredictor.load(path)
+    file = _checkpoint_file(path)
+    payload = read_checkpoint(file)
+    if payload.get("kind") == "gnn-ensemble":
+        from perfpredict.ensemble import GNNEnsemble
+
+        return GNNEnsemble.from_payload(payload, file)
+    return GNNPredictor.from_payload(payload, file)

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from perfpredict import __version__
-from perfpredict.errors import DatasetError
+from perfpredict.errors import DatasetError, PerfPredictError
 from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, Normaliser, device_vector, encode_plans,
                                   plan_node_features)
 from perfpredict.metrics import clean, grouped_ranking, summarise
@@ -222,8 +222,6 @@ def fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts:
 
 def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts: TrainOptions,
              progress: bool) -> dict[str, Any]:
-    from perfpredict.errors import PerfPredictError
-
     t0 = time.perf_counter()
     random.seed(opts.seed)
     np.random.seed(opts.seed)
@@ -400,9 +398,12 @@ def evaluate(predictor: Any, samples: SampleSet, progress: bool = False) -> dict
 def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random:0.2", seed: int = 0,
                      epochs: int | None = None, progress: bool = True,
                      samples: SampleSet | None = None, options: TrainOptions | None = None,
-                     latency_stat: str = "median", memory_method: str = "auto") -> dict[str, Any]:
-    """Load ``data`` (``latency_stat``, ``memory_method``: see :func:`~perfpredict.samples.load_samples`), train a GNN on the split's training part, evaluate on its test part, and write
-    ``out_dir/model.pt``, ``metrics.json`` and ``README.md``. Returns the metrics."""
+                     latency_stat: str = "median", memory_method: str = "auto", ensemble: int = 1) -> dict[str, Any]:
+    """Load ``data`` (``latency_stat``, ``memory_method``: see :func:`~perfpredict.samples.load_samples`), train a
+    GNN (``ensemble`` > 1: that many, seeds ``seed`` upwards, as one :class:`~perfpredict.ensemble.GNNEnsemble`) on
+    the split's training part, evaluate on its test part, and write ``out_dir/model.pt``, ``metrics.json`` and
+    ``README.md``. Returns the metrics."""
+    from perfpredict.ensemble import GNNEnsemble
     from perfpredict.gnn_predictor import GNNPredictor
     from perfpredict.samples import SplitError, load_samples, parse_split
 
@@ -415,18 +416,20 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
     sp: Split = make_splits(samples, split, seed)[0]
     opts = options or TrainOptions(seed=seed)
     opts = replace(opts, seed=seed, **({"epochs": epochs} if epochs else {}))
-    pred = GNNPredictor()
+    if ensemble < 1:
+        raise PerfPredictError(f"--ensemble takes a number of members >= 1, got {ensemble}")
+    pred: Any = GNNEnsemble(ensemble) if ensemble > 1 else GNNPredictor()
     pred.fit(sp.train, None, opts, progress=progress)
     metrics: dict[str, Any] = {
         "perfpredict_version": __version__, "feature_schema_version": FEATURE_SCHEMA_VERSION,
-        "split": sp.name, "seed": seed, "data": samples.summary(), "train": sp.train.summary(),
+        "split": sp.name, "seed": seed, "ensemble": ensemble, "data": samples.summary(), "train": sp.train.summary(),
         "test_summary": sp.test.summary() if sp.test.models else None,
         "test": evaluate(pred, sp.test) if sp.test.models else None,
         "training": pred.training,
         "command": _rebuild_command(data, out_dir, split, seed, epochs, samples.latency_stat,
                                     memory_method, opts.identity_dropout,
                                     # no patience: one of the whole schedule's length never stops early
-                                    opts.patience if opts.patience is not None else opts.epochs),
+                                    opts.patience if opts.patience is not None else opts.epochs, ensemble),
     }
     metrics = clean(metrics)
     pred.metrics = {"split": sp.name, "test": metrics["test"]}
@@ -440,8 +443,9 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
 
 def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: int, epochs: int | None,
                      latency_stat: str = "median", memory_method: str = "auto", identity_dropout: float = 0.0,
-                     patience: int | None = TrainOptions.patience) -> str:
+                     patience: int | None = TrainOptions.patience, ensemble: int = 1) -> str:
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
+    cmd += f" --ensemble {ensemble}" if ensemble > 1 else ""
     cmd += f" --epochs {epochs}" if epochs else ""
     cmd += f" --patience {patience}" if patience != TrainOptions.patience else ""
     cmd += f" --identity-dropout {identity_dropout:g}" if identity_dropout else ""
@@ -483,11 +487,15 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
     tr = metrics.get("training") or {}
     head = "| part | target | n | MAPE % | RMSPE % | within 5 % | within 10 % | Spearman | Kendall |\n" \
            "|---|---|---|---|---|---|---|---|---|"
+    ens = tr.get("ensemble") or {}
+    what = "GNN latency and peak-memory predictor of perfpredict (`perfpredict.gnn_predictor.GNNPredictor`)" \
+        if not ens else (f"Ensemble of {ens.get('size')} GNN latency and peak-memory predictors of perfpredict "
+                         f"(`perfpredict.ensemble.GNNEnsemble`, seeds {', '.join(map(str, ens.get('seeds') or []))}; "
+                         "geometric-mean latency, mean memory)")
     lines = [
         f"# Model card: `{Path(out_dir).name}`", "",
-        "GNN latency and peak-memory predictor of perfpredict (`perfpredict.gnn_predictor.GNNPredictor`): "
-        "given a CNN graph, a deployment plan and a device description it predicts end-to-end latency (ms) "
-        "and peak memory (bytes) without running the model.", "",
+        f"{what}: given a CNN graph, a deployment plan and a device description it predicts end-to-end latency "
+        "(ms) and peak memory (bytes) without running the model.", "",
         "## Data", "",
         f"- store: `{d.get('source')}` (data hash `{d.get('data_hash')}`)",
         f"- model samples: {d.get('model_samples')} over {d.get('models')} models "
@@ -518,7 +526,9 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
         lines += ["No held-out part (split `none`): no held-out figures for this checkpoint."]
     lines += [
         "", "## Training", "",
-        f"- epochs run {tr.get('epochs_run')}, best epoch {tr.get('best_epoch')}, "
+        (f"- {ens.get('size')} members, best epochs {', '.join(map(str, ens.get('best_epochs') or []))}, "
+         f"{ens.get('seconds')} s in all; the first member: " if ens else "- ") +
+        f"epochs run {tr.get('epochs_run')}, best epoch {tr.get('best_epoch')}, "
         f"{tr.get('seconds')} s; train samples {tr.get('train_model_samples')} models + "
         f"{tr.get('train_layer_samples')} layers, validation {tr.get('val_model_samples')}",
         f"- memory head: its correction of the analytical memory prior scaled by "
@@ -543,7 +553,7 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
 
 # --------------------------------------------------------------------------------------------- comparisons
 
-PREDICTOR_KINDS = ("gnn", "flops", "kernel-rf", "kernel-gbm", "roofline")
+PREDICTOR_KINDS = ("gnn", "gnn-ensemble", "flops", "kernel-rf", "kernel-gbm", "roofline")
 """Predictor kinds that ``run_evaluation`` trains afresh on each split's training part."""
 
 
@@ -555,6 +565,10 @@ def obtain_predictor(spec: str, train: SampleSet, options: TrainOptions | None =
         from perfpredict.gnn_predictor import GNNPredictor
 
         return GNNPredictor().fit(train, None, options or TrainOptions(), progress=progress)
+    if spec == "gnn-ensemble":
+        from perfpredict.ensemble import GNNEnsemble
+
+        return GNNEnsemble().fit(train, None, options or TrainOptions(), progress=progress)
     if spec in PREDICTOR_KINDS:
         from perfpredict.baselines import make_baseline
 

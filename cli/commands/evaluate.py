@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `evaluate`."""
     p = sub.add_parser("evaluate", help="score predictors on a measurement store (MAPE, RMSPE, within 5/10 %%, "
                                         "Spearman, Kendall)",
-                       description="PREDICTOR is a kind trained afresh on each split's training part (gnn, flops, "
-                                   "kernel-rf, kernel-gbm, roofline) or a checkpoint (path, or a name under "
+                       description="PREDICTOR is a kind trained afresh on each split's training part (gnn, "
+                                   "gnn-ensemble: three GNNs of consecutive seeds averaged, flops, kernel-rf, "
+                                   "kernel-gbm, roofline) or a checkpoint (path, or a name under "
                                    "trained_models/) scored as it is.")
     p.add_argument("--predictor", action="append", required=True, metavar="PREDICTOR",
                    help="kind or checkpoint; repeat to compare several")
