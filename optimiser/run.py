@@ -181,13 +181,15 @@ def build_space(graph: Graph, opts: OptimiseOptions, predictor: Any = None) -> S
 
 def unpriced_primitives(graph: Graph, predictor: Any, precisions: tuple[str, ...] = ("fp32", "int8")) -> list[str]:
     """Registered primitives that could run a node of ``graph`` at one of ``precisions`` but that ``predictor`` has
-    not learned."""
-    from perfpredict.primitives import candidates
+    not learned, leaving out a node's default (always kept, so never left out of the search)."""
+    from perfpredict.primitives import candidates, default_primitive
 
     known = predictor_primitives(predictor)
     if known is None:
         return []
-    offered = {p.name for n in graph.nodes for prec in precisions for p in candidates(n, precision=prec)}
+    defaults = {n.name: default_primitive(n).name for n in graph.nodes if candidates(n, precision="fp32")}
+    offered = {p.name for n in graph.nodes for prec in precisions for p in candidates(n, precision=prec)
+               if p.name != defaults.get(n.name)}
     return sorted(offered - set(known))
 
 

@@ -111,8 +111,11 @@ class GNNEnsemble(PairwiseCostsMixin):
 
     @property
     def known_primitives(self) -> tuple[str, ...] | None:
-        """The primitives of the members' vocabulary (None before training)."""
-        return self.members[0].known_primitives if self.members else None
+        """The primitives every member learned (None before training)."""
+        if not self.members:
+            return None
+        learned = [set(m.known_primitives or ()) for m in self.members]
+        return tuple(p for p in self.members[0].known_primitives or () if all(p in s for s in learned))
 
     @property
     def torch_threads(self) -> int | None:

@@ -91,8 +91,15 @@ class GNNPredictor(PairwiseCostsMixin):
 
     @property
     def known_primitives(self) -> tuple[str, ...] | None:
-        """The primitives of this predictor's vocabulary (others are featurised as 'other'); None before training."""
-        return None if self.space is None else tuple(self.space.primitives)
+        """The primitives this predictor learned: those of its vocabulary whose one-hot varied in its training data
+        (a primitive registered when it trained but never measured is in the vocabulary, its column pinned by the
+        normaliser, and its cost would be extrapolated); None before training."""
+        if self.space is None:
+            return None
+        if self.normaliser is None:
+            return tuple(self.space.primitives)
+        std, ds = self.normaliser.node_std, self.space.static_dim
+        return tuple(p for j, p in enumerate(self.space.primitives) if np.isfinite(std[ds + j]))
 
     def build_model(self) -> PerfGNN:
         """A fresh network sized for this predictor's feature space."""
