@@ -88,7 +88,6 @@ def run_throughput(samples, opts, n_plans, model, log, ensemble=1):
     import torch
 
     from perfpredict.ensemble import GNNEnsemble
-
     from perfpredict.gnn_predictor import GNNPredictor, load_predictor
     from perfpredict.models import load_model
     from perfpredict.plan import Choice, Plan

@@ -34,7 +34,7 @@ from perfpredict.gnn_predictor import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Ch
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
 from perfpredict.predictor import Prediction
-from perfpredict.serialise import json_default
+from perfpredict.serialise import plain
 
 if TYPE_CHECKING:
     from perfpredict.samples import SampleSet
@@ -114,8 +114,8 @@ class GNNEnsemble(PairwiseCostsMixin):
         """The primitives every member learned (None before training)."""
         if not self.members:
             return None
-        learned = [set(m.known_primitives or ()) for m in self.members]
-        return tuple(p for p in self.members[0].known_primitives or () if all(p in s for s in learned))
+        learned = set.intersection(*(set(m.known_primitives or ()) for m in self.members))
+        return tuple(p for p in self.members[0].known_primitives or () if p in learned)
 
     @property
     def torch_threads(self) -> int | None:
@@ -182,7 +182,7 @@ class GNNEnsemble(PairwiseCostsMixin):
         return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "kind": self.kind,
                 "perfpredict_version": __version__, "feature_schema_version": FEATURE_SCHEMA_VERSION,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "training": _plain(self.training), "metrics": _plain(self.metrics),
+                "training": plain(self.training), "metrics": plain(self.metrics),
                 "members": [m.payload() for m in self.members]}
 
     def save(self, path: str | Path) -> Path:
@@ -205,10 +205,6 @@ class GNNEnsemble(PairwiseCostsMixin):
 
 def _geomean(values: Sequence[np.ndarray]) -> np.ndarray:
     return np.exp(np.mean([np.log(np.asarray(v, np.float64)) for v in values], axis=0))
-
-
-def _plain(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=json_default))
 
 
 __all__ = ["DEFAULT_SIZE", "GNNEnsemble"]

@@ -1337,13 +1337,14 @@ class Normaliser:
         return ((v - self.dev_mean) / self.dev_std).astype(np.float32)
 
     @functools.cached_property
-    def _pinned(self) -> np.ndarray:
+    def pinned(self) -> np.ndarray:
+        """Indices of the node columns that never varied in training (read as their training value)."""
         return np.flatnonzero(np.isinf(self.node_std))
 
     def unseen_columns(self, x: np.ndarray) -> np.ndarray:
         """Indices of the node columns of rows ``x`` (the leading columns of a node row) that never varied in
         training and take another value here: the facts a prediction for ``x`` leaves out."""
-        p = self._pinned[self._pinned < x.shape[1]]
+        p = self.pinned[self.pinned < x.shape[1]]
         return p[(x[:, p] != self.node_mean[p]).any(axis=0)] if p.size else p
 
     def memory(self, x: np.ndarray) -> np.ndarray:

@@ -19,7 +19,6 @@ as ``"proxy"`` to ``trained_models/proxy/``.
 
 from __future__ import annotations
 
-import json
 import platform
 import warnings
 from datetime import datetime, timezone
@@ -39,7 +38,7 @@ from perfpredict.gnn import GNNConfig, PerfGNN
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
 from perfpredict.predictor import Prediction
-from perfpredict.serialise import json_default
+from perfpredict.serialise import plain
 
 if TYPE_CHECKING:
     from perfpredict.samples import SampleSet
@@ -98,8 +97,8 @@ class GNNPredictor(PairwiseCostsMixin):
             return None
         if self.normaliser is None:
             return tuple(self.space.primitives)
-        std, ds = self.normaliser.node_std, self.space.static_dim
-        return tuple(p for j, p in enumerate(self.space.primitives) if np.isfinite(std[ds + j]))
+        pinned, ds = set(self.normaliser.pinned.tolist()), self.space.static_dim
+        return tuple(p for j, p in enumerate(self.space.primitives) if ds + j not in pinned)
 
     def build_model(self) -> PerfGNN:
         """A fresh network sized for this predictor's feature space."""
@@ -310,7 +309,7 @@ class GNNPredictor(PairwiseCostsMixin):
         assert self.model is not None and self.normaliser is not None
         meta = self.metadata()
         meta["normaliser"] = self.normaliser.to_dict()
-        payload = json.loads(json.dumps(meta, default=json_default))  # plain types only (weights_only loading)
+        payload = plain(meta)
         payload["state_dict"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         return payload
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["json_default"]
+__all__ = ["json_default", "plain"]
 
 
 def json_default(obj: Any) -> Any:
@@ -22,3 +23,8 @@ def json_default(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
     return str(obj)
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` as plain JSON types only (what a checkpoint loaded with ``weights_only=True`` may hold)."""
+    return json.loads(json.dumps(obj, default=json_default))
