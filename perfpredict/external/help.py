@@ -501,6 +501,9 @@ def evaluate_transfer(data: HelpData, train_devices: Sequence[str], test_devices
     elif val_device not in train_devices:
         data.latency(val_device)
     fit_devices = [d for d in train_devices if d != val_device]
+    if not fit_devices:
+        raise DatasetError(f"no training device is left once the validation device '{val_device}' is set aside: "
+                           "give at least 2 training devices, or a validation device that is not one of them")
     rng = np.random.default_rng(seed)
     candidates = np.setdiff1d(np.arange(n), q_idx)
     take = min(len(candidates), proto.train_archs)

@@ -104,6 +104,15 @@ def test_bench_transfer_cli_unknown_device(help_root, capsys):
     assert code == 1 and "\n" not in err and "raspi4" in err and "available: 1080ti_1" in err
 
 
+def test_bench_transfer_cli_one_training_device(help_root, capsys):
+    """One training device is also the validation device: nothing is left to train on, said in one line."""
+    from cli.main import main
+
+    code = main(["bench", "transfer", "--train-devices", "pixel3", "--test-devices", "samsung_s7", "--shots", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err and "'pixel3'" in err and "at least 2 training devices" in err
+
+
 def test_bench_transfer_reads_a_folder_of_new_devices(help_root, tmp_path, capsys):
     """A folder holding only the test device (as the reserved devices will be) works with --data."""
     from cli.main import main
