@@ -7,8 +7,8 @@ random search) runs with several seeds; we record the best predicted latency aft
 and 1000 trials as the gap to the optimum (%), the number of trials to get within 5% and 1%, and the
 ratio of random search's trials-to-5% to each strategy's ("> x" when random search never got there,
 i.e. a lower bound). Finally, the wall time of a 300-trial Q-learning search on resnet50 with the
-default predictor (the shipped checkpoint when present, else the roofline model), through the search
-loop, is measured.
+default predictor (the shipped checkpoint when present, else the roofline model; ``--predictor`` for
+another), through the search loop, is measured.
 
 Usage (slow at full size; the machine should be quiet):
 
@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import machine  # noqa: E402
 
 CHECKPOINTS = (10, 30, 100, 300, 1000)
 MODELS = ("resnet18", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0", "mnasnet", "resnet50")
@@ -83,8 +85,9 @@ def _first(curve: np.ndarray, within: float) -> float:
     return float(hit[0] + 1) if len(hit) else float("inf")
 
 
-def _wall_time_resnet50(board, trials: int = 300) -> dict:
-    """Wall time of a Q-learning search on resnet50's full space with the default predictor, via the loop."""
+def _wall_time_resnet50(board, trials: int = 300, predictor_name: str | None = None) -> dict:
+    """Wall time of a Q-learning search on resnet50's full space with ``predictor_name`` (default: the default
+    predictor), via the loop."""
     from optimiser.loop import SearchConfig, run_search
     from optimiser.run import OptimiseOptions, build_search, resolve_predictor
     from optimiser.space import SearchSpace
@@ -92,7 +95,7 @@ def _wall_time_resnet50(board, trials: int = 300) -> dict:
     from perfpredict.models import load_model
 
     graph, _ = load_model("resnet50")
-    predictor, name = resolve_predictor(None)
+    predictor, name = resolve_predictor(predictor_name)
     t = time.perf_counter()
     import tempfile
 
@@ -118,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lossless", action="store_true", help="search fp32 unpruned plans only")
     ap.add_argument("--quick", action="store_true", help="5 models, 2 seeds, 300 trials")
     ap.add_argument("--skip-wall-time", action="store_true")
+    ap.add_argument("--predictor", default=None,
+                    help="checkpoint (path or name under trained_models/) for the resnet50 wall time (default: the "
+                         "default predictor)")
     ap.add_argument("--out", default="runs/bench_search")
     args = ap.parse_args(argv)
     if args.quick:
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = [c for c in CHECKPOINTS if c <= args.trials]
     out = {"board": board.name, "trials": args.trials, "seeds": args.seeds, "batch": args.batch,
            "lossless": args.lossless, "host": platform.node(), "python": platform.python_version(),
-           "models": {}}
+           "machine": machine(), "models": {}}
     for model in models:
         space, add, roof, optimum, info = _setup(model, board, args.lossless)
         print(f"{model}: {info}", flush=True)
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                     r["ratio_vs_random_5pct"] = rnd["trials_to_5pct"] / r["trials_to_5pct"]
         out["models"][model] = res
     if not args.skip_wall_time:
-        out["resnet50_wall_time"] = _wall_time_resnet50(board)
+        out["resnet50_wall_time"] = _wall_time_resnet50(board, predictor_name=args.predictor)
         print(f"resnet50 300-trial Q-learning wall time: {out['resnet50_wall_time']}", flush=True)
     dest = Path(args.out)
     dest.mkdir(parents=True, exist_ok=True)
@@ -185,6 +191,10 @@ def _markdown(out: dict, checkpoints: list[int]) -> str:
         w = out["resnet50_wall_time"]
         lines += ["", f"resnet50, 300-trial Q-learning search with {w['predictor']}: {w['total_seconds']} s "
                       f"(setup {w['setup_seconds']} s, search {w['search_seconds']} s)"]
+    if "machine" in out:
+        m = out["machine"]
+        lines += ["", f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, load average "
+                      f"{' '.join(m['load_average'])}; torch {m['torch']}"]
     return "\n".join(lines)
 
 
