@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lofo", action="append", type=Path, default=[],
                     help="bench_predictor --save-predictions file (repeatable; pooled into one setting)")
     ap.add_argument("--shots", default="1,2,3", help="validated plans per model, for the transfer settings")
-    ap.add_argument("--lofo-shots", default="1,3,5,8,12", help="validated plans per model, for the lofo setting")
+    ap.add_argument("--lofo-shots", default="1,2,3,5,8,12", help="validated plans per model, for the lofo setting")
     ap.add_argument("--draws", type=int, default=20, help="random draws of the validated plans per model")
     ap.add_argument("--threshold", type=float, default=0.15, help="the trigger (SearchConfig.recalibrate_threshold)")
     ap.add_argument("--seed", type=int, default=0)

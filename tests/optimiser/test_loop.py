@@ -10,7 +10,7 @@ import pytest
 
 from perfpredict.plan import Plan, validate_plan
 
-from optimiser.loop import LatencyCalibration, RuntimeValidator, SearchConfig, run_search
+from optimiser.loop import LatencyCalibration, Measured, RuntimeValidator, SearchConfig, run_search
 from optimiser.objectives import Constraints, Evaluator, Objective, additive_costs
 from optimiser.pareto import pareto_mask
 from optimiser.run import OptimiseOptions, optimise
@@ -67,6 +67,28 @@ def test_validation_records_and_recalibrates(resid_graph, board, roofline):
     assert ev.latency_correction is not None
     raw = ev.raw_uncorrected(res.best_indices[None])[0]
     assert res.best_costs.latency_ms == pytest.approx(float(res.calibration(np.array([raw]))[0]))
+
+
+class _TwiceAsSlow:
+    """A validator whose device runs every plan at twice the roofline's prediction."""
+
+    def __init__(self, evaluator):
+        self.evaluator = evaluator
+
+    def measure(self, graph, plan):
+        idx = self.evaluator.space.encode(plan)[None]
+        return Measured(2.0 * float(self.evaluator.raw_uncorrected(idx)[0]))
+
+
+@pytest.mark.parametrize("min_plans", [1, 2])
+def test_recalibration_waits_for_min_plans(resid_graph, board, roofline, min_plans):
+    prob, ev = _setup(resid_graph, board, roofline, Objective(), lossless=True, n=24)
+    cfg = SearchConfig(trials=24, batch_size=8, validate_every=8, recalibrate_threshold=0.15,
+                       recalibrate_min_plans=min_plans, progress=False)
+    res = run_search(prob, make_strategy("random", prob), ev, cfg, _TwiceAsSlow(ev))
+    notes = [n for n in res.notes if n.startswith("latency recalibrated")]
+    assert notes and notes[0].endswith(f"'plans': {min_plans}}}")  # the first correction, after min_plans plans
+    assert res.calibration is not None and res.calibration.as_dict()["scale"] == pytest.approx(2.0)
 
 
 def test_latency_calibration_is_the_median_ratio():
