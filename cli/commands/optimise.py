@@ -63,8 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inputs used for accuracy (the first N of --calibration, or N seeded random inputs "
                         "without it; default 16)")
     p.add_argument("--validate-every", type=nonneg_int, default=0, metavar="K",
-                   help="measure the incumbent plan on this machine every K trials and recalibrate the "
-                        "predictor when it is off (default 0: only the final plan is measured)")
+                   help="measure the incumbent plan on this machine every K trials and, when a prediction is "
+                        "off by more than 15%%, rescale later predictions by the measured / predicted ratio "
+                        "(from the first plan; from the third where the predictor trained on this machine) "
+                        "(default 0: only the final plan is measured)")
     p.add_argument("--no-measure", action="store_true", help="do not run plans on this machine at all")
     p.add_argument("--measure", action="store_true",
                    help="run plans on this machine although the board is a file (use when it describes this "
