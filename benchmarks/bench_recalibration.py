@@ -79,10 +79,10 @@ def rules(threshold: float) -> dict[str, Callable[[np.ndarray, np.ndarray], Corr
             "triggered scale": _triggered(_scale, threshold), "triggered loglinear": _triggered(_loglinear, threshold)}
 
 
-def transfer_groups(path: Path, column: str) -> list[np.ndarray]:
-    """[plans, 2] (predicted, measured) per model from a bench_transfer_local result file."""
+def transfer_groups(result: dict, column: str) -> list[np.ndarray]:
+    """[plans, 2] (predicted, measured) per model from a bench_transfer_local result (its JSON, loaded)."""
     by_model: dict[str, list[tuple[float, float]]] = {}
-    for pair in json.loads(path.read_text())["pairs"]:
+    for pair in result["pairs"]:
         by_model.setdefault(pair["model"], []).append((pair[column], pair["measured_ms"]))
     return [np.array(v, float) for v in by_model.values()]
 
@@ -141,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     settings: list[tuple[str, list[np.ndarray], list[int]]] = []
     shots = [int(s) for s in args.shots.split(",") if s]
     for path in args.transfer:
-        threads = json.loads(path.read_text()).get("threads")
+        result = json.loads(path.read_text())
         for column, label in (("proxy_ms", "proxy route"), ("board_ms", "board's features")):
-            settings.append((f"{path.stem} ({threads} thr), {label}", transfer_groups(path, column), shots))
+            settings.append((f"{path.stem} ({result.get('threads')} thr), {label}", transfer_groups(result, column),
+                             shots))
     if args.lofo:
         groups = [g for path in args.lofo for g in lofo_groups(path)]
         settings.append(("held-out families, training device", groups,
