@@ -6,7 +6,7 @@
 #   datasets/regenerate.sh xeon    # datasets/xeon.db  (Intel Xeon host, quiet: ~68 minutes)
 #   datasets/regenerate.sh xeon2   # datasets/xeon2.db (a second Intel Xeon host, with conv.dnnl and conv.dnnl_int8: ~75 minutes)
 #   datasets/regenerate.sh amd     # datasets/amd.db   (the proxy's AMD EPYC host again, idle, every primitive: ~40 minutes)
-#   datasets/regenerate.sh zen5    # datasets/zen5.db  (a newer AMD EPYC host, CPU family 26; every primitive: ~45 minutes)
+#   datasets/regenerate.sh zen5    # datasets/zen5.db  (a newer AMD EPYC host, CPU family 26; every primitive: ~60 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -103,6 +103,19 @@ elif [ "$NAME" = zen5 ]; then  # a host no other store has seen; every primitive
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 2 --plans-per-model 12 \
       --resolutions 96,128 --seed 6 --campaign models-fusion3 --max-minutes 8 \
       --json > "$WORK/models-fusion3-seed6.json"
+  # gemm.dnnl joined after the campaigns above: every Gemm configuration of 12 variants per family with all its
+  # candidates, then model campaigns whose random and fastest-choice plans draw it (96/128 px, then 224 px)
+  $PP profile layers --store "$S" --threads 1,2 --ops Gemm --n-configs 1000 --n-variants-per-family 12 \
+      --resolutions 96,128,160,224 --seed 1 --campaign layers-gemm --time-cap-s "$LAYER_CAP" --max-minutes 6 \
+      --json > "$WORK/layers-gemm.json"
+  $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 2 --plans-per-model 12 \
+      --resolutions 96,128 --seed 9 --campaign models-gemm --max-minutes 10 --json > "$WORK/models-gemm.json"
+  for SEED in 9 10 11; do
+    $PP profile models --store "$S" --families resnet,mobilenet_v2,squeezenet,efficientnet,mnasnet,googlenet \
+        --threads 2 --n-variants-per-family 1 $([ $SEED != 9 ] && echo --no-canonical) --plans-per-model 12 \
+        --resolutions 224 --seed $SEED --campaign models-224-gemm --max-minutes 6 \
+        --json > "$WORK/models-224-gemm-seed$SEED.json"
+  done
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"
