@@ -13,10 +13,15 @@ Then the default plan, both optimised plans, ONNX Runtime's default session (sam
 dependency-free baseline (C reference loops for conv/gemm) are timed round-robin with
 perfpredict.measure.measure_interleaved in steady-state turns (``--settle`` seconds idle so that the previous
 candidate's spinning thread pool does not share the cores, ``--block-warmup`` untimed calls, then ``--block``
-timed calls; rounds until the median's 95% CI is within 2% or the time cap). Prints a table and writes JSON with the machine and every LatencyStats.
+timed calls; rounds until the median's 95% CI is within 2% or the time cap). Prints a table and writes JSON with
+the machine, every LatencyStats and the kept plans.
+
+``--versus P`` runs both searches again with a second predictor (checkpoint) and times its two plans in the same
+rounds: two checkpoints compared by the plans they find, in one session, so that the VM's drift between runs
+does not decide (``versus`` columns: the second predictor's plan time over the first's).
 
     .venv/bin/python benchmarks/bench_realised.py [--models resnet18,mobilenet_v2,squeezenet1_1,efficientnet_b0]
-        [--threads 2] [--trials 300] [--max-drop 1.0] [--predictor proxy] [--no-baseline]
+        [--threads 2] [--trials 300] [--max-drop 1.0] [--predictor proxy] [--versus CHECKPOINT] [--no-baseline]
         [--out benchmarks/results/realised.json]
 
 Run it on a quiet machine.
@@ -25,6 +30,7 @@ Run it on a quiet machine.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -34,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_runtime import baseline_plan  # noqa: E402
 from benchmarks.harness import plan_calls, run_and_write, search_parser, timing_kwargs  # noqa: E402
-from optimiser.run import OptimiseOptions, optimise  # noqa: E402
+from optimiser.run import OptimiseOptions, optimise, resolve_predictor  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
 from perfpredict.plan import default_plan  # noqa: E402
@@ -52,7 +58,15 @@ def _search(graph, device, predictor, name, args, outdir: Path, lossless: bool):
     changed = sum(1 for n, c in plan.choices.items() if c != default.get(n))
     return plan, {"report": outcome.report, "accuracy": acc, "nodes_changed": changed,
                   "int8_nodes": sum(c.precision == "int8" for c in plan.choices.values()),
-                  "pruned_nodes": sum(c.prune > 0 for c in plan.choices.values())}
+                  "pruned_nodes": sum(c.prune > 0 for c in plan.choices.values()), "plan": plan.to_dict()}
+
+
+@functools.lru_cache(maxsize=None)
+def _versus(name: str, threads: int, zero_shot: str):  # noqa: ANN202
+    """The second predictor of ``--versus``, resolved once (routed as the first)."""
+    from perfpredict.devices import local_device
+
+    return resolve_predictor(name, threads, local_device(threads), zero_shot)
 
 
 def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) -> dict:  # noqa: ANN001
@@ -62,6 +76,14 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
     lossy, info_lossy = _search(graph, device, predictor, pname, args, workdir / model / "lossy", False)
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
     plans = {"default": default_plan(graph), "lossless": lossless, "int8+prune": lossy}
+    versus = {}
+    if args.versus:
+        vpred, vname = _versus(args.versus, threads, args.zero_shot)
+        plans["lossless@versus"], versus["lossless"] = _search(graph, device, vpred, vname, args,
+                                                              workdir / model / "v-lossless", True)
+        plans["int8+prune@versus"], versus["lossy"] = _search(graph, device, vpred, vname, args,
+                                                             workdir / model / "v-lossy", False)
+        versus["predictor"] = vname
     if not args.no_baseline:
         plans["baseline"] = baseline_plan(graph)
     fns = plan_calls(graph, plans, threads, x)
@@ -71,7 +93,10 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
     stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats,
                                 time_cap_s=args.time_cap, threads=threads, seed=0, **timing_kwargs(args))
     med = {k: s.median_ms for k, s in stats.items()}
-    return {"model": model, "threads": threads,
+    if versus:
+        versus["lossless_ratio"] = med["lossless@versus"] / med["lossless"]
+        versus["lossy_ratio"] = med["int8+prune@versus"] / med["int8+prune"]
+    return {"model": model, "threads": threads, "versus": versus or None,
             "stats": {k: dataclasses.asdict(s) for k, s in stats.items()},
             "median_ms": med,
             "speedup_lossless_vs_default": med["default"] / med["lossless"],
@@ -99,12 +124,23 @@ def _table(rows: list[dict]) -> str:
             f"{acc.get('drop_pct', float('nan')):.2f} | {acc.get('top1_agreement', float('nan')):.3f} | "
             f"{_num(acc.get('faithful')):.3f} | "
             f"{acc.get('sqnr_db', float('nan')):.1f} |")
+    vs = [r for r in rows if r.get("versus")]
+    if vs:
+        lines += ["", f"versus `{vs[0]['versus']['predictor']}` (its plans' time over the first predictor's, "
+                      "same rounds):", "",
+                  "| model | lossless ms | versus ms | ratio | int8+prune ms | versus ms | ratio |", "|---|---|---|---|---|---|---|"]
+        for r in vs:
+            m, v = r["median_ms"], r["versus"]
+            lines.append(f"| {r['model']} | {m['lossless']:.2f} | {m['lossless@versus']:.2f} | {v['lossless_ratio']:.2f} | "
+                         f"{m['int8+prune']:.2f} | {m['int8+prune@versus']:.2f} | {v['lossy_ratio']:.2f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = search_parser(__doc__.splitlines()[0], "benchmarks/results/realised.json")
     ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) C reference baseline")
+    ap.add_argument("--versus", default=None, metavar="PREDICTOR",
+                    help="also search with this predictor and time its plans in the same rounds")
     return run_and_write(ap.parse_args(argv), bench_model, _table)
 
 
