@@ -9,6 +9,11 @@ them. With ``--ort``, ONNX Runtime's own profiler times its kernels on the same 
 ``bench_realised.py`` compares against, --repeats runs after 20 untimed ones, the median of each node's kernel
 time) and its nodes are summed by op type beside ours: where the gap to ONNX Runtime lies, op by op.
 
+Step times and profiled kernel times are not wall times: each step timed on its own carries a timer and a
+thread-pool wake-up, and ONNX Runtime's profiler adds its own cost to every node. So the kept plans' whole forward
+passes and a run of ONNX Runtime's session without the profiler are also timed, round-robin in steady-state turns
+as ``bench_realised.py`` times them (``forward_ms``, ``run_ms``): the figures to hold the sums against.
+
     .venv/bin/python benchmarks/bench_breakdown.py [--models resnet18,mobilenet_v2,squeezenet1_1,efficientnet_b0]
         [--threads 2] [--repeats 50] [--ort] [--out benchmarks/results/breakdown.json]
 
@@ -26,9 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_realised import _search  # noqa: E402
-from benchmarks.harness import run_and_write, search_parser  # noqa: E402
+from benchmarks.harness import plan_calls, run_and_write, search_parser, timing_kwargs  # noqa: E402
+from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
-from perfpredict.runtime import breakdown, build_executable  # noqa: E402
+from perfpredict.runtime import breakdown, build_executable, ort_session  # noqa: E402
 
 
 def ort_breakdown(onnx_path: Path, x: np.ndarray, threads: int, repeats: int, workdir: Path) -> dict:
@@ -63,12 +69,25 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
     row = {"model": model, "threads": args.threads, "repeats": args.repeats}
     if args.ort:
         row["ort"] = ort_breakdown(onnx_path, x, args.threads, args.repeats, workdir)
+    plans = {}
     for label, lossless in (("lossless", True), ("int8+prune", False)):
         plan, info = _search(graph, device, predictor, pname, args, workdir / model / label, lossless)
+        plans[label] = plan
         exe = build_executable(graph, plan, threads=args.threads)
         steps = exe.step_times(x, repeats=args.repeats)
         row[label] = {"sum_ms": sum(st.ms for st in steps), "groups": breakdown(steps),
                       "int8_nodes": info["int8_nodes"], "pruned_nodes": info["pruned_nodes"]}
+    fns = plan_calls(graph, plans, args.threads, x)
+    if args.ort:
+        sess = ort_session(onnx_path, threads=args.threads)
+        feeds = {sess.get_inputs()[0].name: x}
+        fns["ort"] = lambda: sess.run(None, feeds)
+    stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
+                                threads=args.threads, seed=0, **timing_kwargs(args))
+    for label in plans:
+        row[label]["forward_ms"] = stats[label].median_ms
+    if args.ort:
+        row["ort"]["run_ms"] = stats["ort"].median_ms
     return row
 
 
@@ -78,14 +97,16 @@ def _table(rows: list[dict]) -> str:
         for label in ("lossless", "int8+prune"):
             b = r[label]
             lines += [f"{r['model']}, {label} plan ({b['int8_nodes']} int8, {b['pruned_nodes']} pruned nodes; "
-                      f"{r['threads']} threads): steps sum to {b['sum_ms']:.2f} ms", "",
+                      f"{r['threads']} threads): steps sum to {b['sum_ms']:.2f} ms, the whole forward pass "
+                      f"{b['forward_ms']:.2f} ms", "",
                       "| primitive / conversion | steps | ms | share | us per step |", "|---|---|---|---|---|"]
             lines += [f"| {g['group']} | {g['steps']} | {g['ms']:.3f} | {100 * g['share']:.1f}% | "
                       f"{1e3 * g['ms'] / g['steps']:.1f} |" for g in b["groups"]]
             lines.append("")
         if "ort" in r:
             o = r["ort"]
-            lines += [f"{r['model']}, ONNX Runtime's kernels ({r['threads']} threads): sum {o['kernels_ms']:.2f} ms", "",
+            lines += [f"{r['model']}, ONNX Runtime's kernels ({r['threads']} threads): sum {o['kernels_ms']:.2f} ms "
+                      f"profiled, a run without the profiler {o['run_ms']:.2f} ms", "",
                       "| op | nodes | ms | us per node |", "|---|---|---|---|"]
             lines += [f"| {g['op']} | {g['nodes']} | {g['ms']:.3f} | {1e3 * g['ms'] / g['nodes']:.1f} |"
                       for g in o["groups"]]
