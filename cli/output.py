@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any, Iterable, Sequence
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--no-progress``: the command's progress bars (on stderr) are off, for logs and scripts."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr (for logs and scripts)")
 
 
 def print_json(obj: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.output import print_json, print_table
+from cli.output import add_progress_option, print_json, print_table
 from perfpredict.errors import PerfPredictError
 
 
@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                                      "a predictor checkpoint")
     t.add_argument("-o", "--output", default=None, help="also write the full results JSON here")
     t.add_argument("--json", action="store_true", help="print the full results as JSON")
+    add_progress_option(t)
     t.set_defaults(func=_transfer)
 
 
@@ -81,7 +82,7 @@ def _transfer(args: argparse.Namespace) -> int:
                              repeats=args.repeats)
     res = evaluate_transfer(data, train, args.test_devices, shots=args.shots, seed=args.seed,
                             val_device=args.val_device or train[-1], protocol=proto,
-                            config=MultiDeviceConfig(epochs=args.epochs, seed=args.seed, outlier_ratio=10.0), progress=True,
+                            config=MultiDeviceConfig(epochs=args.epochs, seed=args.seed, outlier_ratio=10.0), progress=not args.no_progress,
                             save_model=args.save_model)
     if args.space in HELP_PUBLISHED:
         res["help_published"] = HELP_PUBLISHED[args.space]

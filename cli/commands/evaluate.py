@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.output import print_json, print_table
+from cli.output import add_progress_option, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="peak-memory target: torch-allocator figures (exact), resident-set figures, allocator where there is one "
                         "else resident set, or auto (allocator when the store has any; default)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_progress_option(p)
     p.set_defaults(func=_evaluate)
 
 
@@ -41,10 +42,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     for spec in args.predictor:  # a mistyped checkpoint fails before the store is loaded, not after
         if spec not in PREDICTOR_KINDS:
             resolve_model_path(spec)
-    samples = load_samples(resolve_dataset(args.data), progress=True, latency_stat=args.latency_stat,
+    samples = load_samples(resolve_dataset(args.data), progress=not args.no_progress, latency_stat=args.latency_stat,
                            memory_method=args.memory_method)
     opts = TrainOptions(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
-    rows = run_evaluation(samples, args.predictor, args.split, args.seed, opts, progress=True)
+    rows = run_evaluation(samples, args.predictor, args.split, args.seed, opts, progress=not args.no_progress)
     if args.json:
         print_json({"data": samples.summary(), "split": args.split, "results": rows})
         return 0

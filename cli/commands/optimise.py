@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from cli.argtypes import add_zero_shot, nonneg_float, nonneg_int, positive_float, positive_int
-from cli.output import print_json, print_table, slow_path_note
+from cli.output import add_progress_option, print_json, print_table, slow_path_note
 
 STRATEGIES = ("qlearning", "tpe", "nsga2", "random", "exact")
 
@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "default plan, and every K trials with --validate-every) and the measured-fastest is kept. "
                     "Writes plan.json, report.json/txt, trials.csv and pareto.csv/png under -o.")
     _add_common(p)
+    add_progress_option(p)
     p.add_argument("--strategy", choices=STRATEGIES, default="qlearning",
                    help="search strategy (default qlearning; exact = ILP optimum of an additive predictor)")
     p.add_argument("--trials", type=positive_int, default=300, metavar="N", help="plans to evaluate (default 300)")
@@ -130,7 +131,7 @@ def _optimise(args: argparse.Namespace) -> int:
         calibration_samples=args.calibration_samples, validate_every=args.validate_every,
         measure=(args.device_features == "local" or args.measure) and not args.no_measure, threads=args.threads,
         storage=args.storage, study=args.study, outdir=outdir,
-        seed=args.seed, dataset=args.dataset, progress=not args.json)
+        seed=args.seed, dataset=args.dataset, progress=not (args.json or args.no_progress))
     outcome = optimise(graph, device, opts, predictor, name)
     if args.json:
         print_json(outcome.report)

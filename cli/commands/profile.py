@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.output import print_json, print_table
+from cli.output import add_progress_option, print_json, print_table
 from perfpredict.errors import PerfPredictError
 
 
@@ -57,7 +57,7 @@ def _common(p: argparse.ArgumentParser, *, time_cap: float, max_call: float) -> 
                                                                    "by running the same command again)")
     p.add_argument("--stop-after", type=int, default=None, help="stop cleanly once the store holds this many "
                                                                 "records of the campaign")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.add_argument("--json", action="store_true", help="print the campaign report as JSON")
 
 
@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     no.add_argument("--seed", type=int, default=0, help="seed of the sample")
     no.add_argument("--kinds", type=_names, default=["layer", "model"], help="record kinds (default layer,model)")
     no.add_argument("--repeat", type=int, default=0, help="recheck number, to recheck the same records again")
-    no.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(no)
     no.add_argument("--json", action="store_true", help="print the report as JSON")
     no.set_defaults(func=_noise)
 
@@ -114,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "Resumable.")
     me.add_argument("--store", required=True, help="an existing measurement store")
     me.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time")
-    me.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(me)
     me.add_argument("--json", action="store_true", help="print the report as JSON")
     me.set_defaults(func=_memory)
 

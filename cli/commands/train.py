@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli.argtypes import positive_int, share
-from cli.output import print_json, print_table
+from cli.output import add_progress_option, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="peak-memory target: torch-allocator figures (exact), resident-set figures, allocator where there is one "
                         "else resident set, or auto (allocator when the store has any; default)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_progress_option(p)
     p.set_defaults(func=_train)
 
 
@@ -47,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
 
     data = resolve_dataset(args.data)
     metrics = train_and_report(data, args.output, split=args.split, seed=args.seed, epochs=args.epochs,
-                               progress=True, options=TrainOptions(seed=args.seed, threads=args.threads,
+                               progress=not args.no_progress, options=TrainOptions(seed=args.seed, threads=args.threads,
                                                                     identity_dropout=args.identity_dropout,
                                                                     **({"patience": args.patience}
                                                                        if args.patience else {})),

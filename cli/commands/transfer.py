@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.output import print_json, print_table
+from cli.output import add_progress_option, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                   "(default: every canonical zoo model)")
     p.add_argument("-o", "--output", required=True, help="folder of the adapted checkpoint")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_progress_option(p)
     p.set_defaults(func=_transfer)
 
 
@@ -58,7 +59,7 @@ def _transfer(args: argparse.Namespace) -> int:
         csv_path = Path(args.output) / "measurements.csv"
         done = read_measurements(csv_path) if csv_path.is_file() else []  # a killed run resumes
         measurements = measure_candidates(source, device, args.k, models=models, threads=args.threads,
-                                          progress=True, plans_dir=Path(args.output) / "shots", done=done,
+                                          progress=not args.no_progress, plans_dir=Path(args.output) / "shots", done=done,
                                           on_measured=lambda so_far: write_measurements(csv_path, so_far))
         write_measurements(csv_path, measurements)
     res = adapt_predictor(args.predictor, device, measurements, args.k, args.output, proxies=proxies)

@@ -102,6 +102,15 @@ def test_run_evaluation_compares_predictors_on_the_same_splits(loaded, tmp_path)
     assert rows[0]["metrics"]["latency"]["n"] == rows[0]["test_samples"]
 
 
+def test_cli_no_progress_silences_the_progress_bars(store, capsys):
+    args = ["evaluate", "--predictor", "flops", "--data", store, "--split", "random:0.5", "--json"]
+    assert main(args) == 0
+    assert "loading records" in capsys.readouterr().err
+    assert main([*args, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and json.loads(captured.out)["results"][0]["predictor"] == "flops"
+
+
 def test_cli_train_evaluate_predict(store, tmp_path, capsys):
     out = tmp_path / "cli_model"
     assert main(["train", "--data", store, "-o", str(out), "--epochs", "2", "--split", "random:0.5", "--json"]) == 0
