@@ -651,12 +651,17 @@ class Store:
             "first_timestamp": first,
             "last_timestamp": last,
             "noise": self.noise(),
+            "noise_by_kind": {k: v for k in ("layer", "model") if (v := self.noise(k)) is not None},
         }
 
-    def noise(self) -> dict[str, Any] | None:
-        """Agreement of noise-recheck records with their originals (measure.noise_floor), or None if there are none."""
+    def noise(self, kind: str | None = None) -> dict[str, Any] | None:
+        """Agreement of noise-recheck records with their originals (measure.noise_floor), or None if there are none;
+        ``kind`` ("layer" or "model") keeps the re-checks of that kind only."""
+        if kind not in (None, "layer", "model"):
+            raise DatasetError(f"noise: kind must be 'layer', 'model' or None, got {kind!r}")
         rows = self._conn.execute(
-            "SELECT extra_json, median_ms FROM records WHERE campaign = ? AND median_ms IS NOT NULL", (NOISE_CAMPAIGN,)
+            "SELECT extra_json, median_ms FROM records WHERE campaign = ? AND median_ms IS NOT NULL"
+            + ("" if kind is None else " AND kind = ?"), (NOISE_CAMPAIGN,) + (() if kind is None else (kind,))
         ).fetchall()
         if not rows:
             return None

@@ -319,22 +319,36 @@ def noise_floor(pairs: Iterable[tuple[float, float]]) -> dict[str, float | int]:
     """Agreement of repeated medians: pairs of (first, second) for the same records.
 
     Relative difference is |second - first| / first. Returns n, within_5pct and within_10pct
-    (shares in [0, 1]) and median_rel_diff; shares and median are NaN when there are no pairs.
+    (shares in [0, 1]) and median_rel_diff: how well a second measurement scores against the first.
+
+    Also what a predictor that knew each record's true latency would score against the stored (first)
+    figures: ``truth_within_5pct``, ``truth_within_10pct`` and ``truth_mape`` (a share; 0.05 = 5%). If each
+    measurement is the truth times an independent, identically and symmetrically distributed factor, the log of one
+    factor is distributed as the pair's log ratio divided by sqrt(2) (exactly so for log-normal noise), so the
+    stored figure misses the truth by ``|exp(log(second / first) / sqrt(2)) - 1|``. An estimate under that
+    assumption, not a bound: the best score the measurements let any predictor show. Shares, median and means
+    are NaN when there are no pairs.
     """
-    rel = []
+    rel, truth = [], []
     for i, (a, b) in enumerate(pairs):
         a, b = float(a), float(b)
         if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
             raise MeasurementError(f"noise_floor: pair {i} must hold two positive finite medians, got ({a}, {b})")
         rel.append(abs(b - a) / a)
+        truth.append(abs(math.expm1(math.log(b / a) / math.sqrt(2.0))))
     n = len(rel)
     if n == 0:
-        return {"n": 0, "within_5pct": math.nan, "within_10pct": math.nan, "median_rel_diff": math.nan}
+        return {"n": 0, "within_5pct": math.nan, "within_10pct": math.nan, "median_rel_diff": math.nan,
+                "truth_within_5pct": math.nan, "truth_within_10pct": math.nan, "truth_mape": math.nan}
+    eps = 1e-12  # exp(log(1.21) / sqrt(2)) - 1 is 0.1 only up to rounding
     return {
         "n": n,
         "within_5pct": sum(r <= 0.05 for r in rel) / n,
         "within_10pct": sum(r <= 0.10 for r in rel) / n,
         "median_rel_diff": statistics.median(rel),
+        "truth_within_5pct": sum(t <= 0.05 + eps for t in truth) / n,
+        "truth_within_10pct": sum(t <= 0.10 + eps for t in truth) / n,
+        "truth_mape": sum(truth) / n,
     }
 
 

@@ -64,6 +64,11 @@ def _info(args: argparse.Namespace) -> int:
         print(f"noise floor: {noise['n']} re-measured records; within 5%: {pct(noise['within_5pct'])}, "
               f"within 10%: {pct(noise['within_10pct'])}, median relative difference "
               f"{pct(noise['median_rel_diff'])}")
+        for kind, nk in info.get("noise_by_kind", {}).items():
+            print(f"  {kind} records ({nk['n']}): re-measured within 10%: {pct(nk['within_10pct'])}; a predictor of "
+                  f"the true latency would score about MAPE {pct(nk['truth_mape'])}, within 5%: "
+                  f"{pct(nk['truth_within_5pct'])}, within 10%: {pct(nk['truth_within_10pct'])} against the stored "
+                  "figures (estimate: i.i.d. symmetric noise, see perfpredict.measure.noise_floor)")
     else:
         print("noise floor: no re-measurements yet (run `perfpredict profile noise`)")
     return 0

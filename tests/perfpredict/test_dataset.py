@@ -205,7 +205,11 @@ def test_info_counts_and_noise_floor(store):
     assert info["with_peak_mem"] == 1 and info["unstable"] == 0
     noise = info["noise"]
     assert noise["n"] == 4 and noise["within_5pct"] == 0.5 and noise["within_10pct"] == 0.75
-    assert noise["orphans"] == 0
+    assert noise["orphans"] == 0 and 0 < noise["truth_mape"] < noise["median_rel_diff"] + 0.2
+    assert info["noise_by_kind"]["layer"]["n"] == 4 and "model" not in info["noise_by_kind"]  # no model re-checked
+    assert store.noise("model") is None and store.noise("layer")["within_10pct"] == 0.75
+    with pytest.raises(DatasetError, match="kind must be 'layer', 'model' or None"):
+        store.noise("models")
     json.dumps(info)  # serialisable for `dataset info --json`
     recheck = next(store.iter_records(campaign=NOISE_CAMPAIGN))
     assert recheck.extra()["original_key"] == originals[0].key and recheck.node_json == originals[0].node_json

@@ -134,9 +134,19 @@ def test_noise_floor():
     nf = noise_floor([(1.0, 1.03), (2.0, 2.16), (1.0, 1.5), (4.0, 4.0)])
     assert nf["n"] == 4 and nf["within_5pct"] == 0.5 and nf["within_10pct"] == 0.75
     assert nf["median_rel_diff"] == pytest.approx(0.055)
-    assert math.isnan(noise_floor([])["within_5pct"])
+    assert math.isnan(noise_floor([])["within_5pct"]) and math.isnan(noise_floor([])["truth_mape"])
     with pytest.raises(MeasurementError, match="pair 0 must hold two positive"):
         noise_floor([(0.0, 1.0)])
+
+
+def test_noise_floor_estimates_what_a_predictor_of_the_truth_would_score():
+    # with i.i.d. log-normal noise a pair's log ratio has sqrt(2) times the spread of one measurement's
+    # deviation from the truth: pairs 1.1 ** sqrt(2) apart stand for measurements 10% off
+    r10, r4 = 1.1 ** math.sqrt(2), 1.04 ** math.sqrt(2)
+    nf = noise_floor([(1.0, r10), (2.0, 2.0), (1.0, 1.0 / r10), (3.0, 3.0 * r4)])
+    assert nf["truth_within_10pct"] == 1.0 and nf["truth_within_5pct"] == 0.5
+    assert nf["within_10pct"] == 0.5  # a second measurement scores worse than the truth would
+    assert nf["truth_mape"] == pytest.approx((0.1 + 0.0 + (1 - 1 / 1.1) + 0.04) / 4)
 
 
 @pytest.fixture
