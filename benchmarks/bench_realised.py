@@ -128,11 +128,13 @@ def _table(rows: list[dict]) -> str:
     if vs:
         lines += ["", f"versus `{vs[0]['versus']['predictor']}` (its plans' time over the first predictor's, "
                       "same rounds):", "",
-                  "| model | lossless ms | versus ms | ratio | int8+prune ms | versus ms | ratio |", "|---|---|---|---|---|---|---|"]
+                  "| model | lossless ms | versus ms | ratio | int8+prune ms | versus ms | ratio |",
+                  "|---|---|---|---|---|---|---|"]
         for r in vs:
             m, v = r["median_ms"], r["versus"]
-            lines.append(f"| {r['model']} | {m['lossless']:.2f} | {m['lossless@versus']:.2f} | {v['lossless_ratio']:.2f} | "
-                         f"{m['int8+prune']:.2f} | {m['int8+prune@versus']:.2f} | {v['lossy_ratio']:.2f} |")
+            lines.append(f"| {r['model']} | {m['lossless']:.2f} | {m['lossless@versus']:.2f} | "
+                         f"{v['lossless_ratio']:.2f} | {m['int8+prune']:.2f} | {m['int8+prune@versus']:.2f} | "
+                         f"{v['lossy_ratio']:.2f} |")
     return "\n".join(lines)
 
 

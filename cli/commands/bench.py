@@ -82,7 +82,8 @@ def _transfer(args: argparse.Namespace) -> int:
                              repeats=args.repeats)
     res = evaluate_transfer(data, train, args.test_devices, shots=args.shots, seed=args.seed,
                             val_device=args.val_device or train[-1], protocol=proto,
-                            config=MultiDeviceConfig(epochs=args.epochs, seed=args.seed, outlier_ratio=10.0), progress=not args.no_progress,
+                            config=MultiDeviceConfig(epochs=args.epochs, seed=args.seed, outlier_ratio=10.0),
+                            progress=not args.no_progress,
                             save_model=args.save_model)
     if args.space in HELP_PUBLISHED:
         res["help_published"] = HELP_PUBLISHED[args.space]

@@ -59,7 +59,8 @@ def _transfer(args: argparse.Namespace) -> int:
         csv_path = Path(args.output) / "measurements.csv"
         done = read_measurements(csv_path) if csv_path.is_file() else []  # a killed run resumes
         measurements = measure_candidates(source, device, args.k, models=models, threads=args.threads,
-                                          progress=not args.no_progress, plans_dir=Path(args.output) / "shots", done=done,
+                                          progress=not args.no_progress, plans_dir=Path(args.output) / "shots",
+                                          done=done,
                                           on_measured=lambda so_far: write_measurements(csv_path, so_far))
         write_measurements(csv_path, measurements)
     res = adapt_predictor(args.predictor, device, measurements, args.k, args.output, proxies=proxies)
