@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import BoardError, DatasetError
@@ -626,6 +626,7 @@ class Store:
             rows = c.execute(f"SELECT {col}, COUNT(*) FROM records GROUP BY {col} ORDER BY {col}").fetchall()
             return {("none" if k is None else str(k)): n for k, n in rows}
 
+        rechecks = self._noise_rechecks()
         n, unstable, with_mem, first, last = c.execute(
             "SELECT COUNT(*), SUM(stable = 0), SUM(peak_mem_bytes IS NOT NULL), MIN(timestamp), MAX(timestamp) "
             "FROM records"
@@ -650,36 +651,43 @@ class Store:
             "with_peak_mem": with_mem or 0,
             "first_timestamp": first,
             "last_timestamp": last,
-            "noise": self.noise(),
-            "noise_by_kind": {k: v for k in ("layer", "model") if (v := self.noise(k)) is not None},
+            "noise": _noise_summary(rechecks, None),
+            "noise_by_kind": {k: v for k in ("layer", "model") if (v := _noise_summary(rechecks, k)) is not None},
         }
 
     def noise(self, kind: str | None = None) -> dict[str, Any] | None:
         """Agreement of noise-recheck records with their originals (measure.noise_floor), or None if there are none;
         ``kind`` ("layer" or "model") keeps the re-checks of that kind only."""
-        if kind not in (None, "layer", "model"):
-            raise DatasetError(f"noise: kind must be 'layer', 'model' or None, got {kind!r}")
+        return _noise_summary(self._noise_rechecks(), kind)
+
+    def _noise_rechecks(self) -> list[tuple[str, float, str | None, float | None]]:
+        """Every noise re-check as (kind, its median, its original's key, the original's median): the key is None
+        when the re-check names none, the median None when that record is not in the store."""
         rows = self._conn.execute(
-            "SELECT extra_json, median_ms FROM records WHERE campaign = ? AND median_ms IS NOT NULL"
-            + ("" if kind is None else " AND kind = ?"), (NOISE_CAMPAIGN,) + (() if kind is None else (kind,))
+            "SELECT kind, extra_json, median_ms FROM records WHERE campaign = ? AND median_ms IS NOT NULL",
+            (NOISE_CAMPAIGN,),
         ).fetchall()
-        if not rows:
-            return None
-        wanted = {}
-        for extra, med in rows:
-            orig = json.loads(extra).get("original_key")
-            if orig:
-                wanted.setdefault(orig, []).append(med)
-        originals = {}
-        keys = list(wanted)
+        found = [(kind, med, json.loads(extra).get("original_key") or None) for kind, extra, med in rows]
+        originals: dict[str, float] = {}
+        keys = list({orig for _, _, orig in found if orig})
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             q = f"SELECT key, median_ms FROM records WHERE key IN ({', '.join('?' * len(chunk))})"
             originals.update(self._conn.execute(q, chunk).fetchall())
-        pairs = [(originals[k], m) for k, ms in wanted.items() for m in ms if originals.get(k)]
-        out = noise_floor([(a, b) for a, b in pairs if a > 0 and b > 0])
-        out["orphans"] = sum(len(ms) for k, ms in wanted.items() if not originals.get(k))
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+        return [(kind, med, orig, originals.get(orig) if orig else None) for kind, med, orig in found]
+
+
+def _noise_summary(rechecks: Sequence[tuple[str, float, str | None, float | None]],
+                   kind: str | None) -> dict[str, Any] | None:
+    """:meth:`Store.noise` of the re-checks ``rechecks`` (:meth:`Store._noise_rechecks`) of ``kind`` (None: all)."""
+    if kind not in (None, "layer", "model"):
+        raise DatasetError(f"noise: kind must be 'layer', 'model' or None, got {kind!r}")
+    chosen = [(med, key, orig) for k, med, key, orig in rechecks if kind is None or k == kind]
+    if not chosen:
+        return None
+    out = noise_floor([(orig, med) for med, key, orig in chosen if orig and orig > 0 and med > 0])
+    out["orphans"] = sum(1 for _, key, orig in chosen if key and not orig)
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
 def _path_of(path_or_url: str | os.PathLike) -> Path:

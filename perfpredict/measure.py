@@ -340,7 +340,7 @@ def noise_floor(pairs: Iterable[tuple[float, float]]) -> dict[str, float | int]:
     if n == 0:
         return {"n": 0, "within_5pct": math.nan, "within_10pct": math.nan, "median_rel_diff": math.nan,
                 "truth_within_5pct": math.nan, "truth_within_10pct": math.nan, "truth_mape": math.nan}
-    eps = 1e-12  # exp(log(1.21) / sqrt(2)) - 1 is 0.1 only up to rounding
+    eps = 1e-12  # a pair 1.1 ** sqrt(2) apart stands for an error of 0.1, up to rounding
     return {
         "n": n,
         "within_5pct": sum(r <= 0.05 for r in rel) / n,
