@@ -219,6 +219,12 @@ def _winograd_bytes(node: Node) -> float:
     return 4.0 * (node.bytes_in + node.bytes_out)
 
 
+def _winograd4_bytes(node: Node) -> float:
+    # F(4x4,3x3): 6x6 input tiles per 4x4 output block: the transformed input and the products are 2.25x their
+    # tensors, each written once and read once; the transformed weights are 4x the weights
+    return 2 * 2.25 * (node.bytes_in + node.bytes_out) + 3.0 * 4 * node.param_count
+
+
 def _fft_size(node: Node) -> tuple[int, int]:
     h, w = node.in_shape[2], node.in_shape[3]
     kh, kw = node.attrs["kernel"]
@@ -288,6 +294,8 @@ register_traits("conv.im2col", KernelTraits(0.3, memory_eff=0.4, extra_traffic=_
                                             depthwise_eff=0.1))
 register_traits("conv.winograd", KernelTraits(0.22, memory_eff=0.6, mac_factor=1 / 2.25,
                                               extra_traffic=_winograd_bytes, overhead_ms=0.01))
+register_traits("conv.winograd4", KernelTraits(0.6, memory_eff=0.6, mac_factor=1 / 4,
+                                                   extra_traffic=_winograd4_bytes, overhead_ms=0.01))
 register_traits("conv.fft", KernelTraits(0.08, memory_eff=0.4, work=_fft_work, extra_traffic=_fft_bytes,
                                          overhead_ms=0.05))
 register_traits("conv.gemm1x1", KernelTraits(0.7, layout_eff={"NHWC": 1.0}))

@@ -448,13 +448,18 @@ def _pruned_node_graph(graph: Graph, node: Node, prune: float) -> Graph:
 
 
 def collect_layer_configs(specs: Sequence, n_configs: int, seed: int, *, compute_share: float = 0.7,
-                          ops: Sequence[str] | None = None, progress: bool = False) -> list[LayerConfig]:
+                          ops: Sequence[str] | None = None, primitives: Sequence[str] | None = None,
+                          progress: bool = False) -> list[LayerConfig]:
     """Up to ``n_configs`` distinct layer configurations drawn from the graphs of ``specs``.
 
     Configurations are deduplicated on :func:`node_identity`. Families take turns; within a family a
     Conv/Gemm/MatMul configuration is drawn with probability ``compute_share`` (while any is left), any
-    other op otherwise. ``ops`` restricts the ops drawn.
+    other op otherwise. ``ops`` restricts the ops drawn, ``primitives`` the nodes to those every named primitive
+    of their op can run (and to the ops of the named primitives).
     """
+    from perfpredict.primitives import get_primitive
+
+    prims = [get_primitive(name) for name in primitives or ()]
     pools: dict[str, dict[str, list[LayerConfig]]] = {}
     seen: set[str] = set()
     it = specs
@@ -468,6 +473,8 @@ def collect_layer_configs(specs: Sequence, n_configs: int, seed: int, *, compute
         fam_pool = pools.setdefault(spec.family, {"compute": [], "other": []})
         for node in graph.nodes:
             if ops and node.op not in ops:
+                continue
+            if prims and not _runs_all(node, prims):
                 continue
             ident = node_identity(node)
             text = _canonical(ident)
@@ -494,6 +501,12 @@ def collect_layer_configs(specs: Sequence, n_configs: int, seed: int, *, compute
     return out
 
 
+def _runs_all(node: Node, prims: Sequence) -> bool:
+    """Whether some of ``prims`` are for ``node``'s op and all of those can run it."""
+    mine = [p for p in prims if node.op in p.ops]
+    return bool(mine) and all(p.supports(node) for p in mine)
+
+
 @dataclass(frozen=True)
 class LayerCandidate:
     """One way to run a layer: primitive, layout, precision, prune ratio."""
@@ -513,9 +526,10 @@ class LayerCandidate:
         return Choice(self.primitive, self.layout, self.precision, 0.0)
 
 
-def layer_candidates(node: Node, prune_ratios: Sequence[float] = DEFAULT_PRUNE_RATIOS) -> list[LayerCandidate]:
-    """Every applicable (primitive, layout, precision) of ``node`` at fp32 and int8, times the prune ratios
-    (ratios > 0 only for a dense Conv or a Gemm)."""
+def layer_candidates(node: Node, prune_ratios: Sequence[float] = DEFAULT_PRUNE_RATIOS,
+                     primitives: Sequence[str] | None = None) -> list[LayerCandidate]:
+    """Every applicable (primitive, layout, precision) of ``node`` at fp32 and int8 (of ``primitives`` only, when
+    given), times the prune ratios (ratios > 0 only for a dense Conv or a Gemm)."""
     from perfpredict.primitives import candidates
 
     ratios = sorted({float(r) for r in prune_ratios} | {0.0})
@@ -525,6 +539,8 @@ def layer_candidates(node: Node, prune_ratios: Sequence[float] = DEFAULT_PRUNE_R
     for prune in ratios:
         for precision in ("fp32", "int8"):
             for prim in candidates(node, precision=precision):
+                if primitives and prim.name not in primitives:
+                    continue
                 for layout in prim.layouts:
                     out.append(LayerCandidate(prim.name, layout, precision, prune))
     return out
@@ -731,6 +747,7 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                        n_configs: int = 200, seed: int = 0, n_variants_per_family: int = 4,
                        resolutions: Sequence[int] = DEFAULT_RESOLUTIONS,
                        prune_ratios: Sequence[float] = DEFAULT_PRUNE_RATIOS, ops: Sequence[str] | None = None,
+                       primitives: Sequence[str] | None = None,
                        protocol: Protocol = Protocol(), campaign: str = LAYER_CAMPAIGN,
                        devices: Mapping[int, DeviceSpec] | None = None, quick_device: bool = False,
                        max_minutes: float | None = None, stop_after: int | None = None,
@@ -740,7 +757,10 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     Configurations come from :func:`campaign_specs` (``families``, ``n_variants_per_family``, ``seed``,
     ``resolutions``; or the zoo ModelSpecs in ``specs``) via :func:`collect_layer_configs`. Records already
     in the store (same key) or in the
-    skip log are not measured again. ``devices`` maps thread count -> DeviceSpec (default
+    skip log are not measured again. ``ops`` restricts the ops drawn; ``primitives`` the candidates to those
+    primitives (and the configurations to those all of them for the op run): a primitive added later is measured beside
+    the ones it competes with, without measuring every other candidate again. ``devices`` maps thread count ->
+    DeviceSpec (default
     :func:`campaign_device`). ``max_minutes`` stops cleanly after that much wall time, ``stop_after`` once
     the store holds that many records of ``campaign`` (resume later by running again).
     """
@@ -752,14 +772,19 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
         raise PerfPredictError(f"prune ratios must be in [0, 1), got {list(prune_ratios)}")
     report = CampaignReport(campaign, "layer", str(store.path), ts)
     specs = list(specs) if specs is not None else campaign_specs(families, n_variants_per_family, seed, resolutions)
-    configs = collect_layer_configs(specs, n_configs, seed, ops=ops, progress=progress)
+    if primitives:
+        from perfpredict.primitives import get_primitive
+
+        for name in primitives:
+            get_primitive(name)  # an unknown name is an error naming the registered ones
+    configs = collect_layer_configs(specs, n_configs, seed, ops=ops, primitives=primitives, progress=progress)
     devs = {t: (devices or {}).get(t) or campaign_device(store, t, quick=quick_device) for t in ts}
     done = store.keys(campaign)
     skiplog = SkipLog(store.path)
     skipped_before = skiplog.keys()
     work: list[tuple[LayerConfig, int, list[tuple[LayerCandidate, str]]]] = []
     for cfg in configs:
-        cands = layer_candidates(cfg.node, prune_ratios)
+        cands = layer_candidates(cfg.node, prune_ratios, primitives)
         for t in ts:
             todo = report.triage([(c, _layer_key(cfg, c, devs[t], t, campaign)) for c in cands], done,
                                  skipped_before)

@@ -79,6 +79,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     la.add_argument("--prune-ratios", type=_floats, default=[0.0, 0.25, 0.5],
                     help="prune ratios of dense Conv/Gemm layers (default 0,0.25,0.5)")
     la.add_argument("--ops", type=_names, default=None, help="only these ONNX ops (e.g. Conv,Gemm)")
+    la.add_argument("--primitives", type=_names, default=None,
+                    help="only these primitives, on the layers all of them for the op run (e.g. "
+                         "conv.winograd4,conv.dnnl: a "
+                         "new primitive measured beside the one it competes with); an unknown name is an error "
+                         "that lists the registered ones")
     la.set_defaults(func=_layers)
 
     mo = psub.add_parser("models", help="whole zoo models under sampled plans (latency and peak memory)")
@@ -172,7 +177,8 @@ def _layers(args: argparse.Namespace) -> int:
         rep = run_layer_campaign(store, threads=args.threads, families=args.families, n_configs=args.n_configs,
                                  seed=args.seed, n_variants_per_family=args.n_variants_per_family,
                                  resolutions=args.resolutions, prune_ratios=args.prune_ratios, ops=args.ops,
-                                 protocol=protocol, campaign=args.campaign or LAYER_CAMPAIGN,
+                                 primitives=args.primitives, protocol=protocol,
+                                 campaign=args.campaign or LAYER_CAMPAIGN,
                                  devices=_devices(args), quick_device=args.quick_device,
                                  max_minutes=args.max_minutes, stop_after=args.stop_after,
                                  progress=not args.no_progress)

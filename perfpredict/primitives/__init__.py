@@ -11,6 +11,7 @@ from perfpredict.primitives import conv as _conv  # noqa: E402,F401
 from perfpredict.primitives import dnnl as _dnnl  # noqa: E402,F401
 from perfpredict.primitives import gemm as _gemm  # noqa: E402,F401
 from perfpredict.primitives import dnnl_gemm as _dnnl_gemm  # noqa: E402,F401  (after gemm and dnnl: it reuses both)
+from perfpredict.primitives import winograd4 as _winograd4  # noqa: E402,F401  (after conv: it reuses its checks)
 from perfpredict.primitives import quantized as _quantized  # noqa: E402,F401
 # built-in non-conv implementations, "<op>.torch" (importing registers them)
 from perfpredict.primitives import elementwise as _elementwise  # noqa: E402,F401

@@ -18,6 +18,7 @@ from perfpredict.devices import load_example_board, static_host
 from perfpredict.errors import PerfPredictError
 from perfpredict.measure import latency_stats
 from perfpredict.plan import Choice, validate_plan
+from perfpredict.primitives import get_primitive
 from perfpredict.profile import (
     FastestChoices,
     Protocol,
@@ -74,6 +75,18 @@ def test_layer_configs_isolate_and_prune(cache):
     assert {c.precision for c in cands} == {"fp32", "int8"} and {c.prune for c in cands} == {0.0, 0.5}
     relu = next(c for c in configs if c.op == "Relu")
     assert {c.prune for c in layer_candidates(relu.node, (0.0, 0.5))} == {0.0}  # not prunable
+
+
+def test_a_primitive_filter_keeps_its_layers_and_candidates(cache, tmp_path):
+    # a primitive added later is measured beside its rival only, on the layers it runs
+    wanted = ("conv.winograd4", "conv.dnnl")
+    configs = collect_layer_configs([_spec()], 50, seed=0, primitives=wanted)
+    assert configs and all(c.op == "Conv" and get_primitive("conv.winograd4").applies(c.node) for c in configs)
+    for cfg in configs:
+        assert {c.primitive for c in layer_candidates(cfg.node, (0.0,), wanted)} == set(wanted)
+    with open_store(tmp_path / "s.db") as store, pytest.raises(PerfPredictError, match="unknown primitive 'conv.x'"):
+        run_layer_campaign(store, threads=(1,), specs=[_spec()], n_configs=1, primitives=("conv.x",),
+                           protocol=TINY, devices={1: DEV}, progress=False)
 
 
 def test_layer_campaign_records_resume_and_skips(cache, tmp_path):

@@ -16,16 +16,17 @@ from perfpredict.runtime.kernel import BuildContext
 from tests.perfpredict.primitives.onnx_layers import conv_layer, rel_err
 
 FP32_CONV = {"conv.onednn", "conv.onednn_packed", "conv.dnnl", "conv.native", "conv.im2col", "conv.winograd",
-             "conv.fft", "conv.gemm1x1", "conv.depthwise", "conv.reference"}
+             "conv.winograd4", "conv.fft", "conv.gemm1x1", "conv.depthwise", "conv.reference"}
 GENERAL = {"conv.onednn", "conv.onednn_packed", "conv.dnnl", "conv.native", "conv.im2col", "conv.reference"}
+WINOGRAD = {"conv.winograd", "conv.winograd4", "conv.fft"}
 
 # (id, conv_layer kwargs, the fp32 primitives that must apply, exactly)
 CASES = [
-    ("3x3s1", dict(cin=8, cout=16), GENERAL | {"conv.winograd", "conv.fft"}),
+    ("3x3s1", dict(cin=8, cout=16), GENERAL | WINOGRAD),
     ("3x3s1-batch2-nobias", dict(cin=6, cout=5, batch=2, hw=(9, 11), bias=False),
-     GENERAL | {"conv.winograd", "conv.fft"}),
-    ("3x3s1-valid-odd", dict(cin=4, cout=7, pads=(0, 0, 0, 0), hw=(10, 9)), GENERAL | {"conv.winograd", "conv.fft"}),
-    ("3x3s1-pad2", dict(cin=3, cout=4, pads=(2, 2, 2, 2), hw=(7, 7)), GENERAL | {"conv.winograd", "conv.fft"}),
+     GENERAL | WINOGRAD),
+    ("3x3s1-valid-odd", dict(cin=4, cout=7, pads=(0, 0, 0, 0), hw=(10, 9)), GENERAL | WINOGRAD),
+    ("3x3s1-pad2", dict(cin=3, cout=4, pads=(2, 2, 2, 2), hw=(7, 7)), GENERAL | WINOGRAD),
     ("3x3s2", dict(cin=8, cout=16, stride=(2, 2), hw=(13, 13)), GENERAL | {"conv.fft"}),
     ("3x3s2-asym-pads", dict(cin=8, cout=8, stride=(2, 2), pads=(0, 0, 1, 1), hw=(12, 12)), GENERAL | {"conv.fft"}),
     ("1x1", dict(cin=16, cout=8, k=1, pads=(0, 0, 0, 0), hw=(10, 10)), GENERAL | {"conv.gemm1x1"}),
@@ -105,6 +106,9 @@ def test_applies_rejects_what_the_algorithm_cannot_run():
     dilated = conv_layer(cin=4, cout=4, dilation=(2, 2), pads=(2, 2, 2, 2)).node
     assert not get_primitive("conv.winograd").applies(dense_s2)
     assert not get_primitive("conv.winograd").applies(grouped)
+    assert not get_primitive("conv.winograd4").applies(dense_s2)
+    assert not get_primitive("conv.winograd4").applies(grouped)
+    assert not get_primitive("conv.winograd4").applies(dilated)
     assert not get_primitive("conv.gemm1x1").applies(dense_3x3)
     assert not get_primitive("conv.depthwise").applies(dense_3x3)
     assert not get_primitive("conv.depthwise").applies(grouped)
@@ -148,7 +152,8 @@ def test_workspace_bytes_reflect_the_algorithm():
 
 # (primitive, layout, conv_layer kwargs): dense 3x3, a stem with 3 input channels, 1x1 expansions, depthwise
 _WS_CASES = [(name, layout, kw) for name in ("conv.onednn", "conv.onednn_packed", "conv.dnnl", "conv.im2col",
-                                             "conv.winograd", "conv.fft", "conv.native", "conv.depthwise",
+                                             "conv.winograd", "conv.winograd4", "conv.fft", "conv.native",
+                                             "conv.depthwise",
                                              "conv.gemm1x1")
              for layout in get_primitive(name).layouts
              for kw in (dict(cin=32, cout=32, hw=(24, 24)), dict(cin=3, cout=16, stride=(2, 2), hw=(48, 48)),
