@@ -116,6 +116,20 @@ elif [ "$NAME" = zen5 ]; then  # a host no other store has seen; every primitive
         --resolutions 224 --seed $SEED --campaign models-224-gemm --max-minutes 6 \
         --json > "$WORK/models-224-gemm-seed$SEED.json"
   done
+  # conv.winograd4 joined after the campaigns above: every 3x3 stride-1 Conv configuration of 12 variants per
+  # family with conv.winograd4 and conv.dnnl beside it, then model campaigns whose random plans draw it
+  $PP profile layers --store "$S" --threads 1,2 --ops Conv --primitives conv.winograd4,conv.dnnl --n-configs 1000 \
+      --n-variants-per-family 12 --resolutions 96,128,160,224 --seed 1 --campaign layers-winograd4 \
+      --time-cap-s "$LAYER_CAP" --max-minutes 6 --json > "$WORK/layers-winograd4.json"
+  $PP profile models --store "$S" --families resnet,squeezenet,googlenet,vgg,densenet,alexnet --threads 1,2 \
+      --n-variants-per-family 2 --plans-per-model 12 --resolutions 96,128 --seed 12 --campaign models-winograd4 \
+      --max-minutes 8 --json > "$WORK/models-winograd4.json"
+  for SEED in 12 13; do
+    $PP profile models --store "$S" --families resnet,squeezenet,googlenet,vgg,densenet \
+        --threads 2 --n-variants-per-family 1 $([ $SEED != 12 ] && echo --no-canonical) --plans-per-model 12 \
+        --resolutions 224 --seed $SEED --campaign models-224-winograd4 --max-minutes 5 \
+        --json > "$WORK/models-224-winograd4-seed$SEED.json"
+  done
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"
