@@ -2,8 +2,8 @@
 
 Pairs the two primitives' layer records of each convolution configuration at each thread count (same
 device, same node, same prune ratio, both NHWC at ``--precision``) in a measurement store and reports the mean
-and median time ratio (candidate / base) and how often the candidate is faster, per thread count, and per thread count and output map size (the output's
-height, in bands: where a primitive wins is often a matter of map size).
+and median time ratio (candidate / base) and how often the candidate is faster, per thread count, and per thread
+count and output map size (the output's height, in bands: where a primitive wins is often a matter of map size).
 
     # conv.onednn_packed (weights reordered once) against conv.onednn (reordered every call)
     .venv/bin/python benchmarks/bench_conv_pair.py [--data datasets/xeon.db]
