@@ -294,7 +294,7 @@ register_traits("conv.im2col", KernelTraits(0.3, memory_eff=0.4, extra_traffic=_
                                             depthwise_eff=0.1))
 register_traits("conv.winograd", KernelTraits(0.22, memory_eff=0.6, mac_factor=1 / 2.25,
                                               extra_traffic=_winograd_bytes, overhead_ms=0.01))
-register_traits("conv.winograd4", KernelTraits(0.6, memory_eff=0.6, mac_factor=1 / 4,
+register_traits("conv.winograd4", KernelTraits(0.35, memory_eff=0.5, mac_factor=1 / 4,
                                                    extra_traffic=_winograd4_bytes, overhead_ms=0.01))
 register_traits("conv.fft", KernelTraits(0.08, memory_eff=0.4, work=_fft_work, extra_traffic=_fft_bytes,
                                          overhead_ms=0.05))
