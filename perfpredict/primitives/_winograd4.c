@@ -9,25 +9,31 @@
  *
  * All of it is plain C: the transforms work on whole vectors of 16 channels (GCC's vector extension, one
  * AVX-512 register where the CPU has it), the products in blocks of 6 tiles by 32 output channels held in
- * registers over the input channels. Threads: one OpenMP region per call (tiles, then positions, then tiles),
- * on the libgomp torch loaded, so torch.set_num_threads governs it. The caller passes a scratch buffer of
- * pp_wino_scratch_bytes() per call (the transformed input and the products), 64-byte aligned. */
+ * registers over the input channels. Where the transformed weights are small (up to 1 MiB) the tiles go through
+ * all three steps in blocks of at most TB_MAX, so a block's transformed tiles and products stay in the core's
+ * caches instead of being written out whole (which evicted what the next layers read); where they are large each
+ * step runs over all the tiles, so that each thread reads only its positions' weights, once. Threads: OpenMP, on
+ * the libgomp torch loaded, so torch.set_num_threads governs it. The caller passes a scratch buffer of
+ * pp_wino_scratch_bytes(nthr) per call (the block buffers), 64-byte aligned. */
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 
 #define CH 16 /* channels per vector pass: one AVX-512 register of floats */
 
 #define MR 6  /* rows (tiles) of one product block: 6 x 2 accumulator registers */
 #define NR 32 /* output channels of one product block: two AVX-512 registers of floats */
+#define TB_MAX 24 /* tiles per block at most: a block's tiles and products stay in a core's L2 */
+#define BLOCKED_WEIGHTS (1 << 20) /* transformed weights up to this many bytes: tiles in blocks, else whole */
 
 typedef struct {
     int n, c, h, w, k, oh, ow, pt, pl, th, tw, t;
-    int tp, kp; /* tiles rounded up to MR, output channels to NR */
+    int kp;      /* output channels rounded up to NR */
+    int blocked; /* tiles in blocks (small transformed weights), else all tiles at each step */
     float lo, hi;
     int residual;
     float *bias;
     float *u; /* the transformed weights, 36 x c x kp, zero past k */
-    size_t v_bytes, m_bytes;
 } pp_wino;
 
 static size_t align64(size_t b) { return (b + 63) / 64 * 64; }
@@ -48,10 +54,9 @@ pp_wino *pp_wino_create(int n, int c, int h, int w, int k, int oh, int ow, int p
     if (p == NULL) return NULL;
     p->n = n, p->c = c, p->h = h, p->w = w, p->k = k, p->oh = oh, p->ow = ow, p->pt = pt, p->pl = pl;
     p->th = (oh + 3) / 4, p->tw = (ow + 3) / 4, p->t = n * p->th * p->tw;
-    p->tp = (p->t + MR - 1) / MR * MR, p->kp = (k + NR - 1) / NR * NR;
+    p->kp = (k + NR - 1) / NR * NR;
+    p->blocked = (size_t)36 * c * p->kp * sizeof(float) <= BLOCKED_WEIGHTS;
     p->lo = lo, p->hi = hi, p->residual = residual;
-    p->v_bytes = align64((size_t)36 * p->tp * c * sizeof(float));
-    p->m_bytes = align64((size_t)36 * p->tp * p->kp * sizeof(float));
     p->bias = calloc((size_t)p->kp, sizeof(float));
     p->u = aligned_alloc(64, align64((size_t)36 * c * p->kp * sizeof(float)));
     if (p->bias == NULL || p->u == NULL) {
@@ -65,8 +70,6 @@ pp_wino *pp_wino_create(int n, int c, int h, int w, int k, int oh, int ow, int p
     }
     return p;
 }
-
-size_t pp_wino_scratch_bytes(const pp_wino *p) { return p->v_bytes + p->m_bytes; }
 
 typedef float v16 __attribute__((vector_size(64), aligned(4))); /* CH floats; unaligned loads and stores */
 
@@ -116,9 +119,10 @@ static inline void output_rows(const v16 z[6], v16 o[4]) {
 }
 
 /* V[a][t][:] for the 6x6 input tile whose top-left is (y0, x0) in image b: V = B^T d B, CH channels at a time */
-static void tile_in(const pp_wino *p, const float *restrict x, float *restrict v, int t, int b, int y0, int x0) {
+static void tile_in(const pp_wino *p, const float *restrict x, float *restrict v, int rows, int t, int b, int y0,
+                    int x0) {
     const int c = p->c, h = p->h, w = p->w;
-    const size_t plane = (size_t)p->tp * c;
+    const size_t plane = (size_t)rows * c;
     const v16 zero = {0};
     for (int c0 = 0; c0 < c; c0 += CH) {
         const int cw = c - c0 < CH ? c - c0 : CH;
@@ -145,10 +149,10 @@ static void tile_in(const pp_wino *p, const float *restrict x, float *restrict v
 
 /* the 4x4 output tile at (y0, x0) of image b from the products M[a][t][:]: Y = A^T M A, plus the bias and the
  * residual, clamped */
-static void tile_out(const pp_wino *p, const float *restrict m, float *restrict y, const float *restrict res, int t,
-                     int b, int y0, int x0) {
+static void tile_out(const pp_wino *p, const float *restrict m, float *restrict y, const float *restrict res, int rows,
+                     int t, int b, int y0, int x0) {
     const int k = p->k, oh = p->oh, ow = p->ow, ld = p->kp;
-    const size_t plane = (size_t)p->tp * ld;
+    const size_t plane = (size_t)rows * ld;
     const v16 lo = p->lo - (v16){0}, hi = p->hi - (v16){0};
     for (int k0 = 0; k0 < k; k0 += CH) {
         const int kw = k - k0 < CH ? k - k0 : CH;
@@ -197,31 +201,89 @@ static void product(const float *restrict v, const float *restrict u, float *res
     }
 }
 
-/* one call: x (n, h, w, c) into y (n, oh, ow, k), residual (n, oh, ow, k) or NULL; scratch of
- * pp_wino_scratch_bytes() bytes, 64-byte aligned. */
-void pp_wino_run(const pp_wino *p, const float *x, float *y, void *scratch, const float *residual) {
+/* tiles per block with nthr threads: enough blocks for every thread, at most TB_MAX, a multiple of MR */
+static int block_rows(const pp_wino *p, int nthr) {
+    int rows = (p->t + nthr - 1) / nthr;
+    rows = (rows + MR - 1) / MR * MR;
+    return rows < TB_MAX ? rows : TB_MAX;
+}
+
+/* the bytes of one set of block buffers of the given rows: transformed tiles and products */
+static size_t buffer_bytes(const pp_wino *p, int rows) {
+    return align64((size_t)36 * rows * p->c * sizeof(float)) + align64((size_t)36 * rows * p->kp * sizeof(float));
+}
+
+/* the scratch one call on nthr threads needs: each thread's block buffers, or one set for all the tiles */
+size_t pp_wino_scratch_bytes(const pp_wino *p, int nthr) {
+    if (p->blocked) return (size_t)nthr * buffer_bytes(p, block_rows(p, nthr));
+    return buffer_bytes(p, (p->t + MR - 1) / MR * MR);
+}
+
+/* Blocked: each thread takes blocks of tiles in turn and carries each through the three steps (transform, the 36
+ * products, transform back) while it is in its caches; every block reads all the transformed weights, so this is
+ * for layers whose transformed weights are small. */
+static void run_blocked(const pp_wino *p, const float *x, float *y, void *scratch, const float *residual, int nthr) {
+    const int per_image = p->th * p->tw, rows = block_rows(p, nthr), nblk = (p->t + rows - 1) / rows;
+    const size_t mine = buffer_bytes(p, rows);
+#pragma omp parallel num_threads(nthr)
+    {
+        const int ithr = omp_get_thread_num(), nt = omp_get_num_threads();
+        float *v = (float *)((char *)scratch + (size_t)ithr * mine);
+        float *m = (float *)((char *)v + align64((size_t)36 * rows * p->c * sizeof(float)));
+        for (int blk = ithr; blk < nblk; blk += nt) {
+            const int t0 = blk * rows, tb = p->t - t0 < rows ? p->t - t0 : rows;
+            for (int i = 0; i < tb; i++) {
+                const int t = t0 + i, b = t / per_image, ty = t % per_image / p->tw, tx = t % p->tw;
+                tile_in(p, x, v, rows, i, b, ty * 4 - p->pt, tx * 4 - p->pl);
+            }
+            for (int a = 0; a < 36; a++) {
+                float *va = v + (size_t)a * rows * p->c;
+                if (tb < rows) /* the rows past the last tile: zeros, their products unused */
+                    memset(va + (size_t)tb * p->c, 0, (size_t)(rows - tb) * p->c * sizeof(float));
+                product(va, p->u + (size_t)a * p->c * p->kp, m + (size_t)a * rows * p->kp, rows, p->c, p->kp);
+            }
+            for (int i = 0; i < tb; i++) {
+                const int t = t0 + i, b = t / per_image, ty = t % per_image / p->tw, tx = t % p->tw;
+                tile_out(p, m, y, residual, rows, i, b, ty * 4, tx * 4);
+            }
+        }
+    }
+}
+
+/* Whole: every tile transformed, then the 36 products split between the threads (each reads its positions'
+ * transformed weights once), then every tile transformed back: for layers whose transformed weights are large. */
+static void run_whole(const pp_wino *p, const float *x, float *y, void *scratch, const float *residual, int nthr) {
+    const int per_image = p->th * p->tw, rows = (p->t + MR - 1) / MR * MR;
     float *v = (float *)scratch;
-    float *m = (float *)((char *)scratch + p->v_bytes);
-    const int per_image = p->th * p->tw;
-    if (!p->residual) residual = NULL;
-#pragma omp parallel
+    float *m = (float *)((char *)scratch + align64((size_t)36 * rows * p->c * sizeof(float)));
+#pragma omp parallel num_threads(nthr)
     {
 #pragma omp for schedule(static)
         for (int t = 0; t < p->t; t++) {
             const int b = t / per_image, ty = t % per_image / p->tw, tx = t % p->tw;
-            tile_in(p, x, v, t, b, ty * 4 - p->pt, tx * 4 - p->pl);
+            tile_in(p, x, v, rows, t, b, ty * 4 - p->pt, tx * 4 - p->pl);
         }
 #pragma omp for schedule(static)
         for (int a = 0; a < 36; a++) {
-            float *va = v + (size_t)a * p->tp * p->c;
-            for (int t = p->t; t < p->tp; t++) /* the rows past the last tile: zeros, their products unused */
-                memset(va + (size_t)t * p->c, 0, (size_t)p->c * sizeof(float));
-            product(va, p->u + (size_t)a * p->c * p->kp, m + (size_t)a * p->tp * p->kp, p->tp, p->c, p->kp);
+            float *va = v + (size_t)a * rows * p->c;
+            if (p->t < rows) /* the rows past the last tile: zeros, their products unused */
+                memset(va + (size_t)p->t * p->c, 0, (size_t)(rows - p->t) * p->c * sizeof(float));
+            product(va, p->u + (size_t)a * p->c * p->kp, m + (size_t)a * rows * p->kp, rows, p->c, p->kp);
         }
 #pragma omp for schedule(static)
         for (int t = 0; t < p->t; t++) {
             const int b = t / per_image, ty = t % per_image / p->tw, tx = t % p->tw;
-            tile_out(p, m, y, residual, t, b, ty * 4, tx * 4);
+            tile_out(p, m, y, residual, rows, t, b, ty * 4, tx * 4);
         }
     }
+}
+
+/* one call on nthr threads: x (n, h, w, c) into y (n, oh, ow, k), residual (n, oh, ow, k) or NULL; scratch of
+ * pp_wino_scratch_bytes(nthr) bytes, 64-byte aligned. */
+void pp_wino_run(const pp_wino *p, const float *x, float *y, void *scratch, const float *residual, int nthr) {
+    if (!p->residual) residual = NULL;
+    if (p->blocked)
+        run_blocked(p, x, y, scratch, residual, nthr);
+    else
+        run_whole(p, x, y, scratch, residual, nthr);
 }

@@ -71,9 +71,9 @@ def library() -> ctypes.CDLL:
     i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
     lib.pp_wino_create.argtypes = [i] * 9 + [p, p, f, f, i]
     lib.pp_wino_create.restype = p
-    lib.pp_wino_run.argtypes = [p] * 5
+    lib.pp_wino_run.argtypes = [p] * 5 + [i]
     lib.pp_wino_run.restype = None
-    lib.pp_wino_scratch_bytes.argtypes = [p]
+    lib.pp_wino_scratch_bytes.argtypes = [p, i]
     lib.pp_wino_scratch_bytes.restype = ctypes.c_size_t
     lib.pp_wino_destroy.argtypes = [p]
     lib.pp_wino_destroy.restype = None
@@ -103,17 +103,23 @@ class _Handle:
             raise PlanError(f"conv.winograd4: out of memory making node '{node.name}' for input {list(x_shape)}")
         self.handle = handle
         self.out_shape = (n, geo.out_channels, oh, ow)
-        self.scratch_bytes = int(lib.pp_wino_scratch_bytes(handle)) + 64  # 64 of slack to align it
+        self._scratch_bytes = lib.pp_wino_scratch_bytes
         self._run = lib.pp_wino_run
         self._finalizer = weakref.finalize(self, lib.pp_wino_destroy, handle)
 
+    def scratch_bytes(self, threads: int) -> int:
+        """Scratch bytes of one call on ``threads`` threads (each thread's block of transformed tiles and of
+        products), with 64 of slack to align it."""
+        return int(self._scratch_bytes(self.handle, threads)) + 64
+
     def execute(self, x: torch.Tensor, y: torch.Tensor, residual: torch.Tensor | None) -> None:
-        """One call on channels-last ``x`` into ``y`` (adding ``residual`` when made with one), with a scratch
-        buffer from torch's allocator."""
-        scratch = torch.empty(self.scratch_bytes, dtype=torch.uint8)
+        """One call on channels-last ``x`` into ``y`` (adding ``residual`` when made with one), on torch's thread
+        count, with a scratch buffer from torch's allocator."""
+        threads = torch.get_num_threads()
+        scratch = torch.empty(self.scratch_bytes(threads), dtype=torch.uint8)
         at = scratch.data_ptr()
         self._run(self.handle, x.data_ptr(), y.data_ptr(), at + (-at) % 64,
-                  None if residual is None else residual.data_ptr())
+                  None if residual is None else residual.data_ptr(), threads)
 
 
 def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
@@ -146,14 +152,22 @@ def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> 
 
 
 def _workspace(node: Node, precision: str, layout: str) -> int:
-    # one call's scratch, from torch's allocator: the transformed input (36 x tiles x C floats, the tiles
-    # rounded up to 6) and the products (36 x tiles x K, K rounded up to 32), plus alignment slack; the
-    # transformed weights are made once at build
+    # one call's scratch, from torch's allocator: buffers of transformed tiles (36 x tiles x C floats) and of their
+    # products (36 x tiles x K, K rounded up to 32), plus alignment slack. Transformed weights up to 1 MiB: per
+    # thread a block of tiles (enough blocks for every thread, at most 24 tiles, a multiple of 6); larger: one
+    # set for all the tiles (rounded up to 6). The transformed weights are made once at build
+    threads = torch.get_num_threads()
     n, c, h, w = node.in_shape
     _, k, oh, ow = node.out_shape
     tiles = n * -(-oh // 4) * -(-ow // 4)
-    tp, kp = -(-tiles // 6) * 6, -(-k // 32) * 32
-    return _align64(36 * tp * c * 4) + _align64(36 * tp * kp * 4) + 64
+    kp = -(-k // 32) * 32
+
+    def buffers(rows: int) -> int:
+        return _align64(36 * rows * c * 4) + _align64(36 * rows * kp * 4)
+
+    if 36 * c * kp * 4 <= 1 << 20:
+        return threads * buffers(min(-(-(-(-tiles // threads)) // 6) * 6, 24)) + 64
+    return buffers(-(-tiles // 6) * 6) + 64
 
 
 def _align64(b: int) -> int:

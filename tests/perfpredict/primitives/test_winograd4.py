@@ -22,12 +22,20 @@ def _nhwc(x: np.ndarray) -> torch.Tensor:
 
 @pytest.mark.parametrize("kw", [dict(cin=20, cout=36, hw=(13, 17)),  # channels past one 16-wide pass, cut tiles
                                 dict(cin=64, cout=64, hw=(16, 16), batch=2),
-                                dict(cin=3, cout=5, pads=(0, 1, 2, 1), hw=(6, 9))])  # asymmetric pads
+                                dict(cin=3, cout=5, pads=(0, 1, 2, 1), hw=(6, 9)),  # asymmetric pads
+                                dict(cin=64, cout=100, hw=(10, 11))])  # transformed weights > 1 MiB: not blocked
 def test_it_matches_onnxruntime_on_cut_tiles_and_channel_remainders(kw):
+    from perfpredict.measure import allocated_peak_of
+
     layer = conv_layer(**kw)
-    y = get_primitive(NAME).build(layer.node, layer.weights, BuildContext(layout="NHWC"))(_nhwc(layer.x))
+    prim = get_primitive(NAME)
+    kernel = prim.build(layer.node, layer.weights, BuildContext(layout="NHWC"))
+    x = _nhwc(layer.x)
+    y = kernel(x)
     assert tuple(y.shape) == layer.node.out_shape and y.is_contiguous(memory_format=torch.channels_last)
     assert rel_err(y.numpy(), layer.expected) <= 1e-5
+    # the declared scratch is what a call takes from torch's allocator beside its output, in either mode
+    assert prim.workspace_bytes(layer.node, "fp32", "NHWC") == allocated_peak_of(lambda: kernel(x)) - y.numel() * 4
 
 
 @pytest.mark.parametrize("act,lo,hi", [(None, -np.inf, np.inf), ("relu", 0.0, np.inf), ("relu6", 0.0, 6.0)])
