@@ -108,8 +108,8 @@ class _Handle:
         self._finalizer = weakref.finalize(self, lib.pp_wino_destroy, handle)
 
     def scratch_bytes(self, threads: int) -> int:
-        """Scratch bytes of one call on ``threads`` threads (each thread's block of transformed tiles and of
-        products), with 64 of slack to align it."""
+        """Scratch bytes of one call on ``threads`` threads (the buffers of transformed tiles and products: one
+        block's per thread, or one set for all the tiles), with 64 of slack to align it."""
         return int(self._scratch_bytes(self.handle, threads)) + 64
 
     def execute(self, x: torch.Tensor, y: torch.Tensor, residual: torch.Tensor | None) -> None:
