@@ -42,21 +42,20 @@ def _band(height: int) -> str:
     return f"{lo}-{hi}" if hi < 1 << 30 else f">{lo - 1}"
 
 
-def paired_ratios(path: str, base: str, candidate: str, precision: str = "fp32",
-                  by_size: bool = False) -> dict:
-    """threads (``by_size``: (threads, output-height band)) -> candidate / base median-latency ratios over the
-    configurations measured with both (NHWC, at ``precision``)."""
+def paired_ratios(path: str, base: str, candidate: str, precision: str = "fp32") -> dict[tuple[int, str], list[float]]:
+    """(threads, output-height band) -> candidate / base median-latency ratios over the configurations measured
+    with both (NHWC, at ``precision``)."""
     times: dict[tuple, dict[str, float]] = {}
     store = open_store(path, create=False)
     for r in store.iter_records(kind="layer"):
         if r.primitive in (base, candidate) and r.layout == "NHWC" and r.precision == precision:
             key = (r.device_name, r.threads, r.node_json, r.prune)
             times.setdefault(key, {})[r.primitive] = r.median_ms
-    out: dict = {}
+    out: dict[tuple[int, str], list[float]] = {}
     for (_, threads, node_json, _), t in times.items():
         if base in t and candidate in t:
-            key = (threads, _band(json.loads(node_json)["output_shapes"][0][2])) if by_size else threads
-            out.setdefault(key, []).append(t[candidate] / t[base])
+            band = _band(json.loads(node_json)["output_shapes"][0][2])
+            out.setdefault((threads, band), []).append(t[candidate] / t[base])
     return out
 
 
@@ -73,13 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="default fp32")
     ap.add_argument("--out", default="benchmarks/results/packed_conv.json")
     args = ap.parse_args(argv)
-    ratios = paired_ratios(args.data, args.base, args.candidate, args.precision)
+    sized = paired_ratios(args.data, args.base, args.candidate, args.precision)
+    ratios: dict[int, list[float]] = {}
+    for (t, _), v in sized.items():
+        ratios.setdefault(t, []).extend(v)
     if not ratios:
         print(f"{args.data}: no configuration measured with both {args.base} and {args.candidate} in NHWC at "
               f"{args.precision}", file=sys.stderr)
         return 1
     rows = [_row({"threads": t}, v) for t, v in sorted(ratios.items())]
-    sized = paired_ratios(args.data, args.base, args.candidate, args.precision, by_size=True)
     order = {_band(b[0]): i for i, b in enumerate(BANDS)}
     by_size = [_row({"threads": t, "output_height": band}, v)
                for (t, band), v in sorted(sized.items(), key=lambda kv: (kv[0][0], order[kv[0][1]]))]

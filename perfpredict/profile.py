@@ -459,7 +459,7 @@ def collect_layer_configs(specs: Sequence, n_configs: int, seed: int, *, compute
     """
     from perfpredict.primitives import get_primitive
 
-    prims = [get_primitive(name) for name in primitives or ()]
+    prims = [get_primitive(name) for name in primitives or ()]  # an unknown name: an error listing the known ones
     pools: dict[str, dict[str, list[LayerConfig]]] = {}
     seen: set[str] = set()
     it = specs
@@ -772,11 +772,6 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
         raise PerfPredictError(f"prune ratios must be in [0, 1), got {list(prune_ratios)}")
     report = CampaignReport(campaign, "layer", str(store.path), ts)
     specs = list(specs) if specs is not None else campaign_specs(families, n_variants_per_family, seed, resolutions)
-    if primitives:
-        from perfpredict.primitives import get_primitive
-
-        for name in primitives:
-            get_primitive(name)  # an unknown name is an error naming the registered ones
     configs = collect_layer_configs(specs, n_configs, seed, ops=ops, primitives=primitives, progress=progress)
     devs = {t: (devices or {}).get(t) or campaign_device(store, t, quick=quick_device) for t in ts}
     done = store.keys(campaign)

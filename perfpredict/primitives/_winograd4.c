@@ -38,6 +38,32 @@ typedef struct {
 
 static size_t align64(size_t b) { return (b + 63) / 64 * 64; }
 
+/* output channels rounded up to NR: the products' row length */
+static int padded_k(int k) { return (k + NR - 1) / NR * NR; }
+
+/* whether a layer's tiles go in blocks: its transformed weights (36 x c x kp floats) are small */
+static int blocked(int c, int kp) { return (size_t)36 * c * kp * sizeof(float) <= BLOCKED_WEIGHTS; }
+
+/* tiles per block with nthr threads: enough blocks for every thread, at most TB_MAX, a multiple of MR */
+static int block_rows(int t, int nthr) {
+    int rows = (t + nthr - 1) / nthr;
+    rows = (rows + MR - 1) / MR * MR;
+    return rows < TB_MAX ? rows : TB_MAX;
+}
+
+/* the bytes of one set of buffers for rows tiles: transformed tiles (36 x rows x c) and products (36 x rows x kp) */
+static size_t buffer_bytes(int rows, int c, int kp) {
+    return align64((size_t)36 * rows * c * sizeof(float)) + align64((size_t)36 * rows * kp * sizeof(float));
+}
+
+/* the scratch one call on nthr threads needs for n images of c channels into k channels of oh x ow outputs, before
+ * any primitive is made (memory estimates): each thread's block buffers, or one set for all the tiles */
+size_t pp_wino_scratch_for(int n, int c, int k, int oh, int ow, int nthr) {
+    const int t = n * ((oh + 3) / 4) * ((ow + 3) / 4), kp = padded_k(k);
+    if (blocked(c, kp)) return (size_t)nthr * buffer_bytes(block_rows(t, nthr), c, kp);
+    return buffer_bytes((t + MR - 1) / MR * MR, c, kp);
+}
+
 void pp_wino_destroy(pp_wino *p) {
     if (p == NULL) return;
     free(p->bias);
@@ -54,8 +80,8 @@ pp_wino *pp_wino_create(int n, int c, int h, int w, int k, int oh, int ow, int p
     if (p == NULL) return NULL;
     p->n = n, p->c = c, p->h = h, p->w = w, p->k = k, p->oh = oh, p->ow = ow, p->pt = pt, p->pl = pl;
     p->th = (oh + 3) / 4, p->tw = (ow + 3) / 4, p->t = n * p->th * p->tw;
-    p->kp = (k + NR - 1) / NR * NR;
-    p->blocked = (size_t)36 * c * p->kp * sizeof(float) <= BLOCKED_WEIGHTS;
+    p->kp = padded_k(k);
+    p->blocked = blocked(c, p->kp);
     p->lo = lo, p->hi = hi, p->residual = residual;
     p->bias = calloc((size_t)p->kp, sizeof(float));
     p->u = aligned_alloc(64, align64((size_t)36 * c * p->kp * sizeof(float)));
@@ -201,30 +227,17 @@ static void product(const float *restrict v, const float *restrict u, float *res
     }
 }
 
-/* tiles per block with nthr threads: enough blocks for every thread, at most TB_MAX, a multiple of MR */
-static int block_rows(const pp_wino *p, int nthr) {
-    int rows = (p->t + nthr - 1) / nthr;
-    rows = (rows + MR - 1) / MR * MR;
-    return rows < TB_MAX ? rows : TB_MAX;
-}
-
-/* the bytes of one set of block buffers of the given rows: transformed tiles and products */
-static size_t buffer_bytes(const pp_wino *p, int rows) {
-    return align64((size_t)36 * rows * p->c * sizeof(float)) + align64((size_t)36 * rows * p->kp * sizeof(float));
-}
-
-/* the scratch one call on nthr threads needs: each thread's block buffers, or one set for all the tiles */
+/* the scratch one call on nthr threads needs */
 size_t pp_wino_scratch_bytes(const pp_wino *p, int nthr) {
-    if (p->blocked) return (size_t)nthr * buffer_bytes(p, block_rows(p, nthr));
-    return buffer_bytes(p, (p->t + MR - 1) / MR * MR);
+    return pp_wino_scratch_for(p->n, p->c, p->k, p->oh, p->ow, nthr);
 }
 
 /* Blocked: each thread takes blocks of tiles in turn and carries each through the three steps (transform, the 36
  * products, transform back) while it is in its caches; every block reads all the transformed weights, so this is
  * for layers whose transformed weights are small. */
 static void run_blocked(const pp_wino *p, const float *x, float *y, void *scratch, const float *residual, int nthr) {
-    const int per_image = p->th * p->tw, rows = block_rows(p, nthr), nblk = (p->t + rows - 1) / rows;
-    const size_t mine = buffer_bytes(p, rows);
+    const int per_image = p->th * p->tw, rows = block_rows(p->t, nthr), nblk = (p->t + rows - 1) / rows;
+    const size_t mine = buffer_bytes(rows, p->c, p->kp);
 #pragma omp parallel num_threads(nthr)
     {
         const int ithr = omp_get_thread_num(), nt = omp_get_num_threads();

@@ -26,6 +26,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from perfpredict.devices import _cpuinfo
 from perfpredict.errors import PlanError
 from perfpredict.graph import Node
 from perfpredict.primitives.cbuild import load_library
@@ -43,20 +44,9 @@ _G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
 """F(4x4, 3x3)'s weight transform G (6x3): a 3x3 kernel g becomes the 6x6 G g G^T."""
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def vector_flags() -> tuple[str, ...]:
     """The compiler's vector flags for this CPU: AVX-512 where it has it, else AVX2 and FMA, else none."""
-    have = _cpu_flags()
+    have = set(_cpuinfo()["isa_features"])
     if {"avx512f", "avx512dq", "avx2", "fma"} <= have:
         return ("-mavx512f", "-mavx512dq", "-mavx2", "-mfma", "-mprefer-vector-width=512")
     if {"avx2", "fma"} <= have:
@@ -75,6 +65,8 @@ def library() -> ctypes.CDLL:
     lib.pp_wino_run.restype = None
     lib.pp_wino_scratch_bytes.argtypes = [p, i]
     lib.pp_wino_scratch_bytes.restype = ctypes.c_size_t
+    lib.pp_wino_scratch_for.argtypes = [i] * 6
+    lib.pp_wino_scratch_for.restype = ctypes.c_size_t
     lib.pp_wino_destroy.argtypes = [p]
     lib.pp_wino_destroy.restype = None
     return lib
@@ -152,26 +144,12 @@ def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> 
 
 
 def _workspace(node: Node, precision: str, layout: str) -> int:
-    # one call's scratch, from torch's allocator: buffers of transformed tiles (36 x tiles x C floats) and of their
-    # products (36 x tiles x K, K rounded up to 32), plus alignment slack. Transformed weights up to 1 MiB: per
-    # thread a block of tiles (enough blocks for every thread, at most 24 tiles, a multiple of 6); larger: one
-    # set for all the tiles (rounded up to 6). The transformed weights are made once at build
-    threads = torch.get_num_threads()
-    n, c, h, w = node.in_shape
+    # one call's scratch, from torch's allocator, as ``_winograd4.c`` sizes it for torch's thread count (buffers of
+    # transformed tiles and their products: per thread a block of tiles where the transformed weights are small,
+    # else one set for all the tiles), plus the alignment slack; the transformed weights are made once at build
+    n, c, _, _ = node.in_shape
     _, k, oh, ow = node.out_shape
-    tiles = n * -(-oh // 4) * -(-ow // 4)
-    kp = -(-k // 32) * 32
-
-    def buffers(rows: int) -> int:
-        return _align64(36 * rows * c * 4) + _align64(36 * rows * kp * 4)
-
-    if 36 * c * kp * 4 <= 1 << 20:
-        return threads * buffers(min(-(-(-(-tiles // threads)) // 6) * 6, 24)) + 64
-    return buffers(-(-tiles // 6) * 6) + 64
-
-
-def _align64(b: int) -> int:
-    return -(-b // 64) * 64
+    return int(library().pp_wino_scratch_for(n, c, k, oh, ow, torch.get_num_threads())) + 64
 
 
 CONV_WINOGRAD4 = register(Primitive(
