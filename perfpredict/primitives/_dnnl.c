@@ -286,6 +286,18 @@ int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float
     return (int)dnnl_stream_wait(c->stream);
 }
 
+/* n convolutions back to back, each as pp_dnnl_conv_run runs it (scales[i] and zps[i] quantise srcs[i] at int8),
+ * all on one scratchpad of the largest's size: oneDNN's own time for a sequence of calls, with no caller between
+ * them (benchmarks/bench_sequence.py) */
+int pp_dnnl_conv_run_chain(int n, pp_dnnl_conv **convs, void **srcs, void **dsts, void **residuals,
+                           const float *scales, const int *zps, void *scratch) {
+    for (int i = 0; i < n; ++i) {
+        int st = pp_dnnl_conv_run(convs[i], srcs[i], dsts[i], scratch, scales[i], zps[i], residuals[i]);
+        if (st != 0) return st;
+    }
+    return 0;
+}
+
 /* oneDNN's name of a status code, e.g. "invalid_arguments" */
 const char *pp_dnnl_status(int status) { return dnnl_status2str((dnnl_status_t)status); }
 

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import ctypes
 import weakref
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -93,6 +94,8 @@ def library() -> ctypes.CDLL:
     lib.pp_dnnl_conv_impl.restype = ctypes.c_char_p
     lib.pp_dnnl_conv_run.argtypes = [p, p, p, p, f, i, p]
     lib.pp_dnnl_conv_run.restype = i
+    lib.pp_dnnl_conv_run_chain.argtypes = [i, p, p, p, p, p, p, p]
+    lib.pp_dnnl_conv_run_chain.restype = i
     lib.pp_dnnl_conv_scratch_bytes.argtypes = [p]
     lib.pp_dnnl_conv_scratch_bytes.restype = ctypes.c_size_t
     lib.pp_dnnl_conv_destroy.argtypes = [p]
@@ -182,6 +185,46 @@ class _Primitive:
                          x_scale, x_zp, None if residual is None else residual.data_ptr())
         if code:
             raise PlanError(f"{name} failed on node '{node.name}': oneDNN says {_status(code)}")
+        if _RECORDING:
+            _RECORDING[-1].append((self, x, y, x_scale, x_zp, residual))
+
+
+_RECORDING: list[list[tuple]] = []  # the open recorders of calls, innermost last
+
+
+@contextmanager
+def recorded_calls() -> Iterator[list[tuple]]:
+    """Within the block, every oneDNN convolution call (``conv.dnnl``, ``conv.dnnl_int8``, ``gemm.dnnl``) is appended,
+    with the tensors it read and wrote, to the list this yields; :func:`call_chain` replays them."""
+    calls: list[tuple] = []
+    _RECORDING.append(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDING.remove(calls)
+
+
+def call_chain(calls: list[tuple]) -> Callable[[], None]:
+    """A function that runs the recorded ``calls`` (:func:`recorded_calls`) again, on the same tensors, back to
+    back in one C call (``pp_dnnl_conv_run_chain``): oneDNN's own time for the sequence, with no Python between
+    the calls. The tensors stay alive as long as the function does."""
+    lib = library()
+    n = len(calls)
+    ptr = ctypes.c_void_p * n
+    handles = ptr(*(c[0].handle for c in calls))
+    srcs, dsts = ptr(*(c[1].data_ptr() for c in calls)), ptr(*(c[2].data_ptr() for c in calls))
+    residuals = ptr(*(None if c[5] is None else c[5].data_ptr() for c in calls))
+    scales = (ctypes.c_float * n)(*(c[3] for c in calls))
+    zps = (ctypes.c_int * n)(*(c[4] for c in calls))
+    scratch = torch.empty(max([c[0].scratch_bytes for c in calls] + [1]), dtype=torch.uint8)
+
+    def run() -> None:
+        code = lib.pp_dnnl_conv_run_chain(n, handles, srcs, dsts, residuals, scales, zps, scratch.data_ptr())
+        if code:
+            raise PlanError(f"a chain of {n} oneDNN convolutions failed: oneDNN says {_status(code)}")
+
+    run.calls = calls  # type: ignore[attr-defined]  # keeps the primitives and tensors alive
+    return run
 
 
 def _residual(node: Node, p: _Primitive, r: torch.Tensor | None, res: QParams | None) -> torch.Tensor | None:
@@ -359,4 +402,5 @@ register(Primitive(
                 "zero point, per-channel s8 weights, float bias, a residual added and the activation applied in "
                 "float before the output is requantised; AMX/VNNI where the CPU has them); any 2-D conv"))
 
-__all__ = ["DISTRIBUTIONS", "DnnlUnavailable", "conv_impl", "dnnl_paths", "dnnl_version", "library"]
+__all__ = ["DISTRIBUTIONS", "DnnlUnavailable", "call_chain", "conv_impl", "dnnl_paths", "dnnl_version", "library",
+           "recorded_calls"]
