@@ -60,7 +60,8 @@ if TYPE_CHECKING:
     from perfpredict.devices import DeviceSpec
     from perfpredict.runtime.executor import Fusion
 
-__all__ = ["DeviceRates", "KernelTraits", "RooflineModel", "device_rates", "fusable_activations", "register_traits",
+__all__ = ["DeviceRates", "KERNEL_FACTORS", "KernelTraits", "RooflineModel", "device_rates", "fusable_activations",
+           "kernel_factors", "register_traits",
            "traits_for"]
 
 _SUSTAINED = 0.7
@@ -334,6 +335,25 @@ def _is_depthwise_like(node: Node) -> bool:
     return node.op == "Conv" and node.attrs["groups"] > 1
 
 
+KERNEL_FACTORS: tuple[str, ...] = ("work_per_op", "compute_eff", "extra_bytes", "memory_eff", "overhead_ms",
+                                   "single_thread")
+"""The columns of :func:`kernel_factors`."""
+
+
+def kernel_factors(node: Node, primitive: str, layout: str) -> tuple[float, float, float, float, float, float]:
+    """How ``primitive``'s traits scale the roofline of ``node`` in ``layout``, at full channels and off any slow
+    path (:data:`KERNEL_FACTORS`): the work done per nominal operation (Winograd's ``mac_factor``, or an FFT's
+    work over the node's MACs), the share of the peak reached (with the layout's and depthwise factors), the extra
+    bytes moved at fp32, the share of the bandwidth reached, the fixed cost per call (ms), and 1.0 if it runs on one
+    core. :meth:`RooflineModel` prices a node from these; the GNN's features read them too."""
+    t = traits_for(primitive)
+    work = t.work(node) / node.macs if t.work is not None and node.macs else t.mac_factor
+    eff = t.compute_eff * t.layout_eff.get(layout, 1.0)
+    if _is_depthwise_like(node):
+        eff *= t.depthwise_eff
+    return work, min(eff, 1.0), float(t.extra_traffic(node)), t.memory_eff, t.overhead_ms, float(t.single_thread)
+
+
 # ------------------------------------------------------------------------------------------- tables
 
 
@@ -408,25 +428,18 @@ class _GraphCosts:
         if node.op in _VIEW_OPS:
             self._f_memo[key] = t.overhead_ms
             return t.overhead_ms
-        if node.macs:
-            work = (t.work(node) if t.work else node.macs * t.mac_factor) * scale
-            ops = 2.0 * work
-        else:
-            ops = float(node.flops) * keep_in
+        work_per_op, eff, extra, memory_eff, overhead, single = kernel_factors(node, choice.primitive, choice.layout)
+        ops = 2.0 * node.macs * work_per_op * scale if node.macs else float(node.flops) * keep_in
         peak = (r.gops_int8 if choice.precision == "int8" else r.gflops_fp32) * 1e9
-        if t.single_thread:
+        if single:
             peak /= max(1, r.cores)
-        eff = t.compute_eff * t.layout_eff.get(choice.layout, 1.0)
-        if _is_depthwise_like(node):
-            eff *= t.depthwise_eff
         if t.slow_path is not None and t.slow_path(node, keep_in):
-            eff = t.slow_path_eff
-        compute_s = ops / (peak * min(eff, 1.0))
+            eff = min(t.slow_path_eff, 1.0)
+        compute_s = ops / (peak * eff)
         weights = node.param_count * 4.0 * el * (scale if node.op in ("Conv", "Gemm", "MatMul") else keep_in)
-        traffic = (node.bytes_in * keep_in + node.bytes_out * keep_out) * el + weights \
-            + t.extra_traffic(node) * scale * el
-        memory_s = traffic / (r.bandwidth_gbs * 1e9 * t.memory_eff)
-        ms = t.overhead_ms + 1e3 * max(compute_s, memory_s)
+        traffic = (node.bytes_in * keep_in + node.bytes_out * keep_out) * el + weights + extra * scale * el
+        memory_s = traffic / (r.bandwidth_gbs * 1e9 * memory_eff)
+        ms = overhead + 1e3 * max(compute_s, memory_s)
         self._f_memo[key] = ms
         return ms
 

@@ -180,7 +180,9 @@ class GNNEnsemble(PairwiseCostsMixin):
         """The checkpoint's content: the ensemble's facts and each member's payload."""
         self._require_trained()
         return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "kind": self.kind,
-                "perfpredict_version": __version__, "feature_schema_version": FEATURE_SCHEMA_VERSION,
+                "perfpredict_version": __version__,
+                "feature_schema_version": self.members[0].space.schema_version if self.members[0].space
+                else FEATURE_SCHEMA_VERSION,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "training": plain(self.training), "metrics": plain(self.metrics),
                 "members": [m.payload() for m in self.members]}

@@ -35,6 +35,17 @@ output must be converted back to fp32 NCHW; and ``log`` of the node's roofline p
 shows, where the board has one, else the measured matmul peak); a depthwise Conv that ``conv.int8`` runs on fbgemm's generic path,
 its kept channels not a multiple of 8, gets the int8 peak times
 :data:`~perfpredict.primitives.quantized.DEPTHWISE_FALLBACK_SHARE`, the share that path reaches.)
+That prior is the same for every primitive of a node, so a network reading it prices a primitive from its one-hot
+alone: a new or algorithmically different one (Winograd's quarter of the multiplications, an FFT) is learned only
+from the records that run it. Schema 9 adds ``log_traits_prior_ms``, the prior priced by the node's primitive
+through its kernel traits (:func:`~perfpredict.analytical.kernel_factors`: work per operation, share of the rate
+and of the bandwidth, extra bytes moved, fixed cost, one core or all), on the same rates, as the roofline takes
+the larger of compute and memory time::
+
+    traits_prior_i = overhead_p + max(ops_i w_p / (rate eff_p), (eff_bytes_i + extra_p) / (bandwidth mem_p))
+                     + 2 conv_bytes_i / bandwidth
+
+(views and folded nodes keep the first prior). A schema-8 checkpoint is featurised without it.
 
 The rules follow :mod:`perfpredict.runtime.executor`: the nodes of
 :func:`~perfpredict.runtime.executor.fusion_patterns` (a Relu/Clip/HardSwish/Sigmoid that is the only reader of a
@@ -61,6 +72,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from perfpredict.analytical import kernel_factors
 from perfpredict.devices import REFERENCE_LAYERS, DeviceSpec
 from perfpredict.errors import FeatureWarning, PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
@@ -73,7 +85,9 @@ from perfpredict.primitives.tensor_ops import int8_concat_direct
 from perfpredict.runtime.executor import Fusion, conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 8  # 8: the fp32 / int8 rates of the prior follow the fingerprint's 3x3 convolution
+FEATURE_SCHEMA_VERSION = 9  # 9: a second prior, priced by each primitive's kernel traits (log_traits_prior_ms)
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9)
+"""Feature schemas this code featurises: a checkpoint of one of them loads (8 lacks ``log_traits_prior_ms``)."""
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -100,9 +114,14 @@ PLAN_COLUMNS: tuple[str, ...] = (
     "layout_nchw", "layout_nhwc", "prec_fp32", "prec_int8", "prune", "keep_in", "keep_out",
     "log_eff_macs", "log_eff_flops", "log_eff_bytes_in", "log_eff_bytes_out", "log_eff_param_bytes",
     "layout_conversions_in", "precision_conversions_in", "log_conversion_bytes", "output_conversion",
-    "fused_now", "has_fused_now", "log_prior_ms",
+    "fused_now", "has_fused_now", "log_prior_ms", "log_traits_prior_ms",
 )  # fmt: skip
-"""Plan-dependent numeric columns that follow the primitive one-hot (the last is the latency prior)."""
+"""Plan-dependent numeric columns that follow the primitive one-hot (schema 9; schema 8 ends at ``log_prior_ms``)."""
+
+
+def plan_columns(schema_version: int = FEATURE_SCHEMA_VERSION) -> tuple[str, ...]:
+    """The plan columns of a feature schema: :data:`PLAN_COLUMNS`, without ``log_traits_prior_ms`` before 9."""
+    return PLAN_COLUMNS if schema_version >= 9 else PLAN_COLUMNS[:-1]
 
 DEVICE_COLUMNS: tuple[str, ...] = (
     "log_threads", "log_cores", "log_freq_ghz", "log_l1d_kb", "log_l2_kb", "log_l3_kb", "log_gflops_fp32",
@@ -177,9 +196,14 @@ class FeatureSpace:
         return self.op_dim + len(STATIC_COLUMNS)
 
     @property
+    def plan_columns(self) -> tuple[str, ...]:
+        """The numeric plan columns of this space's schema (:func:`plan_columns`)."""
+        return plan_columns(self.schema_version)
+
+    @property
     def plan_dim(self) -> int:
-        """Number of plan columns (primitive one-hot with ``other`` + :data:`PLAN_COLUMNS`)."""
-        return len(self.primitives) + 1 + len(PLAN_COLUMNS)
+        """Number of plan columns (primitive one-hot with ``other`` + :attr:`plan_columns`)."""
+        return len(self.primitives) + 1 + len(self.plan_columns)
 
     @property
     def node_dim(self) -> int:
@@ -189,7 +213,7 @@ class FeatureSpace:
     def column_names(self) -> list[str]:
         """Names of every node column, in order."""
         return ([f"op={o}" for o in self.ops] + [f"op={OTHER}"] + list(STATIC_COLUMNS)
-                + [f"prim={p}" for p in self.primitives] + [f"prim={OTHER}"] + list(PLAN_COLUMNS))
+                + [f"prim={p}" for p in self.primitives] + [f"prim={OTHER}"] + list(self.plan_columns))
 
     def op_index(self, op: str) -> int:
         """One-hot index of ``op`` (the ``other`` bucket, with a warning, when unknown)."""
@@ -401,6 +425,8 @@ class GraphTemplate:
     view_dense: np.ndarray = field(default_factory=lambda: np.ones((0, 2), bool))
     concat_direct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     fusions: tuple[Fusion, ...] = ()
+    # primitive -> [n, 2, len(KERNEL_FACTORS)]: its analytical.kernel_factors per node and layout (NCHW, NHWC)
+    kernel_factors: Mapping[str, np.ndarray] = field(default_factory=dict)
     _space_cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -436,6 +462,19 @@ class GraphTemplate:
             for k, p in enumerate(space.primitives):
                 if p in self.workspace:
                     table[:, k] = self.workspace[p]
+            self._space_cache[key] = table
+        return self._space_cache[key]
+
+    def traits_table(self, space: FeatureSpace) -> np.ndarray:
+        """[n, len(primitives) + 1, 2, len(KERNEL_FACTORS)] the kernel factors per node, primitive (the last: a
+        primitive outside the space, priced by generic traits) and layout (NCHW, NHWC)."""
+        key = ("traits", space)
+        if key not in self._space_cache:
+            generic = np.array(_GENERIC_FACTORS)
+            table = np.broadcast_to(generic, (self.n_nodes, len(space.primitives) + 1, 2, len(generic))).copy()
+            for k, p in enumerate(space.primitives):
+                if p in self.kernel_factors:
+                    table[:, k] = self.kernel_factors[p]
             self._space_cache[key] = table
         return self._space_cache[key]
 
@@ -498,7 +537,8 @@ class GraphTemplate:
             final_tensors=tuple(t for o, unread in zip(outs, unread_to_end) if unread for t, *_ in o),
             convert_final=False, dw_channels=self.dw_channels[idx], view_dense=self.view_dense[idx],
             concat_direct=self.concat_direct[idx],
-            fusions=tuple(f for f in self.fusions if kept.issuperset((f.producer, *f.nodes))))
+            fusions=tuple(f for f in self.fusions if kept.issuperset((f.producer, *f.nodes))),
+            kernel_factors={k: v[idx] for k, v in self.kernel_factors.items()})
 
 
 def build_template(graph: Graph) -> GraphTemplate:
@@ -630,7 +670,7 @@ def build_template(graph: Graph) -> GraphTemplate:
         dw_channels=dw_channels,
         view_dense=np.array([[view_is_dense(nd, lay) for lay in LAYOUTS] for nd in nodes], bool).reshape(-1, 2),
         concat_direct=np.array([nd.op == "Concat" and int8_concat_direct(nd, "NHWC") for nd in nodes], bool),
-        fusions=fusions)
+        fusions=fusions, kernel_factors=_kernel_factor_table(nodes))
 
 
 def _prune_composition(graph: Graph) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:
@@ -698,6 +738,29 @@ def _workspace_bytes(nodes: Sequence[Node]) -> dict[str, np.ndarray]:
                             col[i, j, k] = 0.0
         if col.any():
             out[p.name] = col
+    return out
+
+
+_GENERIC_FACTORS = (1.0, 0.3, 0.0, 0.6, 0.003, 0.0)  # kernel_factors of a primitive with no registered traits
+
+
+def _kernel_factor_table(nodes: Sequence[Node]) -> dict[str, np.ndarray]:
+    """Every registered primitive's :func:`~perfpredict.analytical.kernel_factors` on the nodes it runs, per layout
+    (generic factors where it does not run the node)."""
+    from perfpredict.primitives import all_primitives
+
+    out: dict[str, np.ndarray] = {}
+    for p in all_primitives():
+        col = np.broadcast_to(np.array(_GENERIC_FACTORS), (len(nodes), 2, len(_GENERIC_FACTORS))).copy()
+        for i, nd in enumerate(nodes):
+            if not p.supports(nd):
+                continue
+            for j, layout in enumerate(LAYOUTS):
+                try:
+                    col[i, j] = kernel_factors(nd, p.name, layout)
+                except Exception:  # a primitive's traits failing on a node must not stop featurisation
+                    pass
+        out[p.name] = col
     return out
 
 
@@ -1168,6 +1231,26 @@ def _int8_depthwise_fallback(tpl: GraphTemplate, arrays: PlanArrays, space: Feat
         & misaligned(np.rint(tpl.dw_channels * keep_in))
 
 
+def _traits_prior(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, device: DeviceSpec,
+                  threads: int | None, nhwc: np.ndarray, chan_scale: np.ndarray, eff_flops: np.ndarray,
+                  eff_bytes: np.ndarray, act_scale: np.ndarray, rate: np.ndarray, slow: np.ndarray, bw: float,
+                  conversions: np.ndarray, prior: np.ndarray, fused_now: np.ndarray) -> np.ndarray:
+    """[P, n] the prior priced by each node's primitive (``log_traits_prior_ms``): its kernel factors
+    (:func:`~perfpredict.analytical.kernel_factors`: work per operation, share of the compute rate and of the
+    bandwidth, extra bytes, fixed cost, one core) on the same rates, the larger of compute and memory time as
+    the roofline takes it, plus the conversions; views and folded nodes keep :func:`plan_node_features`' prior."""
+    n = tpl.n_nodes
+    f = tpl.traits_table(space)[np.arange(n)[None, :], arrays.primitive, nhwc.astype(np.int64)]
+    work, eff, extra, mem_eff, overhead, single = np.moveaxis(f, -1, 0)
+    t = threads_of(device, threads)
+    cores = max(1, min(t, device.cores or t))
+    ops = np.where(tpl.macs > 0, 2.0 * tpl.macs * work * chan_scale, eff_flops)
+    compute = ops / (rate * np.where(slow, 1.0, eff) / np.where(single > 0, cores, 1.0))
+    memory = (eff_bytes + extra * chan_scale * act_scale) / (bw * mem_eff)
+    traits = overhead + np.maximum(compute, memory) + conversions
+    return np.where(fused_now | tpl.is_view, prior, traits)
+
+
 def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, device: DeviceSpec,
                        threads: int | None = None) -> PlanFeatures:
     """Featurise the plans of ``arrays`` on ``device`` (see the module docstring for the columns)."""
@@ -1234,11 +1317,17 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     out_conv = tpl.writes_output & ((nhwc & tpl.out_layout_matters) | int8)
 
     rate = np.where(int8, rates.gops_int8, rates.gflops_fp32) * 1e6  # operations per ms
-    rate = np.where(_int8_depthwise_fallback(tpl, arrays, space, keep_in), rate * DEPTHWISE_FALLBACK_SHARE, rate)
+    slow = _int8_depthwise_fallback(tpl, arrays, space, keep_in)
+    rate = np.where(slow, rate * DEPTHWISE_FALLBACK_SHARE, rate)
     bw = rates.bandwidth_gbs * 1e6  # bytes per ms
-    prior = (eff_flops / rate + (eff_in + eff_out + eff_params + 2.0 * conv_bytes) / bw + rates.overhead_ms
-             + out_conv * 2.0 * eff_out / bw)
+    conversions = (2.0 * conv_bytes + out_conv * 2.0 * eff_out) / bw
+    prior = eff_flops / rate + (eff_in + eff_out + eff_params) / bw + rates.overhead_ms + conversions
     prior = np.where(fused_now, _FUSED_PRIOR_SHARE * rates.overhead_ms, prior)
+    columns = [prior]
+    if space.schema_version >= 9:
+        columns.append(_traits_prior(tpl, arrays, space, device, threads, nhwc, chan_scale, eff_flops,
+                                     eff_in + eff_out + eff_params, act_scale, rate, slow, bw, conversions, prior,
+                                     fused_now))
 
     K = len(space.primitives) + 1
     prim_onehot = np.zeros((P, n, K), np.float32)
@@ -1248,7 +1337,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
         arrays.prune, keep_in, keep_out, np.log1p(eff_macs), np.log1p(eff_flops), np.log1p(eff_in),
         np.log1p(eff_out), np.log1p(eff_params), need_lay.astype(np.float64) @ incidence,
         need_prec.astype(np.float64) @ incidence, np.log1p(conv_bytes), out_conv.astype(np.float64),
-        fused_now.astype(np.float64), has_fused_now.astype(np.float64), np.log(prior),
+        fused_now.astype(np.float64), has_fused_now.astype(np.float64), *np.log(columns),
     ], axis=2).astype(np.float32)  # fmt: skip
     plan = np.concatenate([prim_onehot, plan_cols], axis=2)
 

@@ -12,8 +12,10 @@ Checkpoint layout (a directory, e.g. ``trained_models/proxy/``)::
     metrics.json  the same metrics plus the split and data summary (written by `perfpredict train`)
     README.md     the model card, generated from metrics.json (data, splits, metrics, versions, rebuild command)
 
-Loading a checkpoint of another ``feature_schema_version`` or ``format_version`` raises
-:class:`CheckpointError` (retrain with ``perfpredict train``). :func:`load_predictor` resolves a name such
+Loading a checkpoint of a ``feature_schema_version`` outside
+:data:`~perfpredict.features.READABLE_SCHEMA_VERSIONS`, or of another ``format_version``, raises
+:class:`CheckpointError` (retrain with ``perfpredict train``); a checkpoint of an older readable schema is
+featurised with that schema's columns. :func:`load_predictor` resolves a name such
 as ``"proxy"`` to ``trained_models/proxy/``.
 """
 
@@ -32,8 +34,8 @@ from perfpredict import __version__
 from perfpredict.additive import PairwiseCostsMixin
 from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import PerfPredictError
-from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, FeatureWarning, GraphTemplate, Normaliser,
-                                  device_vector, encode_plans, plan_node_features, predict_by_graph, threads_of)
+from perfpredict.features import (FEATURE_SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS, FeatureSpace, FeatureWarning,
+                                  GraphTemplate, Normaliser, device_vector, encode_plans, plan_node_features, predict_by_graph, threads_of)
 from perfpredict.gnn import GNNConfig, PerfGNN
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
@@ -295,7 +297,8 @@ class GNNPredictor(PairwiseCostsMixin):
 
         return {
             "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "kind": self.kind,
-            "perfpredict_version": __version__, "feature_schema_version": FEATURE_SCHEMA_VERSION,
+            "perfpredict_version": __version__,
+            "feature_schema_version": self.space.schema_version if self.space else FEATURE_SCHEMA_VERSION,
             "feature_space": self.space.to_dict() if self.space else None, "config": self.config.to_dict(),
             "training": self.training, "metrics": self.metrics,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -372,10 +375,11 @@ def read_checkpoint(file: Path) -> dict[str, Any]:
         raise CheckpointError(f"{file}: checkpoint format_version {payload.get('format_version')} is not "
                               f"supported (this perfpredict reads {CHECKPOINT_VERSION}); retrain with "
                               "`perfpredict train`")
-    if payload.get("feature_schema_version") != FEATURE_SCHEMA_VERSION:
+    if payload.get("feature_schema_version") not in READABLE_SCHEMA_VERSIONS:
         raise CheckpointError(f"{file}: checkpoint was trained with feature schema version "
                               f"{payload.get('feature_schema_version')}, this perfpredict "
-                              f"({__version__}) featurises with version {FEATURE_SCHEMA_VERSION}; retrain "
+                              f"({__version__}) featurises with versions "
+                              f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}; retrain "
                               "with `perfpredict train --data DATASET -o DIR`")
     return payload
 

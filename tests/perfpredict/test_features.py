@@ -2,6 +2,7 @@
 
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -10,11 +11,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from perfpredict.devices import load_device, load_example_board
 from perfpredict.features import (DEVICE_COLUMNS, PLAN_COLUMNS, STATIC_COLUMNS, FeatureError, FeatureSpace,
-                                  FeatureWarning, Normaliser, device_rates, device_vector, encode_plans,
+                                  FeatureWarning, Normaliser, device_rates, device_vector, encode_plans, featurise,
                                   node_from_json, node_to_json, plan_node_features, single_node_graph,
                                   template_for)
 from perfpredict.graph import load_onnx
-from perfpredict.plan import Choice, Plan
+from perfpredict.models import load_model
+from perfpredict.plan import Choice, Plan, default_plan
 
 DEVICE = load_device({"schema_version": 1, "name": "t", "kind": "cpu", "arch": "x86_64", "cores": 2, "threads": 2,
                       "isa_features": ["avx2", "fma"], "peak_gflops_fp32": 80.0, "peak_gops_int8": 160.0,
@@ -369,3 +371,24 @@ def test_swish_hardswish_and_residual_adds_fold_as_the_runtime_folds_them(space)
         assert 0 < fused[3].sum() < fused[0].sum(), family
         adds = [i for i, op in enumerate(tpl.ops) if op == "Add"]
         assert fused[0, adds].any() and not fused[1, adds].any(), family
+
+
+def test_the_traits_prior_prices_each_primitive_by_its_kernel_traits():
+    # conv.winograd4 does a quarter of the multiplications: its prior is below conv.dnnl's on a 56x56 3x3 layer,
+    # and above it on a 7x7 one, where its transformed weights and tiles dominate; the first prior is the same for both
+    graph = load_model("resnet18")[0]
+    space = FeatureSpace.current()
+    convs = [n for n in graph.nodes if n.op == "Conv" and n.attrs["kernel"] == (3, 3) and n.attrs["stride"] == (1, 1)]
+    base = default_plan(graph)
+    plans = [Plan({**base.choices, **{n.name: Choice(p, "NHWC") for n in convs}})
+             for p in ("conv.dnnl", "conv.winograd4")]
+    pf = featurise(graph, plans, DEVICE, space)
+    col = len(space.primitives) + 1 + space.plan_columns.index("log_traits_prior_ms")
+    first = len(space.primitives) + 1 + space.plan_columns.index("log_prior_ms")
+    at = {n.out_shape[2]: i for i, n in enumerate(graph.nodes) if n in convs}
+    assert pf.plan[1, at[56], col] < pf.plan[0, at[56], col] and pf.plan[1, at[7], col] > pf.plan[0, at[7], col]
+    np.testing.assert_array_equal(pf.plan[0, :, first], pf.plan[1, :, first])
+    old = featurise(graph, plans, DEVICE, replace(space, schema_version=8))
+    assert old.plan.shape[2] == space.plan_dim - 1
+    assert "log_traits_prior_ms" not in replace(space, schema_version=8).plan_columns
+    np.testing.assert_array_equal(old.plan, pf.plan[:, :, :-1])

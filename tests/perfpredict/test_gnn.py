@@ -5,12 +5,13 @@ Targets are synthetic (tests/perfpredict/synthetic.py): these tests check behavi
 
 import random
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from perfpredict.features import encode_plans, plan_node_features, template_for
+from perfpredict.features import FeatureSpace, encode_plans, plan_node_features, template_for
 from perfpredict.gnn import GNNConfig
 from perfpredict.gnn_predictor import CheckpointError, GNNPredictor, load_predictor
 
@@ -104,6 +105,19 @@ def test_save_load_round_trip(trained, tmp_path):
     assert meta["training"]["data_hash"] == "synthetic-0"
     assert "Conv" in meta["feature_space"]["ops"]
     assert isinstance(back, Predictor) and isinstance(back, NodeCostModel)
+
+
+def test_a_checkpoint_of_the_previous_feature_schema_loads_and_predicts(samples, tmp_path):
+    old = GNNPredictor(GNNConfig(hidden=16, layers=1))
+    old.space = replace(FeatureSpace.current(), schema_version=8)  # without log_traits_prior_ms
+    old.fit(samples, options=TrainOptions(epochs=2, seed=0))
+    path = old.save(tmp_path / "v8")
+    assert torch.load(path, weights_only=True)["feature_schema_version"] == 8
+    back = GNNPredictor.load(path)
+    assert back.space.schema_version == 8 and back.space.plan_dim == FeatureSpace.current().plan_dim - 1
+    g = zoo_graph("squeezenet")
+    plans = [random_plan(g, random.Random(k)) for k in range(3)]
+    np.testing.assert_array_equal(back.predict(g, plans, DEVICE).latency_ms, old.predict(g, plans, DEVICE).latency_ms)
 
 
 def test_other_schema_version_or_garbage_is_a_clear_error(trained, tmp_path):
