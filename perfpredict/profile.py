@@ -110,6 +110,8 @@ __all__ = [
 
 LAYER_CAMPAIGN = "layers"
 MODEL_CAMPAIGN = "models"
+PLAN_KINDS: tuple[str, ...] = ("mixed", "swaps")
+"""The plan samplers of model campaigns: :func:`sample_plans` and :func:`sample_swap_plans`."""
 DEFAULT_PRUNE_RATIOS = (0.0, 0.25, 0.5)
 DEFAULT_RESOLUTIONS = (96, 128)
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
@@ -974,6 +976,64 @@ def sample_plans(graph: Graph, n_plans: int, rng: random.Random, *, threads: int
     return out
 
 
+def anchor_plan(graph: Graph, primitive: str = "conv.dnnl") -> dict[str, Choice]:
+    """Every node in NHWC at fp32 on the primitive of ``primitive``'s family (the part after the dot: ``dnnl`` puts
+    MaxPool on ``maxpool.dnnl``, a gate on ``mul.dnnl``) where one runs it, else on its first-ranked NHWC fp32
+    primitive (its default where it has none): the whole-graph plans the optimiser's searches end on."""
+    from perfpredict.primitives import candidates
+
+    family = primitive.split(".", 1)[-1]
+    out = {}
+    for n in graph.nodes:
+        prims = candidates(n, layout="NHWC", precision="fp32")
+        pick = next((c for c in prims if c.name.split(".", 1)[-1] == family), prims[0] if prims else None)
+        out[n.name] = Choice(pick.name, "NHWC") if pick is not None else default_choice(n)
+    return out
+
+
+def sample_swap_plans(graph: Graph, n_plans: int, rng: random.Random, *, anchor: str = "conv.dnnl",
+                      ref_rate: float | None = None, max_node_ms: float = 2.0) -> list[Plan]:
+    """Up to ``n_plans`` distinct plans near the whole-graph ``anchor`` plan (:func:`anchor_plan`): the anchor,
+    then ``swap`` plans (one to three random Conv nodes moved to another legal fp32 choice) and ``band`` plans
+    (every Conv node whose output height lies in a random band, moved to one primitive drawn among those that run
+    one of them). The search compares plans like these at its end; mixed random plans rarely show a primitive's
+    effect against that anchor. Plans are compact (non-default choices only)."""
+    base = anchor_plan(graph, anchor)
+    out: list[Plan] = []
+    seen: set[str] = set()
+
+    def add(choices: Mapping[str, Choice], name: str) -> None:
+        p = compact_plan(graph, Plan(dict(choices), name, graph.graph_id))
+        if p.key not in seen:
+            seen.add(p.key)
+            out.append(p)
+
+    add(base, "anchor")
+    convs = [n for n in graph.nodes if n.op == "Conv"]
+    others = {n.name: [c for c in _legal_choices(n, ref_rate, max_node_ms)
+                       if c.precision == "fp32" and c.primitive != base[n.name].primitive] for n in convs}
+    movable = [n for n in convs if others[n.name]]
+    heights = sorted({n.out_shape[2] for n in movable})
+    attempts = 0
+    while movable and len(out) < n_plans and attempts < 20 * n_plans:
+        attempts += 1
+        ch = dict(base)
+        if attempts % 2:
+            for n in rng.sample(movable, min(len(movable), rng.randint(1, 3))):
+                ch[n.name] = rng.choice(others[n.name])
+            add(ch, "swap")
+        else:
+            lo, hi = sorted(rng.sample(heights, 2)) if len(heights) > 1 else (heights[0], heights[0])
+            band = [n for n in movable if lo <= n.out_shape[2] <= hi]
+            prim = rng.choice(sorted({c.primitive for n in band for c in others[n.name]}))
+            for n in band:
+                c = [c for c in others[n.name] if c.primitive == prim]
+                if c:
+                    ch[n.name] = next((x for x in c if x.layout == "NHWC"), c[0])
+            add(ch, "band")
+    return out
+
+
 # ================================================================ memory worker
 
 
@@ -1175,8 +1235,9 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                        layer_campaign: str | None = LAYER_CAMPAIGN,
                        devices: Mapping[int, DeviceSpec] | None = None, quick_device: bool = False,
                        max_minutes: float | None = None, stop_after: int | None = None,
-                       specs: Sequence | None = None, progress: bool = True) -> CampaignReport:
-    """Measure whole zoo models under sampled plans (:func:`sample_plans`) at each thread count.
+                       specs: Sequence | None = None, progress: bool = True, plans: str = "mixed") -> CampaignReport:
+    """Measure whole zoo models under sampled plans at each thread count: :func:`sample_plans` (``plans="mixed"``)
+    or the plans near the whole-graph ``conv.dnnl`` anchor of :func:`sample_swap_plans` (``plans="swaps"``).
 
     Latency: the plans of one model are timed interleaved, end to end. Memory (``memory=True``): measured
     per plan by ``memory_method`` (``"allocator"`` in this process, ``"rss"`` in a :class:`MemoryProbe` worker;
@@ -1199,6 +1260,8 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
         raise PerfPredictError(f"memory method '{memory_method}' is not known; accepted: {', '.join(MEMORY_METHODS)}")
     if plans_per_model < 1:
         raise PerfPredictError(f"--plans-per-model must be at least 1, got {plans_per_model}")
+    if plans not in PLAN_KINDS:
+        raise PerfPredictError(f"plans '{plans}' is not known; accepted: {', '.join(PLAN_KINDS)}")
     report = CampaignReport(campaign, "model", str(store.path), ts)
     specs = list(specs) if specs is not None else campaign_specs(families, n_variants_per_family, seed, resolutions,
                                                                  canonical=canonical)
@@ -1227,14 +1290,17 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                 # the same seed at every thread count: the plans are the same except the fast ones, which follow
                 # the layer records of that thread count
                 rng = random.Random(f"perfpredict.profile.plans:{seed}:{spec.name}:{spec.digest()}")
-                plans = sample_plans(graph, plans_per_model, rng, threads=t, fastest=fastest, ref_rate=ref_rate)
-                bar.total += len(plans) - plans_per_model
-                todo = report.triage([(p, _model_key(graph, p, spec, devs[t], t, campaign)) for p in plans], done,
+                if plans == "swaps":
+                    drawn = sample_swap_plans(graph, plans_per_model, rng, ref_rate=ref_rate)
+                else:
+                    drawn = sample_plans(graph, plans_per_model, rng, threads=t, fastest=fastest, ref_rate=ref_rate)
+                bar.total += len(drawn) - plans_per_model
+                todo = report.triage([(p, _model_key(graph, p, spec, devs[t], t, campaign)) for p in drawn], done,
                                      skipped_before)
                 if not todo:
-                    bar.update(len(plans))
+                    bar.update(len(drawn))
                     continue
-                bar.update(len(plans) - len(todo))
+                bar.update(len(drawn) - len(todo))
                 if t == ts[0]:
                     known_plans = {}  # plan key -> fastest call at the smallest thread count (inf: too slow)
                 recs, skips = _measure_model_plans(graph, onnx_path, spec, sd, todo, t, devs[t], protocol,

@@ -91,6 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     mo.add_argument("--n-variants-per-family", type=int, default=4,
                     help="sampled variants per family besides the canonical models (default 4)")
     mo.add_argument("--plans-per-model", type=int, default=8, help="plans per model and thread count (default 8)")
+    mo.add_argument("--plans", choices=("mixed", "swaps"), default="mixed",
+                    help="which plans: 'mixed' (default, fixed plans then random and layer-record-biased mixes) or "
+                         "'swaps' (the whole-graph conv.dnnl plan, then it with a few convolutions, or a band of "
+                         "output heights, moved to another primitive)")
     mo.add_argument("--no-canonical", action="store_true", help="sampled variants only")
     mo.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     mo.add_argument("--memory-method", choices=("allocator", "rss"), default="allocator",
@@ -199,7 +203,7 @@ def _models(args: argparse.Namespace) -> int:
                                  campaign=args.campaign or MODEL_CAMPAIGN, layer_campaign=args.layer_campaign,
                                  devices=_devices(args), quick_device=args.quick_device,
                                  max_minutes=args.max_minutes, stop_after=args.stop_after,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, plans=args.plans)
     _print_report(rep, args.json)
     return 0
 

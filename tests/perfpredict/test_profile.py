@@ -17,7 +17,7 @@ from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, make_record, me
 from perfpredict.devices import load_example_board, static_host
 from perfpredict.errors import PerfPredictError
 from perfpredict.measure import latency_stats
-from perfpredict.plan import Choice, validate_plan
+from perfpredict.plan import Choice, default_choice, validate_plan
 from perfpredict.primitives import get_primitive
 from perfpredict.profile import (
     FastestChoices,
@@ -32,6 +32,7 @@ from perfpredict.profile import (
     run_memory_remeasure,
     run_noise,
     sample_plans,
+    sample_swap_plans,
     spec_from_dict,
     zoo_graph,
 )
@@ -205,6 +206,34 @@ def test_sample_plans_are_legal_and_distinct(cache):
     for name, layout, prim in (("int8", "NCHW", "conv.int8"), ("int8-nhwc", "NHWC", "conv.dnnl_int8")):
         convs = [c for n, c in by_name[name].choices.items() if graph.node(n).op == "Conv"]
         assert convs and all(c == Choice(prim, layout, "int8") for c in convs), name
+
+
+def test_swap_plans_move_convolutions_away_from_the_whole_graph_anchor(cache, tmp_path):
+    import random
+
+    graph, _ = zoo_graph(_spec())
+    plans = sample_swap_plans(graph, 8, random.Random(0), ref_rate=1e6)
+    assert len(plans) == 8 and len({p.key for p in plans}) == 8 and plans[0].name == "anchor"
+    ops = {n.name: n.op for n in graph.nodes}
+    anchor = plans[0].choices
+    assert all(c == Choice("conv.dnnl", "NHWC") for n, c in anchor.items() if ops[n] == "Conv")
+    assert all(c.primitive == "maxpool.dnnl" for n, c in anchor.items() if ops[n] == "MaxPool")
+    def full(p):  # compact plans leave out default choices
+        return {n.name: p.choices.get(n.name, default_choice(n)) for n in graph.nodes}
+
+    for p in plans[1:]:
+        validate_plan(graph, p)
+        moved = {n for n, c in full(p).items() if c != full(plans[0])[n]}
+        assert moved and {ops[n] for n in moved} == {"Conv"} and p.name in ("swap", "band")
+        assert all(full(p)[n].precision == "fp32" and full(p)[n].primitive != "conv.dnnl" for n in moved)
+    assert {"swap", "band"} <= {p.name for p in plans}
+    assert plans == sample_swap_plans(graph, 8, random.Random(0), ref_rate=1e6)  # seeded
+    with open_store(tmp_path / "s.db") as store:
+        with pytest.raises(PerfPredictError, match="plans 'nope' is not known; accepted: mixed, swaps"):
+            run_model_campaign(store, threads=(1,), specs=[_spec()], plans="nope", devices={1: DEV}, progress=False)
+        rep = run_model_campaign(store, threads=(1,), specs=[_spec()], plans_per_model=2, plans="swaps",
+                                 protocol=TINY, devices={1: DEV}, progress=False, layer_campaign=None, memory=False)
+        assert rep.stored == 2 and rep.extra["plans_by_kind"]["anchor"] == 1
 
 
 def test_fastest_choices_pick_the_lowest_median(cache, tmp_path):
