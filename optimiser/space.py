@@ -31,7 +31,7 @@ from perfpredict.errors import PerfPredictError, PlanError
 from perfpredict.graph import Graph
 from perfpredict.plan import MAX_PRUNE, Choice, Plan, default_choice, is_prunable
 from perfpredict.predictor import channel_sources
-from perfpredict.primitives import LAYOUTS, candidates
+from perfpredict.primitives import LAYOUTS, candidates, primitive_family
 
 __all__ = ["SpaceConfig", "SearchSpace", "Variable", "prune_groups_of"]
 
@@ -353,14 +353,11 @@ class SearchSpace:
 
     def primitive_families(self, indices: np.ndarray) -> dict[str, list[str]]:
         """The plan's alternative primitives (offered by at least one untied node, :meth:`alternative_primitives`)
-        grouped by implementation - the name's part after the op up to any ``_`` suffix, so ``conv.dnnl``,
-        ``conv.dnnl_int8`` and ``maxpool.dnnl`` are all ``dnnl``, oneDNN's C API - for the implementations of more
+        grouped by implementation (:func:`~perfpredict.primitives.primitive_family`: ``conv.dnnl``,
+        ``conv.dnnl_int8`` and ``maxpool.dnnl`` are all ``dnnl``, oneDNN's C API) for the implementations of more
         than one primitive, counting one the plan already uses: moving every op it can to one library at once, as
         a whole-graph anchor does for one primitive."""
-
-        def family(primitive: str) -> str:
-            return primitive.split(".", 1)[-1].split("_")[0]
-
+        family = primitive_family
         used = {family(self.options[n][int(indices[i])].primitive) for i, n in enumerate(self.nodes)}
         families: dict[str, list[str]] = {}
         for p in self.alternative_primitives(indices, min_nodes=1):

@@ -27,7 +27,7 @@ import numpy as np
 from perfpredict import __version__
 from perfpredict.additive import PairwiseCostsMixin
 from perfpredict.devices import DeviceSpec
-from perfpredict.features import FEATURE_SCHEMA_VERSION, FeatureSpace, GraphTemplate, predict_by_graph, threads_of
+from perfpredict.features import FeatureSpace, GraphTemplate, predict_by_graph, threads_of
 from perfpredict.gnn import GNNConfig
 from perfpredict.gnn_predictor import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, GNNPredictor,
                                        write_checkpoint)
@@ -180,9 +180,7 @@ class GNNEnsemble(PairwiseCostsMixin):
         """The checkpoint's content: the ensemble's facts and each member's payload."""
         self._require_trained()
         return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "kind": self.kind,
-                "perfpredict_version": __version__,
-                "feature_schema_version": self.members[0].space.schema_version if self.members[0].space
-                else FEATURE_SCHEMA_VERSION,
+                "perfpredict_version": __version__, "feature_schema_version": self.members[0].feature_schema_version,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "training": plain(self.training), "metrics": plain(self.metrics),
                 "members": [m.payload() for m in self.members]}

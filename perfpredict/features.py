@@ -72,7 +72,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from perfpredict.analytical import kernel_factors
+from perfpredict.analytical import kernel_factors, traits_for
 from perfpredict.devices import REFERENCE_LAYERS, DeviceSpec
 from perfpredict.errors import FeatureWarning, PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
@@ -470,7 +470,7 @@ class GraphTemplate:
         primitive outside the space, priced by generic traits) and layout (NCHW, NHWC)."""
         key = ("traits", space)
         if key not in self._space_cache:
-            generic = np.array(_GENERIC_FACTORS)
+            generic = _generic_factors()
             table = np.broadcast_to(generic, (self.n_nodes, len(space.primitives) + 1, 2, len(generic))).copy()
             for k, p in enumerate(space.primitives):
                 if p in self.kernel_factors:
@@ -741,7 +741,11 @@ def _workspace_bytes(nodes: Sequence[Node]) -> dict[str, np.ndarray]:
     return out
 
 
-_GENERIC_FACTORS = (1.0, 0.3, 0.0, 0.6, 0.003, 0.0)  # kernel_factors of a primitive with no registered traits
+def _generic_factors() -> np.ndarray:
+    """The kernel factors of a primitive with no registered traits (:func:`~perfpredict.analytical.traits_for`'s
+    generic kernel) on a node it does not specialise for."""
+    t = traits_for(OTHER)
+    return np.array([t.mac_factor, min(t.compute_eff, 1.0), 0.0, t.memory_eff, t.overhead_ms, float(t.single_thread)])
 
 
 def _kernel_factor_table(nodes: Sequence[Node]) -> dict[str, np.ndarray]:
@@ -749,9 +753,10 @@ def _kernel_factor_table(nodes: Sequence[Node]) -> dict[str, np.ndarray]:
     (generic factors where it does not run the node)."""
     from perfpredict.primitives import all_primitives
 
+    generic = _generic_factors()
     out: dict[str, np.ndarray] = {}
     for p in all_primitives():
-        col = np.broadcast_to(np.array(_GENERIC_FACTORS), (len(nodes), 2, len(_GENERIC_FACTORS))).copy()
+        col = np.broadcast_to(generic, (len(nodes), 2, len(generic))).copy()
         for i, nd in enumerate(nodes):
             if not p.supports(nd):
                 continue
@@ -1079,12 +1084,13 @@ def encode_plans(template: GraphTemplate, plans: Sequence[Plan | Mapping[str, Ch
 
 @dataclass(frozen=True)
 class DeviceRates:
-    """Throughputs the roofline prior uses: GFLOP/s fp32, GOP/s int8, GB/s, per-node overhead (ms)."""
+    """Throughputs the roofline prior uses: GFLOP/s fp32, GOP/s int8, GB/s, per-node overhead (ms), cores used."""
 
     gflops_fp32: float
     gops_int8: float
     bandwidth_gbs: float
     overhead_ms: float
+    cores: int = 1
 
 
 def threads_of(device: DeviceSpec, threads: int | None = None) -> int:
@@ -1143,7 +1149,7 @@ def device_rates(device: DeviceSpec, threads: int | None = None) -> DeviceRates:
     bw = device.mem_bw_triad_gbs or device.mem_bw_copy_gbs
     if not bw:
         bw = 12.0 if (device.arch or "x86_64").startswith(("x86", "amd64")) else 4.0
-    return DeviceRates(float(gflops), float(gops), float(bw), 0.005 * 2.5 / freq)
+    return DeviceRates(float(gflops), float(gops), float(bw), 0.005 * 2.5 / freq, usable)
 
 
 def device_vector(device: DeviceSpec, threads: int | None = None) -> np.ndarray:
@@ -1231,8 +1237,8 @@ def _int8_depthwise_fallback(tpl: GraphTemplate, arrays: PlanArrays, space: Feat
         & misaligned(np.rint(tpl.dw_channels * keep_in))
 
 
-def _traits_prior(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, device: DeviceSpec,
-                  threads: int | None, nhwc: np.ndarray, chan_scale: np.ndarray, eff_flops: np.ndarray,
+def _traits_prior(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, cores: int,
+                  nhwc: np.ndarray, chan_scale: np.ndarray, eff_flops: np.ndarray,
                   eff_bytes: np.ndarray, act_scale: np.ndarray, rate: np.ndarray, slow: np.ndarray, bw: float,
                   conversions: np.ndarray, prior: np.ndarray, fused_now: np.ndarray) -> np.ndarray:
     """[P, n] the prior priced by each node's primitive (``log_traits_prior_ms``): its kernel factors
@@ -1242,8 +1248,6 @@ def _traits_prior(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, d
     n = tpl.n_nodes
     f = tpl.traits_table(space)[np.arange(n)[None, :], arrays.primitive, nhwc.astype(np.int64)]
     work, eff, extra, mem_eff, overhead, single = np.moveaxis(f, -1, 0)
-    t = threads_of(device, threads)
-    cores = max(1, min(t, device.cores or t))
     ops = np.where(tpl.macs > 0, 2.0 * tpl.macs * work * chan_scale, eff_flops)
     compute = ops / (rate * np.where(slow, 1.0, eff) / np.where(single > 0, cores, 1.0))
     memory = (eff_bytes + extra * chan_scale * act_scale) / (bw * mem_eff)
@@ -1325,7 +1329,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     prior = np.where(fused_now, _FUSED_PRIOR_SHARE * rates.overhead_ms, prior)
     columns = [prior]
     if space.schema_version >= 9:
-        columns.append(_traits_prior(tpl, arrays, space, device, threads, nhwc, chan_scale, eff_flops,
+        columns.append(_traits_prior(tpl, arrays, space, rates.cores, nhwc, chan_scale, eff_flops,
                                      eff_in + eff_out + eff_params, act_scale, rate, slow, bw, conversions, prior,
                                      fused_now))
 

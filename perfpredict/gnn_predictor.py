@@ -35,7 +35,8 @@ from perfpredict.additive import PairwiseCostsMixin
 from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import PerfPredictError
 from perfpredict.features import (FEATURE_SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS, FeatureSpace, FeatureWarning,
-                                  GraphTemplate, Normaliser, device_vector, encode_plans, plan_node_features, predict_by_graph, threads_of)
+                                  GraphTemplate, Normaliser, device_vector, encode_plans, plan_node_features,
+                                  predict_by_graph, threads_of)
 from perfpredict.gnn import GNNConfig, PerfGNN
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
@@ -291,14 +292,18 @@ class GNNPredictor(PairwiseCostsMixin):
         return out
 
     # ------------------------------------------------------------------------------ persistence
+    @property
+    def feature_schema_version(self) -> int:
+        """The feature schema this predictor featurises with: its space's (the current one before training)."""
+        return self.space.schema_version if self.space else FEATURE_SCHEMA_VERSION
+
     def metadata(self) -> dict[str, Any]:
         """Everything but the weights: versions, vocabularies, config, training facts, metrics."""
         import torch_geometric
 
         return {
             "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "kind": self.kind,
-            "perfpredict_version": __version__,
-            "feature_schema_version": self.space.schema_version if self.space else FEATURE_SCHEMA_VERSION,
+            "perfpredict_version": __version__, "feature_schema_version": self.feature_schema_version,
             "feature_space": self.space.to_dict() if self.space else None, "config": self.config.to_dict(),
             "training": self.training, "metrics": self.metrics,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

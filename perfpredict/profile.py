@@ -977,16 +977,17 @@ def sample_plans(graph: Graph, n_plans: int, rng: random.Random, *, threads: int
 
 
 def anchor_plan(graph: Graph, primitive: str = "conv.dnnl") -> dict[str, Choice]:
-    """Every node in NHWC at fp32 on the primitive of ``primitive``'s family (the part after the dot: ``dnnl`` puts
-    MaxPool on ``maxpool.dnnl``, a gate on ``mul.dnnl``) where one runs it, else on its first-ranked NHWC fp32
-    primitive (its default where it has none): the whole-graph plans the optimiser's searches end on."""
-    from perfpredict.primitives import candidates
+    """Every node in NHWC at fp32 on a primitive of ``primitive``'s family
+    (:func:`~perfpredict.primitives.primitive_family`: ``dnnl`` puts MaxPool on ``maxpool.dnnl``, a gate on
+    ``mul.dnnl``) where one runs it, else on its first-ranked NHWC fp32 primitive (its default where it has none):
+    the whole-graph plans the optimiser's searches end on."""
+    from perfpredict.primitives import candidates, primitive_family
 
-    family = primitive.split(".", 1)[-1]
+    family = primitive_family(primitive)
     out = {}
     for n in graph.nodes:
         prims = candidates(n, layout="NHWC", precision="fp32")
-        pick = next((c for c in prims if c.name.split(".", 1)[-1] == family), prims[0] if prims else None)
+        pick = next((c for c in prims if primitive_family(c.name) == family), prims[0] if prims else None)
         out[n.name] = Choice(pick.name, "NHWC") if pick is not None else default_choice(n)
     return out
 

@@ -1,10 +1,10 @@
 """Executable primitives. Importing this package registers the built-in implementations."""
 
 from perfpredict.primitives.registry import (LAYOUTS, PRECISIONS, Primitive, all_primitives, candidates,
-                                             default_primitive, get_primitive, register)
+                                             default_primitive, get_primitive, primitive_family, register)
 
 __all__ = ["LAYOUTS", "PRECISIONS", "Primitive", "all_primitives", "candidates", "default_primitive",
-           "get_primitive", "register"]
+           "get_primitive", "primitive_family", "register"]
 
 # built-in conv / fully-connected implementations (importing registers them)
 from perfpredict.primitives import conv as _conv  # noqa: E402,F401

@@ -115,6 +115,12 @@ def candidates(node: Node, layout: str | None = None, precision: str | None = No
     return sorted(found, key=lambda p: (p.rank, p.name))
 
 
+def primitive_family(name: str) -> str:
+    """The implementation behind a primitive's name: the part after the op up to any ``_`` suffix, so ``conv.dnnl``,
+    ``conv.dnnl_int8`` and ``maxpool.dnnl`` are all ``dnnl`` (oneDNN's C API)."""
+    return name.split(".", 1)[-1].split("_")[0]
+
+
 def default_primitive(node: Node) -> Primitive:
     """The default primitive of ``node`` (fp32; the lowest rank)."""
     found = candidates(node, precision="fp32")
