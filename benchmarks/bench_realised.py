@@ -9,12 +9,13 @@ MODEL --device-features local --threads T`` runs them (the shipped predictor by 
                 weights, so "accuracy" is fidelity: 100 x top-1 disagreement with the fp32 model on seeded
                 calibration inputs (the measured drop, top-1 agreement and SQNR of the kept plan are reported).
 
-Then the default plan, both optimised plans, ONNX Runtime's default session (same thread count) and the
-dependency-free baseline (C reference loops for conv/gemm) are timed round-robin with
-perfpredict.measure.measure_interleaved in steady-state turns (``--settle`` seconds idle so that the previous
-candidate's spinning thread pool does not share the cores, ``--block-warmup`` untimed calls, then ``--block``
-timed calls; rounds until the median's 95% CI is within 2% or the time cap). Prints a table and writes JSON with
-the machine, every LatencyStats and the kept plans.
+Then the default plan, both optimised plans and ONNX Runtime's default session (same thread count) are timed
+round-robin with perfpredict.measure.measure_interleaved in steady-state turns (``--settle`` seconds idle so that
+the previous candidate's spinning thread pool does not share the cores, ``--block-warmup`` untimed calls, then
+``--block`` timed calls) and in lockstep (every candidate in every round, until every median's 95% CI is within 2%
+or the time cap), so that the ratios come from the same minutes; the dependency-free baseline (C reference loops
+for conv/gemm), a hundred times slower, is timed after them on its own. Prints a table and writes JSON with the
+machine, every LatencyStats and the kept plans.
 
 ``--versus P`` runs both searches again with a second predictor (checkpoint) and times its two plans in the same
 rounds: two checkpoints compared by the plans they find, in one session, so that the VM's drift between runs
@@ -84,14 +85,15 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
         plans["int8+prune@versus"], versus["lossy"] = _search(graph, device, vpred, vname, args,
                                                              workdir / model / "v-lossy", False)
         versus["predictor"] = vname
-    if not args.no_baseline:
-        plans["baseline"] = baseline_plan(graph)
     fns = plan_calls(graph, plans, threads, x)
     sess = ort_session(onnx_path, threads=threads)
     feeds = {sess.get_inputs()[0].name: x}
     fns["ort"] = lambda: sess.run(None, feeds)
-    stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats,
-                                time_cap_s=args.time_cap, threads=threads, seed=0, **timing_kwargs(args))
+    timing = dict(warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap, threads=threads,
+                  seed=0, **timing_kwargs(args))
+    stats = measure_interleaved(fns, lockstep=True, **timing)
+    if not args.no_baseline:
+        stats.update(measure_interleaved(plan_calls(graph, {"baseline": baseline_plan(graph)}, threads, x), **timing))
     med = {k: s.median_ms for k, s in stats.items()}
     if versus:
         versus["lossless_ratio"] = med["lossless@versus"] / med["lossless"]

@@ -75,8 +75,9 @@ class RuntimeValidator:
         self.options = measure_options
 
     def compare(self, graph: Graph, plans: dict[str, Plan]) -> dict[str, Measured]:
-        """Latency of several plans measured round-robin (:func:`perfpredict.measure.measure_interleaved`),
-        so that drift of a busy machine spreads over all of them instead of biasing one."""
+        """Latency of several plans measured round-robin and in lockstep
+        (:func:`perfpredict.measure.measure_interleaved`): every plan is timed in every round until all have met
+        the target, so that drift of a busy machine spreads over all of them instead of biasing one."""
         from perfpredict.measure import measure_interleaved
         from perfpredict.runtime import build_executable
         from perfpredict.runtime.measurement import _input_for
@@ -88,7 +89,7 @@ class RuntimeValidator:
             fns[name] = (lambda exe=exe, xs=xs: exe.forward(*xs))
         opts = {k: v for k, v in self.options.items()
                 if k in ("warmup", "min_repeats", "max_repeats", "target_ci", "time_cap_s")}
-        stats = measure_interleaved(fns, threads=self.threads, **opts)
+        stats = measure_interleaved(fns, threads=self.threads, lockstep=True, **opts)
         out = {name: Measured(float(s.median_ms), None, s) for name, s in stats.items()}
         if self.sink is not None:
             for name, m in out.items():

@@ -260,6 +260,7 @@ def measure_interleaved(
     settle_s: float = 0.0,
     block: int = 1,
     block_warmup: int = 0,
+    lockstep: bool = False,
 ) -> dict[str, LatencyStats]:
     """Measure several candidates round-robin, in a freshly shuffled (seeded) order each round.
 
@@ -272,6 +273,9 @@ def measure_interleaved(
     steady-state latency (thread pools awake, weights in cache, as a deployed model runs), still spread
     over the rounds. Use it when candidates come from different runtimes, whose thread pools sleep and
     wake differently: a single call after another runtime's turn measures the wake-up, not the model.
+    ``lockstep`` keeps every candidate in the rotation until all have met the target (or max_repeats), so that
+    all samples come from the same rounds: use it when the medians are compared with each other (choosing the
+    fastest plan), where a candidate that left early would be timed in other minutes than the rest.
     """
     if not fns:
         raise MeasurementError("measure_interleaved: fns must hold at least one named callable, got none")
@@ -309,6 +313,8 @@ def measure_interleaved(
                 if n >= max_repeats or (n >= min_repeats and _converged(samples[k], target_ci)):
                     continue
                 still.append(k)
+            if lockstep and still and all(len(samples[k]) < max_repeats for k in active):
+                still = active  # nobody leaves before everybody is done
             active = still
             if active and time.perf_counter() >= deadline and all(len(samples[k]) >= min_repeats for k in active):
                 break

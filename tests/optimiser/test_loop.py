@@ -69,6 +69,27 @@ def test_validation_records_and_recalibrates(resid_graph, board, roofline):
     assert res.best_costs.latency_ms == pytest.approx(float(res.calibration(np.array([raw]))[0]))
 
 
+def test_compare_times_the_plans_in_the_same_rounds(resid_graph, monkeypatch):
+    import perfpredict.measure as measure
+    from perfpredict.plan import default_plan
+
+    calls = []
+    real = measure.measure_interleaved
+
+    def spy(fns, **kw):
+        calls.append(kw)
+        return real(fns, **kw)
+
+    monkeypatch.setattr(measure, "measure_interleaved", spy)
+    plans = {"default": default_plan(resid_graph), "again": default_plan(resid_graph)}
+    validator = RuntimeValidator(threads=1, min_repeats=3, max_repeats=12, time_cap_s=0.5)
+    out = validator.compare(resid_graph, plans)
+    assert set(out) == set(plans) and all(m.latency_ms > 0 for m in out.values())
+    # in lockstep: no plan leaves the rotation before the others, so all have as many samples
+    assert calls and calls[0]["lockstep"] is True
+    assert len({m.stats.n_repeats for m in out.values()}) == 1
+
+
 class _TwiceAsSlow:
     """A validator whose device runs every plan at twice the roofline's prediction."""
 

@@ -117,6 +117,21 @@ def test_interleaved_keeps_unconverged_candidates_going():
     assert not out["jitter"].stable
 
 
+def test_interleaved_lockstep_times_every_candidate_in_every_round():
+    i = iter(range(10**9))
+    fns = {"steady": lambda: sum(range(3000)), "jitter": lambda: time.sleep(0.001 * (next(i) % 2))}
+    kw = dict(warmup=1, min_repeats=6, max_repeats=60, target_ci=0.2, time_cap_s=5.0)
+    apart = measure_interleaved(fns, **kw)
+    together = measure_interleaved(fns, lockstep=True, **kw)
+    assert apart["steady"].n_repeats < apart["jitter"].n_repeats  # the steady one leaves the rotation early
+    # in lockstep it stays until the jitter one is done (here: max_repeats), so both come from the same rounds
+    assert together["steady"].n_repeats == together["jitter"].n_repeats == 60
+    order = []
+    out = measure_interleaved({k: (lambda k=k: order.append(k)) for k in "ab"}, warmup=0, min_repeats=4,
+                              max_repeats=50, target_ci=0.5, lockstep=True)
+    assert [s.n_repeats for s in out.values()] == [len(order) // 2] * 2  # converged at once: stops together
+
+
 def test_interleaved_settles_before_each_timed_call():
     stamps: list[float] = []
 
