@@ -24,6 +24,21 @@ mkdir -p "$WORK"
 S="$WORK/$NAME.db"
 PP=.venv/bin/perfpredict
 
+# plans near the whole-graph conv.dnnl anchor the searches end on: it, and it with a few convolutions or a band of
+# output heights moved to another primitive (96/128 px, then the four realised-benchmark models at 224 px)
+swap_campaigns() {
+  $PP profile models --store "$S" --families resnet,vgg,squeezenet,googlenet,densenet,mobilenet_v2,efficientnet,mnasnet \
+      --threads 2 --n-variants-per-family 2 --plans-per-model 10 --resolutions 96,128 --seed 14 --campaign models-swaps \
+      --plans swaps --max-minutes 10 --json > "$WORK/models-swaps.json"
+  $PP profile models --store "$S" --families resnet,mobilenet_v2,squeezenet,efficientnet --threads 2 \
+      --n-variants-per-family 0 --plans-per-model 12 --resolutions 224 --seed 14 --campaign models-224-swaps \
+      --plans swaps --max-minutes 6 --json > "$WORK/models-224-swaps.json"
+  $PP profile models --store "$S" \
+      --families resnet,vgg,squeezenet,googlenet,densenet,mobilenet_v2,efficientnet,mnasnet,mobilenet_v3,shufflenet_v2,alexnet,mobilenet_v1 \
+      --threads 1,2 --n-variants-per-family 3 --no-canonical --plans-per-model 10 --resolutions 96,128 --seed 15 \
+      --campaign models-swaps --plans swaps --max-minutes 9 --json > "$WORK/models-swaps-seed15.json"
+}
+
 $PP profile layers --store "$S" --threads 1,2 --n-configs 1000 --n-variants-per-family 5 \
     --resolutions 96,128 --seed 0 --time-cap-s "$LAYER_CAP" --stop-after "$LAYERS" --max-minutes "$LAYER_MIN" \
     --json > "$WORK/layers.json"
@@ -70,6 +85,8 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
   $PP profile models --store "$S" --families resnet,mobilenet_v2,squeezenet,efficientnet,googlenet,mnasnet \
       --threads 2 --n-variants-per-family 1 --plans-per-model 12 --resolutions 224 --seed 6 \
       --campaign models-224-fusion3 --max-minutes 8 --json > "$WORK/models-224-fusion3.json"
+  # the swap campaigns of zen5.db, the same commands, on 2026-12-03
+  swap_campaigns
 elif [ "$NAME" = amd ]; then  # every primitive and fusion revision 3 from the start; memory by the allocator
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
       --resolutions 96,128 --seed 0 --stop-after 1400 --max-minutes 14 --json > "$WORK/models.json"
@@ -130,18 +147,7 @@ elif [ "$NAME" = zen5 ]; then  # a host no other store has seen; every primitive
         --resolutions 224 --seed $SEED --campaign models-224-winograd4 --max-minutes 5 \
         --json > "$WORK/models-224-winograd4-seed$SEED.json"
   done
-  # plans near the whole-graph conv.dnnl anchor the searches end on: it, and it with a few convolutions or a band of
-  # output heights moved to another primitive (96/128 px, then the four realised-benchmark models at 224 px)
-  $PP profile models --store "$S" --families resnet,vgg,squeezenet,googlenet,densenet,mobilenet_v2,efficientnet,mnasnet \
-      --threads 2 --n-variants-per-family 2 --plans-per-model 10 --resolutions 96,128 --seed 14 --campaign models-swaps \
-      --plans swaps --max-minutes 10 --json > "$WORK/models-swaps.json"
-  $PP profile models --store "$S" --families resnet,mobilenet_v2,squeezenet,efficientnet --threads 2 \
-      --n-variants-per-family 0 --plans-per-model 12 --resolutions 224 --seed 14 --campaign models-224-swaps \
-      --plans swaps --max-minutes 6 --json > "$WORK/models-224-swaps.json"
-  $PP profile models --store "$S" \
-      --families resnet,vgg,squeezenet,googlenet,densenet,mobilenet_v2,efficientnet,mnasnet,mobilenet_v3,shufflenet_v2,alexnet,mobilenet_v1 \
-      --threads 1,2 --n-variants-per-family 3 --no-canonical --plans-per-model 10 --resolutions 96,128 --seed 15 \
-      --campaign models-swaps --plans swaps --max-minutes 9 --json > "$WORK/models-swaps-seed15.json"
+  swap_campaigns
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"
