@@ -48,10 +48,11 @@ from perfpredict.plan import default_plan  # noqa: E402
 from perfpredict.runtime import ort_session  # noqa: E402
 
 
-def _search(graph, device, predictor, name, args, outdir: Path, lossless: bool):  # noqa: ANN001
+def _search(graph, device, predictor, name, args, outdir: Path, lossless: bool,  # noqa: ANN001
+            polish_rounds: int | None = None):
     opts = OptimiseOptions(trials=args.trials, threads=args.threads, lossless=lossless,
-                           max_accuracy_drop_pct=None if lossless else args.max_drop,
-                           outdir=outdir, progress=False, seed=0)
+                           max_accuracy_drop_pct=None if lossless else args.max_drop, outdir=outdir, progress=False,
+                           seed=0, polish_rounds=args.polish_rounds if polish_rounds is None else polish_rounds)
     outcome = optimise(graph, device, opts, predictor, name)
     plan = outcome.chosen_plan or outcome.result.best_plan
     acc = outcome.measured_accuracy.as_dict() if outcome.measured_accuracy is not None else None
@@ -80,10 +81,11 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
     versus = {}
     if args.versus:
         vpred, vname = _versus(args.versus, threads, args.zero_shot)
+        vpolish = args.versus_polish_rounds
         plans["lossless@versus"], versus["lossless"] = _search(graph, device, vpred, vname, args,
-                                                              workdir / model / "v-lossless", True)
+                                                              workdir / model / "v-lossless", True, vpolish)
         plans["int8+prune@versus"], versus["lossy"] = _search(graph, device, vpred, vname, args,
-                                                             workdir / model / "v-lossy", False)
+                                                             workdir / model / "v-lossy", False, vpolish)
         versus["predictor"] = vname
     fns = plan_calls(graph, plans, threads, x)
     sess = ort_session(onnx_path, threads=threads)
@@ -145,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) C reference baseline")
     ap.add_argument("--versus", default=None, metavar="PREDICTOR",
                     help="also search with this predictor and time its plans in the same rounds")
+    ap.add_argument("--polish-rounds", type=int, default=20, metavar="N",
+                    help="optimise's --polish-rounds for the searches (default 20, optimise's default)")
+    ap.add_argument("--versus-polish-rounds", type=int, default=None, metavar="N",
+                    help="--polish-rounds of the --versus searches (default: --polish-rounds); with --versus the "
+                         "shipped checkpoint and 0, it times plans found with and without polishing")
     return run_and_write(ap.parse_args(argv), bench_model, _table)
 
 

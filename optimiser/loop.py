@@ -42,6 +42,8 @@ class SearchConfig:
     recalibrate_threshold: float = 0.15
     recalibrate_min_plans: int = 1
     progress: bool = True
+    polish_rounds: int = 0
+    """Rounds of :func:`polish` from the best plan after the strategy's trials (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,35 @@ def _family_seeds(space: Any, base: np.ndarray, label: str) -> list[tuple[str, n
     return out
 
 
+def polish(space: Any, evaluator: Evaluator, indices: np.ndarray, costs: Costs,
+           rounds: int) -> tuple[list[np.ndarray], list[Costs], int]:
+    """Coordinate descent on predicted costs from the plan ``indices`` (of ``costs``): each round evaluates, in one
+    batch, every plan that changes one of the space's variables (a node's primitive, layout and precision, or a prune
+    group's ratio) and moves to the best of them if it ranks better; at most ``rounds`` rounds, fewer when no single
+    change helps. A strategy's trials can end next to a better plan that differs in one node; this finds it. Returns
+    the plans moved to and their costs, in order, and how many plans were evaluated."""
+    values = space.to_variables(indices)
+    moved: list[np.ndarray] = []
+    moved_costs: list[Costs] = []
+    evaluated = 0
+    for _ in range(rounds):
+        neighbours = [space.from_variables({**values, v.name: x})
+                      for v in space.variables for x in range(v.size) if x != values[v.name]]
+        if not neighbours:
+            break
+        batch = np.stack(neighbours)
+        batch_costs = evaluator(batch)
+        evaluated += len(neighbours)
+        j = min(range(len(batch_costs)), key=lambda k: batch_costs[k].rank_key())
+        if not batch_costs[j].rank_key() < costs.rank_key():
+            break
+        indices, costs = batch[j], batch_costs[j]
+        values = space.to_variables(indices)
+        moved.append(indices)
+        moved_costs.append(costs)
+    return moved, moved_costs, evaluated
+
+
 def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, config: SearchConfig | None = None,
                validator: Validator | None = None, on_batch: Callable[[int], None] | None = None) -> SearchResult:
     """Run ``strategy`` on ``problem`` for ``config.trials`` trials (fewer when the strategy finishes).
@@ -309,6 +340,21 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
     if not archive_costs:
         archive_idx.append(default_idx)
         archive_costs.append(default_costs)
+    if cfg.polish_rounds > 0 and not interrupted:
+        j = _best_k(archive_idx, archive_costs, 1)[0]
+        try:
+            moved, moved_costs, evaluated = polish(space, evaluator, archive_idx[j], archive_costs[j],
+                                                   cfg.polish_rounds)
+        except KeyboardInterrupt:
+            interrupted = True
+            notes.append("interrupted while polishing the best plan; the best plan so far is kept")
+        else:
+            if moved:  # the plans moved to join the archive (not counted as trials)
+                archive_idx.extend(moved)
+                archive_costs.extend(moved_costs)
+                notes.append(f"polish: {len(moved)} single-variable change(s) from the strategy's best plan lowered "
+                             f"its predicted cost ({_fmt_value(problem, archive_costs[j])} -> "
+                             f"{_fmt_value(problem, moved_costs[-1])}; {evaluated} plans evaluated)")
     j = _best_k(archive_idx, archive_costs, 1)[0]
     if default_costs.rank_key() < archive_costs[j].rank_key():
         best_idx, best_costs = default_idx, default_costs

@@ -56,6 +56,7 @@ class OptimiseOptions:
     calibration: str | None = None
     calibration_samples: int = 16
     validate_every: int = 0
+    polish_rounds: int = 20
     measure: bool = True
     threads: int | None = None
     storage: str | None = None
@@ -150,6 +151,8 @@ def _accuracy_policy(opts: OptimiseOptions) -> tuple[bool, float | None]:
 def _check_options(opts: OptimiseOptions) -> None:
     if opts.trials < 1:
         raise PerfPredictError(f"--trials must be a positive integer, got {opts.trials}")
+    if opts.polish_rounds < 0:
+        raise PerfPredictError(f"--polish-rounds must be 0 or a positive integer, got {opts.polish_rounds}")
     if opts.batch_size < 1:
         raise PerfPredictError(f"batch size must be a positive integer, got {opts.batch_size}")
     if opts.validate_every < 0:
@@ -284,6 +287,7 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
     # model's: correcting every plan by it made the others worse (benchmarks/bench_recalibration.py)
     trained_here = trained_on(getattr(predictor, "inner", predictor), device, opts.threads)
     cfg = SearchConfig(trials=opts.trials, batch_size=opts.batch_size, validate_every=opts.validate_every,
+                       polish_rounds=opts.polish_rounds,
                        recalibrate_min_plans=3 if trained_here else 1, progress=opts.progress)
     result = run_search(problem, strategy, evaluator, cfg, validator)
     unpriced = unpriced_primitives(graph, predictor, space.config.precisions)

@@ -10,7 +10,7 @@ import pytest
 
 from perfpredict.plan import Plan, validate_plan
 
-from optimiser.loop import LatencyCalibration, Measured, RuntimeValidator, SearchConfig, run_search
+from optimiser.loop import LatencyCalibration, Measured, RuntimeValidator, SearchConfig, polish, run_search
 from optimiser.objectives import Constraints, Evaluator, Objective, additive_costs
 from optimiser.pareto import pareto_mask
 from optimiser.run import OptimiseOptions, optimise
@@ -88,6 +88,46 @@ def test_compare_times_the_plans_in_the_same_rounds(resid_graph, monkeypatch):
     # in lockstep: no plan leaves the rotation before the others, so all have as many samples
     assert calls and calls[0]["lockstep"] is True
     assert len({m.stats.n_repeats for m in out.values()}) == 1
+
+
+def test_polish_moves_one_variable_at_a_time_while_the_cost_falls(resid_graph, board, roofline):
+    prob, ev = _setup(resid_graph, board, roofline, Objective(), lossless=True)
+    space = prob.space
+    start = space.default_indices()
+    start_cost = ev(start[None])[0]
+    moved, costs, evaluated = polish(space, ev, start, start_cost, rounds=50)
+    assert moved and evaluated >= len(moved)
+    keys = [start_cost.rank_key()] + [c.rank_key() for c in costs]
+    assert all(b < a for a, b in zip(keys, keys[1:]))  # every move ranks better than the plan before it
+    values = [space.to_variables(start)] + [space.to_variables(m) for m in moved]
+    assert all(sum(a[k] != b[k] for k in a) == 1 for a, b in zip(values, values[1:]))
+    # where it stops no single change helps
+    last = moved[-1]
+    again, _, _ = polish(space, ev, last, costs[-1], rounds=5)
+    assert again == []
+    assert polish(space, ev, start, start_cost, rounds=0) == ([], [], 0)
+
+
+def test_search_polishes_its_best_plan(resid_graph, board, roofline):
+    results = {}
+    for rounds in (0, 20):
+        prob, ev = _setup(resid_graph, board, roofline, Objective(), lossless=True, n=4)
+        cfg = SearchConfig(trials=4, batch_size=2, polish_rounds=rounds, progress=False)
+        results[rounds] = run_search(prob, make_strategy("random", prob), ev, cfg)
+    plain, polished = results[0], results[20]
+    assert polished.trials == plain.trials == 4
+    # four random plans leave room: the polished best ranks better, and the plans it moved to join the archive
+    assert polished.best_costs.rank_key() < plain.best_costs.rank_key()
+    assert len(polished.archive_costs) > len(plain.archive_costs)
+    assert any(n.startswith("polish:") for n in polished.notes)
+    assert not any(n.startswith("polish:") for n in plain.notes)
+
+
+def test_negative_polish_rounds_are_refused(resid_graph, board):
+    from perfpredict.errors import PerfPredictError
+
+    with pytest.raises(PerfPredictError, match="--polish-rounds"):
+        optimise(resid_graph, board, OptimiseOptions(polish_rounds=-1, measure=False, progress=False))
 
 
 class _TwiceAsSlow:
