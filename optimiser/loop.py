@@ -187,7 +187,9 @@ class SearchResult:
     calibration: LatencyCalibration | None = None
     notes: list[str] = field(default_factory=list)
     anchors: dict[str, int] = field(default_factory=dict)
-    """Structured seeds of the search (whole-graph layout changes): label -> row of ``archive_idx``."""
+    """Plans measured beside the best at the end, label -> row of ``archive_idx``: the structured seeds of the search
+    (whole-graph layout, primitive and precision changes) and, when :func:`polish` moved the best plan, the plan it
+    started from (a polish on mispriced moves can lose what the strategy found)."""
 
     @property
     def best_plan(self) -> Plan:
@@ -350,6 +352,8 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
             notes.append("interrupted while polishing the best plan; the best plan so far is kept")
         else:
             if moved:  # the plans moved to join the archive (not counted as trials)
+                if not any(np.array_equal(archive_idx[j], archive_idx[a]) for a in anchors.values()):
+                    anchors["strategy's best plan before the polish"] = j  # measured at the end beside the polished
                 archive_idx.extend(moved)
                 archive_costs.extend(moved_costs)
                 notes.append(f"polish: {len(moved)} single-variable change(s) from the strategy's best plan lowered "

@@ -325,11 +325,11 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
 def _choose_measured(outcome: OptimiseOutcome, validator: Any, tolerance: float = 0.03,
                      accept: Callable[[Plan], bool] | None = None) -> None:
     """Measure the predicted best, the default plan, the two best incumbents validated during the search and
-    the search's structured anchors (whole-graph layout, primitive and precision changes) that meet the budgets,
-    round-robin on this machine, and keep the fastest when it beats the predicted best by more than
-    ``tolerance`` (budgets are still judged on predicted costs). The anchors are few and differ from the
-    predicted best in many nodes at once, so they guard against the predictor's errors on plans unlike its
-    training data. ``accept(plan)`` (e.g. a measured accuracy check) can veto a faster plan; the next
+    the search's anchors (its structured seeds: whole-graph layout, primitive and precision changes; and the
+    strategy's best before the polish, when the polish moved it) that meet the budgets, round-robin on this machine,
+    and keep the fastest when it beats the predicted best by more than ``tolerance`` (budgets are still judged on
+    predicted costs). The anchors are few and differ from the predicted best in many nodes at once, or in the moves
+    the polish made on predictions alone, so they guard against the predictor's errors. ``accept(plan)`` (e.g. a measured accuracy check) can veto a faster plan; the next
     fastest is then considered."""
     res = outcome.result
     graph = outcome.space.graph

@@ -121,6 +121,26 @@ def test_search_polishes_its_best_plan(resid_graph, board, roofline):
     assert len(polished.archive_costs) > len(plain.archive_costs)
     assert any(n.startswith("polish:") for n in polished.notes)
     assert not any(n.startswith("polish:") for n in plain.notes)
+    # the plan the polish started from is among the plans measured beside the polished one at the end (a seed, or
+    # under a label of its own)
+    start = min(range(4), key=lambda k: polished.archive_costs[k].rank_key())
+    assert any(np.array_equal(polished.archive_idx[a], polished.archive_idx[start]) for a in polished.anchors.values())
+    assert "strategy's best plan before the polish" not in plain.anchors
+
+
+def test_the_plan_polished_from_is_measured_at_the_end(resid_graph, board, roofline, monkeypatch):
+    prob, ev = _setup(resid_graph, board, roofline, Objective(), lossless=True, n=8)
+    space = prob.space
+    # no structured seeds (each collapses to the default plan, which is never a seed): the strategy's own best is
+    # a sampled plan
+    monkeypatch.setattr(space, "uniform_layout_indices", lambda *a, **k: space.default_indices())
+    monkeypatch.setattr(space, "alternative_primitives", lambda *a, **k: [])
+    monkeypatch.setattr(space, "primitive_families", lambda *a, **k: {})
+    res = run_search(prob, make_strategy("random", prob), ev,
+                     SearchConfig(trials=8, batch_size=4, polish_rounds=20, progress=False))
+    start = min(range(res.trials), key=lambda k: res.archive_costs[k].rank_key())
+    assert len(res.archive_costs) > res.trials  # the polish moved
+    assert res.anchors == {"strategy's best plan before the polish": start}
 
 
 def test_negative_polish_rounds_are_refused(resid_graph, board):
