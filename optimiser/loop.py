@@ -240,18 +240,18 @@ def polish(space: Any, evaluator: Evaluator, indices: np.ndarray, costs: Costs,
     moved_costs: list[Costs] = []
     evaluated = 0
     for _ in range(rounds):
-        neighbours = [space.from_variables({**values, v.name: x})
-                      for v in space.variables for x in range(v.size) if x != values[v.name]]
-        if not neighbours:
+        changes = [(v.name, x) for v in space.variables for x in range(v.size) if x != values[v.name]]
+        if not changes:
             break
-        batch = np.stack(neighbours)
+        batch = np.stack([space.from_variables({**values, name: x}) for name, x in changes])
         batch_costs = evaluator(batch)
-        evaluated += len(neighbours)
+        evaluated += len(changes)
         j = min(range(len(batch_costs)), key=lambda k: batch_costs[k].rank_key())
         if not batch_costs[j].rank_key() < costs.rank_key():
             break
         indices, costs = batch[j], batch_costs[j]
-        values = space.to_variables(indices)
+        name, x = changes[j]
+        values[name] = x
         moved.append(indices)
         moved_costs.append(costs)
     return moved, moved_costs, evaluated

@@ -329,8 +329,8 @@ def _choose_measured(outcome: OptimiseOutcome, validator: Any, tolerance: float 
     strategy's best before the polish, when the polish moved it) that meet the budgets, round-robin on this machine,
     and keep the fastest when it beats the predicted best by more than ``tolerance`` (budgets are still judged on
     predicted costs). The anchors are few and differ from the predicted best in many nodes at once, or in the moves
-    the polish made on predictions alone, so they guard against the predictor's errors. ``accept(plan)`` (e.g. a measured accuracy check) can veto a faster plan; the next
-    fastest is then considered."""
+    the polish made on predictions alone, so they guard against the predictor's errors. ``accept(plan)`` (e.g. a
+    measured accuracy check) can veto a faster plan; the next fastest is then considered."""
     res = outcome.result
     graph = outcome.space.graph
     best = res.best_plan

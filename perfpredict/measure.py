@@ -313,8 +313,8 @@ def measure_interleaved(
                 if n >= max_repeats or (n >= min_repeats and _converged(samples[k], target_ci)):
                     continue
                 still.append(k)
-            if lockstep and still and all(len(samples[k]) < max_repeats for k in active):
-                still = active  # nobody leaves before everybody is done
+            if lockstep and still:  # nobody leaves before everybody is done (but for max_repeats)
+                still = [k for k in active if len(samples[k]) < max_repeats]
             active = still
             if active and time.perf_counter() >= deadline and all(len(samples[k]) >= min_repeats for k in active):
                 break
