@@ -5,7 +5,9 @@ or ``conv.dnnl_int8`` at int8; MaxPool on ``maxpool.dnnl``, squeeze-excite gates
 ``gemm.dnnl``) is run once while its oneDNN convolution calls are recorded
 (:func:`perfpredict.primitives.dnnl.recorded_calls`). Then three things are timed in steady-state interleaved turns:
 
-- ``forward``: the plan's forward pass as this runtime runs it;
+- ``forward``: the plan's forward pass as this runtime runs it, runs of consecutive oneDNN convolutions in one C call
+  each (:mod:`perfpredict.runtime.chain`);
+- ``forward, a step per op``: the same pass with one Python step per op (``build_executable(..., chain=False)``);
 - ``oneDNN calls``: the recorded convolution calls replayed back to back in one C call, on the same tensors
   (:func:`perfpredict.primitives.dnnl.call_chain`): oneDNN's own time for them, with no Python, no allocation and
   no other op between them. The replay keeps every recorded tensor alive at once, where the forward pass reuses
@@ -14,7 +16,8 @@ or ``conv.dnnl_int8`` at int8; MaxPool on ``maxpool.dnnl``, squeeze-excite gates
 - ``ORT``: ONNX Runtime's default session (fp32) on the same input.
 
 The forward pass minus the replay is what the runtime adds and what the other ops cost; the replay against ONNX
-Runtime is how far oneDNN's kernels, called one layer at a time, are from ONNX Runtime's whole model.
+Runtime is how far oneDNN's kernels, called one layer at a time, are from ONNX Runtime's whole model; the two forward
+passes, what the chains save.
 
     .venv/bin/python benchmarks/bench_sequence.py [--models mobilenet_v2,squeezenet1_1,efficientnet_b0,resnet18]
         [--precisions fp32,int8] [--threads 2] [--out benchmarks/results/sequence.json]
@@ -45,31 +48,35 @@ MODELS = "mobilenet_v2,squeezenet1_1,efficientnet_b0,resnet18"
 def bench_model(model: str, precision: str, args: argparse.Namespace) -> dict:
     graph, onnx_path = load_model(model)
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
-    exe = build_executable(graph, whole_graph_plan(graph, precision, gemm="gemm.dnnl"), threads=args.threads,
-                           calibration=[x] if precision == "int8" else None)
+    plan = whole_graph_plan(graph, precision, gemm="gemm.dnnl")
+    exe = build_executable(graph, plan, threads=args.threads, calibration=[x] if precision == "int8" else None)
+    stepped = build_executable(graph, plan, threads=args.threads, calibration=exe.calibration, chain=False)
     xs = exe.prepare_input(x)
     with recorded_calls() as calls:
-        exe.forward(*xs)
+        stepped.forward(*xs)
     chain = call_chain(calls)
     sess = ort_session(onnx_path, threads=args.threads)
     feeds = {sess.get_inputs()[0].name: x}
-    fns = {"forward": lambda: exe.forward(*xs), "oneDNN calls": chain, "ORT": lambda: sess.run(None, feeds)}
+    fns = {"forward": lambda: exe.forward(*xs), "forward, a step per op": lambda: stepped.forward(*xs),
+           "oneDNN calls": chain, "ORT": lambda: sess.run(None, feeds)}
     stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
                                 threads=args.threads, seed=0, **timing_kwargs(args))
     med = {k: s.median_ms for k, s in stats.items()}
     return {"model": model, "precision": precision, "threads": args.threads, "calls": len(calls),
-            "steps": len(exe.schedule.ops), "median_ms": med, "ci95_rel": {k: s.ci95_rel for k, s in stats.items()},
+            "steps": len(exe.schedule.ops), "chained_steps": len(exe._fast_steps), "median_ms": med, "ci95_rel": {k: s.ci95_rel for k, s in stats.items()},
             "calls_share": med["oneDNN calls"] / med["forward"], "rest_ms": med["forward"] - med["oneDNN calls"]}
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| model | precision | steps | oneDNN conv calls | forward ms | the calls back to back ms | rest ms "
-             "| ORT fp32 ms | calls vs ORT | forward vs ORT |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | precision | steps (chained) | oneDNN conv calls | forward ms | a step per op ms "
+             "| the calls back to back ms | rest ms | ORT fp32 ms | calls vs ORT | forward vs ORT |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["median_ms"]
-        lines.append(f"| {r['model']} | {r['precision']} | {r['steps']} | {r['calls']} | {m['forward']:.2f} | "
-                     f"{m['oneDNN calls']:.2f} | {r['rest_ms']:.2f} | {m['ORT']:.2f} | "
-                     f"{m['ORT'] / m['oneDNN calls']:.2f}x | {m['ORT'] / m['forward']:.2f}x |")
+        lines.append(f"| {r['model']} | {r['precision']} | {r['steps']} ({r['chained_steps']}) | {r['calls']} | "
+                     f"{m['forward']:.2f} | {m['forward, a step per op']:.2f} | {m['oneDNN calls']:.2f} | "
+                     f"{r['rest_ms']:.2f} | {m['ORT']:.2f} | {m['ORT'] / m['oneDNN calls']:.2f}x | "
+                     f"{m['ORT'] / m['forward']:.2f}x |")
     worst = max(max(r["ci95_rel"].values()) for r in rows) if rows else float("nan")
     lines += ["", f"Medians of interleaved steady-state turns; the widest 95% CI of a median is ±{100 * worst:.1f}%. "
                   "'vs ORT' above 1: faster than ONNX Runtime."]

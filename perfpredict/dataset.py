@@ -286,16 +286,16 @@ def make_record(
     extra_identity: Any = None,
 ) -> Record:
     """Build a Record with its key (as record_key computes it), device JSON, versions and timestamp; a model
-    record's ``extra_json`` also gets the runtime's ``fusion_revision``."""
+    record's ``extra_json`` also gets the runtime's ``fusion_revision`` and ``dispatch_revision``."""
     key = record_key(
         kind=kind, device=device, threads=threads, campaign=campaign, graph_id=graph_id, plan_json=plan_json,
         node_json=node_json, primitive=primitive, layout=layout, precision=precision, prune=prune,
         model_name=model_name, family=family, extra_identity=extra_identity,
     )  # fmt: skip
-    if kind == "model":  # what the runtime folded when it ran the plan (see runtime.executor.FUSION_REVISION)
-        from perfpredict.runtime.executor import FUSION_REVISION
+    if kind == "model":  # what the runtime folded and how it ran the steps (runtime.executor's revisions)
+        from perfpredict.runtime.executor import DISPATCH_REVISION, FUSION_REVISION
 
-        extra = {**(extra or {}), "fusion_revision": FUSION_REVISION}
+        extra = {**(extra or {}), "fusion_revision": FUSION_REVISION, "dispatch_revision": DISPATCH_REVISION}
     lat: dict[str, Any] = {}
     if stats is not None:
         lat = dict(median_ms=stats.median_ms, iqr_ms=stats.iqr_ms, cv=stats.cv, n_repeats=stats.n_repeats,

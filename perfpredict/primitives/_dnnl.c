@@ -299,6 +299,27 @@ int pp_dnnl_conv_run_chain(int n, pp_dnnl_conv **convs, void **srcs, void **dsts
 }
 
 /* oneDNN's name of a status code, e.g. "invalid_arguments" */
+/* a chain of n convolutions run as one call of the runtime: each tensor given by where it lives, as an offset >= 0
+ * into the arena (the chain's own tensors, laid out at build) or as -1 - k for the caller's buffer ext[k] (the
+ * chain's inputs and the outputs read after it); res[i] is PP_NO_RESIDUAL when convs[i] adds none. scales[i] and
+ * zps[i] quantise src i at int8. Stops at the first failure, returning its status and setting *failed to its
+ * index. */
+#define PP_NO_RESIDUAL INT64_MIN
+int pp_dnnl_chain_run(int n, pp_dnnl_conv **convs, const int64_t *src, const int64_t *dst, const int64_t *res,
+                      void **ext, char *arena, const float *scales, const int *zps, void *scratch, int *failed) {
+    for (int i = 0; i < n; ++i) {
+        void *s = src[i] >= 0 ? (void *)(arena + src[i]) : ext[-1 - src[i]];
+        void *d = dst[i] >= 0 ? (void *)(arena + dst[i]) : ext[-1 - dst[i]];
+        void *r = res[i] == PP_NO_RESIDUAL ? NULL : res[i] >= 0 ? (void *)(arena + res[i]) : ext[-1 - res[i]];
+        int st = pp_dnnl_conv_run(convs[i], s, d, scratch, scales[i], zps[i], r);
+        if (st != 0) {
+            *failed = i;
+            return st;
+        }
+    }
+    return 0;
+}
+
 const char *pp_dnnl_status(int status) { return dnnl_status2str((dnnl_status_t)status); }
 
 /* oneDNN's version, for the record: major * 10000 + minor * 100 + patch */

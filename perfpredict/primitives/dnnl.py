@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import weakref
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -96,6 +97,8 @@ def library() -> ctypes.CDLL:
     lib.pp_dnnl_conv_run.restype = i
     lib.pp_dnnl_conv_run_chain.argtypes = [i, p, p, p, p, p, p, p]
     lib.pp_dnnl_conv_run_chain.restype = i
+    lib.pp_dnnl_chain_run.argtypes = [i] + [p] * 10
+    lib.pp_dnnl_chain_run.restype = i
     lib.pp_dnnl_conv_scratch_bytes.argtypes = [p]
     lib.pp_dnnl_conv_scratch_bytes.restype = ctypes.c_size_t
     lib.pp_dnnl_conv_destroy.argtypes = [p]
@@ -192,10 +195,26 @@ class _Primitive:
 _RECORDING: list[list[tuple]] = []  # the open recorders of calls, innermost last
 
 
+@dataclass(frozen=True)
+class ChainLink:
+    """What the runtime needs to run a ``conv.dnnl`` / ``conv.dnnl_int8`` kernel as one link of a chain of oneDNN
+    calls made from C (:mod:`perfpredict.runtime.chain`) instead of through the kernel: the primitive made for the
+    node's own input shape, whether it is int8, its output's grid at int8 (None at fp32), and the grid of the
+    residual it adds (at fp32 any QParams; None without a residual). Only kernels that do nothing after the oneDNN
+    call carry one (no activation left to apply in torch, no clamp of an int8 output)."""
+
+    primitive: _Primitive
+    int8: bool
+    out_qparams: QParams | None
+    residual: QParams | None
+
+
 @contextmanager
 def recorded_calls() -> Iterator[list[tuple]]:
-    """Within the block, every oneDNN convolution call (``conv.dnnl``, ``conv.dnnl_int8``, ``gemm.dnnl``) is appended,
-    with the tensors it read and wrote, to the list this yields; :func:`call_chain` replays them."""
+    """Within the block, every oneDNN convolution call a kernel makes (``conv.dnnl``, ``conv.dnnl_int8``,
+    ``gemm.dnnl``) is appended, with the tensors it read and wrote, to the list this yields; :func:`call_chain`
+    replays them. The calls a chain makes from C (:mod:`perfpredict.runtime.chain`) are not seen: record the pass of
+    an executable built with ``chain=False``."""
     calls: list[tuple] = []
     _RECORDING.append(calls)
     try:
@@ -289,6 +308,9 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
         p.execute("conv.dnnl", node, x, y, residual=_residual(node, p, r, res))
         return rest.apply_(y)
 
+    if rest.is_identity:
+        own = primitive((node.in_shape[0], geo.in_channels, *node.in_shape[2:]))
+        kernel.link = ChainLink(own, False, None, res)  # type: ignore[attr-defined]
     return kernel
 
 
@@ -336,6 +358,9 @@ def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
         p.execute("conv.dnnl_int8", node, x, y, x.q_scale(), x.q_zero_point(), _residual(node, p, r, res))
         return y if clamp is None else torch.clamp(y, *clamp)
 
+    if clamp is None:
+        own = primitive((node.in_shape[0], geo.in_channels, *node.in_shape[2:]))
+        kernel.link = ChainLink(own, True, out_qp, res)  # type: ignore[attr-defined]
     return kernel
 
 
@@ -402,5 +427,5 @@ register(Primitive(
                 "zero point, per-channel s8 weights, float bias, a residual added and the activation applied in "
                 "float before the output is requantised; AMX/VNNI where the CPU has them); any 2-D conv"))
 
-__all__ = ["DISTRIBUTIONS", "DnnlUnavailable", "call_chain", "conv_impl", "dnnl_paths", "dnnl_version", "library",
+__all__ = ["ChainLink", "DISTRIBUTIONS", "DnnlUnavailable", "call_chain", "conv_impl", "dnnl_paths", "dnnl_version", "library",
            "recorded_calls"]

@@ -170,6 +170,12 @@ HardSwish and Sigmoid into the primitives whose ``epilogues`` list them. 3: also
 activation after it) into the Conv primitives whose ``epilogues`` list ``"residual"``."""
 
 
+DISPATCH_REVISION = 2
+"""How the forward pass runs the schedule's steps, written into each model measurement (``extra_json``
+``dispatch_revision``; none before revision 2). 1: one Python call per step. 2: runs of consecutive oneDNN
+convolutions in one C call each (:mod:`perfpredict.runtime.chain`), the others one Python call per step."""
+
+
 @dataclass(frozen=True)
 class Fusion:
     """``nodes`` (in graph order) that ``producer``'s kernel applies: with ``residual`` (the tensor it adds), first
@@ -443,7 +449,8 @@ class Executable:
 
     def __init__(self, schedule: Schedule, steps: list[tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...],
                                                              tuple[int, ...]]],
-                 plan: Plan, source_graph: Graph, threads: int | None, calibration: Any) -> None:
+                 plan: Plan, source_graph: Graph, threads: int | None, calibration: Any,
+                 fast_steps: list | None = None) -> None:
         self.schedule = schedule
         self.plan = plan
         self.graph = schedule.graph
@@ -453,6 +460,7 @@ class Executable:
         self.conversions: list[Conversion] = list(schedule.conversions)
         self.fused: dict[str, str] = dict(schedule.fused)
         self._steps = steps
+        self._fast_steps = steps if fast_steps is None else fast_steps
         self._n_slots = len(schedule.slots)
         self._inputs = schedule.input_slots
         self._outputs = schedule.output_slots
@@ -530,7 +538,7 @@ class Executable:
             torch.set_num_threads(self.threads)
         try:
             with torch.inference_mode():
-                for fn, ins, outs, frees in self._steps:
+                for fn, ins, outs, frees in self._fast_steps if times is None and not keep_all else self._steps:
                     if times is None:
                         y = fn(*[regs[i] for i in ins])
                     else:
@@ -540,8 +548,9 @@ class Executable:
                     if len(outs) == 1:
                         regs[outs[0]] = y
                     else:
-                        for s, v in zip(outs, y):
-                            regs[s] = v
+                        for k, s in enumerate(outs):
+                            regs[s] = y[k]
+                    y = None  # the register file alone holds the outputs, so that a free frees them
                     if not keep_all:
                         for s in frees:
                             regs[s] = None
@@ -573,7 +582,7 @@ def _dequantize(x: torch.Tensor) -> torch.Tensor:
 
 def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | None = None,
                      calibration: Any = None, fuse: bool = True,
-                     fusion_revision: int = FUSION_REVISION) -> Executable:
+                     fusion_revision: int = FUSION_REVISION, chain: bool = True) -> Executable:
     """Build ``graph`` under ``plan`` (default plan when None) into an :class:`Executable`.
 
     ``threads`` sets torch's intra-op threads while the kernels are built and while the executable runs (restored
@@ -581,8 +590,9 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
     ``calibration`` is used when the plan has int8 nodes: a :class:`~perfpredict.runtime.calibration.Calibration`,
     or calibration input arrays (one array or a sequence); None calibrates on seeded random inputs.
     ``fuse`` folds activations into the Conv/Gemm they follow (:func:`plan_fusions`), as the runtime of
-    ``fusion_revision`` did (default: this one's, :data:`FUSION_REVISION`). Raises :class:`PlanError` for
-    an illegal plan.
+    ``fusion_revision`` did (default: this one's, :data:`FUSION_REVISION`). ``chain`` makes the forward pass run
+    each run of consecutive oneDNN convolutions in one C call (:mod:`perfpredict.runtime.chain`); ``step_times``
+    and ``trace`` run one step per op either way. Raises :class:`PlanError` for an illegal plan.
     """
     from perfpredict.runtime.calibration import Calibration, calibrate
     from perfpredict.runtime.pruning import prune_graph
@@ -612,7 +622,12 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
     # are reordered again on every call
     with torch_threads(threads):
         steps = _build_steps(schedule, qp)
-    return Executable(schedule, steps, resolved, graph, threads, calib)
+    fast = None
+    if chain:
+        from perfpredict.runtime.chain import chain_steps
+
+        fast = chain_steps(schedule, steps)
+    return Executable(schedule, steps, resolved, graph, threads, calib, fast)
 
 
 def _build_steps(schedule: Schedule, qp: Callable[[str], QParams]) -> list:

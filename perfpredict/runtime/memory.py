@@ -105,15 +105,22 @@ def replay_peaks(steps: Iterable[tuple[Sequence[int], Sequence[int], float]], si
     return peak, where, step_peak
 
 
-def _replay(schedule: Schedule, workspace: list[int]) -> tuple[int, str, int]:
-    """Replay the schedule: (peak live activations, its step, peak of live activations + the step's workspace)."""
+def slot_storage(schedule: Schedule) -> tuple[list[int], list[int]]:
+    """(root, size): the slot owning each slot's storage (itself, or the slot a view shares) and the bytes each slot
+    owns (0 for views and for the caller's input buffers)."""
     slots = schedule.slots
     root = [s.alias_of if s.alias_of is not None else k for k, s in enumerate(slots)]
     for k in range(len(root)):  # views of views: point every slot at the slot owning the storage
         while slots[root[k]].alias_of is not None:
             root[k] = slots[root[k]].alias_of
     caller_owned = {root[s] for s in schedule.input_slots}
-    size = [0 if k in caller_owned else s.nbytes for k, s in enumerate(slots)]
+    size = [0 if k in caller_owned or root[k] != k else s.nbytes for k, s in enumerate(slots)]
+    return root, size
+
+
+def _replay(schedule: Schedule, workspace: list[int]) -> tuple[int, str, int]:
+    """Replay the schedule: (peak live activations, its step, peak of live activations + the step's workspace)."""
+    root, size = slot_storage(schedule)
     steps = [(op.outputs, op.frees, ws) for op, ws in zip(schedule.ops, workspace)]
     peak, where, step_peak = replay_peaks(steps, size, root, schedule.input_slots)
     return int(peak), schedule.ops[where].name if where >= 0 else "<input>", int(step_peak)

@@ -11,6 +11,7 @@ from cli.main import main
 from perfpredict.errors import DatasetError
 from perfpredict.gnn import GNNConfig
 from perfpredict.gnn_predictor import GNNPredictor
+from perfpredict.runtime.executor import DISPATCH_REVISION
 from perfpredict.samples import SplitError, load_samples, make_splits, parse_split, spec_from_dict
 from perfpredict.train import TrainOptions, _forward, featurise_samples, run_evaluation, to_data, train_and_report
 
@@ -306,6 +307,7 @@ def _store_of_plans(path, family: str, plans, old_revision: dict[int, int]):
         rec = make_record(kind="model", device=DEVICE, campaign=f"c{k}", threads=1, stats=stats, graph_id=g.graph_id,
                           plan_json=plan, model_name=g.name, family=family, extra={"spec": spec})
         assert json.loads(rec.extra_json)["fusion_revision"] >= 3
+        assert json.loads(rec.extra_json)["dispatch_revision"] == DISPATCH_REVISION
         if k in old_revision:
             old = {"spec": spec} if old_revision[k] == 1 else {"spec": spec, "fusion_revision": old_revision[k]}
             rec = dataclasses.replace(rec, extra_json=json.dumps(old))

@@ -48,6 +48,6 @@ def residual_se_net(seed: int = 0, hw: int = 12) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def residual_se_graph(seed: int = 0) -> Graph:
+def residual_se_graph(seed: int = 0, hw: int = 12) -> Graph:
     """:func:`residual_se_net` loaded as a Graph."""
-    return load_onnx(residual_se_net(seed), name="residual_se")
+    return load_onnx(residual_se_net(seed, hw), name="residual_se")

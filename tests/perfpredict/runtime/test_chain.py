@@ -1,0 +1,128 @@
+"""Chains of oneDNN convolutions run in one C call: same outputs, same peak memory, the arena's layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfpredict.plan import Choice, Plan
+from perfpredict.primitives import candidates
+from perfpredict.runtime import build_executable
+from perfpredict.runtime import chain
+from perfpredict.runtime.chain import ALIGN, chain_steps, layout_arena
+from perfpredict.runtime.measurement import allocated_memory
+from tests.perfpredict.runtime.nets import residual_se_graph
+
+CONVS = {"fp32": "conv.dnnl", "int8": "conv.dnnl_int8"}
+
+
+def _plan(graph, precision):
+    """Every Conv on oneDNN at ``precision``, every other node on its first NHWC primitive at it (else fp32)."""
+    choices = {}
+    for n in graph.nodes:
+        prec = precision if candidates(n, precision=precision) else "fp32"
+        if n.op == "Conv":
+            choices[n.name] = Choice(CONVS[prec], "NHWC", prec)
+        else:
+            c = candidates(n, layout="NHWC", precision=prec) or candidates(n, precision=prec)
+            choices[n.name] = Choice(c[0].name, "NHWC" if "NHWC" in c[0].layouts else c[0].layouts[0], prec)
+    return Plan(choices)
+
+
+@pytest.fixture
+def net():
+    return residual_se_graph(hw=16)
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+
+
+def _chains(exe):
+    return [fn for fn, *_ in exe._fast_steps if hasattr(fn, "links")]
+
+
+def test_a_chained_forward_pass_gives_the_outputs_and_the_peak_of_one_step_per_op(net, x):
+    # (at int8 this net's activations are small beside oneDNN's scratchpads: no chain stays within its peak)
+    plan = _plan(net, "fp32")
+    chained = build_executable(net, plan)
+    stepped = build_executable(net, plan, chain=False)
+    assert _chains(chained) and not _chains(stepped)
+    assert len(chained._fast_steps) < len(stepped._fast_steps)
+    np.testing.assert_array_equal(chained.run(x), stepped.run(x))
+    ours = allocated_memory(chained, chained.prepare_input(x)).run_peak_bytes
+    assert ours == allocated_memory(stepped, stepped.prepare_input(x)).run_peak_bytes
+
+
+def _with_budget(monkeypatch, budget):
+    """Make chain_steps take ``budget(schedule, live)`` as the schedule's peak."""
+    real = chain._live_profile
+
+    def profile(schedule):
+        live, _ = real(schedule)
+        return live, budget(schedule, live)
+
+    monkeypatch.setattr(chain, "_live_profile", profile)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_residual_made_inside_a_chain_is_added_from_the_arena(net, x, precision, monkeypatch):
+    # with memory no object the chains are whole: conv1-conv2-conv3, where conv3 adds conv1's output (inside the
+    # chain), then se1-se2 and dw-conv4
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    plan = _plan(net, precision)
+    chained = build_executable(net, plan, calibration=[x] if precision == "int8" else None)
+    assert [len(c.links) for c in _chains(chained)] == [3, 2, 2]
+    stepped = build_executable(net, plan, calibration=chained.calibration, chain=False)
+    np.testing.assert_array_equal(chained.run(x), stepped.run(x))
+
+
+def test_step_times_and_trace_still_run_one_step_per_op(net, x):
+    exe = build_executable(net, _plan(net, "fp32"))
+    assert _chains(exe)
+    assert len(exe.step_times(x, repeats=1, warmup=0)) == len(exe.schedule.ops)
+    assert set(exe.trace(x)) == set(exe.schedule.tensor_slots)
+
+
+def test_a_chain_that_would_hold_more_than_the_peak_is_cut(net, x, monkeypatch):
+    exe = build_executable(net, _plan(net, "fp32"), chain=False)
+    first = exe.schedule.ops.index(next(op for op in exe.schedule.ops if op.name == "conv1"))
+    whole = chain._plan(exe.schedule, exe._steps[first:first + 3])
+    _with_budget(monkeypatch, lambda schedule, live: live[first] + whole.held)
+    assert [len(fn.links) for fn, *_ in chain_steps(exe.schedule, exe._steps) if hasattr(fn, "links")][0] == 3
+    _with_budget(monkeypatch, lambda schedule, live: live[first] + whole.held - 1)
+    cut = chain_steps(exe.schedule, exe._steps)
+    assert [len(fn.links) for fn, *_ in cut if hasattr(fn, "links")][0] == 2
+    y = np.asarray(exe.run(x))
+    exe._fast_steps = cut
+    np.testing.assert_array_equal(exe.run(x), y)
+
+
+def test_the_arena_never_puts_two_live_tensors_in_the_same_bytes():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 12))
+        sizes = {s: int(rng.integers(1, 5000)) for s in range(n)}
+        lifetimes = {}
+        for s in range(n):
+            first = int(rng.integers(0, 10))
+            lifetimes[s] = (first, first + int(rng.integers(0, 4)))
+        layout = layout_arena(sizes, lifetimes)
+        assert all(o % ALIGN == 0 for o in layout.offsets.values())
+        for a in range(n):
+            assert layout.offsets[a] + sizes[a] <= layout.size
+            for b in range(a + 1, n):
+                (fa, la), (fb, lb) = lifetimes[a], lifetimes[b]
+                if fa <= lb and fb <= la:  # alive at the same time: disjoint bytes
+                    oa, ob = layout.offsets[a], layout.offsets[b]
+                    assert oa + sizes[a] <= ob or ob + sizes[b] <= oa
+        busiest = max(sum(sizes[s] for s in range(n) if lifetimes[s][0] <= t <= lifetimes[s][1]) for t in range(14))
+        assert layout.size >= busiest
+
+
+def test_the_arena_reuses_the_bytes_of_tensors_that_are_gone():
+    # a -> b -> c, each read only by the next: c can take a's place
+    layout = layout_arena({0: 1000, 1: 1000, 2: 1000}, {0: (0, 1), 1: (1, 2), 2: (2, 3)})
+    assert layout.offsets[2] == layout.offsets[0]
+    assert layout.size == 2 * 1024
