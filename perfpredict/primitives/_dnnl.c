@@ -299,27 +299,6 @@ int pp_dnnl_conv_run_chain(int n, pp_dnnl_conv **convs, void **srcs, void **dsts
 }
 
 /* oneDNN's name of a status code, e.g. "invalid_arguments" */
-/* a chain of n convolutions run as one call of the runtime: each tensor given by where it lives, as an offset >= 0
- * into the arena (the chain's own tensors, laid out at build) or as -1 - k for the caller's buffer ext[k] (the
- * chain's inputs and the outputs read after it); res[i] is PP_NO_RESIDUAL when convs[i] adds none. scales[i] and
- * zps[i] quantise src i at int8. Stops at the first failure, returning its status and setting *failed to its
- * index. */
-#define PP_NO_RESIDUAL INT64_MIN
-int pp_dnnl_chain_run(int n, pp_dnnl_conv **convs, const int64_t *src, const int64_t *dst, const int64_t *res,
-                      void **ext, char *arena, const float *scales, const int *zps, void *scratch, int *failed) {
-    for (int i = 0; i < n; ++i) {
-        void *s = src[i] >= 0 ? (void *)(arena + src[i]) : ext[-1 - src[i]];
-        void *d = dst[i] >= 0 ? (void *)(arena + dst[i]) : ext[-1 - dst[i]];
-        void *r = res[i] == PP_NO_RESIDUAL ? NULL : res[i] >= 0 ? (void *)(arena + res[i]) : ext[-1 - res[i]];
-        int st = pp_dnnl_conv_run(convs[i], s, d, scratch, scales[i], zps[i], r);
-        if (st != 0) {
-            *failed = i;
-            return st;
-        }
-    }
-    return 0;
-}
-
 const char *pp_dnnl_status(int status) { return dnnl_status2str((dnnl_status_t)status); }
 
 /* oneDNN's version, for the record: major * 10000 + minor * 100 + patch */
@@ -554,4 +533,119 @@ int pp_dnnl_binary_run(pp_dnnl_binary *b, void *src0, void *gate, void *dst, voi
     }
     if ((st = dnnl_primitive_execute(b->bin, b->stream, nargs, args)) != dnnl_success) return (int)st;
     return (int)dnnl_stream_wait(b->stream);
+}
+
+/* ---------------------------------------------------------------------------------------------- channel concat */
+
+typedef struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    dnnl_primitive_t cat;
+    dnnl_memory_t src0, src1, dst, scratch;
+    size_t scratch_bytes;
+} pp_dnnl_concat;
+
+void pp_dnnl_concat_destroy(pp_dnnl_concat *c) {
+    if (c == NULL) return;
+    if (c->cat) dnnl_primitive_destroy(c->cat);
+    if (c->src0) dnnl_memory_destroy(c->src0);
+    if (c->src1) dnnl_memory_destroy(c->src1);
+    if (c->dst) dnnl_memory_destroy(c->dst);
+    if (c->scratch) dnnl_memory_destroy(c->scratch);
+    if (c->stream) dnnl_stream_destroy(c->stream);
+    if (c->engine) dnnl_engine_destroy(c->engine);
+    free(c);
+}
+
+/* two channels-last tensors (n, c0, h, w) and (n, c1, h, w), floats or u8 (int8: on one grid, which the copy
+ * keeps), joined along the channels into a channels-last (n, c0 + c1, h, w) */
+pp_dnnl_concat *pp_dnnl_concat_create(int n, int c0, int c1, int h, int w, int int8, int *status) {
+    dnnl_status_t st = dnnl_success;
+    pp_dnnl_concat *cc = calloc(1, sizeof(*cc));
+    dnnl_memory_desc_t md[2] = {NULL, NULL}, dst_md = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if (cc == NULL) {
+        st = dnnl_out_of_memory;
+        goto fail;
+    }
+    TRY(dnnl_engine_create(&cc->engine, dnnl_cpu, 0));
+    TRY(dnnl_stream_create(&cc->stream, cc->engine, dnnl_stream_default_flags));
+    dnnl_data_type_t dt = int8 ? dnnl_u8 : dnnl_f32;
+    dnnl_dims_t d0 = {n, c0, h, w}, d1 = {n, c1, h, w}, dd = {n, c0 + c1, h, w};
+    TRY(dnnl_memory_desc_create_with_tag(&md[0], 4, d0, dt, dnnl_nhwc));
+    TRY(dnnl_memory_desc_create_with_tag(&md[1], 4, d1, dt, dnnl_nhwc));
+    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dd, dt, dnnl_nhwc));
+    TRY(dnnl_primitive_attr_create(&attr));
+    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    TRY(dnnl_concat_primitive_desc_create(&pd, cc->engine, dst_md, 2, 1, (const_dnnl_memory_desc_t *)md, attr));
+    TRY(dnnl_primitive_create(&cc->cat, pd));
+    const_dnnl_memory_desc_t scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    cc->scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
+    if (cc->scratch_bytes > 0) TRY(dnnl_memory_create(&cc->scratch, scratch_md, cc->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&cc->src0, md[0], cc->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&cc->src1, md[1], cc->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&cc->dst, dst_md, cc->engine, DNNL_MEMORY_NONE));
+
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (md[0]) dnnl_memory_desc_destroy(md[0]);
+    if (md[1]) dnnl_memory_desc_destroy(md[1]);
+    if (dst_md) dnnl_memory_desc_destroy(dst_md);
+    *status = (int)st;
+    if (st != dnnl_success) {
+        pp_dnnl_concat_destroy(cc);
+        return NULL;
+    }
+    return cc;
+}
+
+size_t pp_dnnl_concat_scratch_bytes(const pp_dnnl_concat *c) { return c->scratch_bytes; }
+
+const char *pp_dnnl_concat_impl(const pp_dnnl_concat *c) { return impl_name(c->cat); }
+
+int pp_dnnl_concat_run(pp_dnnl_concat *c, void *src0, void *src1, void *dst, void *scratch) {
+    dnnl_status_t st;
+    dnnl_exec_arg_t args[4];
+    int nargs = 0;
+    if ((st = dnnl_memory_set_data_handle(c->src0, src0)) != dnnl_success) return (int)st;
+    if ((st = dnnl_memory_set_data_handle(c->src1, src1)) != dnnl_success) return (int)st;
+    if ((st = dnnl_memory_set_data_handle(c->dst, dst)) != dnnl_success) return (int)st;
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_MULTIPLE_SRC, c->src0};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_MULTIPLE_SRC + 1, c->src1};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, c->dst};
+    if (c->scratch) {
+        if ((st = dnnl_memory_set_data_handle(c->scratch, scratch)) != dnnl_success) return (int)st;
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, c->scratch};
+    }
+    if ((st = dnnl_primitive_execute(c->cat, c->stream, nargs, args)) != dnnl_success) return (int)st;
+    return (int)dnnl_stream_wait(c->stream);
+}
+
+/* ------------------------------------------------------------------------------------------------------ chains */
+
+/* a chain of n oneDNN calls run as one call of the runtime: prims[i] is a convolution (kinds[i] 0), a pool (1) or a
+ * channel concat (2, of src[i] and res[i]). Each tensor is given by where it lives, as an offset >= 0 into the arena
+ * (the chain's own tensors, laid out at build) or as -1 - k for the caller's buffer ext[k] (the chain's inputs and
+ * the outputs read after it); res[i] is PP_NO_RESIDUAL when a convolution adds none. scales[i] and zps[i] quantise
+ * src i of an int8 convolution. Stops at the first failure, returning its status and setting *failed to its
+ * index. */
+#define PP_NO_RESIDUAL INT64_MIN
+int pp_dnnl_chain_run(int n, void **prims, const int *kinds, const int64_t *src, const int64_t *dst,
+                      const int64_t *res, void **ext, char *arena, const float *scales, const int *zps, void *scratch,
+                      int *failed) {
+    for (int i = 0; i < n; ++i) {
+        void *s = src[i] >= 0 ? (void *)(arena + src[i]) : ext[-1 - src[i]];
+        void *d = dst[i] >= 0 ? (void *)(arena + dst[i]) : ext[-1 - dst[i]];
+        void *r = res[i] == PP_NO_RESIDUAL ? NULL : res[i] >= 0 ? (void *)(arena + res[i]) : ext[-1 - res[i]];
+        int st = kinds[i] == 1   ? pp_dnnl_pool_run((pp_dnnl_pool *)prims[i], s, d, scratch)
+                 : kinds[i] == 2 ? pp_dnnl_concat_run((pp_dnnl_concat *)prims[i], s, r, d, scratch)
+                                 : pp_dnnl_conv_run((pp_dnnl_conv *)prims[i], s, d, scratch, scales[i], zps[i], r);
+        if (st != 0) {
+            *failed = i;
+            return st;
+        }
+    }
+    return 0;
 }

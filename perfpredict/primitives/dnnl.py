@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -97,7 +97,15 @@ def library() -> ctypes.CDLL:
     lib.pp_dnnl_conv_run.restype = i
     lib.pp_dnnl_conv_run_chain.argtypes = [i, p, p, p, p, p, p, p]
     lib.pp_dnnl_conv_run_chain.restype = i
-    lib.pp_dnnl_chain_run.argtypes = [i] + [p] * 10
+    lib.pp_dnnl_chain_run.argtypes = [i] + [p] * 11
+    lib.pp_dnnl_concat_create.argtypes = [i] * 6 + [ctypes.POINTER(i)]
+    lib.pp_dnnl_concat_create.restype = p
+    lib.pp_dnnl_concat_scratch_bytes.argtypes = [p]
+    lib.pp_dnnl_concat_scratch_bytes.restype = ctypes.c_size_t
+    lib.pp_dnnl_concat_impl.argtypes = [p]
+    lib.pp_dnnl_concat_impl.restype = ctypes.c_char_p
+    lib.pp_dnnl_concat_destroy.argtypes = [p]
+    lib.pp_dnnl_concat_destroy.restype = None
     lib.pp_dnnl_chain_run.restype = i
     lib.pp_dnnl_conv_scratch_bytes.argtypes = [p]
     lib.pp_dnnl_conv_scratch_bytes.restype = ctypes.c_size_t
@@ -192,21 +200,44 @@ class _Primitive:
             _RECORDING[-1].append((self, x, y, x_scale, x_zp, residual))
 
 
+class ChannelConcat:
+    """oneDNN's concat of two channels-last tensors of ``shapes`` along the channels (u8 at int8: both on the
+    output's grid), for a chain of oneDNN calls (:mod:`perfpredict.runtime.chain`); destroyed with this object."""
+
+    def __init__(self, shapes: tuple[tuple[int, ...], tuple[int, ...]], int8: bool) -> None:
+        lib = library()
+        (n, c0, h, w), (_, c1, _, _) = shapes
+        status = ctypes.c_int(0)
+        handle = lib.pp_dnnl_concat_create(n, c0, c1, h, w, int(int8), ctypes.byref(status))
+        if not handle:
+            raise PlanError(f"oneDNN cannot concatenate {[list(s) for s in shapes]}: it says {_status(status.value)}")
+        self.handle = handle
+        self.out_shape = (n, c0 + c1, h, w)
+        self.scratch_bytes = int(lib.pp_dnnl_concat_scratch_bytes(handle))
+        self.impl = lib.pp_dnnl_concat_impl(handle).decode()
+        self._finalizer = weakref.finalize(self, lib.pp_dnnl_concat_destroy, handle)
+
+
 _RECORDING: list[list[tuple]] = []  # the open recorders of calls, innermost last
 
 
 @dataclass(frozen=True)
 class ChainLink:
-    """What the runtime needs to run a ``conv.dnnl`` / ``conv.dnnl_int8`` kernel as one link of a chain of oneDNN
-    calls made from C (:mod:`perfpredict.runtime.chain`) instead of through the kernel: the primitive made for the
-    node's own input shape, whether it is int8, its output's grid at int8 (None at fp32), and the grid of the
-    residual it adds (at fp32 any QParams; None without a residual). Only kernels that do nothing after the oneDNN
-    call carry one (no activation left to apply in torch, no clamp of an int8 output)."""
+    """What the runtime needs to run a oneDNN kernel (``conv.dnnl``, ``conv.dnnl_int8``, ``maxpool.dnnl``) as one
+    link of a chain of oneDNN calls made from C (:mod:`perfpredict.runtime.chain`) instead of through the kernel: the
+    primitive made for the node's own input shape, whether it is int8, its output's grid at int8 (None at fp32, and
+    for a pool, whose output is on its input's grid), and the grid of the residual it adds (at fp32 any QParams;
+    None without a residual). Only kernels that do nothing after the oneDNN call carry one (no activation left to
+    apply in torch, no clamp of an int8 output). ``regrid(grid)``, for an int8 convolution, makes it again with its
+    output on ``grid`` (a concat's, which then joins the outputs by copying them). ``kind`` is the C chain's: 0 a
+    convolution, 1 a pool."""
 
-    primitive: _Primitive
+    primitive: Any
     int8: bool
     out_qparams: QParams | None
     residual: QParams | None
+    regrid: Callable[[QParams], _Primitive] | None = None
+    kind: int = 0
 
 
 @contextmanager
@@ -309,8 +340,8 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
         return rest.apply_(y)
 
     if rest.is_identity:
-        own = primitive((node.in_shape[0], geo.in_channels, *node.in_shape[2:]))
-        kernel.link = ChainLink(own, False, None, res)  # type: ignore[attr-defined]
+        shape = (node.in_shape[0], geo.in_channels, *node.in_shape[2:])
+        kernel.link = ChainLink(primitive(shape), False, None, res)  # type: ignore[attr-defined]
     return kernel
 
 
@@ -359,8 +390,13 @@ def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
         return y if clamp is None else torch.clamp(y, *clamp)
 
     if clamp is None:
-        own = primitive((node.in_shape[0], geo.in_channels, *node.in_shape[2:]))
-        kernel.link = ChainLink(own, True, out_qp, res)  # type: ignore[attr-defined]
+        shape = (node.in_shape[0], geo.in_channels, *node.in_shape[2:])
+
+        def regrid(grid: QParams) -> _Primitive:
+            q = _Quant(in_qp.scale, grid.scale, in_qp.zero_point, grid.zero_point, w_scales.ctypes.data)
+            return _Primitive(node, geo, shape, w_np, b_np, act, lo, hi, q, res)
+
+        kernel.link = ChainLink(primitive(shape), True, out_qp, res, regrid)  # type: ignore[attr-defined]
     return kernel
 
 
@@ -427,5 +463,5 @@ register(Primitive(
                 "zero point, per-channel s8 weights, float bias, a residual added and the activation applied in "
                 "float before the output is requantised; AMX/VNNI where the CPU has them); any 2-D conv"))
 
-__all__ = ["ChainLink", "DISTRIBUTIONS", "DnnlUnavailable", "call_chain", "conv_impl", "dnnl_paths", "dnnl_version", "library",
+__all__ = ["ChainLink", "ChannelConcat", "DISTRIBUTIONS", "DnnlUnavailable", "call_chain", "conv_impl", "dnnl_paths", "dnnl_version", "library",
            "recorded_calls"]

@@ -21,7 +21,7 @@ import torch
 
 from perfpredict.errors import PlanError
 from perfpredict.graph import Node
-from perfpredict.primitives.dnnl import DnnlUnavailable, _status, library
+from perfpredict.primitives.dnnl import ChainLink, DnnlUnavailable, _status, library
 from perfpredict.primitives.pooling import _explicit_pads, _is_2d
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel
@@ -100,6 +100,7 @@ def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> 
         p.execute(x, y)
         return y
 
+    kernel.link = ChainLink(pool(tuple(node.in_shape)), int8, None, None, kind=1)  # type: ignore[attr-defined]
     return kernel
 
 

@@ -77,26 +77,37 @@ def _link(step: Step) -> Any:
     return getattr(step[0], "link", None)
 
 
-def chain_steps(schedule: Any, steps: Sequence[Step], *, min_length: int = 2) -> list[Step]:
+def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], QParams] | None = None, *,
+                min_length: int = 2) -> list[Step]:
     """``steps`` (one per op of ``schedule``, in order) with runs of at least ``min_length`` consecutive chainable
     steps replaced by one step each that runs the run in one C call (same inputs, outputs and frees as the run,
-    seen from outside it).
+    seen from outside it). ``qparams`` gives a tensor's calibrated int8 grid (needed for int8 concats).
+
+    A chainable step is a oneDNN kernel that carries a :class:`~perfpredict.primitives.dnnl.ChainLink` (convolutions,
+    max pools), or a channel Concat (``concat.torch`` in NHWC) of two outputs of such kernels made earlier in the
+    same run and read by nothing else, which oneDNN's concat then joins in the chain (at int8, the convolutions
+    that make them round onto the concat's grid, so that one rounding replaces two and the join is a copy).
 
     A chain holds its inputs until it ends and allocates its outputs and its arena when it starts, where single
     steps free and allocate as they go; so a run is cut where chaining it whole would hold more than the most the
     schedule ever has alive, and the pass's peak memory stays that of one step per op."""
     live, peak = _live_profile(schedule)
+    readers: dict[int, int] = {}
+    for _, ins, _, _ in steps:
+        for s in ins:
+            readers[s] = readers.get(s, 0) + 1
+    ok = [_chainable(schedule, k, step, readers) for k, step in enumerate(steps)]
     out: list[Step] = []
     i = 0
     while i < len(steps):
         j = i
-        while j < len(steps) and _chainable(schedule, steps[j]):
+        while j < len(steps) and ok[j]:
             j += 1
         a = i
         while a < j:
             b, fit = a + min_length, None  # the longest chain from a that stays within the peak
             while b <= j:
-                layout = _plan(schedule, steps[a:b])
+                layout = _plan(schedule, steps[a:b], schedule.ops[a:b], qparams)
                 if layout is None or live[a] + layout.held > peak:
                     break
                 fit = (b, layout)
@@ -105,7 +116,7 @@ def chain_steps(schedule: Any, steps: Sequence[Step], *, min_length: int = 2) ->
                 out.append(steps[a])
                 a += 1
             else:
-                out.append(_chain(schedule, steps[a:fit[0]], [op.name for op in schedule.ops[a:fit[0]]], fit[1]))
+                out.append(_chain(schedule, steps[a:fit[0]], schedule.ops[a:fit[0]], fit[1]))
                 a = fit[0]
         if j == i:
             out.append(steps[i])
@@ -141,31 +152,84 @@ def _live_profile(schedule: Any) -> tuple[list[int], int]:
     return before, peak
 
 
+def _chainable(schedule: Any, k: int, step: Step, readers: dict[int, int]) -> bool:
+    """Whether step ``k`` can be a member of a chain, as far as the step alone tells (a concat's inputs must also
+    come from the same chain: :func:`_plan` checks that)."""
+    _, ins, outs, _ = step
+    if len(outs) != 1:
+        return False
+    slots = [schedule.slots[s] for s in (*ins, *outs)]
+    link = _link(step)
+    if link is not None:
+        precision = "int8" if link.int8 else "fp32"
+        return len(ins) == (2 if link.residual is not None else 1) \
+            and all(s.layout in ("NHWC", "ANY") and s.precision == precision and s.alias_of is None for s in slots) \
+            and tuple(slots[-1].shape) == link.primitive.out_shape
+    op = schedule.ops[k]
+    if op.kind != "node" or schedule.choices[op.name].primitive != "concat.torch":
+        return False
+    node = next(n for n in schedule.graph.nodes if n.name == op.name)
+    return node.op == "Concat" and int(node.attrs["axis"]) in (1, -3) and len(set(ins)) == len(ins) \
+        and all(len(s.shape) == 4 and s.layout == "NHWC" and s.precision == slots[-1].precision and s.alias_of is None
+                for s in slots) and all(readers.get(s, 0) == 1 for s in ins)
+
+
 @dataclass(frozen=True)
 class _ChainPlan:
     """Where a run's tensors live: its inputs and the outputs it hands on (slots, in call order), the arena of the
-    others, and the bytes the chain adds to what was alive before it (arena, outputs, scratchpad)."""
+    others, the grid of each int8 tensor made in the run (``regrid``: the int8 convolution outputs a concat joins,
+    made on the concat's grid), and the bytes the chain adds to what was alive before it (arena, outputs,
+    scratchpad)."""
 
     inputs: tuple[int, ...]
     exported: tuple[int, ...]
     frees: tuple[int, ...]
     arena: ArenaLayout
+    grids: dict[int, QParams | None]
+    regrid: dict[int, QParams]
     scratch: int
     held: int
 
 
-def _plan(schedule: Any, run: Sequence[Step]) -> _ChainPlan | None:
+def _plan(schedule: Any, run: Sequence[Step], ops: Sequence[Any],
+          qparams: Callable[[str], QParams] | None) -> _ChainPlan | None:
+    """How ``run`` (steps of ``ops``) would run as one chain, or None when it cannot: a concat whose inputs are not
+    made by the run's oneDNN calls (at int8, by convolutions that can be made again on its grid), an int8 pool of an
+    input whose grid is known only when it runs, or an int8 residual made in the run on another grid than its
+    consumer's."""
     produced = {step[2][0]: i for i, step in enumerate(run)}
+    links = [_link(step) for step in run]
+    grids: dict[int, QParams | None] = {}
+    regrid: dict[int, QParams] = {}
+    for step, link in zip(run, links):
+        out = step[2][0]
+        if link is not None and link.kind == 1:  # a pool: its input's grid, which must be known at build
+            src = step[1][0]
+            if link.int8 and src not in grids:
+                return None
+            grids[out] = grids.get(src)
+        elif link is not None:
+            grids[out] = link.out_qparams
+        else:  # a concat
+            int8 = schedule.slots[out].precision == "int8"
+            if len(step[1]) != 2 or (int8 and qparams is None):
+                return None
+            grids[out] = qparams(schedule.slots[out].tensor) if int8 else None
+            for s in step[1]:
+                maker = links[produced[s]] if s in produced else None
+                if maker is None or (int8 and (maker.kind != 0 or maker.regrid is None)):
+                    return None
+                if int8:
+                    grids[s] = regrid[s] = grids[out]
+    for step, link in zip(run, links):  # an int8 residual made in the run must be on its consumer's grid
+        if link is not None and link.int8 and link.residual is not None and step[1][1] in produced \
+                and grids[step[1][1]] != link.residual:
+            return None
     freed = {s for step in run for s in step[3]}
     exported = tuple(s for s in produced if s not in freed)
     inputs: list[int] = []
     for _, ins, _, _ in run:
         inputs += [s for s in ins if s not in produced and s not in inputs]
-    links = [_link(step) for step in run]
-    for step, link in zip(run, links):  # an int8 residual made in the run must be on its consumer's grid
-        if link.int8 and link.residual is not None and step[1][1] in produced \
-                and links[produced[step[1][1]]].out_qparams != link.residual:
-            return None
     internal = [s for s in produced if s in freed]
     last_read = {s: produced[s] for s in internal}
     for i, (_, ins, _, _) in enumerate(run):
@@ -174,62 +238,61 @@ def _plan(schedule: Any, run: Sequence[Step]) -> _ChainPlan | None:
                 last_read[s] = max(last_read[s], i)
     arena = layout_arena({s: schedule.slots[s].nbytes for s in internal},
                          {s: (produced[s], last_read[s]) for s in internal})
-    scratch = max(link.primitive.scratch_bytes for link in links)
+    scratch = max(link.primitive.scratch_bytes for link in links if link is not None)
     held = arena.size + scratch + sum(schedule.slots[s].nbytes for s in exported)
-    return _ChainPlan(tuple(inputs), exported, tuple(s for s in freed if s not in produced), arena, scratch, held)
+    return _ChainPlan(tuple(inputs), exported, tuple(s for s in freed if s not in produced), arena, grids, regrid,
+                      scratch, held)
 
 
-def _chainable(schedule: Any, step: Step) -> bool:
-    link = _link(step)
-    if link is None:
-        return False
-    _, ins, outs, _ = step
-    if len(outs) != 1 or len(ins) != (2 if link.residual is not None else 1):
-        return False
-    precision = "int8" if link.int8 else "fp32"
-    slots = [schedule.slots[k] for k in (*ins, *outs)]
-    return all(s.layout in ("NHWC", "ANY") and s.precision == precision and s.alias_of is None for s in slots) \
-        and tuple(slots[-1].shape) == link.primitive.out_shape
+def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], plan: _ChainPlan) -> Step:
+    """One step for ``run`` (chainable steps of ``ops``) laid out as ``plan``."""
+    from perfpredict.primitives.dnnl import ChannelConcat, _status, library
 
-
-def _chain(schedule: Any, run: Sequence[Step], names: Sequence[str], plan: _ChainPlan) -> Step:
-    """One step for ``run`` (chainable steps of the ops ``names``) laid out as ``plan``."""
-    from perfpredict.primitives.dnnl import _status, library
-
-    produced = {step[2][0]: i for i, step in enumerate(run)}
-    inputs, exported, arena = list(plan.inputs), list(plan.exported), plan.arena
-    links = [_link(step) for step in run]
-    grid = {i: link.out_qparams for i, link in enumerate(links)}
+    inputs, exported, arena, grids = list(plan.inputs), list(plan.exported), plan.arena, plan.grids
 
     def where(slot: int) -> int:
         if slot in arena.offsets:
             return arena.offsets[slot]
         return -1 - (inputs.index(slot) if slot in inputs else len(inputs) + exported.index(slot))
 
-    n = len(run)
-    src = (ctypes.c_int64 * n)(*(where(step[1][0]) for step in run))
-    dst = (ctypes.c_int64 * n)(*(where(step[2][0]) for step in run))
-    res = (ctypes.c_int64 * n)(*(where(step[1][1]) if len(step[1]) == 2 else _NO_RESIDUAL for step in run))
+    calls = []  # (step, op, primitive, kind)
+    for step, op in zip(run, ops):
+        link, out = _link(step), step[2][0]
+        if link is None:
+            shapes = tuple(tuple(schedule.slots[s].shape) for s in step[1])
+            calls.append((step, op, ChannelConcat(shapes, schedule.slots[out].precision == "int8"), 2))
+        elif out in plan.regrid:
+            calls.append((step, op, link.regrid(plan.regrid[out]), 0))
+        else:
+            calls.append((step, op, link.primitive, link.kind))
+    n = len(calls)
+    src = (ctypes.c_int64 * n)(*(where(step[1][0]) for step, *_ in calls))
+    dst = (ctypes.c_int64 * n)(*(where(step[2][0]) for step, *_ in calls))
+    res = (ctypes.c_int64 * n)(*(where(step[1][1]) if len(step[1]) == 2 else _NO_RESIDUAL for step, *_ in calls))
     scales = [1.0] * n
     zps = [0] * n
-    read_scale: list[tuple[int, int]] = []  # (member, input index) whose src grid is read from the tensor per call
+    read_scale: list[tuple[int, int]] = []  # (call, input index) whose src grid is read from the tensor per call
     res_grid: dict[int, QParams] = {}  # input index -> the grid an int8 residual input must be on
-    for i, (step, link) in enumerate(zip(run, links)):
-        if not link.int8:
+    for i, (step, _, _, kind) in enumerate(calls):
+        link = _link(step)
+        if kind != 0 or not link.int8:
             continue
         s = step[1][0]
-        if s in produced:
-            qp = grid[produced[s]]
+        if s in grids:
+            qp = grids[s]
             scales[i], zps[i] = float(qp.scale), int(qp.zero_point)
         else:
             read_scale.append((i, inputs.index(s)))
-        if link.residual is not None and step[1][1] not in produced:
+        if link.residual is not None and step[1][1] not in grids:
             res_grid[inputs.index(step[1][1])] = link.residual
-    handles = (ctypes.c_void_p * n)(*(link.primitive.handle for link in links))
+    prims = [p for _, _, p, _ in calls]
+    names = [op.name for _, op, _, _ in calls]
+    handles = (ctypes.c_void_p * n)(*(p.handle for p in prims))
+    kinds = (ctypes.c_int * n)(*(kind for *_, kind in calls))
     scale_arr = (ctypes.c_float * n)(*scales)
     zp_arr = (ctypes.c_int * n)(*zps)
-    out_specs = [(tuple(schedule.slots[s].shape), grid[produced[s]]) for s in exported]
-    scratch_bytes = plan.scratch
+    out_specs = [(tuple(schedule.slots[s].shape), grids[s]) for s in exported]
+    scratch_bytes = max(p.scratch_bytes for p in prims)
     n_ext = len(inputs) + len(exported)
     chain_run = library().pp_dnnl_chain_run
     cl = torch.channels_last
@@ -258,13 +321,14 @@ def _chain(schedule: Any, run: Sequence[Step], names: Sequence[str], plan: _Chai
                 sc[i], zp[i] = xs[k].q_scale(), xs[k].q_zero_point()
         buf = torch.empty(total, dtype=torch.uint8)
         base = buf.data_ptr()
-        code = chain_run(n, handles, src, dst, res, ext, base, sc, zp, base + scratch_at if scratch_bytes else None,
-                         failed_ref)
+        code = chain_run(n, handles, kinds, src, dst, res, ext, base, sc, zp,
+                         base + scratch_at if scratch_bytes else None, failed_ref)
         if code:
-            raise PlanError(f"conv.dnnl failed on node '{names[failed.value]}' (in a chain of {n} oneDNN calls): "
+            raise PlanError(f"oneDNN failed on node '{names[failed.value]}' (in a chain of {n} oneDNN calls): "
                             f"oneDNN says {_status(code)}")
         return ys[0] if len(ys) == 1 else tuple(ys)
 
-    kernel.links = links  # type: ignore[attr-defined]  # keeps the primitives alive
+    kernel.links = [link for link in map(_link, run) if link is not None]  # type: ignore[attr-defined]
+    kernel.primitives = prims  # type: ignore[attr-defined]  # keeps the primitives alive
     kernel.arena = arena  # type: ignore[attr-defined]
     return kernel, plan.inputs, plan.exported, plan.frees

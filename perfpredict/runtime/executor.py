@@ -508,9 +508,10 @@ class Executable:
         """Where a forward pass spends its time: each scheduled step (kernel or conversion) timed on its own
         with ``time.perf_counter`` over ``repeats`` passes after ``warmup`` untimed ones; the median of each.
 
-        The steps run back to back as in :meth:`forward`, so each time includes the step's own dispatch (the
-        Python call, the allocation of its output), which is what the step costs in this runtime; the sum leaves
-        out the executor's loop between steps, so it is a little below a timed forward pass."""
+        The steps run back to back, one Python call per op, so each time includes the step's own dispatch (the
+        Python call, the allocation of its output); the sum leaves out the executor's loop between steps. Where the
+        executable chains runs of oneDNN calls (``build_executable``'s ``chain``), its forward pass makes fewer
+        Python calls than the steps timed here, and can take less than their sum."""
         if repeats < 1 or warmup < 0:
             raise GraphError(f"step_times needs repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
         inputs = self.prepare_input(*xs)
@@ -626,7 +627,7 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
     if chain:
         from perfpredict.runtime.chain import chain_steps
 
-        fast = chain_steps(schedule, steps)
+        fast = chain_steps(schedule, steps, qp if calib is not None else None)
     return Executable(schedule, steps, resolved, graph, threads, calib, fast)
 
 

@@ -51,3 +51,32 @@ def residual_se_net(seed: int = 0, hw: int = 12) -> onnx.ModelProto:
 def residual_se_graph(seed: int = 0, hw: int = 12) -> Graph:
     """:func:`residual_se_net` loaded as a Graph."""
     return load_onnx(residual_se_net(seed, hw), name="residual_se")
+
+
+def fire_net(seed: int = 0, hw: int = 16) -> onnx.ModelProto:
+    """A squeezenet fire module twice over: conv-relu -> (squeeze 1x1-relu -> expand 1x1-relu and expand 3x3-relu ->
+    channel Concat) x 2 -> conv 1x1 (output)."""
+    rng = np.random.default_rng(seed)
+    inits: list = []
+    n = [_conv("stem", "x", "c0", 3, 16, 3, rng, inits=inits), helper.make_node("Relu", ["c0"], ["r0"], name="stem_relu")]
+    x, cin = "r0", 16
+    for f in (1, 2):
+        n += [
+            _conv(f"sq{f}", x, f"s{f}", cin, 8, 1, rng, inits=inits),
+            helper.make_node("Relu", [f"s{f}"], [f"sr{f}"], name=f"sq{f}_relu"),
+            _conv(f"e1_{f}", f"sr{f}", f"a{f}", 8, 16, 1, rng, inits=inits),
+            helper.make_node("Relu", [f"a{f}"], [f"ar{f}"], name=f"e1_{f}_relu"),
+            _conv(f"e3_{f}", f"sr{f}", f"b{f}", 8, 24, 3, rng, inits=inits),
+            helper.make_node("Relu", [f"b{f}"], [f"br{f}"], name=f"e3_{f}_relu"),
+            helper.make_node("Concat", [f"ar{f}", f"br{f}"], [f"cat{f}"], name=f"cat{f}", axis=1),
+        ]
+        x, cin = f"cat{f}", 40
+    n.append(_conv("head", x, "y", cin, 10, 1, rng, inits=inits))
+    graph = helper.make_graph(n, "fire", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, hw, hw])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def fire_graph(seed: int = 0, hw: int = 16) -> Graph:
+    """:func:`fire_net` loaded as a Graph."""
+    return load_onnx(fire_net(seed, hw), name="fire")
