@@ -87,53 +87,27 @@ def library() -> ctypes.CDLL:
     include, lib_path = dnnl_paths()
     lib = load_library(SOURCE, (*CFLAGS, f"-I{include}"),
                        link=(str(lib_path), f"-Wl,-rpath,{lib_path.parent}"), purpose="conv.dnnl")
-    i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-    lib.pp_dnnl_conv_create.argtypes = [i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), i, f, i,
-                                                   ctypes.POINTER(i)]
-    lib.pp_dnnl_conv_create.restype = p
-    lib.pp_dnnl_conv_impl.argtypes = [p]
-    lib.pp_dnnl_conv_impl.restype = ctypes.c_char_p
-    lib.pp_dnnl_conv_run.argtypes = [p, p, p, p, f, i, p]
-    lib.pp_dnnl_conv_run.restype = i
-    lib.pp_dnnl_conv_run_chain.argtypes = [i, p, p, p, p, p, p, p]
-    lib.pp_dnnl_conv_run_chain.restype = i
-    lib.pp_dnnl_chain_run.argtypes = [i] + [p] * 11
-    lib.pp_dnnl_concat_create.argtypes = [i] * 6 + [ctypes.POINTER(i)]
-    lib.pp_dnnl_concat_create.restype = p
-    lib.pp_dnnl_concat_scratch_bytes.argtypes = [p]
-    lib.pp_dnnl_concat_scratch_bytes.restype = ctypes.c_size_t
-    lib.pp_dnnl_concat_impl.argtypes = [p]
-    lib.pp_dnnl_concat_impl.restype = ctypes.c_char_p
-    lib.pp_dnnl_concat_destroy.argtypes = [p]
-    lib.pp_dnnl_concat_destroy.restype = None
-    lib.pp_dnnl_chain_run.restype = i
-    lib.pp_dnnl_conv_scratch_bytes.argtypes = [p]
-    lib.pp_dnnl_conv_scratch_bytes.restype = ctypes.c_size_t
-    lib.pp_dnnl_conv_destroy.argtypes = [p]
-    lib.pp_dnnl_conv_destroy.restype = None
-    lib.pp_dnnl_pool_create.argtypes = [i] * 18 + [ctypes.POINTER(i)]
-    lib.pp_dnnl_pool_create.restype = p
-    lib.pp_dnnl_pool_run.argtypes = [p, p, p, p]
-    lib.pp_dnnl_pool_run.restype = i
-    lib.pp_dnnl_pool_scratch_bytes.argtypes = [p]
-    lib.pp_dnnl_pool_scratch_bytes.restype = ctypes.c_size_t
-    lib.pp_dnnl_pool_impl.argtypes = [p]
-    lib.pp_dnnl_pool_impl.restype = ctypes.c_char_p
-    lib.pp_dnnl_pool_destroy.argtypes = [p]
-    lib.pp_dnnl_pool_destroy.restype = None
-    lib.pp_dnnl_binary_create.argtypes = [i] * 6 + [ctypes.POINTER(i)]
-    lib.pp_dnnl_binary_create.restype = p
-    lib.pp_dnnl_binary_run.argtypes = [p] * 5 + [f, i, f, i, f, i]
-    lib.pp_dnnl_binary_run.restype = i
-    lib.pp_dnnl_binary_scratch_bytes.argtypes = [p]
-    lib.pp_dnnl_binary_scratch_bytes.restype = ctypes.c_size_t
-    lib.pp_dnnl_binary_impl.argtypes = [p]
-    lib.pp_dnnl_binary_impl.restype = ctypes.c_char_p
-    lib.pp_dnnl_binary_destroy.argtypes = [p]
-    lib.pp_dnnl_binary_destroy.restype = None
-    lib.pp_dnnl_version.restype = i
-    lib.pp_dnnl_status.argtypes = [i]
-    lib.pp_dnnl_status.restype = ctypes.c_char_p
+    i, f, p, n, s, status = ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, \
+        ctypes.POINTER(ctypes.c_int)
+    signatures = {  # name: (argument types, result type)
+        "pp_dnnl_conv_create": ([i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), i, f, i, status], p),
+        "pp_dnnl_conv_run": ([p, p, p, p, f, i, p], i),
+        "pp_dnnl_conv_run_chain": ([i, p, p, p, p, p, p, p], i),
+        "pp_dnnl_pool_create": ([i] * 18 + [status], p),
+        "pp_dnnl_pool_run": ([p, p, p, p], i),
+        "pp_dnnl_binary_create": ([i] * 6 + [status], p),
+        "pp_dnnl_binary_run": ([p] * 5 + [f, i, f, i, f, i], i),
+        "pp_dnnl_concat_create": ([i] * 6 + [status], p),
+        "pp_dnnl_chain_run": ([i] + [p] * 11, i),
+        "pp_dnnl_version": ([], i),
+        "pp_dnnl_status": ([i], s),
+    }
+    for kind in ("conv", "pool", "binary", "concat"):
+        signatures.update({f"pp_dnnl_{kind}_scratch_bytes": ([p], n), f"pp_dnnl_{kind}_impl": ([p], s),
+                           f"pp_dnnl_{kind}_destroy": ([p], None)})
+    for name, (args, result) in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, result
     return lib
 
 
