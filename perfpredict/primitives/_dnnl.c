@@ -625,12 +625,13 @@ int pp_dnnl_concat_run(pp_dnnl_concat *c, void *src0, void *src1, void *dst, voi
 
 /* ------------------------------------------------------------------------------------------------------ chains */
 
-/* a chain of n oneDNN calls run as one call of the runtime: prims[i] is a convolution (kinds[i] 0), a pool (1) or a
- * channel concat (2, of src[i] and res[i]). Each tensor is given by where it lives, as an offset >= 0 into the arena
- * (the chain's own tensors, laid out at build) or as -1 - k for the caller's buffer ext[k] (the chain's inputs and
- * the outputs read after it); res[i] is PP_NO_RESIDUAL when a convolution adds none. scales[i] and zps[i] quantise
- * src i of an int8 convolution. Stops at the first failure, returning its status and setting *failed to its
- * index. */
+/* a chain of n oneDNN calls run as one call of the runtime: prims[i] is a convolution (kinds[i] 0), a pool (1), a
+ * channel concat of src[i] and res[i] (2) or a gate product of src[i] by the gate res[i] (3). Each tensor is given by
+ * where it lives, as an offset >= 0 into the arena (the chain's own tensors, laid out at build) or as -1 - k for the
+ * caller's buffer ext[k] (the chain's inputs and the outputs read after it); res[i] is PP_NO_RESIDUAL when a
+ * convolution adds none. At int8, scales[3i..3i+2] and zps[3i..3i+2] are the grids of src i, of res i and of dst i
+ * (a convolution takes its source's; a product all three). Stops at the first failure, returning its status and
+ * setting *failed to its index. */
 #define PP_NO_RESIDUAL INT64_MIN
 int pp_dnnl_chain_run(int n, void **prims, const int *kinds, const int64_t *src, const int64_t *dst,
                       const int64_t *res, void **ext, char *arena, const float *scales, const int *zps, void *scratch,
@@ -639,9 +640,18 @@ int pp_dnnl_chain_run(int n, void **prims, const int *kinds, const int64_t *src,
         void *s = src[i] >= 0 ? (void *)(arena + src[i]) : ext[-1 - src[i]];
         void *d = dst[i] >= 0 ? (void *)(arena + dst[i]) : ext[-1 - dst[i]];
         void *r = res[i] == PP_NO_RESIDUAL ? NULL : res[i] >= 0 ? (void *)(arena + res[i]) : ext[-1 - res[i]];
-        int st = kinds[i] == 1   ? pp_dnnl_pool_run((pp_dnnl_pool *)prims[i], s, d, scratch)
-                 : kinds[i] == 2 ? pp_dnnl_concat_run((pp_dnnl_concat *)prims[i], s, r, d, scratch)
-                                 : pp_dnnl_conv_run((pp_dnnl_conv *)prims[i], s, d, scratch, scales[i], zps[i], r);
+        const float *sc = scales + 3 * i;
+        const int *zp = zps + 3 * i;
+        int st;
+        switch (kinds[i]) {
+            case 1: st = pp_dnnl_pool_run((pp_dnnl_pool *)prims[i], s, d, scratch); break;
+            case 2: st = pp_dnnl_concat_run((pp_dnnl_concat *)prims[i], s, r, d, scratch); break;
+            case 3:
+                st = pp_dnnl_binary_run((pp_dnnl_binary *)prims[i], s, r, d, scratch, sc[0], zp[0], sc[1], zp[1],
+                                        sc[2], zp[2]);
+                break;
+            default: st = pp_dnnl_conv_run((pp_dnnl_conv *)prims[i], s, d, scratch, sc[0], zp[0], r);
+        }
         if (st != 0) {
             *failed = i;
             return st;

@@ -204,7 +204,7 @@ class ChainLink:
     None without a residual). Only kernels that do nothing after the oneDNN call carry one (no activation left to
     apply in torch, no clamp of an int8 output). ``regrid(grid)``, for an int8 convolution, makes it again with its
     output on ``grid`` (a concat's, which then joins the outputs by copying them). ``kind`` is the C chain's: 0 a
-    convolution, 1 a pool."""
+    convolution, 1 a pool, 3 a gate product (``mul.dnnl``, whose gate is the step's input ``gate``)."""
 
     primitive: Any
     int8: bool
@@ -212,6 +212,7 @@ class ChainLink:
     residual: QParams | None
     regrid: Callable[[QParams], _Primitive] | None = None
     kind: int = 0
+    gate: int = 1
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import torch
 
 from perfpredict.errors import PlanError
 from perfpredict.graph import Node
-from perfpredict.primitives.dnnl import DnnlUnavailable, _status, library
+from perfpredict.primitives.dnnl import ChainLink, DnnlUnavailable, _status, library
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel
 
@@ -116,6 +116,9 @@ def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> 
             b.execute(x, g, y)
         return y
 
+    if nhwc:  # in a chain: the gate is the call's second operand, the gate's index in the step's inputs is `gate`
+        kernel.link = ChainLink(binary(x_shape), int8, ctx.out_qparams if int8 else None, None,  # type: ignore
+                                kind=3, gate=gate)
     return kernel
 
 

@@ -26,7 +26,7 @@ from perfpredict.primitives.pooling import _explicit_pads, _is_2d
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel
 
-_MAX = 0  # pp_dnnl_pool_create's alg
+_MAX, _AVG = 0, 1  # pp_dnnl_pool_create's alg (1: average counting padded positions; a global pool has none)
 
 
 def _geometry(node: Node) -> tuple:
@@ -39,14 +39,15 @@ def _geometry(node: Node) -> tuple:
 
 
 class _Pool:
-    """One created oneDNN max pool (for one input shape, geometry and precision); destroyed with this object."""
+    """One created oneDNN max pool (average with ``alg`` _AVG) for one input shape, geometry and precision;
+    destroyed with this object."""
 
-    def __init__(self, name: str, x_shape: tuple[int, ...], geometry: tuple, int8: bool) -> None:
+    def __init__(self, name: str, x_shape: tuple[int, ...], geometry: tuple, int8: bool, alg: int = _MAX) -> None:
         lib = library()
         n, c, h, w = x_shape
         (oh, ow), (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = geometry
         status = ctypes.c_int(0)
-        handle = lib.pp_dnnl_pool_create(n, c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, _MAX, int(int8),
+        handle = lib.pp_dnnl_pool_create(n, c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, alg, int(int8),
                                          ctypes.byref(status))
         if not handle:
             raise PlanError(f"maxpool.dnnl cannot run node '{name}' on input {list(x_shape)}: oneDNN says "
@@ -104,6 +105,14 @@ def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> 
     return kernel
 
 
+def global_average_pool(name: str, x_shape: tuple[int, ...], int8: bool) -> _Pool:
+    """oneDNN's average pool over the whole of each channel of a channels-last ``x_shape`` (N, C, H, W) into
+    (N, C, 1, 1), for a chain of oneDNN calls (:mod:`perfpredict.runtime.chain`): GlobalAveragePool. At int8 the
+    output stays on the input's grid, as torch's quantised pool keeps it."""
+    h, w = x_shape[2:]
+    return _Pool(name, x_shape, ((1, 1), (h, w), (1, 1), (1, 1), (0, 0, 0, 0)), int8, _AVG)
+
+
 @lru_cache(maxsize=4096)
 def _probe_geometry(x_shape: tuple[int, ...], geometry: tuple, int8: bool) -> tuple[str, int] | None:
     try:
@@ -132,4 +141,4 @@ MAXPOOL_DNNL = register(Primitive(
     applies=_applies, workspace_bytes=_workspace, rank=11,
     description="oneDNN max pool through oneDNN's C API (no argmax indices; int8 keeps the input's scale); 2-D"))
 
-__all__ = ["MAXPOOL_DNNL"]
+__all__ = ["MAXPOOL_DNNL", "global_average_pool"]

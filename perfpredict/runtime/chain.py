@@ -84,30 +84,29 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     seen from outside it). ``qparams`` gives a tensor's calibrated int8 grid (needed for int8 concats).
 
     A chainable step is a oneDNN kernel that carries a :class:`~perfpredict.primitives.dnnl.ChainLink` (convolutions,
-    max pools), or a channel Concat (``concat.torch`` in NHWC) of two outputs of such kernels made earlier in the
-    same run and read by nothing else, which oneDNN's concat then joins in the chain (at int8, the convolutions
-    that make them round onto the concat's grid, so that one rounding replaces two and the join is a copy).
+    max pools, gate products); a GlobalAveragePool (``globalaveragepool.torch`` of an NHWC tensor), which the chain
+    runs as oneDNN's average pool; or a channel Concat (``concat.torch`` in NHWC) of two outputs of such kernels
+    made earlier in the same run and read by nothing else, which oneDNN's concat then joins in the chain (at int8,
+    the convolutions that make them round onto the concat's grid, so that one rounding replaces two and the join
+    is a copy). The ops the chain runs itself compute what the plan's torch kernels compute; at int8 oneDNN's
+    rounding of an average can differ from torch's by a step of the grid.
 
     A chain holds its inputs until it ends and allocates its outputs and its arena when it starts, where single
     steps free and allocate as they go; so a run is cut where chaining it whole would hold more than the most the
     schedule ever has alive, and the pass's peak memory stays that of one step per op."""
     live, peak = _live_profile(schedule)
-    readers: dict[int, int] = {}
-    for _, ins, _, _ in steps:
-        for s in ins:
-            readers[s] = readers.get(s, 0) + 1
-    ok = [_chainable(schedule, k, step, readers) for k, step in enumerate(steps)]
+    members = _members(schedule, steps)
     out: list[Step] = []
     i = 0
     while i < len(steps):
         j = i
-        while j < len(steps) and ok[j]:
+        while j < len(steps) and members[j] is not None:
             j += 1
         a = i
         while a < j:
             b, fit = a + min_length, None  # the longest chain from a that stays within the peak
             while b <= j:
-                layout = _plan(schedule, steps[a:b], schedule.ops[a:b], qparams)
+                layout = _plan(schedule, steps[a:b], members[a:b], qparams)
                 if layout is None or live[a] + layout.held > peak:
                     break
                 fit = (b, layout)
@@ -116,7 +115,7 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
                 out.append(steps[a])
                 a += 1
             else:
-                out.append(_chain(schedule, steps[a:fit[0]], schedule.ops[a:fit[0]], fit[1]))
+                out.append(_chain(schedule, steps[a:fit[0]], schedule.ops[a:fit[0]], members[a:fit[0]], fit[1]))
                 a = fit[0]
         if j == i:
             out.append(steps[i])
@@ -152,26 +151,59 @@ def _live_profile(schedule: Any) -> tuple[list[int], int]:
     return before, peak
 
 
-def _chainable(schedule: Any, k: int, step: Step, readers: dict[int, int]) -> bool:
-    """Whether step ``k`` can be a member of a chain, as far as the step alone tells (a concat's inputs must also
-    come from the same chain: :func:`_plan` checks that)."""
+def _members(schedule: Any, steps: Sequence[Step]) -> list[_Member | None]:
+    """Each step as a chain member (:func:`_member`), None where no chain can run it."""
+    readers: dict[int, int] = {}
+    for _, ins, _, _ in steps:
+        for s in ins:
+            readers[s] = readers.get(s, 0) + 1
+    nodes = {n.name: n for n in schedule.graph.nodes}
+    return [_member(schedule, nodes, op, step, readers) for op, step in zip(schedule.ops, steps)]
+
+
+@dataclass(frozen=True)
+class _Member:
+    """A step a chain can run: its C ``kind`` (0 a convolution, 1 a pool, 2 a channel concat, 3 a gate product), its
+    kernel's :class:`~perfpredict.primitives.dnnl.ChainLink` (None for the ops the chain runs itself: concats and
+    global average pools) and whether it is int8."""
+
+    kind: int
+    link: Any
+    int8: bool
+
+
+def _member(schedule: Any, nodes: dict, op: Any, step: Step, readers: dict[int, int]) -> _Member | None:
+    """Step ``step`` (of ``op``) as a chain member, or None when no chain can run it, as far as the step alone tells
+    (a concat's inputs must also come from the same chain: :func:`_plan` checks that)."""
     _, ins, outs, _ = step
     if len(outs) != 1:
-        return False
+        return None
     slots = [schedule.slots[s] for s in (*ins, *outs)]
+    int8 = slots[-1].precision == "int8"
+    if any(s.alias_of is not None or s.precision != slots[-1].precision or s.layout not in ("NHWC", "ANY")
+           for s in slots):
+        return None
     link = _link(step)
     if link is not None:
-        precision = "int8" if link.int8 else "fp32"
-        return len(ins) == (2 if link.residual is not None else 1) \
-            and all(s.layout in ("NHWC", "ANY") and s.precision == precision and s.alias_of is None for s in slots) \
-            and tuple(slots[-1].shape) == link.primitive.out_shape
-    op = schedule.ops[k]
-    if op.kind != "node" or schedule.choices[op.name].primitive != "concat.torch":
-        return False
-    node = next(n for n in schedule.graph.nodes if n.name == op.name)
-    return node.op == "Concat" and int(node.attrs["axis"]) in (1, -3) and len(set(ins)) == len(ins) \
-        and all(len(s.shape) == 4 and s.layout == "NHWC" and s.precision == slots[-1].precision and s.alias_of is None
-                for s in slots) and all(readers.get(s, 0) == 1 for s in ins)
+        if link.int8 != int8:
+            return None
+        if link.kind == 3:
+            x = schedule.slots[ins[1 - link.gate]]
+            return _Member(3, link, int8) if len(ins) == 2 and x.layout == "NHWC" and x.shape == slots[-1].shape \
+                else None
+        ok = len(ins) == (2 if link.residual is not None else 1) and tuple(slots[-1].shape) == link.primitive.out_shape
+        return _Member(link.kind, link, int8) if ok else None
+    if op.kind != "node":
+        return None
+    node, primitive = nodes[op.name], schedule.choices[op.name].primitive
+    if node.op == "GlobalAveragePool" and primitive == "globalaveragepool.torch" and len(ins) == 1 \
+            and slots[0].layout == "NHWC" and len(slots[0].shape) == 4:
+        return _Member(1, None, int8)
+    if node.op == "Concat" and primitive == "concat.torch" and int(node.attrs["axis"]) in (1, -3) and len(ins) == 2 \
+            and len(set(ins)) == 2 and all(len(s.shape) == 4 and s.layout == "NHWC" for s in slots) \
+            and all(readers.get(s, 0) == 1 for s in ins):
+        return _Member(2, None, int8)
+    return None
 
 
 @dataclass(frozen=True)
@@ -191,39 +223,35 @@ class _ChainPlan:
     held: int
 
 
-def _plan(schedule: Any, run: Sequence[Step], ops: Sequence[Any],
+def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
           qparams: Callable[[str], QParams] | None) -> _ChainPlan | None:
-    """How ``run`` (steps of ``ops``) would run as one chain, or None when it cannot: a concat whose inputs are not
-    made by the run's oneDNN calls (at int8, by convolutions that can be made again on its grid), an int8 pool of an
-    input whose grid is known only when it runs, or an int8 residual made in the run on another grid than its
-    consumer's."""
+    """How ``run`` (steps, as ``members``) would run as one chain, or None when it cannot: a concat whose inputs are
+    not made by the run (at int8, by convolutions that can be made again on its grid), an int8 pool of an input whose
+    grid is known only when it runs, or an int8 residual made in the run on another grid than its consumer's."""
     produced = {step[2][0]: i for i, step in enumerate(run)}
-    links = [_link(step) for step in run]
     grids: dict[int, QParams | None] = {}
     regrid: dict[int, QParams] = {}
-    for step, link in zip(run, links):
+    for step, m in zip(run, members):
         out = step[2][0]
-        if link is not None and link.kind == 1:  # a pool: its input's grid, which must be known at build
-            src = step[1][0]
-            if link.int8 and src not in grids:
+        if m.kind == 1:  # a pool: its input's grid, which must be known at build
+            if m.int8 and step[1][0] not in grids:
                 return None
-            grids[out] = grids.get(src)
-        elif link is not None:
-            grids[out] = link.out_qparams
-        else:  # a concat
-            int8 = schedule.slots[out].precision == "int8"
-            if len(step[1]) != 2 or (int8 and qparams is None):
+            grids[out] = grids.get(step[1][0])
+        elif m.kind == 2:  # a concat
+            if m.int8 and qparams is None:
                 return None
-            grids[out] = qparams(schedule.slots[out].tensor) if int8 else None
+            grids[out] = qparams(schedule.slots[out].tensor) if m.int8 else None
             for s in step[1]:
-                maker = links[produced[s]] if s in produced else None
-                if maker is None or (int8 and (maker.kind != 0 or maker.regrid is None)):
+                maker = members[produced[s]] if s in produced else None
+                if maker is None or (m.int8 and (maker.kind != 0 or maker.link.regrid is None)):
                     return None
-                if int8:
+                if m.int8:
                     grids[s] = regrid[s] = grids[out]
-    for step, link in zip(run, links):  # an int8 residual made in the run must be on its consumer's grid
-        if link is not None and link.int8 and link.residual is not None and step[1][1] in produced \
-                and grids[step[1][1]] != link.residual:
+        else:
+            grids[out] = m.link.out_qparams
+    for step, m in zip(run, members):  # an int8 residual made in the run must be on its consumer's grid
+        if m.kind == 0 and m.int8 and m.link.residual is not None and step[1][1] in produced \
+                and grids[step[1][1]] != m.link.residual:
             return None
     freed = {s for step in run for s in step[3]}
     exported = tuple(s for s in produced if s not in freed)
@@ -238,59 +266,68 @@ def _plan(schedule: Any, run: Sequence[Step], ops: Sequence[Any],
                 last_read[s] = max(last_read[s], i)
     arena = layout_arena({s: schedule.slots[s].nbytes for s in internal},
                          {s: (produced[s], last_read[s]) for s in internal})
-    scratch = max(link.primitive.scratch_bytes for link in links if link is not None)
+    scratch = max([m.link.primitive.scratch_bytes for m in members if m.link is not None] + [0])
     held = arena.size + scratch + sum(schedule.slots[s].nbytes for s in exported)
     return _ChainPlan(tuple(inputs), exported, tuple(s for s in freed if s not in produced), arena, grids, regrid,
                       scratch, held)
 
 
-def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], plan: _ChainPlan) -> Step:
-    """One step for ``run`` (chainable steps of ``ops``) laid out as ``plan``."""
+def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequence[_Member],
+           plan: _ChainPlan) -> Step:
+    """One step for ``run`` (steps of ``ops``, as ``members``) laid out as ``plan``."""
     from perfpredict.primitives.dnnl import ChannelConcat, _status, library
+    from perfpredict.primitives.dnnl_pool import global_average_pool
 
     inputs, exported, arena, grids = list(plan.inputs), list(plan.exported), plan.arena, plan.grids
 
-    def where(slot: int) -> int:
+    def where(slot: int | None) -> int:
+        if slot is None:
+            return _NO_RESIDUAL
         if slot in arena.offsets:
             return arena.offsets[slot]
         return -1 - (inputs.index(slot) if slot in inputs else len(inputs) + exported.index(slot))
 
-    calls = []  # (step, op, primitive, kind)
-    for step, op in zip(run, ops):
-        link, out = _link(step), step[2][0]
-        if link is None:
-            shapes = tuple(tuple(schedule.slots[s].shape) for s in step[1])
-            calls.append((step, op, ChannelConcat(shapes, schedule.slots[out].precision == "int8"), 2))
-        elif out in plan.regrid:
-            calls.append((step, op, link.regrid(plan.regrid[out]), 0))
+    calls = []  # (member, primitive, source slot, second operand slot or None, output slot)
+    for (_, ins, outs, _), op, m in zip(run, ops, members):
+        second = ins[1] if len(ins) == 2 else None
+        if m.kind == 2:
+            prim = ChannelConcat(tuple(tuple(schedule.slots[s].shape) for s in ins), m.int8)
+        elif m.link is None:
+            prim = global_average_pool(op.name, tuple(schedule.slots[ins[0]].shape), m.int8)
+        elif outs[0] in plan.regrid:
+            prim = m.link.regrid(plan.regrid[outs[0]])
         else:
-            calls.append((step, op, link.primitive, link.kind))
+            prim = m.link.primitive
+        first = ins[1 - m.link.gate] if m.kind == 3 else ins[0]
+        if m.kind == 3:
+            second = ins[m.link.gate]
+        calls.append((m, prim, first, second, outs[0]))
     n = len(calls)
-    src = (ctypes.c_int64 * n)(*(where(step[1][0]) for step, *_ in calls))
-    dst = (ctypes.c_int64 * n)(*(where(step[2][0]) for step, *_ in calls))
-    res = (ctypes.c_int64 * n)(*(where(step[1][1]) if len(step[1]) == 2 else _NO_RESIDUAL for step, *_ in calls))
-    scales = [1.0] * n
-    zps = [0] * n
-    read_scale: list[tuple[int, int]] = []  # (call, input index) whose src grid is read from the tensor per call
+    src = (ctypes.c_int64 * n)(*(where(first) for _, _, first, _, _ in calls))
+    dst = (ctypes.c_int64 * n)(*(where(out) for *_, out in calls))
+    res = (ctypes.c_int64 * n)(*(where(second) for _, _, _, second, _ in calls))
+    scales = [1.0] * (3 * n)
+    zps = [0] * (3 * n)
+    read_scale: list[tuple[int, int]] = []  # (index into scales, input index) of grids read from tensors per call
     res_grid: dict[int, QParams] = {}  # input index -> the grid an int8 residual input must be on
-    for i, (step, _, _, kind) in enumerate(calls):
-        link = _link(step)
-        if kind != 0 or not link.int8:
+    for i, (m, _, first, second, out) in enumerate(calls):
+        if not m.int8 or m.kind not in (0, 3):
             continue
-        s = step[1][0]
-        if s in grids:
-            qp = grids[s]
-            scales[i], zps[i] = float(qp.scale), int(qp.zero_point)
-        else:
-            read_scale.append((i, inputs.index(s)))
-        if link.residual is not None and step[1][1] not in grids:
-            res_grid[inputs.index(step[1][1])] = link.residual
-    prims = [p for _, _, p, _ in calls]
-    names = [op.name for _, op, _, _ in calls]
+        for j, slot in enumerate((first, second) if m.kind == 3 else (first,)):
+            if slot in grids:
+                scales[3 * i + j], zps[3 * i + j] = float(grids[slot].scale), int(grids[slot].zero_point)
+            else:
+                read_scale.append((3 * i + j, inputs.index(slot)))
+        if m.kind == 3:
+            scales[3 * i + 2], zps[3 * i + 2] = float(grids[out].scale), int(grids[out].zero_point)
+        elif m.link.residual is not None and second not in grids:
+            res_grid[inputs.index(second)] = m.link.residual
+    prims = [prim for _, prim, *_ in calls]
+    names = [op.name for op in ops]
     handles = (ctypes.c_void_p * n)(*(p.handle for p in prims))
-    kinds = (ctypes.c_int * n)(*(kind for *_, kind in calls))
-    scale_arr = (ctypes.c_float * n)(*scales)
-    zp_arr = (ctypes.c_int * n)(*zps)
+    kinds = (ctypes.c_int * n)(*(m.kind for m, *_ in calls))
+    scale_arr = (ctypes.c_float * (3 * n))(*scales)
+    zp_arr = (ctypes.c_int * (3 * n))(*zps)
     out_specs = [(tuple(schedule.slots[s].shape), grids[s]) for s in exported]
     scratch_bytes = max(p.scratch_bytes for p in prims)
     n_ext = len(inputs) + len(exported)
@@ -316,7 +353,7 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], plan: _ChainP
             ext[k] = t.data_ptr()
         sc, zp = scale_arr, zp_arr
         if read_scale:
-            sc, zp = (ctypes.c_float * n).from_buffer_copy(scale_arr), (ctypes.c_int * n).from_buffer_copy(zp_arr)
+            sc, zp = type(scale_arr).from_buffer_copy(scale_arr), type(zp_arr).from_buffer_copy(zp_arr)
             for i, k in read_scale:
                 sc[i], zp[i] = xs[k].q_scale(), xs[k].q_zero_point()
         buf = torch.empty(total, dtype=torch.uint8)
@@ -328,7 +365,7 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], plan: _ChainP
                             f"oneDNN says {_status(code)}")
         return ys[0] if len(ys) == 1 else tuple(ys)
 
-    kernel.links = [link for link in map(_link, run) if link is not None]  # type: ignore[attr-defined]
+    kernel.links = [m.link for m in members if m.link is not None]  # type: ignore[attr-defined]
     kernel.primitives = prims  # type: ignore[attr-defined]  # keeps the primitives alive
     kernel.arena = arena  # type: ignore[attr-defined]
     return kernel, plan.inputs, plan.exported, plan.frees
