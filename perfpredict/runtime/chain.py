@@ -1,11 +1,12 @@
-"""Runs of oneDNN convolutions that a forward pass makes in one C call instead of one Python step each.
+"""Runs of oneDNN calls that a forward pass makes in one C call instead of one Python step each.
 
 Every step of :class:`~perfpredict.runtime.executor.Executable`'s forward loop is a Python call around the kernel,
 and after a oneDNN call the interpreter's own state is out of cache: the forward pass of a plan costs more than its
 oneDNN calls back to back, most at int8, where each step also makes a quantised output tensor and reads its input's
-scale back (``benchmarks/bench_sequence.py`` times both). :func:`chain_steps` replaces runs of consecutive
-``conv.dnnl`` / ``conv.dnnl_int8`` steps whose kernels carry a :class:`~perfpredict.primitives.dnnl.ChainLink` by
-one step each that runs the whole run in one call of ``pp_dnnl_chain_run``.
+scale back (``benchmarks/bench_sequence.py`` times both). :func:`chain_steps` replaces runs of consecutive steps
+that oneDNN can run (convolutions, max pools and gate products whose kernels carry a
+:class:`~perfpredict.primitives.dnnl.ChainLink`, and global average pools and channel concats, which the chain runs
+with oneDNN itself) by one step each that runs the whole run in one call of ``pp_dnnl_chain_run``.
 
 A chain's own tensors, those that no step after it reads, live in one buffer allocated through torch at each call
 (with the scratchpad at its end) and laid out at build by their lifetimes (:func:`layout_arena`); the tensors that
