@@ -116,8 +116,12 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
                 out.append(steps[a])
                 a += 1
             else:
-                out.append(_chain(schedule, steps[a:fit[0]], schedule.ops[a:fit[0]], members[a:fit[0]], fit[1]))
-                a = fit[0]
+                b = fit[0]
+                try:
+                    out.append(_chain(schedule, steps[a:b], schedule.ops[a:b], members[a:b], fit[1]))
+                except PlanError:  # oneDNN refused a concat or pool the chain would make: the steps run as they are
+                    out.extend(steps[a:b])
+                a = b
         if j == i:
             out.append(steps[i])
             j += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from perfpredict.errors import PlanError
 from perfpredict.plan import Choice, Plan
 from perfpredict.primitives import candidates
 from perfpredict.primitives.dnnl_binary import gate_operand
@@ -111,6 +112,22 @@ def test_a_channel_concat_of_convolutions_made_in_the_chain_is_joined_in_it(prec
         exact = build_executable(net, _plan(net, "fp32"), chain=False).run(x)
         assert max_rel_err(ours, exact) <= 1.25 * max_rel_err(theirs, exact) + 1e-3
         assert max_rel_err(ours, theirs) < 0.1
+
+
+def test_a_run_whose_chain_onednn_refuses_runs_step_by_step(monkeypatch):
+    import perfpredict.primitives.dnnl as dnnl
+
+    def refuse(*args, **kwargs):
+        raise PlanError("oneDNN cannot concatenate: it says unimplemented")
+
+    monkeypatch.setattr(dnnl, "ChannelConcat", refuse)
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net = fire_graph()
+    x = np.random.default_rng(2).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    chained = build_executable(net, _plan(net, "fp32"))
+    stepped = build_executable(net, _plan(net, "fp32"), chain=False)
+    assert not _chains(chained)
+    np.testing.assert_array_equal(chained.run(x), stepped.run(x))
 
 
 def test_step_times_and_trace_still_run_one_step_per_op(net, x):
