@@ -250,7 +250,7 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
                 maker = members[produced[s]] if s in produced else None
                 if maker is None or (m.int8 and (maker.kind != 0 or maker.link.regrid is None)):
                     return None
-                if m.int8:
+                if m.int8 and grids[s] != grids[out]:  # (the runtime ties them already: concat_ties)
                     grids[s] = regrid[s] = grids[out]
         else:
             grids[out] = m.link.out_qparams

@@ -581,6 +581,30 @@ def _dequantize(x: torch.Tensor) -> torch.Tensor:
     return x.dequantize()
 
 
+def concat_ties(schedule: Schedule) -> dict[str, str]:
+    """Tensor -> the int8 channel Concat output whose grid it takes: each input of an int8 Concat that nothing else
+    reads (and that is no graph output) is quantised on the Concat's own grid, as TFLite's int8 scheme has it, so
+    that the Concat joins its inputs by a copy instead of requantising them (a second rounding)."""
+    nodes = {n.name: n for n in schedule.graph.nodes}
+    reads: dict[str, int] = {}
+    for op in schedule.ops:
+        for k in op.inputs:
+            reads[schedule.slots[k].tensor] = reads.get(schedule.slots[k].tensor, 0) + 1
+    outputs = set(schedule.graph.outputs)
+    ties = {}
+    for op in schedule.ops:
+        node = nodes.get(op.name) if op.kind == "node" else None
+        if node is None or node.op != "Concat" or schedule.choices[op.name].precision != "int8" \
+                or int(node.attrs.get("axis", 0)) not in (1, -3):
+            continue
+        out = schedule.slots[op.outputs[0]].tensor
+        for k in op.inputs:
+            t = schedule.slots[k].tensor
+            if reads.get(t) == 1 and t not in outputs and schedule.slots[k].precision == "int8":
+                ties[t] = out
+    return ties
+
+
 def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | None = None,
                      calibration: Any = None, fuse: bool = True,
                      fusion_revision: int = FUSION_REVISION, chain: bool = True) -> Executable:
@@ -614,9 +638,11 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
         else:
             calib = calibrate(graph, resolved, inputs=calibration)
 
+    ties = concat_ties(schedule) if needs_int8 else {}
+
     def qp(tensor: str) -> QParams:
         assert calib is not None
-        return calib.qparams(tensor)
+        return calib.qparams(ties.get(tensor, tensor))
 
     # kernels are built at the thread count they run with: oneDNN picks its implementation, and so the blocked
     # format that conv.onednn_packed reorders the weights into, by thread count; weights packed for another count

@@ -104,14 +104,8 @@ def test_a_channel_concat_of_convolutions_made_in_the_chain_is_joined_in_it(prec
     assert len(chained._fast_steps) < len(stepped._fast_steps)
     [chain_fn] = [fn for fn, *_ in chained._fast_steps if hasattr(fn, "links")]
     assert len(chain_fn.links) == 8
-    ours, theirs = chained.run(x), stepped.run(x)
-    if precision == "fp32":
-        np.testing.assert_array_equal(ours, theirs)
-    else:  # the expands round once, onto the concat's grid, where the steps round onto their own and then the
-        # concat's: as close to fp32 as the steps are
-        exact = build_executable(net, _plan(net, "fp32"), chain=False).run(x)
-        assert max_rel_err(ours, exact) <= 1.25 * max_rel_err(theirs, exact) + 1e-3
-        assert max_rel_err(ours, theirs) < 0.1
+    # (at int8 the expands already make their outputs on the concat's grid: concat_ties)
+    np.testing.assert_array_equal(chained.run(x), stepped.run(x))
 
 
 def test_a_run_whose_chain_onednn_refuses_runs_step_by_step(monkeypatch):

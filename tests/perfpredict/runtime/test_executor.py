@@ -362,3 +362,20 @@ def test_check_against_ort_on_a_file(tmp_path):
     assert check_against_ort(batch2, nhwc, path, x2) <= 1e-4
     with pytest.raises(GraphError, match="no such ONNX file"):
         ort_session(tmp_path / "missing.onnx")
+
+
+def test_int8_concat_inputs_read_by_nothing_else_are_quantised_on_the_concats_grid():
+    from perfpredict.runtime.executor import concat_ties
+    from tests.perfpredict.runtime.nets import fire_graph
+
+    net = fire_graph()
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    plan = Plan({n.name: Choice("concat.torch" if n.op == "Concat" else "conv.dnnl_int8" if n.op == "Conv"
+                                else "relu.torch", "NHWC", "int8") for n in net.nodes})
+    exe = build_executable(net, plan, calibration=[x], chain=False)
+    ties = concat_ties(exe.schedule)
+    assert ties == {"ar1": "cat1", "br1": "cat1", "ar2": "cat2", "br2": "cat2"}
+    values = exe.trace(x)
+    for t, cat in ties.items():
+        assert (values[t].q_scale(), values[t].q_zero_point()) == (values[cat].q_scale(), values[cat].q_zero_point())
+    assert values["sr1"].q_scale() != values["cat1"].q_scale()  # the squeeze keeps its own grid
