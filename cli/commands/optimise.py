@@ -154,9 +154,9 @@ def _validate(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     rows = validate_on_device(graph, plan, device, predictor, threads=args.threads, memory=args.memory)
     slow = [n for n, _ in depthwise_fallback_nodes(graph, plan)]
-    steps = _breakdown(graph, plan, args.threads) if args.breakdown else None
+    steps, chains = _breakdown(graph, plan, args.threads) if args.breakdown else (None, None)
     if args.json:
-        extra = {} if steps is None else {"breakdown": steps}
+        extra = {} if steps is None else {"breakdown": steps, "chains": chains}
         print_json({"model": graph.name, "device": device.name, "predictor": name, "plan": args.plan,
                     "measured_on_target": args.device_features == "local", "int8_depthwise_slow_path": slow,
                     **rows, **extra})
@@ -180,18 +180,24 @@ def _validate(args: argparse.Namespace) -> int:
         print_table(["primitive / conversion", "steps", "ms", "share", "us per step"],
                     [[r["group"], r["steps"], r["ms"], f"{100 * r['share']:.1f}%", 1e3 * r["ms"] / r["steps"]]
                      for r in steps])
+        if chains["chains"]:
+            print(f"the forward pass runs them in {chains['forward_steps']} steps: {len(chains['chains'])} chain(s) "
+                  f"of oneDNN calls, each one C call ({', '.join(map(str, chains['chains']))} calls), so it can take "
+                  "less than the sum")
     return 0
 
 
 _STEP_REPEATS = 30
 
 
-def _breakdown(graph, plan, threads: int | None) -> list[dict]:  # noqa: ANN001
-    """The plan's step times on this machine, summed by primitive and conversion (see Executable.step_times)."""
+def _breakdown(graph, plan, threads: int | None) -> tuple[list[dict], dict]:  # noqa: ANN001
+    """The plan's step times on this machine, summed by primitive and conversion (see Executable.step_times), and
+    how its forward pass chains them (Executable.chains)."""
     import numpy as np
 
     from perfpredict.runtime import breakdown, build_executable
 
     exe = build_executable(graph, plan, threads=threads)
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
-    return breakdown(exe.step_times(x, repeats=_STEP_REPEATS))
+    chains = {"forward_steps": exe.forward_steps, "chains": exe.chains}
+    return breakdown(exe.step_times(x, repeats=_STEP_REPEATS)), chains

@@ -560,10 +560,21 @@ class Executable:
                 torch.set_num_threads(before)
         return regs
 
+    @property
+    def chains(self) -> list[int]:
+        """How many oneDNN calls each chain of the forward pass makes in its one C call (``build_executable``'s
+        ``chain``; :mod:`perfpredict.runtime.chain`), in order; empty when nothing is chained."""
+        return [len(fn.primitives) for fn, *_ in self._fast_steps if hasattr(fn, "primitives")]
+
+    @property
+    def forward_steps(self) -> int:
+        """Python steps of the forward pass: one per op of the schedule, less what the chains run in C."""
+        return len(self._fast_steps)
+
     def __repr__(self) -> str:
         n_nodes = sum(1 for op in self.schedule.ops if op.kind == "node")
         return (f"Executable({self.graph.name!r}, {n_nodes} kernels, {len(self.conversions)} conversions, "
-                f"{len(self.fused)} fused, threads={self.threads})")
+                f"{len(self.fused)} fused, {len(self.chains)} chains, threads={self.threads})")
 
 
 def _layout_fn(layout: str) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -67,14 +67,18 @@ def test_validate_breaks_the_plan_down_by_primitive(model, tmp_path, capsys):
     args = ["validate", model, "--plan", str(plan), "--device-features", "raspberry_pi_4", "--predictor", "roofline",
             "--threads", "1", "--breakdown"]
     assert main(args + ["--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)["breakdown"]
+    rep = json.loads(capsys.readouterr().out)
+    rows = rep["breakdown"]
     groups = {r["group"]: r for r in rows}
     convs = sum(1 for n in graph.nodes if n.op == "Conv")
     assert groups["conv.dnnl fp32 NHWC"]["steps"] == convs and "layout" in groups
     assert sum(r["share"] for r in rows) == pytest.approx(1.0) and all(r["ms"] > 0 for r in rows)
+    chains = rep["chains"]["chains"]  # each chain runs its calls as one step of the forward pass
+    assert rep["chains"]["forward_steps"] == sum(r["steps"] for r in rows) - sum(chains) + len(chains)
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "where the plan's time goes" in text and "conv.dnnl fp32 NHWC" in text
+    assert ("chain(s) of oneDNN calls" in text) == bool(chains)
 
 
 @pytest.mark.parametrize("argv,code,needle", [
