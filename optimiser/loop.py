@@ -228,6 +228,19 @@ def _family_seeds(space: Any, base: np.ndarray, label: str) -> list[tuple[str, n
     return out
 
 
+def _anchor_best_families(space: Any, evaluator: Evaluator, best: np.ndarray, archive_idx: list[np.ndarray],
+                          archive_costs: list[Costs], anchors: dict[str, int]) -> None:
+    """Add to the archive, as anchors measured at the end, the plan ``best`` with every op one library can run moved
+    to it, per library (:func:`_family_seeds`; its precisions, pruning and layouts kept): the runtime chains runs of
+    oneDNN calls, which the predictor's data, measured one step per op, does not price. A plan already in the
+    archive is not added twice."""
+    for label, seed in _family_seeds(space, best, "best plan"):
+        if not any(np.array_equal(seed, a) for a in archive_idx):
+            anchors[label] = len(archive_idx)
+            archive_idx.append(seed)
+            archive_costs.append(evaluator(seed[None, :])[0])
+
+
 def polish(space: Any, evaluator: Evaluator, indices: np.ndarray, costs: Costs,
            rounds: int) -> tuple[list[np.ndarray], list[Costs], int]:
     """Coordinate descent on predicted costs from the plan ``indices`` (of ``costs``): each round evaluates, in one
@@ -280,7 +293,8 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
     # cheapest NHWC primitive of each node by the additive tables, with each other primitive that several
     # nodes offer wherever it applies, and with every primitive of one implementation (library) wherever one
     # applies; where int8 is allowed the first two and the families in int8 as well (see SearchSpace.relayout,
-    # with_primitive and primitive_families)
+    # with_primitive and primitive_families). After the trials the best plan gets its families too
+    # (_anchor_best_families)
     unary = problem.additive.unary if problem.additive is not None else None
     anchors: dict[str, int] = {}
     nhwc = space.uniform_layout_indices("NHWC")
@@ -365,6 +379,8 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
         notes.append("no evaluated plan beat the default plan; the default plan is returned")
     else:
         best_idx, best_costs = archive_idx[j], archive_costs[j]
+    if not interrupted:
+        _anchor_best_families(space, evaluator, best_idx, archive_idx, archive_costs, anchors)
     final = None
     if validator is not None and not interrupted:
         plan = space.decode(best_idx)

@@ -241,6 +241,27 @@ def test_a_library_family_is_an_anchor(board, roofline, tmp_path):
     assert {"conv.dnnl", "maxpool.dnnl"} <= prims
 
 
+def test_the_best_plan_moved_to_one_library_is_an_anchor(resid_graph, board, roofline):
+    from optimiser.loop import _anchor_best_families
+
+    prob, ev = _setup(resid_graph, board, roofline, Objective(), lossless=False, n=8)
+    space = prob.space
+    rng = np.random.default_rng(0)
+    best = next(b for b in space.sample(rng, 200) if "dnnl" in space.primitive_families(b))
+    archive_idx, archive_costs, anchors = [best], [ev(best[None, :])[0]], {}
+    _anchor_best_families(space, ev, best, archive_idx, archive_costs, anchors)
+    prims = space.primitive_families(best)["dnnl"]
+    seed = archive_idx[anchors["best plan, every .dnnl primitive wherever one applies"]]
+    assert len(archive_costs) == len(archive_idx) == 1 + len(anchors)
+    before, after = space.decode(best).choices, space.decode(seed).choices
+    # the same precisions, pruning and layouts; a oneDNN primitive wherever the node offers one at them
+    assert all((before[n].precision, before[n].prune, before[n].layout) == (after[n].precision, after[n].prune,
+                                                                             after[n].layout) for n in before)
+    assert any(after[n].primitive in prims and before[n].primitive not in prims for n in before)
+    _anchor_best_families(space, ev, best, archive_idx, archive_costs, anchors)  # no plan twice
+    assert len(archive_idx) == 1 + len(anchors)
+
+
 def test_int8_anchors_are_offered_when_int8_is_allowed_and_a_veto_passes_over_them(resid_graph, board, roofline,
                                                                                    tmp_path):
     from types import SimpleNamespace
