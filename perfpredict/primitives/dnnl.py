@@ -202,15 +202,13 @@ class ChainLink:
     primitive made for the node's own input shape, whether it is int8, its output's grid at int8 (None at fp32, and
     for a pool, whose output is on its input's grid), and the grid of the residual it adds (at fp32 any QParams;
     None without a residual). Only kernels that do nothing after the oneDNN call carry one (no activation left to
-    apply in torch, no clamp of an int8 output). ``regrid(grid)``, for an int8 convolution, makes it again with its
-    output on ``grid`` (a concat's, which then joins the outputs by copying them). ``kind`` is the C chain's: 0 a
-    convolution, 1 a pool, 3 a gate product (``mul.dnnl``, whose gate is the step's input ``gate``)."""
+    apply in torch, no clamp of an int8 output). ``kind`` is the C chain's: 0 a convolution, 1 a pool, 3 a gate
+    product (``mul.dnnl``, whose gate is the step's input ``gate``)."""
 
     primitive: Any
     int8: bool
     out_qparams: QParams | None
     residual: QParams | None
-    regrid: Callable[[QParams], _Primitive] | None = None
     kind: int = 0
     gate: int = 1
 
@@ -366,12 +364,7 @@ def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
 
     if clamp is None:
         shape = (node.in_shape[0], geo.in_channels, *node.in_shape[2:])
-
-        def regrid(grid: QParams) -> _Primitive:
-            q = _Quant(in_qp.scale, grid.scale, in_qp.zero_point, grid.zero_point, w_scales.ctypes.data)
-            return _Primitive(node, geo, shape, w_np, b_np, act, lo, hi, q, res)
-
-        kernel.link = ChainLink(primitive(shape), True, out_qp, res, regrid)  # type: ignore[attr-defined]
+        kernel.link = ChainLink(primitive(shape), True, out_qp, res)  # type: ignore[attr-defined]
     return kernel
 
 
@@ -438,5 +431,5 @@ register(Primitive(
                 "zero point, per-channel s8 weights, float bias, a residual added and the activation applied in "
                 "float before the output is requantised; AMX/VNNI where the CPU has them); any 2-D conv"))
 
-__all__ = ["ChainLink", "ChannelConcat", "DISTRIBUTIONS", "DnnlUnavailable", "call_chain", "conv_impl", "dnnl_paths", "dnnl_version", "library",
-           "recorded_calls"]
+__all__ = ["ChainLink", "ChannelConcat", "DISTRIBUTIONS", "DnnlUnavailable", "call_chain", "conv_impl", "dnnl_paths",
+           "dnnl_version", "library", "recorded_calls"]

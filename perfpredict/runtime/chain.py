@@ -31,6 +31,7 @@ import torch
 
 from perfpredict.errors import PlanError
 from perfpredict.runtime.kernel import QParams
+from perfpredict.runtime.memory import live_profile
 
 ALIGN = 64
 """Byte alignment of every tensor in a chain's arena (a cache line; oneDNN's own alignment)."""
@@ -87,15 +88,15 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     A chainable step is a oneDNN kernel that carries a :class:`~perfpredict.primitives.dnnl.ChainLink` (convolutions,
     max pools, gate products); a GlobalAveragePool (``globalaveragepool.torch`` of an NHWC tensor), which the chain
     runs as oneDNN's average pool; or a channel Concat (``concat.torch`` in NHWC) of two outputs of such kernels
-    made earlier in the same run and read by nothing else, which oneDNN's concat then joins in the chain (at int8,
-    the convolutions that make them round onto the concat's grid, so that one rounding replaces two and the join
-    is a copy). The ops the chain runs itself compute what the plan's torch kernels compute; at int8 oneDNN's
+    made earlier in the same run and read by nothing else, which oneDNN's concat then joins in the chain (at int8
+    only when they are on the concat's grid, as :func:`~perfpredict.runtime.executor.concat_ties` puts them, so the
+    join is a copy). The ops the chain runs itself compute what the plan's torch kernels compute; at int8 oneDNN's
     rounding of an average can differ from torch's by a step of the grid.
 
     A chain holds its inputs until it ends and allocates its outputs and its arena when it starts, where single
     steps free and allocate as they go; so a run is cut where chaining it whole would hold more than the most the
     schedule ever has alive, and the pass's peak memory stays that of one step per op."""
-    live, peak = _live_profile(schedule)
+    live, peak = live_profile(schedule)
     members = _members(schedule, steps)
     out: list[Step] = []
     i = 0
@@ -127,33 +128,6 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
             j += 1
         i = j
     return out
-
-
-def _live_profile(schedule: Any) -> tuple[list[int], int]:
-    """(bytes of activations alive before each step runs, the schedule's peak of live activations), as
-    :mod:`perfpredict.runtime.memory` replays the schedule. The peak leaves out workspaces: what a chain holds
-    (its scratchpad included) stays within the live activations of some single step, so the pass's peak is that
-    of one step per op whatever the steps' real workspaces are."""
-    from perfpredict.runtime.memory import slot_storage
-
-    root, size = slot_storage(schedule)
-    refs = [0] * len(size)
-    live = 0
-    for s in schedule.input_slots:
-        refs[root[s]] += 1
-    before, peak = [], 0
-    for op in schedule.ops:
-        before.append(live)
-        for s in op.outputs:
-            if not refs[root[s]]:
-                live += size[root[s]]
-            refs[root[s]] += 1
-        peak = max(peak, live)
-        for s in op.frees:
-            refs[root[s]] -= 1
-            if not refs[root[s]]:
-                live -= size[root[s]]
-    return before, peak
 
 
 def _members(schedule: Any, steps: Sequence[Step]) -> list[_Member | None]:
@@ -214,16 +188,14 @@ def _member(schedule: Any, nodes: dict, op: Any, step: Step, readers: dict[int, 
 @dataclass(frozen=True)
 class _ChainPlan:
     """Where a run's tensors live: its inputs and the outputs it hands on (slots, in call order), the arena of the
-    others, the grid of each int8 tensor made in the run (``regrid``: the int8 convolution outputs a concat joins,
-    made on the concat's grid), and the bytes the chain adds to what was alive before it (arena, outputs,
-    scratchpad)."""
+    others, the grid of each int8 tensor made in the run, and the bytes the chain adds to what was alive before it
+    (arena, outputs, scratchpad)."""
 
     inputs: tuple[int, ...]
     exported: tuple[int, ...]
     frees: tuple[int, ...]
     arena: ArenaLayout
     grids: dict[int, QParams | None]
-    regrid: dict[int, QParams]
     scratch: int
     held: int
 
@@ -231,11 +203,10 @@ class _ChainPlan:
 def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
           qparams: Callable[[str], QParams] | None) -> _ChainPlan | None:
     """How ``run`` (steps, as ``members``) would run as one chain, or None when it cannot: a concat whose inputs are
-    not made by the run (at int8, by convolutions that can be made again on its grid), an int8 pool of an input whose
-    grid is known only when it runs, or an int8 residual made in the run on another grid than its consumer's."""
+    not made by the run (or, at int8, not on its grid), an int8 pool of an input whose grid is known only when it
+    runs, or an int8 residual made in the run on another grid than its consumer's."""
     produced = {step[2][0]: i for i, step in enumerate(run)}
     grids: dict[int, QParams | None] = {}
-    regrid: dict[int, QParams] = {}
     for step, m in zip(run, members):
         out = step[2][0]
         if m.kind == 1:  # a pool: its input's grid, which must be known at build
@@ -246,12 +217,8 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
             if m.int8 and qparams is None:
                 return None
             grids[out] = qparams(schedule.slots[out].tensor) if m.int8 else None
-            for s in step[1]:
-                maker = members[produced[s]] if s in produced else None
-                if maker is None or (m.int8 and (maker.kind != 0 or maker.link.regrid is None)):
-                    return None
-                if m.int8 and grids[s] != grids[out]:  # (the runtime ties them already: concat_ties)
-                    grids[s] = regrid[s] = grids[out]
+            if any(s not in produced or (m.int8 and grids[s] != grids[out]) for s in step[1]):
+                return None
         else:
             grids[out] = m.link.out_qparams
     for step, m in zip(run, members):  # an int8 residual made in the run must be on its consumer's grid
@@ -273,8 +240,8 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
                          {s: (produced[s], last_read[s]) for s in internal})
     scratch = max([m.link.primitive.scratch_bytes for m in members if m.link is not None] + [0])
     held = arena.size + scratch + sum(schedule.slots[s].nbytes for s in exported)
-    return _ChainPlan(tuple(inputs), exported, tuple(s for s in freed if s not in produced), arena, grids, regrid,
-                      scratch, held)
+    return _ChainPlan(tuple(inputs), exported, tuple(s for s in freed if s not in produced), arena, grids, scratch,
+                      held)
 
 
 def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequence[_Member],
@@ -299,8 +266,6 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
             prim = ChannelConcat(tuple(tuple(schedule.slots[s].shape) for s in ins), m.int8)
         elif m.link is None:
             prim = global_average_pool(op.name, tuple(schedule.slots[ins[0]].shape), m.int8)
-        elif outs[0] in plan.regrid:
-            prim = m.link.regrid(plan.regrid[outs[0]])
         else:
             prim = m.link.primitive
         first = ins[1 - m.link.gate] if m.kind == 3 else ins[0]
@@ -372,5 +337,4 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
 
     kernel.links = [m.link for m in members if m.link is not None]  # type: ignore[attr-defined]
     kernel.primitives = prims  # type: ignore[attr-defined]  # keeps the primitives alive
-    kernel.arena = arena  # type: ignore[attr-defined]
     return kernel, plan.inputs, plan.exported, plan.frees

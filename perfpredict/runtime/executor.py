@@ -172,8 +172,8 @@ activation after it) into the Conv primitives whose ``epilogues`` list ``"residu
 
 DISPATCH_REVISION = 2
 """How the forward pass runs the schedule's steps, written into each model measurement (``extra_json``
-``dispatch_revision``; none before revision 2). 1: one Python call per step. 2: runs of consecutive oneDNN
-convolutions in one C call each (:mod:`perfpredict.runtime.chain`), the others one Python call per step."""
+``dispatch_revision``; none before revision 2). 1: one Python call per step. 2: runs of consecutive steps oneDNN
+can run in one C call each (:mod:`perfpredict.runtime.chain`), the others one Python call per step."""
 
 
 @dataclass(frozen=True)

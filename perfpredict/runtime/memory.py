@@ -74,11 +74,13 @@ def _out_channels(node: Node, w: np.ndarray) -> int:
 
 
 def replay_peaks(steps: Iterable[tuple[Sequence[int], Sequence[int], float]], size: Sequence[float],
-                 root: Sequence[int], held: Sequence[int] = ()) -> tuple[float, int, float]:
+                 root: Sequence[int], held: Sequence[int] = (),
+                 before: list[float] | None = None) -> tuple[float, int, float]:
     """Replay steps given as (output slots, slots freed after the step, workspace bytes) over slots whose
     storage belongs to slot ``root[s]`` of ``size[root[s]]`` bytes (a view's root is the slot it shares; a
     caller-owned buffer has size 0), the ``held`` slots alive from the start: (peak live bytes, the step
-    first reaching it or -1, peak of the live bytes plus the step's workspace)."""
+    first reaching it or -1, peak of the live bytes plus the step's workspace). ``before``, when given, gets the
+    live bytes before each step."""
     refs = [0] * len(size)
     live = 0.0
     for s in held:
@@ -88,6 +90,8 @@ def replay_peaks(steps: Iterable[tuple[Sequence[int], Sequence[int], float]], si
     peak = step_peak = live
     where = -1
     for i, (outs, frees, ws) in enumerate(steps):
+        if before is not None:
+            before.append(live)
         for s in outs:
             r = root[s]
             if not refs[r]:
@@ -116,6 +120,15 @@ def slot_storage(schedule: Schedule) -> tuple[list[int], list[int]]:
     caller_owned = {root[s] for s in schedule.input_slots}
     size = [0 if k in caller_owned or root[k] != k else s.nbytes for k, s in enumerate(slots)]
     return root, size
+
+
+def live_profile(schedule: Schedule) -> tuple[list[int], int]:
+    """(activation bytes alive before each step of ``schedule`` runs, the most ever alive), workspaces left out."""
+    root, size = slot_storage(schedule)
+    before: list[float] = []
+    peak, _, _ = replay_peaks(((op.outputs, op.frees, 0) for op in schedule.ops), size, root, schedule.input_slots,
+                              before)
+    return [int(b) for b in before], int(peak)
 
 
 def _replay(schedule: Schedule, workspace: list[int]) -> tuple[int, str, int]:

@@ -64,13 +64,13 @@ def test_a_chained_forward_pass_gives_the_outputs_and_the_peak_of_one_step_per_o
 
 def _with_budget(monkeypatch, budget):
     """Make chain_steps take ``budget(schedule, live)`` as the schedule's peak."""
-    real = chain._live_profile
+    real = chain.live_profile
 
     def profile(schedule):
         live, _ = real(schedule)
         return live, budget(schedule, live)
 
-    monkeypatch.setattr(chain, "_live_profile", profile)
+    monkeypatch.setattr(chain, "live_profile", profile)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
