@@ -623,14 +623,123 @@ int pp_dnnl_concat_run(pp_dnnl_concat *c, void *src0, void *src1, void *dst, voi
     return (int)dnnl_stream_wait(c->stream);
 }
 
+/* ---------------------------------------------------------------------------------------------------- reorders */
+
+/* a 4-D (n, c, h, w) tensor copied into another data type or layout by oneDNN's reorder: a quantisation (f32 to u8,
+ * dst = saturate_u8(round(src / scale) + zp)), a dequantisation (u8 to f32, dst = (src - zp) * scale) or a change of
+ * layout (nchw, nhwc) of floats. The quantised side's scale and zero point come with each call. */
+typedef struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    dnnl_primitive_t reorder;
+    dnnl_memory_t src, dst, scratch, m_scale, m_zp;
+    size_t scratch_bytes;
+    int q_arg; /* DNNL_ARG_SRC or DNNL_ARG_DST: the side that is u8; 0 when neither is */
+    float scale;
+    int32_t zp;
+} pp_dnnl_reorder;
+
+void pp_dnnl_reorder_destroy(pp_dnnl_reorder *r) {
+    if (r == NULL) return;
+    if (r->reorder) dnnl_primitive_destroy(r->reorder);
+    if (r->src) dnnl_memory_destroy(r->src);
+    if (r->dst) dnnl_memory_destroy(r->dst);
+    if (r->scratch) dnnl_memory_destroy(r->scratch);
+    if (r->m_scale) dnnl_memory_destroy(r->m_scale);
+    if (r->m_zp) dnnl_memory_destroy(r->m_zp);
+    if (r->stream) dnnl_stream_destroy(r->stream);
+    if (r->engine) dnnl_engine_destroy(r->engine);
+    free(r);
+}
+
+/* src_u8 / dst_u8: that side is u8 on a per-tensor grid (at most one of them), else f32; src_nhwc / dst_nhwc: that
+ * side is channels-last, else planar */
+pp_dnnl_reorder *pp_dnnl_reorder_create(int n, int c, int h, int w, int src_u8, int src_nhwc, int dst_u8,
+                                        int dst_nhwc, int *status) {
+    dnnl_status_t st = dnnl_success;
+    pp_dnnl_reorder *r = calloc(1, sizeof(*r));
+    dnnl_memory_desc_t src_md = NULL, dst_md = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if (r == NULL || (src_u8 && dst_u8)) {
+        st = r == NULL ? dnnl_out_of_memory : dnnl_invalid_arguments;
+        goto fail;
+    }
+    r->q_arg = src_u8 ? DNNL_ARG_SRC : dst_u8 ? DNNL_ARG_DST : 0;
+    r->scale = 1.0f;
+    TRY(dnnl_engine_create(&r->engine, dnnl_cpu, 0));
+    TRY(dnnl_stream_create(&r->stream, r->engine, dnnl_stream_default_flags));
+    dnnl_dims_t dims = {n, c, h, w};
+    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, dims, src_u8 ? dnnl_u8 : dnnl_f32, src_nhwc ? dnnl_nhwc
+                                                                                                 : dnnl_nchw));
+    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dims, dst_u8 ? dnnl_u8 : dnnl_f32, dst_nhwc ? dnnl_nhwc
+                                                                                                 : dnnl_nchw));
+    TRY(dnnl_primitive_attr_create(&attr));
+    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    if (r->q_arg) {
+        TRY(dnnl_primitive_attr_set_scales_mask(attr, r->q_arg, 0));
+        TRY(dnnl_primitive_attr_set_zero_points_mask(attr, r->q_arg, 0));
+        TRY(vector_memory(&r->m_scale, r->engine, 1, dnnl_f32, &r->scale));
+        TRY(vector_memory(&r->m_zp, r->engine, 1, dnnl_s32, &r->zp));
+    }
+    TRY(dnnl_reorder_primitive_desc_create(&pd, src_md, r->engine, dst_md, r->engine, attr));
+    TRY(dnnl_primitive_create(&r->reorder, pd));
+    const_dnnl_memory_desc_t scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    r->scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
+    if (r->scratch_bytes > 0) TRY(dnnl_memory_create(&r->scratch, scratch_md, r->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&r->src, src_md, r->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&r->dst, dst_md, r->engine, DNNL_MEMORY_NONE));
+
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (src_md) dnnl_memory_desc_destroy(src_md);
+    if (dst_md) dnnl_memory_desc_destroy(dst_md);
+    *status = (int)st;
+    if (st != dnnl_success) {
+        pp_dnnl_reorder_destroy(r);
+        return NULL;
+    }
+    return r;
+}
+
+size_t pp_dnnl_reorder_scratch_bytes(const pp_dnnl_reorder *r) { return r->scratch_bytes; }
+
+const char *pp_dnnl_reorder_impl(const pp_dnnl_reorder *r) { return impl_name(r->reorder); }
+
+/* one reorder of src into dst (buffers of the create shape, types and layouts); scale and zp are the u8 side's grid
+ * (ignored when neither side is u8) */
+int pp_dnnl_reorder_run(pp_dnnl_reorder *r, void *src, void *dst, void *scratch, float scale, int zp) {
+    dnnl_status_t st;
+    dnnl_exec_arg_t args[5];
+    int nargs = 0;
+    if ((st = dnnl_memory_set_data_handle(r->src, src)) != dnnl_success) return (int)st;
+    if ((st = dnnl_memory_set_data_handle(r->dst, dst)) != dnnl_success) return (int)st;
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_FROM, r->src};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_TO, r->dst};
+    if (r->scratch) {
+        if ((st = dnnl_memory_set_data_handle(r->scratch, scratch)) != dnnl_success) return (int)st;
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, r->scratch};
+    }
+    if (r->q_arg) {
+        r->scale = scale;
+        r->zp = zp;
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_SCALES | r->q_arg, r->m_scale};
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_ZERO_POINTS | r->q_arg, r->m_zp};
+    }
+    if ((st = dnnl_primitive_execute(r->reorder, r->stream, nargs, args)) != dnnl_success) return (int)st;
+    return (int)dnnl_stream_wait(r->stream);
+}
+
 /* ------------------------------------------------------------------------------------------------------ chains */
 
 /* a chain of n oneDNN calls run as one call of the runtime: prims[i] is a convolution (kinds[i] 0), a pool (1), a
- * channel concat of src[i] and res[i] (2) or a gate product of src[i] by the gate res[i] (3). Each tensor is given by
+ * channel concat of src[i] and res[i] (2), a gate product of src[i] by the gate res[i] (3) or a reorder (4: a
+ * (de)quantisation or a change of layout). Each tensor is given by
  * where it lives, as an offset >= 0 into the arena (the chain's own tensors, laid out at build) or as -1 - k for the
  * caller's buffer ext[k] (the chain's inputs and the outputs read after it); res[i] is PP_NO_RESIDUAL when a
  * convolution adds none. At int8, scales[3i..3i+2] and zps[3i..3i+2] are the grids of src i, of res i and of dst i
- * (a convolution takes its source's; a product all three). Stops at the first failure, returning its status and
+ * (a convolution takes its source's; a product all three; a reorder its u8 side's). Stops at the first failure, returning its status and
  * setting *failed to its index. */
 #define PP_NO_RESIDUAL INT64_MIN
 int pp_dnnl_chain_run(int n, void **prims, const int *kinds, const int64_t *src, const int64_t *dst,
@@ -650,6 +759,12 @@ int pp_dnnl_chain_run(int n, void **prims, const int *kinds, const int64_t *src,
                 st = pp_dnnl_binary_run((pp_dnnl_binary *)prims[i], s, r, d, scratch, sc[0], zp[0], sc[1], zp[1],
                                         sc[2], zp[2]);
                 break;
+            case 4: {
+                pp_dnnl_reorder *r = (pp_dnnl_reorder *)prims[i];
+                int k = r->q_arg == DNNL_ARG_SRC ? 0 : 2;
+                st = pp_dnnl_reorder_run(r, s, d, scratch, sc[k], zp[k]);
+                break;
+            }
             default: st = pp_dnnl_conv_run((pp_dnnl_conv *)prims[i], s, d, scratch, sc[0], zp[0], r);
         }
         if (st != 0) {

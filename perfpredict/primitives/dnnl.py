@@ -98,11 +98,13 @@ def library() -> ctypes.CDLL:
         "pp_dnnl_binary_create": ([i] * 6 + [status], p),
         "pp_dnnl_binary_run": ([p] * 5 + [f, i, f, i, f, i], i),
         "pp_dnnl_concat_create": ([i] * 6 + [status], p),
+        "pp_dnnl_reorder_create": ([i] * 8 + [status], p),
+        "pp_dnnl_reorder_run": ([p] * 4 + [f, i], i),
         "pp_dnnl_chain_run": ([i] + [p] * 11, i),
         "pp_dnnl_version": ([], i),
         "pp_dnnl_status": ([i], s),
     }
-    for kind in ("conv", "pool", "binary", "concat"):
+    for kind in ("conv", "pool", "binary", "concat", "reorder"):
         signatures.update({f"pp_dnnl_{kind}_scratch_bytes": ([p], n), f"pp_dnnl_{kind}_impl": ([p], s),
                            f"pp_dnnl_{kind}_destroy": ([p], None)})
     for name, (args, result) in signatures.items():
@@ -190,6 +192,27 @@ class ChannelConcat:
         self.scratch_bytes = int(lib.pp_dnnl_concat_scratch_bytes(handle))
         self.impl = lib.pp_dnnl_concat_impl(handle).decode()
         self._finalizer = weakref.finalize(self, lib.pp_dnnl_concat_destroy, handle)
+
+
+class Reorder:
+    """oneDNN's reorder of a 4-D tensor of ``shape`` from one (precision, layout) to another, for a chain of oneDNN
+    calls (:mod:`perfpredict.runtime.chain`): a quantisation (fp32 to int8, i.e. u8 on a per-tensor grid), a
+    dequantisation (int8 to fp32) or a change of layout of floats (NCHW, NHWC); destroyed with this object."""
+
+    def __init__(self, shape: tuple[int, ...], source: tuple[str, str], target: tuple[str, str]) -> None:
+        lib = library()
+        (sp, sl), (tp, tl) = source, target
+        status = ctypes.c_int(0)
+        handle = lib.pp_dnnl_reorder_create(*shape, int(sp == "int8"), int(sl == "NHWC"), int(tp == "int8"),
+                                            int(tl == "NHWC"), ctypes.byref(status))
+        if not handle:
+            raise PlanError(f"oneDNN cannot reorder a {list(shape)} tensor from {sp}/{sl} to {tp}/{tl}: it says "
+                            f"{_status(status.value)}")
+        self.handle = handle
+        self.out_shape = tuple(shape)
+        self.scratch_bytes = int(lib.pp_dnnl_reorder_scratch_bytes(handle))
+        self.impl = lib.pp_dnnl_reorder_impl(handle).decode()
+        self._finalizer = weakref.finalize(self, lib.pp_dnnl_reorder_destroy, handle)
 
 
 _RECORDING: list[list[tuple]] = []  # the open recorders of calls, innermost last
@@ -431,5 +454,5 @@ register(Primitive(
                 "zero point, per-channel s8 weights, float bias, a residual added and the activation applied in "
                 "float before the output is requantised; AMX/VNNI where the CPU has them); any 2-D conv"))
 
-__all__ = ["ChainLink", "ChannelConcat", "DISTRIBUTIONS", "DnnlUnavailable", "call_chain", "conv_impl", "dnnl_paths",
-           "dnnl_version", "library", "recorded_calls"]
+__all__ = ["ChainLink", "ChannelConcat", "DISTRIBUTIONS", "DnnlUnavailable", "Reorder", "call_chain", "conv_impl",
+           "dnnl_paths", "dnnl_version", "library", "recorded_calls"]

@@ -5,8 +5,10 @@ and after a oneDNN call the interpreter's own state is out of cache: the forward
 oneDNN calls back to back, most at int8, where each step also makes a quantised output tensor and reads its input's
 scale back (``benchmarks/bench_sequence.py`` times both). :func:`chain_steps` replaces runs of consecutive steps
 that oneDNN can run (convolutions, max pools and gate products whose kernels carry a
-:class:`~perfpredict.primitives.dnnl.ChainLink`, and global average pools and channel concats, which the chain runs
-with oneDNN itself) by one step each that runs the whole run in one call of ``pp_dnnl_chain_run``.
+:class:`~perfpredict.primitives.dnnl.ChainLink`; global average pools and channel concats, and the quantisations,
+dequantisations and changes of layout that the schedule inserts between nodes, which the chain runs with oneDNN
+itself) by one step each that runs the whole run in one call of ``pp_dnnl_chain_run``. A plan that mixes int8 and
+fp32 layers thus still runs as a few chains, not as one between each pair of conversions.
 
 A chain's own tensors, those that no step after it reads, live in one buffer allocated through torch at each call
 (with the scratchpad at its end) and laid out at build by their lifetimes (:func:`layout_arena`); the tensors that
@@ -37,6 +39,10 @@ ALIGN = 64
 """Byte alignment of every tensor in a chain's arena (a cache line; oneDNN's own alignment)."""
 
 _NO_RESIDUAL = -(2 ** 63)  # PP_NO_RESIDUAL in _dnnl.c
+
+_FORMATS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last, "ANY": torch.channels_last}
+"""The memory format of a chain's input or output by its slot's layout (a chain's convolutions, pools, concats and
+products take channels-last tensors; a reorder may take or make a planar one)."""
 
 Step = tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
@@ -87,7 +93,9 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
 
     A chainable step is a oneDNN kernel that carries a :class:`~perfpredict.primitives.dnnl.ChainLink` (convolutions,
     max pools, gate products); a GlobalAveragePool (``globalaveragepool.torch`` of an NHWC tensor), which the chain
-    runs as oneDNN's average pool; or a channel Concat (``concat.torch`` in NHWC) of two outputs of such kernels
+    runs as oneDNN's average pool; a quantisation, dequantisation or change of layout of floats of a 4-D tensor,
+    which the chain runs as oneDNN's reorder (quantising as torch does but for values within a rounding error of
+    half a step of the grid, which may go to the other neighbour); or a channel Concat (``concat.torch`` in NHWC) of two outputs of such kernels
     made earlier in the same run and read by nothing else, which oneDNN's concat then joins in the chain (at int8
     only when they are on the concat's grid, as :func:`~perfpredict.runtime.executor.concat_ties` puts them, so the
     join is a copy). The ops the chain runs itself compute what the plan's torch kernels compute; at int8 oneDNN's
@@ -142,13 +150,15 @@ def _members(schedule: Any, steps: Sequence[Step]) -> list[_Member | None]:
 
 @dataclass(frozen=True)
 class _Member:
-    """A step a chain can run: its C ``kind`` (0 a convolution, 1 a pool, 2 a channel concat, 3 a gate product), its
-    kernel's :class:`~perfpredict.primitives.dnnl.ChainLink` (None for the ops the chain runs itself: concats and
-    global average pools) and whether it is int8."""
+    """A step a chain can run: its C ``kind`` (0 a convolution, 1 a pool, 2 a channel concat, 3 a gate product, 4 a
+    reorder), its kernel's :class:`~perfpredict.primitives.dnnl.ChainLink` (None for the ops the chain runs itself:
+    concats, global average pools and the schedule's conversions), whether it is int8 (a reorder: whether its output
+    is) and, for a quantisation, the tensor whose calibrated grid it quantises onto."""
 
     kind: int
     link: Any
     int8: bool
+    quantises: str | None = None
 
 
 def _member(schedule: Any, nodes: dict, op: Any, step: Step, readers: dict[int, int]) -> _Member | None:
@@ -158,6 +168,8 @@ def _member(schedule: Any, nodes: dict, op: Any, step: Step, readers: dict[int, 
     if len(outs) != 1:
         return None
     slots = [schedule.slots[s] for s in (*ins, *outs)]
+    if op.kind in _REORDERS:
+        return _reorder_member(op, slots)
     int8 = slots[-1].precision == "int8"
     if any(s.alias_of is not None or s.precision != slots[-1].precision or s.layout not in ("NHWC", "ANY")
            for s in slots):
@@ -183,6 +195,22 @@ def _member(schedule: Any, nodes: dict, op: Any, step: Step, readers: dict[int, 
             and all(readers.get(s, 0) == 1 for s in ins):
         return _Member(2, None, int8)
     return None
+
+
+_REORDERS = ("quantize", "dequantize", "layout")
+
+
+def _reorder_member(op: Any, slots: list) -> _Member | None:
+    """A conversion the schedule inserted (a quantisation, a dequantisation or a change of layout of floats) as a
+    reorder member, or None when oneDNN's reorder cannot run it here: 4-D tensors, planar or channels-last, at
+    most one side int8."""
+    if len(slots) != 2 or any(s.alias_of is not None or len(s.shape) != 4 or s.layout not in ("NCHW", "NHWC")
+                              for s in slots):
+        return None
+    src, dst = slots
+    if (op.kind == "layout") != (src.precision == dst.precision == "fp32"):
+        return None
+    return _Member(4, None, dst.precision == "int8", op.name if op.kind == "quantize" else None)
 
 
 @dataclass(frozen=True)
@@ -213,6 +241,10 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
             if m.int8 and step[1][0] not in grids:
                 return None
             grids[out] = grids.get(step[1][0])
+        elif m.kind == 4:  # a reorder: a quantisation's calibrated grid, else floats
+            if m.quantises is not None and qparams is None:
+                return None
+            grids[out] = qparams(m.quantises) if m.quantises is not None else None
         elif m.kind == 2:  # a concat
             if m.int8 and qparams is None:
                 return None
@@ -247,7 +279,7 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
 def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequence[_Member],
            plan: _ChainPlan) -> Step:
     """One step for ``run`` (steps of ``ops``, as ``members``) laid out as ``plan``."""
-    from perfpredict.primitives.dnnl import ChannelConcat, _status, library
+    from perfpredict.primitives.dnnl import ChannelConcat, Reorder, _status, library
     from perfpredict.primitives.dnnl_pool import global_average_pool
 
     inputs, exported, arena, grids = list(plan.inputs), list(plan.exported), plan.arena, plan.grids
@@ -262,7 +294,10 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
     calls = []  # (member, primitive, source slot, second operand slot or None, output slot)
     for (_, ins, outs, _), op, m in zip(run, ops, members):
         second = ins[1] if len(ins) == 2 else None
-        if m.kind == 2:
+        if m.kind == 4:
+            a, b = schedule.slots[ins[0]], schedule.slots[outs[0]]
+            prim = Reorder(tuple(a.shape), (a.precision, a.layout), (b.precision, b.layout))
+        elif m.kind == 2:
             prim = ChannelConcat(tuple(tuple(schedule.slots[s].shape) for s in ins), m.int8)
         elif m.link is None:
             prim = global_average_pool(op.name, tuple(schedule.slots[ins[0]].shape), m.int8)
@@ -281,6 +316,15 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
     read_scale: list[tuple[int, int]] = []  # (index into scales, input index) of grids read from tensors per call
     res_grid: dict[int, QParams] = {}  # input index -> the grid an int8 residual input must be on
     for i, (m, _, first, second, out) in enumerate(calls):
+        if m.kind == 4:  # a reorder takes its int8 side's grid: a quantisation its output's, a dequantisation its input's
+            if m.int8:
+                scales[3 * i + 2], zps[3 * i + 2] = float(grids[out].scale), int(grids[out].zero_point)
+            elif schedule.slots[first].precision == "int8":
+                if first in grids:
+                    scales[3 * i], zps[3 * i] = float(grids[first].scale), int(grids[first].zero_point)
+                else:
+                    read_scale.append((3 * i, inputs.index(first)))
+            continue
         if not m.int8 or m.kind not in (0, 3):
             continue
         for j, slot in enumerate((first, second) if m.kind == 3 else (first,)):
@@ -298,7 +342,8 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
     kinds = (ctypes.c_int * n)(*(m.kind for m, *_ in calls))
     scale_arr = (ctypes.c_float * (3 * n))(*scales)
     zp_arr = (ctypes.c_int * (3 * n))(*zps)
-    out_specs = [(tuple(schedule.slots[s].shape), grids[s]) for s in exported]
+    in_formats = [_FORMATS[schedule.slots[s].layout] for s in inputs]
+    out_specs = [(tuple(schedule.slots[s].shape), grids[s], _FORMATS[schedule.slots[s].layout]) for s in exported]
     scratch_bytes = max(p.scratch_bytes for p in prims)
     n_ext = len(inputs) + len(exported)
     chain_run = library().pp_dnnl_chain_run
@@ -310,15 +355,15 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
     failed_ref = ctypes.byref(failed)
 
     def kernel(*xs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        xs = tuple(x.contiguous(memory_format=cl) for x in xs)
+        xs = tuple(x.contiguous(memory_format=f) for x, f in zip(xs, in_formats))
         for k, qp in res_grid.items():  # an int8 residual on another grid: requantised, as the kernel does
             x = xs[k]
             if x.q_scale() != qp.scale or x.q_zero_point() != qp.zero_point:
                 xs = (*xs[:k], torch.quantize_per_tensor(x.dequantize(), qp.scale, qp.zero_point, torch.quint8)
                       .contiguous(memory_format=cl), *xs[k + 1:])
-        ys = [torch.empty(shape, memory_format=cl) if qp is None else
+        ys = [torch.empty(shape, memory_format=f) if qp is None else
               torch._empty_affine_quantized(shape, scale=qp.scale, zero_point=qp.zero_point, dtype=torch.quint8,
-                                            memory_format=cl) for shape, qp in out_specs]
+                                            memory_format=f) for shape, qp, f in out_specs]
         for k, t in enumerate((*xs, *ys)):
             ext[k] = t.data_ptr()
         sc, zp = scale_arr, zp_arr
