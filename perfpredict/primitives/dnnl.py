@@ -50,7 +50,7 @@ from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel, QParams
 
 SOURCE = Path(__file__).with_name("_dnnl.c")
-CFLAGS: tuple[str, ...] = ("-O2", "-std=c99", "-fPIC", "-shared")
+CFLAGS: tuple[str, ...] = ("-O2", "-std=c99", "-fPIC", "-shared", "-fopenmp")
 DISTRIBUTIONS = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp")
 """The wheels that provide oneDNN's library and its headers."""
 
@@ -86,7 +86,7 @@ def library() -> ctypes.CDLL:
     """``_dnnl.c`` compiled against the installed oneDNN and loaded (once per process)."""
     include, lib_path = dnnl_paths()
     lib = load_library(SOURCE, (*CFLAGS, f"-I{include}"),
-                       link=(str(lib_path), f"-Wl,-rpath,{lib_path.parent}"), purpose="conv.dnnl")
+                       link=(str(lib_path), f"-Wl,-rpath,{lib_path.parent}", "-lm"), purpose="conv.dnnl")
     i, f, p, n, s, status = ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, \
         ctypes.POINTER(ctypes.c_int)
     signatures = {  # name: (argument types, result type)
@@ -100,6 +100,9 @@ def library() -> ctypes.CDLL:
         "pp_dnnl_concat_create": ([i] * 6 + [status], p),
         "pp_dnnl_reorder_create": ([i] * 8 + [status], p),
         "pp_dnnl_reorder_run": ([p] * 4 + [f, i], i),
+        "pp_quant_isa": ([], i),
+        "pp_quantize_u8": ([i, p, p, n, f, i], None),
+        "pp_dequantize_u8": ([i, p, p, n, f, i], None),
         "pp_dnnl_chain_run": ([i] + [p] * 11, i),
         "pp_dnnl_version": ([], i),
         "pp_dnnl_status": ([i], s),
@@ -195,9 +198,13 @@ class ChannelConcat:
 
 
 class Reorder:
-    """oneDNN's reorder of a 4-D tensor of ``shape`` from one (precision, layout) to another, for a chain of oneDNN
-    calls (:mod:`perfpredict.runtime.chain`): a quantisation (fp32 to int8, i.e. u8 on a per-tensor grid), a
-    dequantisation (int8 to fp32) or a change of layout of floats (NCHW, NHWC); destroyed with this object."""
+    """A 4-D tensor of ``shape`` from one (precision, layout) to another, for a chain of oneDNN calls
+    (:mod:`perfpredict.runtime.chain`): a quantisation (fp32 to int8, i.e. u8 on a per-tensor grid), a
+    dequantisation (int8 to fp32) or a change of layout of floats (NCHW, NHWC); destroyed with this object.
+
+    A (de)quantisation that keeps the layout runs ``_dnnl.c``'s own vector loops, bit for bit torch's (fbgemm's)
+    arithmetic and faster than oneDNN 3.2's reorder with runtime scales; the others run oneDNN's reorder. ``impl``
+    names which ("perfpredict:avx512f", "jit:uni", ...)."""
 
     def __init__(self, shape: tuple[int, ...], source: tuple[str, str], target: tuple[str, str]) -> None:
         lib = library()

@@ -94,8 +94,8 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     A chainable step is a oneDNN kernel that carries a :class:`~perfpredict.primitives.dnnl.ChainLink` (convolutions,
     max pools, gate products); a GlobalAveragePool (``globalaveragepool.torch`` of an NHWC tensor), which the chain
     runs as oneDNN's average pool; a quantisation, dequantisation or change of layout of floats of a 4-D tensor,
-    which the chain runs as oneDNN's reorder (quantising as torch does but for values within a rounding error of
-    half a step of the grid, which may go to the other neighbour); or a channel Concat (``concat.torch`` in NHWC) of two outputs of such kernels
+    which the chain runs as a :class:`~perfpredict.primitives.dnnl.Reorder` (bit for bit as torch's); or a channel
+    Concat (``concat.torch`` in NHWC) of two outputs of such kernels
     made earlier in the same run and read by nothing else, which oneDNN's concat then joins in the chain (at int8
     only when they are on the concat's grid, as :func:`~perfpredict.runtime.executor.concat_ties` puts them, so the
     join is a copy). The ops the chain runs itself compute what the plan's torch kernels compute; at int8 oneDNN's

@@ -128,8 +128,7 @@ def test_the_schedules_conversions_run_in_the_chain_as_onednn_reorders(x, monkey
     reorders = [p for p in chain_fn.primitives if isinstance(p, dnnl.Reorder)]
     assert len(reorders) >= 5
     assert len(chained._fast_steps) <= len(stepped._fast_steps) - len(chain_fn.primitives) + 1
-    # oneDNN's quantisation rounds as torch's (but for values within a rounding error of half a step, which seeded
-    # random inputs do not hit); its average pool may still round to the other neighbour on the grid
+    # the chain quantises bit for bit as torch; its average pool may still round to the other neighbour on the grid
     exact = build_executable(net, _plan(net, "fp32"), chain=False).run(x)
     ours, theirs = chained.run(x), stepped.run(x)
     assert max_rel_err(ours, exact) <= 1.25 * max_rel_err(theirs, exact) + 1e-3
@@ -158,11 +157,34 @@ def test_a_reorder_quantises_dequantises_and_changes_layout_as_torch_does(source
         y = torch.empty(x.shape, memory_format=formats[target[1]])
     r = Reorder(tuple(x.shape), source, target)
     assert r.scratch_bytes == 0
+    # a (de)quantisation that keeps the layout runs perfpredict's loops, the others oneDNN's reorder
+    assert r.impl.startswith("perfpredict:") == (source[1] == target[1] and "int8" in (source[0], target[0]))
     assert library().pp_dnnl_reorder_run(r.handle, x.data_ptr(), y.data_ptr(), None, scale, zp) == 0
     if target[0] == "int8":
         torch.testing.assert_close(y.int_repr(), want.int_repr(), rtol=0, atol=0)
     else:
         torch.testing.assert_close(y, want, rtol=0, atol=0)
+
+
+def test_the_quantisation_loops_give_torchs_values_bit_for_bit_on_every_isa_this_cpu_has():
+    # ties (values half a step from two neighbours), random values, values past int32 and infinities
+    import torch
+
+    from perfpredict.primitives.dnnl import library
+
+    lib = library()
+    for isa in range(lib.pp_quant_isa() + 1):  # 0 scalar, 1 AVX2 + FMA, 2 AVX-512
+        for scale, zp in [(0.0473, 117), (0.2, 250), (0.0031, 0)]:
+            for x in [(torch.arange(4003, dtype=torch.float32) - 2000) * 0.25 * scale,
+                      torch.from_numpy(3 * np.random.default_rng(isa).standard_normal(70001).astype(np.float32)),
+                      torch.tensor([1e20, -1e20, float("inf"), -float("inf"), 3e9, -3e9] + [0.0] * 11)]:
+                want = torch.quantize_per_tensor(x, scale, zp, torch.quint8)
+                q = torch.empty(x.shape, dtype=torch.uint8)
+                lib.pp_quantize_u8(isa, x.data_ptr(), q.data_ptr(), x.numel(), scale, zp)
+                torch.testing.assert_close(q, want.int_repr(), rtol=0, atol=0)
+                ints, back = want.int_repr(), torch.empty(x.shape)
+                lib.pp_dequantize_u8(isa, ints.data_ptr(), back.data_ptr(), x.numel(), scale, zp)
+                torch.testing.assert_close(back, want.dequantize(), rtol=0, atol=0)
 
 
 def test_a_reorder_between_two_int8_tensors_is_refused():
