@@ -41,7 +41,7 @@ import torch
 
 from perfpredict.errors import PerfPredictError, PlanError
 from perfpredict.graph import Node
-from perfpredict.primitives.cbuild import load_library
+from perfpredict.primitives.cbuild import CompilerError, load_library
 from perfpredict.primitives.conv import (ConvGeometry, _check_layout, _onednn_applies, _onednn_scratch, _post_op,
                                          conv_weights)
 from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
@@ -50,7 +50,10 @@ from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel, QParams
 
 SOURCE = Path(__file__).with_name("_dnnl.c")
-CFLAGS: tuple[str, ...] = ("-O2", "-std=c99", "-fPIC", "-shared", "-fopenmp")
+CFLAGS: tuple[str, ...] = ("-O2", "-std=c99", "-fPIC", "-shared")
+OPENMP: tuple[str, ...] = ("-fopenmp",)
+"""For ``_dnnl.c``'s (de)quantisation loops, which split large tensors over the OpenMP threads (with gcc, the libgomp
+that torch and oneDNN share); a compiler without OpenMP builds them to run on one thread."""
 DISTRIBUTIONS = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp")
 """The wheels that provide oneDNN's library and its headers."""
 
@@ -85,8 +88,11 @@ def dnnl_paths() -> tuple[Path, Path]:
 def library() -> ctypes.CDLL:
     """``_dnnl.c`` compiled against the installed oneDNN and loaded (once per process)."""
     include, lib_path = dnnl_paths()
-    lib = load_library(SOURCE, (*CFLAGS, f"-I{include}"),
-                       link=(str(lib_path), f"-Wl,-rpath,{lib_path.parent}", "-lm"), purpose="conv.dnnl")
+    link = (str(lib_path), f"-Wl,-rpath,{lib_path.parent}", "-lm")
+    try:
+        lib = load_library(SOURCE, (*CFLAGS, *OPENMP, f"-I{include}"), link=link, purpose="conv.dnnl")
+    except CompilerError:  # e.g. clang without libomp
+        lib = load_library(SOURCE, (*CFLAGS, f"-I{include}"), link=link, purpose="conv.dnnl")
     i, f, p, n, s, status = ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, \
         ctypes.POINTER(ctypes.c_int)
     signatures = {  # name: (argument types, result type)

@@ -130,3 +130,28 @@ def test_recorded_calls_replay_back_to_back_into_the_same_outputs():
     for y, e in zip(ys, expected):
         torch.testing.assert_close(y, e, rtol=0, atol=0)
     assert rel_err(ys[0].numpy(), layers[0].expected) <= 1e-5
+
+
+def test_the_glue_builds_without_openmp_when_the_compiler_has_none(monkeypatch):
+    # (a clang without libomp): the (de)quantisation loops then run on one thread, with the same values
+    from perfpredict.primitives.cbuild import CompilerError
+
+    real, flags_seen = dnnl.load_library, []
+
+    def no_openmp(source, flags, **kwargs):
+        flags_seen.append(tuple(flags))
+        if "-fopenmp" in flags:
+            raise CompilerError("compiling _dnnl.c with cc failed: omp.h: No such file or directory")
+        return real(source, flags, **kwargs)
+
+    monkeypatch.setattr(dnnl, "load_library", no_openmp)
+    dnnl.library.cache_clear()
+    try:
+        lib = dnnl.library()
+        assert len(flags_seen) == 2 and "-fopenmp" not in flags_seen[-1]
+        x = torch.linspace(-9, 9, 70001)
+        q = torch.empty(x.shape, dtype=torch.uint8)
+        lib.pp_quantize_u8(lib.pp_quant_isa(), x.data_ptr(), q.data_ptr(), x.numel(), 0.05, 120)
+        torch.testing.assert_close(q, torch.quantize_per_tensor(x, 0.05, 120, torch.quint8).int_repr(), rtol=0, atol=0)
+    finally:
+        dnnl.library.cache_clear()
