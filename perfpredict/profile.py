@@ -104,6 +104,7 @@ __all__ = [
     "run_noise",
     "run_memory_remeasure",
     "allocator_memory_of",
+    "rebuild_model_record",
     "AllocatorProbe",
     "memory_gap",
 ]
@@ -1507,7 +1508,7 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
                         if stats is None:
                             raise PerfPredictError("the layer was skipped this time (too slow or failed)")
                     else:
-                        exe, xs = _rebuild_model_record(orig, graphs)
+                        exe, xs = rebuild_model_record(orig, graphs)
                         call = lambda exe=exe, xs=xs: exe.forward(*xs)  # noqa: E731
                         stats = measure_latency(call, threads=orig.threads, **proto.measure_kwargs())
             except (PerfPredictError, RuntimeError, ValueError, KeyError) as exc:
@@ -1549,9 +1550,12 @@ def _record_graph(record: Record, graphs: dict[str, Graph]) -> Graph:
     return graphs[skey]
 
 
-def _rebuild_model_record(record: Record, graphs: dict[str, Graph]) -> tuple[Any, tuple[Any, ...]]:
+def rebuild_model_record(record: Record, graphs: dict[str, Graph], *,
+                         chain: bool = True) -> tuple[Any, tuple[Any, ...]]:
     """(executable, prepared input) of model record ``record`` as its campaign built them: its zoo graph and plan,
-    the campaign's seeded input and int8 calibration."""
+    the campaign's seeded input and int8 calibration. ``graphs`` caches the last graph built (pass the same dict for
+    consecutive records of one model); ``chain`` is :func:`~perfpredict.runtime.build_executable`'s (False: one
+    Python step per op, as records before ``dispatch_revision`` 2 ran)."""
     from perfpredict.runtime import build_executable, calibrate, calibration_inputs
 
     ex = record.extra()
@@ -1560,19 +1564,19 @@ def _rebuild_model_record(record: Record, graphs: dict[str, Graph]) -> tuple[Any
     cal = None
     if any(c.precision == "int8" for c in plan.choices.values()):
         cal = calibrate(graph, None, inputs=calibration_inputs(graph, n=2, seed=ex.get("seed", 0)))
-    exe = build_executable(graph, plan, threads=record.threads, calibration=cal)
+    exe = build_executable(graph, plan, threads=record.threads, calibration=cal, chain=chain)
     return exe, exe.prepare_input(*_random_inputs(graph, _seed_of(ex["spec"]["name"], ex.get("seed", 0))))
 
 
 def allocator_memory_of(record: Record, graphs: dict[str, Graph] | None = None) -> Any:
     """The ``"allocator"`` :class:`~perfpredict.runtime.measurement.MemoryMeasurement` of model record ``record``,
-    rebuilt as its campaign built it (:func:`_rebuild_model_record`). ``graphs`` caches the last graph built (pass
+    rebuilt as its campaign built it (:func:`rebuild_model_record`). ``graphs`` caches the last graph built (pass
     the same dict for consecutive records of one model)."""
     from perfpredict.measure import torch_threads
     from perfpredict.runtime.measurement import allocated_memory
 
     with torch_threads(record.threads):
-        return allocated_memory(*_rebuild_model_record(record, {} if graphs is None else graphs))
+        return allocated_memory(*rebuild_model_record(record, {} if graphs is None else graphs))
 
 
 def run_memory_remeasure(store: Store, *, max_minutes: float | None = None, progress: bool = True) -> CampaignReport:

@@ -87,9 +87,12 @@ def _link(step: Step) -> Any:
 
 def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], QParams] | None = None, *,
                 min_length: int = 2) -> list[Step]:
-    """``steps`` (one per op of ``schedule``, in order) with runs of at least ``min_length`` consecutive chainable
-    steps replaced by one step each that runs the run in one C call (same inputs, outputs and frees as the run,
-    seen from outside it). ``qparams`` gives a tensor's calibrated int8 grid (needed for int8 concats).
+    """``steps`` (one per op of ``schedule``, in order) with runs of consecutive chainable steps replaced by one step
+    each that runs the run in one C call (same inputs, outputs and frees as the run, seen from outside it). A run
+    needs at least ``min_length`` steps besides conversions: a chain's own Python work (its outputs, its buffer, the
+    call) costs about what it saves on two cheap steps, so conversions alone, or one kernel and its conversions, stay
+    steps (``benchmarks/bench_chain_saving.py``). ``qparams`` gives a tensor's calibrated int8 grid (needed for int8
+    concats).
 
     A chainable step is a oneDNN kernel that carries a :class:`~perfpredict.primitives.dnnl.ChainLink` (convolutions,
     max pools, gate products); a GlobalAveragePool (``globalaveragepool.torch`` of an NHWC tensor), which the chain
@@ -119,7 +122,8 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
                 layout = _plan(schedule, steps[a:b], members[a:b], qparams)
                 if layout is None or live[a] + layout.held > peak:
                     break
-                fit = (b, layout)
+                if sum(m.kind != 4 for m in members[a:b]) >= min_length:
+                    fit = (b, layout)
                 b += 1
             if fit is None:
                 out.append(steps[a])

@@ -194,6 +194,21 @@ def test_a_reorder_between_two_int8_tensors_is_refused():
         Reorder((1, 4, 2, 2), ("int8", "NCHW"), ("int8", "NHWC"))
 
 
+def test_conversions_alone_or_around_a_single_kernel_are_not_chained(x, monkeypatch):
+    # a chain's own Python work costs about what it saves on two cheap steps
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net = residual_se_graph(hw=16)
+    exe = build_executable(net, _plan(net, "fp32"), chain=False)
+    members = chain._members(exe.schedule, exe._steps)
+    assert members[0] is not None and members[0].kind == 4  # the input's layout change
+    conv1 = members.index(next(m for m in members if m is not None and m.kind == 0))
+    steps = list(exe._steps)
+    lone = [s if i <= conv1 else (lambda *xs: None, *s[1:]) for i, s in enumerate(steps)]  # nothing after conv1 chains
+    out = chain_steps(exe.schedule, lone)
+    assert not [fn for fn, *_ in out if hasattr(fn, "links")]
+    assert len(out) == len(steps)
+
+
 def test_a_run_whose_chain_onednn_refuses_runs_step_by_step(monkeypatch):
     import perfpredict.primitives.dnnl as dnnl
 
@@ -218,12 +233,13 @@ def test_step_times_and_trace_still_run_one_step_per_op(net, x):
 
 
 def test_a_chain_that_would_hold_more_than_the_peak_is_cut(net, x, monkeypatch):
+    monkeypatch.setattr(chain, "_REORDERS", ())  # no conversions in chains: the first chain starts at conv1
     exe = build_executable(net, _plan(net, "fp32"), chain=False)
     members = chain._members(exe.schedule, exe._steps)
-    first = next(i for i, m in enumerate(members) if m is not None)  # the input's layout change, then conv1
+    first = next(i for i, m in enumerate(members) if m is not None)
     held = {k: chain._plan(exe.schedule, exe._steps[first:first + k], members[first:first + k], None).held
             for k in (2, 3)}
-    assert held[3] > held[2]  # the third step's output is the chain's to hold as well
+    assert held[3] > held[2]  # conv3's output is the chain's to hold as well
 
     def firsts():
         return [len(fn.primitives) for fn, *_ in chain_steps(exe.schedule, exe._steps) if hasattr(fn, "links")][0]
