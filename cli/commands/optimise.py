@@ -182,8 +182,8 @@ def _validate(args: argparse.Namespace) -> int:
                      for r in steps])
         if chains["chains"]:
             print(f"the forward pass runs them in {chains['forward_steps']} steps: {len(chains['chains'])} chain(s) "
-                  f"of oneDNN calls, each one C call ({', '.join(map(str, chains['chains']))} calls), so it can take "
-                  "less than the sum")
+                  f"of oneDNN calls and conversions, each one C call ({', '.join(map(str, chains['chains']))} calls), "
+                  "so it can take less than the sum")
     return 0
 
 
