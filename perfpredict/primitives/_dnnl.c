@@ -93,6 +93,28 @@ static dnnl_status_t vector_memory(dnnl_memory_t *m, dnnl_engine_t engine, int c
     return st;
 }
 
+/* the CPU engine and a stream on it, which every primitive here runs on */
+static dnnl_status_t open_engine(dnnl_engine_t *engine, dnnl_stream_t *stream) {
+    dnnl_status_t st = dnnl_engine_create(engine, dnnl_cpu, 0);
+    return st != dnnl_success ? st : dnnl_stream_create(stream, *engine, dnnl_stream_default_flags);
+}
+
+/* primitive attributes whose scratchpad the caller passes with each call (user mode) */
+static dnnl_status_t user_scratchpad_attr(dnnl_primitive_attr_t *attr) {
+    dnnl_status_t st = dnnl_primitive_attr_create(attr);
+    return st != dnnl_success ? st : dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+}
+
+/* the primitive of pd, the bytes of scratchpad a call needs and, when it needs any, a memory object for it */
+static dnnl_status_t make_primitive(const_dnnl_primitive_desc_t pd, dnnl_engine_t engine, dnnl_primitive_t *prim,
+                                   dnnl_memory_t *scratch, size_t *scratch_bytes) {
+    dnnl_status_t st = dnnl_primitive_create(prim, pd);
+    if (st != dnnl_success) return st;
+    const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    *scratch_bytes = md ? dnnl_memory_desc_get_size(md) : 0;
+    return *scratch_bytes > 0 ? dnnl_memory_create(scratch, md, engine, DNNL_MEMORY_NONE) : dnnl_success;
+}
+
 /* oneDNN 3.2's int8 1x1 AMX kernel (jit_1x1:avx512_core_amx) writes past the end of a u8 destination whose
  * pixel count is not a multiple of its tile rows (e.g. 1536 bytes past a 6x6x128 output: 12 pixels of 128
  * channels), corrupting whatever follows it on the heap. 62 of the 322 distinct 1x1 convolutions of the zoo at
@@ -132,8 +154,7 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
         st = dnnl_out_of_memory;
         goto fail;
     }
-    TRY(dnnl_engine_create(&cv->engine, dnnl_cpu, 0));
-    TRY(dnnl_stream_create(&cv->stream, cv->engine, dnnl_stream_default_flags));
+    TRY(open_engine(&cv->engine, &cv->stream));
     cv->int8 = q != NULL;
     dnnl_data_type_t act_dt = q ? dnnl_u8 : dnnl_f32, w_dt = q ? dnnl_s8 : dnnl_f32;
 
@@ -151,8 +172,7 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
         TRY(dnnl_memory_desc_create_with_tag(&w_plain, 4, wd, w_dt, dnnl_oihw));
     }
 
-    TRY(dnnl_primitive_attr_create(&attr));
-    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    TRY(user_scratchpad_attr(&attr));
     if (q) {
         cv->src_scale = q->src_scale;
         cv->dst_scale = q->dst_scale;
@@ -211,13 +231,10 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
                                                        bias ? b_md : NULL, dst_md, strides, dilation, pad_l,
                                                        pad_r, attr));
     if (q) TRY(skip_overrunning_impls(pd));
-    TRY(dnnl_primitive_create(&cv->conv, pd));
+    TRY(make_primitive(pd, cv->engine, &cv->conv, &cv->scratch, &cv->scratch_bytes));
 
     const_dnnl_memory_desc_t w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    const_dnnl_memory_desc_t scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    cv->scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
     TRY(dnnl_memory_create(&cv->weights, w_md, cv->engine, DNNL_MEMORY_ALLOCATE));
-    if (cv->scratch_bytes > 0) TRY(dnnl_memory_create(&cv->scratch, scratch_md, cv->engine, DNNL_MEMORY_NONE));
 
     /* the weights, reordered once into the primitive's format */
     TRY(dnnl_memory_create(&w_user, w_plain, cv->engine, (void *)weight));
@@ -363,24 +380,19 @@ pp_dnnl_pool *pp_dnnl_pool_create(int n, int c, int h, int w, int oh, int ow, in
         st = dnnl_out_of_memory;
         goto fail;
     }
-    TRY(dnnl_engine_create(&pp->engine, dnnl_cpu, 0));
-    TRY(dnnl_stream_create(&pp->stream, pp->engine, dnnl_stream_default_flags));
+    TRY(open_engine(&pp->engine, &pp->stream));
     dnnl_data_type_t dt = int8 ? dnnl_u8 : dnnl_f32;
     dnnl_dims_t src_dims = {n, c, h, w}, dst_dims = {n, c, oh, ow};
     TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, src_dims, dt, dnnl_nhwc));
     TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dst_dims, dt, dnnl_nhwc));
-    TRY(dnnl_primitive_attr_create(&attr));
-    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    TRY(user_scratchpad_attr(&attr));
     dnnl_alg_kind_t kind = alg == 0 ? dnnl_pooling_max
                            : alg == 1 ? dnnl_pooling_avg_include_padding : dnnl_pooling_avg_exclude_padding;
     dnnl_dims_t strides = {sh, sw}, kernel = {kh, kw}, dilation = {dh - 1, dw - 1}, pad_l = {pt, pl},
                 pad_r = {pb, pr};
     TRY(dnnl_pooling_forward_primitive_desc_create(&pd, pp->engine, dnnl_forward_inference, kind, src_md, dst_md,
                                                    strides, kernel, dilation, pad_l, pad_r, attr));
-    TRY(dnnl_primitive_create(&pp->pool, pd));
-    const_dnnl_memory_desc_t scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    pp->scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
-    if (pp->scratch_bytes > 0) TRY(dnnl_memory_create(&pp->scratch, scratch_md, pp->engine, DNNL_MEMORY_NONE));
+    TRY(make_primitive(pd, pp->engine, &pp->pool, &pp->scratch, &pp->scratch_bytes));
     TRY(dnnl_memory_create(&pp->src, src_md, pp->engine, DNNL_MEMORY_NONE));
     TRY(dnnl_memory_create(&pp->dst, dst_md, pp->engine, DNNL_MEMORY_NONE));
 
@@ -463,13 +475,11 @@ pp_dnnl_binary *pp_dnnl_binary_create(int n, int c, int h, int w, int nhwc, int 
     }
     b->int8 = int8;
     b->channels = n * c;
-    TRY(dnnl_engine_create(&b->engine, dnnl_cpu, 0));
-    TRY(dnnl_stream_create(&b->stream, b->engine, dnnl_stream_default_flags));
+    TRY(open_engine(&b->engine, &b->stream));
     dnnl_dims_t dims = {n, c, h, w}, gate = {n, c, 1, 1};
     TRY(dnnl_memory_desc_create_with_tag(&src0_md, 4, dims, int8 ? dnnl_u8 : dnnl_f32, nhwc ? dnnl_nhwc : dnnl_nchw));
     TRY(dnnl_memory_desc_create_with_tag(&src1_md, 4, gate, dnnl_f32, dnnl_nchw));
-    TRY(dnnl_primitive_attr_create(&attr));
-    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    TRY(user_scratchpad_attr(&attr));
     if (int8) {
         b->g = malloc(sizeof(float) * (size_t)b->channels);
         b->b = malloc(sizeof(float) * (size_t)b->channels);
@@ -482,10 +492,7 @@ pp_dnnl_binary *pp_dnnl_binary_create(int n, int c, int h, int w, int nhwc, int 
         TRY(dnnl_primitive_attr_set_post_ops(attr, post));
     }
     TRY(dnnl_binary_primitive_desc_create(&pd, b->engine, dnnl_binary_mul, src0_md, src1_md, src0_md, attr));
-    TRY(dnnl_primitive_create(&b->bin, pd));
-    const_dnnl_memory_desc_t scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    b->scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
-    if (b->scratch_bytes > 0) TRY(dnnl_memory_create(&b->scratch, scratch_md, b->engine, DNNL_MEMORY_NONE));
+    TRY(make_primitive(pd, b->engine, &b->bin, &b->scratch, &b->scratch_bytes));
     TRY(dnnl_memory_create(&b->src0, src0_md, b->engine, DNNL_MEMORY_NONE));
     TRY(dnnl_memory_create(&b->dst, src0_md, b->engine, DNNL_MEMORY_NONE));
     if (int8) {
@@ -578,20 +585,15 @@ pp_dnnl_concat *pp_dnnl_concat_create(int n, int c0, int c1, int h, int w, int i
         st = dnnl_out_of_memory;
         goto fail;
     }
-    TRY(dnnl_engine_create(&cc->engine, dnnl_cpu, 0));
-    TRY(dnnl_stream_create(&cc->stream, cc->engine, dnnl_stream_default_flags));
+    TRY(open_engine(&cc->engine, &cc->stream));
     dnnl_data_type_t dt = int8 ? dnnl_u8 : dnnl_f32;
     dnnl_dims_t d0 = {n, c0, h, w}, d1 = {n, c1, h, w}, dd = {n, c0 + c1, h, w};
     TRY(dnnl_memory_desc_create_with_tag(&md[0], 4, d0, dt, dnnl_nhwc));
     TRY(dnnl_memory_desc_create_with_tag(&md[1], 4, d1, dt, dnnl_nhwc));
     TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dd, dt, dnnl_nhwc));
-    TRY(dnnl_primitive_attr_create(&attr));
-    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    TRY(user_scratchpad_attr(&attr));
     TRY(dnnl_concat_primitive_desc_create(&pd, cc->engine, dst_md, 2, 1, (const_dnnl_memory_desc_t *)md, attr));
-    TRY(dnnl_primitive_create(&cc->cat, pd));
-    const_dnnl_memory_desc_t scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    cc->scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
-    if (cc->scratch_bytes > 0) TRY(dnnl_memory_create(&cc->scratch, scratch_md, cc->engine, DNNL_MEMORY_NONE));
+    TRY(make_primitive(pd, cc->engine, &cc->cat, &cc->scratch, &cc->scratch_bytes));
     TRY(dnnl_memory_create(&cc->src0, md[0], cc->engine, DNNL_MEMORY_NONE));
     TRY(dnnl_memory_create(&cc->src1, md[1], cc->engine, DNNL_MEMORY_NONE));
     TRY(dnnl_memory_create(&cc->dst, dst_md, cc->engine, DNNL_MEMORY_NONE));
@@ -789,7 +791,7 @@ void pp_dequantize_u8(int isa, const uint8_t *q, float *x, size_t n, float scale
  * the layout runs the loops above; the others run oneDNN's reorder (dst = saturate_u8(round(src / scale) + zp) when
  * it quantises as it changes the layout). The quantised side's scale and zero point come with each call. */
 typedef struct {
-    dnnl_engine_t engine;
+    dnnl_engine_t engine; /* this and the oneDNN objects below: NULL when `direct` */
     dnnl_stream_t stream;
     dnnl_primitive_t reorder;
     dnnl_memory_t src, dst, scratch, m_scale, m_zp;
@@ -833,15 +835,14 @@ pp_dnnl_reorder *pp_dnnl_reorder_create(int n, int c, int h, int w, int src_u8, 
     r->direct = r->q_arg != 0 && src_nhwc == dst_nhwc;
     r->isa = quant_isa();
     r->count = (size_t)n * (size_t)c * (size_t)h * (size_t)w;
-    TRY(dnnl_engine_create(&r->engine, dnnl_cpu, 0));
-    TRY(dnnl_stream_create(&r->stream, r->engine, dnnl_stream_default_flags));
+    if (r->direct) goto fail; /* the loops above run it: no oneDNN object to make (st is success: r is returned) */
+    TRY(open_engine(&r->engine, &r->stream));
     dnnl_dims_t dims = {n, c, h, w};
     TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, dims, src_u8 ? dnnl_u8 : dnnl_f32, src_nhwc ? dnnl_nhwc
                                                                                                  : dnnl_nchw));
     TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dims, dst_u8 ? dnnl_u8 : dnnl_f32, dst_nhwc ? dnnl_nhwc
                                                                                                  : dnnl_nchw));
-    TRY(dnnl_primitive_attr_create(&attr));
-    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    TRY(user_scratchpad_attr(&attr));
     if (r->q_arg) {
         TRY(dnnl_primitive_attr_set_scales_mask(attr, r->q_arg, 0));
         TRY(dnnl_primitive_attr_set_zero_points_mask(attr, r->q_arg, 0));
@@ -849,10 +850,7 @@ pp_dnnl_reorder *pp_dnnl_reorder_create(int n, int c, int h, int w, int src_u8, 
         TRY(vector_memory(&r->m_zp, r->engine, 1, dnnl_s32, &r->zp));
     }
     TRY(dnnl_reorder_primitive_desc_create(&pd, src_md, r->engine, dst_md, r->engine, attr));
-    TRY(dnnl_primitive_create(&r->reorder, pd));
-    const_dnnl_memory_desc_t scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    r->scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
-    if (r->scratch_bytes > 0) TRY(dnnl_memory_create(&r->scratch, scratch_md, r->engine, DNNL_MEMORY_NONE));
+    TRY(make_primitive(pd, r->engine, &r->reorder, &r->scratch, &r->scratch_bytes));
     TRY(dnnl_memory_create(&r->src, src_md, r->engine, DNNL_MEMORY_NONE));
     TRY(dnnl_memory_create(&r->dst, dst_md, r->engine, DNNL_MEMORY_NONE));
 
@@ -909,12 +907,11 @@ int pp_dnnl_reorder_run(pp_dnnl_reorder *r, void *src, void *dst, void *scratch,
 
 /* a chain of n oneDNN calls run as one call of the runtime: prims[i] is a convolution (kinds[i] 0), a pool (1), a
  * channel concat of src[i] and res[i] (2), a gate product of src[i] by the gate res[i] (3) or a reorder (4: a
- * (de)quantisation or a change of layout). Each tensor is given by
- * where it lives, as an offset >= 0 into the arena (the chain's own tensors, laid out at build) or as -1 - k for the
- * caller's buffer ext[k] (the chain's inputs and the outputs read after it); res[i] is PP_NO_RESIDUAL when a
- * convolution adds none. At int8, scales[3i..3i+2] and zps[3i..3i+2] are the grids of src i, of res i and of dst i
- * (a convolution takes its source's; a product all three; a reorder its u8 side's). Stops at the first failure, returning its status and
- * setting *failed to its index. */
+ * (de)quantisation or a change of layout). Each tensor is given by where it lives, as an offset >= 0 into the arena
+ * (the chain's own tensors, laid out at build) or as -1 - k for the caller's buffer ext[k] (the chain's inputs and
+ * the outputs read after it); res[i] is PP_NO_RESIDUAL when a convolution adds none. At int8, scales[3i..3i+2] and
+ * zps[3i..3i+2] are the grids of src i, of res i and of dst i (a convolution takes its source's; a product all three;
+ * a reorder its u8 side's). Stops at the first failure, returning its status and setting *failed to its index. */
 #define PP_NO_RESIDUAL INT64_MIN
 int pp_dnnl_chain_run(int n, void **prims, const int *kinds, const int64_t *src, const int64_t *dst,
                       const int64_t *res, void **ext, char *arena, const float *scales, const int *zps, void *scratch,
@@ -934,9 +931,9 @@ int pp_dnnl_chain_run(int n, void **prims, const int *kinds, const int64_t *src,
                                         sc[2], zp[2]);
                 break;
             case 4: {
-                pp_dnnl_reorder *r = (pp_dnnl_reorder *)prims[i];
-                int k = r->q_arg == DNNL_ARG_SRC ? 0 : 2;
-                st = pp_dnnl_reorder_run(r, s, d, scratch, sc[k], zp[k]);
+                pp_dnnl_reorder *ro = (pp_dnnl_reorder *)prims[i];
+                int k = ro->q_arg == DNNL_ARG_SRC ? 0 : 2;
+                st = pp_dnnl_reorder_run(ro, s, d, scratch, sc[k], zp[k]);
                 break;
             }
             default: st = pp_dnnl_conv_run((pp_dnnl_conv *)prims[i], s, d, scratch, sc[0], zp[0], r);

@@ -133,6 +133,16 @@ def _status(code: int) -> str:
     return library().pp_dnnl_status(code).decode().replace("_", " ")
 
 
+def _adopt(obj: Any, kind: str, handle: int) -> None:
+    """Give ``obj`` the C object ``handle`` that ``pp_dnnl_<kind>_create`` made: ``obj.handle``, ``obj.scratch_bytes``
+    (the scratchpad a call needs), ``obj.impl`` (the implementation's name); destroyed when ``obj`` is."""
+    lib = library()
+    obj.handle = handle
+    obj.scratch_bytes = int(getattr(lib, f"pp_dnnl_{kind}_scratch_bytes")(handle))
+    obj.impl = getattr(lib, f"pp_dnnl_{kind}_impl")(handle).decode()
+    obj._finalizer = weakref.finalize(obj, getattr(lib, f"pp_dnnl_{kind}_destroy"), handle)
+
+
 class _Quant(ctypes.Structure):
     """``pp_dnnl_quant``: an int8 convolution's scales and zero points."""
 
@@ -164,12 +174,9 @@ class _Primitive:
         if not handle:
             raise PlanError(f"conv.dnnl cannot run node '{node.name}' on input {list(x_shape)}: oneDNN says "
                             f"{_status(status.value)}")
-        self.handle = handle
+        _adopt(self, "conv", handle)
         self.out_shape = (n, geo.out_channels, oh, ow)
-        self.scratch_bytes = int(lib.pp_dnnl_conv_scratch_bytes(handle))
-        self.impl = lib.pp_dnnl_conv_impl(handle).decode()
         self._run = lib.pp_dnnl_conv_run
-        self._finalizer = weakref.finalize(self, lib.pp_dnnl_conv_destroy, handle)
 
     def execute(self, name: str, node: Node, x: torch.Tensor, y: torch.Tensor, x_scale: float = 1.0,
                 x_zp: int = 0, residual: torch.Tensor | None = None) -> None:
@@ -196,11 +203,8 @@ class ChannelConcat:
         handle = lib.pp_dnnl_concat_create(n, c0, c1, h, w, int(int8), ctypes.byref(status))
         if not handle:
             raise PlanError(f"oneDNN cannot concatenate {[list(s) for s in shapes]}: it says {_status(status.value)}")
-        self.handle = handle
+        _adopt(self, "concat", handle)
         self.out_shape = (n, c0 + c1, h, w)
-        self.scratch_bytes = int(lib.pp_dnnl_concat_scratch_bytes(handle))
-        self.impl = lib.pp_dnnl_concat_impl(handle).decode()
-        self._finalizer = weakref.finalize(self, lib.pp_dnnl_concat_destroy, handle)
 
 
 class Reorder:
@@ -221,11 +225,8 @@ class Reorder:
         if not handle:
             raise PlanError(f"oneDNN cannot reorder a {list(shape)} tensor from {sp}/{sl} to {tp}/{tl}: it says "
                             f"{_status(status.value)}")
-        self.handle = handle
+        _adopt(self, "reorder", handle)
         self.out_shape = tuple(shape)
-        self.scratch_bytes = int(lib.pp_dnnl_reorder_scratch_bytes(handle))
-        self.impl = lib.pp_dnnl_reorder_impl(handle).decode()
-        self._finalizer = weakref.finalize(self, lib.pp_dnnl_reorder_destroy, handle)
 
 
 _RECORDING: list[list[tuple]] = []  # the open recorders of calls, innermost last

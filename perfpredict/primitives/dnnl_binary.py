@@ -13,7 +13,6 @@ ctypes call.
 from __future__ import annotations
 
 import ctypes
-import weakref
 from functools import lru_cache
 from typing import Mapping
 
@@ -22,7 +21,7 @@ import torch
 
 from perfpredict.errors import PlanError
 from perfpredict.graph import Node
-from perfpredict.primitives.dnnl import ChainLink, DnnlUnavailable, _status, library
+from perfpredict.primitives.dnnl import ChainLink, DnnlUnavailable, _adopt, _status, library
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel
 
@@ -54,11 +53,8 @@ class _Binary:
             raise PlanError(f"mul.dnnl cannot run node '{name}' on input {list(x_shape)}: oneDNN says "
                             f"{_status(status.value)}")
         self.name = name
-        self.handle = handle
-        self.scratch_bytes = int(lib.pp_dnnl_binary_scratch_bytes(handle))
-        self.impl = lib.pp_dnnl_binary_impl(handle).decode()
+        _adopt(self, "binary", handle)
         self._run = lib.pp_dnnl_binary_run
-        self._finalizer = weakref.finalize(self, lib.pp_dnnl_binary_destroy, handle)
 
     def execute(self, x: torch.Tensor, g: torch.Tensor, y: torch.Tensor, q: tuple = (1.0, 0, 1.0, 0, 1.0, 0)) -> None:
         """One call: ``y = x * g`` (``q``: the scales and zero points of x, g and y at int8)."""

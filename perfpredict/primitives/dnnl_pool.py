@@ -12,7 +12,6 @@ point, as torch's quantised max pool does.
 from __future__ import annotations
 
 import ctypes
-import weakref
 from functools import lru_cache
 from typing import Mapping
 
@@ -21,7 +20,7 @@ import torch
 
 from perfpredict.errors import PlanError
 from perfpredict.graph import Node
-from perfpredict.primitives.dnnl import ChainLink, DnnlUnavailable, _status, library
+from perfpredict.primitives.dnnl import ChainLink, DnnlUnavailable, _adopt, _status, library
 from perfpredict.primitives.pooling import _explicit_pads, _is_2d
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel
@@ -53,12 +52,9 @@ class _Pool:
             raise PlanError(f"maxpool.dnnl cannot run node '{name}' on input {list(x_shape)}: oneDNN says "
                             f"{_status(status.value)}")
         self.name = name
-        self.handle = handle
+        _adopt(self, "pool", handle)
         self.out_shape = (n, c, oh, ow)
-        self.scratch_bytes = int(lib.pp_dnnl_pool_scratch_bytes(handle))
-        self.impl = lib.pp_dnnl_pool_impl(handle).decode()
         self._run = lib.pp_dnnl_pool_run
-        self._finalizer = weakref.finalize(self, lib.pp_dnnl_pool_destroy, handle)
 
     def execute(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One call on channels-last ``x`` into ``y``, with a scratchpad from torch's allocator."""

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from perfpredict.errors import PlanError
+from perfpredict.runtime.executor import _FORMATS
 from perfpredict.runtime.kernel import QParams
 from perfpredict.runtime.memory import live_profile
 
@@ -40,9 +41,7 @@ ALIGN = 64
 
 _NO_RESIDUAL = -(2 ** 63)  # PP_NO_RESIDUAL in _dnnl.c
 
-_FORMATS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last, "ANY": torch.channels_last}
-"""The memory format of a chain's input or output by its slot's layout (a chain's convolutions, pools, concats and
-products take channels-last tensors; a reorder may take or make a planar one)."""
+
 
 Step = tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
@@ -320,7 +319,8 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
     read_scale: list[tuple[int, int]] = []  # (index into scales, input index) of grids read from tensors per call
     res_grid: dict[int, QParams] = {}  # input index -> the grid an int8 residual input must be on
     for i, (m, _, first, second, out) in enumerate(calls):
-        if m.kind == 4:  # a reorder takes its int8 side's grid: a quantisation its output's, a dequantisation its input's
+        if m.kind == 4:  # a reorder takes its int8 side's grid: a quantisation its output's, a dequantisation its
+            # input's
             if m.int8:
                 scales[3 * i + 2], zps[3 * i + 2] = float(grids[out].scale), int(grids[out].zero_point)
             elif schedule.slots[first].precision == "int8":
@@ -346,8 +346,11 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
     kinds = (ctypes.c_int * n)(*(m.kind for m, *_ in calls))
     scale_arr = (ctypes.c_float * (3 * n))(*scales)
     zp_arr = (ctypes.c_int * (3 * n))(*zps)
-    in_formats = [_FORMATS[schedule.slots[s].layout] for s in inputs]
-    out_specs = [(tuple(schedule.slots[s].shape), grids[s], _FORMATS[schedule.slots[s].layout]) for s in exported]
+    def fmt(slot: int) -> torch.memory_format:  # channels-last but for a reorder's planar side ("ANY": 4-D NHWC)
+        return _FORMATS.get(schedule.slots[slot].layout, torch.channels_last)
+
+    in_formats = [fmt(s) for s in inputs]
+    out_specs = [(tuple(schedule.slots[s].shape), grids[s], fmt(s)) for s in exported]
     scratch_bytes = max(p.scratch_bytes for p in prims)
     n_ext = len(inputs) + len(exported)
     chain_run = library().pp_dnnl_chain_run

@@ -563,8 +563,9 @@ class Executable:
 
     @property
     def chains(self) -> list[int]:
-        """How many oneDNN calls each chain of the forward pass makes in its one C call (``build_executable``'s
-        ``chain``; :mod:`perfpredict.runtime.chain`), in order; empty when nothing is chained."""
+        """How many calls (oneDNN's, and the conversions') each chain of the forward pass makes in its one C call
+        (``build_executable``'s ``chain``; :mod:`perfpredict.runtime.chain`), in order; empty when nothing is
+        chained."""
         return [len(fn.primitives) for fn, *_ in self._fast_steps if hasattr(fn, "primitives")]
 
     @property
@@ -628,8 +629,9 @@ def build_executable(graph: Graph, plan: Plan | None = None, *, threads: int | N
     or calibration input arrays (one array or a sequence); None calibrates on seeded random inputs.
     ``fuse`` folds activations into the Conv/Gemm they follow (:func:`plan_fusions`), as the runtime of
     ``fusion_revision`` did (default: this one's, :data:`FUSION_REVISION`). ``chain`` makes the forward pass run
-    each run of consecutive oneDNN convolutions in one C call (:mod:`perfpredict.runtime.chain`); ``step_times``
-    and ``trace`` run one step per op either way. Raises :class:`PlanError` for an illegal plan.
+    each run of consecutive steps oneDNN can run (and the conversions between them) in one C call
+    (:mod:`perfpredict.runtime.chain`); ``step_times`` and ``trace`` run one step per op either way. Raises
+    :class:`PlanError` for an illegal plan.
     """
     from perfpredict.runtime.calibration import Calibration, calibrate
     from perfpredict.runtime.pruning import prune_graph
