@@ -151,6 +151,14 @@ def markdown(rows, throughput, meta) -> str:
                           f"{f(100 * (model.get('truth_within_10pct') or 0), 1)} % within 10 % (the store's "
                           f"{model['n']} re-measured model records; an estimate assuming i.i.d. symmetric noise, "
                           "`perfpredict.measure.noise_floor`).", ""]
+            b = model.get("beacon")
+            if b and b.get("n"):
+                lines[-1:] = [f"Of those, the {b['n']} timed beside the beacon (`perfpredict.beacon`), normalised by "
+                              f"it (latency target `beacon`): about {f(100 * (b.get('truth_mape') or 0), 1)} % MAPE "
+                              f"and {f(100 * (b.get('truth_within_10pct') or 0), 1)} % within 10 %, against "
+                              f"{f(100 * (b['raw'].get('truth_mape') or 0), 1)} % and "
+                              f"{f(100 * (b['raw'].get('truth_within_10pct') or 0), 1)} % for the same records "
+                              "raw.", ""]
     mnoise = meta.get("memory_noise")
     if mnoise:
         lines += [f"Peak-memory target: {meta.get('memory_method')} figures. Re-measured now (n = {mnoise.get('n')}): "
@@ -247,8 +255,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--throughput-ensemble", type=int, default=1, metavar="N",
                     help="time the throughput of an ensemble of N copies of the shipped predictor (default 1)")
-    ap.add_argument("--latency-stat", default="median", choices=("median", "min"),
-                    help="latency target: the records' median (default) or their fastest repeat")
+    ap.add_argument("--latency-stat", default="median", choices=("median", "min", "beacon"),
+                    help="latency target: the records' median (default), their fastest repeat, or their median "
+                         "normalised by the beacon timed beside them (perfpredict.beacon)")
     ap.add_argument("--memory-method", default="auto", choices=("auto", "allocator", "rss", "any"),
                     help="peak-memory target (see perfpredict.samples.load_samples; default auto)")
     ap.add_argument("--memory-noise-sample", type=int, default=40,

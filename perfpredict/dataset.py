@@ -310,12 +310,16 @@ def make_record(
     )  # fmt: skip
 
 
-def noise_recheck_record(original: Record, stats: LatencyStats, *, repeat: int = 0) -> Record:
+def noise_recheck_record(original: Record, stats: LatencyStats, *, repeat: int = 0,
+                         beacon: dict[str, Any] | None = None) -> Record:
     """A re-measurement of original (campaign "noise-recheck", extra_json {"original_key": ...}).
 
-    repeat distinguishes several rechecks of the same record.
+    repeat distinguishes several rechecks of the same record; ``beacon`` is the :mod:`perfpredict.beacon` timing of
+    the same rounds (:func:`perfpredict.beacon.beacon_extra`), when the re-check was timed beside it.
     """
     extra = {"original_key": original.key, "original_campaign": original.campaign, "repeat": repeat}
+    if beacon is not None:
+        extra["beacon"] = beacon
     key = record_key(kind=original.kind, device=original.device(), threads=original.threads,
                      campaign=NOISE_CAMPAIGN, extra_identity={"original_key": original.key, "repeat": repeat})
     return replace(
@@ -655,39 +659,76 @@ class Store:
             "noise_by_kind": {k: v for k in ("layer", "model") if (v := _noise_summary(rechecks, k)) is not None},
         }
 
+    def beacon_references(self) -> dict[tuple[str, int], float]:
+        """(device description JSON, threads) -> the median :mod:`perfpredict.beacon` time (ms) over the model records
+        (re-checks aside) timed beside the current beacon: the machine speed that the ``"beacon"`` latency target of
+        :func:`perfpredict.samples.load_samples` scales every record to."""
+        from statistics import median
+
+        from perfpredict.beacon import beacon_ms
+
+        times: dict[tuple[str, int], list[float]] = {}
+        rows = self._conn.execute(
+            "SELECT d.device_json, r.threads, r.extra_json FROM records r JOIN devices d ON d.hash = r.device_hash "
+            "WHERE r.kind = 'model' AND r.campaign != ? AND r.extra_json LIKE '%\"beacon\"%'", (NOISE_CAMPAIGN,))
+        for device_json, threads, extra in rows:
+            ms = beacon_ms(json.loads(extra))
+            if ms is not None:
+                times.setdefault((device_json, int(threads)), []).append(ms)
+        return {k: float(median(v)) for k, v in times.items()}
+
     def noise(self, kind: str | None = None) -> dict[str, Any] | None:
         """Agreement of noise-recheck records with their originals (measure.noise_floor), or None if there are none;
-        ``kind`` ("layer" or "model") keeps the re-checks of that kind only."""
+        ``kind`` ("layer" or "model") keeps the re-checks of that kind only. Where re-checks and their originals were
+        both timed beside the :mod:`perfpredict.beacon` workload, ``"beacon"`` holds the same figures for their
+        beacon-normalised latencies (each median divided by its own beacon's)."""
         return _noise_summary(self._noise_rechecks(), kind)
 
-    def _noise_rechecks(self) -> list[tuple[str, float, str | None, float | None]]:
-        """Every noise re-check as (kind, its median, its original's key, the original's median): the key is None
-        when the re-check names none, the median None when that record is not in the store."""
+    def _noise_rechecks(self) -> list[tuple[str, float, str | None, float | None, float | None, float | None]]:
+        """Every noise re-check as (kind, its median, its original's key, the original's median, its beacon's median,
+        the original's beacon's median): the key is None when the re-check names none, the original's median None
+        when that record is not in the store, a beacon's None when that record was not timed beside one."""
+        from perfpredict.beacon import beacon_ms
+
         rows = self._conn.execute(
             "SELECT kind, extra_json, median_ms FROM records WHERE campaign = ? AND median_ms IS NOT NULL",
             (NOISE_CAMPAIGN,),
         ).fetchall()
-        found = [(kind, med, json.loads(extra).get("original_key") or None) for kind, extra, med in rows]
-        originals: dict[str, float] = {}
-        keys = list({orig for _, _, orig in found if orig})
+        found = []
+        for kind, extra, med in rows:
+            ex = json.loads(extra)
+            found.append((kind, med, ex.get("original_key") or None, beacon_ms(ex)))
+        originals: dict[str, tuple[float, float | None]] = {}
+        keys = list({orig for _, _, orig, _ in found if orig})
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            q = f"SELECT key, median_ms FROM records WHERE key IN ({', '.join('?' * len(chunk))})"
-            originals.update(self._conn.execute(q, chunk).fetchall())
-        return [(kind, med, orig, originals.get(orig) if orig else None) for kind, med, orig in found]
+            q = f"SELECT key, median_ms, extra_json FROM records WHERE key IN ({', '.join('?' * len(chunk))})"
+            originals.update((k, (m, beacon_ms(json.loads(e)))) for k, m, e in self._conn.execute(q, chunk))
+        out = []
+        for kind, med, orig, beacon in found:
+            o_med, o_beacon = originals.get(orig, (None, None)) if orig else (None, None)
+            out.append((kind, med, orig, o_med, beacon, o_beacon))
+        return out
 
 
-def _noise_summary(rechecks: Sequence[tuple[str, float, str | None, float | None]],
+def _noise_summary(rechecks: Sequence[tuple[str, float, str | None, float | None, float | None, float | None]],
                    kind: str | None) -> dict[str, Any] | None:
     """:meth:`Store.noise` of the re-checks ``rechecks`` (:meth:`Store._noise_rechecks`) of ``kind`` (None: all)."""
     if kind not in (None, "layer", "model"):
         raise DatasetError(f"noise: kind must be 'layer', 'model' or None, got {kind!r}")
-    chosen = [(med, key, orig) for k, med, key, orig in rechecks if kind is None or k == kind]
+    chosen = [r[1:] for r in rechecks if kind is None or r[0] == kind]
     if not chosen:
         return None
-    out = noise_floor([(orig, med) for med, key, orig in chosen if orig and orig > 0 and med > 0])
-    out["orphans"] = sum(1 for _, key, orig in chosen if key and not orig)
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+    clean = lambda d: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}  # noqa: E731
+    out = noise_floor([(orig, med) for med, key, orig, _, _ in chosen if orig and orig > 0 and med > 0])
+    out["orphans"] = sum(1 for _, key, orig, _, _ in chosen if key and not orig)
+    both = [(orig / ob, med / b) for med, _, orig, b, ob in chosen if orig and orig > 0 and med > 0 and b and ob]
+    if both:
+        out["beacon"] = clean(noise_floor(both))
+        # the raw figures of the same re-checks, to compare like with like
+        out["beacon"]["raw"] = clean(noise_floor([(orig, med) for med, _, orig, b, ob in chosen
+                                                  if orig and orig > 0 and med > 0 and b and ob]))
+    return clean(out)
 
 
 def _path_of(path_or_url: str | os.PathLike) -> Path:

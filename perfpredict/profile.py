@@ -72,11 +72,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from perfpredict.beacon import BEACON_KEY, Beacon, beacon_extra, beacon_ms
 from perfpredict.dataset import Record, Store, make_record, noise_recheck_record, record_key
 from perfpredict.devices import DeviceSpec
 from perfpredict.errors import MeasurementError, PerfPredictError, PlanError
 from perfpredict.graph import Graph, Node, load_onnx
-from perfpredict.measure import LatencyStats, measure_interleaved, measure_latency
+from perfpredict.measure import LatencyStats, measure_interleaved
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.zoo import spec_from_dict
 
@@ -1237,12 +1238,14 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                        layer_campaign: str | None = LAYER_CAMPAIGN,
                        devices: Mapping[int, DeviceSpec] | None = None, quick_device: bool = False,
                        max_minutes: float | None = None, stop_after: int | None = None,
-                       specs: Sequence | None = None, progress: bool = True, plans: str = "mixed") -> CampaignReport:
+                       specs: Sequence | None = None, progress: bool = True, plans: str = "mixed",
+                       beacon: bool = True) -> CampaignReport:
     """Measure whole zoo models under sampled plans at each thread count: :func:`sample_plans` (``plans="mixed"``)
     or the plans near the whole-graph ``conv.dnnl`` anchor of :func:`sample_swap_plans` (``plans="swaps"``).
 
-    Latency: the plans of one model are timed interleaved, end to end. Memory (``memory=True``): measured
-    per plan by ``memory_method`` (``"allocator"`` in this process, ``"rss"`` in a :class:`MemoryProbe` worker;
+    Latency: the plans of one model are timed interleaved, end to end, with (``beacon=True``) the
+    :mod:`perfpredict.beacon` workload timed in the same rounds and stored beside each record. Memory
+    (``memory=True``): measured per plan by ``memory_method`` (``"allocator"`` in this process, ``"rss"`` in a :class:`MemoryProbe` worker;
     see :mod:`perfpredict.runtime.measurement`) at the thread counts in ``memory_threads`` (default: the
     smallest of ``threads``; the sampled plans are the same at every thread count except the fast ones),
     stored with the analytical estimate (which every record carries). Layer records of
@@ -1279,6 +1282,7 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     mem_ts = set(_parse_threads(memory_threads)) if memory_threads else {min(ts)}
     known_plans: dict[str, float] = {}
     report.extra["memory_threads"] = sorted(mem_ts) if memory else []
+    reference = Beacon() if beacon else None
     stored_now: list[Record] = []
     try:
         for spec in specs:
@@ -1308,7 +1312,8 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                 recs, skips = _measure_model_plans(graph, onnx_path, spec, sd, todo, t, devs[t], protocol,
                                                    probe if t in mem_ts else None,
                                                    campaign, seed, report, build_executable, estimate_peak_memory,
-                                                   torch, torch_threads, known_plans, learn=t == ts[0])
+                                                   torch, torch_threads, known_plans, learn=t == ts[0],
+                                                   beacon=reference)
                 if recs:
                     report.stored += store.append_many(recs, if_exists="skip")
                     report.unstable += sum(1 for r in recs if r.stable is False)
@@ -1333,10 +1338,10 @@ MODEL_CHUNK_WEIGHT_BYTES = 1 << 30
 
 
 def _measure_model_plans(graph, onnx_path, spec, sd, todo, t, device, protocol, probe, campaign, seed, report,
-                         build_executable, estimate_peak_memory, torch, torch_threads, known_plans, learn):
-    """Build, probe, memory-measure and time (interleaved) the plans of one model at ``t`` threads, in chunks
-    of at most :data:`MODEL_CHUNK_WEIGHT_BYTES` estimated weights."""
-    ctx = {"skips": [], "calibration": None, "known": known_plans, "learn": learn}
+                         build_executable, estimate_peak_memory, torch, torch_threads, known_plans, learn, beacon=None):
+    """Build, probe, memory-measure and time (interleaved, with ``beacon``'s workload when given) the plans of one
+    model at ``t`` threads, in chunks of at most :data:`MODEL_CHUNK_WEIGHT_BYTES` estimated weights."""
+    ctx = {"skips": [], "calibration": None, "known": known_plans, "learn": learn, "beacon": beacon}
     estimates = {}
     chunks: list[list[tuple[Plan, str]]] = [[]]
     weight = 0
@@ -1413,10 +1418,14 @@ def _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, prot
     stats: dict[str, LatencyStats] = {}
     if built:
         calls = {key: (lambda exe=exe, xs=xs: exe.forward(*xs)) for key, (_, _, exe, xs) in built.items()}
+        if ctx["beacon"] is not None:
+            calls[BEACON_KEY] = ctx["beacon"].call(t)
         with torch.inference_mode():
             kw = protocol.measure_kwargs()
             kw["warmup"] = max(1, protocol.warmup - 3)  # the three probe calls were warm-up calls already
-            stats = measure_interleaved(calls, threads=t, seed=_seed_of(spec.name, t, seed), **kw)
+            # with a beacon, every candidate stays in every round: the beacon's median is of the plans' rounds
+            stats = measure_interleaved(calls, threads=t, seed=_seed_of(spec.name, t, seed),
+                                        lockstep=ctx["beacon"] is not None, **kw)
     recs = []
     for key, (plan, _, exe, _) in built.items():
         if ctx["learn"]:
@@ -1426,6 +1435,8 @@ def _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, prot
         extra = {"spec": sd, "plan_kind": plan.name, "seed": seed, **_stats_extra(stats[key]),
                  "est_mem": {"weights": est.weights, "activations": est.activations, "workspace": est.workspace},
                  "conversions": len(exe.conversions), "fused": len(exe.fused)}
+        if BEACON_KEY in stats:
+            extra["beacon"] = beacon_extra(stats[BEACON_KEY])
         if "peak_bytes" in m:
             extra["mem"] = {"weights": m["weight_bytes"], "run_peak": m["run_peak_bytes"], "method": m["method"]}
         elif m.get("error"):
@@ -1446,7 +1457,8 @@ def _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, prot
 
 
 def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence[str] = ("layer", "model"),
-              protocol: Protocol | None = None, repeat: int = 0, progress: bool = True) -> CampaignReport:
+              protocol: Protocol | None = None, repeat: int = 0, campaigns: Sequence[str] | None = None,
+              progress: bool = True) -> CampaignReport:
     """Re-measure a seeded random sample of ``sample`` stored records (not rechecks themselves; split evenly
     across ``kinds``) and store the results as noise-recheck records
     (:func:`perfpredict.dataset.noise_recheck_record`).
@@ -1454,9 +1466,12 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
     Layer records are rebuilt from their zoo spec and node name and timed as the layer campaign timed
     them: interleaved with the other candidates stored for the same layer and thread count (timed alone,
     a small layer runs with warmer caches and comes out systematically faster). Model records are rebuilt
-    from their zoo spec and plan and timed alone. Both use the campaigns' seeded inputs and int8
+    from their zoo spec and plan and timed interleaved with the other plans their campaign stored for the same
+    model and thread count, and with the :mod:`perfpredict.beacon` workload when their campaign timed them beside
+    it (the re-check then stores the beacon's time too). Both use the campaigns' seeded inputs and int8
     calibration and ``protocol`` (default: the layer or model campaign default).
-    ``repeat`` tells several rechecks of the same record apart.
+    ``repeat`` tells several rechecks of the same record apart; ``campaigns`` (default: all) limits the sample to
+    records of those campaigns.
     """
     import torch
 
@@ -1468,9 +1483,11 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
         raise PerfPredictError(f"--sample must be at least 1, got {sample}")
     report = CampaignReport(NOISE_CAMPAIGN, "+".join(kinds), str(store.path), ())
     candidates = [r for k in kinds for r in store.iter_records(kind=k)
-                  if r.campaign != NOISE_CAMPAIGN and r.median_ms is not None and "spec" in r.extra()]
+                  if r.campaign != NOISE_CAMPAIGN and r.median_ms is not None and "spec" in r.extra()
+                  and (campaigns is None or r.campaign in campaigns)]
     if not candidates:
-        raise PerfPredictError(f"{store.path}: no {' or '.join(kinds)} records with a zoo spec to re-measure")
+        where = f" of campaign(s) {', '.join(campaigns)}" if campaigns else ""
+        raise PerfPredictError(f"{store.path}: no {' or '.join(kinds)} records{where} with a zoo spec to re-measure")
     rng = random.Random(f"perfpredict.profile.noise:{seed}")
     by_kind = {k: [r for r in candidates if r.kind == k] for k in kinds}
     by_kind = {k: v for k, v in by_kind.items() if v}
@@ -1486,13 +1503,22 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
             if r.campaign != NOISE_CAMPAIGN:
                 siblings[(r.campaign, r.model_name, r.threads, r.node_json)].append(
                     LayerCandidate(r.primitive, r.layout, r.precision, float(r.prune or 0.0)))
+    model_siblings: dict[tuple, list[Record]] = defaultdict(list)
+    if any(r.kind == "model" for r in chosen):
+        groups = {_model_group(r) for r in chosen if r.kind == "model"}
+        for r in store.iter_records(kind="model"):
+            if r.campaign != NOISE_CAMPAIGN and r.median_ms is not None and r.plan_json \
+                    and (g := _model_group(r)) in groups:
+                model_siblings[g].append(r)
     report.threads = tuple(sorted({r.threads for r in chosen}))
     report.planned = len(chosen)
     bar = _progress(len(chosen), "noise recheck", progress)
     graphs: dict[str, Graph] = {}
     pairs: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    reference = Beacon()
     try:
         for orig in chosen:
+            beacon = None
             rec_key = noise_recheck_record(orig, _dummy_stats(), repeat=repeat).key
             if rec_key in done:
                 report.already += 1
@@ -1508,14 +1534,12 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
                         if stats is None:
                             raise PerfPredictError("the layer was skipped this time (too slow or failed)")
                     else:
-                        exe, xs = rebuild_model_record(orig, graphs)
-                        call = lambda exe=exe, xs=xs: exe.forward(*xs)  # noqa: E731
-                        stats = measure_latency(call, threads=orig.threads, **proto.measure_kwargs())
+                        stats, beacon = _recheck_model(orig, ex, model_siblings, graphs, reference, proto)
             except (PerfPredictError, RuntimeError, ValueError, KeyError) as exc:
                 report.skipped[f"rebuild failed: {type(exc).__name__}"] += 1
                 bar.update(1)
                 continue
-            rec = noise_recheck_record(orig, stats, repeat=repeat)
+            rec = noise_recheck_record(orig, stats, repeat=repeat, beacon=beacon)
             report.stored += int(store.append(rec, if_exists="skip"))
             report.unstable += int(stats.stable is False)
             pairs[orig.kind].append((orig.median_ms, stats.median_ms))
@@ -1661,6 +1685,34 @@ def _recheck_layer(orig: Record, ex: Mapping[str, Any], graph: Graph,
         cands = [*cands, me]
     outcomes = measure_layer(cfg, cands, orig.threads, protocol, seed=_seed_of(orig.node_json, ex.get("seed", 0)))
     return next(o.stats for o in outcomes if o.candidate == me)
+
+
+def _model_group(record: Record) -> tuple:
+    """The plans its campaign timed together with model record ``record``: same campaign, zoo model, device and
+    thread count."""
+    return (record.campaign, _spec_key(record.extra().get("spec", {})), record.device_json, record.threads)
+
+
+def _recheck_model(orig: Record, ex: Mapping[str, Any], siblings: Mapping[tuple, list[Record]],
+                   graphs: dict[str, Graph], reference: Beacon,
+                   protocol: Protocol) -> tuple[LatencyStats, dict[str, Any] | None]:
+    """Re-time model record ``orig`` as its campaign timed it: interleaved with the other plans its campaign stored
+    for the same model, device and thread count, and beside the beacon when the campaign timed one. Timed alone
+    (or beside the beacon alone) a plan runs with other caches than among its siblings and comes out
+    systematically faster. Its new stats and, with a beacon, the beacon's (:func:`beacon_extra`)."""
+    group = siblings.get(_model_group(orig)) or [orig]
+    if all(r.key != orig.key for r in group):
+        group = [*group, orig]
+    calls: dict[str, Callable[[], Any]] = {}
+    for r in group:
+        exe, xs = rebuild_model_record(r, graphs)
+        calls[r.key] = lambda exe=exe, xs=xs: exe.forward(*xs)
+    with_beacon = beacon_ms(ex) is not None
+    if with_beacon:
+        calls[BEACON_KEY] = reference.call(orig.threads)
+    stats = measure_interleaved(calls, threads=orig.threads, lockstep=with_beacon,
+                                seed=_seed_of(orig.key, ex.get("seed", 0)), **protocol.measure_kwargs())
+    return stats[orig.key], (beacon_extra(stats[BEACON_KEY]) if with_beacon else None)
 
 
 def _dummy_stats() -> LatencyStats:

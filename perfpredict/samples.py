@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from perfpredict.beacon import beacon_ms, normalised_ms
 from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import DatasetError, PerfPredictError
 from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, single_node_graph, template_for)
@@ -202,7 +203,7 @@ def _with_activation(node: Node, spec: str) -> Graph:
 # --------------------------------------------------------------------------------------------- loading
 
 
-LATENCY_STATS = ("median", "min")
+LATENCY_STATS = ("median", "min", "beacon")
 
 
 def load_samples(store_path: str | Path, *, include_unstable: bool = True, progress: bool = False,
@@ -212,7 +213,9 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
 
     ``latency_stat`` picks the latency target: ``"median"`` (the record's ``median_ms``) or ``"min"`` (the
     fastest timed repeat, ``extra_json["min_ms"]``, least affected by preemption on a busy machine;
-    records without it are skipped). A store with no usable model record raises :class:`DatasetError`.
+    records without it are skipped) or ``"beacon"`` (a model record's median scaled to the store's typical machine
+    speed by the :mod:`perfpredict.beacon` workload timed in the same rounds; model records timed without a beacon
+    are skipped, layer records keep their median). A store with no usable model record raises :class:`DatasetError`.
 
     ``memory_method`` picks the peak-memory target (:mod:`perfpredict.runtime.measurement`): ``"allocator"``
     (a record's own allocator figure, or that of a ``memory-allocator`` re-measurement of it; records with
@@ -241,6 +244,7 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
     with open_store(path, create=False) as store:
         total = len(store)
         remeasured = store.memory_remeasurements()
+        references = store.beacon_references() if latency_stat == "beacon" else {}
         if memory_method == "auto":
             memory_method = "allocator" if remeasured or store.has_memory_method("allocator") else "rss"
         records: Iterable[Any] = store.iter_records()
@@ -264,6 +268,12 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
                 median = rec.extra().get("min_ms")
                 if median is None:
                     skipped["no min_ms"] += 1
+            elif latency_stat == "beacon" and median is not None and rec.kind == "model":
+                beacon = beacon_ms(rec.extra())
+                reference = references.get((rec.device_json, rec.threads))
+                median = normalised_ms(median, beacon, reference) if beacon and reference else None
+                if median is None:
+                    skipped["no beacon timing"] += 1
             lat = median if (rec.stable is not False or include_unstable) else None
             if median is not None and lat is None:
                 skipped["unstable latency"] += 1

@@ -459,6 +459,13 @@ _MEMORY_TARGET_TEXT = {
     "any": "allocator figures where the store has them, else resident-set figures",
 }
 
+_LATENCY_TARGET_TEXT = {
+    "median": "median of the timed repeats",
+    "min": "fastest timed repeat",
+    "beacon": "median of the timed repeats scaled to the store's typical machine speed by the beacon timed beside "
+              "it, perfpredict.beacon",
+}
+
 
 def _fmt(v: Any, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -504,7 +511,7 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
         f"- families: {', '.join(f'{k} ({v})' for k, v in (d.get('families') or {}).items())}",
         f"- threads: {', '.join(f'{k} ({v})' for k, v in (d.get('threads') or {}).items())}",
         f"- latency target: the records' {d.get('latency_stat', 'median')} "
-        f"({'median of the timed repeats' if d.get('latency_stat', 'median') == 'median' else 'fastest timed repeat'})",
+        f"({_LATENCY_TARGET_TEXT.get(d.get('latency_stat', 'median'), d.get('latency_stat'))})",
         f"- peak-memory target: {_MEMORY_TARGET_TEXT.get(d.get('memory_method', 'any'), d.get('memory_method'))}",
         f"- records skipped while loading: {d.get('skipped') or 'none'}; latencies whose confidence interval "
         f"missed the campaign's target, kept: {d.get('unstable_latencies_kept', 0)}", "",

@@ -69,6 +69,12 @@ def _info(args: argparse.Namespace) -> int:
                   f"the true latency would score about MAPE {pct(nk['truth_mape'])}, within 5%: "
                   f"{pct(nk['truth_within_5pct'])}, within 10%: {pct(nk['truth_within_10pct'])} against the stored "
                   "figures (estimate: i.i.d. symmetric noise, see perfpredict.measure.noise_floor)")
+            b = nk.get("beacon")
+            if b:
+                print(f"    of them timed beside the beacon ({b['n']}): normalised by it (--latency-stat beacon), "
+                      f"re-measured within 10%: {pct(b['within_10pct'])}, true-latency MAPE about "
+                      f"{pct(b['truth_mape'])}, within 10%: {pct(b['truth_within_10pct'])}; the same re-checks "
+                      f"raw: within 10%: {pct(b['raw']['within_10pct'])}, MAPE about {pct(b['raw']['truth_mape'])}")
     else:
         print("noise floor: no re-measurements yet (run `perfpredict profile noise`)")
     return 0

@@ -23,8 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random:FRACTION[:SEED], family:NAME, lofo (each family in turn) or none (default random:0.2)")
     p.add_argument("--seed", type=int, default=0, help="random seed of splits and training")
     p.add_argument("--epochs", type=int, default=None, help="maximum GNN epochs when training kind gnn")
-    p.add_argument("--latency-stat", choices=("median", "min"), default="median",
-                   help="latency target: the records' median (default) or fastest timed repeat")
+    p.add_argument("--latency-stat", choices=("median", "min", "beacon"), default="median",
+                   help="latency target: the records' median (default), fastest timed repeat, or median scaled to the "
+                        "store's typical machine speed by the beacon timed beside it (model records without one are "
+                        "skipped; see perfpredict.beacon)")
     p.add_argument("--memory-method", choices=("auto", "allocator", "rss", "any"), default="auto",
                    help="peak-memory target: torch-allocator figures (exact), resident-set figures, allocator where there is one "
                         "else resident set, or auto (allocator when the store has any; default)")

@@ -97,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "output heights, moved to another primitive)")
     mo.add_argument("--no-canonical", action="store_true", help="sampled variants only")
     mo.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    mo.add_argument("--no-beacon", action="store_true",
+                    help="do not time the beacon workload (perfpredict.beacon) beside each model's plans; by default "
+                         "it is, so that the 'beacon' latency target can take the machine's drift out")
     mo.add_argument("--memory-method", choices=("allocator", "rss"), default="allocator",
                     help="peak memory from torch's allocator (exact, repeatable; the default) or from the resident "
                          "set in a worker subprocess (also sees memory outside torch, noisier)")
@@ -112,6 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     no.add_argument("--seed", type=int, default=0, help="seed of the sample")
     no.add_argument("--kinds", type=_names, default=["layer", "model"], help="record kinds (default layer,model)")
     no.add_argument("--repeat", type=int, default=0, help="recheck number, to recheck the same records again")
+    no.add_argument("--campaigns", type=_names, default=None,
+                    help="comma-separated campaigns whose records are re-measured (default: every campaign)")
     add_progress_option(no)
     no.add_argument("--json", action="store_true", help="print the report as JSON")
     no.set_defaults(func=_noise)
@@ -203,7 +208,7 @@ def _models(args: argparse.Namespace) -> int:
                                  campaign=args.campaign or MODEL_CAMPAIGN, layer_campaign=args.layer_campaign,
                                  devices=_devices(args), quick_device=args.quick_device,
                                  max_minutes=args.max_minutes, stop_after=args.stop_after,
-                                 progress=not args.no_progress, plans=args.plans)
+                                 progress=not args.no_progress, plans=args.plans, beacon=not args.no_beacon)
     _print_report(rep, args.json)
     return 0
 
@@ -216,7 +221,7 @@ def _noise(args: argparse.Namespace) -> int:
         raise PerfPredictError(f"--kinds: unknown kind(s) {', '.join(bad)}; accepted: layer, model")
     with _open(args.store, create=False) as store:
         rep = run_noise(store, sample=args.sample, seed=args.seed, kinds=args.kinds, repeat=args.repeat,
-                        progress=not args.no_progress)
+                        campaigns=args.campaigns, progress=not args.no_progress)
     _print_report(rep, args.json)
     if not args.json:
         sys.stdout.flush()

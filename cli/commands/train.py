@@ -33,8 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--identity-dropout", type=share, default=0.0, metavar="SHARE",
                    help="share of nodes whose op and primitive identity is hidden in each training batch, so the "
                         "predictor learns to cost ops it never saw from their category and shapes (default 0)")
-    p.add_argument("--latency-stat", choices=("median", "min"), default="median",
-                   help="latency target: the records' median (default) or fastest timed repeat")
+    p.add_argument("--latency-stat", choices=("median", "min", "beacon"), default="median",
+                   help="latency target: the records' median (default), fastest timed repeat, or median scaled to the "
+                        "store's typical machine speed by the beacon timed beside it (model records without one are "
+                        "skipped; see perfpredict.beacon)")
     p.add_argument("--memory-method", choices=("auto", "allocator", "rss", "any"), default="auto",
                    help="peak-memory target: torch-allocator figures (exact), resident-set figures, allocator where there is one "
                         "else resident set, or auto (allocator when the store has any; default)")

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from perfpredict.beacon import BEACON_ID, beacon_ms
 from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, make_record, memory_method_of, open_store
 from perfpredict.devices import load_example_board, static_host
 from perfpredict.errors import PerfPredictError
@@ -152,14 +153,24 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path):
             assert ex["mem"]["method"] == "allocator" and memory_method_of(r) == "allocator"
         assert "default" in kinds and len(kinds) == 3
         assert rep.extra["memory_gap"]["n"] == 3
+        # the beacon was timed in the same rounds as the three plans: one figure shared by all three records
+        beacons = {json.dumps(r.extra()["beacon"], sort_keys=True) for r in recs}
+        assert len(beacons) == 1 and beacon_ms(recs[0].extra()) > 0
+        assert recs[0].extra()["beacon"]["id"] == BEACON_ID
         assert run_model_campaign(store, **kw).already == 3 and len(store) == 3
 
-        noise = run_noise(store, sample=2, seed=1, progress=False)
+        with pytest.raises(PerfPredictError, match="no model records of campaign\\(s\\) elsewhere"):
+            run_noise(store, sample=2, kinds=("model",), campaigns=["elsewhere"], progress=False)
+        noise = run_noise(store, sample=2, seed=1, campaigns=["models"], progress=False)
         assert noise.stored == 2
         rechecks = list(store.iter_records(campaign=NOISE_CAMPAIGN))
         assert len(rechecks) == 2 and all(r.extra()["original_key"] in store.keys("models") for r in rechecks)
-        assert store.info()["noise"]["n"] == 2
+        assert all(beacon_ms(r.extra()) > 0 for r in rechecks)  # re-timed beside the beacon, as the originals were
+        assert store.info()["noise"]["n"] == 2 and store.noise("model")["beacon"]["n"] == 2
         assert run_noise(store, sample=2, seed=1, progress=False).already == 2  # same sample: not re-measured
+
+        run_model_campaign(store, **{**kw, "campaign": "plain", "beacon": False})
+        assert all("beacon" not in r.extra() for r in store.iter_records(campaign="plain"))
 
 
 def test_rss_memory_is_remeasured_by_the_allocator_and_attached_to_its_original(cache, tmp_path):
