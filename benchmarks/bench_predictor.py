@@ -134,7 +134,8 @@ def markdown(rows, throughput, meta) -> str:
     def f(v, d=2):
         return "n/a" if v is None else f"{v:.{d}f}"
 
-    lines = [f"# Predictor benchmark ({meta['data']}, data hash {meta['data_hash']})", "",
+    what = f"{meta['data']}, campaigns {meta['campaigns']}" if meta.get("campaigns") else meta["data"]
+    lines = [f"# Predictor benchmark ({what}, data hash {meta['data_hash']})", "",
              f"{meta['model_samples']} model samples, {meta['layer_samples']} layer samples; latency target "
              f"{meta['latency_stat']}; seed {meta['seed']}; host {meta['host']}; {meta['seconds']} s", ""]
     noise = meta.get("noise")
@@ -258,6 +259,8 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-stat", default="median", choices=("median", "min", "beacon"),
                     help="latency target: the records' median (default), their fastest repeat, or their median "
                          "normalised by the beacon timed beside them (perfpredict.beacon)")
+    ap.add_argument("--campaigns", default=None,
+                    help="comma-separated campaigns whose records are used (default: every campaign)")
     ap.add_argument("--memory-method", default="auto", choices=("auto", "allocator", "rss", "any"),
                     help="peak-memory target (see perfpredict.samples.load_samples; default auto)")
     ap.add_argument("--memory-noise-sample", type=int, default=40,
@@ -274,14 +277,15 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     data = resolve_dataset(args.data)
-    samples = load_samples(data, progress=True, latency_stat=args.latency_stat, memory_method=args.memory_method)
+    samples = load_samples(data, progress=True, latency_stat=args.latency_stat, memory_method=args.memory_method,
+                           campaigns=args.campaigns.split(",") if args.campaigns else None)
     opts = TrainOptions(seed=args.seed, identity_dropout=args.identity_dropout,
                         patience=args.patience, **({"epochs": args.epochs} if args.epochs else {}))
     saved = {} if args.save_predictions else None
     rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log, saved)
     throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
                                                                 args.throughput_model, log, args.throughput_ensemble)
-    meta = {"data": str(data), "data_hash": samples.data_hash, "model_samples": len(samples.models),
+    meta = {"data": str(data), "campaigns": args.campaigns, "data_hash": samples.data_hash, "model_samples": len(samples.models),
             "layer_samples": len(samples.layers), "seed": args.seed, "host": platform.node(),
             "latency_stat": args.latency_stat, "memory_method": samples.memory_method, "noise": _noise(data),
             "memory_noise": _memory_noise(data, args.memory_noise_sample, args.seed),

@@ -208,14 +208,16 @@ LATENCY_STATS = ("median", "min", "beacon")
 
 def load_samples(store_path: str | Path, *, include_unstable: bool = True, progress: bool = False,
                  kinds: Sequence[str] = ("model", "layer"), limit: int | None = None,
-                 latency_stat: str = "median", memory_method: str = "auto") -> SampleSet:
+                 latency_stat: str = "median", memory_method: str = "auto",
+                 campaigns: Sequence[str] | None = None) -> SampleSet:
     """Read a measurement store (path or ``sqlite:///``) into a :class:`SampleSet` (see the module docstring).
 
     ``latency_stat`` picks the latency target: ``"median"`` (the record's ``median_ms``) or ``"min"`` (the
     fastest timed repeat, ``extra_json["min_ms"]``, least affected by preemption on a busy machine;
     records without it are skipped) or ``"beacon"`` (a model record's median scaled to the store's typical machine
     speed by the :mod:`perfpredict.beacon` workload timed in the same rounds; model records timed without a beacon
-    are skipped, layer records keep their median). A store with no usable model record raises :class:`DatasetError`.
+    are skipped, layer records keep their median). ``campaigns`` (default: all) keeps the records of those
+    campaigns only. A store with no usable model record raises :class:`DatasetError`.
 
     ``memory_method`` picks the peak-memory target (:mod:`perfpredict.runtime.measurement`): ``"allocator"``
     (a record's own allocator figure, or that of a ``memory-allocator`` re-measurement of it; records with
@@ -262,6 +264,9 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
                 skipped["memory re-measurement (attached to its original)"] += 1
                 continue
             if rec.kind not in kinds:
+                continue
+            if campaigns is not None and rec.campaign not in campaigns:
+                skipped["not in the chosen campaigns"] += 1
                 continue
             median = rec.median_ms
             if latency_stat == "min" and median is not None:

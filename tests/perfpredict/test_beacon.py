@@ -78,3 +78,5 @@ def test_beacon_latency_target_scales_to_the_typical_speed_and_skips_records_wit
     want = sorted(r.median_ms * 5.0 / beacons[i % 3] for i, r in enumerate(recs[:6]))
     assert got == pytest.approx(want)
     assert normed.data_hash != plain.data_hash and normed.latency_stat == "beacon"
+    only = load_samples(path, kinds=("model",), campaigns=["with-beacon"])
+    assert len(only.models) == 6 and only.skipped["not in the chosen campaigns"] == len(recs)
