@@ -87,6 +87,14 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
       --campaign models-224-fusion3 --max-minutes 8 --json > "$WORK/models-224-fusion3.json"
   # the swap campaigns of zen5.db, the same commands, on 2026-12-03
   swap_campaigns
+  # 2026-12-03: the beacon (perfpredict.beacon) timed beside every model's plans, at dispatch revision 3; then a
+  # re-check of a sample of those records, beside the beacon too
+  for SEED in 0 1 2 3; do
+    $PP profile models --store "$S" --threads 1,2 $([ $SEED != 0 ] && echo --no-canonical) --seed $SEED \
+        --campaign models-beacon --json > "$WORK/models-beacon-seed$SEED.json"
+  done
+  $PP profile noise --store "$S" --kinds model --campaigns models-beacon --sample 200 --seed 0 \
+      --json > "$WORK/noise-beacon.json"
 elif [ "$NAME" = amd ]; then  # every primitive and fusion revision 3 from the start; memory by the allocator
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
       --resolutions 96,128 --seed 0 --stop-after 1400 --max-minutes 14 --json > "$WORK/models.json"
