@@ -47,6 +47,13 @@ the larger of compute and memory time::
 
 (views and folded nodes keep the first prior). A schema-8 checkpoint is featurised without it.
 
+Schema 10 adds ``slow_path``: 1 where the node runs its primitive's slow path (today ``conv.int8`` on fbgemm's
+generic depthwise path), else 0. Both priors price that path by a share of the peak measured on one machine, which
+misses on others by a factor unlike the fast path's (on the stores' int8 depthwise layer records the measured time
+is 8-13x the prior on the fast path and 0.1-0.6x on the slow one), and nothing else tells the network which path a
+node takes (misalignment to 8 channels is not a function of ``log_in_c``): without the flag the network applies
+the fast path's correction to the slow path. A schema-9 checkpoint is featurised without it.
+
 The rules follow :mod:`perfpredict.runtime.executor`: the nodes of
 :func:`~perfpredict.runtime.executor.fusion_patterns` (a Relu/Clip/HardSwish/Sigmoid that is the only reader of a
 Conv/Gemm/MatMul output, not a graph output, a swish's Sigmoid + Mul pair, or a residual Add of a Conv's output
@@ -85,9 +92,10 @@ from perfpredict.primitives.tensor_ops import int8_concat_direct
 from perfpredict.runtime.executor import Fusion, conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 9  # 9: a second prior, priced by each primitive's kernel traits (log_traits_prior_ms)
-READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9)
-"""Feature schemas this code featurises: a checkpoint of one of them loads (8 lacks ``log_traits_prior_ms``)."""
+FEATURE_SCHEMA_VERSION = 10  # 10: slow_path, 1 where a node runs its primitive's slow path
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10)
+"""Feature schemas this code featurises: a checkpoint of one of them loads (8 lacks ``log_traits_prior_ms``, 8 and 9
+lack ``slow_path``)."""
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -114,14 +122,16 @@ PLAN_COLUMNS: tuple[str, ...] = (
     "layout_nchw", "layout_nhwc", "prec_fp32", "prec_int8", "prune", "keep_in", "keep_out",
     "log_eff_macs", "log_eff_flops", "log_eff_bytes_in", "log_eff_bytes_out", "log_eff_param_bytes",
     "layout_conversions_in", "precision_conversions_in", "log_conversion_bytes", "output_conversion",
-    "fused_now", "has_fused_now", "log_prior_ms", "log_traits_prior_ms",
+    "fused_now", "has_fused_now", "log_prior_ms", "log_traits_prior_ms", "slow_path",
 )  # fmt: skip
-"""Plan-dependent numeric columns that follow the primitive one-hot (schema 9; schema 8 ends at ``log_prior_ms``)."""
+"""Plan-dependent numeric columns that follow the primitive one-hot (schema 10; schema 9 ends at
+``log_traits_prior_ms``, schema 8 at ``log_prior_ms``)."""
 
 
 def plan_columns(schema_version: int = FEATURE_SCHEMA_VERSION) -> tuple[str, ...]:
-    """The plan columns of a feature schema: :data:`PLAN_COLUMNS`, without ``log_traits_prior_ms`` before 9."""
-    return PLAN_COLUMNS if schema_version >= 9 else PLAN_COLUMNS[:-1]
+    """The plan columns of a feature schema: :data:`PLAN_COLUMNS`, without ``slow_path`` before 10 and
+    ``log_traits_prior_ms`` before 9."""
+    return PLAN_COLUMNS[:len(PLAN_COLUMNS) - max(0, 10 - schema_version)]
 
 DEVICE_COLUMNS: tuple[str, ...] = (
     "log_threads", "log_cores", "log_freq_ghz", "log_l1d_kb", "log_l2_kb", "log_l3_kb", "log_gflops_fp32",
@@ -1342,6 +1352,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
         np.log1p(eff_out), np.log1p(eff_params), need_lay.astype(np.float64) @ incidence,
         need_prec.astype(np.float64) @ incidence, np.log1p(conv_bytes), out_conv.astype(np.float64),
         fused_now.astype(np.float64), has_fused_now.astype(np.float64), *np.log(columns),
+        *([slow.astype(np.float64)] if space.schema_version >= 10 else []),
     ], axis=2).astype(np.float32)  # fmt: skip
     plan = np.concatenate([prim_onehot, plan_cols], axis=2)
 

@@ -7,6 +7,7 @@ vector d_g and analytical memory facts a_g with memory prior M0_g (see :mod:`per
     h_i^{l+1} = h_i^l + ReLU(LN(W_r h_i^l + W_f mean_{j->i} h_j^l + W_b mean_{i->k} h_k^l))   l < L
                                                      (GraphSAGE over data-flow edges and their reverse)
     t_i       = pi_i * exp(f_node(h_i^L))                                      per-node latency (ms)
+                (pi_i alone for a node whose op the training data never had: see gnn_predictor)
     T_g       = (sum_i t_i) * exp(f_lat([mean_i h_i ; max_i h_i ; d_g ; log sum_i t_i]))
     M_g       = M0_g * exp(f_mem([mean_i h_i ; max_i h_i ; d_g ; a_g]))
 
@@ -93,15 +94,17 @@ class PerfGNN(nn.Module):
         return self.enc_static(static)
 
     def forward(self, static_h: Tensor, plan: Tensor, log_prior: Tensor, device: Tensor, edge_index: Tensor,
-                batch: Tensor, num_graphs: int, memory: Tensor, log_memory_prior: Tensor) -> GNNOutput:
+                batch: Tensor, num_graphs: int, memory: Tensor, log_memory_prior: Tensor,
+                corrected: Tensor | None = None) -> GNNOutput:
         """Run the network.
 
         static_h [N, H] (:meth:`encode_static` of the static rows), plan [N, plan_dim], log_prior [N]
         (log ms), device [G, device_dim], edge_index [2, E] (data-flow direction), batch [N] graph index
-        per node, memory [G, memory_dim], log_memory_prior [G] (log bytes).
+        per node, memory [G, memory_dim], log_memory_prior [G] (log bytes); ``corrected`` [N] (default all
+        ones) scales each node's learned correction: 0 leaves a node at its prior.
         """
         h = self.embed(static_h, plan, self.enc_device(device)[batch], edge_index)
-        node_log = log_prior + self.node_head(h).squeeze(-1)
+        node_log = log_prior + self.node_correction(h, corrected)
         # log-sum-exp per graph, stabilised by the per-graph max
         shift = scatter(node_log.detach(), batch, 0, dim_size=num_graphs, reduce="max")
         total = scatter(torch.exp(node_log - shift[batch]), batch, 0, dim_size=num_graphs, reduce="sum")
@@ -110,6 +113,11 @@ class PerfGNN(nn.Module):
         log_lat = self.graph_latency(pooled, device, log_sum)
         log_mem = log_memory_prior + self.mem_head(torch.cat([pooled, device, memory], 1)).squeeze(-1)
         return GNNOutput(log_lat, log_mem, log_sum, node_log)
+
+    def node_correction(self, h: Tensor, corrected: Tensor | None = None) -> Tensor:
+        """f_node(h_i): each node's log correction of its prior [N], times ``corrected`` where given."""
+        out = self.node_head(h).squeeze(-1)
+        return out if corrected is None else out * corrected
 
     def embed(self, static_h: Tensor, plan: Tensor, device_h: Tensor, edge_index: Tensor) -> Tensor:
         """Node embeddings h^L [N, H]; ``device_h`` [N, H] is W_d d_g of each node's graph."""

@@ -312,6 +312,10 @@ def test_int8_depthwise_fallback_prior_follows_the_kept_channels(tmp_path, space
     _, pf = _feat(g, space, plans)
     prior = pf.prior_ms[:, dw]
     assert prior[1] > 50 * prior[0] and prior[2] <= prior[0] and prior[3] < 2 * prior[0]
+    # the network is told which path the node takes (schema 10), on that node only
+    flag = pf.plan[:, :, len(space.primitives) + 1 + space.plan_columns.index("slow_path")]
+    np.testing.assert_array_equal(flag[:, dw], [0, 1, 0, 0])
+    assert flag.sum() == 1
     # the featuriser's kept channels are the ones the runtime's pruning leaves
     for plan, slow in ((plans[1], True), (plans[2], False)):
         ratios = {k: c.prune for k, c in plan.choices.items() if c.prune}
@@ -389,6 +393,9 @@ def test_the_traits_prior_prices_each_primitive_by_its_kernel_traits():
     assert pf.plan[1, at[56], col] < pf.plan[0, at[56], col] and pf.plan[1, at[7], col] > pf.plan[0, at[7], col]
     np.testing.assert_array_equal(pf.plan[0, :, first], pf.plan[1, :, first])
     old = featurise(graph, plans, DEVICE, replace(space, schema_version=8))
-    assert old.plan.shape[2] == space.plan_dim - 1
+    assert old.plan.shape[2] == space.plan_dim - 2
     assert "log_traits_prior_ms" not in replace(space, schema_version=8).plan_columns
-    np.testing.assert_array_equal(old.plan, pf.plan[:, :, :-1])
+    np.testing.assert_array_equal(old.plan, pf.plan[:, :, :-2])
+    nine = featurise(graph, plans, DEVICE, replace(space, schema_version=9))
+    assert replace(space, schema_version=9).plan_columns == space.plan_columns[:-1]
+    np.testing.assert_array_equal(nine.plan, pf.plan[:, :, :-1])

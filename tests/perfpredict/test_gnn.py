@@ -107,14 +107,16 @@ def test_save_load_round_trip(trained, tmp_path):
     assert isinstance(back, Predictor) and isinstance(back, NodeCostModel)
 
 
-def test_a_checkpoint_of_the_previous_feature_schema_loads_and_predicts(samples, tmp_path):
+@pytest.mark.parametrize("version", [8, 9])  # 8 without log_traits_prior_ms, both without slow_path
+def test_a_checkpoint_of_a_previous_feature_schema_loads_and_predicts(samples, tmp_path, version):
     old = GNNPredictor(GNNConfig(hidden=16, layers=1))
-    old.space = replace(FeatureSpace.current(), schema_version=8)  # without log_traits_prior_ms
+    old.space = replace(FeatureSpace.current(), schema_version=version)
     old.fit(samples, options=TrainOptions(epochs=2, seed=0))
-    path = old.save(tmp_path / "v8")
-    assert torch.load(path, weights_only=True)["feature_schema_version"] == 8
+    path = old.save(tmp_path / f"v{version}")
+    assert torch.load(path, weights_only=True)["feature_schema_version"] == version
     back = GNNPredictor.load(path)
-    assert back.space.schema_version == 8 and back.space.plan_dim == FeatureSpace.current().plan_dim - 1
+    assert back.space.schema_version == version
+    assert back.space.plan_dim == FeatureSpace.current().plan_dim - (10 - version)
     g = zoo_graph("squeezenet")
     plans = [random_plan(g, random.Random(k)) for k in range(3)]
     np.testing.assert_array_equal(back.predict(g, plans, DEVICE).latency_ms, old.predict(g, plans, DEVICE).latency_ms)
@@ -246,3 +248,24 @@ def test_ops_never_seen_in_training_warn_and_stay_finite(trained):
     with pytest.warns(FeatureWarning, match="ops Sigmoid.*never appeared in this predictor's training data"):
         out = trained.predict(g, [default_plan(g)], DEVICE)
     assert np.isfinite(out.latency_ms).all() and (out.latency_ms > 0).all()
+
+
+def test_nodes_of_an_op_never_seen_in_training_keep_their_prior(trained):
+    from perfpredict.features import FeatureWarning, threads_of
+
+    g = zoo_graph("efficientnet")  # Sigmoid: no training family has it
+    tpl = template_for(g)
+    plans = [default_plan(g), random_plan(g, random.Random(1)), random_plan(g, random.Random(2))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FeatureWarning)
+        pf = trained.featurise(tpl, plans, DEVICE, threads_of(DEVICE))
+        nodes = trained.node_latencies(tpl, plans, DEVICE)
+        whole = trained.predict_plans(tpl, plans, DEVICE).latency_ms
+        local = trained.plan_latencies(tpl, plans[1:], DEVICE)
+    unseen = np.array([op == "Sigmoid" for op in tpl.ops])
+    assert unseen.any()
+    ratio = nodes / pf.prior_ms  # the prior times each plan's graph-level factor where the correction is off
+    for row in ratio:
+        np.testing.assert_allclose(row[unseen], row[unseen][0], rtol=1e-5)
+        assert np.ptp(np.log(row[~unseen])) > 0.01  # elsewhere the network's correction moves each node
+    np.testing.assert_allclose(local, whole[1:], rtol=2e-5)  # the local pass follows the same rule
