@@ -128,10 +128,13 @@ PLAN_COLUMNS: tuple[str, ...] = (
 ``log_traits_prior_ms``, schema 8 at ``log_prior_ms``)."""
 
 
+_PLAN_COLUMN_SINCE: dict[str, int] = {"log_traits_prior_ms": 9, "slow_path": 10}
+"""The schema that added each plan column after schema 8."""
+
+
 def plan_columns(schema_version: int = FEATURE_SCHEMA_VERSION) -> tuple[str, ...]:
-    """The plan columns of a feature schema: :data:`PLAN_COLUMNS`, without ``slow_path`` before 10 and
-    ``log_traits_prior_ms`` before 9."""
-    return PLAN_COLUMNS[:len(PLAN_COLUMNS) - max(0, 10 - schema_version)]
+    """The plan columns of a feature schema: :data:`PLAN_COLUMNS` without those a later schema added."""
+    return tuple(c for c in PLAN_COLUMNS if _PLAN_COLUMN_SINCE.get(c, 8) <= schema_version)
 
 DEVICE_COLUMNS: tuple[str, ...] = (
     "log_threads", "log_cores", "log_freq_ghz", "log_l1d_kb", "log_l2_kb", "log_l3_kb", "log_gflops_fp32",

@@ -215,12 +215,11 @@ class GNNPredictor(PairwiseCostsMixin):
         correction learned on Flatten and Concat, 1-2x by the prior). Such a node keeps its analytical prior; its
         embedding still informs its neighbours and the graph-level terms."""
         assert self.normaliser is not None and self.space is not None
-        norm = self.normaliser
-        ops = norm.pinned[norm.pinned < self.space.op_dim]
+        ops = self.normaliser.unseen_columns(static[:, :self.space.op_dim])
         if not ops.size:
             return None
-        new = (static[:, ops] != norm.node_mean[ops]).any(axis=1)
-        return torch.from_numpy((~new).astype(np.float32)) if new.any() else None
+        new = (static[:, ops] != self.normaliser.node_mean[ops]).any(axis=1)
+        return torch.from_numpy((~new).astype(np.float32))
 
     def _warn_unseen(self, static: np.ndarray) -> None:
         """Warn when a graph has static columns (an op's one-hot) that never varied in the training data: the
