@@ -55,6 +55,7 @@ from perfpredict.plan import Choice, Plan, default_choice, is_prunable
 from perfpredict.predictor import Prediction, channel_sources, interaction_pairs
 from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, depthwise_fallback
 from perfpredict.primitives.registry import get_primitive
+from perfpredict.primitives.tensor_ops import int8_concat_direct
 
 if TYPE_CHECKING:
     from perfpredict.devices import DeviceSpec
@@ -338,6 +339,31 @@ def _is_depthwise_like(node: Node) -> bool:
 KERNEL_FACTORS: tuple[str, ...] = ("work_per_op", "compute_eff", "extra_bytes", "memory_eff", "overhead_ms",
                                    "single_thread")
 """The columns of :func:`kernel_factors`."""
+
+
+# Activation bytes an int8 node moves per element, relative to fp32's 4, for the ops whose int8 kernels do not run at
+# one byte per element: torch's quantised Add, Mul and batch norm dequantise, compute in float and requantise to
+# their calibrated output scale, and quantized::cat requantises its inputs to one scale (through fp32 buffers where
+# it cannot join them directly, int8_concat_direct). On the layer records of datasets/xeon2.db and amd.db (1 and 2
+# threads) these ops at int8 took 0.6-1.5x their fp32 time (HardSwish 0.5x, Concat 1-2x), where one byte per element
+# prices them at 0.25x; Relu, Clip, the pools and the views keep their input's scale and do run at about 0.25x.
+INT8_ACTIVATION_SCALE: Mapping[str, float] = {"Add": 1.0, "Mul": 1.0, "BatchNormalization": 1.0, "Concat": 1.0,
+                                              "HardSwish": 0.5}
+INT8_CONCAT_FALLBACK_SCALE = 2.0
+"""quantized::cat through fp32: dequantised inputs and the fp32 result are written and read once more."""
+
+
+def int8_activation_scale(node: Node, layout: str) -> float:
+    """Bytes ``node`` moves per activation element at int8 in ``layout``, relative to fp32: 0.25 (one byte) unless
+    its int8 kernel computes in float (:data:`INT8_ACTIVATION_SCALE`, :data:`INT8_CONCAT_FALLBACK_SCALE`).
+
+    The GNN prices the nodes it does not correct with it (``features.PlanFeatures.fallback_ms``). The roofline
+    (:class:`RooflineModel`) keeps one byte per element: with it, its ranking of the plans of each model on
+    ``xeon2.db``'s beaconed campaign fell (Kendall 0.695 to 0.663 over 96 held-out model groups), its int8
+    convolutions being priced far lower than they run."""
+    if node.op == "Concat" and not int8_concat_direct(node, layout):
+        return INT8_CONCAT_FALLBACK_SCALE
+    return INT8_ACTIVATION_SCALE.get(node.op, _PRECISION_BYTES["int8"] / 4.0)
 
 
 def kernel_factors(node: Node, primitive: str, layout: str) -> tuple[float, float, float, float, float, float]:

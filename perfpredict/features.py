@@ -54,6 +54,13 @@ is 8-13x the prior on the fast path and 0.1-0.6x on the slow one), and nothing e
 node takes (misalignment to 8 channels is not a function of ``log_in_c``): without the flag the network applies
 the fast path's correction to the slow path. A schema-9 checkpoint is featurised without it.
 
+Beside the features, :attr:`PlanFeatures.fallback_ms` is the prior with the bytes each int8 kernel really moves
+(:func:`~perfpredict.analytical.int8_activation_scale`: torch's quantised Add, Mul, batch norm and cat compute in
+float and requantise, so their int8 time is near their fp32 time, 0.6-2x on the stores' layer records, not a
+quarter of it). The network reads the one-byte prior and corrects it per op; ``fallback_ms`` is the price of a node
+it does not correct, one whose op the training data never had (:mod:`perfpredict.gnn_predictor`): densenet's int8
+batch norm, held out of training, was priced at 0.4x its layer records by the one-byte prior.
+
 The rules follow :mod:`perfpredict.runtime.executor`: the nodes of
 :func:`~perfpredict.runtime.executor.fusion_patterns` (a Relu/Clip/HardSwish/Sigmoid that is the only reader of a
 Conv/Gemm/MatMul output, not a graph output, a swish's Sigmoid + Mul pair, or a residual Add of a Conv's output
@@ -79,7 +86,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from perfpredict.analytical import kernel_factors, traits_for
+from perfpredict.analytical import int8_activation_scale, kernel_factors, traits_for
 from perfpredict.devices import REFERENCE_LAYERS, DeviceSpec
 from perfpredict.errors import FeatureWarning, PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
@@ -437,6 +444,8 @@ class GraphTemplate:
     # (runtime.executor.view_is_dense), and whether it is a Concat that quantized::cat joins directly in NHWC
     view_dense: np.ndarray = field(default_factory=lambda: np.ones((0, 2), bool))
     concat_direct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # [n, 2]: bytes per activation element at int8 relative to fp32, in NCHW and NHWC (analytical.int8_activation_scale)
+    int8_act: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     fusions: tuple[Fusion, ...] = ()
     # primitive -> [n, 2, len(KERNEL_FACTORS)]: its analytical.kernel_factors per node and layout (NCHW, NHWC)
     kernel_factors: Mapping[str, np.ndarray] = field(default_factory=dict)
@@ -549,7 +558,7 @@ class GraphTemplate:
             out_tensors=(outs := tuple(self.out_tensors[i] for i in idx)),
             final_tensors=tuple(t for o, unread in zip(outs, unread_to_end) if unread for t, *_ in o),
             convert_final=False, dw_channels=self.dw_channels[idx], view_dense=self.view_dense[idx],
-            concat_direct=self.concat_direct[idx],
+            concat_direct=self.concat_direct[idx], int8_act=self.int8_act[idx],
             fusions=tuple(f for f in self.fusions if kept.issuperset((f.producer, *f.nodes))),
             kernel_factors={k: v[idx] for k, v in self.kernel_factors.items()})
 
@@ -683,6 +692,8 @@ def build_template(graph: Graph) -> GraphTemplate:
         dw_channels=dw_channels,
         view_dense=np.array([[view_is_dense(nd, lay) for lay in LAYOUTS] for nd in nodes], bool).reshape(-1, 2),
         concat_direct=np.array([nd.op == "Concat" and int8_concat_direct(nd, "NHWC") for nd in nodes], bool),
+        int8_act=np.array([[int8_activation_scale(nd, lay) for lay in ("NCHW", "NHWC")] for nd in nodes],
+                          np.float64).reshape(n, 2),
         fusions=fusions, kernel_factors=_kernel_factor_table(nodes))
 
 
@@ -1189,8 +1200,8 @@ def device_vector(device: DeviceSpec, threads: int | None = None) -> np.ndarray:
 class PlanFeatures:
     """Featurised plans of one template: the static node rows [n, static_dim] shared by every plan, the
     plan rows [P, n, plan_dim] (float32), latency priors [P, n] (ms), graph memory facts
-    [P, len(GRAPH_MEMORY_COLUMNS)], the analytical memory prior [P] (bytes) and each node's weight plus
-    workspace bytes [P, n]."""
+    [P, len(GRAPH_MEMORY_COLUMNS)], the analytical memory prior [P] (bytes), each node's weight plus
+    workspace bytes [P, n] and the fallback latency priors [P, n] (ms) of nodes no network corrects."""
 
     static: np.ndarray
     plan: np.ndarray
@@ -1198,6 +1209,7 @@ class PlanFeatures:
     memory: np.ndarray
     memory_prior: np.ndarray
     node_memory: np.ndarray  # [P, n] weight plus workspace bytes of each node's choice
+    fallback_ms: np.ndarray | None = None  # [P, n] the prior with int8 kernels' real bytes (see the module docstring)
 
     def __len__(self) -> int:
         return self.plan.shape[0]
@@ -1340,6 +1352,10 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     conversions = (2.0 * conv_bytes + out_conv * 2.0 * eff_out) / bw
     prior = eff_flops / rate + (eff_in + eff_out + eff_params) / bw + rates.overhead_ms + conversions
     prior = np.where(fused_now, _FUSED_PRIOR_SHARE * rates.overhead_ms, prior)
+    # the price of a node no network corrects: the same, with the activation bytes each int8 kernel really moves
+    int8_act = tpl.int8_act[np.arange(n)[None, :], nhwc.astype(np.int64)]
+    fallback = prior + np.where(int8 & ~fused_now, (int8_act - 0.25) * (tpl.bytes_in * keep_in + tpl.bytes_out * keep_out)
+                                / bw, 0.0)
     columns = [prior]
     if space.schema_version >= 9:
         columns.append(_traits_prior(tpl, arrays, space, rates.cores, nhwc, chan_scale, eff_flops,
@@ -1370,7 +1386,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     mem_prior = weights + step_peak
     memory = np.stack([np.log1p(weights), np.log1p(peak_act), np.log1p(max_ws), np.log1p(mem_prior)], axis=1)
     return PlanFeatures(tpl.static_features(space), plan, prior, memory.astype(np.float32), mem_prior,
-                        eff_params + ws)
+                        eff_params + ws, fallback)
 
 
 def featurise(graph: Graph, plans: Sequence[Plan], device: DeviceSpec, space: FeatureSpace,

@@ -201,10 +201,14 @@ class GNNPredictor(PairwiseCostsMixin):
         ds = self.space.static_dim
         self._warn_unseen(pf.static)
         static = torch.from_numpy(((pf.static - norm.node_mean[:ds]) / norm.node_std[:ds]).astype(np.float32))
-        log_prior = torch.from_numpy(np.log(pf.prior_ms).astype(np.float32))
+        corrected = self._corrected(pf.static)
+        prior = pf.prior_ms
+        if corrected is not None and pf.fallback_ms is not None:  # uncorrected nodes cost the fallback prior
+            prior = np.where(corrected.numpy() > 0, prior, pf.fallback_ms)
+        log_prior = torch.from_numpy(np.log(prior).astype(np.float32))
         dev = torch.from_numpy(norm.device(device_vector(device, threads)))[None, :]
         return (static, norm.node_mean[ds:].astype(np.float32), norm.node_std[ds:].astype(np.float32), log_prior,
-                dev, self._corrected(pf.static))
+                dev, corrected)
 
     def _corrected(self, static: np.ndarray) -> Any:
         """[n] 1.0 for the nodes whose op the training data had, 0.0 for the others (None when all had it).
@@ -212,8 +216,9 @@ class GNNPredictor(PairwiseCostsMixin):
         The network's correction of a node's prior is learned per op; for an op it never saw it would come from
         the op's category and shapes, and on the stores' leave-one-family-out folds that guess was worse than the
         prior alone (shufflenet_v2's Reshape, Split and Transpose priced 2-10x their layer records by the
-        correction learned on Flatten and Concat, 1-2x by the prior). Such a node keeps its analytical prior; its
-        embedding still informs its neighbours and the graph-level terms."""
+        correction learned on Flatten and Concat, 1-2x by the prior). Such a node keeps its analytical prior, the
+        one that counts the bytes each int8 kernel moves (``PlanFeatures.fallback_ms``); its embedding still
+        informs its neighbours and the graph-level terms."""
         assert self.normaliser is not None and self.space is not None
         ops = self.normaliser.unseen_columns(static[:, :self.space.op_dim])
         if not ops.size:

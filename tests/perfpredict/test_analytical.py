@@ -129,3 +129,17 @@ def test_a_swish_is_free_only_after_a_primitive_that_applies_it(board):
         opts = [Choice(default_plan(g).choices[act].primitive, "NHWC", "fp32")]
         costs = model.edge_costs(g, board, f.producer, act, convs, opts)
         assert costs[0, 0] == 0.0 and costs[1, 0] > 0.0 and costs[2, 0] > 0.0  # int8 conv, fp32 activation
+
+
+def test_int8_activation_bytes_follow_the_kernel():
+    # one byte per element where the int8 kernel keeps its input's scale; float traffic where it requantises
+    from perfpredict.analytical import INT8_CONCAT_FALLBACK_SCALE, int8_activation_scale
+    from tests.perfpredict.synthetic import zoo_graph
+
+    g = zoo_graph("densenet")
+    first = {n.op: n for n in reversed(g.nodes)}
+    assert int8_activation_scale(first["Relu"], "NCHW") == 0.25
+    assert int8_activation_scale(first["Conv"], "NHWC") == 0.25
+    assert int8_activation_scale(first["BatchNormalization"], "NHWC") == 1.0
+    assert int8_activation_scale(first["Concat"], "NHWC") == 1.0
+    assert int8_activation_scale(first["Concat"], "NCHW") == INT8_CONCAT_FALLBACK_SCALE

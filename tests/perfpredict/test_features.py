@@ -322,6 +322,26 @@ def test_int8_depthwise_fallback_prior_follows_the_kept_channels(tmp_path, space
         assert depthwise_fallback(prune_graph(g, ratios).graph.node("dw")) is slow
 
 
+def test_the_fallback_prior_prices_int8_ops_that_compute_in_float_at_their_float_bytes():
+    # torch's quantised batch norm and cat requantise through float, so the price of such a node no network
+    # corrects is not a quarter of its fp32 one; a one-byte op (Relu) and every fp32 node cost their prior
+    from .synthetic import zoo_graph
+
+    g = zoo_graph("densenet")
+    at = {op: next(i for i, n in enumerate(g.nodes) if n.op == op) for op in ("BatchNormalization", "Relu", "Concat")}
+    prim = {"BatchNormalization": "batchnormalization.torch", "Relu": "relu.torch", "Concat": "concat.torch"}
+    plans = [Plan({g.nodes[i].name: Choice(prim[op], layout, "int8") for op, i in at.items()})
+             for layout in ("NCHW", "NHWC")] + [default_plan(g)]
+    pf = featurise(g, plans, DEVICE, FeatureSpace.current())
+    prior, fallback = pf.prior_ms, pf.fallback_ms
+    np.testing.assert_array_equal(fallback[:, at["Relu"]], prior[:, at["Relu"]])
+    np.testing.assert_array_equal(fallback[2], prior[2])
+    for layout in (0, 1):
+        assert fallback[layout, at["BatchNormalization"]] > 1.25 * prior[layout, at["BatchNormalization"]]
+    # quantized::cat joins NHWC channels directly; in NCHW it goes through fp32 buffers and costs more again
+    assert fallback[0, at["Concat"]] > fallback[1, at["Concat"]] > prior[1, at["Concat"]]
+
+
 def test_every_supported_op_has_a_category_column():
     from perfpredict.features import OP_CATEGORIES
     from perfpredict.graph import SUPPORTED_OPS

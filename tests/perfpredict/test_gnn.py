@@ -253,7 +253,7 @@ def test_ops_never_seen_in_training_warn_and_stay_finite(trained):
 def test_nodes_of_an_op_never_seen_in_training_keep_their_prior(trained):
     from perfpredict.features import FeatureWarning, threads_of
 
-    g = zoo_graph("efficientnet")  # Sigmoid: no training family has it
+    g = zoo_graph("efficientnet")  # Sigmoid and Mul: no training family has them
     tpl = template_for(g)
     plans = [default_plan(g), random_plan(g, random.Random(1)), random_plan(g, random.Random(2))]
     with warnings.catch_warnings():
@@ -262,9 +262,12 @@ def test_nodes_of_an_op_never_seen_in_training_keep_their_prior(trained):
         nodes = trained.node_latencies(tpl, plans, DEVICE)
         whole = trained.predict_plans(tpl, plans, DEVICE).latency_ms
         local = trained.plan_latencies(tpl, plans[1:], DEVICE)
-    unseen = np.array([op == "Sigmoid" for op in tpl.ops])
+    unseen = np.isin(tpl.ops, ["Sigmoid", "Mul"])
     assert unseen.any()
-    ratio = nodes / pf.prior_ms  # the prior times each plan's graph-level factor where the correction is off
+    # the fallback prior (an int8 Mul at its float bytes) times each plan's graph-level factor where the correction
+    # is off
+    assert (pf.fallback_ms[:, unseen] > pf.prior_ms[:, unseen]).any()
+    ratio = nodes / pf.fallback_ms
     for row in ratio:
         np.testing.assert_allclose(row[unseen], row[unseen][0], rtol=1e-5)
         assert np.ptp(np.log(row[~unseen])) > 0.01  # elsewhere the network's correction moves each node
