@@ -6,7 +6,8 @@ on the initial weights and on the epoch early stopping keeps), so a headline fig
 The runs must share the measurement store (data hash) and the latency target; splits missing from any run are
 left out and named. A random split is drawn with each run's seed, so its row averages over held-out sets too.
 One seed's folds may come from several runs (folds run in parallel processes, each with its own ``--splits``);
-their splits must not overlap. The leave-one-family-out row is pooled here from the family folds of each seed,
+their splits must not overlap, except those of ``--replace`` runs, which take the place of the same seed's splits (a
+fold re-run after a change that can only move that fold). The leave-one-family-out row is pooled here from the family folds of each seed,
 weighted by their number of records (exact for MAPE and the share within 10 %, which are means over records; rank
 correlations do not pool that way and are left out of it).
 
@@ -41,12 +42,14 @@ METRICS = (("latency", "mape", "latency MAPE %"), ("latency", "within_10", "late
            ("latency", "kendall", "latency Kendall"), ("memory", "mape", "memory MAPE %"))
 
 
-def load_runs(paths: list[Path]) -> list[dict]:
+def load_runs(paths: list[Path], replacing: list[Path] = ()) -> list[dict]:
     """The runs' JSON, checked to be comparable (same store, same latency target) and merged per seed: one entry
-    per seed, in the order the seeds first appear, with the rows of all its runs and their commands."""
+    per seed, in the order the seeds first appear, with the rows of all its runs and their commands. The rows of a
+    ``replacing`` run take the place of its seed's rows of the same splits."""
     runs = [json.loads(p.read_text()) for p in paths]
+    again_runs = [json.loads(p.read_text()) for p in replacing]
     for key in ("data_hash", "latency_stat"):
-        values = {r["meta"][key] for r in runs}
+        values = {r["meta"][key] for r in runs + again_runs}
         if len(values) > 1:
             raise SystemExit(f"summarise_seeds: the runs differ in {key} ({', '.join(sorted(map(str, values)))}); "
                              "only runs of the same store and target can be averaged")
@@ -61,6 +64,18 @@ def load_runs(paths: list[Path]) -> list[dict]:
                              "split once per seed")
         into["rows"] += run["rows"]
         into["meta"]["commands"].append(run["meta"].get("command"))
+    for run in again_runs:
+        seed = run["meta"]["seed"]
+        if seed not in merged:
+            raise SystemExit(f"summarise_seeds: a replacing run has seed {seed}, which no run has")
+        into = merged[seed]
+        splits = {r["split"] for r in run["rows"]}
+        missing = sorted(splits - {r["split"] for r in into["rows"]})
+        if missing:
+            raise SystemExit(f"summarise_seeds: a replacing run of seed {seed} holds {', '.join(missing)}, which no "
+                             "run of that seed has")
+        into["rows"] = [r for r in into["rows"] if r["split"] not in splits] + run["rows"]
+        into["meta"]["commands"].append(f"(replacing {', '.join(sorted(splits))}) {run['meta'].get('command')}")
     return list(merged.values())
 
 
@@ -122,7 +137,7 @@ def load_predictions(paths: list[Path], runs: list[dict], predictor: str) -> lis
             raise SystemExit(f"summarise_seeds: {path} holds no per-record predictions; run bench_predictor with "
                              "--save-predictions for --ensemble")
         saved = json.loads((path.parent / meta["predictions"]).read_text())
-        for split, preds in saved.items():
+        for split, preds in saved.items():  # a later (replacing) run's predictions win
             if predictor in preds:
                 by_seed[meta["seed"]][split] = preds[predictor]
     return [by_seed[r["meta"]["seed"]] for r in runs]
@@ -199,18 +214,21 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path,
                     help="bench_predictor result JSON files (one or more per seed)")
+    ap.add_argument("--replace", nargs="+", type=Path, default=[], metavar="RUN",
+                    help="result files whose splits take the place of the same seed's splits in RUNS: folds re-run "
+                         "after a change that touches only them (say why in what you report)")
     ap.add_argument("--predictor", default="gnn", help="predictor kind to summarise (default gnn)")
     ap.add_argument("--ensemble", action="store_true",
                     help="add the seeds' ensemble (needs runs written with bench_predictor --save-predictions)")
     ap.add_argument("--out", type=Path, help="output path without suffix (.json and .md are written)")
     args = ap.parse_args(argv)
-    for p in args.runs:
+    for p in [*args.runs, *args.replace]:
         if not p.is_file():
             raise SystemExit(f"summarise_seeds: no such result file: {p}")
-    runs = load_runs(args.runs)
+    runs = load_runs(args.runs, args.replace)
     summary = summarise(runs, args.predictor)
     if args.ensemble:
-        add_ensemble(summary, load_predictions(args.runs, runs, args.predictor))
+        add_ensemble(summary, load_predictions([*args.runs, *args.replace], runs, args.predictor))
     if not summary["rows"]:
         raise SystemExit(f"summarise_seeds: no split has predictor {args.predictor!r} in every run")
     md = markdown(summary)
