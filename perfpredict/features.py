@@ -692,8 +692,7 @@ def build_template(graph: Graph) -> GraphTemplate:
         dw_channels=dw_channels,
         view_dense=np.array([[view_is_dense(nd, lay) for lay in LAYOUTS] for nd in nodes], bool).reshape(-1, 2),
         concat_direct=np.array([nd.op == "Concat" and int8_concat_direct(nd, "NHWC") for nd in nodes], bool),
-        int8_act=np.array([[int8_activation_scale(nd, lay) for lay in ("NCHW", "NHWC")] for nd in nodes],
-                          np.float64).reshape(n, 2),
+        int8_act=np.array([[int8_activation_scale(nd, lay) for lay in LAYOUTS] for nd in nodes]).reshape(-1, 2),
         fusions=fusions, kernel_factors=_kernel_factor_table(nodes))
 
 
@@ -1353,9 +1352,10 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     prior = eff_flops / rate + (eff_in + eff_out + eff_params) / bw + rates.overhead_ms + conversions
     prior = np.where(fused_now, _FUSED_PRIOR_SHARE * rates.overhead_ms, prior)
     # the price of a node no network corrects: the same, with the activation bytes each int8 kernel really moves
-    int8_act = tpl.int8_act[np.arange(n)[None, :], nhwc.astype(np.int64)]
-    fallback = prior + np.where(int8 & ~fused_now, (int8_act - 0.25) * (tpl.bytes_in * keep_in + tpl.bytes_out * keep_out)
-                                / bw, 0.0)
+    fallback = prior
+    if (tpl.int8_act != 0.25).any():
+        scale = np.where(int8, tpl.int8_act[np.arange(n)[None, :], nhwc.astype(np.int64)], act_scale)
+        fallback = prior + np.where(fused_now, 0.0, (eff_in + eff_out) * (scale / act_scale - 1.0) / bw)
     columns = [prior]
     if space.schema_version >= 9:
         columns.append(_traits_prior(tpl, arrays, space, rates.cores, nhwc, chan_scale, eff_flops,
