@@ -59,6 +59,7 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
     graph, _ = load_model(model)
     opts = OptimiseOptions(trials=args.trials, threads=args.threads, objectives=("latency", "memory"),
                            max_accuracy_drop_pct=args.max_drop, measure=False, progress=False, seed=0,
+                           polish_rounds=args.polish_rounds,
                            outdir=workdir / model)
     outcome = optimise(graph, device, opts, predictor, pname)
     picked = _pick(outcome.result, args.validate)

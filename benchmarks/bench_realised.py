@@ -147,9 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) C reference baseline")
     ap.add_argument("--versus", default=None, metavar="PREDICTOR",
                     help="also search with this predictor and time its plans in the same rounds")
-    ap.add_argument("--polish-rounds", type=int, default=OptimiseOptions.polish_rounds, metavar="N",
-                    help=f"optimise's --polish-rounds for the searches (default {OptimiseOptions.polish_rounds}, "
-                         "optimise's default)")
     ap.add_argument("--versus-polish-rounds", type=int, default=None, metavar="N",
                     help="--polish-rounds of the --versus searches (default: --polish-rounds); with --versus the "
                          "shipped checkpoint and 0, it times plans found with and without polishing")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from optimiser.run import resolve_predictor
+from optimiser.run import OptimiseOptions, resolve_predictor
 from perfpredict.devices import local_device
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
@@ -38,6 +38,9 @@ def search_parser(description: str, out: str) -> argparse.ArgumentParser:
     ap.add_argument("--zero-shot", choices=ROUTES, default="proxy",
                     help="on a machine the predictor did not train on: through the nearest trained device (default, "
                          "as perfpredict optimise) or from the board's features")
+    ap.add_argument("--polish-rounds", type=int, default=OptimiseOptions.polish_rounds, metavar="N",
+                    help=f"optimise's --polish-rounds for the searches (default {OptimiseOptions.polish_rounds}, "
+                         "optimise's default)")
     add_timing_options(ap, time_cap=5.0)
     ap.add_argument("--out", default=out, help=f"result JSON (and .md beside it; default {out})")
     return ap

@@ -371,6 +371,7 @@ def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
     w_scales = np.ascontiguousarray(qw.q_per_channel_scales().numpy(), dtype=np.float32)
     b_np = None if b is None else np.ascontiguousarray(b.numpy(), dtype=np.float32)
     quant = _Quant(in_qp.scale, out_qp.scale, in_qp.zero_point, out_qp.zero_point, w_scales.ctypes.data)
+    quant.keep = w_scales  # keeps the pointer above valid for the primitives made later, for other input shapes
     act = _ACTIVATIONS[kind]
     clamp = None if rest.is_identity else (None if rest.lo == -np.inf else rest.lo,
                                             None if rest.hi == np.inf else rest.hi)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from importlib import metadata
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from perfpredict.errors import PlanError
 from perfpredict.primitives import dnnl, get_primitive
+from perfpredict.primitives.quantized import choose_qparams, quantize_activation
 from perfpredict.runtime.kernel import BuildContext
 from tests.perfpredict.primitives.onnx_layers import conv_layer, rel_err
 
@@ -57,6 +59,23 @@ def test_an_input_of_another_shape_gets_its_own_primitive():
     for i in range(3):
         np.testing.assert_allclose(y3[i], y1[0], rtol=1e-5, atol=1e-6)
     assert rel_err(y1, layer.expected) <= 1e-5
+
+
+def test_an_int8_primitive_made_later_for_another_shape_keeps_the_weight_scales():
+    # the per-channel weight scales reach C through a pointer: a primitive made for a new shape after build (and
+    # after the builder's locals are gone and their memory reused) must read the same scales as the first
+    layer = conv_layer(cin=16, cout=8, k=1, pads=(0, 0, 0, 0), hw=(6, 7))
+    qx = choose_qparams(float(layer.x.min()), float(layer.x.max()))
+    ctx = BuildContext(layout="NHWC", precision="int8", in_qparams=(qx,),
+                       out_qparams=choose_qparams(float(layer.expected.min()), float(layer.expected.max())))
+    kernel = get_primitive("conv.dnnl_int8").build(layer.node, layer.weights, ctx)
+    y1 = kernel(quantize_activation(_nhwc(layer.x), qx)).int_repr().numpy()
+    gc.collect()
+    churn = [np.full(8, 1e30, dtype=np.float32) for _ in range(4096)]  # reuse freed small blocks
+    y3 = kernel(quantize_activation(_nhwc(np.concatenate([layer.x] * 3)), qx)).int_repr().numpy()
+    del churn
+    for i in range(3):
+        np.testing.assert_array_equal(y3[i], y1[0])
 
 
 def test_bad_layout_precision_and_input_are_plan_errors():
