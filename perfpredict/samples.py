@@ -63,6 +63,9 @@ class ModelSample:
     model_name: str
     key: str = ""
     spec: Mapping[str, Any] | None = None
+    campaign: str = ""
+    dispatch_revision: int = 1  # how the runtime dispatched the steps (perfpredict.runtime.executor)
+    timestamp: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -344,7 +347,8 @@ def _model_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: floa
         return None
     plan = Plan.from_dict(json.loads(rec.plan_json), f"record {rec.key}") if rec.plan_json else Plan({})
     return ModelSample(tpl, plan, dev, int(rec.threads), lat, mem, rec.family or str(spec.get("family")),
-                       rec.model_name or str(spec.get("name")), rec.key, spec)
+                       rec.model_name or str(spec.get("name")), rec.key, spec, rec.campaign or "",
+                       int(extra.get("dispatch_revision") or 1), rec.timestamp or "")
 
 
 def folded_since(tpl: GraphTemplate, plan: Plan, revision: int) -> int | None:

@@ -6,7 +6,9 @@ on smooth-L1 losses of log errors (latency, memory, the plain sum of node latenc
 latency, and per-kernel latency of layer samples), keeping the weights of the epoch with the best validation
 error (early stopping after ``patience`` epochs without a better one). The memory head's learned correction of the
 analytical memory prior is then shrunk by the factor in [0, 1] that best fits the validation samples (0: the
-prior alone, where the prior is already closer than the correction).
+prior alone, where the prior is already closer than the correction). Model samples of a measurement session other
+than their device's reference (:mod:`perfpredict.sessions`) are fitted with a learned offset of their session, so
+the network predicts the reference: the newest runtime, as most recently measured.
 ``evaluate`` scores any predictor (GNN, baselines, the roofline model) on the same samples.
 ``train_and_report`` is what ``perfpredict train`` runs.
 """
@@ -33,6 +35,7 @@ from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, Normalis
 from perfpredict.metrics import clean, grouped_ranking, summarise
 from perfpredict.samples import (LayerSample, ModelSample, SampleSet, Split, graph_of, make_splits,
                                  validation_split)
+from perfpredict.sessions import Sessions, session_of
 
 if TYPE_CHECKING:
     from perfpredict.gnn_predictor import GNNPredictor
@@ -61,6 +64,9 @@ class TrainOptions:
     threads: int = 1  # torch threads while training (1 is fastest for these small graphs on a busy machine)
     # share of nodes whose op and primitive one-hots are blanked in each training batch (see drop_identity)
     identity_dropout: float = 0.0
+    # a learned log-latency offset per measurement session but each device's reference (perfpredict.sessions):
+    # the network predicts the reference session, the runtime as it runs now
+    session_offsets: bool = True
 
 
 # --------------------------------------------------------------------------------------------- tensors
@@ -116,8 +122,9 @@ def fit_normaliser(rows: _Rows) -> Normaliser:
     return Normaliser.fit(nodes, np.stack(rows.device), np.stack(rows.memory))
 
 
-def to_data(rows: _Rows, norm: Normaliser, static_dim: int) -> list[Data]:
-    """Normalised torch_geometric ``Data`` objects, one per sample."""
+def to_data(rows: _Rows, norm: Normaliser, static_dim: int, sessions: Sequence[int] | None = None) -> list[Data]:
+    """Normalised torch_geometric ``Data`` objects, one per sample (with its session's offset index, ``session``,
+    when ``sessions`` gives them)."""
     out = []
     s_mean, s_std = norm.node_mean[:static_dim], norm.node_std[:static_dim]
     p_mean, p_std = norm.node_mean[static_dim:], norm.node_std[static_dim:]
@@ -134,7 +141,8 @@ def to_data(rows: _Rows, norm: Normaliser, static_dim: int) -> list[Data]:
             mem=torch.from_numpy(norm.memory(rows.memory[k][None])),
             log_mem_prior=torch.tensor([rows.log_mem_prior[k]], dtype=torch.float32),
             y_lat=torch.tensor([rows.y_lat[k]], dtype=torch.float32),
-            y_mem=torch.tensor([rows.y_mem[k]], dtype=torch.float32), num_nodes=int(st.shape[0])))
+            y_mem=torch.tensor([rows.y_mem[k]], dtype=torch.float32), num_nodes=int(st.shape[0]),
+            **({} if sessions is None else {"session": torch.tensor([sessions[k]], dtype=torch.long)})))
     return out
 
 
@@ -173,12 +181,13 @@ def _masked_loss(pred: Tensor, target: Tensor, beta: float) -> Tensor:
     return torch.nn.functional.smooth_l1_loss(pred[mask], target[mask], beta=beta)
 
 
-def _abs_log_errors(model: Any, batches: list[Batch]) -> tuple[np.ndarray, np.ndarray]:
+def _abs_log_errors(model: Any, batches: list[Batch],
+                    offset: Callable[[Batch], Tensor | float] = lambda b: 0.0) -> tuple[np.ndarray, np.ndarray]:
     lat_err, mem_err = [], []
     with torch.inference_mode():
         for b in batches:
             out = _forward(model, b)
-            lat_err.append((out.log_latency - b.y_lat).abs().numpy())
+            lat_err.append((out.log_latency + offset(b) - b.y_lat).abs().numpy())
             mem_err.append((out.log_memory - b.y_mem).abs().numpy())
     lat = np.concatenate(lat_err) if lat_err else np.zeros(0)
     mem = np.concatenate(mem_err) if mem_err else np.zeros(0)
@@ -237,11 +246,24 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     layer_rows = featurise_samples(space, (), train.layers)
     norm = fit_normaliser(rows)
     pred.normaliser = norm
-    tr = to_data(rows, norm, space.static_dim)
+    sessions = Sessions.of(train.models) if opts.session_offsets else None
+    tr = to_data(rows, norm, space.static_dim, None if sessions is None else [sessions.index(s) for s in train.models])
     tl = to_data(layer_rows, norm, space.static_dim) if train.layers else []
-    va = to_data(featurise_samples(space, val.models), norm, space.static_dim) if val.models else []
+    va = to_data(featurise_samples(space, val.models), norm, space.static_dim,
+                 None if sessions is None else [sessions.index(s) for s in val.models]) if val.models else []
     model = pred.model = pred.build_model()
-    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    offsets = torch.zeros(len(sessions) if sessions else 0, requires_grad=True)
+    if offsets.numel():
+        # scalars that must travel a whole log-ratio (0.2-0.5) where a weight moves by little: a tenfold rate
+        groups.append({"params": [offsets], "weight_decay": 0.0, "lr": opts.lr * 10})
+
+    def offset(batch: Batch) -> Tensor | float:  # each sample's session offset (0 for a reference session)
+        if sessions is None:
+            return 0.0
+        return torch.cat([offsets, offsets.new_zeros(1)])[batch.session]
+
+    optim = torch.optim.AdamW(groups, lr=opts.lr, weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(1, opts.epochs), eta_min=opts.lr * 0.03)
     rng = np.random.default_rng(opts.seed)
     n_batches = max(1, math.ceil(len(tr) / opts.batch_size))
@@ -251,6 +273,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     val_batches = [Batch.from_data_list(va[lo:lo + 256]) for lo in range(0, len(va), 256)] if va else \
         [Batch.from_data_list(tr[lo:lo + 256]) for lo in range(0, len(tr), 256)]
     best, best_state, best_epoch, bad = math.inf, None, -1, 0
+    best_offsets = offsets.detach().clone()
     history: list[dict[str, float]] = []
     epochs: Any = range(opts.epochs)
     bar = None
@@ -269,10 +292,12 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
             batch = Batch.from_data_list([tr[i] for i in perm[b * opts.batch_size:(b + 1) * opts.batch_size]])
             batch = drop_identity(batch, opts.identity_dropout, absent, gen)
             out = _forward(model, batch)
-            loss = _masked_loss(out.log_latency, batch.y_lat, opts.huber_beta) \
+            shift = offset(batch)
+            loss = _masked_loss(out.log_latency + shift, batch.y_lat, opts.huber_beta) \
                 + opts.memory_weight * _masked_loss(out.log_memory, batch.y_mem, opts.huber_beta)
             if opts.node_sum_weight:
-                loss = loss + opts.node_sum_weight * _masked_loss(out.log_node_sum, batch.y_lat, opts.huber_beta)
+                loss = loss + opts.node_sum_weight * _masked_loss(out.log_node_sum + shift, batch.y_lat,
+                                                                  opts.huber_beta)
             if b < len(lorder):
                 lb = layer_batches[lorder[b]]
                 lout = _forward(model, lb)
@@ -284,7 +309,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
             total += float(loss.detach())
         sched.step()
         model.eval()
-        lat_e, mem_e = _abs_log_errors(model, val_batches)
+        lat_e, mem_e = _abs_log_errors(model, val_batches, offset)
         score = (float(lat_e.mean()) if lat_e.size else 0.0) + (float(mem_e.mean()) if mem_e.size else 0.0)
         history.append({"epoch": epoch, "loss": total / n_batches, "val_lat": float(lat_e.mean()) if lat_e.size
                         else math.nan, "val_mem": float(mem_e.mean()) if mem_e.size else math.nan})
@@ -293,6 +318,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
         if score < best - 1e-6:
             best, best_epoch, bad = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_offsets = offsets.detach().clone()
         else:
             bad += 1
         if opts.patience is not None and bad >= opts.patience:
@@ -311,6 +337,10 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
         "val_model_samples": len(val.models), "data_source": train.source, "data_hash": train.data_hash,
         "history_tail": history[-5:], "devices": _distinct_devices(train),
     }
+    if sessions is not None:  # each session's speed against its device's reference (measured / predicted)
+        record["reference_sessions"] = sorted(sessions.references.values())
+        record["session_scales"] = {k: round(float(np.exp(best_offsets[i])), 4)
+                                    for k, i in sorted(sessions.offset_index.items())}
     pred.training = clean(record)
     return record
 
@@ -392,6 +422,22 @@ def evaluate(predictor: Any, samples: SampleSet, progress: bool = False) -> dict
     return score(samples.models, lat, mem)
 
 
+def evaluate_by_session(predictor: Any, samples: SampleSet, training: Mapping[str, Any]) -> dict[str, Any] | None:
+    """For a predictor trained with session offsets (``training`` its record): metrics on the samples of the
+    reference sessions it predicts, and on every sample with the learned scale of its session applied (a session
+    training never saw counts as a reference); None without offsets."""
+    scales = training.get("session_scales")
+    if scales is None:
+        return None
+    refs = set(training.get("reference_sessions") or [])
+    lat, mem = predict_samples(predictor, samples.models)
+    keys = [session_of(s) for s in samples.models]
+    ref = [k for k, key in enumerate(keys) if key in refs]
+    corrected = lat * np.array([scales.get(key, 1.0) for key in keys])
+    return clean({"reference": score([samples.models[k] for k in ref], lat[ref], mem[ref]) if ref else None,
+                  "corrected": score(samples.models, corrected, mem)})
+
+
 # --------------------------------------------------------------------------------------------- reporting
 
 
@@ -425,6 +471,7 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
         "split": sp.name, "seed": seed, "ensemble": ensemble, "data": samples.summary(), "train": sp.train.summary(),
         "test_summary": sp.test.summary() if sp.test.models else None,
         "test": evaluate(pred, sp.test) if sp.test.models else None,
+        "test_by_session": evaluate_by_session(pred, sp.test, pred.training or {}) if sp.test.models else None,
         "training": pred.training,
         "command": _rebuild_command(data, out_dir, split, seed, epochs, samples.latency_stat,
                                     memory_method, opts.identity_dropout,
@@ -529,6 +576,14 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
             lines += ["", "Per family (held-out):", "", head]
             for fam, block in per.items():
                 lines += metrics_table(block, fam)
+        by_session = metrics.get("test_by_session") or {}
+        if by_session:
+            lines += ["", "The network predicts each device's reference session (the campaign of the newest runtime, "
+                      "latest measured: `perfpredict.sessions`); the other sessions' records differ from it by the "
+                      "scales learned in training. Held-out, on the reference sessions' records alone and on every "
+                      "record with its session's scale applied:", "", head,
+                      *metrics_table(by_session.get("reference"), "reference sessions"),
+                      *metrics_table(by_session.get("corrected"), "all, session scales applied")]
     else:
         lines += ["No held-out part (split `none`): no held-out figures for this checkpoint."]
     lines += [
@@ -540,6 +595,10 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
         f"{tr.get('train_layer_samples')} layers, validation {tr.get('val_model_samples')}",
         f"- memory head: its correction of the analytical memory prior scaled by "
         f"{tr.get('memory_correction_scale', 1.0)} (the factor in [0, 1] that fits the validation samples best)",
+        *([f"- sessions (`perfpredict.sessions`): references {', '.join(f'`{r}`' for r in tr['reference_sessions'])}; "
+           "the others' learned scales (their measured / the reference's latency): "
+           + (", ".join(f"`{k}` {v:.3f}" for k, v in tr["session_scales"].items()) or "none")]
+          if tr.get("reference_sessions") else []),
         f"- options: `{json.dumps(tr.get('options'))}`",
         f"- network: `{json.dumps(tr.get('config'))}`", "",
         "## Versions", "",

@@ -1,0 +1,59 @@
+"""Measurement sessions: each device's reference session, and training that predicts it."""
+
+from dataclasses import replace
+
+import numpy as np
+
+from perfpredict.gnn import GNNConfig
+from perfpredict.gnn_predictor import GNNPredictor
+from perfpredict.samples import SampleSet
+from perfpredict.sessions import Sessions, session_of
+from perfpredict.train import TrainOptions, evaluate, evaluate_by_session, predict_samples
+
+from .synthetic import synthetic_samples
+
+
+def _tag(s, campaign, dispatch, stamp, scale=1.0):
+    return replace(s, campaign=campaign, dispatch_revision=dispatch, timestamp=stamp, latency_ms=s.latency_ms * scale)
+
+
+def test_the_reference_is_the_newest_dispatch_then_the_latest_campaign_per_device_and_threads():
+    base = synthetic_samples(plans_per_graph=2, families=("resnet",), variants=1).models
+    one, two = [s for s in base if s.threads == 1], [s for s in base if s.threads == 2]
+    models = [_tag(one[0], "old-chained", 3, "2026-12-01"), _tag(one[1], "new-stepwise", 1, "2026-12-03"),
+              _tag(two[0], "a", 1, "2026-12-01"), _tag(two[1], "b", 1, "2026-12-02")]
+    sessions = Sessions.of(models)
+    assert sorted(sessions.references.values()) == sorted([session_of(models[0]), session_of(models[3])])
+    assert len(sessions) == 2
+    assert sessions.index(models[0]) == sessions.index(models[3]) == 2  # a reference: no offset
+    assert {sessions.index(models[1]), sessions.index(models[2])} == {0, 1}
+    assert sessions.index(_tag(one[0], "never-seen", 1, "")) == 2
+
+
+def _median_ratio(pred, samples):
+    lat, _ = predict_samples(pred, samples)
+    return float(np.exp(np.median(np.log(lat / np.array([s.latency_ms for s in samples])))))
+
+
+def test_training_predicts_the_reference_session_and_learns_the_others_offsets():
+    # the same plans measured in two sessions: an older one in which everything ran 1.6x slower, and the reference;
+    # without offsets the network predicts a blend of the two, with them the reference
+    src = synthetic_samples(plans_per_graph=8, seed=3)
+    new = [_tag(s, "new", 3, "2026-12-03") for s in src.models]
+    old = [_tag(s, "old", 1, "2026-12-01", 1.6) for s in src.models]
+    data = SampleSet(new[::2] + old[1::2], [], "synthetic", "sessions")
+    fit = dict(epochs=60, seed=0)
+    with_offsets = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(**fit))
+    without = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(session_offsets=False,
+                                                                                           **fit))
+    assert abs(np.log(_median_ratio(with_offsets, new))) < 0.08
+    assert np.log(_median_ratio(without, new)) > 0.15
+    scales = with_offsets.training["session_scales"]
+    assert set(scales) == {session_of(old[0]).replace("|1|", f"|{t}|") for t in (1, 2)}
+    assert all(1.45 < v < 1.8 for v in scales.values()), scales
+    assert "session_scales" not in without.training
+    # scored by session: the reference's records alone, and every record with its session's scale
+    by_session = evaluate_by_session(with_offsets, data, with_offsets.training)
+    assert by_session["reference"]["latency"]["n"] == len(new[::2])
+    assert by_session["corrected"]["latency"]["mape"] < 0.6 * evaluate(with_offsets, data)["latency"]["mape"]
+    assert evaluate_by_session(without, data, without.training) is None
