@@ -1,24 +1,25 @@
 """How far a checkpoint's predictions sit from each measurement campaign of a store (a look at stored records, no
 timing).
 
-A store gathers campaigns measured on different days and with different revisions of the runtime: the fusions it
-makes (``fusion_revision``), how its forward pass dispatches the steps (``dispatch_revision``: one Python call per
-step, or runs of oneDNN calls chained in C), and the VM's speed that day. A checkpoint trained on all of them
-predicts one blend. For each campaign with model records this reports the revisions its records name, when it was
-measured, and the checkpoint's error on it: the median predicted / measured ratio (overall and per thread count),
-the MAPE and share within 10%, and the MAPE left after dividing each prediction by its campaign's median ratio
-(what one scale per campaign would remove). Records the training loader skips are left out (see
-:func:`perfpredict.samples.load_samples`); the records are the checkpoint's training data or not, as the store
-is.
+A store gathers campaigns measured on different days and with different revisions of the runtime (the fusions it
+makes, how its forward pass dispatches the steps: one Python call per step, or runs of oneDNN calls chained in C)
+and the VM's speed that day. A checkpoint trained without session offsets predicts a blend of them; one trained
+with them (:mod:`perfpredict.sessions`) predicts each device's reference session. For each campaign of a device at a
+thread count this reports the dispatch revision its records name, when it was measured, and the checkpoint's
+error on it: the median predicted / measured ratio, the MAPE and share within 10%, and the MAPE left after
+dividing each prediction by the campaign's median ratio (what one scale per campaign would remove). With
+``--split`` only the held-out part of that split is scored (the checkpoint's own split, on its model card, keeps
+its training records out), and the records of the reference sessions of ``--references-of`` (by default the
+predictor's own) are scored pooled as well, so two checkpoints can be held against the same records. Records the
+training loader skips are left out (:func:`perfpredict.samples.load_samples`).
 
     .venv/bin/python benchmarks/bench_campaign_bias.py --data datasets/xeon2.db [--predictor trained_models/proxy]
-        [--out benchmarks/results/campaign_bias_xeon2.json]
+        [--split random:0.2 --seed 0] [--references-of CHECKPOINT] [--out benchmarks/results/campaign_bias_xeon2.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -28,23 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import write_results  # noqa: E402
-from perfpredict.dataset import open_store  # noqa: E402
-from perfpredict.errors import DatasetError  # noqa: E402
 from perfpredict.gnn_predictor import load_predictor  # noqa: E402
-from perfpredict.samples import load_samples  # noqa: E402
-
-
-def _revisions(store, campaign: str) -> dict:  # noqa: ANN001
-    """The runtime revisions the campaign's model records name (None: recorded before the field existed) and the
-    first and last timestamps."""
-    fusion, dispatch, stamps = Counter(), Counter(), []
-    for r in store.iter_records(kind="model", campaign=campaign):
-        extra = json.loads(r.extra_json or "{}")
-        fusion[str(extra.get("fusion_revision"))] += 1
-        dispatch[str(extra.get("dispatch_revision"))] += 1
-        stamps.append(r.timestamp)
-    return {"fusion_revision": dict(fusion), "dispatch_revision": dict(dispatch),
-            "first": min(stamps, default=None), "last": max(stamps, default=None)}
+from perfpredict.samples import load_samples, make_splits  # noqa: E402
+from perfpredict.sessions import campaign_of  # noqa: E402
+from perfpredict.train import predict_samples, score  # noqa: E402
 
 
 def _errors(log_ratio: np.ndarray) -> dict:
@@ -55,41 +43,37 @@ def _errors(log_ratio: np.ndarray) -> dict:
             "mape_one_scale": float(100 * centred.mean()), "within_10_one_scale": float(100 * (centred <= 0.10).mean())}
 
 
-def campaign_bias(predictor, data: str) -> dict:  # noqa: ANN001
-    """Per campaign of ``data``: revisions, dates and the predictor's errors (overall and per thread count)."""
-    store = open_store(data, create=False)
-    campaigns = [c for c in store.info()["by_campaign"] if c != "none"]
+def campaign_bias(predictor, samples, references: set[str] | None = None) -> tuple[dict, dict | None]:  # noqa: ANN001
+    """Per campaign of ``samples`` (device, threads, campaign): dispatch revisions, dates and the predictor's
+    errors; and the predictor's metrics (:func:`perfpredict.train.score`) on the records of the ``references``
+    sessions pooled (the campaigns, :func:`perfpredict.sessions.campaign_of` keys, that belong to them; None: not
+    scored)."""
+    lat, mem = predict_samples(predictor, samples.models)
+    pooled = None
+    if references:
+        ref = [k for k, s in enumerate(samples.models) if campaign_of(s) in references]
+        pooled = score([samples.models[k] for k in ref], lat[ref], mem[ref]) if ref else None
+    rows = defaultdict(list)
+    for s, p in zip(samples.models, lat):
+        if s.latency_ms and np.isfinite(p) and p > 0:
+            rows[(s.device.name, s.device.device_id[:8], s.threads, s.campaign)].append(
+                (float(np.log(p / s.latency_ms)), s))
     out = {}
-    for campaign in campaigns:
-        try:
-            samples = load_samples(data, kinds=("model",), campaigns=[campaign])
-        except DatasetError:  # no usable model record (a layer campaign)
-            continue
-        groups = defaultdict(list)
-        for s in samples.models:
-            if s.latency_ms:
-                groups[(s.template.graph_id, s.device.name, s.threads)].append(s)
-        if not groups:
-            continue
-        by_threads = defaultdict(list)
-        for group in groups.values():
-            first = group[0]
-            pred = predictor.predict_plans(first.template, [s.plan for s in group], first.device, first.threads)
-            for s, p in zip(group, np.asarray(pred.latency_ms, dtype=float)):
-                by_threads[s.threads].append(float(np.log(p / s.latency_ms)))
-        every = np.concatenate([np.asarray(v) for v in by_threads.values()])
-        out[campaign] = {**_revisions(store, campaign), **_errors(every),
-                         "by_threads": {str(t): _errors(np.asarray(v)) for t, v in sorted(by_threads.items())}}
-    return out
+    for (device, device_id, threads, campaign), items in sorted(rows.items()):
+        stamps = [s.timestamp for _, s in items]
+        out[f"{device_id}|{threads}|{campaign}"] = {
+            "device": device, "device_id": device_id, "threads": threads, "campaign": campaign,
+            "dispatch_revision": dict(Counter(str(s.dispatch_revision) for _, s in items)),
+            "first": min(stamps), "last": max(stamps), **_errors(np.array([r for r, _ in items]))}
+    return out, pooled
 
 
 def _table(rows: dict) -> str:
-    lines = ["| campaign | fusion rev. | dispatch rev. | measured | records | predicted / measured (1 t / 2 t) | MAPE | "
-             "within 10% | MAPE, one scale per campaign |", "|---|---|---|---|---|---|---|---|---|"]
-    for c, r in rows.items():
-        threads = " / ".join(f"{r['by_threads'][t]['median_ratio']:.2f}" for t in ("1", "2") if t in r["by_threads"])
-        lines.append(f"| {c} | {', '.join(r['fusion_revision'])} | {', '.join(r['dispatch_revision'])} | "
-                     f"{(r['first'] or '')[:10]} | {r['n']} | {r['median_ratio']:.3f} ({threads}) | {r['mape']:.1f}% | "
+    lines = ["| device (id) | threads | campaign | dispatch rev. | measured | records | predicted / measured | MAPE | "
+             "within 10% | MAPE, one scale per campaign |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows.values():
+        lines.append(f"| {r['device']} ({r['device_id']}) | {r['threads']} | {r['campaign']} | {', '.join(r['dispatch_revision'])} | "
+                     f"{r['first'][:10]} | {r['n']} | {r['median_ratio']:.3f} | {r['mape']:.1f}% | "
                      f"{r['within_10']:.1f}% | {r['mape_one_scale']:.1f}% |")
     return "\n".join(lines)
 
@@ -98,10 +82,32 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="measurement store")
     ap.add_argument("--predictor", default="trained_models/proxy", help="checkpoint (default trained_models/proxy)")
+    ap.add_argument("--split", default=None, help="score only the held-out part of this split (e.g. random:0.2)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --split (default 0)")
+    ap.add_argument("--references-of", default=None, metavar="CHECKPOINT",
+                    help="also score the records of this checkpoint's reference sessions pooled (default: the "
+                         "predictor's own, when it was trained with session offsets)")
     ap.add_argument("--out", default="benchmarks/results/campaign_bias.json")
     args = ap.parse_args(argv)
-    rows = campaign_bias(load_predictor(args.predictor), args.data)
-    write_results(args.out, {"data": args.data, "predictor": args.predictor, "campaigns": rows}, _table(rows))
+    predictor = load_predictor(args.predictor)
+    owner = load_predictor(args.references_of) if args.references_of else predictor
+    record = getattr(owner, "training", None) or {}
+    refs = set(record.get("reference_sessions") or [])
+    references = {c for c, session in (record.get("session_of_campaign") or {}).items() if session in refs}
+    samples = load_samples(args.data, kinds=("model",))
+    if args.split:
+        samples = make_splits(samples, args.split, args.seed)[0].test
+    rows, pooled = campaign_bias(predictor, samples, references)
+    table = _table(rows)
+    if pooled:
+        lat, rank = pooled["latency"], pooled["latency_ranking_within_model"]
+        table += (f"\n\nThe reference sessions' records pooled ({lat['n']}): MAPE {lat['mape']:.2f}%, within 10% "
+                  f"{lat['within_10']:.1f}%, Kendall {lat['kendall']:.3f}, Spearman {lat['spearman']:.3f}; the plans "
+                  f"of each model ranked: mean Kendall {rank['kendall']:.3f} over {rank['groups']} groups.")
+    write_results(args.out, {"data": args.data, "predictor": args.predictor, "split": args.split, "seed": args.seed,
+                             "references_of": args.references_of or args.predictor, "reference_sessions":
+                             sorted(refs), "reference_campaigns": sorted(references), "campaigns": rows,
+                             "reference_pooled": pooled}, table)
     return 0
 
 

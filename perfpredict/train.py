@@ -35,7 +35,7 @@ from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, Normalis
 from perfpredict.metrics import clean, grouped_ranking, summarise
 from perfpredict.samples import (LayerSample, ModelSample, SampleSet, Split, graph_of, make_splits,
                                  validation_split)
-from perfpredict.sessions import Sessions, session_of
+from perfpredict.sessions import Sessions, campaign_of
 
 if TYPE_CHECKING:
     from perfpredict.gnn_predictor import GNNPredictor
@@ -339,6 +339,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     }
     if sessions is not None:  # each session's speed against its device's reference (measured / predicted)
         record["reference_sessions"] = sorted(sessions.references.values())
+        record["session_of_campaign"] = dict(sessions.of_campaign)
         record["session_scales"] = {k: round(float(np.exp(best_offsets[i])), 4)
                                     for k, i in sorted(sessions.offset_index.items())}
     pred.training = clean(record)
@@ -430,8 +431,9 @@ def evaluate_by_session(predictor: Any, samples: SampleSet, training: Mapping[st
     if scales is None:
         return None
     refs = set(training.get("reference_sessions") or [])
+    of_campaign = training.get("session_of_campaign") or {}
     lat, mem = predict_samples(predictor, samples.models)
-    keys = [session_of(s) for s in samples.models]
+    keys = [of_campaign.get(campaign_of(s)) for s in samples.models]
     ref = [k for k, key in enumerate(keys) if key in refs]
     corrected = lat * np.array([scales.get(key, 1.0) for key in keys])
     return clean({"reference": score([samples.models[k] for k in ref], lat[ref], mem[ref]) if ref else None,

@@ -7,7 +7,7 @@ import numpy as np
 from perfpredict.gnn import GNNConfig
 from perfpredict.gnn_predictor import GNNPredictor
 from perfpredict.samples import SampleSet
-from perfpredict.sessions import Sessions, session_of
+from perfpredict.sessions import Sessions, campaign_of
 from perfpredict.train import TrainOptions, evaluate, evaluate_by_session, predict_samples
 
 from .synthetic import synthetic_samples
@@ -17,17 +17,22 @@ def _tag(s, campaign, dispatch, stamp, scale=1.0):
     return replace(s, campaign=campaign, dispatch_revision=dispatch, timestamp=stamp, latency_ms=s.latency_ms * scale)
 
 
-def test_the_reference_is_the_newest_dispatch_then_the_latest_campaign_per_device_and_threads():
-    base = synthetic_samples(plans_per_graph=2, families=("resnet",), variants=1).models
+def test_the_reference_is_the_newest_dispatch_then_the_latest_day_per_device_and_threads():
+    base = synthetic_samples(plans_per_graph=3, families=("resnet",), variants=1).models
     one, two = [s for s in base if s.threads == 1], [s for s in base if s.threads == 2]
-    models = [_tag(one[0], "old-chained", 3, "2026-12-01"), _tag(one[1], "new-stepwise", 1, "2026-12-03"),
-              _tag(two[0], "a", 1, "2026-12-01"), _tag(two[1], "b", 1, "2026-12-02")]
+    models = [_tag(one[0], "old-chained", 3, "2026-12-01T10:00"), _tag(one[1], "new-stepwise", 1, "2026-12-03T09:00"),
+              _tag(two[0], "a", 1, "2026-12-01T10:00"), _tag(two[1], "b", 1, "2026-12-02T08:00"),
+              _tag(two[2], "c", 1, "2026-12-02T11:00")]
     sessions = Sessions.of(models)
-    assert sorted(sessions.references.values()) == sorted([session_of(models[0]), session_of(models[3])])
+    assert sorted(sessions.references.values()) == sorted([sessions.session(models[0]), sessions.session(models[3])])
+    # campaigns started on the same day under the same runtime share a session (and its offset)
+    assert sessions.session(models[3]) == sessions.session(models[4]) != sessions.session(models[2])
     assert len(sessions) == 2
-    assert sessions.index(models[0]) == sessions.index(models[3]) == 2  # a reference: no offset
+    assert sessions.index(models[0]) == sessions.index(models[3]) == sessions.index(models[4]) == 2  # no offset
     assert {sessions.index(models[1]), sessions.index(models[2])} == {0, 1}
+    assert sessions.session(_tag(one[0], "never-seen", 1, "")) is None
     assert sessions.index(_tag(one[0], "never-seen", 1, "")) == 2
+    assert campaign_of(models[1]) in sessions.of_campaign
 
 
 def _median_ratio(pred, samples):
@@ -49,7 +54,7 @@ def test_training_predicts_the_reference_session_and_learns_the_others_offsets()
     assert abs(np.log(_median_ratio(with_offsets, new))) < 0.08
     assert np.log(_median_ratio(without, new)) > 0.15
     scales = with_offsets.training["session_scales"]
-    assert set(scales) == {session_of(old[0]).replace("|1|", f"|{t}|") for t in (1, 2)}
+    assert len(scales) == 2 and all("|d1|2026-12-01" in k for k in scales)
     assert all(1.45 < v < 1.8 for v in scales.values()), scales
     assert "session_scales" not in without.training
     # scored by session: the reference's records alone, and every record with its session's scale
