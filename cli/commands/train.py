@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--identity-dropout", type=share, default=0.0, metavar="SHARE",
                    help="share of nodes whose op and primitive identity is hidden in each training batch, so the "
                         "predictor learns to cost ops it never saw from their category and shapes (default 0)")
+    p.add_argument("--session-offsets", action="store_true",
+                   help="learn one latency offset per measurement session (device, threads, runtime revision, day) "
+                        "but each device's latest, so the network predicts the runtime as it runs now rather than a "
+                        "blend of campaigns measured days apart (see perfpredict.sessions; default off)")
     p.add_argument("--latency-stat", choices=("median", "min", "beacon"), default="median",
                    help="latency target: the records' median (default), fastest timed repeat, or median scaled to the "
                         "store's typical machine speed by the beacon timed beside it (model records without one are "
@@ -52,6 +56,7 @@ def _train(args: argparse.Namespace) -> int:
     metrics = train_and_report(data, args.output, split=args.split, seed=args.seed, epochs=args.epochs,
                                progress=not args.no_progress, options=TrainOptions(seed=args.seed, threads=args.threads,
                                                                     identity_dropout=args.identity_dropout,
+                                                                    session_offsets=args.session_offsets,
                                                                     **({"patience": args.patience}
                                                                        if args.patience else {})),
                                latency_stat=args.latency_stat, memory_method=args.memory_method,

@@ -1,5 +1,6 @@
 """Measurement sessions: each device's reference session, and training that predicts it."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -48,9 +49,9 @@ def test_training_predicts_the_reference_session_and_learns_the_others_offsets()
     old = [_tag(s, "old", 1, "2026-12-01", 1.6) for s in src.models]
     data = SampleSet(new[::2] + old[1::2], [], "synthetic", "sessions")
     fit = dict(epochs=60, seed=0)
-    with_offsets = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(**fit))
-    without = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(session_offsets=False,
-                                                                                           **fit))
+    with_offsets = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(session_offsets=True,
+                                                                                                **fit))
+    without = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(**fit))
     assert abs(np.log(_median_ratio(with_offsets, new))) < 0.08
     assert np.log(_median_ratio(without, new)) > 0.15
     scales = with_offsets.training["session_scales"]
@@ -62,3 +63,19 @@ def test_training_predicts_the_reference_session_and_learns_the_others_offsets()
     assert by_session["reference"]["latency"]["n"] == len(new[::2])
     assert by_session["corrected"]["latency"]["mape"] < 0.6 * evaluate(with_offsets, data)["latency"]["mape"]
     assert evaluate_by_session(without, data, without.training) is None
+
+
+def test_cli_train_with_session_offsets_records_them_and_the_flag(tmp_path, capsys):
+    from cli.main import main
+
+    from .synthetic import write_synthetic_store
+
+    store = write_synthetic_store(tmp_path / "s.sqlite", synthetic_samples(plans_per_graph=4, seed=1))
+    out = tmp_path / "ck"
+    assert main(["train", "--data", store, "-o", str(out), "--epochs", "3", "--session-offsets", "--no-progress",
+                 "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert " --session-offsets" in metrics["command"]
+    assert metrics["training"]["reference_sessions"] and "session_scales" in metrics["training"]
+    assert metrics["test_by_session"]["reference"]["latency"]["n"] > 0
+    assert "reference sessions" in (out / "README.md").read_text()
