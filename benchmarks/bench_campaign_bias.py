@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import write_results  # noqa: E402
 from perfpredict.gnn_predictor import load_predictor  # noqa: E402
 from perfpredict.samples import load_samples, make_splits  # noqa: E402
-from perfpredict.sessions import campaign_of  # noqa: E402
-from perfpredict.train import predict_samples, score  # noqa: E402
+from perfpredict.train import predict_samples, score_by_session  # noqa: E402
 
 
 def _errors(log_ratio: np.ndarray) -> dict:
@@ -43,16 +42,13 @@ def _errors(log_ratio: np.ndarray) -> dict:
             "mape_one_scale": float(100 * centred.mean()), "within_10_one_scale": float(100 * (centred <= 0.10).mean())}
 
 
-def campaign_bias(predictor, samples, references: set[str] | None = None) -> tuple[dict, dict | None]:  # noqa: ANN001
+def campaign_bias(predictor, samples, training: dict | None = None) -> tuple[dict, dict | None]:  # noqa: ANN001
     """Per campaign of ``samples`` (device, threads, campaign): dispatch revisions, dates and the predictor's
-    errors; and the predictor's metrics (:func:`perfpredict.train.score`) on the records of the ``references``
-    sessions pooled (the campaigns, :func:`perfpredict.sessions.campaign_of` keys, that belong to them; None: not
-    scored)."""
+    errors; and its metrics on the records of the reference sessions of the checkpoint whose training record is
+    ``training`` (:func:`perfpredict.train.score_by_session`; None when that checkpoint has no session offsets)."""
     lat, mem = predict_samples(predictor, samples.models)
-    pooled = None
-    if references:
-        ref = [k for k, s in enumerate(samples.models) if campaign_of(s) in references]
-        pooled = score([samples.models[k] for k in ref], lat[ref], mem[ref]) if ref else None
+    by_session = score_by_session(samples.models, lat, mem, training or {})
+    pooled = by_session["reference"] if by_session else None
     rows = defaultdict(list)
     for s, p in zip(samples.models, lat):
         if s.latency_ms and np.isfinite(p) and p > 0:
@@ -92,12 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     predictor = load_predictor(args.predictor)
     owner = load_predictor(args.references_of) if args.references_of else predictor
     record = getattr(owner, "training", None) or {}
-    refs = set(record.get("reference_sessions") or [])
-    references = {c for c, session in (record.get("session_of_campaign") or {}).items() if session in refs}
     samples = load_samples(args.data, kinds=("model",))
     if args.split:
         samples = make_splits(samples, args.split, args.seed)[0].test
-    rows, pooled = campaign_bias(predictor, samples, references)
+    rows, pooled = campaign_bias(predictor, samples, record)
     table = _table(rows)
     if pooled:
         lat, rank = pooled["latency"], pooled["latency_ranking_within_model"]
@@ -106,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"of each model ranked: mean Kendall {rank['kendall']:.3f} over {rank['groups']} groups.")
     write_results(args.out, {"data": args.data, "predictor": args.predictor, "split": args.split, "seed": args.seed,
                              "references_of": args.references_of or args.predictor, "reference_sessions":
-                             sorted(refs), "reference_campaigns": sorted(references), "campaigns": rows,
+                             record.get("reference_sessions") or [], "campaigns": rows,
                              "reference_pooled": pooled}, table)
     return 0
 

@@ -424,21 +424,30 @@ def evaluate(predictor: Any, samples: SampleSet, progress: bool = False) -> dict
     return score(samples.models, lat, mem)
 
 
-def evaluate_by_session(predictor: Any, samples: SampleSet, training: Mapping[str, Any]) -> dict[str, Any] | None:
-    """For a predictor trained with session offsets (``training`` its record): metrics on the samples of the
-    reference sessions it predicts, and on every sample with the learned scale of its session applied (a session
-    training never saw counts as a reference); None without offsets."""
+def score_by_session(models: Sequence[ModelSample], lat: np.ndarray, mem: np.ndarray,
+                     training: Mapping[str, Any]) -> dict[str, Any] | None:
+    """For predictions ``lat``/``mem`` of ``models`` by a predictor trained with session offsets (``training`` its
+    record, or another such checkpoint's): metrics on the samples of the reference sessions it predicts, and on
+    every sample with the learned scale of its session applied (a session training never saw counts as a
+    reference); None without offsets."""
     scales = training.get("session_scales")
     if scales is None:
         return None
     refs = set(training.get("reference_sessions") or [])
     of_campaign = training.get("session_of_campaign") or {}
-    lat, mem = predict_samples(predictor, samples.models)
-    keys = [of_campaign.get(campaign_of(s)) for s in samples.models]
+    keys = [of_campaign.get(campaign_of(s)) for s in models]
     ref = [k for k, key in enumerate(keys) if key in refs]
     corrected = lat * np.array([scales.get(key, 1.0) for key in keys])
-    return clean({"reference": score([samples.models[k] for k in ref], lat[ref], mem[ref]) if ref else None,
-                  "corrected": score(samples.models, corrected, mem)})
+    return clean({"reference": score([models[k] for k in ref], lat[ref], mem[ref]) if ref else None,
+                  "corrected": score(models, corrected, mem)})
+
+
+def evaluate_by_session(predictor: Any, samples: SampleSet, training: Mapping[str, Any]) -> dict[str, Any] | None:
+    """:func:`score_by_session` of ``predictor``'s predictions of the model samples of ``samples``."""
+    if training.get("session_scales") is None:
+        return None
+    lat, mem = predict_samples(predictor, samples.models)
+    return score_by_session(samples.models, lat, mem, training)
 
 
 # --------------------------------------------------------------------------------------------- reporting
@@ -469,12 +478,13 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
         raise PerfPredictError(f"--ensemble takes a number of members >= 1, got {ensemble}")
     pred: Any = GNNEnsemble(ensemble) if ensemble > 1 else GNNPredictor()
     pred.fit(sp.train, None, opts, progress=progress)
+    test_pred = predict_samples(pred, sp.test.models) if sp.test.models else None  # once, for both scores
     metrics: dict[str, Any] = {
         "perfpredict_version": __version__, "feature_schema_version": FEATURE_SCHEMA_VERSION,
         "split": sp.name, "seed": seed, "ensemble": ensemble, "data": samples.summary(), "train": sp.train.summary(),
         "test_summary": sp.test.summary() if sp.test.models else None,
-        "test": evaluate(pred, sp.test) if sp.test.models else None,
-        "test_by_session": evaluate_by_session(pred, sp.test, pred.training or {}) if sp.test.models else None,
+        "test": score(sp.test.models, *test_pred) if test_pred else None,
+        "test_by_session": score_by_session(sp.test.models, *test_pred, pred.training or {}) if test_pred else None,
         "training": pred.training,
         "command": _rebuild_command(data, out_dir, split, seed, epochs, samples.latency_stat,
                                     memory_method, opts.identity_dropout,
