@@ -14,8 +14,13 @@ thread-pool wake-up, and ONNX Runtime's profiler adds its own cost to every node
 passes and a run of ONNX Runtime's session without the profiler are also timed, round-robin in steady-state turns
 as ``bench_realised.py`` times them (``forward_ms``, ``run_ms``): the figures to hold the sums against.
 
+The forward pass runs its oneDNN calls in chains, one C call each (``perfpredict.runtime.chain``), which the
+per-step times do not see. With ``--onednn-passes N``, oneDNN's own verbose timing of every call it makes in N
+forward passes of each plan (``perfpredict.runtime.dnnl_profile``) is summed by kind, implementation, shape class
+(depthwise, 1x1, 1x1 on a 1x1 map, KxK) and epilogue (oneDNN's post-ops): where the chained pass spends its time.
+
     .venv/bin/python benchmarks/bench_breakdown.py [--models resnet18,mobilenet_v2,squeezenet1_1,efficientnet_b0]
-        [--threads 2] [--repeats 50] [--ort] [--out benchmarks/results/breakdown.json]
+        [--threads 2] [--repeats 50] [--ort] [--onednn-passes 20] [--out benchmarks/results/breakdown.json]
 
 Run it on a quiet machine.
 """
@@ -35,6 +40,7 @@ from benchmarks.harness import run_and_write, search_parser, timing_kwargs  # no
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
 from perfpredict.runtime import breakdown, build_executable, ort_session  # noqa: E402
+from perfpredict.runtime.dnnl_profile import profile_calls, summarise_calls  # noqa: E402
 
 
 def ort_breakdown(onnx_path: Path, x: np.ndarray, threads: int, repeats: int, workdir: Path) -> dict:
@@ -78,6 +84,11 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
                       "int8_nodes": info["int8_nodes"], "pruned_nodes": info["pruned_nodes"]}
         xs = exe.prepare_input(x)
         fns[label] = (lambda exe=exe, xs=xs: exe.forward(*xs))  # the executable just timed, not a second build
+        if args.onednn_passes:
+            calls = profile_calls(fns[label], args.onednn_passes)
+            row[label]["onednn"] = {"passes": args.onednn_passes, "chains": exe.chains,
+                                    "ms_per_pass": sum(c.ms for c in calls) / args.onednn_passes,
+                                    "groups": summarise_calls(calls, args.onednn_passes)}
     if args.ort:
         sess = ort_session(onnx_path, threads=args.threads)
         feeds = {sess.get_inputs()[0].name: x}
@@ -103,6 +114,17 @@ def _table(rows: list[dict]) -> str:
             lines += [f"| {g['group']} | {g['steps']} | {g['ms']:.3f} | {100 * g['share']:.1f}% | "
                       f"{1e3 * g['ms'] / g['steps']:.1f} |" for g in b["groups"]]
             lines.append("")
+            if "onednn" in b:
+                o = b["onednn"]
+                lines += [f"{r['model']}, {label} plan, oneDNN's calls in the forward pass ({len(o['chains'])} chains "
+                          f"of {', '.join(map(str, o['chains']))} calls; mean of {o['passes']} passes, oneDNN's "
+                          f"verbose timing): {o['ms_per_pass']:.2f} ms per pass", "",
+                          "| kind | implementation | shape | epilogue | calls | ms | share | us per call |",
+                          "|---|---|---|---|---|---|---|---|"]
+                lines += [f"| {g['kind']} | {g['impl']} | {g['shape']} | {g['epilogue'].replace('+', ' + ')} | "
+                          f"{g['calls']:g} | {g['ms']:.3f} | {100 * g['share']:.1f}% | {g['us_per_call']:.1f} |"
+                          for g in o["groups"]]
+                lines.append("")
         if "ort" in r:
             o = r["ort"]
             lines += [f"{r['model']}, ONNX Runtime's kernels ({r['threads']} threads): sum {o['kernels_ms']:.2f} ms "
@@ -118,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = search_parser(__doc__.splitlines()[0], "benchmarks/results/breakdown.json")
     ap.add_argument("--repeats", type=int, default=50, help="timed passes per plan (default 50)")
     ap.add_argument("--ort", action="store_true", help="also time ONNX Runtime's kernels by op type (its profiler)")
+    ap.add_argument("--onednn-passes", type=int, default=0, metavar="N",
+                    help="also sum oneDNN's own timing of its calls over N forward passes of each plan (its verbose "
+                         "mode; default 0, off)")
     return run_and_write(ap.parse_args(argv), bench_model, _table)
 
 

@@ -27,3 +27,12 @@ def test_each_search_benchmark_accepts_the_shared_options(bench, monkeypatch):
     monkeypatch.setattr(bench, "run_and_write", fake_run)
     assert bench.main(["--models", "resnet18", "--polish-rounds", "3"]) == 0
     assert seen["args"].polish_rounds == 3 and seen["args"].models == "resnet18"
+
+
+
+def test_the_breakdown_profiles_onednn_only_when_asked(monkeypatch):
+    seen = []
+    monkeypatch.setattr(bench_breakdown, "run_and_write", lambda args, *_: seen.append(args) or 0)
+    assert bench_breakdown.main(["--models", "squeezenet1_1", "--onednn-passes", "5"]) == 0
+    assert bench_breakdown.main(["--models", "squeezenet1_1"]) == 0
+    assert [a.onednn_passes for a in seen] == [5, 0]
