@@ -3,7 +3,8 @@
 The convolutions of a model that the runtime folds an activation into (``perfpredict.runtime.executor``'s fusion
 patterns: a swish, sigmoid, Relu, ... after a Conv), one per distinct geometry, each built as ``conv.dnnl`` (fp32)
 and ``conv.dnnl_int8`` (int8, on a pre-quantised input) with no epilogue and with each of --activations as its
-oneDNN post-op, and timed round-robin (``perfpredict.measure.measure_interleaved``, medians, their 95% intervals
+oneDNN post-op (at int8 a swish also through its table of codes, ``perfpredict.primitives.dnnl.swish_table``,
+where the CPU has AVX-512 VBMI), and timed round-robin (``perfpredict.measure.measure_interleaved``, medians, their 95% intervals
 stated) at --threads. Per layer: each variant's time, and the activation's extra over none in nanoseconds per output
 element; over the model: the sum, over its fused convolutions, of each one's extra at its own activation (a layer
 that occurs k times counts k times), the share of those convolutions' time without it that the activation adds.
@@ -31,6 +32,7 @@ from benchmarks.harness import write_results  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
 from perfpredict.primitives import get_primitive  # noqa: E402
+from perfpredict.primitives.dnnl import swish_table  # noqa: E402
 from perfpredict.primitives.quantized import choose_qparams, quantize_activation  # noqa: E402
 from perfpredict.runtime.executor import fusion_patterns  # noqa: E402
 from perfpredict.runtime.kernel import BuildContext  # noqa: E402
@@ -59,18 +61,28 @@ def fused_convolutions(model: str, resolution: int | None) -> Counter:
     return out
 
 
+def _table_ctx(q_in, q_pre, q_out) -> BuildContext:  # noqa: ANN001
+    return BuildContext(layout="NHWC", precision="int8", in_qparams=(q_in,), out_qparams=q_out,
+                        fused_activation="swish", pre_activation_qparams=q_pre)
+
+
 def bench_layer(geometry: tuple, activations: list[str], threads: int, time_cap: float) -> dict:
     """Every (precision, epilogue) variant of one layer, timed round-robin."""
     cin, cout, k, s, p, g, hw, _ = geometry
     node, weights, x = make_layer("layer", cin, cout, k, s, p, g, hw)
     xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
     q_in, q_out = choose_qparams(float(x.min()), float(x.max())), choose_qparams(-0.5, 6.0)
+    with torch.inference_mode():  # the grid of the convolution's own output, for the swish table
+        raw = get_primitive("conv.dnnl").build(node, weights, BuildContext(layout="NHWC"))(xt)
+    q_pre = choose_qparams(float(raw.min()), float(raw.max()))
     fns = {}
     for precision, prim in PRIMITIVES.items():
         inp = quantize_activation(xt, q_in) if precision == "int8" else xt
-        for act in ["none", *activations]:
-            ctx = BuildContext(layout="NHWC", precision=precision, fused_activation=None if act == "none" else act,
-                               in_qparams=(q_in,), out_qparams=q_out)
+        table = precision == "int8" and geometry[7] == "swish" and swish_table(_table_ctx(q_in, q_pre, q_out)) is not None
+        for act in ["none", *activations, *(["swish table"] if table else [])]:
+            ctx = BuildContext(layout="NHWC", precision=precision, in_qparams=(q_in,), out_qparams=q_out,
+                               fused_activation=None if act == "none" else act.split()[0],
+                               pre_activation_qparams=q_pre if act == "swish table" else None)
             kernel = get_primitive(prim).build(node, weights, ctx)
             fns[f"{precision} {act}"] = (lambda kernel=kernel, inp=inp: kernel(inp))
     with torch.inference_mode():
@@ -86,6 +98,8 @@ def bench_layer(geometry: tuple, activations: list[str], threads: int, time_cap:
 
 def _table(model: str, rows: list[dict], totals: dict, activations: list[str], threads: int) -> str:
     variants = [f"{p} {a}" for p in PRIMITIVES for a in ["none", *activations]]
+    if any("int8 swish table" in r["us"] for r in rows):
+        variants.append("int8 swish table")
     lines = [f"{model}: convolutions with a folded activation, one per geometry ({threads} threads; medians in us, "
              "the extra over no epilogue in ns per output element in brackets)", "",
              "| layer (cin, cout, k, stride, pad, groups, hw) | folds | times | " + " | ".join(variants) + " |",
@@ -94,6 +108,9 @@ def _table(model: str, rows: list[dict], totals: dict, activations: list[str], t
         cells = []
         for v in variants:
             extra = r["extra_ns_per_element"].get(v)
+            if v not in r["us"]:
+                cells.append("")
+                continue
             cells.append(f"{r['us'][v]:.1f}" + (f" ({extra:+.2f})" if extra is not None else ""))
         lines.append(f"| {tuple(r['geometry'][:7])} | {r['geometry'][7]} | {r['count']} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -132,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
                     for r in timed) / 1e3
         totals[precision] = {"convolutions": sum(r["count"] for r in timed), "none_ms": none, "extra_ms": extra,
                              "extra_share": extra / none if none else 0.0}
+    if any("int8 swish table" in r["us"] for r in rows):  # as int8, the swishes through their table
+        timed = [r for r in rows if r["geometry"][7] in activations]
+
+        def own(r: dict) -> str:
+            act = r["geometry"][7]
+            return "int8 swish table" if act == "swish" and "int8 swish table" in r["us"] else f"int8 {act}"
+
+        none = sum(r["count"] * r["us"]["int8 none"] for r in timed) / 1e3
+        extra = sum(r["count"] * (r["us"][own(r)] - r["us"]["int8 none"]) for r in timed) / 1e3
+        totals["int8, swish by its table"] = {"convolutions": sum(r["count"] for r in timed), "none_ms": none,
+                                              "extra_ms": extra, "extra_share": extra / none if none else 0.0}
     write_results(args.out, {"model": args.model, "resolution": args.resolution, "threads": args.threads,
                              "activations": activations, "rows": rows, "totals": totals},
                   _table(args.model, rows, totals, activations, args.threads))

@@ -54,6 +54,11 @@ typedef struct {
     /* a residual added to the output (a folded Add): the tensor's memory object and its post-op's index */
     dnnl_memory_t residual;
     int residual_post;
+    /* int8 only: a table that maps each output code to the code of the activation of its value, applied in place
+     * after the call (pp_dnnl_conv_set_table); count is the output's number of values */
+    int has_table, table_isa;
+    uint8_t table[256];
+    size_t count;
 } pp_dnnl_conv;
 
 #define TRY(call)                      \
@@ -61,6 +66,70 @@ typedef struct {
         st = (call);                   \
         if (st != dnnl_success) goto fail; \
     } while (0)
+
+/* ------------------------------------------------------------------------------------- u8 tables, in place */
+
+/* x[i] = table[x[i]] for n bytes: with AVX-512 VBMI 64 bytes at a time (two 128-byte halves of the table looked
+ * up by vpermi2b, chosen by each byte's top bit), else a byte at a time. Large tensors are split over the OpenMP
+ * threads as the (de)quantisations are. */
+static void table_scalar(uint8_t *x, size_t n, const uint8_t *table) {
+    for (size_t i = 0; i < n; ++i) x[i] = table[x[i]];
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void table_vbmi(uint8_t *x, size_t n,
+                                                                               const uint8_t *table) {
+    const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64);
+    const __m512i t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i v = _mm512_loadu_si512(x + i);
+        __m512i lo = _mm512_permutex2var_epi8(t0, v, t1), hi = _mm512_permutex2var_epi8(t2, v, t3);
+        _mm512_storeu_si512(x + i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), lo, hi));
+    }
+    table_scalar(x + i, n - i, table);
+}
+#endif
+
+/* 1 when this CPU runs the VBMI loop, else 0 */
+static int table_isa(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw")) return 1;
+#endif
+    return 0;
+}
+
+/* the loop table_isa picks on this CPU (1: AVX-512 VBMI, 0: scalar) */
+int pp_table_isa(void) { return table_isa(); }
+
+static void table_part(int isa, uint8_t *x, size_t n, const uint8_t *table) {
+#if defined(__x86_64__)
+    if (isa == 1) {
+        table_vbmi(x, n, table);
+        return;
+    }
+#endif
+    table_scalar(x, n, table);
+}
+
+#define PP_T_PARALLEL 65536
+
+/* n bytes of x mapped through table in place, by the loop for isa (pp_table_isa's or below) */
+void pp_table_u8(int isa, uint8_t *x, size_t n, const uint8_t *table) {
+    if (n < PP_T_PARALLEL || omp_get_max_threads() < 2) {
+        table_part(isa, x, n, table);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel
+    {
+        size_t k = (size_t)omp_get_num_threads(), part = ((n + k - 1) / k + 63) & ~(size_t)63;
+        size_t a = part * (size_t)omp_get_thread_num();
+        if (a < n) table_part(isa, x + a, n - a < part ? n - a : part, table);
+    }
+#endif
+}
 
 void pp_dnnl_conv_destroy(pp_dnnl_conv *c) {
     if (c == NULL) return;
@@ -252,6 +321,7 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
     }
     TRY(dnnl_memory_create(&cv->src, src_md, cv->engine, DNNL_MEMORY_NONE));
     TRY(dnnl_memory_create(&cv->dst, dst_md, cv->engine, DNNL_MEMORY_NONE));
+    cv->count = (size_t)n * (size_t)k * (size_t)oh * (size_t)ow;
 
 fail:
     if (reorder) dnnl_primitive_destroy(reorder);
@@ -309,7 +379,20 @@ int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, c->m_dst_zp};
     }
     if ((st = dnnl_primitive_execute(c->conv, c->stream, nargs, args)) != dnnl_success) return (int)st;
-    return (int)dnnl_stream_wait(c->stream);
+    if ((st = dnnl_stream_wait(c->stream)) != dnnl_success) return (int)st;
+    if (c->has_table) pp_table_u8(c->table_isa, (uint8_t *)dst, c->count, c->table);
+    return 0;
+}
+
+/* from now on, every call maps its u8 output through table (256 codes) in place: the convolution's primitive
+ * writes the values before an activation on their own grid, the table gives each code the code of the
+ * activation of its value on the output's grid. 0, or an error when the convolution is not int8. */
+int pp_dnnl_conv_set_table(pp_dnnl_conv *c, const uint8_t *table) {
+    if (!c->int8) return (int)dnnl_invalid_arguments;
+    memcpy(c->table, table, 256);
+    c->table_isa = table_isa();
+    c->has_table = 1;
+    return 0;
 }
 
 /* n convolutions back to back, each as pp_dnnl_conv_run runs it (scales[i] and zps[i] quantise srcs[i] at int8),

@@ -107,6 +107,9 @@ def library() -> ctypes.CDLL:
         "pp_dnnl_reorder_create": ([i] * 8 + [status], p),
         "pp_dnnl_reorder_run": ([p] * 4 + [f, i], i),
         "pp_quant_isa": ([], i),
+        "pp_table_isa": ([], i),
+        "pp_table_u8": ([i, p, n, p], None),
+        "pp_dnnl_conv_set_table": ([p, p], i),
         "pp_quantize_u8": ([i, p, p, n, f, i], None),
         "pp_dequantize_u8": ([i, p, p, n, f, i], None),
         "pp_dnnl_chain_run": ([i] + [p] * 11, i),
@@ -355,6 +358,23 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
     return kernel
 
 
+def swish_table(ctx: BuildContext) -> np.ndarray | None:
+    """The 256 output codes of a swish folded into an int8 convolution, one per code of the convolution's own
+    output on its calibrated grid (``ctx.pre_activation_qparams``): code q stands for v = (q - zp) * scale, and maps
+    to swish(v) = v * sigmoid(v) quantised onto the output's grid as the quantisations are (one rounding of
+    fma(y, 1 / scale, zp), half to even). None (swish stays a oneDNN post-op, computed in float per value) where
+    there is no such grid, a residual is folded too, or the CPU lacks AVX-512 VBMI, without which looking the codes
+    up costs more than the post-op (``benchmarks/bench_epilogue.py``)."""
+    pre, out = ctx.pre_activation_qparams, ctx.out_qparams
+    if pre is None or out is None or ctx.fused_residual or library().pp_table_isa() != 1:
+        return None
+    v = (np.arange(256, dtype=np.float32) - np.float32(pre.zero_point)) * np.float32(pre.scale)
+    with np.errstate(over="ignore"):  # exp(-v) of a large negative v is inf, and v / inf the swish's 0
+        y = v / (np.float32(1.0) + np.exp(-v))
+    q = np.rint(y * np.float32(1.0 / out.scale) + np.float32(out.zero_point))
+    return np.ascontiguousarray(np.clip(q, 0, 255).astype(np.uint8))
+
+
 def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
     if ctx.layout != "NHWC" or ctx.precision != "int8":
         raise PlanError(f"conv.dnnl_int8 runs in layouts ['NHWC'] at int8, not {ctx.layout} at {ctx.precision}")
@@ -370,9 +390,11 @@ def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
     w_np = np.ascontiguousarray(qw.int_repr().numpy(), dtype=np.int8)
     w_scales = np.ascontiguousarray(qw.q_per_channel_scales().numpy(), dtype=np.float32)
     b_np = None if b is None else np.ascontiguousarray(b.numpy(), dtype=np.float32)
-    quant = _Quant(in_qp.scale, out_qp.scale, in_qp.zero_point, out_qp.zero_point, w_scales.ctypes.data)
+    table = swish_table(ctx) if kind == "swish" else None
+    grid = out_qp if table is None else ctx.pre_activation_qparams  # the grid the primitive writes
+    quant = _Quant(in_qp.scale, grid.scale, in_qp.zero_point, grid.zero_point, w_scales.ctypes.data)
     quant.keep = w_scales  # keeps the pointer above valid for the primitives made later, for other input shapes
-    act = _ACTIVATIONS[kind]
+    act = _ACTIVATIONS[kind] if table is None else 0
     clamp = None if rest.is_identity else (None if rest.lo == -np.inf else rest.lo,
                                             None if rest.hi == np.inf else rest.hi)
 
@@ -384,7 +406,10 @@ def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildCo
         res = QParams(float(ctx.in_qparams[-1].scale), int(ctx.in_qparams[-1].zero_point))
 
     def int8(shape: tuple[int, ...]) -> _Primitive:
-        return _Primitive(node, geo, shape, w_np, b_np, act, lo, hi, quant, res)
+        p = _Primitive(node, geo, shape, w_np, b_np, act, lo, hi, quant, res)
+        if table is not None and library().pp_dnnl_conv_set_table(p.handle, table.ctypes.data):
+            raise PlanError(f"conv.dnnl_int8: node '{node.name}': the activation table was refused")
+        return p
 
     primitive = _primitives("conv.dnnl_int8", node, geo, int8)
     cl = torch.channels_last

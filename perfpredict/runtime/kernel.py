@@ -36,7 +36,9 @@ class BuildContext:
     ``fused_activation`` is an elementwise op folded into this node by the runtime ("relu", "relu6",
     "clip:<lo>:<hi>", or None): the kernel must apply it to its output. With ``fused_residual`` the kernel takes a
     second input, a tensor of its output's shape and layout (at int8 quantised with the last of ``in_qparams``),
-    which it adds to its output before the activation: a folded residual ``Add``.
+    which it adds to its output before the activation: a folded residual ``Add``. At int8, with a folded activation,
+    ``pre_activation_qparams`` is the calibrated grid of the node's own output, before the activation (a kernel may
+    quantise onto it and map the codes through a table of the activation, as ``conv.dnnl_int8`` does for swish).
     """
 
     layout: str = "NCHW"
@@ -45,3 +47,4 @@ class BuildContext:
     fused_residual: bool = False
     in_qparams: tuple[QParams, ...] = ()
     out_qparams: QParams | None = None
+    pre_activation_qparams: QParams | None = None

@@ -174,3 +174,62 @@ def test_the_glue_builds_without_openmp_when_the_compiler_has_none(monkeypatch):
         torch.testing.assert_close(q, torch.quantize_per_tensor(x, 0.05, 120, torch.quint8).int_repr(), rtol=0, atol=0)
     finally:
         dnnl.library.cache_clear()
+
+
+VBMI = dnnl.library().pp_table_isa() == 1
+
+
+def test_the_table_loops_map_every_byte_as_a_lookup_does():
+    rng = np.random.default_rng(0)
+    table = rng.integers(0, 256, 256, dtype=np.uint8)
+    for n in (0, 1, 63, 64, 65, 1000, 70_001):  # tails, and a tensor the threads split
+        x = rng.integers(0, 256, n, dtype=np.uint8)
+        for isa in sorted({0, dnnl.library().pp_table_isa()}):
+            y = x.copy()
+            dnnl.library().pp_table_u8(isa, y.ctypes.data, n, table.ctypes.data)
+            np.testing.assert_array_equal(y, table[x])
+
+
+def _swish_layer():
+    layer = conv_layer(cin=8, cout=16, stride=(1, 1), hw=(12, 12), pads=(1, 1, 1, 1))
+    pre = choose_qparams(float(layer.expected.min()), float(layer.expected.max()))
+    swish = torch.nn.functional.silu(torch.from_numpy(layer.expected)).numpy()
+    post = choose_qparams(float(swish.min()), float(swish.max()))
+    qx = choose_qparams(float(layer.x.min()), float(layer.x.max()))
+    return layer, qx, pre, post, swish
+
+
+def test_the_swish_table_gives_each_code_the_quantised_swish_of_its_value():
+    _, _, pre, post, _ = _swish_layer()
+    ctx = BuildContext(layout="NHWC", precision="int8", fused_activation="swish", out_qparams=post,
+                       pre_activation_qparams=pre)
+    table = dnnl.swish_table(ctx)
+    if not VBMI:
+        assert table is None  # without VBMI the post-op is cheaper than a byte-wise lookup
+        return
+    v = (np.arange(256) - pre.zero_point) * pre.scale
+    want = np.clip(np.rint(v / (1 + np.exp(-v)) / post.scale + post.zero_point), 0, 255)
+    assert table.dtype == np.uint8 and np.abs(table.astype(int) - want).max() <= 1
+    assert dnnl.swish_table(BuildContext(layout="NHWC", precision="int8", fused_activation="swish",
+                                         out_qparams=post)) is None  # no pre-activation grid: the post-op
+    assert dnnl.swish_table(BuildContext(layout="NHWC", precision="int8", fused_activation="swish", out_qparams=post,
+                                         pre_activation_qparams=pre, fused_residual=True)) is None
+
+
+def test_an_int8_swish_through_the_table_stays_within_the_grids_of_the_post_op():
+    # the table rounds twice (the convolution's value onto its own grid, its swish onto the output's): within a
+    # step of each grid of the float swish, and close to the post-op's codes, which round once
+    layer, qx, pre, post, swish = _swish_layer()
+    prim = get_primitive("conv.dnnl_int8")
+    x = quantize_activation(_nhwc(layer.x), qx)
+    table = prim.build(layer.node, layer.weights, BuildContext(layout="NHWC", precision="int8", in_qparams=(qx,),
+                                                               fused_activation="swish", out_qparams=post,
+                                                               pre_activation_qparams=pre))(x)
+    post_op = prim.build(layer.node, layer.weights, BuildContext(layout="NHWC", precision="int8", in_qparams=(qx,),
+                                                                 fused_activation="swish", out_qparams=post))(x)
+    assert (table.q_scale(), table.q_zero_point()) == (post.scale, post.zero_point)
+    err = np.abs(table.dequantize().numpy() - swish).max()
+    base = np.abs(post_op.dequantize().numpy() - swish).max()  # the input's and the output's rounding
+    assert err <= base + 0.55 * 1.1 * pre.scale + 1e-6  # plus half a step of the value's grid (swish' <= 1.1)
+    codes = np.abs(table.int_repr().numpy().astype(int) - post_op.int_repr().numpy().astype(int))
+    assert codes.max() <= int(np.ceil(pre.scale / post.scale)) + 1 and np.median(codes) <= 1

@@ -379,3 +379,36 @@ def test_int8_concat_inputs_read_by_nothing_else_are_quantised_on_the_concats_gr
     for t, cat in ties.items():
         assert (values[t].q_scale(), values[t].q_zero_point()) == (values[cat].q_scale(), values[cat].q_zero_point())
     assert values["sr1"].q_scale() != values["cat1"].q_scale()  # the squeeze keeps its own grid
+
+
+def test_an_int8_convolution_folding_a_swish_gets_its_own_outputs_grid(zoo_model, monkeypatch):
+    # efficientnet's convolutions fold a swish: at int8 each is given the calibrated grid of its own output before
+    # the swish (calibration traces the graph unfused), which conv.dnnl_int8 quantises onto and maps through a
+    # table of the swish where the CPU looks codes up fast; the pass stays as faithful as with the post-op
+    import perfpredict.primitives.dnnl as dnnl_mod
+    from perfpredict.runtime import calibrate
+    from tests.perfpredict.runtime.test_chain import _plan
+
+    graph, _ = zoo_model("efficientnet_b0")
+    convs = [n for n in graph.nodes if n.op == "Conv"]
+    plan = _plan(graph, "int8")  # every Conv on conv.dnnl_int8, every other node int8 where it can be
+    calib = calibrate(graph, plan)
+    seen = {}
+    real = dnnl_mod.swish_table
+
+    def spy(ctx):
+        seen[len(seen)] = ctx.pre_activation_qparams
+        return real(ctx)
+
+    monkeypatch.setattr(dnnl_mod, "swish_table", spy)
+    exe = build_executable(graph, plan, calibration=calib)
+    swish_convs = [n for n in convs if any(exe.fused.get(m.name) == n.name and m.op == "Mul" for m in graph.nodes)]
+    assert swish_convs and len(seen) >= len(swish_convs)
+    grids = {calib.qparams(n.outputs[0]) for n in swish_convs}
+    assert grids <= set(seen.values())
+    monkeypatch.setattr(dnnl_mod, "swish_table", lambda ctx: None)
+    post_op = build_executable(graph, plan, calibration=calib)
+    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+    ref = build_executable(graph, None).run(x)
+    err = lambda y: float(np.abs(y - ref).max() / np.abs(ref).max())  # noqa: E731
+    assert err(exe.run(x)) <= 1.5 * err(post_op.run(x)) + 0.01
