@@ -687,8 +687,12 @@ def _build_steps(schedule: Schedule, qp: Callable[[str], QParams]) -> list:
                 ctx = dataclasses.replace(ctx, in_qparams=tuple(qp(schedule.slots[k].tensor) for k in op.inputs),
                                           out_qparams=qp(schedule.slots[op.outputs[0]].tensor))
                 if op.fused_activation is not None and not op.fused_residual and node.outputs:
-                    # the node's own output before the activation (calibration traces the graph unfused)
-                    ctx = dataclasses.replace(ctx, pre_activation_qparams=qp(node.outputs[0]))
+                    # the node's own output before the activation (calibration traces the graph unfused; a
+                    # calibration given without that tensor leaves the activation to the kernel's post-op)
+                    try:
+                        ctx = dataclasses.replace(ctx, pre_activation_qparams=qp(node.outputs[0]))
+                    except PlanError:
+                        pass
             try:
                 fn = get_primitive(c.primitive).build(node, node_weights(run_graph, node), ctx)
             except PlanError:

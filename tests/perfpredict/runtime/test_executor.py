@@ -412,3 +412,20 @@ def test_an_int8_convolution_folding_a_swish_gets_its_own_outputs_grid(zoo_model
     ref = build_executable(graph, None).run(x)
     err = lambda y: float(np.abs(y - ref).max() / np.abs(ref).max())  # noqa: E731
     assert err(exe.run(x)) <= 1.5 * err(post_op.run(x)) + 0.01
+
+
+def test_a_calibration_without_the_unfused_outputs_keeps_the_swish_a_post_op(zoo_model):
+    from perfpredict.runtime import calibrate
+    from perfpredict.runtime.calibration import Calibration
+    from tests.perfpredict.runtime.test_chain import _plan
+
+    graph, _ = zoo_model("efficientnet_b0")
+    plan = _plan(graph, "int8")
+    full = calibrate(graph, plan)
+    exe = build_executable(graph, plan, calibration=full)
+    swish_convs = {n.name for n in graph.nodes if n.op == "Conv"
+                   and any(exe.fused.get(m.name) == n.name and m.op == "Mul" for m in graph.nodes)}
+    raw = {n.outputs[0] for n in graph.nodes if n.name in swish_convs}
+    partial = Calibration({t: r for t, r in full.ranges.items() if t not in raw}, full.method, full.n_inputs)
+    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+    assert np.isfinite(build_executable(graph, plan, calibration=partial).run(x)).all()
