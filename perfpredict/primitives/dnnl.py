@@ -23,6 +23,13 @@ names the kernel it picked), with the residual added and the activation applied 
 requantised (the u8 residual, on its own calibrated grid, is added between two linear post-ops). Unlike
 fbgemm it has fast depthwise kernels for any channel count, and takes asymmetric pads. oneDNN 3.2's int8 1x1
 AMX kernel is never used: it writes past the end of small outputs (see ``_dnnl.c``).
+
+A swish is the exception, where the CPU has AVX-512 VBMI and the executor gives the calibrated grid of the
+convolution's own output (``BuildContext.pre_activation_qparams``): computed in float per value, oneDNN's swish
+post-op cost the int8 convolutions of efficientnet_b0 more than their own work (``benchmarks/bench_epilogue.py``),
+so the primitive writes the value before the swish on that grid, and each call maps the 256 codes through a table
+of the swish onto the output's grid, in place (:func:`swish_table`; ``pp_table_u8`` in ``_dnnl.c``). It rounds
+twice, as TFLite's int8 swish does.
 """
 
 from __future__ import annotations
@@ -492,7 +499,8 @@ register(Primitive(
     applies=_onednn_applies, workspace_bytes=_ws_dnnl_int8, rank=40, epilogues=(*ELTWISE, RESIDUAL),
     description="oneDNN int8 convolution through oneDNN's C API (u8 activations with the calibrated scale and "
                 "zero point, per-channel s8 weights, float bias, a residual added and the activation applied in "
-                "float before the output is requantised; AMX/VNNI where the CPU has them); any 2-D conv"))
+                "float before the output is requantised, a swish through a table of codes where the CPU has AVX-512 "
+                "VBMI; AMX/VNNI where the CPU has them); any 2-D conv"))
 
 __all__ = ["ChainLink", "ChannelConcat", "DISTRIBUTIONS", "DnnlUnavailable", "Reorder", "call_chain", "conv_impl",
            "dnnl_paths", "dnnl_version", "library", "recorded_calls"]
