@@ -39,7 +39,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence
@@ -1250,15 +1250,33 @@ def load_any_predictor(path: str | Path) -> Any:
 @dataclass(frozen=True)
 class Measurement:
     """One measured workload on the target device: a model (zoo name or ONNX path), a plan (JSON path or
-    None = default plan) and its latency."""
+    None = default plan) and its latency; ``beacon_ms``, when it was timed beside the beacon workload
+    (:mod:`perfpredict.beacon`, as ``--measure-on local`` times its shots), the beacon's median in the same rounds."""
 
     model: str
     plan: str | None
     latency_ms: float
+    beacon_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"model": self.model, "plan": self.plan, "latency_ms": self.latency_ms}
+        d: dict[str, Any] = {"model": self.model, "plan": self.plan, "latency_ms": self.latency_ms}
+        if self.beacon_ms is not None:
+            d["beacon_ms"] = self.beacon_ms
+        return d
+
+
+def beacon_normalised(measurements: Sequence[Measurement]) -> list[Measurement]:
+    """``measurements`` with each latency timed beside the beacon scaled to the machine's typical speed over them:
+    ``latency_ms * reference / beacon_ms``, the reference the median beacon of those measurements (the store's
+    ``"beacon"`` latency target, :mod:`perfpredict.beacon`). Shots measured one after another on a machine whose
+    speed drifts (a shared VM) then disagree by the drift no more; measurements without a beacon stay as they are."""
+    beacons = [m.beacon_ms for m in measurements if m.beacon_ms]
+    if not beacons:
+        return list(measurements)
+    reference = float(np.median(beacons))
+    return [replace(m, latency_ms=m.latency_ms * reference / m.beacon_ms) if m.beacon_ms else m
+            for m in measurements]
 
 
 PARTS = ("fp32", "int8")
@@ -1548,7 +1566,14 @@ def read_measurements(path: str | Path) -> list[Measurement]:
         plan = (row.get("plan") or "").strip() or None
         if plan and not Path(plan).is_absolute():
             plan = str(path.parent / plan)
-        out.append(Measurement(model, plan, ms))
+        beacon = (row.get("beacon_ms") or "").strip()
+        try:
+            b = float(beacon) if beacon else None
+        except ValueError:
+            raise TransferError(f"{path}:{i}: beacon_ms {beacon!r} is not a number") from None
+        if b is not None and (not math.isfinite(b) or b <= 0):
+            raise TransferError(f"{path}:{i}: beacon_ms must be a positive number of ms, got {b}")
+        out.append(Measurement(model, plan, ms, b))
     if not out:
         raise TransferError(f"{path}: no measurements (only a header)")
     return out
@@ -1877,8 +1902,10 @@ def measure_candidates(source: Any, device: DeviceSpec, k: int, models: Sequence
                        threads: int | None = None, progress: bool = False, plans_dir: str | Path | None = None,
                        plan_kinds: Sequence[str] = SHOT_PLANS, done: Sequence[Measurement] = (),
                        on_measured: Callable[[list[Measurement]], None] | None = None) -> list[Measurement]:
-    """Choose the ``k`` most informative (zoo model, plan) pairs for ``device`` and measure them here with
-    :func:`perfpredict.runtime.measurement.measure_plan` (``threads``: the board's ``threads_used`` by default).
+    """Choose the ``k`` most informative (zoo model, plan) pairs for ``device`` and measure them here, each
+    round-robin with the beacon workload (:func:`perfpredict.runtime.measurement.measure_plan_beside`; ``threads``:
+    the board's ``threads_used`` by default), so that :func:`beacon_normalised` can take the machine's drift
+    between shots out of their latencies.
 
     The candidates are each model's plans of ``plan_kinds`` (with ``plans_dir``, where the non-default ones
     are written as plan JSON; without it, the default plans only), chosen by :func:`choose_shots` on the
@@ -1888,7 +1915,8 @@ def measure_candidates(source: Any, device: DeviceSpec, k: int, models: Sequence
     """
     from tqdm import tqdm
 
-    from perfpredict.runtime.measurement import measure_plan
+    from perfpredict.beacon import BEACON_KEY, Beacon
+    from perfpredict.runtime import measurement
 
     cands = shot_candidates(models, plan_kinds if plans_dir is not None else ("default",))
     if k > len(cands):
@@ -1897,6 +1925,7 @@ def measure_candidates(source: Any, device: DeviceSpec, k: int, models: Sequence
     pick = choose_candidates(source, device, cands, k)
     earlier = {(m.model, str(Path(m.plan).resolve()) if m.plan else None): m for m in done}
     out = []
+    beacon, t = Beacon(), threads or device.threads_used
     for i in tqdm(pick, desc="measuring", disable=not progress, unit="plan"):
         name, graph, plan = cands[i]
         plan_path = None
@@ -1907,8 +1936,8 @@ def measure_candidates(source: Any, device: DeviceSpec, k: int, models: Sequence
         if (name, plan_path) in earlier:
             out.append(earlier[(name, plan_path)])
             continue
-        stats, _ = measure_plan(graph, plan, threads=threads or device.threads_used, memory=False)
-        out.append(Measurement(name, plan_path, float(stats.median_ms)))
+        stats = measurement.measure_plan_beside(graph, plan, {BEACON_KEY: beacon.call(t)}, threads=t)
+        out.append(Measurement(name, plan_path, float(stats["plan"].median_ms), float(stats[BEACON_KEY].median_ms)))
         if on_measured is not None:
             on_measured(out)
     return out
@@ -1921,11 +1950,11 @@ def write_measurements(path: str | Path, measurements: Sequence[Measurement]) ->
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["model", "plan", "latency_ms"])
+        w.writerow(["model", "plan", "latency_ms", "beacon_ms"])
         for m in measurements:
             plan = m.plan or ""
             if plan and Path(plan).is_absolute() and Path(plan).parent.is_relative_to(path.parent.resolve()):
                 plan = str(Path(plan).relative_to(path.parent.resolve()))  # the folder travels with its plans
-            w.writerow([m.model, plan, f"{m.latency_ms:.6g}"])
+            w.writerow([m.model, plan, f"{m.latency_ms:.6g}", "" if m.beacon_ms is None else f"{m.beacon_ms:.6g}"])
     tmp.replace(path)  # atomic: a killed run leaves the previous file whole
     return path

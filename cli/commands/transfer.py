@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 from cli.output import add_progress_option, print_json, print_table
@@ -22,10 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the new device: a board.json path, a shipped example board's name, or 'local'")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--measurements", metavar="CSV", help="measured latencies on the new device: columns model, "
-                                                            "latency_ms and optionally plan")
+                                                            "latency_ms and optionally plan and beacon_ms (the "
+                                                            "beacon timed beside it; then latencies are scaled to "
+                                                            "the beacon's median)")
     src.add_argument("--measure-on", choices=["local"], help="choose the k most informative zoo models and plans "
                                                              "(default, NHWC, int8, pruned) and measure them on "
-                                                             "this machine (plans written under OUTPUT/shots)")
+                                                             "this machine, each beside the beacon workload, so the "
+                                                             "machine's drift between shots is taken out (plans "
+                                                             "written under OUTPUT/shots)")
     p.add_argument("-k", type=int, default=10, help="number of measurements to fit with (default 10; with more "
                                                     "measurements than k the rest are held out)")
     p.add_argument("--proxy-device", action="append", default=[], metavar="BOARD",
@@ -46,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _transfer(args: argparse.Namespace) -> int:
     from perfpredict.devices import resolve_device
-    from perfpredict.transfer import (adapt_predictor, load_any_predictor, measure_candidates, read_measurements,
-                                      write_measurements)
+    from perfpredict.transfer import (adapt_predictor, beacon_normalised, load_any_predictor, measure_candidates,
+                                      read_measurements, write_measurements)
 
     device = resolve_device(args.device_features, args.threads)
     proxies = [resolve_device(p, args.threads) for p in args.proxy_device]
@@ -62,12 +67,17 @@ def _transfer(args: argparse.Namespace) -> int:
                                           progress=not args.no_progress, plans_dir=Path(args.output) / "shots",
                                           done=done,
                                           on_measured=lambda so_far: write_measurements(csv_path, so_far))
-        write_measurements(csv_path, measurements)
+        write_measurements(csv_path, measurements)  # as timed; the beacon's medians beside them
+    beacons = [m.beacon_ms for m in measurements if m.beacon_ms]
+    measurements = beacon_normalised(measurements)
     res = adapt_predictor(args.predictor, device, measurements, args.k, args.output, proxies=proxies)
     if args.json:
-        print_json(res.to_dict())
+        print_json({**res.to_dict(), "beacon_ms": beacons})  # the beacon beside each shot (empty: none timed)
         return 0
     print(f"adapted predictor for '{device.name}' written to {res.path}")
+    if beacons:
+        print(f"shots scaled by the beacon timed beside each (median {statistics.median(beacons):.3f} ms, "
+              f"{min(beacons):.3f}-{max(beacons):.3f} ms over {len(beacons)}: the machine's drift between them)")
     print(f"method: {res.method} ({res.k} shots + {res.fingerprint_points} fingerprint points)")
     if res.zero_shot:
         z = res.zero_shot

@@ -29,12 +29,13 @@ import os
 import pickle
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from perfpredict.errors import MeasurementError
 from perfpredict.graph import Graph
-from perfpredict.measure import LatencyStats, allocated_peak_of, measure_latency, peak_memory_of
+from perfpredict.measure import LatencyStats, allocated_peak_of, measure_interleaved, measure_latency, peak_memory_of
 from perfpredict.plan import Plan
 
 MEMORY_METHODS = ("allocator", "rss")
@@ -60,6 +61,24 @@ class MemoryMeasurement:
 def _input_for(graph: Graph, seed: int) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     return tuple(rng.standard_normal(tuple(graph.tensor_shapes[t]), dtype=np.float32) for t in graph.inputs)
+
+
+def measure_plan_beside(graph: Graph, plan: Plan | None, beside: Mapping[str, Callable[[], Any]], *,
+                        threads: int | None = None, warmup: int = 3, min_repeats: int = 5, max_repeats: int = 200,
+                        target_ci: float = 0.02, time_cap_s: float = 2.0, seed: int = 0) -> dict[str, LatencyStats]:
+    """Latency of ``graph`` under ``plan`` timed round-robin with the workloads of ``beside``
+    (:func:`perfpredict.measure.measure_interleaved`, so a drift of the machine's speed reaches all of them alike):
+    the plan's :class:`LatencyStats` under ``"plan"``, each other workload's under its name."""
+    from perfpredict.runtime.executor import build_executable
+
+    if "plan" in beside:
+        raise MeasurementError("measure_plan_beside: 'plan' names the plan itself; give the other workloads "
+                               "other names")
+    exe = build_executable(graph, plan, threads=threads)
+    xs = exe.prepare_input(*_input_for(graph, seed))
+    return measure_interleaved({"plan": lambda: exe.forward(*xs), **beside}, warmup=warmup, min_repeats=min_repeats,
+                               max_repeats=max_repeats, target_ci=target_ci, time_cap_s=time_cap_s, threads=threads,
+                               seed=seed)
 
 
 def measure_plan(graph: Graph, plan: Plan | None = None, *, threads: int | None = None, memory: bool = True,

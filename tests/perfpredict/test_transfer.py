@@ -561,13 +561,18 @@ def test_measure_on_local_chooses_among_models_and_plans(tmp_path, monkeypatch):
     from perfpredict.runtime import measurement
     from perfpredict.transfer import SHOT_PLANS, measure_candidates
 
+    from perfpredict.beacon import BEACON_KEY, Beacon
+
     timed = []
 
-    def fake_measure(graph, plan, threads=None, memory=True):
+    def fake_measure(graph, plan, beside, threads=None):
         timed.append((graph.name, plan.name, threads))
-        return types.SimpleNamespace(median_ms=1.0 + len(timed)), None
+        assert set(beside) == {BEACON_KEY}  # every shot is timed beside the beacon
+        return {"plan": types.SimpleNamespace(median_ms=1.0 + len(timed)),
+                BEACON_KEY: types.SimpleNamespace(median_ms=0.5 * len(timed))}
 
-    monkeypatch.setattr(measurement, "measure_plan", fake_measure)
+    monkeypatch.setattr(measurement, "measure_plan_beside", fake_measure)
+    monkeypatch.setattr(Beacon, "call", lambda self, threads: (lambda: None))
     board = load_device({"schema_version": 1, "name": "b", "kind": "cpu", "cores": 2, "threads_used": 2})
     models = ["squeezenet1_1", "mobilenet_v2"]
     ms = measure_candidates(_RooflinePredictor(), board, 6, models=models, plans_dir=tmp_path / "out" / "shots")
@@ -580,6 +585,7 @@ def test_measure_on_local_chooses_among_models_and_plans(tmp_path, monkeypatch):
             assert plan.name in SHOT_PLANS and plan.name != "default" and m.plan.endswith(f"{m.model}.{plan.name}.json")
     back = read_measurements(write_measurements(tmp_path / "out" / "measurements.csv", ms))
     assert [(b.model, b.plan, b.latency_ms) for b in back] == [(m.model, m.plan, m.latency_ms) for m in ms]
+    assert [b.beacon_ms for b in back] == [0.5 * (i + 1) for i in range(6)]
     assert "shots/" in (tmp_path / "out" / "measurements.csv").read_text()  # relative: the folder can move
     # a killed run resumes: what an earlier run measured (read back from its CSV) is not measured again
     timed.clear()
@@ -593,3 +599,23 @@ def test_measure_on_local_chooses_among_models_and_plans(tmp_path, monkeypatch):
     # without a plans folder: the default plans only
     timed.clear()
     assert all(m.plan is None for m in measure_candidates(_RooflinePredictor(), board, 2, models=models))
+
+
+def test_shots_timed_beside_the_beacon_are_scaled_to_its_median(tmp_path):
+    # two shots measured while the machine ran 1.5x slower (their beacon 1.5x too) come back to the speed of the
+    # others; a measurement without a beacon stays as it is
+    from perfpredict.transfer import Measurement, beacon_normalised
+
+    ms = [Measurement("a", None, 2.0, 1.0), Measurement("b", None, 4.0, 1.0), Measurement("c", None, 3.0, 1.5),
+          Measurement("d", None, 6.0, 1.5), Measurement("e", None, 1.0, 1.0), Measurement("f", None, 9.0)]
+    out = beacon_normalised(ms)
+    assert [m.latency_ms for m in out] == pytest.approx([2.0, 4.0, 2.0, 4.0, 1.0, 9.0])
+    assert beacon_normalised(ms[-1:]) == ms[-1:]
+    # the CSV keeps the latencies as timed and the beacon beside them; a CSV without the column reads as before
+    back = read_measurements(write_measurements(tmp_path / "m.csv", ms))
+    assert [(b.latency_ms, b.beacon_ms) for b in back] == [(m.latency_ms, m.beacon_ms) for m in ms]
+    (tmp_path / "old.csv").write_text("model,latency_ms\na,2.0\n")
+    assert read_measurements(tmp_path / "old.csv")[0].beacon_ms is None
+    (tmp_path / "bad.csv").write_text("model,latency_ms,beacon_ms\na,2.0,-1\n")
+    with pytest.raises(TransferError, match="beacon_ms must be a positive"):
+        read_measurements(tmp_path / "bad.csv")

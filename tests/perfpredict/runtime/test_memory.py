@@ -97,6 +97,19 @@ def test_measured_run_peak_tracks_activations(method):
     assert (got.method == "allocator") == (method == "allocator")
 
 
+def test_measure_plan_beside_times_the_plan_round_robin_with_other_workloads(tmp_path):
+    from perfpredict.runtime.measurement import measure_plan_beside
+
+    g = load_onnx(make_conv_model(tmp_path / "tiny.onnx"))
+    calls = []
+    stats = measure_plan_beside(g, None, {"other": lambda: calls.append(1)}, threads=1, min_repeats=5,
+                                max_repeats=20, time_cap_s=0.2)
+    assert set(stats) == {"plan", "other"} and stats["plan"].median_ms > 0 and stats["plan"].n_repeats >= 5
+    assert len(calls) >= stats["other"].n_repeats >= 5
+    with pytest.raises(MeasurementError, match="'plan' names the plan itself"):
+        measure_plan_beside(g, None, {"plan": lambda: None})
+
+
 def test_allocator_memory_repeats_to_the_byte_and_follows_the_plan():
     from perfpredict.runtime.measurement import measure_memory
 
