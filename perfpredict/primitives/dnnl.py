@@ -29,7 +29,9 @@ convolution's own output (``BuildContext.pre_activation_qparams``): computed in 
 post-op cost the int8 convolutions of efficientnet_b0 more than their own work (``benchmarks/bench_epilogue.py``),
 so the primitive writes the value before the swish on that grid, and each call maps the 256 codes through a table
 of the swish onto the output's grid, in place (:func:`swish_table`; ``pp_table_u8`` in ``_dnnl.c``). It rounds
-twice, as TFLite's int8 swish does.
+twice, as TFLite's int8 swish does. At fp32, on a CPU with AVX-512, a swish runs as our own pass over the output
+after the call (``pp_swish_f32``: a polynomial exp and a refined reciprocal, about 3e-7 relative error), which costs
+about 0.15 ns per value where oneDNN 3.2's post-op cost 0.15-0.27.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def library() -> ctypes.CDLL:
         "pp_dnnl_reorder_run": ([p] * 4 + [f, i], i),
         "pp_quant_isa": ([], i),
         "pp_table_isa": ([], i),
+        "pp_swish_f32": ([i, p, n], None),
         "pp_table_u8": ([i, p, n, p], None),
         "pp_dnnl_conv_set_table": ([p, p], i),
         "pp_quantize_u8": ([i, p, p, n, f, i], None),

@@ -233,3 +233,15 @@ def test_an_int8_swish_through_the_table_stays_within_the_grids_of_the_post_op()
     assert err <= base + 0.55 * 1.1 * pre.scale + 1e-6  # plus half a step of the value's grid (swish' <= 1.1)
     codes = np.abs(table.int_repr().numpy().astype(int) - post_op.int_repr().numpy().astype(int))
     assert codes.max() <= int(np.ceil(pre.scale / post.scale)) + 1 and np.median(codes) <= 1
+
+
+def test_the_swish_pass_matches_torchs_silu_on_each_loop():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 15, 16, 17, 5000, 40_001):  # tails, and a tensor the threads split
+        x = (rng.standard_normal(n) * 8).astype(np.float32)
+        x[: min(n, 4)] = [-100.0, 100.0, 0.0, -1.278][: min(n, 4)]
+        want = torch.nn.functional.silu(torch.from_numpy(x)).numpy()
+        for isa in (0, 2) if dnnl.library().pp_quant_isa() == 2 else (0,):
+            y = x.copy()
+            dnnl.library().pp_swish_f32(isa, y.ctypes.data, n)
+            np.testing.assert_allclose(y, want, rtol=2e-6, atol=1e-6)
