@@ -1271,11 +1271,13 @@ def beacon_normalised(measurements: Sequence[Measurement]) -> list[Measurement]:
     ``latency_ms * reference / beacon_ms``, the reference the median beacon of those measurements (the store's
     ``"beacon"`` latency target, :mod:`perfpredict.beacon`). Shots measured one after another on a machine whose
     speed drifts (a shared VM) then disagree by the drift no more; measurements without a beacon stay as they are."""
+    from perfpredict.beacon import normalised_ms
+
     beacons = [m.beacon_ms for m in measurements if m.beacon_ms]
     if not beacons:
         return list(measurements)
     reference = float(np.median(beacons))
-    return [replace(m, latency_ms=m.latency_ms * reference / m.beacon_ms) if m.beacon_ms else m
+    return [replace(m, latency_ms=normalised_ms(m.latency_ms, m.beacon_ms, reference)) if m.beacon_ms else m
             for m in measurements]
 
 
@@ -1550,14 +1552,18 @@ def read_measurements(path: str | Path) -> list[Measurement]:
     if missing:
         raise TransferError(f"{path}: missing column(s) {', '.join(missing)}; a measurements CSV has columns "
                             "model, latency_ms and optionally plan")
+    def positive_ms(row: Mapping[str, Any], column: str, i: int) -> float:
+        try:
+            ms = float(row[column])
+        except (TypeError, ValueError):
+            raise TransferError(f"{path}:{i}: {column} {row.get(column)!r} is not a number") from None
+        if not math.isfinite(ms) or ms <= 0:
+            raise TransferError(f"{path}:{i}: {column} must be a positive number of ms, got {ms}")
+        return ms
+
     out = []
     for i, row in enumerate(reader, start=2):
-        try:
-            ms = float(row["latency_ms"])
-        except (TypeError, ValueError):
-            raise TransferError(f"{path}:{i}: latency_ms {row.get('latency_ms')!r} is not a number") from None
-        if not math.isfinite(ms) or ms <= 0:
-            raise TransferError(f"{path}:{i}: latency_ms must be a positive number of ms, got {ms}")
+        ms = positive_ms(row, "latency_ms", i)
         model = (row.get("model") or "").strip()
         if not model:
             raise TransferError(f"{path}:{i}: empty model")
@@ -1566,14 +1572,8 @@ def read_measurements(path: str | Path) -> list[Measurement]:
         plan = (row.get("plan") or "").strip() or None
         if plan and not Path(plan).is_absolute():
             plan = str(path.parent / plan)
-        beacon = (row.get("beacon_ms") or "").strip()
-        try:
-            b = float(beacon) if beacon else None
-        except ValueError:
-            raise TransferError(f"{path}:{i}: beacon_ms {beacon!r} is not a number") from None
-        if b is not None and (not math.isfinite(b) or b <= 0):
-            raise TransferError(f"{path}:{i}: beacon_ms must be a positive number of ms, got {b}")
-        out.append(Measurement(model, plan, ms, b))
+        beacon = positive_ms(row, "beacon_ms", i) if (row.get("beacon_ms") or "").strip() else None
+        out.append(Measurement(model, plan, ms, beacon))
     if not out:
         raise TransferError(f"{path}: no measurements (only a header)")
     return out

@@ -71,6 +71,25 @@ typedef struct {
 
 static int quant_isa(void); /* the (de)quantisation loops' ISA, below: 2 AVX-512, 1 AVX2 with FMA, 0 scalar */
 
+/* body(ctx, from, count) over [0, n): in one call below min_n values (or with one thread), else split over the
+ * OpenMP threads (oneDNN's and torch's pool) in parts of a multiple of align values; below min_n one thread is
+ * faster than waking the others. The elementwise loops of this file (tables, swish, (de)quantisations) run so. */
+static void split_over_threads(size_t n, size_t min_n, size_t align, void (*body)(void *, size_t, size_t),
+                               void *ctx) {
+    if (n < min_n || omp_get_max_threads() < 2) {
+        body(ctx, 0, n);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel
+    {
+        size_t k = (size_t)omp_get_num_threads(), part = ((n + k - 1) / k + align - 1) / align * align;
+        size_t a = part * (size_t)omp_get_thread_num();
+        if (a < n) body(ctx, a, n - a < part ? n - a : part);
+    }
+#endif
+}
+
 /* ------------------------------------------------------------------------------------- u8 tables, in place */
 
 /* x[i] = table[x[i]] for n bytes: with AVX-512 VBMI 64 bytes at a time (two 128-byte halves of the table looked
@@ -119,20 +138,21 @@ static void table_part(int isa, uint8_t *x, size_t n, const uint8_t *table) {
 
 #define PP_T_PARALLEL 65536
 
+typedef struct {
+    int isa;
+    uint8_t *x;
+    const uint8_t *table;
+} table_job;
+
+static void table_body(void *ctx, size_t from, size_t n) {
+    table_job *j = ctx;
+    table_part(j->isa, j->x + from, n, j->table);
+}
+
 /* n bytes of x mapped through table in place, by the loop for isa (pp_table_isa's or below) */
 void pp_table_u8(int isa, uint8_t *x, size_t n, const uint8_t *table) {
-    if (n < PP_T_PARALLEL || omp_get_max_threads() < 2) {
-        table_part(isa, x, n, table);
-        return;
-    }
-#ifdef _OPENMP
-#pragma omp parallel
-    {
-        size_t k = (size_t)omp_get_num_threads(), part = ((n + k - 1) / k + 63) & ~(size_t)63;
-        size_t a = part * (size_t)omp_get_thread_num();
-        if (a < n) table_part(isa, x + a, n - a < part ? n - a : part, table);
-    }
-#endif
+    table_job j = {isa, x, table};
+    split_over_threads(n, PP_T_PARALLEL, 64, table_body, &j);
 }
 
 /* --------------------------------------------------------------------------------- fp32 swish, in place */
@@ -182,20 +202,20 @@ static void swish_part(int isa, float *x, size_t n) {
     swish_scalar(x, n);
 }
 
+typedef struct {
+    int isa;
+    float *x;
+} swish_job;
+
+static void swish_body(void *ctx, size_t from, size_t n) {
+    swish_job *j = ctx;
+    swish_part(j->isa, j->x + from, n);
+}
+
 /* n floats of x replaced by their swish, by the loop for isa (pp_quant_isa's numbering: 2 AVX-512, else scalar) */
 void pp_swish_f32(int isa, float *x, size_t n) {
-    if (n < PP_T_PARALLEL / 4 || omp_get_max_threads() < 2) {
-        swish_part(isa, x, n);
-        return;
-    }
-#ifdef _OPENMP
-#pragma omp parallel
-    {
-        size_t k = (size_t)omp_get_num_threads(), part = ((n + k - 1) / k + 15) & ~(size_t)15;
-        size_t a = part * (size_t)omp_get_thread_num();
-        if (a < n) swish_part(isa, x + a, n - a < part ? n - a : part);
-    }
-#endif
+    swish_job j = {isa, x};
+    split_over_threads(n, PP_T_PARALLEL / 4, 16, swish_body, &j);
 }
 
 void pp_dnnl_conv_destroy(pp_dnnl_conv *c) {
@@ -903,29 +923,28 @@ static void dequantize_part(int isa, const uint8_t *q, float *x, size_t n, float
     dequantize_scalar(q, x, 0, n, scale, zp);
 }
 
-/* Tensors of at least this many values are split over the OpenMP threads (oneDNN's and torch's pool), in parts of
- * whole cache lines; below it one thread is faster than waking the others. */
+/* Tensors of at least this many values are split over the threads (split_over_threads). */
 #define PP_Q_PARALLEL 32768
 
+typedef struct {
+    int quantize, isa;
+    const void *src;
+    void *dst;
+    float scale;
+    int zp;
+} quant_job;
+
 /* part [from, from + n) of a (de)quantisation of src into dst: scale is 1 / scale when quantising */
-static void quant_part(int quantize, int isa, const void *src, void *dst, size_t from, size_t n, float scale, int zp) {
-    if (quantize) quantize_part(isa, (const float *)src + from, (uint8_t *)dst + from, n, scale, zp);
-    else dequantize_part(isa, (const uint8_t *)src + from, (float *)dst + from, n, scale, zp);
+static void quant_body(void *ctx, size_t from, size_t n) {
+    quant_job *j = ctx;
+    if (j->quantize)
+        quantize_part(j->isa, (const float *)j->src + from, (uint8_t *)j->dst + from, n, j->scale, j->zp);
+    else dequantize_part(j->isa, (const uint8_t *)j->src + from, (float *)j->dst + from, n, j->scale, j->zp);
 }
 
 static void quant_all(int quantize, int isa, const void *src, void *dst, size_t n, float scale, int zp) {
-    if (n < PP_Q_PARALLEL || omp_get_max_threads() < 2) {
-        quant_part(quantize, isa, src, dst, 0, n, scale, zp);
-        return;
-    }
-#ifdef _OPENMP
-#pragma omp parallel
-    {
-        size_t k = (size_t)omp_get_num_threads(), part = ((n + k - 1) / k + 63) & ~(size_t)63;
-        size_t a = part * (size_t)omp_get_thread_num();
-        if (a < n) quant_part(quantize, isa, src, dst, a, n - a < part ? n - a : part, scale, zp);
-    }
-#endif
+    quant_job j = {quantize, isa, src, dst, scale, zp};
+    split_over_threads(n, PP_Q_PARALLEL, 64, quant_body, &j);
 }
 
 /* n floats x quantised into q (u8) with the per-tensor grid (scale, zp), by the loop for isa (pp_quant_isa's or

@@ -54,7 +54,7 @@ from perfpredict.primitives.cbuild import CompilerError, load_library
 from perfpredict.primitives.conv import (ConvGeometry, _check_layout, _onednn_applies, _onednn_scratch, _post_op,
                                          conv_weights)
 from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
-from perfpredict.primitives.quantized import quantize_weight_per_channel
+from perfpredict.primitives.quantized import quantize_activation, quantize_weight_per_channel
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel, QParams
 
@@ -371,18 +371,17 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
 def swish_table(ctx: BuildContext) -> np.ndarray | None:
     """The 256 output codes of a swish folded into an int8 convolution, one per code of the convolution's own
     output on its calibrated grid (``ctx.pre_activation_qparams``): code q stands for v = (q - zp) * scale, and maps
-    to swish(v) = v * sigmoid(v) quantised onto the output's grid as the quantisations are (one rounding of
-    fma(y, 1 / scale, zp), half to even). None (swish stays a oneDNN post-op, computed in float per value) where
-    there is no such grid, a residual is folded too, or the CPU lacks AVX-512 VBMI, without which looking the codes
-    up costs more than the post-op (``benchmarks/bench_epilogue.py``)."""
+    to swish(v) = v * sigmoid(v) quantised onto the output's grid by the runtime's quantisation
+    (:func:`~perfpredict.primitives.quantized.quantize_activation`). None (swish stays a oneDNN post-op, computed
+    in float per value) where there is no such grid, a residual is folded too, or the CPU lacks AVX-512 VBMI,
+    without which looking the codes up costs more than the post-op (``benchmarks/bench_epilogue.py``)."""
     pre, out = ctx.pre_activation_qparams, ctx.out_qparams
     if pre is None or out is None or ctx.fused_residual or library().pp_table_isa() != 1:
         return None
     v = (np.arange(256, dtype=np.float32) - np.float32(pre.zero_point)) * np.float32(pre.scale)
     with np.errstate(over="ignore"):  # exp(-v) of a large negative v is inf, and v / inf the swish's 0
         y = v / (np.float32(1.0) + np.exp(-v))
-    q = np.rint(y * np.float32(1.0 / out.scale) + np.float32(out.zero_point))
-    return np.ascontiguousarray(np.clip(q, 0, 255).astype(np.uint8))
+    return np.ascontiguousarray(quantize_activation(torch.from_numpy(y), out).int_repr().numpy())
 
 
 def _build_dnnl_int8(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> Kernel:
