@@ -16,8 +16,11 @@ over all of them), and then, on the same measurements:
 
 each scored on the pairs not used as shots (MAPE, share within 10%, Spearman). The JSON also holds every
 candidate's cross-validated error, the median predicted / measured ratio of each route by plan kind, and the
-target's and the proxy's int8 : fp32 peak ratios from their boards. ``--reuse RESULT.json`` scores the pairs an
-earlier run measured (same device and thread count) without measuring again.
+target's and the proxy's int8 : fp32 peak ratios from their boards. The measurements are written to ``--out``
+(with the board the run described) before any scoring, so a run stopped while adapting keeps them;
+``--reuse RESULT.json`` scores the pairs an earlier run measured without measuring again: on the board stored in
+that file (so on any machine, e.g. pairs measured on a borrowed board and scored at home), or, for files without
+one, on this machine at the same thread count. ``--shots ''`` measures only.
 
     .venv/bin/python benchmarks/bench_transfer_local.py [--predictor proxy] [--threads 2] [--shots 0,5,10,20]
         [--models resnet18,...] [--out benchmarks/results/transfer_local.json]
@@ -38,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import add_timing_options, plan_calls, timing_kwargs, write_results  # noqa: E402
-from perfpredict.devices import local_device  # noqa: E402
+from perfpredict.devices import load_device, local_device  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.proxy_route import route_predictor  # noqa: E402
 from perfpredict.transfer import (Measurement, adapt_predictor, load_any_predictor, shot_candidates,  # noqa: E402
@@ -57,6 +60,12 @@ def _int8_fp32(board) -> float | None:  # noqa: ANN001 - DeviceSpec
     if board.peak_gops_int8 and board.peak_gflops_fp32:
         return float(board.peak_gops_int8 / board.peak_gflops_fp32)
     return None
+
+
+def _about(device, args: argparse.Namespace) -> dict:  # noqa: ANN001 - DeviceSpec
+    """The result's header: the device (its whole board, so the pairs can be scored elsewhere), threads, predictor."""
+    return {"device": device.name, "device_id": device.device_id, "threads": args.threads,
+            "predictor": args.predictor, "board": device.to_dict()}
 
 
 def _table(rows: list[dict]) -> str:
@@ -82,11 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/transfer_local.json")
     args = ap.parse_args(argv)
 
-    device = local_device(args.threads)
+    earlier = json.loads(Path(args.reuse).read_text()) if args.reuse else None
+    if earlier is not None and "board" in earlier:
+        device, args.threads = load_device(earlier["board"]), earlier["threads"]
+    else:
+        device = local_device(args.threads)
     source = load_any_predictor(args.predictor)
     cands = shot_candidates(args.models.split(",") if args.models else None)
-    if args.reuse:
-        earlier = json.loads(Path(args.reuse).read_text())
+    if earlier is not None:
         if earlier.get("device_id") != device.device_id or earlier.get("threads") != args.threads:
             raise SystemExit(f"{args.reuse} was measured on device {earlier.get('device_id')} at "
                              f"{earlier.get('threads')} threads, not {device.device_id} at {args.threads}")
@@ -108,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         del calls
         y = np.array([stats[str(i)].median_ms for i in range(len(cands))])
         ci = [stats[str(i)].ci95_rel for i in range(len(cands))]
+        write_results(args.out, {**_about(device, args), "measured_in": "this run", "rows": [],
+                                 "pairs": [{"model": n, "plan": p.name, "measured_ms": float(v), "ci95_rel": c}
+                                           for (n, _, p), v, c in zip(cands, y, ci)]},
+                      f"{len(cands)} pairs measured; not scored yet")
     graphs, plans = [g for _, g, _ in cands], [p for _, _, p in cands]
     board = source.predict(graphs, plans, device, threads=args.threads).latency_ms
     routed, route = route_predictor(source, device, args.threads)
@@ -140,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         kinds[kind] = {"pairs": int(sel.sum()), "board": float(np.median(board[sel] / y[sel])),
                        "proxy": None if proxy is None else float(np.median(proxy[sel] / y[sel]))}
     peaks = {"target": _int8_fp32(device), "proxy": _int8_fp32(route.proxy) if route else None}
-    write_results(args.out, {"device": device.name, "device_id": device.device_id, "threads": args.threads,
-                             "predictor": args.predictor, "zero_shot_route": route.to_dict() if route else None,
+    write_results(args.out, {**_about(device, args), "zero_shot_route": route.to_dict() if route else None,
                              "median_ratio_by_plan_kind": kinds, "int8_fp32_peak_ratio": peaks,
                              "measured_in": args.reuse or "this run",
                              "median_ci95_rel": float(np.median(ci)), "rows": rows, "pairs": pairs},
