@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from perfpredict.errors import PerfPredictError
 from perfpredict.external.neusight import OPERATORS, evaluate_transfer
 from perfpredict.metrics import clean
 
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     shots = [int(s) for s in args.shots.split(",")]
-    res = evaluate_transfer([o for o in args.ops.split(",") if o], args.data, shots=shots, seed=args.seed)
+    try:
+        res = evaluate_transfer([o for o in args.ops.split(",") if o], args.data, shots=shots, seed=args.seed)
+    except PerfPredictError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     res["seconds"] = round(time.time() - t0, 1)
     res = clean(res)
     if args.output:

@@ -89,6 +89,25 @@ def proxy_route(predictor: Any, device: DeviceSpec, threads: int | None = None) 
     return ProxyRoute(device, proxy, ratio, shared)
 
 
+def thread_range_note(predictor: Any, device: DeviceSpec, threads: int | None = None) -> str | None:
+    """A note when ``threads`` lies outside the thread counts ``predictor`` trained at (None inside them, or for a
+    predictor that records no training devices, as an adapted one, which measured its device, does not).
+
+    The network sees the thread count as a feature, so it answers for any count, but beyond those it trained at it
+    extrapolates: scaling to many threads is where small layers, pruned plans and memory-bound operators part
+    from the big ones (README, "Transfer": a 16-core host at 16 threads)."""
+    from perfpredict.features import threads_of
+    from perfpredict.transfer import training_devices_at
+
+    counts = sorted({threads_of(d) for d in training_devices_at(predictor)})
+    t = threads_of(device, threads)
+    if not counts or counts[0] <= t <= counts[-1]:
+        return None
+    span = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
+    return (f"the predictor trained at {span} thread(s) only, so at {t} threads it extrapolates: expect larger "
+            f"errors than on its own thread counts; `perfpredict transfer -k 10` adapts it with measurements at {t}")
+
+
 def via_proxy(predictor: Any, route: ProxyRoute, source_path: str | None = None) -> Any:
     """``predictor`` answering for ``route.target`` through its proxy: an in-memory adapted predictor."""
     from perfpredict.transfer import CalibratedPredictor, ScaleCalibrator
@@ -110,4 +129,5 @@ def route_predictor(predictor: Any, device: DeviceSpec, threads: int | None = No
     return (predictor, None) if route is None else (via_proxy(predictor, route), route)
 
 
-__all__ = ["ROUTES", "ProxyRoute", "proxy_route", "route_predictor", "trained_on", "via_proxy"]
+__all__ = ["ROUTES", "ProxyRoute", "proxy_route", "route_predictor", "thread_range_note", "trained_on",
+           "via_proxy"]

@@ -35,10 +35,12 @@ def _predict(args: argparse.Namespace) -> int:
     from perfpredict.models import load_model
     from perfpredict.plan import Plan, default_plan, validate_plan
     from perfpredict.primitives.quantized import depthwise_fallback_nodes
-    from perfpredict.proxy_route import route_predictor
+    from perfpredict.proxy_route import route_predictor, thread_range_note
 
     device = resolve_device(args.device_features, args.threads)
-    predictor, route = route_predictor(load_predictor(args.predictor), device, args.threads, args.zero_shot)
+    source = load_predictor(args.predictor)
+    predictor, route = route_predictor(source, device, args.threads, args.zero_shot)
+    notes = [n for n in (thread_range_note(source, device, args.threads),) if n]
     graph, _ = load_model(args.model, resolution=args.resolution)
     plans, names = [], []
     for path in args.plan:
@@ -56,11 +58,14 @@ def _predict(args: argparse.Namespace) -> int:
         print_json({"model": graph.name, "graph_id": graph.graph_id, "device": device.name,
                     "threads": args.threads or device.threads_used or device.threads or device.cores,
                     "predictor": str(getattr(predictor, "source_path", args.predictor)),
-                    "zero_shot": route.to_dict() if route else {"route": "board"}, "predictions": rows})
+                    "zero_shot": route.to_dict() if route else {"route": "board"}, "notes": notes,
+                    "predictions": rows})
         return 0
     print(f"{graph.name} on {device.name} (predictor {args.predictor})")
     if route is not None:
         print(f"note: {route.describe()}")
+    for n in notes:
+        print(f"note: {n}")
     print_table(["plan", "latency ms", "peak MB"], [[r["plan"], r["latency_ms"], r["peak_mem_mb"]] for r in rows])
     for r in rows:
         if r["int8_depthwise_slow_path"]:

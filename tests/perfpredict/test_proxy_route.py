@@ -12,7 +12,7 @@ from cli.main import main
 from perfpredict.devices import load_device
 from perfpredict.errors import PerfPredictError
 from perfpredict.nasbench201 import arch_string, nb201_graph
-from perfpredict.proxy_route import proxy_route, route_predictor, trained_on
+from perfpredict.proxy_route import proxy_route, route_predictor, thread_range_note, trained_on
 from perfpredict.transfer import CalibratedPredictor
 from tests.perfpredict.test_transfer import _RooflinePredictor
 
@@ -118,3 +118,30 @@ def test_optimise_searches_through_the_proxy_on_an_unseen_board(tmp_path, capsys
     assert " via " in report["predictor"] and "x 3" in report["predictor"]
     assert main(args + ["-o", str(tmp_path / "b"), "--zero-shot", "board"]) == 0
     assert " via " not in json.loads(capsys.readouterr().out)["predictor"]
+
+
+def test_a_thread_count_outside_those_trained_at_gets_a_note():
+    src = _source(_device("a", "cpu A", threads=1), _device("a", "cpu A", threads=2))
+    assert thread_range_note(src, _device("new", "cpu C"), 2) is None
+    assert thread_range_note(src, _device("new", "cpu C", threads=1)) is None
+    note = thread_range_note(src, _device("new", "cpu C", threads=16))
+    assert "trained at 1-2 thread(s) only" in note and "at 16 threads it extrapolates" in note
+    assert "transfer -k 10" in note
+    assert "trained at 2 thread(s)" in thread_range_note(_source(_device("a", "cpu A")), _device("n", "cpu C"), 4)
+    assert thread_range_note(_RooflinePredictor(), _device("new", "cpu C"), 16) is None  # records no devices
+
+
+def test_predict_and_optimise_say_when_the_thread_count_is_extrapolated(tmp_path, capsys):
+    from perfpredict.gnn_predictor import load_predictor
+
+    trained = [d for d in load_predictor("proxy").training_devices() if d.threads_used == 2][0]
+    board = load_device({**trained.to_dict(), "name": "many-cores", "cpu_model": "Some Other CPU", "cores": 16, "threads": 16,
+                         "threads_used": 16})
+    board.save(tmp_path / "board.json")
+    base = ["squeezenet1_1", "--resolution", "64", "--device-features", str(tmp_path / "board.json"), "--json"]
+    assert main(["predict", *base]) == 0
+    assert any("at 16 threads it extrapolates" in n for n in json.loads(capsys.readouterr().out)["notes"])
+    assert main(["predict", *base, "--threads", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == []
+    assert main(["optimise", *base, "--trials", "8", "--no-measure", "-o", str(tmp_path / "o")]) == 0
+    assert any("at 16 threads it extrapolates" in n for n in json.loads(capsys.readouterr().out)["notes"])
