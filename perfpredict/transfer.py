@@ -495,6 +495,30 @@ def rank_sources(target: np.ndarray, sources: np.ndarray, names: Sequence[str]) 
     return sorted(out, key=lambda p: -p[1])
 
 
+def amdahl_latency(one: np.ndarray, two: np.ndarray, threads: int) -> np.ndarray:
+    """Latency at ``threads`` from latencies at 1 and 2 threads by Amdahl's law: ``one / two`` fixes the parallel
+    fraction p (``one / two = 1 / ((1 - p) + p / 2)``, p clipped to [0, 1]) and the answer is
+    ``one * ((1 - p) + p / threads)``; zero latencies stay zero."""
+    one, two = np.asarray(one, np.float64), np.asarray(two, np.float64)
+    frac = np.divide(two, one, out=np.ones_like(one), where=one > 0)
+    p = 2.0 * (1.0 - np.clip(frac, 0.5, 1.0))
+    return one * ((1.0 - p) + p / threads)
+
+
+def amdahl_pairs(source: Any, threads: int) -> list[tuple[DeviceSpec, DeviceSpec]]:
+    """(1-thread board, 2-thread board) pairs of the devices ``source`` trained at both counts (every pairing, for
+    a machine described by several campaigns), when it trained no device at ``threads``: what an ``amdahl_scale``
+    adaptation can extrapolate from (none otherwise)."""
+    from perfpredict.features import threads_of
+
+    if threads in (1, 2) or training_devices_at(source, threads):
+        return []
+    by_id: dict[str, dict[int, list[DeviceSpec]]] = {}
+    for d in training_devices_at(source):
+        by_id.setdefault(d.device_id, {}).setdefault(threads_of(d), []).append(d)
+    return [(one, two) for b in by_id.values() for one in b.get(1, []) for two in b.get(2, [])]
+
+
 def fingerprint_similarity(target: DeviceSpec, sources: Sequence[DeviceSpec]) -> list[tuple[str, float]]:
     """Sources ordered by correlation of their fingerprints with the target's, on the keys they share."""
     keys = sorted(target.fingerprint)
@@ -1334,9 +1358,11 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
     factors of a multi-device source, one input column each), ``{"type": "source_device", "name": ...}``
     (a multi-device source's prediction for one of its devices) or ``{"type": "board", "board": {...}}``
     (the source's prediction for that device description - the target's own board for a zero-shot column,
-    or a proxy). Peak memory is the source's prediction for the target board. When every column is a board
-    and the source is plan-aware (``predict_plans`` / ``node_latencies``, the GNN), the NodeCostModel methods
-    work too: node shares are the source's, rescaled to the calibrated total.
+    or a proxy) or ``{"type": "amdahl", "one": {...}, "two": {...}, "threads": t}`` (the source's predictions for
+    one trained device at 1 and 2 threads, extrapolated to t threads by :func:`amdahl_latency`). Peak memory is
+    the source's prediction for the target board. When every column is a board or an Amdahl pair and the source
+    is plan-aware (``predict_plans`` / ``node_latencies``, the GNN), the NodeCostModel methods work too: node
+    shares are the source's (an Amdahl pair's extrapolated node by node), rescaled to the calibrated total.
     """
 
     kind = "calibrated"
@@ -1385,6 +1411,10 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
                 cols.append(splits[key][:, _part(c)])
             elif c["type"] == "board":
                 cols.append(self._source_predict(graphs, plans, board, threads).latency_ms)
+            elif c["type"] == "amdahl":
+                one, two = self._amdahl_boards(c)
+                cols.append(amdahl_latency(self._source_predict(graphs, plans, one, 1).latency_ms,
+                                           self._source_predict(graphs, plans, two, 2).latency_ms, c["threads"]))
             else:
                 raise TransferError(f"unknown calibrator input column {c!r}")
         return np.stack(cols, axis=1)
@@ -1429,16 +1459,27 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
                                 f"{used}; use its source {self.source_path} or adapt one at {used} threads")
 
     def _boards(self) -> list[DeviceSpec]:
-        if any(c["type"] != "board" for c in self.columns) or not hasattr(self.source, "predict_plans"):
+        """Each column's board (an Amdahl pair's 2-thread one) when every column is a board or an Amdahl pair and
+        the source is plan-aware."""
+        if any(c["type"] not in ("board", "amdahl") for c in self.columns) or \
+                not hasattr(self.source, "predict_plans"):
             raise TransferError(f"adapted predictor for '{self.target.name}' ({self.card.get('method')}) over a "
                                 "plan-agnostic source has no per-plan template path")
-        return [b for b in self._column_boards() if b is not None]
+        return [b if b is not None else self._amdahl_boards(c)[1] for c, b in zip(self.columns, self._column_boards())]
 
     def _column_boards(self) -> list[DeviceSpec | None]:
         """Each column's board (None for other column types), parsed once: the optimiser predicts batch by batch."""
         if self._board_specs is None:
             self._board_specs = [load_device(c["board"]) if c["type"] == "board" else None for c in self.columns]
         return self._board_specs
+
+    def _amdahl_boards(self, column: Mapping[str, Any]) -> tuple[DeviceSpec, DeviceSpec]:
+        """(1-thread, 2-thread) boards of an ``amdahl`` column, parsed once."""
+        cache = self.__dict__.setdefault("_amdahl_specs", {})
+        key = self.columns.index(column)
+        if key not in cache:
+            cache[key] = (load_device(column["one"]), load_device(column["two"]))
+        return cache[key]
 
     def predict_plans(self, template: Any, plans: Sequence[Any], device: DeviceSpec, threads: int | None = None):
         """Batched prediction of many plans of one graph template (plan-aware sources only; ``threads`` is
@@ -1450,6 +1491,11 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         splits: dict[int, np.ndarray] = {}  # per board: both parts come from one prediction
         cols = []
         for c, b in zip(self.columns, boards):
+            if c["type"] == "amdahl":
+                one, two = self._amdahl_boards(c)
+                cols.append(amdahl_latency(self.source.predict_plans(template, plans, one, 1).latency_ms,
+                                           self.source.predict_plans(template, plans, two, 2).latency_ms, c["threads"]))
+                continue
             if _part(c) is None:
                 cols.append(np.asarray(self.source.predict_plans(template, plans, b, threads).latency_ms, np.float64))
                 continue
@@ -1465,7 +1511,13 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
                        threads: int | None = None) -> np.ndarray:
         """Per-node latency shares (the source's, on the first column's board), rescaled per plan to the
         calibrated total."""
-        shares = np.asarray(self.source.node_latencies(template, plans, self._boards()[0], threads), np.float64)
+        first = self.columns[0]
+        if first["type"] == "amdahl":
+            one, two = self._amdahl_boards(first)
+            shares = amdahl_latency(self.source.node_latencies(template, plans, one, 1),
+                                    self.source.node_latencies(template, plans, two, 2), first["threads"])
+        else:
+            shares = np.asarray(self.source.node_latencies(template, plans, self._boards()[0], threads), np.float64)
         total = self.predict_plans(template, plans, device, threads).latency_ms
         return shares * (total / np.maximum(shares.sum(axis=1), 1e-12))[:, None]
 
@@ -1524,6 +1576,10 @@ def _card_markdown(p: CalibratedPredictor, source_ref: Mapping[str, Any]) -> str
     elif c.get("method") == "proxy_split":
         lines += ["", f"Through the proxy device `{p.columns[0]['board']['name']}`: its predicted latency of a plan's fp32 "
                       "nodes and of its int8 nodes, each rescaled to the shots."]
+    elif c.get("method") == "amdahl_scale":
+        lines += ["", f"Through the trained device `{p.columns[0]['two']['name']}` at 1 and 2 threads: its two "
+                      f"predictions extrapolated to {p.columns[0]['threads']} threads by Amdahl's law, rescaled to "
+                      "the shots."]
     elif c.get("method") == "proxy_scale":
         lines += ["", f"Through the proxy device `{p.columns[0]['board']['name']}` (the trained device whose "
                       "fingerprint correlates best with the target's): its prediction, rescaled to the shots."]
@@ -1709,6 +1765,17 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                 if split is not None and np.any(split[:, 1] > 0) and np.any(split[:, 0] > 0):
                     # its fp32 and int8 nodes rescaled apart: devices differ in int8 : fp32 speed
                     cands["proxy_split"] = (SplitScaleCalibrator, split)
+            from perfpredict.features import threads_of
+
+            pairs = amdahl_pairs(source, threads_of(device)) if "scale" in methods else []
+            if pairs:  # a thread count the source never trained at: the trained devices' 1- and 2-thread
+                # predictions extrapolated by Amdahl's law, the one whose shots correlate best rescaled to them
+                xa = np.stack([amdahl_latency(source.predict(ug, up, one, threads=1).latency_ms,
+                                              source.predict(ug, up, two, threads=2).latency_ms, threads_of(device))
+                               for one, two in pairs], axis=1)
+                ids = [f"{two.device_id}:{i}" for i, (_, two) in enumerate(pairs)]
+                amdahl_at = ids.index(rank_sources(y_all[used], xa, ids)[0][0])
+                cands["amdahl_scale"] = (ScaleCalibrator, xa[:, amdahl_at:amdahl_at + 1])
             if len(used) < 2:
                 cands = {"scale": (ScaleCalibrator, x[:, :1])}
                 sel = Selection("scale", ScaleCalibrator().fit(x[:, :1], y_all[used]),
@@ -1722,6 +1789,9 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                 columns = [{"type": "board", "board": offered[cols[1] - 1].to_dict()}]
             elif sel.method == "proxy_split":
                 columns = [{"type": "board", "board": offered[cols[1] - 1].to_dict(), "part": part} for part in PARTS]
+            elif sel.method == "amdahl_scale":
+                one, two = pairs[amdahl_at]
+                columns = [{"type": "amdahl", "one": one.to_dict(), "two": two.to_dict(), "threads": threads_of(device)}]
             else:
                 columns = base
             if "board_fit" in methods and len(used) >= 4:

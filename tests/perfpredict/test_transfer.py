@@ -619,3 +619,90 @@ def test_shots_timed_beside_the_beacon_are_scaled_to_its_median(tmp_path):
     (tmp_path / "bad.csv").write_text("model,latency_ms,beacon_ms\na,2.0,-1\n")
     with pytest.raises(TransferError, match="beacon_ms must be a positive"):
         read_measurements(tmp_path / "bad.csv")
+
+
+def test_amdahl_extrapolates_from_one_and_two_threads():
+    from perfpredict.transfer import amdahl_latency
+
+    one = np.array([8.0, 8.0, 8.0, 0.0, 8.0])
+    two = np.array([4.0, 8.0, 6.0, 0.0, 9.0])  # all parallel, all serial, half-half, zero, slower at 2 (clipped)
+    np.testing.assert_allclose(amdahl_latency(one, two, 16), [0.5, 8.0, 4.0 + 4.0 / 16, 0.0, 8.0])
+    np.testing.assert_allclose(amdahl_latency(one, two, 2), [4.0, 8.0, 6.0, 0.0, 8.0])
+
+
+class _TwoThreadRoofline(_RooflinePredictor):
+    """A source that knows thread scaling up to the 2 threads it 'trained' at: each graph's parallel fraction
+    grows with its FLOPs; asked for more threads it answers for 2."""
+
+    def predict(self, graphs, plans, device, threads=None):
+        from perfpredict.features import threads_of
+        from perfpredict.predictor import Prediction
+
+        base = super().predict(graphs, plans, device)
+        gl = [graphs] * len(plans) if not isinstance(graphs, list) else graphs
+        p = np.array([0.3 + 0.6 * min(1.0, g.macs / 2e8) for g in gl])
+        t = min(threads_of(device, threads), 2)
+        return Prediction(base.latency_ms * ((1 - p) + p / t), base.peak_mem_bytes)
+
+
+def test_shots_at_an_untrained_thread_count_extrapolate_a_trained_device_by_amdahl(tmp_path, monkeypatch):
+    """A target at 16 threads, a source trained at 1 and 2 only: the trained device's 1- and 2-thread predictions
+    extrapolated by Amdahl's law and rescaled (``amdahl_scale``) fit the shots where no rescaling of the board's
+    own answer can, win the CV, and the checkpoint (read back) predicts the held-out pairs."""
+    from perfpredict import transfer as tr
+    from perfpredict.transfer import amdahl_latency, amdahl_pairs
+
+    src = _TwoThreadRoofline()
+    spec = {"schema_version": 1, "name": "trained", "kind": "cpu", "cores": 2, "peak_gflops_fp32": 200.0,
+            "mem_bw_triad_gbs": 20.0}
+    one, two = load_device({**spec, "threads_used": 1}), load_device({**spec, "threads_used": 2})
+    target = load_device({**spec, "name": "many", "cores": 16, "threads_used": 16, "peak_gflops_fp32": 900.0})
+    src.training_devices = lambda: [one, two]
+    assert amdahl_pairs(src, 16) == [(one, two)] and amdahl_pairs(src, 2) == []
+    graphs = [nb201_graph(a) for a in _archs(12, 5)]
+    nones = [None] * len(graphs)
+    y = 0.6 * amdahl_latency(src.predict(graphs, nones, one, 1).latency_ms, src.predict(graphs, nones, two, 2).latency_ms,
+                             16)
+    monkeypatch.setattr(tr, "load_any_predictor", lambda path: src)
+    monkeypatch.setattr(tr, "_workload", lambda m: (graphs[int(m.model)], None))
+    ms = [Measurement(str(i), None, float(v)) for i, v in enumerate(y)]
+    res = adapt_predictor("unused", target, ms, 8, tmp_path / "a", methods=("scale", "loglinear", "isotonic"))
+    assert res.method == "amdahl_scale" and res.cv["amdahl_scale"]["mape"] < 1e-6 < res.cv["scale"]["mape"]
+    assert res.holdout["mape"] < 1e-6
+    card = json.loads((tmp_path / "a" / "transfer.json").read_text())
+    assert card["columns"] == [{"type": "amdahl", "one": one.to_dict(), "two": two.to_dict(), "threads": 16}]
+    assert "extrapolated to 16 threads by Amdahl's law" in (tmp_path / "a" / "README.md").read_text()
+    adapted = CalibratedPredictor(src, "unused", target, card["columns"], tr.calibrator_from_dict(card["calibrator"]))
+    np.testing.assert_allclose(adapted.predict(graphs, nones, target, threads=16).latency_ms, y, rtol=1e-9)
+    # a source trained at the target's thread count offers no extrapolation
+    src.training_devices = lambda: [one, two, load_device({**spec, "threads_used": 16})]
+    assert "amdahl_scale" not in adapt_predictor("unused", target, ms, 8, tmp_path / "b", methods=("scale",)).cv
+
+
+def test_an_amdahl_column_over_the_gnn_serves_the_optimisers_per_plan_and_per_node_paths():
+    """The shipped GNN as source: an adapted predictor through an Amdahl pair answers the same by whole graphs and
+    by plan templates, and its node latencies add up to its totals (what the optimiser's tables read)."""
+    from perfpredict.features import template_for
+    from perfpredict.gnn_predictor import load_predictor
+    from perfpredict.models import load_model
+    from perfpredict.plan import default_plan, Choice
+    from perfpredict.transfer import ScaleCalibrator, amdahl_latency, amdahl_pairs
+
+    gnn = load_predictor("proxy")
+    one, two = amdahl_pairs(gnn, 16)[0]
+    target = load_device({**two.to_dict(), "name": "sixteen", "cores": 16, "threads": 16, "threads_used": 16})
+    columns = [{"type": "amdahl", "one": one.to_dict(), "two": two.to_dict(), "threads": 16}]
+    adapted = CalibratedPredictor(gnn, "proxy", target, columns, ScaleCalibrator(np.log(0.8)))
+    graph, _ = load_model("squeezenet1_1", resolution=64)
+    base = default_plan(graph)
+    node = next(n for n, c in base.choices.items() if c.primitive.startswith("conv."))
+    plans = [base, base.with_choice(node, Choice(base.choices[node].primitive, "NHWC"))]
+    whole = adapted.predict(graph, plans, target).latency_ms
+    want = 0.8 * amdahl_latency(gnn.predict(graph, plans, one, threads=1).latency_ms,
+                                gnn.predict(graph, plans, two, threads=2).latency_ms, 16)
+    np.testing.assert_allclose(whole, want, rtol=1e-5)
+    tpl = template_for(graph)
+    np.testing.assert_allclose(adapted.predict_plans(tpl, plans, target).latency_ms, whole, rtol=1e-5)
+    np.testing.assert_allclose(adapted.node_latencies(tpl, plans, target).sum(axis=1), whole, rtol=1e-5)
+    costs = adapted.node_costs(graph, target, {node: [base.choices[node]]})
+    assert costs[node].shape == (1,) and np.all(np.isfinite(costs[node]))
