@@ -123,6 +123,8 @@ def resolve_predictor(name: str | None, threads: int | None = None, device: Any 
         name = DEFAULT_CHECKPOINT
     pred = load_predictor(name)
     label = str(getattr(pred, "source_path", name))
+    if getattr(pred, "kind", None) == "calibrated":  # an adapted checkpoint: its own name, then its source's
+        label = f"{name}, adapted to '{pred.target.name}' from {label}"
     if device is not None:
         from perfpredict.proxy_route import route_predictor
 

@@ -679,9 +679,10 @@ def test_shots_at_an_untrained_thread_count_extrapolate_a_trained_device_by_amda
     assert "amdahl_scale" not in adapt_predictor("unused", target, ms, 8, tmp_path / "b", methods=("scale",)).cv
 
 
-def test_an_amdahl_column_over_the_gnn_serves_the_optimisers_per_plan_and_per_node_paths():
+def test_an_amdahl_column_over_the_gnn_serves_the_optimisers_per_plan_and_per_node_paths(tmp_path, capsys):
     """The shipped GNN as source: an adapted predictor through an Amdahl pair answers the same by whole graphs and
-    by plan templates, and its node latencies add up to its totals (what the optimiser's tables read)."""
+    by plan templates, its node latencies add up to its totals (what the optimiser's tables read), and saved as a
+    checkpoint it drives ``optimise``, whose report names it as adapted."""
     from perfpredict.features import template_for
     from perfpredict.gnn_predictor import load_predictor
     from perfpredict.models import load_model
@@ -692,7 +693,7 @@ def test_an_amdahl_column_over_the_gnn_serves_the_optimisers_per_plan_and_per_no
     one, two = amdahl_pairs(gnn, 16)[0]
     target = load_device({**two.to_dict(), "name": "sixteen", "cores": 16, "threads": 16, "threads_used": 16})
     columns = [{"type": "amdahl", "one": one.to_dict(), "two": two.to_dict(), "threads": 16}]
-    adapted = CalibratedPredictor(gnn, "proxy", target, columns, ScaleCalibrator(np.log(0.8)))
+    adapted = CalibratedPredictor(gnn, str(gnn.source_path), target, columns, ScaleCalibrator(np.log(0.8)))
     graph, _ = load_model("squeezenet1_1", resolution=64)
     base = default_plan(graph)
     node = next(n for n, c in base.choices.items() if c.primitive.startswith("conv."))
@@ -706,3 +707,10 @@ def test_an_amdahl_column_over_the_gnn_serves_the_optimisers_per_plan_and_per_no
     np.testing.assert_allclose(adapted.node_latencies(tpl, plans, target).sum(axis=1), whole, rtol=1e-5)
     costs = adapted.node_costs(graph, target, {node: [base.choices[node]]})
     assert costs[node].shape == (1,) and np.all(np.isfinite(costs[node]))
+    adapted.save(tmp_path / "adapted")
+    target.save(tmp_path / "board.json")
+    assert cli_main(["optimise", "squeezenet1_1", "--resolution", "64", "--predictor", str(tmp_path / "adapted"),
+                     "--device-features", str(tmp_path / "board.json"), "--trials", "8", "--no-measure", "--json",
+                     "-o", str(tmp_path / "run")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["predictor"].startswith(str(tmp_path / "adapted")) and "adapted to 'sixteen'" in report["predictor"]
