@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import write_results  # noqa: E402
 from perfpredict.devices import DeviceSpec, load_device  # noqa: E402
 from perfpredict.transfer import (amdahl_latency, amdahl_pairs, choose_shots, fingerprint_ratio,  # noqa: E402
-                                  fingerprint_similarity, load_any_predictor, shot_candidates, transfer_metrics)
+                                  fingerprint_similarity, load_any_predictor, parallel_fraction, shot_candidates,
+                                  transfer_metrics)
 
 _KEYS = ("n", "mape", "within_10", "spearman")
 
@@ -72,7 +73,7 @@ def evaluate(result: dict, cands: list, boards: dict[str, dict[int, DeviceSpec]]
         row = {"device": two.name, "device_id": two.device_id, "pairing": did,
                "similarity": float(fingerprint_similarity(target, [board])[0][1]),
                "fingerprint_ratio": ratio, "shared": shared, "median_parallel_fraction":
-               float(np.median(2.0 * (1.0 - np.clip(l2 / l1, 0.5, 1.0)))),
+               float(np.median(parallel_fraction(l1, l2))),
                "unscaled": _score(lt, y), "fingerprint": _score(lt * ratio, y), "shots": {}}
         for k in shots:
             used = choose_shots(lt, k)

@@ -495,14 +495,19 @@ def rank_sources(target: np.ndarray, sources: np.ndarray, names: Sequence[str]) 
     return sorted(out, key=lambda p: -p[1])
 
 
-def amdahl_latency(one: np.ndarray, two: np.ndarray, threads: int) -> np.ndarray:
-    """Latency at ``threads`` from latencies at 1 and 2 threads by Amdahl's law: ``one / two`` fixes the parallel
-    fraction p (``one / two = 1 / ((1 - p) + p / 2)``, p clipped to [0, 1]) and the answer is
-    ``one * ((1 - p) + p / threads)``; zero latencies stay zero."""
+def parallel_fraction(one: np.ndarray, two: np.ndarray) -> np.ndarray:
+    """Amdahl's parallel fraction p of work that takes ``one`` at 1 thread and ``two`` at 2
+    (``one / two = 1 / ((1 - p) + p / 2)``), clipped to [0, 1]; 0 where ``one`` is 0."""
     one, two = np.asarray(one, np.float64), np.asarray(two, np.float64)
     frac = np.divide(two, one, out=np.ones_like(one), where=one > 0)
-    p = 2.0 * (1.0 - np.clip(frac, 0.5, 1.0))
-    return one * ((1.0 - p) + p / threads)
+    return 2.0 * (1.0 - np.clip(frac, 0.5, 1.0))
+
+
+def amdahl_latency(one: np.ndarray, two: np.ndarray, threads: int) -> np.ndarray:
+    """Latency at ``threads`` from latencies at 1 and 2 threads by Amdahl's law: ``one * ((1 - p) + p / threads)``
+    with p their :func:`parallel_fraction`; zero latencies stay zero."""
+    p = parallel_fraction(one, two)
+    return np.asarray(one, np.float64) * ((1.0 - p) + p / threads)
 
 
 def amdahl_pairs(source: Any, threads: int) -> list[tuple[DeviceSpec, DeviceSpec]]:
@@ -1374,6 +1379,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         self.target = target
         self.columns = [dict(c) for c in columns]
         self._board_specs: list[DeviceSpec | None] | None = None
+        self._amdahl_specs: dict[int, tuple[DeviceSpec, DeviceSpec]] = {}
         self.calibrator = calibrator
         self.card = dict(card or {})
 
@@ -1412,9 +1418,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
             elif c["type"] == "board":
                 cols.append(self._source_predict(graphs, plans, board, threads).latency_ms)
             elif c["type"] == "amdahl":
-                one, two = self._amdahl_boards(c)
-                cols.append(amdahl_latency(self._source_predict(graphs, plans, one, 1).latency_ms,
-                                           self._source_predict(graphs, plans, two, 2).latency_ms, c["threads"]))
+                cols.append(self._amdahl(c, lambda b, t: self._source_predict(graphs, plans, b, t).latency_ms))
             else:
                 raise TransferError(f"unknown calibrator input column {c!r}")
         return np.stack(cols, axis=1)
@@ -1475,11 +1479,16 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
 
     def _amdahl_boards(self, column: Mapping[str, Any]) -> tuple[DeviceSpec, DeviceSpec]:
         """(1-thread, 2-thread) boards of an ``amdahl`` column, parsed once."""
-        cache = self.__dict__.setdefault("_amdahl_specs", {})
         key = self.columns.index(column)
-        if key not in cache:
-            cache[key] = (load_device(column["one"]), load_device(column["two"]))
-        return cache[key]
+        if key not in self._amdahl_specs:
+            self._amdahl_specs[key] = (load_device(column["one"]), load_device(column["two"]))
+        return self._amdahl_specs[key]
+
+    def _amdahl(self, column: Mapping[str, Any], latency: Callable[[DeviceSpec, int], np.ndarray]) -> np.ndarray:
+        """An ``amdahl`` column's values: ``latency(board, threads)`` at its 1- and 2-thread boards, extrapolated
+        to its thread count."""
+        one, two = self._amdahl_boards(column)
+        return amdahl_latency(latency(one, 1), latency(two, 2), column["threads"])
 
     def predict_plans(self, template: Any, plans: Sequence[Any], device: DeviceSpec, threads: int | None = None):
         """Batched prediction of many plans of one graph template (plan-aware sources only; ``threads`` is
@@ -1492,9 +1501,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         cols = []
         for c, b in zip(self.columns, boards):
             if c["type"] == "amdahl":
-                one, two = self._amdahl_boards(c)
-                cols.append(amdahl_latency(self.source.predict_plans(template, plans, one, 1).latency_ms,
-                                           self.source.predict_plans(template, plans, two, 2).latency_ms, c["threads"]))
+                cols.append(self._amdahl(c, lambda b, t: self.source.predict_plans(template, plans, b, t).latency_ms))
                 continue
             if _part(c) is None:
                 cols.append(np.asarray(self.source.predict_plans(template, plans, b, threads).latency_ms, np.float64))
@@ -1509,13 +1516,11 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
 
     def node_latencies(self, template: Any, plans: Sequence[Any], device: DeviceSpec,
                        threads: int | None = None) -> np.ndarray:
-        """Per-node latency shares (the source's, on the first column's board), rescaled per plan to the
-        calibrated total."""
+        """Per-node latency shares (the source's, on the first column's board or Amdahl pair), rescaled per plan to
+        the calibrated total."""
         first = self.columns[0]
-        if first["type"] == "amdahl":
-            one, two = self._amdahl_boards(first)
-            shares = amdahl_latency(self.source.node_latencies(template, plans, one, 1),
-                                    self.source.node_latencies(template, plans, two, 2), first["threads"])
+        if first["type"] == "amdahl":  # node by node
+            shares = self._amdahl(first, lambda b, t: self.source.node_latencies(template, plans, b, t))
         else:
             shares = np.asarray(self.source.node_latencies(template, plans, self._boards()[0], threads), np.float64)
         total = self.predict_plans(template, plans, device, threads).latency_ms
