@@ -27,16 +27,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Benchmarks on public data sets (read in place, never copied).")
     bsub = p.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
     t = bsub.add_parser(
-        "transfer", help="transfer to unseen devices on HELP latency tables (NAS-Bench-201 / FBNet)",
-        description="Train the multi-device GNN on --train-devices, then for each --test-device fit it from the "
-                    "10 reference architectures plus k random shots and score 1,000 query architectures "
-                    "(HELP's protocol: queries are archs [pool, pool+queries), shots come from [0, pool) without "
-                    "the target's top/bottom 10%%; metrics on queries without their top/bottom 10%% and on all).")
+        "transfer", help="transfer to unseen devices on HELP latency tables (NAS-Bench-201 / FBNet) or NeuSight's "
+                         "per-operator GPU latencies",
+        description="HELP spaces (nasbench201, fbnet): train the multi-device GNN on --train-devices, then for each "
+                    "--test-device fit it from the 10 reference architectures plus k random shots and score 1,000 "
+                    "query architectures (HELP's protocol: queries are archs [pool, pool+queries), shots come from "
+                    "[0, pool) without the target's top/bottom 10%%; metrics on queries without their top/bottom 10%% "
+                    "and on all). --space neusight: per operator, a regressor trained on the --train-devices GPUs "
+                    "predicts each --test-device GPU from its spec JSON (k = 0) and with k shots (CV-chosen "
+                    "calibration), scored on its other rows; GPUs by full name or family (e.g. A100).")
     t.add_argument("--data", action="append", default=None, metavar="DIR",
                    help="folder(s) with HELP's layout (data/<space>/latency/<device>.pt, <space>/<device>.pt or "
-                        "derived_csv/<space>_latency_ms.csv); repeatable, first wins, then the HELP copy under "
+                        "derived_csv/<space>_latency_ms.csv) or, for --space neusight, NeuSight's "
+                        "(**/<op>/**/<GPU>.csv, **/device_configs/*.json); repeatable, first wins, then the copy under "
                         "$PERFPREDICT_EXTERNAL (so a folder of reserved test devices needs no training devices)")
-    t.add_argument("--space", choices=["nasbench201", "fbnet"], default="nasbench201")
+    t.add_argument("--space", choices=["nasbench201", "fbnet", "neusight"], default="nasbench201")
+    t.add_argument("--ops", type=_csv, default=None, help="NeuSight operators (--space neusight; default all: "
+                                                          "conv,linear,relu,add)")
     t.add_argument("--train-devices", type=_csv, required=True, help="comma-separated source devices")
     t.add_argument("--test-devices", type=_csv, required=True, help="comma-separated target devices")
     t.add_argument("--val-device", default=None, help="device left out of training for early stopping (default: "
@@ -55,24 +62,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_transfer)
 
 
+def _with_copy(folders: list[str] | None, name: str) -> list | None:
+    """The folders given, then the public copy ``name`` where there is one (None when none were given)."""
+    if not folders:
+        return None
+    from perfpredict.errors import DatasetError
+    from perfpredict.external import external_dataset
+
+    try:
+        return list(folders) + [external_dataset(name)]
+    except DatasetError:
+        return list(folders)
+
+
+def _transfer_neusight(args: argparse.Namespace) -> int:
+    from perfpredict.external.neusight import OPERATORS, evaluate_transfer
+
+    ops = args.ops or list(OPERATORS)
+    unknown = [o for o in ops if o not in OPERATORS]
+    if unknown:
+        raise PerfPredictError(f"--ops: unknown NeuSight operator(s) {', '.join(unknown)}; accepted: "
+                               f"{', '.join(OPERATORS)}")
+    res = evaluate_transfer(ops, _with_copy(args.data, "NeuSight"), gpus=args.train_devices + args.test_devices,
+                            shots=args.shots, seed=args.seed, test_gpus=args.test_devices)
+    res.update(train_devices=args.train_devices, test_devices=args.test_devices)
+    if args.output:
+        Path(args.output).write_text(json.dumps(res, indent=2, default=float) + "\n")
+    if args.json:
+        print_json(res)
+        return 0
+    rows = [(op, gpu, k, m["mape"], m["within_10"], m["spearman"],
+             ",".join(f"{a}:{b:g}" for a, b in m.get("methods", {}).items()))
+            for op, r in res["results"].items() for gpu, row in r["per_gpu"].items()
+            for k, m in row.items() if k.isdigit()]
+    print_table(["op", "GPU", "k", "MAPE %", "within 10%", "spearman", "methods"], rows)
+    return 0
+
+
 def _transfer(args: argparse.Namespace) -> int:
     from perfpredict.external.help import HELP_PUBLISHED, TransferProtocol, evaluate_transfer, load_help
     from perfpredict.transfer import MultiDeviceConfig
+
+    if args.space == "neusight":
+        return _transfer_neusight(args)
+    if args.ops:
+        raise PerfPredictError("--ops applies to --space neusight only")
 
     if args.queries < 1 or args.repeats < 1 or args.train_archs < 1 or args.epochs < 1:
         raise PerfPredictError("--queries, --repeats, --train-archs and --epochs must be positive")
     devices = list(dict.fromkeys(args.train_devices + args.test_devices +
                                  ([args.val_device] if args.val_device else [])))
-    folders = None
-    if args.data:  # devices not in the given folders come from the default copy (e.g. training devices)
-        from perfpredict.errors import DatasetError
-        from perfpredict.external import external_dataset
-
-        try:
-            folders = list(args.data) + [external_dataset("HELP")]
-        except DatasetError:
-            folders = list(args.data)
-    data = load_help(args.space, folders, devices)
+    # devices not in the given folders come from the default copy (e.g. training devices)
+    data = load_help(args.space, _with_copy(args.data, "HELP"), devices)
     train = list(args.train_devices)
     if args.val_device and args.val_device not in train:
         train.append(args.val_device)

@@ -189,6 +189,19 @@ def gpu_spec(name: str, data: str | Path | Sequence[str | Path] | None = None) -
     return specs[name]
 
 
+def resolve_gpus(names: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The GPUs of ``available`` that ``names`` mean: each a GPU's full name or a family (``A100``: every variant);
+    a DatasetError names what is available."""
+    out: list[str] = []
+    for n in names:
+        hits = [n] if n in available else [g for g in available if gpu_family(g) == n]
+        if not hits:
+            raise DatasetError(f"no GPU '{n}' in the measurements; available: {', '.join(available)} (or a family: "
+                               f"{', '.join(sorted({gpu_family(g) for g in available}))})")
+        out += [h for h in hits if h not in out]
+    return out
+
+
 def gpu_family(name: str) -> str:
     """The GPU model without memory size / form factor (``NVIDIA A100 80GB PCIe`` -> ``A100``), used to hold
     out every variant of one GPU together."""
@@ -244,7 +257,7 @@ def op_features(table: OpTable, specs: Mapping[str, DeviceSpec], as_gpu: str | N
 
 def evaluate_transfer(ops: Sequence[str] = OPERATORS, data: str | Path | Sequence[str | Path] | None = None,
                       gpus: Sequence[str] | None = None, shots: Sequence[int] = (0, 10), repeats: int = 1,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, test_gpus: Sequence[str] | None = None) -> dict:
     """Leave-one-GPU-out transfer of per-operator latency, from the GPU descriptor alone and with shots.
 
     For each operator and held-out GPU family (all variants of one GPU together), a gradient-boosted model
@@ -253,23 +266,31 @@ def evaluate_transfer(ops: Sequence[str] = OPERATORS, data: str | Path | Sequenc
     :func:`perfpredict.transfer.choose_shots` on the zero-shot predictions, as ``transfer --measure-on``
     would - a calibration (scale, log-linear, isotonic, or a mixture with the source GPUs' predictions
     for the same op) is chosen by leave-one-out CV and scored on the other rows. Metrics: MAPE, share
-    within +-10%, Spearman rho.
+    within +-10%, Spearman rho. ``gpus`` keeps only those GPUs, ``test_gpus`` holds out only those (default:
+    each family in turn); both take GPU names or families (:func:`resolve_gpus`).
     """
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     from perfpredict.transfer import (CALIBRATORS, MixtureCalibrator, choose_shots, rank_sources, select_calibrator,
                                       transfer_metrics)
 
-    specs = gpu_specs(data if data is not None else None) if data is None else {**gpu_specs(None), **gpu_specs(data)}
+    specs = gpu_specs(data)
+    if data is not None:  # descriptors of the copy too, where it is there, for GPUs the folders measure only
+        try:
+            specs = {**gpu_specs(None), **specs}
+        except DatasetError:
+            pass
     results: dict = {}
     for op in ops:
         table = load_op(op, data)
         if gpus is not None:
-            table = table.for_gpus(gpus)
+            table = table.for_gpus(resolve_gpus(gpus, table.gpus))
         fam = np.array([gpu_family(g) for g in table.gpu])
         families = sorted(set(fam))
         if len(families) < 2:
             raise DatasetError(f"{op}: leave-one-GPU-out needs at least 2 GPUs, have {', '.join(table.gpus)}")
+        if test_gpus is not None:
+            families = sorted({gpu_family(g) for g in resolve_gpus(test_gpus, table.gpus)})
         x, roof = op_features(table, specs)
         y = np.log(table.latency_ms)
         per_gpu = {}
@@ -316,4 +337,4 @@ def evaluate_transfer(ops: Sequence[str] = OPERATORS, data: str | Path | Sequenc
 
 
 __all__ = ["OPERATORS", "SHAPE_COLUMNS", "OpTable", "op_files", "list_gpus", "load_op", "op_work", "gpu_specs",
-           "gpu_spec", "gpu_family", "op_features", "evaluate_transfer"]
+           "gpu_spec", "gpu_family", "resolve_gpus", "op_features", "evaluate_transfer"]

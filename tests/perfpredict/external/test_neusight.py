@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,51 @@ def test_features_need_descriptor_fields(neusight_root):
         op_features(relu, partial)
     with pytest.raises(DatasetError, match="no GPU descriptor for Tesla P4"):
         op_features(relu, {})
+
+
+def _synthetic_gpus(root):
+    """A NeuSight-layout folder of three GPUs (families A10, B20, C30) whose relu time is 10 us + bytes / bandwidth."""
+    import csv
+
+    rng = np.random.default_rng(0)
+    shapes = [(int(b), int(h)) for b, h in zip(rng.integers(1, 64, 40), rng.integers(64, 4096, 40))]
+    for name, bw in (("Test A10", 300.0), ("Test B20", 900.0), ("Test C30", 2000.0)):
+        desc = {"Device": name, "Dev_Mem": 16, "Mem_Bw": bw, "Num_Sm": 40, "Core_Per_SM": 64, "Freq": 1500,
+                "SingleFLOPs": 10000, "L2Cache": 6}
+        (root / "device_configs").mkdir(parents=True, exist_ok=True)
+        (root / "device_configs" / f"{name.replace(' ', '_')}.json").write_text(json.dumps(desc))
+        path = root / "collect" / "relu" / "p2.1.0" / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["OPName", "Latency", "Device", "B", "H"])
+            w.writerows(["relu", 0.01 + 8 * b * h / (bw * 1e6), name, b, h] for b, h in shapes)
+
+
+def test_bench_transfer_holds_out_the_test_gpus_named_by_family_or_name(tmp_path, capsys):
+    from cli.main import main
+
+    _synthetic_gpus(tmp_path)
+    args = ["bench", "transfer", "--space", "neusight", "--data", str(tmp_path), "--ops", "relu", "--shots", "0,5",
+            "--train-devices", "A10,Test B20", "--test-devices", "C30", "--json"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    per_gpu = res["results"]["relu"]["per_gpu"]
+    assert list(per_gpu) == ["C30"] and per_gpu["C30"]["gpu"] == ["Test C30"] and per_gpu["C30"]["rows"] == 40
+    assert set(per_gpu["C30"]) >= {"0", "5"} and res["test_devices"] == ["C30"]
+    assert main(args[:-1]) == 0  # the table
+    assert "C30" in capsys.readouterr().out
+
+
+def test_bench_transfer_names_unknown_gpus_and_operators(tmp_path, capsys):
+    from cli.main import main
+
+    _synthetic_gpus(tmp_path)
+    base = ["bench", "transfer", "--space", "neusight", "--data", str(tmp_path), "--ops", "relu"]
+    assert main(base + ["--train-devices", "A10", "--test-devices", "Z99"]) != 0
+    err = capsys.readouterr().err
+    assert "no GPU 'Z99'" in err and "Test A10" in err and "Traceback" not in err
+    assert main(base[:-1] + ["softmax", "--train-devices", "A10", "--test-devices", "C30"]) != 0
+    assert "unknown NeuSight operator(s) softmax; accepted: conv, linear, relu, add" in capsys.readouterr().err
+    assert main(["bench", "transfer", "--ops", "relu", "--train-devices", "a", "--test-devices", "b"]) != 0
+    assert "--ops applies to --space neusight only" in capsys.readouterr().err
