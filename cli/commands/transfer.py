@@ -15,8 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "transfer", help="adapt a predictor to a new device from its board.json and k measurements",
         description="Adapt a trained predictor to a new device: zero-shot from the board's features (its "
                     "fingerprint), few-shot from k measurements. Candidate adaptations (device fitting, "
-                    "scale / log-linear / isotonic calibration, mixture of proxy devices) are chosen by "
-                    "leave-one-out cross-validation; the result is a normal predictor checkpoint.")
+                    "scale / log-linear / isotonic calibration, mixture of proxy devices, a proxy rescaled whole "
+                    "or by precision, and at a thread count the source never trained at a trained device's 1- "
+                    "and 2-thread predictions extrapolated by Amdahl's law) are chosen by leave-one-out "
+                    "cross-validation; the result is a normal predictor checkpoint.")
     p.add_argument("--predictor", required=True, help="source predictor: checkpoint folder or name under "
                                                       "trained_models/")
     p.add_argument("--device-features", required=True, metavar="BOARD",
