@@ -495,6 +495,13 @@ def rank_sources(target: np.ndarray, sources: np.ndarray, names: Sequence[str]) 
     return sorted(out, key=lambda p: -p[1])
 
 
+def best_scaled_column(y: np.ndarray, x: np.ndarray) -> int:
+    """The column of ``x`` (one per candidate source, rows the points of ``y``) that one scale fits best: the least
+    spread of its log ratios to ``y``. Not the best-correlated one: a correlation forgives a slope that a scale
+    cannot take up."""
+    return int(np.argmin(np.std(_log(y)[:, None] - _log(x), axis=0)))
+
+
 def parallel_fraction(one: np.ndarray, two: np.ndarray) -> np.ndarray:
     """Amdahl's parallel fraction p of work that takes ``one`` at 1 thread and ``two`` at 2
     (``one / two = 1 / ((1 - p) + p / 2)``), clipped to [0, 1]; 0 where ``one`` is 0."""
@@ -1774,12 +1781,12 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
 
             pairs = amdahl_pairs(source, threads_of(device)) if "scale" in methods else []
             if pairs:  # a thread count the source never trained at: the trained devices' 1- and 2-thread
-                # predictions extrapolated by Amdahl's law, the one whose shots correlate best rescaled to them
+                # predictions extrapolated by Amdahl's law; the one that one scale fits best (the least spread of
+                # its log ratios to the shots) rescaled to them
                 xa = np.stack([amdahl_latency(source.predict(ug, up, one, threads=1).latency_ms,
                                               source.predict(ug, up, two, threads=2).latency_ms, threads_of(device))
                                for one, two in pairs], axis=1)
-                ids = [f"{two.device_id}:{i}" for i, (_, two) in enumerate(pairs)]
-                amdahl_at = ids.index(rank_sources(y_all[used], xa, ids)[0][0])
+                amdahl_at = best_scaled_column(y_all[used], xa)
                 cands["amdahl_scale"] = (ScaleCalibrator, xa[:, amdahl_at:amdahl_at + 1])
             if len(used) < 2:
                 cands = {"scale": (ScaleCalibrator, x[:, :1])}

@@ -714,3 +714,14 @@ def test_an_amdahl_column_over_the_gnn_serves_the_optimisers_per_plan_and_per_no
                      "-o", str(tmp_path / "run")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["predictor"].startswith(str(tmp_path / "adapted")) and "adapted to 'sixteen'" in report["predictor"]
+
+
+def test_the_source_column_taken_is_the_one_a_scale_fits_not_the_best_correlated():
+    from perfpredict.transfer import best_scaled_column, rank_sources
+
+    rng = np.random.default_rng(0)
+    x = np.exp(rng.uniform(0, 4, 30))
+    y = 2.0 * x * np.exp(rng.normal(0, 0.05, 30))
+    cols = np.c_[y ** 1.5, x]  # the first correlates perfectly with y in logs, but no single scale fits it
+    assert rank_sources(y, cols, ["curved", "scaled"])[0][0] == "curved"
+    assert best_scaled_column(y, cols) == 1
