@@ -21,6 +21,10 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
 
 
+_HELP_ONLY = {"val_device": None, "queries": 1000, "repeats": 5, "train_archs": 2000, "epochs": 25, "save_model": None}
+"""Options of the HELP spaces (and their defaults): given with --space neusight they would do nothing."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `bench transfer`."""
     p = sub.add_parser("bench", help="benchmarks on public multi-device data",
@@ -32,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="HELP spaces (nasbench201, fbnet): train the multi-device GNN on --train-devices, then for each "
                     "--test-device fit it from the 10 reference architectures plus k random shots and score 1,000 "
                     "query architectures (HELP's protocol: queries are archs [pool, pool+queries), shots come from "
-                    "[0, pool) without the target's top/bottom 10%%; metrics on queries without their top/bottom 10%% "
+                    "[0, pool) without the target's top/bottom 10%; metrics on queries without their top/bottom 10% "
                     "and on all). --space neusight: per operator, a regressor trained on the --train-devices GPUs "
                     "predicts each --test-device GPU from its spec JSON (k = 0) and with k shots (CV-chosen "
                     "calibration), scored on its other rows; GPUs by full name or family (e.g. A100).")
@@ -49,10 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--val-device", default=None, help="device left out of training for early stopping (default: "
                                                       "the last training device)")
     t.add_argument("--shots", type=_ints, default=[0, 5, 10, 20], help="shot counts (default 0,5,10,20)")
-    t.add_argument("--queries", type=int, default=1000, help="query architectures (default 1000)")
-    t.add_argument("--repeats", type=int, default=5, help="shot draws per device and k (default 5)")
-    t.add_argument("--train-archs", type=int, default=2000, help="architectures the GNN trains on (default 2000)")
-    t.add_argument("--epochs", type=int, default=25, help="GNN training epochs (default 25)")
+    t.add_argument("--queries", type=int, default=_HELP_ONLY["queries"], help="query architectures (default %(default)s)")
+    t.add_argument("--repeats", type=int, default=_HELP_ONLY["repeats"],
+                   help="shot draws per device and k (default %(default)s)")
+    t.add_argument("--train-archs", type=int, default=_HELP_ONLY["train_archs"],
+                   help="architectures the GNN trains on (default %(default)s)")
+    t.add_argument("--epochs", type=int, default=_HELP_ONLY["epochs"], help="GNN training epochs (default %(default)s)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--save-model", default=None, metavar="DIR", help="also save the trained multi-device model as "
                                                                      "a predictor checkpoint")
@@ -77,6 +83,11 @@ def _with_copy(folders: list[str] | None, name: str) -> list | None:
 
 def _transfer_neusight(args: argparse.Namespace) -> int:
     from perfpredict.external.neusight import OPERATORS, evaluate_transfer
+
+    given = [f"--{k.replace('_', '-')}" for k, v in _HELP_ONLY.items() if getattr(args, k) != v]
+    if given:
+        raise PerfPredictError(f"{', '.join(given)} apply to the HELP spaces (nasbench201, fbnet), not to "
+                               "--space neusight")
 
     ops = args.ops or list(OPERATORS)
     unknown = [o for o in ops if o not in OPERATORS]

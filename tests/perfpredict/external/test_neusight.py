@@ -120,3 +120,5 @@ def test_bench_transfer_names_unknown_gpus_and_operators(tmp_path, capsys):
     assert "unknown NeuSight operator(s) softmax; accepted: conv, linear, relu, add" in capsys.readouterr().err
     assert main(["bench", "transfer", "--ops", "relu", "--train-devices", "a", "--test-devices", "b"]) != 0
     assert "--ops applies to --space neusight only" in capsys.readouterr().err
+    assert main(base + ["--train-devices", "A10", "--test-devices", "C30", "--epochs", "3", "--save-model", "m"]) != 0
+    assert "--epochs, --save-model apply to the HELP spaces" in capsys.readouterr().err
