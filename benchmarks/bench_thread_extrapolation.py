@@ -54,10 +54,11 @@ def _score(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {k: float(m[k]) for k in _KEYS} | {"median_ratio": float(np.median(pred / y))}
 
 
-def evaluate(result: dict, cands: list, boards: dict[str, dict[int, DeviceSpec]],
-             preds: dict[str, tuple[np.ndarray, np.ndarray]], shots: list[int]) -> dict:
-    """The extrapolation's scores on one result file's pairs, per trained device id (its 1- and 2-thread ``boards``
-    and ``preds``; see the module docstring)."""
+def evaluate(result: dict, cands: list, pairs: list[tuple[DeviceSpec, DeviceSpec]],
+             preds: list[tuple[np.ndarray, np.ndarray]], shots: list[int]) -> dict:
+    """The extrapolation's scores on one result file's pairs, per trained (1-thread, 2-thread) pairing of boards
+    (``pairs``, :func:`perfpredict.transfer.amdahl_pairs`) and its predictions (``preds``; see the module
+    docstring)."""
     target, t = load_device(result["board"]), int(result["threads"])
     known = {(p["model"], p["plan"]): p["measured_ms"] for p in result["pairs"]}
     missing = [f"{n}:{p.name}" for n, _, p in cands if (n, p.name) not in known]
@@ -65,12 +66,11 @@ def evaluate(result: dict, cands: list, boards: dict[str, dict[int, DeviceSpec]]
         raise SystemExit(f"the result lacks {len(missing)} of the pairs, e.g. {', '.join(missing[:3])}")
     y = np.array([known[(n, p.name)] for n, _, p in cands])
     rows = []
-    for did, (l1, l2) in preds.items():
-        one, two = boards[did][1], boards[did][2]
+    for i, ((one, two), (l1, l2)) in enumerate(zip(pairs, preds)):
         board = extrapolated_board(one, two, t)
         ratio, shared = fingerprint_ratio(target, board)
         lt = amdahl_latency(l1, l2, t)
-        row = {"device": two.name, "device_id": two.device_id, "pairing": did,
+        row = {"device": two.name, "device_id": two.device_id, "pairing": f"{two.device_id}:{i}", "index": i,
                "similarity": float(fingerprint_similarity(target, [board])[0][1]),
                "fingerprint_ratio": ratio, "shared": shared, "median_parallel_fraction":
                float(np.median(parallel_fraction(l1, l2))),
@@ -96,7 +96,7 @@ def _table(evals: list[dict], shots: list[int]) -> str:
     for ev in evals:
         for r in ev["via"]:
             mark = " (picked)" if r.get("picked") else ""
-            lines.append(f"| {ev['threads']} | {r['device']} {r['device_id'][:6]}:{r['pairing'].split(':')[1]}{mark} | {r['similarity']:.3f} | "
+            lines.append(f"| {ev['threads']} | {r['device']} {r['device_id'][:6]}:{r['index']}{mark} | {r['similarity']:.3f} | "
                          f"{cell(r['unscaled'])} | {cell(r['fingerprint'])} (x{r['fingerprint_ratio']:.2f}) | "
                          + " | ".join(cell(r["shots"][str(k)]) for k in shots) + " |")
         b = ev["board_route"]
@@ -119,16 +119,15 @@ def main(argv: list[str] | None = None) -> int:
                          "stored it); measure again")
     shots = [int(s) for s in args.shots.split(",") if s.strip()]
     source = load_any_predictor(args.predictor)
-    pairs = {f"{two.device_id}:{i}": {1: one, 2: two}
-             for i, (one, two) in enumerate(amdahl_pairs(source, max(r["threads"] for r in results)))}
+    pairs = amdahl_pairs(source, max(r["threads"] for r in results))
     if not pairs:
         raise SystemExit(f"{args.predictor} records no device trained at both 1 and 2 threads, or trained at the "
                          "results' thread count")
     models = sorted({p["model"] for r in results for p in r["pairs"]})
     cands = shot_candidates(models)
     graphs, plans = [g for _, g, _ in cands], [p for _, _, p in cands]
-    preds = {did: tuple(source.predict(graphs, plans, b[t], threads=t).latency_ms for t in (1, 2))
-             for did, b in pairs.items()}
+    preds = [(source.predict(graphs, plans, one, threads=1).latency_ms,
+              source.predict(graphs, plans, two, threads=2).latency_ms) for one, two in pairs]
     evals = [evaluate(r, cands, pairs, preds, shots) for r in results]
     write_results(args.out, {"predictor": args.predictor, "results": args.results, "evaluations": evals},
                   _table(evals, shots))

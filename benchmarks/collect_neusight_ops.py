@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from perfpredict.external.neusight import OPERATORS, SHAPE_COLUMNS, load_op  # noqa: E402
+from perfpredict.measure import latency_stats  # noqa: E402
 
 FP32_CORES_PER_SM = {(6, 0): 64, (6, 1): 128, (7, 0): 64, (7, 5): 64, (8, 0): 64, (8, 6): 128, (8, 9): 128,
                      (9, 0): 128, (10, 0): 128, (12, 0): 128}
@@ -100,8 +101,8 @@ def time_call(fn: Callable[[], object], device: str, warmup: int, repeats: int) 
                 t = time.perf_counter()
                 fn()
                 ms[i] = (time.perf_counter() - t) * 1e3
-    q1, med, q3 = np.percentile(ms, [25, 50, 75])
-    return float(med), float((q3 - q1) / med) if med > 0 else 0.0
+    stats = latency_stats(ms)
+    return stats.median_ms, stats.iqr_ms / stats.median_ms if stats.median_ms > 0 else 0.0
 
 
 def device_name(device: str) -> str:

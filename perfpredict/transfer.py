@@ -517,6 +517,13 @@ def amdahl_latency(one: np.ndarray, two: np.ndarray, threads: int) -> np.ndarray
     return np.asarray(one, np.float64) * ((1.0 - p) + p / threads)
 
 
+def amdahl_through(latency: Callable[[DeviceSpec, int], np.ndarray], one: DeviceSpec, two: DeviceSpec,
+                   threads: int) -> np.ndarray:
+    """``latency(board, threads)`` at a trained device's 1-thread board ``one`` and 2-thread board ``two``,
+    extrapolated to ``threads`` by :func:`amdahl_latency`."""
+    return amdahl_latency(latency(one, 1), latency(two, 2), threads)
+
+
 def amdahl_pairs(source: Any, threads: int) -> list[tuple[DeviceSpec, DeviceSpec]]:
     """(1-thread board, 2-thread board) pairs of the devices ``source`` trained at both counts (every pairing, for
     a machine described by several campaigns), when it trained no device at ``threads``: what an ``amdahl_scale``
@@ -1494,8 +1501,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
     def _amdahl(self, column: Mapping[str, Any], latency: Callable[[DeviceSpec, int], np.ndarray]) -> np.ndarray:
         """An ``amdahl`` column's values: ``latency(board, threads)`` at its 1- and 2-thread boards, extrapolated
         to its thread count."""
-        one, two = self._amdahl_boards(column)
-        return amdahl_latency(latency(one, 1), latency(two, 2), column["threads"])
+        return amdahl_through(latency, *self._amdahl_boards(column), column["threads"])
 
     def predict_plans(self, template: Any, plans: Sequence[Any], device: DeviceSpec, threads: int | None = None):
         """Batched prediction of many plans of one graph template (plan-aware sources only; ``threads`` is
@@ -1779,13 +1785,13 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                     cands["proxy_split"] = (SplitScaleCalibrator, split)
             from perfpredict.features import threads_of
 
-            pairs = amdahl_pairs(source, threads_of(device)) if "scale" in methods else []
+            t_dev = threads_of(device)
+            pairs = amdahl_pairs(source, t_dev) if "scale" in methods else []
             if pairs:  # a thread count the source never trained at: the trained devices' 1- and 2-thread
                 # predictions extrapolated by Amdahl's law; the one that one scale fits best (the least spread of
                 # its log ratios to the shots) rescaled to them
-                xa = np.stack([amdahl_latency(source.predict(ug, up, one, threads=1).latency_ms,
-                                              source.predict(ug, up, two, threads=2).latency_ms, threads_of(device))
-                               for one, two in pairs], axis=1)
+                shot_ms = lambda b, t: source.predict(ug, up, b, threads=t).latency_ms  # noqa: E731
+                xa = np.stack([amdahl_through(shot_ms, one, two, t_dev) for one, two in pairs], axis=1)
                 amdahl_at = best_scaled_column(y_all[used], xa)
                 cands["amdahl_scale"] = (ScaleCalibrator, xa[:, amdahl_at:amdahl_at + 1])
             if len(used) < 2:
@@ -1803,7 +1809,7 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
                 columns = [{"type": "board", "board": offered[cols[1] - 1].to_dict(), "part": part} for part in PARTS]
             elif sel.method == "amdahl_scale":
                 one, two = pairs[amdahl_at]
-                columns = [{"type": "amdahl", "one": one.to_dict(), "two": two.to_dict(), "threads": threads_of(device)}]
+                columns = [{"type": "amdahl", "one": one.to_dict(), "two": two.to_dict(), "threads": t_dev}]
             else:
                 columns = base
             if "board_fit" in methods and len(used) >= 4:
