@@ -11,6 +11,9 @@ devices: mean 0.932 (0.802 to 0.989); HELP's 10-shot = our k = 10 (10 reference 
 
     .venv/bin/python benchmarks/bench_transfer_help.py --space nasbench201 --ceiling \
         -o benchmarks/results/transfer_help_nasbench201.json
+    # devices measured here (benchmarks/collect_nb201_latency.py) held out, trained on all of HELP's:
+    .venv/bin/python benchmarks/bench_transfer_help.py --data benchmarks/results/nb201_h200 \
+        --test-devices h200_1,h200_32,h200_256,xeon_emr_16t --ceiling -o benchmarks/results/transfer_help_h200.json
     # the reserved meta-test devices, from a folder with HELP's layout:
     .venv/bin/python benchmarks/bench_transfer_help.py --data RESERVED_DIR \
         --test-devices titan_rtx_256,gold_6226,fpga,pixel2,raspi4,eyeriss -o reserved.json
@@ -121,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for test in chosen:
         val = next(v for v in VALIDATION if v in data.devices and v not in test)
-        train = [d for d in data.devices if d not in test and d != val] + [val]
+        partial = [d for d in data.devices if d not in test and not data.complete(d)]
+        if partial:
+            print(f"not training on {', '.join(partial)}: measured on part of the space only", flush=True)
+        train = [d for d in data.devices if d not in test and d != val and d not in partial] + [val]
         res = evaluate_transfer(data, train, test, shots=shots, seed=args.seed, val_device=val, protocol=proto,
                                 config=cfg, progress=True)
         out["folds"].append({k: res[k] for k in ("test_devices", "val_device", "train_devices", "summary",

@@ -125,6 +125,16 @@ class HelpData:
             raise DatasetError(f"device '{device}' is not in the HELP {self.space} data; available: "
                                f"{', '.join(self.devices)}") from None
 
+    def missing(self, device: str, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Arch indices (of ``indices``, default all) that ``device`` has no latency for: a folder may hold a
+        device measured on part of the space only, written as ``nan`` (e.g. just what a held-out device needs)."""
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=int)
+        return idx[~np.isfinite(self.latency(device)[idx])]
+
+    def complete(self, device: str) -> bool:
+        """Whether ``device`` has a latency for every architecture (a training device needs that)."""
+        return not len(self.missing(device))
+
     def matrix(self, devices: Sequence[str]) -> np.ndarray:
         """Latencies as an (architectures, devices) array, columns in the order given."""
         return np.stack([self.latency(d) for d in devices], axis=1)
@@ -457,6 +467,13 @@ def _trimmed(idx: np.ndarray, lat: np.ndarray, trim: float) -> np.ndarray:
     return order[lo:hi]
 
 
+def _require(data: HelpData, device: str, indices: np.ndarray | None, why: str) -> None:
+    gap = data.missing(device, indices)
+    if len(gap):
+        raise DatasetError(f"device '{device}' has no latency for {len(gap)} architecture(s) (first: index "
+                           f"{int(gap[0])}); {why}")
+
+
 def evaluate_transfer(data: HelpData, train_devices: Sequence[str], test_devices: Sequence[str],
                       shots: Sequence[int] = (0, 5, 10, 20), queries: int = 1000, seed: int = 0,
                       val_device: str | None = None, protocol: TransferProtocol | None = None,
@@ -500,6 +517,11 @@ def evaluate_transfer(data: HelpData, train_devices: Sequence[str], test_devices
         val_device = train_devices[-1]
     elif val_device not in train_devices:
         data.latency(val_device)
+    for dev in train_devices + [val_device]:
+        _require(data, dev, None, "a training device needs every architecture (hold it out as a test device instead)")
+    for dev in test_devices:
+        _require(data, dev, np.r_[ref, pool_idx, q_idx], f"a held-out device needs its reference architectures "
+                 f"and archs [0, {int(q_idx[-1]) + 1})")
     fit_devices = [d for d in train_devices if d != val_device]
     if not fit_devices:
         raise DatasetError(f"no training device is left once the validation device '{val_device}' is set aside: "
