@@ -54,7 +54,9 @@ def ceiling(data, devices: list[str], pool: int, queries: int, train: int = 5000
     gradient-boosted model on ``train`` archs (``"gbm"``), and with every arch outside the queries (``"all"``,
     14,625 for NB201) a gradient-boosted model (``"gbm_all"``) and a ridge regression on the one-hot features and
     their pairwise products (``"ridge_pairs_all"``, alpha by leave-one-out). Where these agree, about that much
-    of the device's ranking is what its measurement noise lets any model of the architecture recover."""
+    of the device's ranking is what its measurement noise lets any model of the architecture recover. Also the
+    measured device (of those measured on every arch) whose own latencies rank the queries most alike
+    (``"best_other_device"``, ``"best_other_device_spearman"``): a proxy device with perfect predictions."""
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import RidgeCV
     from sklearn.preprocessing import PolynomialFeatures
@@ -83,6 +85,11 @@ def ceiling(data, devices: list[str], pool: int, queries: int, train: int = 5000
             ok = idx[y[idx] > 0]
             model = make().fit(x[ok], np.log(y[ok]))
             out[d][name] = transfer_metrics(np.exp(model.predict(x[keep])), y[keep])["spearman"]
+        others = {o: transfer_metrics(data.latency(o)[keep], y[keep])["spearman"] for o in data.devices
+                  if o != d and data.complete(o)}
+        if others:
+            best = max(others, key=others.get)
+            out[d]["best_other_device"], out[d]["best_other_device_spearman"] = best, others[best]
     return out
 
 
@@ -144,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.ceiling:
         refs = ceiling(data, devs, proto.pool, proto.queries, seed=args.seed)
         out["ceiling_spearman"] = {d: r["gbm"] for d, r in refs.items()}
-        out["ceiling_spearman_all"] = {d: {k: v for k, v in r.items() if k != "gbm"} for d, r in refs.items()}
+        out["ceiling_spearman_all"] = {d: {k: v for k, v in r.items() if k != "gbm" and not k.startswith("best")}
+                                       for d, r in refs.items()}
+        out["best_other_device"] = {d: {k: r[k] for k in ("best_other_device", "best_other_device_spearman")}
+                                    for d, r in refs.items() if "best_other_device" in r}
     out["seconds"] = round(time.time() - t0, 1)
     out = clean(out)
     if args.output:
@@ -161,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{d} {v:.3f} / {out['ceiling_spearman_all'][d]['gbm_all']:.3f} / "
                           f"{out['ceiling_spearman_all'][d]['ridge_pairs_all']:.3f}"
                           for d, v in out["ceiling_spearman"].items()))
+        print("best other measured device (its own latencies): " + ", ".join(
+            f"{d} {r['best_other_device']} {r['best_other_device_spearman']:.3f}" for d, r in out["best_other_device"].items()))
     return 0
 
 
