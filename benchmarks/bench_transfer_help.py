@@ -11,6 +11,8 @@ devices: mean 0.932 (0.802 to 0.989); HELP's 10-shot = our k = 10 (10 reference 
 
     .venv/bin/python benchmarks/bench_transfer_help.py --space nasbench201 --ceiling \
         -o benchmarks/results/transfer_help_nasbench201.json
+    # the references of --ceiling alone (no training; every fold's test devices):
+    .venv/bin/python benchmarks/bench_transfer_help.py --references-only -o benchmarks/results/help_references_nasbench201.json
     # devices measured here (benchmarks/collect_nb201_latency.py) held out, trained on all of HELP's:
     .venv/bin/python benchmarks/bench_transfer_help.py --data benchmarks/results/nb201_h200 \
         --test-devices h200_1,h200_32,h200_256,xeon_emr_16t --ceiling -o benchmarks/results/transfer_help_h200.json
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ceiling", action="store_true", help="also report the same-device reference (see ceiling())")
+    ap.add_argument("--references-only", action="store_true",
+                    help="only the references of --ceiling for the folds' test devices (seconds; no training)")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
     folders = None
@@ -127,8 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         all_folds = folds(args.space, list(data.devices), args.folds)
         chosen = [all_folds[args.only_fold]] if args.only_fold is not None else all_folds
-    out = {"space": args.space, "folds": [], "per_device": {}, "help_published": HELP_PUBLISHED.get(args.space)}
     t0 = time.time()
+    if args.references_only:
+        devs = [d for test in chosen for d in test]
+        out = {"space": args.space, "test_devices": devs, "protocol": proto.to_dict(),
+               **reference_fields(ceiling(data, devs, proto.pool, proto.queries, seed=args.seed)),
+               "seconds": round(time.time() - t0, 1)}
+        _write(out, args.output)
+        _print_references(out)
+        return 0
+    out = {"space": args.space, "folds": [], "per_device": {}, "help_published": HELP_PUBLISHED.get(args.space)}
     for test in chosen:
         val = next(v for v in VALIDATION if v in data.devices and v not in test)
         partial = [d for d in data.devices if d not in test and not data.complete(d)]
@@ -149,17 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in shots:
         out["summary"][str(k)]["spearman_min"] = float(min(out["per_device"][d][str(k)]["spearman"] for d in devs))
     if args.ceiling:
-        refs = ceiling(data, devs, proto.pool, proto.queries, seed=args.seed)
-        out["ceiling_spearman"] = {d: r["gbm"] for d, r in refs.items()}
-        out["ceiling_spearman_all"] = {d: {k: v for k, v in r.items() if k != "gbm" and not k.startswith("best")}
-                                       for d, r in refs.items()}
-        out["best_other_device"] = {d: {k: r[k] for k in ("best_other_device", "best_other_device_spearman")}
-                                    for d, r in refs.items() if "best_other_device" in r}
+        out.update(reference_fields(ceiling(data, devs, proto.pool, proto.queries, seed=args.seed)))
     out["seconds"] = round(time.time() - t0, 1)
-    out = clean(out)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+    _write(out, args.output)
     print(f"\n{'device':<16}" + "".join(f"  k={k:<3} rho   MAPE  w10 " for k in shots))
     for d in devs:
         print(f"{d:<16}" + "".join(f"  {out['per_device'][d][str(k)]['spearman']:.3f} {out['per_device'][d][str(k)]['mape']:5.1f} "
@@ -167,13 +171,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'MEAN':<16}" + "".join(f"  {out['summary'][str(k)]['spearman']:.3f} {out['summary'][str(k)]['mape']:5.1f} "
                                   f"{out['summary'][str(k)]['within_10']:4.0f}" for k in shots))
     if args.ceiling:
-        print("same-device references (Spearman; GBM on 5000 own measurements / GBM on all / pairwise ridge on all): "
-              + ", ".join(f"{d} {v:.3f} / {out['ceiling_spearman_all'][d]['gbm_all']:.3f} / "
-                          f"{out['ceiling_spearman_all'][d]['ridge_pairs_all']:.3f}"
-                          for d, v in out["ceiling_spearman"].items()))
-        print("best other measured device (its own latencies): " + ", ".join(
-            f"{d} {r['best_other_device']} {r['best_other_device_spearman']:.3f}" for d, r in out["best_other_device"].items()))
+        _print_references(out)
     return 0
+
+
+def reference_fields(refs: dict) -> dict:
+    """The result fields of :func:`ceiling`'s references."""
+    return {"ceiling_spearman": {d: r["gbm"] for d, r in refs.items()},
+            "ceiling_spearman_all": {d: {k: v for k, v in r.items() if k != "gbm" and not k.startswith("best")}
+                                     for d, r in refs.items()},
+            "best_other_device": {d: {k: r[k] for k in ("best_other_device", "best_other_device_spearman")}
+                                  for d, r in refs.items() if "best_other_device" in r}}
+
+
+def _write(out: dict, path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(clean(out), indent=2) + "\n")
+
+
+def _print_references(out: dict) -> None:
+    print("same-device references (Spearman; GBM on 5000 own measurements / GBM on all / pairwise ridge on all): "
+          + ", ".join(f"{d} {v:.3f} / {out['ceiling_spearman_all'][d]['gbm_all']:.3f} / "
+                      f"{out['ceiling_spearman_all'][d]['ridge_pairs_all']:.3f}"
+                      for d, v in out["ceiling_spearman"].items()))
+    print("best other measured device (its own latencies): " + ", ".join(
+        f"{d} {r['best_other_device']} {r['best_other_device_spearman']:.3f}" for d, r in out["best_other_device"].items()))
 
 
 if __name__ == "__main__":
