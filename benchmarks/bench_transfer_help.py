@@ -116,9 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     folders = None
     if args.data:  # devices not in the given folders come from the default copy
+        from perfpredict.errors import DatasetError
         from perfpredict.external import external_dataset
 
-        folders = list(args.data) + [external_dataset("HELP")]
+        folders = list(args.data)
+        try:
+            folders.append(external_dataset("HELP"))
+        except DatasetError:  # the given folders alone
+            pass
     data = load_help(args.space, folders)
     shots = [int(s) for s in args.shots.split(",")]
     proto = TransferProtocol(pool=HELP_TRAIN_POOL[args.space], queries=args.queries, train_archs=args.train_archs,
