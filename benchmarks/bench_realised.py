@@ -9,6 +9,9 @@ MODEL --device-features local --threads T`` runs them (the shipped predictor by 
                 weights, so "accuracy" is fidelity: 100 x top-1 disagreement with the fp32 model on seeded
                 calibration inputs (the measured drop, top-1 agreement and SQNR of the kept plan are reported).
 
+When optimise's on-device refinement (``--refine-nodes``) changed a plan, the plan it started from is timed too
+(``@unrefined``; ``refinement_speedup``: its time over the refined plan's).
+
 Then the default plan, both optimised plans and ONNX Runtime's default session (same thread count) are timed
 round-robin with perfpredict.measure.measure_interleaved in steady-state turns (``--settle`` seconds idle so that
 the previous candidate's spinning thread pool does not share the cores, ``--block-warmup`` untimed calls, then
@@ -52,15 +55,18 @@ def _search(graph, device, predictor, name, args, outdir: Path, lossless: bool, 
             polish_rounds: int | None = None):
     opts = OptimiseOptions(trials=args.trials, threads=args.threads, lossless=lossless,
                            max_accuracy_drop_pct=None if lossless else args.max_drop, outdir=outdir, progress=False,
-                           seed=0, polish_rounds=args.polish_rounds if polish_rounds is None else polish_rounds)
+                           seed=0, polish_rounds=args.polish_rounds if polish_rounds is None else polish_rounds,
+                           refine_nodes=args.refine_nodes)
     outcome = optimise(graph, device, opts, predictor, name)
     plan = outcome.chosen_plan or outcome.result.best_plan
+    refined = outcome.refinement is not None and outcome.refinement.plan is not None
     acc = outcome.measured_accuracy.as_dict() if outcome.measured_accuracy is not None else None
     default = default_plan(graph).choices
     changed = sum(1 for n, c in plan.choices.items() if c != default.get(n))
     return plan, {"report": outcome.report, "accuracy": acc, "nodes_changed": changed,
                   "int8_nodes": sum(c.precision == "int8" for c in plan.choices.values()),
-                  "pruned_nodes": sum(c.prune > 0 for c in plan.choices.values()), "plan": plan.to_dict()}
+                  "pruned_nodes": sum(c.prune > 0 for c in plan.choices.values()), "plan": plan.to_dict(),
+                  "unrefined_plan": outcome.refinement.start if refined else None}
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,6 +84,10 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
     lossy, info_lossy = _search(graph, device, predictor, pname, args, workdir / model / "lossy", False)
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
     plans = {"default": default_plan(graph), "lossless": lossless, "int8+prune": lossy}
+    for label, info in (("lossless", info_lossless), ("int8+prune", info_lossy)):  # what the refinement changed
+        unrefined = info.pop("unrefined_plan")
+        if unrefined is not None:
+            plans[f"{label}@unrefined"] = unrefined
     versus = {}
     if args.versus:
         vpred, vname = _versus(args.versus, threads, args.zero_shot)
@@ -97,10 +107,12 @@ def bench_model(model: str, device, predictor, pname: str, workdir: Path, args) 
     if not args.no_baseline:
         stats.update(measure_interleaved(plan_calls(graph, {"baseline": baseline_plan(graph)}, threads, x), **timing))
     med = {k: s.median_ms for k, s in stats.items()}
+    refinement = {label: med[f"{label}@unrefined"] / med[label] for label in ("lossless", "int8+prune")
+                  if f"{label}@unrefined" in med}
     if versus:
         versus["lossless_ratio"] = med["lossless@versus"] / med["lossless"]
         versus["lossy_ratio"] = med["int8+prune@versus"] / med["int8+prune"]
-    return {"model": model, "threads": threads, "versus": versus or None,
+    return {"model": model, "threads": threads, "versus": versus or None, "refinement_speedup": refinement,
             "stats": {k: dataclasses.asdict(s) for k, s in stats.items()},
             "median_ms": med,
             "speedup_lossless_vs_default": med["default"] / med["lossless"],

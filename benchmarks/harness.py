@@ -41,6 +41,9 @@ def search_parser(description: str, out: str) -> argparse.ArgumentParser:
     ap.add_argument("--polish-rounds", type=int, default=OptimiseOptions.polish_rounds, metavar="N",
                     help=f"optimise's --polish-rounds for the searches (default {OptimiseOptions.polish_rounds}, "
                          "optimise's default)")
+    ap.add_argument("--refine-nodes", type=int, default=OptimiseOptions.refine_nodes, metavar="N",
+                    help=f"optimise's --refine-nodes (default {OptimiseOptions.refine_nodes}, optimise's default; "
+                         "0: no on-device refinement)")
     add_timing_options(ap, time_cap=5.0)
     ap.add_argument("--out", default=out, help=f"result JSON (and .md beside it; default {out})")
     return ap

@@ -110,6 +110,12 @@ def write_outputs(outcome: Any, outdir: Path, strategy: Any) -> tuple[dict[str, 
         report["chosen"] = "measured"
     if getattr(outcome, "measure_note", None):
         report["notes"].append(outcome.measure_note)
+    refinement = getattr(outcome, "refinement", None)
+    if refinement is not None:
+        report["notes"].append(refinement.note)
+        report["refinement"] = refinement.as_dict()
+        if refinement.plan is not None:
+            report["chosen"] = "measured"
     if not b.feasible:
         report["notes"].append("no plan found meets the budgets; the plan written is the closest one found "
                                f"(total relative violation {b.violation:.3g})")

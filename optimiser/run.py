@@ -57,6 +57,7 @@ class OptimiseOptions:
     calibration_samples: int = 16
     validate_every: int = 0
     polish_rounds: int = 20
+    refine_nodes: int = 3
     measure: bool = True
     threads: int | None = None
     storage: str | None = None
@@ -84,6 +85,7 @@ class OptimiseOutcome:
     chosen_measured_ms: float | None = None
     measured_best: Any = None
     measure_note: str | None = None
+    refinement: Any = None
     files: dict[str, str] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -153,6 +155,8 @@ def _accuracy_policy(opts: OptimiseOptions) -> tuple[bool, float | None]:
 def _check_options(opts: OptimiseOptions) -> None:
     if opts.trials < 1:
         raise PerfPredictError(f"--trials must be a positive integer, got {opts.trials}")
+    if opts.refine_nodes < 0:
+        raise PerfPredictError(f"--refine-nodes must be 0 or a positive integer, got {opts.refine_nodes}")
     if opts.polish_rounds < 0:
         raise PerfPredictError(f"--polish-rounds must be 0 or a positive integer, got {opts.polish_rounds}")
     if opts.batch_size < 1:
@@ -318,6 +322,8 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
 
         if validator is not None and not result.interrupted:
             _choose_measured(outcome, validator, accept=within_budget)
+            if opts.refine_nodes > 0 and problem.additive is not None:
+                _refine(outcome, evaluator, validator, problem.additive.unary, opts.refine_nodes, within_budget)
         if meter is not None and not result.interrupted:
             outcome.measured_accuracy = accuracy_of(outcome.chosen_plan or result.best_plan)
     except KeyboardInterrupt:  # the search is done: keep its result, skip the remaining measurements
@@ -369,6 +375,24 @@ def _choose_measured(outcome: OptimiseOutcome, validator: Any, tolerance: float 
     outcome.chosen_measured_ms = measured[name].latency_ms
     outcome.chosen_note = (f"the predicted best plan measured {final:.4g} ms on this machine, but {what} measured "
                            f"{measured[name].latency_ms:.4g} ms (interleaved runs): plan.json holds {what}; the "
+                           "predicted best is in plan_predicted.json")
+
+
+def _refine(outcome: OptimiseOutcome, evaluator: Any, validator: Any, unary: Any, nodes: int,
+            accept: Callable[[Plan], bool]) -> None:
+    """:func:`optimiser.refine.refine_on_device` from the plan chosen so far; a kept change becomes plan.json."""
+    from optimiser.refine import refine_on_device
+
+    space, res = outcome.space, outcome.result
+    start = outcome.chosen_plan or res.best_plan
+    ref = refine_on_device(space, evaluator, validator, start, unary, nodes=nodes, accept=accept)
+    outcome.refinement = ref
+    if ref.plan is None:
+        return
+    graph = space.graph
+    outcome.chosen_plan = Plan(ref.plan.choices, f"{graph.name}-measured-best", space.graph_id)
+    outcome.chosen_measured_ms = ref.measured_ms
+    outcome.chosen_note = ("plan.json holds the plan refined on this machine (see the refinement note); the "
                            "predicted best is in plan_predicted.json")
 
 

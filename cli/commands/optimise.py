@@ -72,6 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="after the trials, move the best plan by single changes (one node's primitive, layout and "
                         "precision, or one prune group's ratio) while the predicted cost falls, at most N rounds "
                         "(default 20; 0 turns it off)")
+    p.add_argument("--refine-nodes", type=nonneg_int, default=3, metavar="N",
+                   help="when plans run on this machine: after the search, measure other implementations of the "
+                        "plan's N costliest nodes (same precision and pruning) beside it and keep a change that is "
+                        "faster in two rounds (default 3; 0 turns it off)")
     p.add_argument("--no-measure", action="store_true", help="do not run plans on this machine at all")
     p.add_argument("--measure", action="store_true",
                    help="run plans on this machine although the board is a file (use when it describes this "
@@ -133,7 +137,7 @@ def _optimise(args: argparse.Namespace) -> int:
         memory_budget_mb=args.memory_budget, max_accuracy_drop_pct=args.max_accuracy_drop, lossless=args.lossless,
         prune_ratios=_ratios(args.prune_ratios), calibration=args.calibration,
         calibration_samples=args.calibration_samples, validate_every=args.validate_every,
-        polish_rounds=args.polish_rounds,
+        polish_rounds=args.polish_rounds, refine_nodes=args.refine_nodes,
         measure=(args.device_features == "local" or args.measure) and not args.no_measure, threads=args.threads,
         storage=args.storage, study=args.study, outdir=outdir,
         seed=args.seed, dataset=args.dataset, progress=not (args.json or args.no_progress))
