@@ -12,6 +12,7 @@ validator's sink, so the dataset gains them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -35,13 +36,15 @@ class Refinement:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form (the plan itself is written as plan.json)."""
-        return {"start_measured_ms": self.start_ms, "tried_relative": self.tried, "faster_in_first_round": self.faster,
+        return {"start_measured_ms": None if math.isnan(self.start_ms) else self.start_ms, "tried_relative": self.tried, "faster_in_first_round": self.faster,
                 "kept": self.kept, "measured_ms": self.measured_ms}
 
     @property
     def note(self) -> str:
         """One line for the report."""
         head = f"on-device refinement: {len(self.tried)} single-node change(s) of the costliest nodes measured"
+        if not self.tried:
+            return "on-device refinement: the costliest nodes have no other option of the same precision and pruning"
         if self.plan is None:
             return head + f"; none beat the plan ({self.start_ms:.4g} ms) in a confirming round, so it is kept"
         return head + (f"; kept {', '.join(self.kept)}: {self.start_ms:.4g} -> {self.measured_ms:.4g} ms "
@@ -87,6 +90,8 @@ def refine_on_device(space: Any, evaluator: Any, validator: Any, start: Plan, un
     if swaps:
         costs = evaluator(np.stack([s[2] for s in swaps]))
         swaps = [s for s, c in zip(swaps, costs) if c.feasible or not start_feasible]
+    if not swaps:  # nothing to try: nothing to measure
+        return Refinement(start, math.nan)
     plans = {"start": start}
     plans.update({label: space.decode(cand, name=f"{graph.name}-refined") for label, _, cand in swaps})
     first = validator.compare(graph, plans)

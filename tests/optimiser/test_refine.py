@@ -118,3 +118,15 @@ def test_optimise_reports_the_refinement_and_keeps_its_plan(resid_graph, board, 
     assert rep["refinement"]["kept"] and any(n.startswith("on-device refinement") for n in rep["notes"])
     assert out.chosen_plan is not None and out.chosen_plan.choices == out.refinement.plan.choices
     assert (tmp_path / "plan.json").is_file() and (tmp_path / "plan_predicted.json").is_file()
+
+
+def test_no_option_to_try_measures_nothing(searched):
+    space, prob, best = searched
+
+    class Never:
+        def compare(self, graph, plans):
+            raise AssertionError("nothing should be measured")
+
+    ref = refine_on_device(space, prob.evaluator, Never(), best, prob.additive.unary, nodes=0)
+    assert ref.plan is None and not ref.tried and "no other option" in ref.note
+    assert ref.as_dict()["start_measured_ms"] is None
