@@ -19,6 +19,7 @@ def test_references_only_scores_held_out_devices_without_training(tmp_path, caps
     for dev in res["test_devices"]:
         assert 0 < res["ceiling_spearman"][dev] <= 1
         assert set(res["ceiling_spearman_all"][dev]) == {"gbm_all", "ridge_pairs_all"}
+        assert 0 < res["cv_residual"][dev]["queries"] < 1 and 0 < res["cv_residual"][dev]["others"] < 1
     # a proxy is only a device measured on every arch: the HELP copy's, where it is present
     for dev, best in res["best_other_device"].items():
         assert best["best_other_device"] not in {"h200_1", "h200_32", "h200_256", "xeon_emr_16t"}
