@@ -45,8 +45,11 @@ class Refinement:
         head = f"on-device refinement: {len(self.tried)} single-node change(s) of the costliest nodes measured"
         if not self.tried:
             return "on-device refinement: the costliest nodes have no other option of the same precision and pruning"
+        if self.plan is None and not self.faster:
+            return head + f"; none was faster than the plan ({self.start_ms:.4g} ms), so it is kept"
         if self.plan is None:
-            return head + f"; none beat the plan ({self.start_ms:.4g} ms) in a confirming round, so it is kept"
+            return head + (f"; {len(self.faster)} faster in the first round, none in a confirming round beside the "
+                           f"plan ({self.start_ms:.4g} ms), so it is kept")
         return head + (f"; kept {', '.join(self.kept)}: {self.start_ms:.4g} -> {self.measured_ms:.4g} ms "
                        "(interleaved runs)")
 
