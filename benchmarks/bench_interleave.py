@@ -1,13 +1,17 @@
 """How the interleaving protocol changes a comparison of our runtime with ONNX Runtime (a figure, not a test).
 
-For one model at a fixed thread count, the default plan and ONNX Runtime's session are timed four ways with
+For one model at a fixed thread count, a plan (the default plan, or ``--plan``) and ONNX Runtime's session are
+timed four ways with
 perfpredict.measure.measure_interleaved: each alone (steady state), and interleaved with one timed call per
 turn (no settle, and after ``--settle`` idle seconds) and in steady-state turns (``--settle``, then
 ``--block-warmup`` untimed and ``--block`` timed calls). Where an interleaved median departs from the
 standalone one, the protocol, not the model, made the difference.
 
-    .venv/bin/python benchmarks/bench_interleave.py [--model mobilenet_v2] [--threads 2]
+    .venv/bin/python benchmarks/bench_interleave.py [--model mobilenet_v2] [--plan PLAN.json] [--threads 2]
         [--out benchmarks/results/interleave.json]
+
+A short plan (an optimised int8 one runs in about a millisecond) is the most exposed: its few untimed calls per
+turn may not bring it back to steady state after the other runtime's turn.
 
 Run it on a quiet machine.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -26,13 +31,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import add_timing_options, plan_calls, timing_kwargs, write_results  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
-from perfpredict.plan import default_plan  # noqa: E402
+from perfpredict.plan import Plan, default_plan  # noqa: E402
 from perfpredict.runtime import ort_session  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mobilenet_v2")
+    ap.add_argument("--plan", default=None, metavar="PLAN.json",
+                    help="the plan to compare with ONNX Runtime (default: the model's default plan), e.g. a plan.json "
+                         "that perfpredict optimise wrote")
+    ap.add_argument("--from-realised", default=None, metavar="RESULT.json:KIND",
+                    help="the plan bench_realised.py kept for --model, KIND lossless or int8+prune (e.g. "
+                         "benchmarks/results/realised_xeon2_refine.json:int8+prune)")
     ap.add_argument("--threads", type=int, default=2)
     add_timing_options(ap)
     ap.add_argument("--out", default="benchmarks/results/interleave.json")
@@ -40,7 +51,17 @@ def main(argv: list[str] | None = None) -> int:
 
     graph, onnx_path = load_model(args.model)
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
-    fns = plan_calls(graph, {"ours": default_plan(graph)}, args.threads, x)
+    if args.plan and args.from_realised:
+        raise SystemExit("give --plan or --from-realised, not both")
+    plan = Plan.load(args.plan) if args.plan else default_plan(graph)
+    if args.from_realised:
+        path, _, kind = args.from_realised.rpartition(":")
+        rows = [r for r in json.loads(Path(path).read_text())["rows"] if r["model"] == args.model]
+        if not rows or kind not in ("lossless", "int8+prune"):
+            raise SystemExit(f"--from-realised {args.from_realised}: need a bench_realised result holding "
+                             f"{args.model} and KIND lossless or int8+prune")
+        plan = Plan.from_dict(rows[0]["lossless" if kind == "lossless" else "lossy"]["plan"])
+    fns = plan_calls(graph, {"ours": plan}, args.threads, x)
     sess = ort_session(onnx_path, threads=args.threads)
     feeds = {sess.get_inputs()[0].name: x}
     fns["ort"] = lambda: sess.run(None, feeds)
@@ -66,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                        "|---|---|---|---|"]
                       + [f"| {r['protocol']} | {r['median_ms']['ours']:.2f} | {r['median_ms']['ort']:.2f} | "
                          f"{r['median_ms']['ours'] / r['median_ms']['ort']:.2f} |" for r in rows])
-    write_results(args.out, {"model": args.model, "threads": args.threads, "rows": rows}, table)
+    write_results(args.out, {"model": args.model, "plan": args.plan or args.from_realised or "default", "threads": args.threads,
+                             "rows": rows}, table)
     return 0
 
 
