@@ -86,6 +86,8 @@ def add_timing_options(ap: argparse.ArgumentParser, time_cap: float = 3.0) -> No
     ap.add_argument("--settle", type=float, default=0.05, help="idle seconds before each turn (default 0.05)")
     ap.add_argument("--block", type=int, default=5, help="timed calls back to back per turn (default 5)")
     ap.add_argument("--block-warmup", type=int, default=2, help="untimed calls before each turn's timed ones (default 2)")
+    ap.add_argument("--block-warmup-s", type=float, default=0.0,
+                    help="and untimed calls until this many seconds of the turn have passed (default 0: none)")
 
 
 def timing_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,7 +97,8 @@ def timing_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     thread pool wakes up rather than the model (benchmarks/bench_interleave.py shows by how much); untimed
     calls first and blocks of timed calls give the steady state.
     """
-    return {"settle_s": args.settle, "block": args.block, "block_warmup": args.block_warmup}
+    return {"settle_s": args.settle, "block": args.block, "block_warmup": args.block_warmup,
+            "block_warmup_s": args.block_warmup_s}
 
 
 def plan_calls(graph: Graph, plans: Mapping[str, Plan], threads: int, x: np.ndarray) -> dict[str, Callable[[], Any]]:

@@ -261,6 +261,7 @@ def measure_interleaved(
     block: int = 1,
     block_warmup: int = 0,
     lockstep: bool = False,
+    block_warmup_s: float = 0.0,
 ) -> dict[str, LatencyStats]:
     """Measure several candidates round-robin, in a freshly shuffled (seeded) order each round.
 
@@ -273,6 +274,8 @@ def measure_interleaved(
     steady-state latency (thread pools awake, weights in cache, as a deployed model runs), still spread
     over the rounds. Use it when candidates come from different runtimes, whose thread pools sleep and
     wake differently: a single call after another runtime's turn measures the wake-up, not the model.
+    ``block_warmup_s`` > 0 goes on with untimed calls until that many seconds of the turn have passed, so that a
+    short candidate (a millisecond per call) gets as much warm-up time as a long one, not just as many calls.
     ``lockstep`` keeps every candidate in the rotation until all have met the target (or max_repeats), so that
     all samples come from the same rounds: use it when the medians are compared with each other (choosing the
     fastest plan), where a candidate that left early would be timed in other minutes than the rest.
@@ -289,6 +292,8 @@ def measure_interleaved(
         raise MeasurementError(f"measure_interleaved: block must be an integer >= 1, got {block!r}")
     if not isinstance(block_warmup, int) or isinstance(block_warmup, bool) or block_warmup < 0:
         raise MeasurementError(f"measure_interleaved: block_warmup must be an integer >= 0, got {block_warmup!r}")
+    if not block_warmup_s >= 0:
+        raise MeasurementError(f"measure_interleaved: block_warmup_s must be >= 0 seconds, got {block_warmup_s!r}")
     rng = random.Random(seed)
     names = list(fns)
     samples: dict[str, list[float]] = {k: [] for k in names}
@@ -303,7 +308,10 @@ def measure_interleaved(
             for k in active:
                 if settle_s:
                     time.sleep(settle_s)
+                turn = time.perf_counter()
                 for _ in range(block_warmup):
+                    fns[k]()
+                while time.perf_counter() - turn < block_warmup_s:
                     fns[k]()
                 for _ in range(min(block, max_repeats - len(samples[k]))):
                     samples[k].append(_time_once(fns[k]))

@@ -230,6 +230,26 @@ def test_interleaved_blocks_run_back_to_back_after_untimed_calls():
         measure_interleaved(fns, block_warmup=-1)
 
 
+def test_a_warm_up_time_gives_a_short_candidate_more_untimed_calls_than_a_long_one():
+    import time
+
+    calls = {"short": 0, "long": 0}
+
+    def make(k, s):
+        def fn():
+            calls[k] += 1
+            time.sleep(s)
+        return fn
+
+    fns = {"short": make("short", 0.0005), "long": make("long", 0.005)}
+    measure_interleaved(fns, warmup=0, min_repeats=2, max_repeats=2, target_ci=1e-12, block=1, block_warmup=1,
+                        block_warmup_s=0.02, seed=0)
+    # two turns each: 1 timed call per turn, untimed calls filling 20 ms (about 40 short, 4 long)
+    assert calls["short"] > 3 * calls["long"] and calls["long"] >= 2 * 3
+    with pytest.raises(MeasurementError, match="block_warmup_s must be >= 0"):
+        measure_interleaved(fns, block_warmup_s=-1.0)
+
+
 def test_allocated_peak_of_counts_the_bytes_held_at_once():
     held = torch.empty(1000, dtype=torch.uint8)  # held before: not part of the rise
 
