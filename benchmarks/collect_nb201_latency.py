@@ -39,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.collect_neusight_ops import device_name, time_call  # noqa: E402
+from perfpredict.errors import DatasetError  # noqa: E402
 from perfpredict.external.help import HELP_TRAIN_POOL, load_help  # noqa: E402
 from perfpredict.nasbench201 import parse_arch  # noqa: E402
 
@@ -231,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     out = Path(args.out)
-    data = load_help("nasbench201", out if args.rewrite else None, devices=[])
+    try:  # the architecture list and reference archs: the folder's own when rewriting, else HELP's copy
+        data = load_help("nasbench201", out if args.rewrite else None, devices=[])
+    except DatasetError as exc:
+        raise SystemExit(f"collect_nb201_latency: {exc}") from None
     meta_path = out / "devices.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if not args.rewrite:

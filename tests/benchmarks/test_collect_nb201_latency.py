@@ -116,3 +116,9 @@ def test_drift_is_taken_out_by_the_beacon_else_by_a_running_median_where_it_show
     assert np.corrcoef(got, np.log(cost))[0, 1] > 0.9 > np.corrcoef(np.log(cost * speed), np.log(cost))[0, 1]
     fixed, how = collector.drift_corrected(_rows(cost))  # steady machine: left as measured
     assert how["correction"] == "none" and list(fixed.values()) == pytest.approx(cost.tolist())
+
+
+def test_no_architecture_list_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERFPREDICT_EXTERNAL", str(tmp_path / "none"))
+    with pytest.raises(SystemExit, match="collect_nb201_latency: external dataset folder .* not found"):
+        collector.main(["--out", str(tmp_path / "out"), "--device", "cpu"])
