@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from perfpredict.external import with_copy
 from perfpredict.external.help import HELP_PUBLISHED, HELP_SPLITS, HELP_TRAIN_POOL, TransferProtocol, \
     evaluate_transfer, load_help
 from perfpredict.metrics import clean
@@ -83,6 +84,7 @@ def ceiling(data, devices: list[str], pool: int, queries: int, train: int = 5000
               "gbm_all": (rest, feats, lambda: HistGradientBoostingRegressor(max_iter=300, random_state=seed)),
               "ridge_pairs_all": (rest, pairs, lambda: RidgeCV(alphas=np.logspace(-3, 3, 13)))}
     out = {}
+    complete = [o for o in data.devices if data.complete(o)]  # the proxies a reference may compare with
     for d in devices:
         y = data.latency(d)
         keep = q[np.argsort(y[q], kind="stable")][int(len(q) * 0.1):int(len(q) * 0.9)]
@@ -100,8 +102,7 @@ def ceiling(data, devices: list[str], pool: int, queries: int, train: int = 5000
         in_q = np.isin(ok, q)
         out[d]["cv_residual_queries"] = float(np.median(resid[in_q]))
         out[d]["cv_residual_others"] = float(np.median(resid[~in_q]))
-        others = {o: transfer_metrics(data.latency(o)[keep], y[keep])["spearman"] for o in data.devices
-                  if o != d and data.complete(o)}
+        others = {o: transfer_metrics(data.latency(o)[keep], y[keep])["spearman"] for o in complete if o != d}
         if others:
             best = max(others, key=others.get)
             out[d]["best_other_device"], out[d]["best_other_device_spearman"] = best, others[best]
@@ -127,17 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the references of --ceiling for the folds' test devices (seconds; no training)")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
-    folders = None
-    if args.data:  # devices not in the given folders come from the default copy
-        from perfpredict.errors import DatasetError
-        from perfpredict.external import external_dataset
-
-        folders = list(args.data)
-        try:
-            folders.append(external_dataset("HELP"))
-        except DatasetError:  # the given folders alone
-            pass
-    data = load_help(args.space, folders)
+    data = load_help(args.space, with_copy(args.data, "HELP"))  # devices the folders lack come from the copy
     shots = [int(s) for s in args.shots.split(",")]
     proto = TransferProtocol(pool=HELP_TRAIN_POOL[args.space], queries=args.queries, train_archs=args.train_archs,
                              repeats=args.repeats)

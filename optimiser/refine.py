@@ -36,8 +36,9 @@ class Refinement:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form (the plan itself is written as plan.json)."""
-        return {"start_measured_ms": None if math.isnan(self.start_ms) else self.start_ms, "tried_relative": self.tried, "faster_in_first_round": self.faster,
-                "kept": self.kept, "measured_ms": self.measured_ms}
+        return {"start_measured_ms": None if math.isnan(self.start_ms) else self.start_ms,
+                "tried_relative": self.tried, "faster_in_first_round": self.faster, "kept": self.kept,
+                "measured_ms": self.measured_ms}
 
     @property
     def note(self) -> str:
@@ -60,8 +61,7 @@ def node_swaps(space: Any, indices: np.ndarray, unary: Sequence[np.ndarray], nod
     costliest free nodes (by ``unary``, the additive table's cost of each node's options): each other option of
     that node with its current precision and prune ratio, cheapest by the table first, at most ``per_node``."""
     idx = np.asarray(indices, dtype=np.int64)
-    free = [i for i in space.free if len(unary[i]) == len(space.options[space.nodes[i]])]
-    top = sorted(free, key=lambda i: -float(unary[i][idx[i]]))[:nodes]
+    top = sorted(space.free, key=lambda i: -float(unary[i][idx[i]]))[:nodes]
     out = []
     for i in top:
         name = space.nodes[i]
@@ -100,24 +100,22 @@ def refine_on_device(space: Any, evaluator: Any, validator: Any, start: Plan, un
     first = validator.compare(graph, plans)
     base = first["start"].latency_ms
     out = Refinement(start, base, tried={label: first[label].latency_ms / base for label, _, _ in swaps})
-    best_per_node: dict[int, tuple[float, str, np.ndarray]] = {}
-    for label, i, cand in swaps:
-        ms = first[label].latency_ms
-        if ms < base * (1 - tolerance):
-            out.faster.append(label)
-            if i not in best_per_node or ms < best_per_node[i][0]:
-                best_per_node[i] = (ms, label, cand)
-    if not best_per_node:
+    faster = [s for s in swaps if first[s[0]].latency_ms < base * (1 - tolerance)]
+    out.faster = [label for label, _, _ in faster]
+    winner: dict[int, tuple[str, np.ndarray]] = {}  # node -> its fastest change that beat the start, fastest first
+    for label, i, cand in sorted(faster, key=lambda s: first[s[0]].latency_ms):
+        winner.setdefault(i, (label, cand))
+    if not winner:
         return out
-    winners = sorted(best_per_node.items(), key=lambda kv: kv[1][0])
-    finalists = {winners[0][1][1]: (winners[0][1][2], [winners[0][1][1]])}
-    if len(winners) > 1:
+    label, cand = next(iter(winner.values()))  # the fastest change of all
+    finalists = {label: (cand, [label])}
+    if len(winner) > 1:
         combined = idx.copy()
-        for i, (_, _, cand) in winners:
+        for i, (_, cand) in winner.items():
             combined[i] = cand[i]
         combined = space.complete(combined)
         if space.is_consistent(combined) and (evaluator(combined[None, :])[0].feasible or not start_feasible):
-            finalists["all faster changes together"] = (combined, [w[1][1] for w in winners])
+            finalists["all faster changes together"] = (combined, [lb for lb, _ in winner.values()])
     confirm_plans = {"start": start}
     confirm_plans.update({label: space.decode(cand, name=f"{graph.name}-refined")
                           for label, (cand, _) in finalists.items()})

@@ -1393,7 +1393,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         self.target = target
         self.columns = [dict(c) for c in columns]
         self._board_specs: list[DeviceSpec | None] | None = None
-        self._amdahl_specs: dict[int, tuple[DeviceSpec, DeviceSpec]] = {}
+        self._amdahl_specs: list[tuple[DeviceSpec, DeviceSpec] | None] = []
         self.calibrator = calibrator
         self.card = dict(card or {})
 
@@ -1417,7 +1417,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         cols: list[np.ndarray] = []
         phi = None
         splits: dict[int, np.ndarray] = {}  # per board: both parts come from one prediction
-        for c, board in zip(self.columns, self._column_boards()):
+        for i, (c, board) in enumerate(zip(self.columns, self._column_boards())):
             if c["type"] in ("factors", "source_device") and phi is None:
                 phi = self.source.factors(_as_list(graphs, len(plans)))
             if c["type"] == "factors":
@@ -1432,7 +1432,7 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
             elif c["type"] == "board":
                 cols.append(self._source_predict(graphs, plans, board, threads).latency_ms)
             elif c["type"] == "amdahl":
-                cols.append(self._amdahl(c, lambda b, t: self._source_predict(graphs, plans, b, t).latency_ms))
+                cols.append(self._amdahl(i, lambda b, t: self._source_predict(graphs, plans, b, t).latency_ms))
             else:
                 raise TransferError(f"unknown calibrator input column {c!r}")
         return np.stack(cols, axis=1)
@@ -1483,25 +1483,24 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
                 not hasattr(self.source, "predict_plans"):
             raise TransferError(f"adapted predictor for '{self.target.name}' ({self.card.get('method')}) over a "
                                 "plan-agnostic source has no per-plan template path")
-        return [b if b is not None else self._amdahl_boards(c)[1] for c, b in zip(self.columns, self._column_boards())]
+        boards = self._column_boards()
+        return [b if b is not None else self._amdahl_specs[i][1] for i, b in enumerate(boards)]
 
     def _column_boards(self) -> list[DeviceSpec | None]:
-        """Each column's board (None for other column types), parsed once: the optimiser predicts batch by batch."""
+        """Each column's board (None for other column types), parsed once with the (1-thread, 2-thread) boards of
+        the Amdahl columns: the optimiser predicts batch by batch."""
         if self._board_specs is None:
             self._board_specs = [load_device(c["board"]) if c["type"] == "board" else None for c in self.columns]
+            self._amdahl_specs = [(load_device(c["one"]), load_device(c["two"])) if c["type"] == "amdahl" else None
+                                  for c in self.columns]
         return self._board_specs
 
-    def _amdahl_boards(self, column: Mapping[str, Any]) -> tuple[DeviceSpec, DeviceSpec]:
-        """(1-thread, 2-thread) boards of an ``amdahl`` column, parsed once."""
-        key = self.columns.index(column)
-        if key not in self._amdahl_specs:
-            self._amdahl_specs[key] = (load_device(column["one"]), load_device(column["two"]))
-        return self._amdahl_specs[key]
-
-    def _amdahl(self, column: Mapping[str, Any], latency: Callable[[DeviceSpec, int], np.ndarray]) -> np.ndarray:
-        """An ``amdahl`` column's values: ``latency(board, threads)`` at its 1- and 2-thread boards, extrapolated
+    def _amdahl(self, i: int, latency: Callable[[DeviceSpec, int], np.ndarray]) -> np.ndarray:
+        """Amdahl column ``i``'s values: ``latency(board, threads)`` at its 1- and 2-thread boards, extrapolated
         to its thread count."""
-        return amdahl_through(latency, *self._amdahl_boards(column), column["threads"])
+        self._column_boards()
+        one, two = self._amdahl_specs[i]
+        return amdahl_through(latency, one, two, self.columns[i]["threads"])
 
     def predict_plans(self, template: Any, plans: Sequence[Any], device: DeviceSpec, threads: int | None = None):
         """Batched prediction of many plans of one graph template (plan-aware sources only; ``threads`` is
@@ -1512,9 +1511,9 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
         boards = self._boards()
         splits: dict[int, np.ndarray] = {}  # per board: both parts come from one prediction
         cols = []
-        for c, b in zip(self.columns, boards):
+        for i, (c, b) in enumerate(zip(self.columns, boards)):
             if c["type"] == "amdahl":
-                cols.append(self._amdahl(c, lambda b, t: self.source.predict_plans(template, plans, b, t).latency_ms))
+                cols.append(self._amdahl(i, lambda b, t: self.source.predict_plans(template, plans, b, t).latency_ms))
                 continue
             if _part(c) is None:
                 cols.append(np.asarray(self.source.predict_plans(template, plans, b, threads).latency_ms, np.float64))
@@ -1531,9 +1530,8 @@ class CalibratedPredictor(_pairwise_mixin()):  # type: ignore[misc]
                        threads: int | None = None) -> np.ndarray:
         """Per-node latency shares (the source's, on the first column's board or Amdahl pair), rescaled per plan to
         the calibrated total."""
-        first = self.columns[0]
-        if first["type"] == "amdahl":  # node by node
-            shares = self._amdahl(first, lambda b, t: self.source.node_latencies(template, plans, b, t))
+        if self.columns[0]["type"] == "amdahl":  # node by node
+            shares = self._amdahl(0, lambda b, t: self.source.node_latencies(template, plans, b, t))
         else:
             shares = np.asarray(self.source.node_latencies(template, plans, self._boards()[0], threads), np.float64)
         total = self.predict_plans(template, plans, device, threads).latency_ms

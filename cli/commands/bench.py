@@ -68,20 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_transfer)
 
 
-def _with_copy(folders: list[str] | None, name: str) -> list | None:
-    """The folders given, then the public copy ``name`` where there is one (None when none were given)."""
-    if not folders:
-        return None
-    from perfpredict.errors import DatasetError
-    from perfpredict.external import external_dataset
-
-    try:
-        return list(folders) + [external_dataset(name)]
-    except DatasetError:
-        return list(folders)
-
-
 def _transfer_neusight(args: argparse.Namespace) -> int:
+    from perfpredict.external import with_copy
     from perfpredict.external.neusight import OPERATORS, evaluate_transfer
 
     given = [f"--{k.replace('_', '-')}" for k, v in _HELP_ONLY.items() if getattr(args, k) != v]
@@ -94,7 +82,7 @@ def _transfer_neusight(args: argparse.Namespace) -> int:
     if unknown:
         raise PerfPredictError(f"--ops: unknown NeuSight operator(s) {', '.join(unknown)}; accepted: "
                                f"{', '.join(OPERATORS)}")
-    res = evaluate_transfer(ops, _with_copy(args.data, "NeuSight"), gpus=args.train_devices + args.test_devices,
+    res = evaluate_transfer(ops, with_copy(args.data, "NeuSight"), gpus=args.train_devices + args.test_devices,
                             shots=args.shots, seed=args.seed, test_gpus=args.test_devices)
     res.update(train_devices=args.train_devices, test_devices=args.test_devices)
     if args.output:
@@ -111,6 +99,7 @@ def _transfer_neusight(args: argparse.Namespace) -> int:
 
 
 def _transfer(args: argparse.Namespace) -> int:
+    from perfpredict.external import with_copy
     from perfpredict.external.help import HELP_PUBLISHED, TransferProtocol, evaluate_transfer, load_help
     from perfpredict.transfer import MultiDeviceConfig
 
@@ -124,7 +113,7 @@ def _transfer(args: argparse.Namespace) -> int:
     devices = list(dict.fromkeys(args.train_devices + args.test_devices +
                                  ([args.val_device] if args.val_device else [])))
     # devices not in the given folders come from the default copy (e.g. training devices)
-    data = load_help(args.space, _with_copy(args.data, "HELP"), devices)
+    data = load_help(args.space, with_copy(args.data, "HELP"), devices)
     train = list(args.train_devices)
     if args.val_device and args.val_device not in train:
         train.append(args.val_device)

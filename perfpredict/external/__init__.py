@@ -35,4 +35,15 @@ def external_dataset(name: str) -> Path:
     return path
 
 
-__all__ = ["ENV_VAR", "external_root", "external_dataset"]
+def with_copy(folders: "list[str | Path] | None", name: str) -> "list[str | Path] | None":
+    """The ``folders`` given, then the public copy ``name`` where there is one, so devices they lack come from it
+    (None when no folder is given: the loaders then read the copy alone)."""
+    if not folders:
+        return None
+    try:
+        return [*folders, external_dataset(name)]
+    except DatasetError:
+        return list(folders)
+
+
+__all__ = ["ENV_VAR", "external_root", "external_dataset", "with_copy"]
