@@ -249,6 +249,11 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="maximum GNN epochs per training")
     ap.add_argument("--identity-dropout", type=float, default=0.0,
                     help="TrainOptions.identity_dropout for the GNN (default 0)")
+    ap.add_argument("--layer-offsets", action="store_true",
+                    help="TrainOptions.layer_offsets for the GNN: the layer records' level is learned per device and "
+                         "thread count (default off)")
+    ap.add_argument("--session-offsets", action="store_true",
+                    help="TrainOptions.session_offsets for the GNN (default off)")
     ap.add_argument("--patience", type=int, default=TrainOptions.patience,
                     help="GNN early-stopping patience in epochs (default 30)")
     ap.add_argument("--throughput-model", default="resnet18")
@@ -279,7 +284,8 @@ def main(argv=None) -> int:
     data = resolve_dataset(args.data)
     samples = load_samples(data, progress=True, latency_stat=args.latency_stat, memory_method=args.memory_method,
                            campaigns=args.campaigns.split(",") if args.campaigns else None)
-    opts = TrainOptions(seed=args.seed, identity_dropout=args.identity_dropout,
+    opts = TrainOptions(seed=args.seed, identity_dropout=args.identity_dropout, layer_offsets=args.layer_offsets,
+                        session_offsets=args.session_offsets,
                         patience=args.patience, **({"epochs": args.epochs} if args.epochs else {}))
     saved = {} if args.save_predictions else None
     rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log, saved)

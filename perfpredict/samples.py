@@ -80,6 +80,7 @@ class LayerSample:
     family: str
     model_name: str
     key: str = ""
+    campaign: str = ""
 
 
 @dataclass
@@ -399,7 +400,8 @@ def _layer_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: floa
     for nm, default in zip(tpl.node_names[1:], tpl.default_choices[1:]):
         choices[nm] = Choice(default.primitive, choice.layout if choice.layout in ("NCHW", "NHWC") else "NCHW",
                              choice.precision, 0.0)
-    return LayerSample(tpl, choices, dev, int(rec.threads), float(lat), family, rec.model_name or "", rec.key)
+    return LayerSample(tpl, choices, dev, int(rec.threads), float(lat), family, rec.model_name or "", rec.key,
+                       rec.campaign or "")
 
 
 # --------------------------------------------------------------------------------------------- splits

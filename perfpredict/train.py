@@ -68,6 +68,11 @@ class TrainOptions:
     # the network predicts the reference session, the runtime as it runs now (off by default: on the shipped data
     # it scores the reference records better, but one of its searched plans ran 1.33x slower; README, Predictor)
     session_offsets: bool = False
+    # a learned log-latency offset per device, thread count and campaign for the layer records: kernels measured
+    # alone, often on another day than the model records, then teach the network the kernels' relative costs, not
+    # their level (a nuisance: xeon2.db's layer campaign ran ~1.6x slower than its beacon model campaign; the nodes'
+    # level comes from the model records through the node-sum loss)
+    layer_offsets: bool = False
 
 
 # --------------------------------------------------------------------------------------------- tensors
@@ -170,6 +175,12 @@ def drop_identity(batch: Batch, share: float, absent: tuple[Tensor, Tensor], gen
     return batch
 
 
+def layer_session(sample: LayerSample) -> str:
+    """The group of layer records that shares one learned level offset (``TrainOptions.layer_offsets``): their
+    device at their thread count, in their campaign."""
+    return f"{sample.device.device_id}|{sample.threads}|{sample.campaign}"
+
+
 def _forward(model: Any, batch: Batch) -> Any:
     return model(model.encode_static(batch.x_static), batch.x_plan, batch.log_prior, batch.dev, batch.edge_index,
                  batch.batch, batch.num_graphs, batch.mem, batch.log_mem_prior)
@@ -249,7 +260,10 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     pred.normaliser = norm
     sessions = Sessions.of(train.models) if opts.session_offsets else None
     tr = to_data(rows, norm, space.static_dim, None if sessions is None else [sessions.index(s) for s in train.models])
-    tl = to_data(layer_rows, norm, space.static_dim) if train.layers else []
+    layer_keys = sorted({layer_session(s) for s in train.layers}) if opts.layer_offsets else []
+    tl = to_data(layer_rows, norm, space.static_dim,
+                 [layer_keys.index(layer_session(s)) for s in train.layers] if layer_keys else None) \
+        if train.layers else []
     va = to_data(featurise_samples(space, val.models), norm, space.static_dim,
                  None if sessions is None else [sessions.index(s) for s in val.models]) if val.models else []
     model = pred.model = pred.build_model()
@@ -258,6 +272,10 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     if offsets.numel():
         # scalars that must travel a whole log-ratio (0.2-0.5) where a weight moves by little: a tenfold rate
         groups.append({"params": [offsets], "weight_decay": 0.0, "lr": opts.lr * 10})
+
+    layer_shift = torch.zeros(len(layer_keys), requires_grad=True)
+    if layer_shift.numel():
+        groups.append({"params": [layer_shift], "weight_decay": 0.0, "lr": opts.lr * 10})
 
     def offset(batch: Batch) -> Tensor | float:  # each sample's session offset (0 for a reference session)
         if sessions is None:
@@ -275,6 +293,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
         [Batch.from_data_list(tr[lo:lo + 256]) for lo in range(0, len(tr), 256)]
     best, best_state, best_epoch, bad = math.inf, None, -1, 0
     best_offsets = offsets.detach().clone()
+    best_layer_shift = layer_shift.detach().clone()
     history: list[dict[str, float]] = []
     epochs: Any = range(opts.epochs)
     bar = None
@@ -302,7 +321,8 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
             if b < len(lorder):
                 lb = layer_batches[lorder[b]]
                 lout = _forward(model, lb)
-                loss = loss + opts.layer_weight * _masked_loss(lout.log_node_sum, lb.y_lat, opts.huber_beta)
+                lshift = layer_shift[lb.session] if layer_shift.numel() else 0.0
+                loss = loss + opts.layer_weight * _masked_loss(lout.log_node_sum + lshift, lb.y_lat, opts.huber_beta)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -320,6 +340,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
             best, best_epoch, bad = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best_offsets = offsets.detach().clone()
+            best_layer_shift = layer_shift.detach().clone()
         else:
             bad += 1
         if opts.patience is not None and bad >= opts.patience:
@@ -343,6 +364,8 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
         record["session_of_campaign"] = dict(sessions.of_campaign)
         record["session_scales"] = {k: round(float(np.exp(best_offsets[i])), 4)
                                     for k, i in sorted(sessions.offset_index.items())}
+    if layer_keys:  # each layer group's level against the model records (measured alone / in the model)
+        record["layer_scales"] = {k: round(float(np.exp(best_layer_shift[i])), 4) for i, k in enumerate(layer_keys)}
     pred.training = clean(record)
     return record
 
@@ -490,7 +513,7 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
                                     memory_method, opts.identity_dropout,
                                     # no patience: one of the whole schedule's length never stops early
                                     opts.patience if opts.patience is not None else opts.epochs, ensemble,
-                                    opts.session_offsets),
+                                    opts.session_offsets, opts.layer_offsets),
     }
     metrics = clean(metrics)
     pred.metrics = {"split": sp.name, "test": metrics["test"]}
@@ -505,13 +528,14 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
 def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: int, epochs: int | None,
                      latency_stat: str = "median", memory_method: str = "auto", identity_dropout: float = 0.0,
                      patience: int | None = TrainOptions.patience, ensemble: int = 1,
-                     session_offsets: bool = False) -> str:
+                     session_offsets: bool = False, layer_offsets: bool = False) -> str:
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
     cmd += f" --ensemble {ensemble}" if ensemble > 1 else ""
     cmd += f" --epochs {epochs}" if epochs else ""
     cmd += f" --patience {patience}" if patience != TrainOptions.patience else ""
     cmd += f" --identity-dropout {identity_dropout:g}" if identity_dropout else ""
     cmd += " --session-offsets" if session_offsets else ""
+    cmd += " --layer-offsets" if layer_offsets else ""
     cmd += f" --memory-method {memory_method}" if memory_method != "auto" else ""
     return cmd + (f" --latency-stat {latency_stat}" if latency_stat != "median" else "")
 

@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="learn one latency offset per measurement session (device, threads, runtime revision, day) "
                         "but each device's latest, so the network predicts the runtime as it runs now rather than a "
                         "blend of campaigns measured days apart (see perfpredict.sessions; default off)")
+    p.add_argument("--layer-offsets", action="store_true",
+                   help="learn one level offset per device and thread count for the layer records (kernels measured "
+                        "alone, often on another day), so they teach the kernels' relative costs and the model "
+                        "records their level (default off)")
     p.add_argument("--latency-stat", choices=("median", "min", "beacon"), default="median",
                    help="latency target: the records' median (default), fastest timed repeat, or median scaled to the "
                         "store's typical machine speed by the beacon timed beside it (model records without one are "
@@ -57,6 +61,7 @@ def _train(args: argparse.Namespace) -> int:
                                progress=not args.no_progress, options=TrainOptions(seed=args.seed, threads=args.threads,
                                                                     identity_dropout=args.identity_dropout,
                                                                     session_offsets=args.session_offsets,
+                                                                    layer_offsets=args.layer_offsets,
                                                                     **({"patience": args.patience}
                                                                        if args.patience else {})),
                                latency_stat=args.latency_stat, memory_method=args.memory_method,

@@ -7,6 +7,7 @@ import numpy as np
 
 from perfpredict.gnn import GNNConfig
 from perfpredict.gnn_predictor import GNNPredictor
+from perfpredict.plan import Plan
 from perfpredict.samples import SampleSet
 from perfpredict.sessions import Sessions, campaign_of
 from perfpredict.train import TrainOptions, evaluate, evaluate_by_session, predict_samples
@@ -79,3 +80,43 @@ def test_cli_train_with_session_offsets_records_them_and_the_flag(tmp_path, caps
     assert metrics["training"]["reference_sessions"] and "session_scales" in metrics["training"]
     assert metrics["test_by_session"]["reference"]["latency"]["n"] > 0
     assert "reference sessions" in (out / "README.md").read_text()
+
+
+def test_layer_offsets_learn_the_level_of_layer_records_measured_on_a_slower_day():
+    # the kernels measured alone ran 1.6x slower than in the model records: with layer offsets the network learns
+    # that level apart (one scale per device and thread count) instead of pulling its nodes towards it
+    src = synthetic_samples(plans_per_graph=8, seed=4, layers=True)
+    slow = [replace(s, latency_ms=s.latency_ms * 1.6) for s in src.layers]
+    data = SampleSet(src.models, slow, "synthetic", "layer-offsets")
+    fit = dict(epochs=40, seed=0)
+    with_offsets = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(layer_offsets=True,
+                                                                                                **fit))
+    without = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(**fit))
+    scales = with_offsets.training["layer_scales"]
+    assert sorted(scales) == [f"{src.layers[0].device.device_id}|1|", f"{src.layers[0].device.device_id}|2|"]
+    assert all(v > 1.1 for v in scales.values()) and 1.25 < np.exp(np.mean(np.log(list(scales.values())))) < 2.0, \
+        scales
+    assert "layer_scales" not in without.training
+    # a kernel alone is then priced at its level inside the models, not pulled towards the slower day's
+    assert abs(np.log(_layer_ratio(with_offsets, src.layers))) < abs(np.log(_layer_ratio(without, src.layers)))
+
+
+def _layer_ratio(pred, layers):
+    """Median predicted / target latency of layer samples, each as the one-node graph it is."""
+    ratios = [pred.predict_plans(s.template, [Plan(dict(s.choices))], s.device, s.threads).latency_ms[0] / s.latency_ms
+              for s in layers]
+    return float(np.exp(np.median(np.log(ratios))))
+
+
+def test_cli_train_with_layer_offsets_records_the_flag(tmp_path, capsys):
+    from cli.main import main
+
+    from .synthetic import write_synthetic_store
+
+    store = write_synthetic_store(tmp_path / "s.sqlite", synthetic_samples(plans_per_graph=4, seed=1, layers=True))
+    out = tmp_path / "ck"
+    assert main(["train", "--data", store, "-o", str(out), "--epochs", "3", "--layer-offsets", "--no-progress",
+                 "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert " --layer-offsets" in metrics["command"]
+    assert metrics["training"]["options"]["layer_offsets"] is True and metrics["training"]["layer_scales"]

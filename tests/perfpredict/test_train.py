@@ -43,6 +43,7 @@ def test_load_samples_rebuilds_graphs_plans_and_targets(source, loaded):
         assert s.latency_ms == pytest.approx(ref.latency_ms) and s.peak_mem_bytes == int(ref.peak_mem_bytes)
     assert loaded.data_hash == load_samples(store_path=loaded.source).data_hash
     assert {s.template.node_names[0] for s in loaded.layers} <= {n for s in loaded.models for n in s.template.node_names}
+    assert {s.campaign for s in loaded.layers} == {"synthetic"}  # the layer offsets' groups name it
 
 
 def test_load_samples_errors(tmp_path):
