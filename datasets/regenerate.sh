@@ -95,6 +95,14 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
   done
   $PP profile noise --store "$S" --kinds model --campaigns models-beacon --sample 200 --seed 0 \
       --json > "$WORK/noise-beacon.json"
+  # 2026-12-04: kernel probes (perfpredict.zoo.kernels), layers drawn from no model family: 600 configurations of
+  # every op, then 300 more of the ops other than Conv, which the first draw holds few of
+  $PP profile layers --store "$S" --families kernels --threads 1,2 --n-configs 600 --n-variants-per-family 800 \
+      --prune-ratios 0 --seed 0 --time-cap-s "$LAYER_CAP" --campaign layers-kernels --json > "$WORK/layers-kernels.json"
+  $PP profile layers --store "$S" --families kernels --threads 1,2 --n-configs 300 --n-variants-per-family 800 \
+      --prune-ratios 0 --seed 0 --time-cap-s "$LAYER_CAP" --campaign layers-kernels \
+      --ops BatchNormalization,Sigmoid,Mul,HardSwish,HardSigmoid,Clip,Add,Concat,Reshape,Transpose,Split,AveragePool,MaxPool,GlobalAveragePool,Flatten,Gemm \
+      --json > "$WORK/layers-kernels-ops.json"
 elif [ "$NAME" = amd ]; then  # every primitive and fusion revision 3 from the start; memory by the allocator
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
       --resolutions 96,128 --seed 0 --stop-after 1400 --max-minutes 14 --json > "$WORK/models.json"

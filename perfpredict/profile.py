@@ -290,13 +290,15 @@ def campaign_device(store: Store, threads: int, *, quick: bool = False) -> Devic
 
 
 def campaign_specs(families: Sequence[str] | None, n_variants_per_family: int, seed: int,
-                   resolutions: Sequence[int] = DEFAULT_RESOLUTIONS, *, canonical: bool = True) -> list:
+                   resolutions: Sequence[int] = DEFAULT_RESOLUTIONS, *, canonical: bool = True,
+                   probes: bool = False) -> list:
     """Zoo ModelSpecs of a campaign: per family its canonical models (at a resolution drawn from
     ``resolutions``) and ``n_variants_per_family`` seeded sampled variants at those resolutions, ordered so
-    that families take turns."""
+    that families take turns. With ``probes`` the kernel-probe families (:mod:`perfpredict.zoo.kernels`) may be
+    named too (they have their own input size; layer campaigns only)."""
     from perfpredict import zoo
 
-    fams = _check_families(families)
+    fams = _check_families(families, probes)
     if n_variants_per_family < 0:
         raise PerfPredictError(f"variants per family must be >= 0, got {n_variants_per_family}")
     res = tuple(int(r) for r in resolutions)
@@ -313,18 +315,19 @@ def campaign_specs(families: Sequence[str] | None, n_variants_per_family: int, s
                     r = rng.choice(res)
                     mine.append(spec.with_input_shape((1, 3, r, r)))
         if n_variants_per_family:
-            mine.extend(zoo.sample_variants(fam, n_variants_per_family, seed, resolutions=res))
+            mine.extend(zoo.sample_variants(fam, n_variants_per_family, seed,
+                                            resolutions=None if fam in zoo.list_probe_families() else res))
         per_family.append(mine)
     # families take turns, so a campaign stopped early still covers every family
     return [fam[i] for i in range(max(map(len, per_family), default=0)) for fam in per_family if i < len(fam)]
 
 
-def _check_families(families: Sequence[str] | None) -> list[str]:
+def _check_families(families: Sequence[str] | None, probes: bool = False) -> list[str]:
     from perfpredict import zoo
 
-    known = zoo.list_families()
+    known = zoo.list_families() + (zoo.list_probe_families() if probes else [])
     if not families:
-        return known
+        return zoo.list_families()
     bad = [f for f in families if f not in known]
     if bad:
         raise PerfPredictError(f"unknown famil{'y' if len(bad) == 1 else 'ies'} {', '.join(bad)}; "
@@ -775,7 +778,8 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     if any(not 0 <= r < 1 for r in prune_ratios):
         raise PerfPredictError(f"prune ratios must be in [0, 1), got {list(prune_ratios)}")
     report = CampaignReport(campaign, "layer", str(store.path), ts)
-    specs = list(specs) if specs is not None else campaign_specs(families, n_variants_per_family, seed, resolutions)
+    specs = list(specs) if specs is not None else campaign_specs(families, n_variants_per_family, seed, resolutions,
+                                                                 probes=True)
     configs = collect_layer_configs(specs, n_configs, seed, ops=ops, primitives=primitives, progress=progress)
     devs = {t: (devices or {}).get(t) or campaign_device(store, t, quick=quick_device) for t in ts}
     done = store.keys(campaign)

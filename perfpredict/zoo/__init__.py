@@ -9,6 +9,7 @@ from perfpredict.zoo.registry import (
     get_spec,
     list_families,
     list_models,
+    list_probe_families,
     sample_variants,
     spec_from_dict,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "get_spec",
     "list_families",
     "list_models",
+    "list_probe_families",
     "spec_from_dict",
     "model_stats",
     "onnx_op_types",

@@ -13,6 +13,7 @@ from perfpredict.zoo import (
     densenet,
     efficientnet,
     googlenet,
+    kernels,
     mnasnet,
     mobilenet,
     mobilenet_v3,
@@ -41,14 +42,22 @@ FAMILIES: dict[str, Family] = {
     )
 }
 
+PROBES: dict[str, Family] = {kernels.FAMILY.name: kernels.FAMILY}
+"""Families that are not models: kernel probes for layer campaigns (:mod:`perfpredict.zoo.kernels`)."""
+
 CANONICAL: dict[str, str] = {model: f.name for f in FAMILIES.values() for model in f.canonical}
 
 NUM_CLASSES_CHOICES = (10, 100, 1000, 1000)
 
 
 def list_families() -> list[str]:
-    """Sorted family names."""
+    """Sorted names of the model families (not the kernel probes: :func:`list_probe_families`)."""
     return sorted(FAMILIES)
+
+
+def list_probe_families() -> list[str]:
+    """Sorted names of the kernel-probe families, which only layer campaigns draw from."""
+    return sorted(PROBES)
 
 
 def list_models() -> list[str]:
@@ -59,9 +68,9 @@ def list_models() -> list[str]:
 def get_family(family: str) -> Family:
     """The :class:`Family` called ``family``; KeyError listing the known ones otherwise."""
     try:
-        return FAMILIES[family]
+        return FAMILIES[family] if family in FAMILIES else PROBES[family]
     except KeyError:
-        raise KeyError(f"unknown family {family!r}; known: {list_families()}") from None
+        raise KeyError(f"unknown family {family!r}; known: {list_families() + list_probe_families()}") from None
 
 
 def get_spec(name: str, input_shape: tuple[int, int, int, int] = DEFAULT_INPUT_SHAPE, seed: int = 0) -> ModelSpec:

@@ -336,3 +336,25 @@ def test_sigkill_then_resume_loses_nothing_and_duplicates_nothing(cache, tmp_pat
     assert before <= set(keys)  # nothing finished was lost
     assert rep.already == len(before) and rep.planned == len(keys) + sum(rep.skipped.values())
     assert all(np.isfinite(r.median_ms) for r in after)
+
+
+def test_a_kernel_probe_campaign_loads_back_and_stays_in_every_family_split(cache, tmp_path):
+    from perfpredict.samples import load_samples, make_splits
+    from perfpredict.zoo import sample_variants
+
+    db = tmp_path / "p.db"
+    with open_store(db) as store:
+        rep = run_layer_campaign(store, threads=(1,), families=["kernels"], n_variants_per_family=6, n_configs=4,
+                                 ops=("Conv", "Relu"), prune_ratios=(0.0,), protocol=TINY, devices={1: DEV},
+                                 campaign="layers-kernels", progress=False)
+        assert rep.stored > 0
+        recs = list(store.iter_records(kind="layer"))
+        assert {r.family for r in recs} == {"kernels"}
+        assert {spec_from_dict(r.extra()["spec"]) for r in recs} <= set(sample_variants("kernels", 6, 0))
+        # and one family's models beside them
+        run_model_campaign(store, threads=(1,), specs=[_spec()], plans_per_model=2, protocol=TINY,
+                           devices={1: DEV}, progress=False)
+    samples = load_samples(db)
+    assert len(samples.layers) == rep.stored and {s.campaign for s in samples.layers} == {"layers-kernels"}
+    (split,) = make_splits(samples, "family:squeezenet")
+    assert len(split.train.layers) == rep.stored  # the probes belong to no model family: never held out
