@@ -250,8 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--identity-dropout", type=float, default=0.0,
                     help="TrainOptions.identity_dropout for the GNN (default 0)")
     ap.add_argument("--layer-offsets", action="store_true",
-                    help="TrainOptions.layer_offsets for the GNN: the layer records' level is learned per device and "
-                         "thread count (default off)")
+                    help="TrainOptions.layer_offsets for the GNN: the layer records' level is learned per device, "
+                         "thread count and campaign (default off)")
     ap.add_argument("--session-offsets", action="store_true",
                     help="TrainOptions.session_offsets for the GNN (default off)")
     ap.add_argument("--patience", type=int, default=TrainOptions.patience,

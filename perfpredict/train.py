@@ -261,8 +261,9 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     sessions = Sessions.of(train.models) if opts.session_offsets else None
     tr = to_data(rows, norm, space.static_dim, None if sessions is None else [sessions.index(s) for s in train.models])
     layer_keys = sorted({layer_session(s) for s in train.layers}) if opts.layer_offsets else []
+    layer_index = {k: i for i, k in enumerate(layer_keys)}
     tl = to_data(layer_rows, norm, space.static_dim,
-                 [layer_keys.index(layer_session(s)) for s in train.layers] if layer_keys else None) \
+                 [layer_index[layer_session(s)] for s in train.layers] if layer_keys else None) \
         if train.layers else []
     va = to_data(featurise_samples(space, val.models), norm, space.static_dim,
                  None if sessions is None else [sessions.index(s) for s in val.models]) if val.models else []

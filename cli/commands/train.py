@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "but each device's latest, so the network predicts the runtime as it runs now rather than a "
                         "blend of campaigns measured days apart (see perfpredict.sessions; default off)")
     p.add_argument("--layer-offsets", action="store_true",
-                   help="learn one level offset per device and thread count for the layer records (kernels measured "
+                   help="learn one level offset per device, thread count and campaign for the layer records (kernels measured "
                         "alone, often on another day), so they teach the kernels' relative costs and the model "
                         "records their level (default off)")
     p.add_argument("--latency-stat", choices=("median", "min", "beacon"), default="median",

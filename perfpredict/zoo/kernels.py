@@ -83,8 +83,6 @@ def sample(rng: random.Random) -> dict[str, Any]:
         p["gate"] = rng.choice(("sigmoid", "hsigmoid"))
     elif block == "concat":
         p["out"] = _channels(rng)
-    elif block == "shuffle":
-        p["channels"] = max(16, p["channels"] // 2 * 2)
     while not _fits(p):  # big maps take fewer channels: halve the wider side
         key = "out" if block in ("conv", "concat") and p["out"] > p["channels"] else "channels"
         if p[key] <= 8:
@@ -93,7 +91,7 @@ def sample(rng: random.Random) -> dict[str, Any]:
             p["shrink"] *= 2  # 8 channels still too many: a smaller map
             continue
         p[key] = max(8, p[key] // 2)
-    if block == "shuffle":
+    if block == "shuffle":  # two equal halves
         p["channels"] = max(16, p["channels"] // 2 * 2)
     return p
 
