@@ -26,6 +26,7 @@ by its calls: an executable runs one forward pass at a time.
 from __future__ import annotations
 
 import ctypes
+import random
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -41,6 +42,11 @@ ALIGN = 64
 
 _NO_RESIDUAL = -(2 ** 63)  # PP_NO_RESIDUAL in _dnnl.c
 
+ARENA_TRIES = 64
+"""More orders :func:`layout_arena` tries for a chain whose first arena holds more than the schedule's peak allows
+and whose tensors could fit (squeezenet1_1's run after its first max pool: 3.29 MB first, 3.10 MB in the best
+order, which is the most its tensors have alive at once)."""
+
 
 
 Step = tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
@@ -54,13 +60,40 @@ class ArenaLayout:
     size: int
 
 
-def layout_arena(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]]) -> ArenaLayout:
+def layout_arena(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]], tries: int = 0) -> ArenaLayout:
     """Offsets for tensors of ``sizes`` (bytes, by slot) alive over the inclusive step ranges ``lifetimes``: each at
     the lowest :data:`ALIGN`-aligned offset that overlaps no tensor placed before it and alive at the same time,
-    placed largest first or in the order they are made, whichever arena is smaller."""
+    placed largest first or in the order they are made, whichever arena is smaller. With ``tries`` > 0, as many
+    more orders (seeded shuffles, so a build is repeatable) are tried while the arena is larger than the most bytes
+    ever alive at once (:func:`arena_bound`): first fit in one order can leave gaps another order closes."""
     by_size = _first_fit(sizes, lifetimes, sorted(sizes, key=lambda s: (-sizes[s], lifetimes[s][0], s)))
     in_order = _first_fit(sizes, lifetimes, sorted(sizes, key=lambda s: (lifetimes[s][0], s)))
-    return min(by_size, in_order, key=lambda a: a.size)
+    best = min(by_size, in_order, key=lambda a: a.size)
+    if tries > 0 and best.size > (bound := arena_bound(sizes, lifetimes)):
+        rng, order = random.Random(0), sorted(sizes)
+        for _ in range(tries):
+            rng.shuffle(order)
+            other = _first_fit(sizes, lifetimes, order)
+            if other.size < best.size:
+                best = other
+                if best.size <= bound:
+                    break
+    return best
+
+
+def arena_bound(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]]) -> int:
+    """The most bytes (each tensor rounded up to :data:`ALIGN`) alive at one step: no arena is smaller."""
+    delta: dict[int, int] = {}
+    for slot, size in sizes.items():
+        first, last = lifetimes[slot]
+        size = -(-size // ALIGN) * ALIGN
+        delta[first] = delta.get(first, 0) + size
+        delta[last + 1] = delta.get(last + 1, 0) - size
+    alive, most = 0, 0
+    for step in sorted(delta):
+        alive += delta[step]
+        most = max(most, alive)
+    return most
 
 
 def _first_fit(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]], order: list[int]) -> ArenaLayout:
@@ -105,7 +138,8 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
 
     A chain holds its inputs until it ends and allocates its outputs and its arena when it starts, where single
     steps free and allocate as they go; so a run is cut where chaining it whole would hold more than the most the
-    schedule ever has alive, and the pass's peak memory stays that of one step per op."""
+    schedule ever has alive, and the pass's peak memory stays that of one step per op. Within that bound, each run
+    is cut into the fewest pieces (chains and single steps, :func:`_partition`)."""
     live, peak = live_profile(schedule)
     members = _members(schedule, steps)
     out: list[Step] = []
@@ -114,31 +148,76 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
         j = i
         while j < len(steps) and members[j] is not None:
             j += 1
-        a = i
-        while a < j:
-            b, fit = a + min_length, None  # the longest chain from a that stays within the peak
-            while b <= j:
-                layout = _plan(schedule, steps[a:b], members[a:b], qparams)
-                if layout is None or live[a] + layout.held > peak:
-                    break
-                if sum(m.kind != 4 for m in members[a:b]) >= min_length:
-                    fit = (b, layout)
-                b += 1
-            if fit is None:
-                out.append(steps[a])
-                a += 1
-            else:
-                b = fit[0]
-                try:
-                    out.append(_chain(schedule, steps[a:b], schedule.ops[a:b], members[a:b], fit[1]))
-                except PlanError:  # oneDNN refused a concat or pool the chain would make: the steps run as they are
-                    out.extend(steps[a:b])
-                a = b
+        layouts: dict[tuple[int, int], _ChainPlan] = {}
+
+        def fits(a: int, b: int) -> bool:
+            layout = _fits(schedule, steps, members, qparams, live, peak, a, b)
+            if layout is not None:
+                layouts[a, b] = layout
+            return layout is not None
+
+        for a, b, chained in _partition(i, j, fits, lambda a, b: sum(m.kind != 4 for m in members[a:b]) >= min_length,
+                                        max(min_length, 1)):
+            layout = layouts.get((a, b)) if chained else None
+            if layout is None:
+                out.extend(steps[a:b])
+                continue
+            try:
+                out.append(_chain(schedule, steps[a:b], schedule.ops[a:b], members[a:b], layout))
+            except PlanError:  # oneDNN refused a concat or pool the chain would make: the steps run as they are
+                out.extend(steps[a:b])
         if j == i:
             out.append(steps[i])
             j += 1
         i = j
     return out
+
+
+def _fits(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None"], qparams: Any,
+          live: Sequence[int], peak: int, a: int, b: int) -> "_ChainPlan | None":
+    """Steps ``a:b`` laid out as one chain that holds no more than the schedule's ``peak``, or None."""
+    layout = _plan(schedule, steps[a:b], members[a:b], qparams, budget=peak - live[a])
+    return layout if layout is not None and live[a] + layout.held <= peak else None
+
+
+def _partition(i: int, j: int, fits: Callable[[int, int], bool],
+               enough: Callable[[int, int], bool], shortest: int = 2) -> list[tuple[int, int, bool]]:
+    """Steps ``i:j`` cut into the fewest pieces, each a single step or a chain ``a:b`` (at least ``shortest`` steps)
+    that ``fits`` and has ``enough`` kernels (ties: the longer chain). The chains from each start are grown until the
+    first that does not fit, and, from the first starts on until one fits, the chain to the run's end is tried as
+    well (and, once one fits, first from every later start): what a chain holds is not monotone in its length (a tensor read after the chain is its output to hold,
+    read inside it a tensor of its arena), and a chain started at a large tensor must hold it to its end, so cutting
+    greedily from the left can leave a run as many pieces where a start one step later chains the rest of it whole
+    (squeezenet1_1's and mobilenet_v2's first blocks)."""
+    ends: dict[int, list[int]] = {}
+    whole = False  # a chain from an earlier start to the run's end fits: later starts try that end first
+    for a in range(i, j):
+        if whole and a + shortest <= j and enough(a, j) and fits(a, j):
+            ends[a] = [j]  # one piece to the end: no shorter chain from here can do better
+            continue
+        b, found = a + shortest, []
+        while b <= j and fits(a, b):
+            if enough(a, b):
+                found.append(b)
+            b += 1
+        if not whole and b <= j and a + shortest <= j and enough(a, j) and fits(a, j):
+            found.append(j)
+        whole = whole or bool(found) and found[-1] == j
+        ends[a] = found
+    cost: dict[int, int] = {j: 0}
+    choice: dict[int, tuple[int, bool]] = {}
+    for a in range(j - 1, i - 1, -1):
+        best, pick = cost[a + 1], (a + 1, False)
+        for b in reversed(ends[a]):
+            if cost[b] < best or (cost[b] == best and not pick[1]):
+                best, pick = cost[b], (b, True)
+        cost[a], choice[a] = best + 1, pick
+    pieces, a = [], i
+    while a < j:
+        b, chained = choice[a]
+        pieces.append((a, b, chained))
+        a = b
+    return pieces
 
 
 def _members(schedule: Any, steps: Sequence[Step]) -> list[_Member | None]:
@@ -232,10 +311,12 @@ class _ChainPlan:
 
 
 def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
-          qparams: Callable[[str], QParams] | None) -> _ChainPlan | None:
+          qparams: Callable[[str], QParams] | None, budget: int | None = None) -> _ChainPlan | None:
     """How ``run`` (steps, as ``members``) would run as one chain, or None when it cannot: a concat whose inputs are
     not made by the run (or, at int8, not on its grid), an int8 pool of an input whose grid is known only when it
-    runs, or an int8 residual made in the run on another grid than its consumer's."""
+    runs, or an int8 residual made in the run on another grid than its consumer's. With a ``budget`` (bytes the
+    chain may hold), the arena is searched harder (:data:`ARENA_TRIES` orders) where its first layout holds more
+    and a tighter one could hold less."""
     produced = {step[2][0]: i for i, step in enumerate(run)}
     grids: dict[int, QParams | None] = {}
     for step, m in zip(run, members):
@@ -271,10 +352,14 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
         for s in ins:
             if s in last_read:
                 last_read[s] = max(last_read[s], i)
-    arena = layout_arena({s: schedule.slots[s].nbytes for s in internal},
-                         {s: (produced[s], last_read[s]) for s in internal})
+    sizes = {s: schedule.slots[s].nbytes for s in internal}
+    lifetimes = {s: (produced[s], last_read[s]) for s in internal}
     scratch = max([m.link.primitive.scratch_bytes for m in members if m.link is not None] + [0])
-    held = arena.size + scratch + sum(schedule.slots[s].nbytes for s in exported)
+    others = scratch + sum(schedule.slots[s].nbytes for s in exported)
+    arena = layout_arena(sizes, lifetimes)
+    if budget is not None and arena.size + others > budget >= arena_bound(sizes, lifetimes) + others:
+        arena = layout_arena(sizes, lifetimes, tries=ARENA_TRIES)
+    held = arena.size + others
     return _ChainPlan(tuple(inputs), exported, tuple(s for s in freed if s not in produced), arena, grids, scratch,
                       held)
 

@@ -170,11 +170,13 @@ HardSwish and Sigmoid into the primitives whose ``epilogues`` list them. 3: also
 activation after it) into the Conv primitives whose ``epilogues`` list ``"residual"``."""
 
 
-DISPATCH_REVISION = 3
+DISPATCH_REVISION = 4
 """How the forward pass runs the schedule's steps, written into each model measurement (``extra_json``
 ``dispatch_revision``; none before revision 2). 1: one Python call per step. 2: runs of consecutive steps oneDNN
 can run in one C call each (:mod:`perfpredict.runtime.chain`), the others one Python call per step. 3: as 2, and the
-chains also run the schedule's quantisations, dequantisations and changes of layout of floats (oneDNN reorders)."""
+chains also run the schedule's quantisations, dequantisations and changes of layout of floats (oneDNN reorders).
+4: as 3, with each run cut into the fewest chains and steps that stay within the schedule's peak (3 cut greedily
+from the left) and each chain's arena searched harder where that lets it fit."""
 
 
 @dataclass(frozen=True)
