@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -42,6 +42,11 @@ ALIGN = 64
 
 _NO_RESIDUAL = -(2 ** 63)  # PP_NO_RESIDUAL in _dnnl.c
 
+PEAK_SLACK = 0.01
+"""The share of the schedule's peak a chain may hold beyond it: a chain allocates its scratchpad and its small outputs
+(a classifier's logits) when it starts, so with no slack a chain that starts at a model's busiest step is always a few
+kilobytes over (mobilenet_v2's after its first expansion: 9 KB over 6.0 MB; chained whole it runs 5% faster)."""
+
 ARENA_TRIES = 64
 """More orders :func:`layout_arena` tries for a chain whose first arena holds more than the schedule's peak allows
 and whose tensors could fit (squeezenet1_1's run after its first max pool: 3.29 MB first, 3.10 MB in the best
@@ -54,26 +59,33 @@ Step = tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ..
 
 @dataclass(frozen=True)
 class ArenaLayout:
-    """Offsets (bytes) of a chain's own tensors in its arena, and the arena's size."""
+    """Offsets (bytes) of a chain's own tensors in its arena, and the arena's size; ``borrowed``: the tensors placed
+    instead in the bytes of an input the chain no longer reads (slot -> (the input's slot, offset))."""
 
     offsets: dict[int, int]
     size: int
+    borrowed: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
-def layout_arena(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]], tries: int = 0) -> ArenaLayout:
+def layout_arena(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]], tries: int = 0,
+                 spare: dict[int, tuple[int, int]] | None = None) -> ArenaLayout:
     """Offsets for tensors of ``sizes`` (bytes, by slot) alive over the inclusive step ranges ``lifetimes``: each at
     the lowest :data:`ALIGN`-aligned offset that overlaps no tensor placed before it and alive at the same time,
     placed largest first or in the order they are made, whichever arena is smaller. With ``tries`` > 0, as many
     more orders (seeded shuffles, so a build is repeatable) are tried while the arena is larger than the most bytes
-    ever alive at once (:func:`arena_bound`): first fit in one order can leave gaps another order closes."""
-    by_size = _first_fit(sizes, lifetimes, sorted(sizes, key=lambda s: (-sizes[s], lifetimes[s][0], s)))
-    in_order = _first_fit(sizes, lifetimes, sorted(sizes, key=lambda s: (lifetimes[s][0], s)))
+    ever alive at once (:func:`arena_bound`): first fit in one order can leave gaps another order closes.
+
+    ``spare`` (input slot -> (its bytes, the first step after its last read)) offers the bytes of inputs that are dead
+    before the chain ends: a tensor made from that step on goes there first, where it fits, instead of the arena."""
+    spare = spare or {}
+    by_size = _first_fit(sizes, lifetimes, sorted(sizes, key=lambda s: (-sizes[s], lifetimes[s][0], s)), spare)
+    in_order = _first_fit(sizes, lifetimes, sorted(sizes, key=lambda s: (lifetimes[s][0], s)), spare)
     best = min(by_size, in_order, key=lambda a: a.size)
-    if tries > 0 and best.size > (bound := arena_bound(sizes, lifetimes)):
+    if tries > 0 and best.size > (bound := arena_bound(sizes, lifetimes, spare)):
         rng, order = random.Random(0), sorted(sizes)
         for _ in range(tries):
             rng.shuffle(order)
-            other = _first_fit(sizes, lifetimes, order)
+            other = _first_fit(sizes, lifetimes, order, spare)
             if other.size < best.size:
                 best = other
                 if best.size <= bound:
@@ -81,14 +93,21 @@ def layout_arena(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]], t
     return best
 
 
-def arena_bound(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]]) -> int:
-    """The most bytes (each tensor rounded up to :data:`ALIGN`) alive at one step: no arena is smaller."""
+def _aligned(size: int) -> int:
+    return -(-size // ALIGN) * ALIGN
+
+
+def arena_bound(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]],
+                spare: dict[int, tuple[int, int]] | None = None) -> int:
+    """The most bytes (each tensor rounded up to :data:`ALIGN`) alive at one step beyond the ``spare`` bytes free
+    then (see :func:`layout_arena`): no arena is smaller."""
     delta: dict[int, int] = {}
     for slot, size in sizes.items():
         first, last = lifetimes[slot]
-        size = -(-size // ALIGN) * ALIGN
-        delta[first] = delta.get(first, 0) + size
-        delta[last + 1] = delta.get(last + 1, 0) - size
+        delta[first] = delta.get(first, 0) + _aligned(size)
+        delta[last + 1] = delta.get(last + 1, 0) - _aligned(size)
+    for size, start in (spare or {}).values():
+        delta[start] = delta.get(start, 0) - size // ALIGN * ALIGN
     alive, most = 0, 0
     for step in sorted(delta):
         alive += delta[step]
@@ -96,21 +115,34 @@ def arena_bound(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]]) ->
     return most
 
 
-def _first_fit(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]], order: list[int]) -> ArenaLayout:
+def _first_fit(sizes: dict[int, int], lifetimes: dict[int, tuple[int, int]], order: list[int],
+               spare: dict[int, tuple[int, int]]) -> ArenaLayout:
     placed: list[tuple[int, int, int, int]] = []  # offset, end, first step, last step
+    lent: dict[int, list[tuple[int, int, int, int]]] = {k: [] for k in spare}
     offsets: dict[int, int] = {}
+    borrowed: dict[int, tuple[int, int]] = {}
     for slot in order:
-        size = -(-sizes[slot] // ALIGN) * ALIGN
+        size = _aligned(sizes[slot])
         first, last = lifetimes[slot]
-        busy = sorted((o, e) for o, e, f, la in placed if f <= last and first <= la)
-        offset = 0
-        for o, e in busy:
-            if offset + size <= o:
+        for k, (room, start) in spare.items():
+            if first >= start and (offset := _lowest(lent[k], size, first, last)) + size <= room:
+                borrowed[slot] = (k, offset)
+                lent[k].append((offset, offset + size, first, last))
                 break
-            offset = max(offset, -(-e // ALIGN) * ALIGN)
-        offsets[slot] = offset
-        placed.append((offset, offset + size, first, last))
-    return ArenaLayout(offsets, max((e for _, e, _, _ in placed), default=0))
+        else:
+            offsets[slot] = offset = _lowest(placed, size, first, last)
+            placed.append((offset, offset + size, first, last))
+    return ArenaLayout(offsets, max((e for _, e, _, _ in placed), default=0), borrowed)
+
+
+def _lowest(placed: list[tuple[int, int, int, int]], size: int, first: int, last: int) -> int:
+    """The lowest aligned offset where ``size`` bytes alive over steps ``first..last`` overlap nothing ``placed``."""
+    offset = 0
+    for o, e in sorted((o, e) for o, e, f, la in placed if f <= last and first <= la):
+        if offset + size <= o:
+            break
+        offset = max(offset, _aligned(e))
+    return offset
 
 
 def _link(step: Step) -> Any:
@@ -136,11 +168,13 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     join is a copy). The ops the chain runs itself compute what the plan's torch kernels compute; at int8 oneDNN's
     rounding of an average can differ from torch's by a step of the grid.
 
-    A chain holds its inputs until it ends and allocates its outputs and its arena when it starts, where single
-    steps free and allocate as they go; so a run is cut where chaining it whole would hold more than the most the
-    schedule ever has alive, and the pass's peak memory stays that of one step per op. Within that bound, each run
-    is cut into the fewest pieces (chains and single steps, :func:`_partition`)."""
+    A chain holds its inputs until it ends (it reuses the bytes of those it has read for the last time: see
+    :func:`layout_arena`) and allocates its outputs and its arena when it starts, where single steps free and
+    allocate as they go; so a run is cut where chaining it whole would hold more than the most the schedule ever has
+    alive (plus :data:`PEAK_SLACK`), and the pass's peak memory stays within that share of one step per op's. Within
+    that bound, each run is cut into the fewest pieces (chains and single steps, :func:`_partition`)."""
     live, peak = live_profile(schedule)
+    peak += int(peak * PEAK_SLACK)
     members = _members(schedule, steps)
     out: list[Step] = []
     i = 0
@@ -354,14 +388,36 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
                 last_read[s] = max(last_read[s], i)
     sizes = {s: schedule.slots[s].nbytes for s in internal}
     lifetimes = {s: (produced[s], last_read[s]) for s in internal}
+    spare = _spare_inputs(schedule, run, inputs, freed)
     scratch = max([m.link.primitive.scratch_bytes for m in members if m.link is not None] + [0])
     others = scratch + sum(schedule.slots[s].nbytes for s in exported)
-    arena = layout_arena(sizes, lifetimes)
-    if budget is not None and arena.size + others > budget >= arena_bound(sizes, lifetimes) + others:
-        arena = layout_arena(sizes, lifetimes, tries=ARENA_TRIES)
+    arena = layout_arena(sizes, lifetimes, spare=spare)
+    if budget is not None and arena.size + others > budget >= arena_bound(sizes, lifetimes, spare) + others:
+        arena = layout_arena(sizes, lifetimes, tries=ARENA_TRIES, spare=spare)
     held = arena.size + others
     return _ChainPlan(tuple(inputs), exported, tuple(s for s in freed if s not in produced), arena, grids, scratch,
                       held)
+
+
+def _exclusive(x: torch.Tensor) -> bool:
+    """Whether no other tensor shares ``x``'s storage (False where this torch cannot tell)."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    return count is not None and count(x.untyped_storage()._cdata) == 2  # x's and the storage object's own
+
+
+def _spare_inputs(schedule: Any, run: Sequence[Step], inputs: Sequence[int],
+                  freed: set[int]) -> dict[int, tuple[int, int]]:
+    """The chain's inputs whose bytes it may reuse once it has read them for the last time (slot -> (bytes, the step
+    after that read)): those it frees (nothing after it reads them) that are no graph input (the caller's) and share
+    their storage with no other slot (a view of them read later)."""
+    aliased = {s.alias_of for s in schedule.slots if s.alias_of is not None}
+    spare = {}
+    for slot in inputs:
+        if slot in freed and slot not in schedule.input_slots and slot not in aliased \
+                and schedule.slots[slot].alias_of is None:
+            last = max(i for i, (_, ins, _, _) in enumerate(run) if slot in ins)
+            spare[slot] = (schedule.slots[slot].nbytes, last + 1)
+    return spare
 
 
 def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequence[_Member],
@@ -372,11 +428,15 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
 
     inputs, exported, arena, grids = list(plan.inputs), list(plan.exported), plan.arena, plan.grids
 
+    lent = sorted(arena.borrowed)  # after the inputs and outputs among the call's buffers: an input's bytes + offset
+
     def where(slot: int | None) -> int:
         if slot is None:
             return _NO_RESIDUAL
         if slot in arena.offsets:
             return arena.offsets[slot]
+        if slot in arena.borrowed:
+            return -1 - (len(inputs) + len(exported) + lent.index(slot))
         return -1 - (inputs.index(slot) if slot in inputs else len(inputs) + exported.index(slot))
 
     calls = []  # (member, primitive, source slot, second operand slot or None, output slot)
@@ -442,7 +502,11 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
     cl = torch.channels_last
     scratch_at = -(-arena.size // ALIGN) * ALIGN  # one buffer per call: the arena, then the scratchpad
     total = scratch_at + scratch_bytes
-    ext = (ctypes.c_void_p * n_ext)()  # the call's buffers, filled at each call
+    lenders = sorted({k for k, _ in arena.borrowed.values()})
+    lender_room = {k: max(o + _aligned(schedule.slots[t].nbytes) for t, (j, o) in arena.borrowed.items() if j == k)
+                   for k in lenders}
+    lends = [(inputs.index(arena.borrowed[t][0]), arena.borrowed[t][1]) for t in lent]
+    ext = (ctypes.c_void_p * (n_ext + len(lent)))()  # the call's buffers, filled at each call
     failed = ctypes.c_int(-1)
     failed_ref = ctypes.byref(failed)
 
@@ -458,6 +522,14 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
                                             memory_format=f) for shape, qp, f in out_specs]
         for k, t in enumerate((*xs, *ys)):
             ext[k] = t.data_ptr()
+        if lends:
+            own = {}  # an input that shares its storage (it should not: then a buffer of its own for this call)
+            for k in lenders:
+                i = inputs.index(k)
+                if not _exclusive(xs[i]):
+                    own[i] = torch.empty(lender_room[k], dtype=torch.uint8)
+            for q, (i, offset) in enumerate(lends):
+                ext[n_ext + q] = (own[i] if i in own else xs[i]).data_ptr() + offset
         sc, zp = scale_arr, zp_arr
         if read_scale:
             sc, zp = type(scale_arr).from_buffer_copy(scale_arr), type(zp_arr).from_buffer_copy(zp_arr)

@@ -175,8 +175,9 @@ DISPATCH_REVISION = 4
 ``dispatch_revision``; none before revision 2). 1: one Python call per step. 2: runs of consecutive steps oneDNN
 can run in one C call each (:mod:`perfpredict.runtime.chain`), the others one Python call per step. 3: as 2, and the
 chains also run the schedule's quantisations, dequantisations and changes of layout of floats (oneDNN reorders).
-4: as 3, with each run cut into the fewest chains and steps that stay within the schedule's peak (3 cut greedily
-from the left) and each chain's arena searched harder where that lets it fit."""
+4: as 3, with each run cut into the fewest chains and steps that stay within the schedule's peak plus 1%
+(:data:`~perfpredict.runtime.chain.PEAK_SLACK`; 3 cut greedily from the left within the peak), each chain's arena
+searched harder where that lets it fit, and the bytes of a chain's inputs reused once it has read them."""
 
 
 @dataclass(frozen=True)

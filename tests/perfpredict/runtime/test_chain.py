@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from perfpredict.errors import PlanError
@@ -50,7 +51,7 @@ def _chains(exe):
     return [fn for fn, *_ in exe._fast_steps if hasattr(fn, "links")]
 
 
-def test_a_chained_forward_pass_gives_the_outputs_and_the_peak_of_one_step_per_op(net, x):
+def test_a_chained_forward_pass_gives_the_outputs_and_nearly_the_peak_of_one_step_per_op(net, x):
     # (at int8 this net's activations are small beside oneDNN's scratchpads: no chain stays within its peak)
     plan = _plan(net, "fp32")
     chained = build_executable(net, plan)
@@ -59,12 +60,14 @@ def test_a_chained_forward_pass_gives_the_outputs_and_the_peak_of_one_step_per_o
     assert len(chained._fast_steps) < len(stepped._fast_steps)
     np.testing.assert_allclose(chained.run(x), stepped.run(x), rtol=1e-5, atol=1e-6)
     ours = allocated_memory(chained, chained.prepare_input(x)).run_peak_bytes
-    assert ours == allocated_memory(stepped, stepped.prepare_input(x)).run_peak_bytes
+    theirs = allocated_memory(stepped, stepped.prepare_input(x)).run_peak_bytes
+    assert ours <= theirs * (1 + chain.PEAK_SLACK)
 
 
 def _with_budget(monkeypatch, budget):
-    """Make chain_steps take ``budget(schedule, live)`` as the schedule's peak."""
+    """Make chain_steps take ``budget(schedule, live)`` as the schedule's peak, with no slack."""
     real = chain.live_profile
+    monkeypatch.setattr(chain, "PEAK_SLACK", 0.0)
 
     def profile(schedule):
         live, _ = real(schedule)
@@ -326,3 +329,62 @@ def test_a_run_is_cut_into_the_fewest_pieces_not_greedily_from_the_left():
     assert chain._partition(0, 4, lambda a, b: b - a == 2, enough) == [(0, 2, True), (2, 4, True)]
     # a chain needs enough kernels (conversions do not count): a conversion and one kernel stay two steps
     assert chain._partition(0, 2, lambda a, b: True, lambda a, b: False) == [(0, 1, False), (1, 2, False)]
+
+
+def test_the_arena_borrows_the_bytes_of_an_input_the_chain_has_read_for_the_last_time():
+    # input 9 (4,096 bytes) is last read at step 0: tensors made from step 1 on go there first, where they fit
+    sizes = {0: 2048, 1: 2048, 2: 2048, 3: 8192}
+    lifetimes = {0: (0, 1), 1: (1, 2), 2: (2, 3), 3: (3, 4)}
+    alone = layout_arena(sizes, lifetimes)
+    layout = layout_arena(sizes, lifetimes, spare={9: (4096, 1)})
+    assert 0 not in layout.borrowed  # made at step 0, while the input is still read
+    assert {s for s, (k, _) in layout.borrowed.items() if k == 9} == {1, 2}  # 3 does not fit in 4,096 bytes
+    (_, o1), (_, o2) = layout.borrowed[1], layout.borrowed[2]
+    assert o1 + 2048 <= o2 or o2 + 2048 <= o1  # alive together at step 2: disjoint bytes
+    assert layout.size < alone.size
+    assert chain.arena_bound(sizes, lifetimes, {9: (4096, 1)}) <= layout.size
+
+
+def _fire_after_a_torch_stem():
+    net = fire_graph()
+    choices = dict(_plan(net, "fp32").choices)
+    choices["stem"] = Choice("conv.onednn", "NHWC", "fp32")  # not oneDNN's chain: the chain starts at its output
+    return net, Plan(choices)
+
+
+def test_a_chain_reuses_an_input_it_no_longer_reads_and_computes_the_same(monkeypatch):
+    net, plan = _fire_after_a_torch_stem()
+    made = []
+    real = chain._chain
+
+    def spy(schedule, run, ops, members, layout):
+        made.append(layout)
+        return real(schedule, run, ops, members, layout)
+
+    monkeypatch.setattr(chain, "_chain", spy)
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)  # the fire modules in one chain after the stem
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    chained = build_executable(net, plan)
+    assert any(layout.arena.borrowed for layout in made)
+    np.testing.assert_allclose(chained.run(x), build_executable(net, plan, chain=False).run(x), rtol=1e-5, atol=1e-6)
+
+
+def test_an_input_that_shares_its_storage_is_not_written_over(monkeypatch):
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net, plan = _fire_after_a_torch_stem()
+    exe = build_executable(net, plan)
+    lender = next(s for s in exe._fast_steps if hasattr(s[0], "links"))
+    fn, ins = lender[0], lender[1]
+    x = np.random.default_rng(4).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    regs = exe.trace(x)
+    slot = exe.schedule.slots[ins[0]]
+    source = regs[slot.tensor].contiguous(memory_format=torch.channels_last)
+    kept = source.clone()
+    out = fn(source.clone())  # a tensor of its own: the chain reuses its bytes once it has read it
+    lone = source.clone()
+    fn(lone)
+    assert not torch.equal(lone, kept)
+    view = source[:]  # a second tensor on the same storage: the chain must leave it as it was
+    again = fn(source)
+    assert torch.equal(view, kept) and torch.equal(source, kept)
+    assert torch.equal(again, out)
