@@ -287,17 +287,21 @@ static dnnl_status_t skip_overrunning_impls(dnnl_primitive_desc_t pd) {
     }
 }
 
+/* a tensor's memory format by number: 0 planar (nchw), 1 channels-last (nhwc), 2 channels in blocks of 16 (nChw16c,
+ * oneDNN's own; only inside a chain) */
+static dnnl_format_tag_t format_tag(int fmt) { return fmt == 0 ? dnnl_nchw : fmt == 2 ? dnnl_nChw16c : dnnl_nhwc; }
+
 /* shape: n, c, h, w (input), k, oh, ow (output); kernel kh, kw; stride sh, sw; pads top, left, bottom, right;
  * dilation dh, dw (1 = dense); groups. weight: k x (c / groups) x kh x kw values, floats (fp32) or int8 (when
  * q is not NULL); bias: k floats or NULL. act: 0 none, 1 relu, 2 clip to [lo, hi], 3 swish, 4 hardswish,
  * 5 sigmoid. q: NULL for fp32, else the int8 quantisation parameters. residual: 1 adds a tensor of the output's
  * shape, layout and type (given with each call) before the activation, as a folded residual Add; at int8 it is u8
  * with scale res_scale and zero point res_zp, each call's tensor on that grid. */
-pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int ow, int kh, int kw, int sh,
-                                  int sw, int pt, int pl, int pb, int pr, int dh, int dw, int groups,
-                                  const void *weight, const float *bias, int act, float lo, float hi,
-                                  const pp_dnnl_quant *q, int residual, float res_scale, int res_zp,
-                                  int *status) {
+pp_dnnl_conv *pp_dnnl_conv_create_fmt(int n, int c, int h, int w, int k, int oh, int ow, int kh, int kw, int sh,
+                                      int sw, int pt, int pl, int pb, int pr, int dh, int dw, int groups,
+                                      const void *weight, const float *bias, int act, float lo, float hi,
+                                      const pp_dnnl_quant *q, int residual, float res_scale, int res_zp,
+                                      int src_fmt, int dst_fmt, int *status) {
     dnnl_status_t st = dnnl_success;
     pp_dnnl_conv *cv = calloc(1, sizeof(*cv));
     dnnl_memory_desc_t src_md = NULL, dst_md = NULL, w_any = NULL, w_plain = NULL, b_md = NULL;
@@ -315,8 +319,8 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
     dnnl_data_type_t act_dt = q ? dnnl_u8 : dnnl_f32, w_dt = q ? dnnl_s8 : dnnl_f32;
 
     dnnl_dims_t src_dims = {n, c, h, w}, dst_dims = {n, k, oh, ow}, bias_dims = {k};
-    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, src_dims, act_dt, dnnl_nhwc));
-    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dst_dims, act_dt, dnnl_nhwc));
+    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, src_dims, act_dt, format_tag(src_fmt)));
+    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dst_dims, act_dt, format_tag(dst_fmt)));
     TRY(dnnl_memory_desc_create_with_tag(&b_md, 1, bias_dims, dnnl_f32, dnnl_a));
     if (groups > 1) {
         dnnl_dims_t wd = {groups, k / groups, c / groups, kh, kw};
@@ -433,6 +437,16 @@ fail:
 }
 
 /* bytes of scratchpad a call needs (the caller passes a buffer of at least this size to run) */
+/* pp_dnnl_conv_create_fmt with channels-last source and destination */
+pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int ow, int kh, int kw, int sh,
+                                  int sw, int pt, int pl, int pb, int pr, int dh, int dw, int groups,
+                                  const void *weight, const float *bias, int act, float lo, float hi,
+                                  const pp_dnnl_quant *q, int residual, float res_scale, int res_zp,
+                                  int *status) {
+    return pp_dnnl_conv_create_fmt(n, c, h, w, k, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups, weight,
+                                   bias, act, lo, hi, q, residual, res_scale, res_zp, 1, 1, status);
+}
+
 size_t pp_dnnl_conv_scratch_bytes(const pp_dnnl_conv *c) { return c->scratch_bytes; }
 
 /* one convolution: src and dst are channels-last buffers (float, or u8 at int8) of the shapes given at create;
@@ -542,8 +556,9 @@ void pp_dnnl_pool_destroy(pp_dnnl_pool *p) {
 /* shape n, c, h, w -> oh, ow; kernel kh, kw; stride sh, sw; pads top, left, bottom, right (bottom and right may
  * exceed the node's own to give ceil-mode windows: padded positions never count for max, nor for alg 2);
  * dilation dh, dw (1 = dense). alg: 0 max, 1 average counting padded positions, 2 average without them. */
-pp_dnnl_pool *pp_dnnl_pool_create(int n, int c, int h, int w, int oh, int ow, int kh, int kw, int sh, int sw, int pt,
-                                  int pl, int pb, int pr, int dh, int dw, int alg, int int8, int *status) {
+pp_dnnl_pool *pp_dnnl_pool_create_fmt(int n, int c, int h, int w, int oh, int ow, int kh, int kw, int sh, int sw,
+                                      int pt, int pl, int pb, int pr, int dh, int dw, int alg, int int8, int fmt,
+                                      int *status) {
     dnnl_status_t st = dnnl_success;
     pp_dnnl_pool *pp = calloc(1, sizeof(*pp));
     dnnl_memory_desc_t src_md = NULL, dst_md = NULL;
@@ -556,8 +571,8 @@ pp_dnnl_pool *pp_dnnl_pool_create(int n, int c, int h, int w, int oh, int ow, in
     TRY(open_engine(&pp->engine, &pp->stream));
     dnnl_data_type_t dt = int8 ? dnnl_u8 : dnnl_f32;
     dnnl_dims_t src_dims = {n, c, h, w}, dst_dims = {n, c, oh, ow};
-    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, src_dims, dt, dnnl_nhwc));
-    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dst_dims, dt, dnnl_nhwc));
+    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, src_dims, dt, format_tag(fmt)));
+    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dst_dims, dt, format_tag(fmt)));
     TRY(user_scratchpad_attr(&attr));
     dnnl_alg_kind_t kind = alg == 0 ? dnnl_pooling_max
                            : alg == 1 ? dnnl_pooling_avg_include_padding : dnnl_pooling_avg_exclude_padding;
@@ -580,6 +595,12 @@ fail:
         return NULL;
     }
     return pp;
+}
+
+/* pp_dnnl_pool_create_fmt on channels-last tensors */
+pp_dnnl_pool *pp_dnnl_pool_create(int n, int c, int h, int w, int oh, int ow, int kh, int kw, int sh, int sw, int pt,
+                                  int pl, int pb, int pr, int dh, int dw, int alg, int int8, int *status) {
+    return pp_dnnl_pool_create_fmt(n, c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, alg, int8, 1, status);
 }
 
 size_t pp_dnnl_pool_scratch_bytes(const pp_dnnl_pool *p) { return p->scratch_bytes; }
@@ -989,10 +1010,10 @@ void pp_dnnl_reorder_destroy(pp_dnnl_reorder *r) {
     free(r);
 }
 
-/* src_u8 / dst_u8: that side is u8 on a per-tensor grid (at most one of them), else f32; src_nhwc / dst_nhwc: that
- * side is channels-last, else planar */
-pp_dnnl_reorder *pp_dnnl_reorder_create(int n, int c, int h, int w, int src_u8, int src_nhwc, int dst_u8,
-                                        int dst_nhwc, int *status) {
+/* src_u8 / dst_u8: that side is u8 on a per-tensor grid (at most one of them), else f32; src_fmt / dst_fmt: that
+ * side's memory format (format_tag) */
+pp_dnnl_reorder *pp_dnnl_reorder_create_fmt(int n, int c, int h, int w, int src_u8, int src_fmt, int dst_u8,
+                                            int dst_fmt, int *status) {
     dnnl_status_t st = dnnl_success;
     pp_dnnl_reorder *r = calloc(1, sizeof(*r));
     dnnl_memory_desc_t src_md = NULL, dst_md = NULL;
@@ -1004,16 +1025,14 @@ pp_dnnl_reorder *pp_dnnl_reorder_create(int n, int c, int h, int w, int src_u8, 
     }
     r->q_arg = src_u8 ? DNNL_ARG_SRC : dst_u8 ? DNNL_ARG_DST : 0;
     r->scale = 1.0f;
-    r->direct = r->q_arg != 0 && src_nhwc == dst_nhwc;
+    r->direct = r->q_arg != 0 && src_fmt == dst_fmt && src_fmt != 2;
     r->isa = quant_isa();
     r->count = (size_t)n * (size_t)c * (size_t)h * (size_t)w;
     if (r->direct) goto fail; /* the loops above run it: no oneDNN object to make (st is success: r is returned) */
     TRY(open_engine(&r->engine, &r->stream));
     dnnl_dims_t dims = {n, c, h, w};
-    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, dims, src_u8 ? dnnl_u8 : dnnl_f32, src_nhwc ? dnnl_nhwc
-                                                                                                 : dnnl_nchw));
-    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dims, dst_u8 ? dnnl_u8 : dnnl_f32, dst_nhwc ? dnnl_nhwc
-                                                                                                 : dnnl_nchw));
+    TRY(dnnl_memory_desc_create_with_tag(&src_md, 4, dims, src_u8 ? dnnl_u8 : dnnl_f32, format_tag(src_fmt)));
+    TRY(dnnl_memory_desc_create_with_tag(&dst_md, 4, dims, dst_u8 ? dnnl_u8 : dnnl_f32, format_tag(dst_fmt)));
     TRY(user_scratchpad_attr(&attr));
     if (r->q_arg) {
         TRY(dnnl_primitive_attr_set_scales_mask(attr, r->q_arg, 0));
@@ -1037,6 +1056,13 @@ fail:
         return NULL;
     }
     return r;
+}
+
+/* pp_dnnl_reorder_create_fmt between planar and channels-last tensors (src_nhwc / dst_nhwc: that side is
+ * channels-last, else planar) */
+pp_dnnl_reorder *pp_dnnl_reorder_create(int n, int c, int h, int w, int src_u8, int src_nhwc, int dst_u8,
+                                        int dst_nhwc, int *status) {
+    return pp_dnnl_reorder_create_fmt(n, c, h, w, src_u8, src_nhwc ? 1 : 0, dst_u8, dst_nhwc ? 1 : 0, status);
 }
 
 size_t pp_dnnl_reorder_scratch_bytes(const pp_dnnl_reorder *r) { return r->scratch_bytes; }

@@ -106,14 +106,17 @@ def library() -> ctypes.CDLL:
         ctypes.POINTER(ctypes.c_int)
     signatures = {  # name: (argument types, result type)
         "pp_dnnl_conv_create": ([i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), i, f, i, status], p),
+        "pp_dnnl_conv_create_fmt": ([i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), i, f, i, i, i, status], p),
         "pp_dnnl_conv_run": ([p, p, p, p, f, i, p], i),
         "pp_dnnl_conv_run_chain": ([i, p, p, p, p, p, p, p], i),
         "pp_dnnl_pool_create": ([i] * 18 + [status], p),
+        "pp_dnnl_pool_create_fmt": ([i] * 19 + [status], p),
         "pp_dnnl_pool_run": ([p, p, p, p], i),
         "pp_dnnl_binary_create": ([i] * 6 + [status], p),
         "pp_dnnl_binary_run": ([p] * 5 + [f, i, f, i, f, i], i),
         "pp_dnnl_concat_create": ([i] * 6 + [status], p),
         "pp_dnnl_reorder_create": ([i] * 8 + [status], p),
+        "pp_dnnl_reorder_create_fmt": ([i] * 8 + [status], p),
         "pp_dnnl_reorder_run": ([p] * 4 + [f, i], i),
         "pp_quant_isa": ([], i),
         "pp_table_isa": ([], i),
@@ -156,6 +159,11 @@ def _adopt(obj: Any, kind: str, handle: int) -> None:
     obj._finalizer = weakref.finalize(obj, getattr(lib, f"pp_dnnl_{kind}_destroy"), handle)
 
 
+NCHW, NHWC, BLOCKED = 0, 1, 2
+"""Memory formats of ``_dnnl.c``'s ``*_create_fmt`` functions: planar, channels-last, and oneDNN's channels in
+blocks of 16 (nChw16c), which only a chain's own tensors take (:mod:`perfpredict.runtime.chain`)."""
+
+
 class _Quant(ctypes.Structure):
     """``pp_dnnl_quant``: an int8 convolution's scales and zero points."""
 
@@ -172,18 +180,18 @@ class _Primitive:
 
     def __init__(self, node: Node, geo: ConvGeometry, x_shape: tuple[int, ...], w: np.ndarray,
                  b: np.ndarray | None, act: int, lo: float, hi: float, quant: _Quant | None = None,
-                 residual: QParams | None = None) -> None:
+                 residual: QParams | None = None, formats: tuple[int, int] = (NHWC, NHWC)) -> None:
         lib = library()
         n, c, h, wd = x_shape
         oh, ow = geo.out_hw(h, wd)
         (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
         pt, pl, pb, pr = geo.pads
         status = ctypes.c_int(0)
-        handle = lib.pp_dnnl_conv_create(n, c, h, wd, geo.out_channels, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr,
-                                         dh, dw, geo.groups, w.ctypes.data, None if b is None else b.ctypes.data,
-                                         act, lo, hi, None if quant is None else ctypes.byref(quant),
-                                         int(residual is not None), residual.scale if residual else 1.0,
-                                         residual.zero_point if residual else 0, ctypes.byref(status))
+        handle = lib.pp_dnnl_conv_create_fmt(n, c, h, wd, geo.out_channels, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr,
+                                             dh, dw, geo.groups, w.ctypes.data, None if b is None else b.ctypes.data,
+                                             act, lo, hi, None if quant is None else ctypes.byref(quant),
+                                             int(residual is not None), residual.scale if residual else 1.0,
+                                             residual.zero_point if residual else 0, *formats, ctypes.byref(status))
         if not handle:
             raise PlanError(f"conv.dnnl cannot run node '{node.name}' on input {list(x_shape)}: oneDNN says "
                             f"{_status(status.value)}")
@@ -233,8 +241,9 @@ class Reorder:
         lib = library()
         (sp, sl), (tp, tl) = source, target
         status = ctypes.c_int(0)
-        handle = lib.pp_dnnl_reorder_create(*shape, int(sp == "int8"), int(sl == "NHWC"), int(tp == "int8"),
-                                            int(tl == "NHWC"), ctypes.byref(status))
+        fmt = {"NCHW": NCHW, "NHWC": NHWC, "nChw16c": BLOCKED}
+        handle = lib.pp_dnnl_reorder_create_fmt(*shape, int(sp == "int8"), fmt[sl], int(tp == "int8"), fmt[tl],
+                                                ctypes.byref(status))
         if not handle:
             raise PlanError(f"oneDNN cannot reorder a {list(shape)} tensor from {sp}/{sl} to {tp}/{tl}: it says "
                             f"{_status(status.value)}")
@@ -365,6 +374,9 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
     if rest.is_identity:
         shape = (node.in_shape[0], geo.in_channels, *node.in_shape[2:])
         kernel.link = ChainLink(primitive(shape), False, None, res)  # type: ignore[attr-defined]
+        # oneDNN's fast path for a convolution of few input channels (a stem) reads planar input and writes blocks
+        kernel.planar_to_blocked = lambda: _Primitive(node, geo, shape, w_np, b_np, act, lo, hi,  # type: ignore
+                                                      residual=res, formats=(NCHW, BLOCKED))
     return kernel
 
 

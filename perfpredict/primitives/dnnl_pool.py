@@ -20,7 +20,7 @@ import torch
 
 from perfpredict.errors import PlanError
 from perfpredict.graph import Node
-from perfpredict.primitives.dnnl import ChainLink, DnnlUnavailable, _adopt, _status, library
+from perfpredict.primitives.dnnl import BLOCKED, NHWC, ChainLink, DnnlUnavailable, _adopt, _status, library
 from perfpredict.primitives.pooling import _explicit_pads, _is_2d
 from perfpredict.primitives.registry import Primitive, register
 from perfpredict.runtime.kernel import BuildContext, Kernel
@@ -41,13 +41,14 @@ class _Pool:
     """One created oneDNN max pool (average with ``alg`` _AVG) for one input shape, geometry and precision;
     destroyed with this object."""
 
-    def __init__(self, name: str, x_shape: tuple[int, ...], geometry: tuple, int8: bool, alg: int = _MAX) -> None:
+    def __init__(self, name: str, x_shape: tuple[int, ...], geometry: tuple, int8: bool, alg: int = _MAX,
+                 fmt: int = NHWC) -> None:
         lib = library()
         n, c, h, w = x_shape
         (oh, ow), (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = geometry
         status = ctypes.c_int(0)
-        handle = lib.pp_dnnl_pool_create(n, c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, alg, int(int8),
-                                         ctypes.byref(status))
+        handle = lib.pp_dnnl_pool_create_fmt(n, c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, alg,
+                                             int(int8), fmt, ctypes.byref(status))
         if not handle:
             raise PlanError(f"maxpool.dnnl cannot run node '{name}' on input {list(x_shape)}: oneDNN says "
                             f"{_status(status.value)}")
@@ -98,6 +99,7 @@ def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> 
         return y
 
     kernel.link = ChainLink(pool(tuple(node.in_shape)), int8, None, None, kind=1)  # type: ignore[attr-defined]
+    kernel.blocked = lambda: _Pool(node.name, tuple(node.in_shape), geometry, int8, fmt=BLOCKED)  # type: ignore
     return kernel
 
 

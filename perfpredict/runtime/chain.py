@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -172,10 +172,27 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     :func:`layout_arena`) and allocates its outputs and its arena when it starts, where single steps free and
     allocate as they go; so a run is cut where chaining it whole would hold more than the most the schedule ever has
     alive (plus :data:`PEAK_SLACK`), and the pass's peak memory stays within that share of one step per op's. Within
-    that bound, each run is cut into the fewest pieces (chains and single steps, :func:`_partition`)."""
+    that bound, each run is cut into the fewest pieces (chains and single steps, :func:`_partition`). A stem (a
+    convolution of few input channels into a max pool, :func:`_stems`) that a chain holds whole runs from the planar
+    input through oneDNN's blocked format."""
     live, peak = live_profile(schedule)
     peak += int(peak * PEAK_SLACK)
     members = _members(schedule, steps)
+    stems = _stems(schedule, steps, members)
+    if stems:  # the stems rewritten to run from planar input through blocks, where each lands inside one chain
+        extended, new_steps, new_members = _blocked_stems(schedule, steps, members, stems)
+        out = _cut(extended, new_steps, new_members, qparams, live, peak, min_length)
+        if out is not None:
+            return out
+    out = _cut(schedule, steps, members, qparams, live, peak, min_length)
+    assert out is not None
+    return out
+
+
+def _cut(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None"], qparams: Any,
+         live: Sequence[int], peak: int, min_length: int) -> list[Step] | None:
+    """:func:`chain_steps`' cut of ``steps``; None where a step that only a chain can run (a rewritten stem's, whose
+    function is None) would run on its own."""
     out: list[Step] = []
     i = 0
     while i < len(steps):
@@ -193,18 +210,85 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
         for a, b, chained in _partition(i, j, fits, lambda a, b: sum(m.kind != 4 for m in members[a:b]) >= min_length,
                                         max(min_length, 1)):
             layout = layouts.get((a, b)) if chained else None
-            if layout is None:
-                out.extend(steps[a:b])
-                continue
-            try:
-                out.append(_chain(schedule, steps[a:b], schedule.ops[a:b], members[a:b], layout))
-            except PlanError:  # oneDNN refused a concat or pool the chain would make: the steps run as they are
-                out.extend(steps[a:b])
+            if layout is not None:
+                try:
+                    out.append(_chain(schedule, steps[a:b], schedule.ops[a:b], members[a:b], layout))
+                    continue
+                except PlanError:  # oneDNN refused a concat or pool the chain would make: the steps run as they are
+                    pass
+            if any(step[0] is None for step in steps[a:b]):
+                return None
+            out.extend(steps[a:b])
         if j == i:
             out.append(steps[i])
             j += 1
         i = j
     return out
+
+
+STEM_CHANNELS = 4
+"""The most input channels of a convolution that a chain runs from planar input into oneDNN's blocks (a stem)."""
+
+
+def _stems(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None"]) -> list[int]:
+    """Where steps t, t+1, t+2 are a stem a chain can run through oneDNN's blocked format: the schedule's change of
+    a float tensor of at most :data:`STEM_CHANNELS` channels from NCHW to NHWC, read only by a ``conv.dnnl`` at fp32
+    (no residual; output channels a multiple of 16), whose output only a ``maxpool.dnnl`` at fp32 reads. oneDNN's
+    fast path for such a convolution reads planar input and writes blocks (squeezenet1_1's stem: 144 against 361 us
+    channels-last to channels-last, ``_dnnl.c`` probes); the pool then runs on blocks too and one reorder writes
+    its output channels-last."""
+    readers: dict[int, int] = {}
+    for _, ins, _, _ in steps:
+        for slot in ins:
+            readers[slot] = readers.get(slot, 0) + 1
+    found = []
+    for t in range(len(steps) - 2):
+        m = members[t:t + 3]
+        if any(x is None for x in m) or [x.kind for x in m] != [4, 0, 1] or any(x.int8 for x in m):
+            continue
+        (_, lin, lout, _), (cfn, cin, cout, _), (pfn, pin, pout, _) = steps[t:t + 3]
+        src, conv_out = schedule.slots[lin[0]], schedule.slots[cout[0]]
+        if src.layout != "NCHW" or src.shape[1] > STEM_CHANNELS or conv_out.shape[1] % 16 \
+                or tuple(cin) != tuple(lout) or tuple(pin) != tuple(cout) or m[1].link.residual is not None \
+                or readers.get(lout[0]) != 1 or readers.get(cout[0]) != 1 \
+                or not hasattr(cfn, "planar_to_blocked") or not hasattr(pfn, "blocked"):
+            continue
+        found.append(t)
+    return found
+
+
+class _Extended:
+    """A schedule with more slots: the blocked tensors of rewritten stems."""
+
+    def __init__(self, schedule: Any, slots: list) -> None:
+        self._schedule = schedule
+        self.slots = slots
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._schedule, name)
+
+
+def _blocked_stems(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None"],
+                   stems: Sequence[int]) -> tuple[Any, list[Step], list["_Member | None"]]:
+    """``steps`` and ``members`` with each stem (:func:`_stems`) rewritten as three steps only a chain runs: the
+    convolution from the planar input into blocks, the pool on blocks into a new blocked tensor, and a reorder of
+    that into the pool's channels-last output (the same step count, so the schedule's live profile still lines up)."""
+    from perfpredict.primitives.dnnl import ChainLink
+
+    slots = list(schedule.slots)
+    steps, members = list(steps), list(members)
+    for t in stems:
+        (_, lin, lout, lfree), (cfn, _, cout, cfree), (pfn, _, pout, pfree) = steps[t:t + 3]
+        out = schedule.slots[pout[0]]
+        blocked = len(slots)
+        slots.append(replace(out, tensor=f"{out.tensor}#nChw16c", layout="nChw16c", alias_of=None))
+        frees = tuple(s for s in (*lfree, *cfree) if s != lout[0])
+        steps[t:t + 3] = [(None, tuple(lin), tuple(cout), frees), (None, tuple(cout), (blocked,), tuple(pfree)),
+                          (None, (blocked,), tuple(pout), (blocked,))]
+        members[t:t + 3] = [_Member(0, ChainLink(cfn.planar_to_blocked(), False, None, None), False),
+                            _Member(1, ChainLink(pfn.blocked(), False, None, None, kind=1), False),
+                            _Member(4, None, False)]
+    return _Extended(schedule, slots), steps, members
 
 
 def _fits(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None"], qparams: Any,

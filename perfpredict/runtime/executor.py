@@ -177,7 +177,9 @@ can run in one C call each (:mod:`perfpredict.runtime.chain`), the others one Py
 chains also run the schedule's quantisations, dequantisations and changes of layout of floats (oneDNN reorders).
 4: as 3, with each run cut into the fewest chains and steps that stay within the schedule's peak plus 1%
 (:data:`~perfpredict.runtime.chain.PEAK_SLACK`; 3 cut greedily from the left within the peak), each chain's arena
-searched harder where that lets it fit, and the bytes of a chain's inputs reused once it has read them."""
+searched harder where that lets it fit, the bytes of a chain's inputs reused once it has read them, and a stem (a
+convolution of at most 4 input channels into a max pool) run in its chain from the planar input through oneDNN's
+blocked format."""
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,25 @@ def fire_net(seed: int = 0, hw: int = 16) -> onnx.ModelProto:
 def fire_graph(seed: int = 0, hw: int = 16) -> Graph:
     """:func:`fire_net` loaded as a Graph."""
     return load_onnx(fire_net(seed, hw), name="fire")
+
+
+def stem_net(seed: int = 0, hw: int = 32, stride: int = 2) -> onnx.ModelProto:
+    """A classifier's stem: conv 3x3 (3 -> 32 channels, ``stride``) - relu -> maxpool 3x3 stride 2 (ceil mode) -> conv
+    1x1 - relu -> conv 3x3 (output)."""
+    rng = np.random.default_rng(seed)
+    inits: list = []
+    stem = _conv("stem", "x", "c0", 3, 32, 3, rng, inits=inits)
+    stem.attribute.append(helper.make_attribute("strides", [stride, stride]))
+    n = [stem, helper.make_node("Relu", ["c0"], ["r0"], name="stem_relu"),
+         helper.make_node("MaxPool", ["r0"], ["m"], name="pool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+         _conv("pw", "m", "c1", 32, 16, 1, rng, inits=inits), helper.make_node("Relu", ["c1"], ["r1"], name="pw_relu"),
+         _conv("head", "r1", "y", 16, 8, 3, rng, inits=inits)]
+    side = -(-(((hw + 2 - 3) // stride + 1) - 3) // 2) + 1  # the stem's output side, then the pool's (ceil mode)
+    graph = helper.make_graph(n, "stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, side, side])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def stem_graph(seed: int = 0, hw: int = 32) -> Graph:
+    """:func:`stem_net` loaded as a Graph."""
+    return load_onnx(stem_net(seed, hw), name="stem")

@@ -14,7 +14,7 @@ from perfpredict.runtime import build_executable, max_rel_err
 from perfpredict.runtime import chain
 from perfpredict.runtime.chain import ALIGN, chain_steps, layout_arena
 from perfpredict.runtime.measurement import allocated_memory
-from tests.perfpredict.runtime.nets import fire_graph, residual_se_graph
+from tests.perfpredict.runtime.nets import fire_graph, residual_se_graph, stem_graph
 
 CONVS = {"fp32": "conv.dnnl", "int8": "conv.dnnl_int8"}
 
@@ -388,3 +388,42 @@ def test_an_input_that_shares_its_storage_is_not_written_over(monkeypatch):
     again = fn(source)
     assert torch.equal(view, kept) and torch.equal(source, kept)
     assert torch.equal(again, out)
+
+
+def _stem_chains(exe):
+    return [[type(p).__name__ for p in fn.primitives] for fn in _chains(exe)]
+
+
+@pytest.mark.parametrize("hw", [32, 29])
+def test_a_stem_runs_from_planar_input_through_blocks_in_its_chain(hw, monkeypatch):
+    # the input's layout change, the stem convolution and its max pool become: the convolution from planar input
+    # into blocks, the pool on blocks, one reorder to channels-last
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net = stem_graph(hw=hw)
+    plan = _plan(net, "fp32")
+    stepped = build_executable(net, plan, chain=False)
+    assert chain._stems(stepped.schedule, stepped._steps, chain._members(stepped.schedule, stepped._steps)) == [0]
+    chained = build_executable(net, plan)
+    assert _stem_chains(chained) == [["_Primitive", "_Pool", "Reorder", "_Primitive", "_Primitive", "Reorder"]]
+    monkeypatch.setattr(chain, "_stems", lambda *args: [])
+    plain = build_executable(net, plan)
+    assert _stem_chains(plain) == [["Reorder", "_Primitive", "_Pool", "_Primitive", "_Primitive", "Reorder"]]
+    x = np.random.default_rng(5).standard_normal((1, 3, hw, hw)).astype(np.float32)
+    np.testing.assert_allclose(chained.run(x), stepped.run(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(chained.run(x), plain.run(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_stem_that_no_chain_holds_whole_runs_step_by_step(monkeypatch):
+    _with_budget(monkeypatch, lambda schedule, live: 0)  # no chain fits: the rewritten steps must not run alone
+    net = stem_graph()
+    plan = _plan(net, "fp32")
+    exe = build_executable(net, plan)
+    assert not _chains(exe) and all(fn is not None for fn, *_ in exe._fast_steps)
+    x = np.random.default_rng(6).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(exe.run(x), build_executable(net, plan, chain=False).run(x))
+
+
+def test_only_a_few_channel_convolution_into_a_max_pool_is_a_stem():
+    for net in (fire_graph(), residual_se_graph(hw=16)):  # a stem into a convolution; 8 output channels
+        exe = build_executable(net, _plan(net, "fp32"), chain=False)
+        assert chain._stems(exe.schedule, exe._steps, chain._members(exe.schedule, exe._steps)) == []
