@@ -252,6 +252,9 @@ def main(argv=None) -> int:
     ap.add_argument("--layer-offsets", action="store_true",
                     help="TrainOptions.layer_offsets for the GNN: the layer records' level is learned per device, "
                          "thread count and campaign (default off)")
+    ap.add_argument("--layer-weight", type=float, default=TrainOptions.layer_weight,
+                    help="TrainOptions.layer_weight for the GNN: the weight of the layer records' node loss "
+                         f"(default {TrainOptions.layer_weight})")
     ap.add_argument("--session-offsets", action="store_true",
                     help="TrainOptions.session_offsets for the GNN (default off)")
     ap.add_argument("--patience", type=int, default=TrainOptions.patience,
@@ -285,7 +288,7 @@ def main(argv=None) -> int:
     samples = load_samples(data, progress=True, latency_stat=args.latency_stat, memory_method=args.memory_method,
                            campaigns=args.campaigns.split(",") if args.campaigns else None)
     opts = TrainOptions(seed=args.seed, identity_dropout=args.identity_dropout, layer_offsets=args.layer_offsets,
-                        session_offsets=args.session_offsets,
+                        session_offsets=args.session_offsets, layer_weight=args.layer_weight,
                         patience=args.patience, **({"epochs": args.epochs} if args.epochs else {}))
     saved = {} if args.save_predictions else None
     rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log, saved)
