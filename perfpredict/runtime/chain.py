@@ -13,8 +13,9 @@ fp32 layers thus still runs as a few chains, not as one between each pair of con
 A chain's own tensors, those that no step after it reads, live in one buffer allocated through torch at each call
 (with the scratchpad at its end) and laid out at build by their lifetimes (:func:`layout_arena`); the tensors that
 outlive the run are allocated as the kernels allocate them and handed back to the register file. Because a chain
-holds its inputs to its end and allocates its outputs at its start, a run is cut where chaining it whole would hold
-more than the schedule ever has alive, so the pass's peak memory is that of one step per op. The int8 scale and zero
+holds its inputs to its end (reusing the bytes of those it has read for the last time) and allocates its outputs at
+its start, a run is cut where chaining it whole would hold more than the schedule ever has alive (plus
+:data:`PEAK_SLACK`, 1%), so the pass's peak memory is within 1% of that of one step per op. The int8 scale and zero
 point of a chain's own tensor are its producer's calibrated grid, known at build; those of its inputs are read from
 the tensors at each call, as the kernels read them.
 
