@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "but each device's latest, so the network predicts the runtime as it runs now rather than a "
                         "blend of campaigns measured days apart (see perfpredict.sessions; default off)")
     p.add_argument("--layer-offsets", action="store_true",
-                   help="learn one level offset per device, thread count and campaign for the layer records (kernels measured "
-                        "alone, often on another day), so they teach the kernels' relative costs and the model "
-                        "records their level (default off)")
+                   help="learn one level offset per device, thread count and campaign for the layer records "
+                        "(kernels measured alone, often on another day), so they teach the kernels' relative costs "
+                        "and the model records their level (default off)")
     p.add_argument("--latency-stat", choices=("median", "min", "beacon"), default="median",
                    help="latency target: the records' median (default), fastest timed repeat, or median scaled to the "
                         "store's typical machine speed by the beacon timed beside it (model records without one are "

@@ -2,8 +2,9 @@
  * Python and oneDNN but one ctypes call.
  *
  * pp_dnnl_conv_create builds, once, everything a call needs: the primitive for one input shape (channels-last
- * source and destination, weights in the blocked format oneDNN picks, bias, an eltwise post-op), the weights
- * reordered into that format, and memory objects for source and destination without data. pp_dnnl_conv_run
+ * source and destination but in a chain's stem, weights in the blocked format oneDNN picks, bias, an eltwise
+ * post-op), the weights reordered into that format, and memory objects for source and destination without data.
+ * pp_dnnl_conv_run
  * then points those at the caller's buffers and executes. The scratchpad is the caller's too (user mode), so
  * that the memory a call holds is allocated, and seen, by the caller's allocator.
  *
@@ -296,12 +297,13 @@ static dnnl_format_tag_t format_tag(int fmt) { return fmt == 0 ? dnnl_nchw : fmt
  * q is not NULL); bias: k floats or NULL. act: 0 none, 1 relu, 2 clip to [lo, hi], 3 swish, 4 hardswish,
  * 5 sigmoid. q: NULL for fp32, else the int8 quantisation parameters. residual: 1 adds a tensor of the output's
  * shape, layout and type (given with each call) before the activation, as a folded residual Add; at int8 it is u8
- * with scale res_scale and zero point res_zp, each call's tensor on that grid. */
-pp_dnnl_conv *pp_dnnl_conv_create_fmt(int n, int c, int h, int w, int k, int oh, int ow, int kh, int kw, int sh,
-                                      int sw, int pt, int pl, int pb, int pr, int dh, int dw, int groups,
-                                      const void *weight, const float *bias, int act, float lo, float hi,
-                                      const pp_dnnl_quant *q, int residual, float res_scale, int res_zp,
-                                      int src_fmt, int dst_fmt, int *status) {
+ * with scale res_scale and zero point res_zp, each call's tensor on that grid. src_fmt, dst_fmt: the source's and
+ * destination's memory formats (format_tag; 1 channels-last but for a chain's stem). */
+pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int ow, int kh, int kw, int sh,
+                                  int sw, int pt, int pl, int pb, int pr, int dh, int dw, int groups,
+                                  const void *weight, const float *bias, int act, float lo, float hi,
+                                  const pp_dnnl_quant *q, int residual, float res_scale, int res_zp, int src_fmt,
+                                  int dst_fmt, int *status) {
     dnnl_status_t st = dnnl_success;
     pp_dnnl_conv *cv = calloc(1, sizeof(*cv));
     dnnl_memory_desc_t src_md = NULL, dst_md = NULL, w_any = NULL, w_plain = NULL, b_md = NULL;
@@ -437,16 +439,6 @@ fail:
 }
 
 /* bytes of scratchpad a call needs (the caller passes a buffer of at least this size to run) */
-/* pp_dnnl_conv_create_fmt with channels-last source and destination */
-pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int ow, int kh, int kw, int sh,
-                                  int sw, int pt, int pl, int pb, int pr, int dh, int dw, int groups,
-                                  const void *weight, const float *bias, int act, float lo, float hi,
-                                  const pp_dnnl_quant *q, int residual, float res_scale, int res_zp,
-                                  int *status) {
-    return pp_dnnl_conv_create_fmt(n, c, h, w, k, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups, weight,
-                                   bias, act, lo, hi, q, residual, res_scale, res_zp, 1, 1, status);
-}
-
 size_t pp_dnnl_conv_scratch_bytes(const pp_dnnl_conv *c) { return c->scratch_bytes; }
 
 /* one convolution: src and dst are channels-last buffers (float, or u8 at int8) of the shapes given at create;
@@ -555,10 +547,10 @@ void pp_dnnl_pool_destroy(pp_dnnl_pool *p) {
 
 /* shape n, c, h, w -> oh, ow; kernel kh, kw; stride sh, sw; pads top, left, bottom, right (bottom and right may
  * exceed the node's own to give ceil-mode windows: padded positions never count for max, nor for alg 2);
- * dilation dh, dw (1 = dense). alg: 0 max, 1 average counting padded positions, 2 average without them. */
-pp_dnnl_pool *pp_dnnl_pool_create_fmt(int n, int c, int h, int w, int oh, int ow, int kh, int kw, int sh, int sw,
-                                      int pt, int pl, int pb, int pr, int dh, int dw, int alg, int int8, int fmt,
-                                      int *status) {
+ * dilation dh, dw (1 = dense). alg: 0 max, 1 average counting padded positions, 2 average without them. fmt: the
+ * source's and destination's memory format (format_tag). */
+pp_dnnl_pool *pp_dnnl_pool_create(int n, int c, int h, int w, int oh, int ow, int kh, int kw, int sh, int sw, int pt,
+                                  int pl, int pb, int pr, int dh, int dw, int alg, int int8, int fmt, int *status) {
     dnnl_status_t st = dnnl_success;
     pp_dnnl_pool *pp = calloc(1, sizeof(*pp));
     dnnl_memory_desc_t src_md = NULL, dst_md = NULL;
@@ -595,12 +587,6 @@ fail:
         return NULL;
     }
     return pp;
-}
-
-/* pp_dnnl_pool_create_fmt on channels-last tensors */
-pp_dnnl_pool *pp_dnnl_pool_create(int n, int c, int h, int w, int oh, int ow, int kh, int kw, int sh, int sw, int pt,
-                                  int pl, int pb, int pr, int dh, int dw, int alg, int int8, int *status) {
-    return pp_dnnl_pool_create_fmt(n, c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, alg, int8, 1, status);
 }
 
 size_t pp_dnnl_pool_scratch_bytes(const pp_dnnl_pool *p) { return p->scratch_bytes; }
@@ -1012,8 +998,8 @@ void pp_dnnl_reorder_destroy(pp_dnnl_reorder *r) {
 
 /* src_u8 / dst_u8: that side is u8 on a per-tensor grid (at most one of them), else f32; src_fmt / dst_fmt: that
  * side's memory format (format_tag) */
-pp_dnnl_reorder *pp_dnnl_reorder_create_fmt(int n, int c, int h, int w, int src_u8, int src_fmt, int dst_u8,
-                                            int dst_fmt, int *status) {
+pp_dnnl_reorder *pp_dnnl_reorder_create(int n, int c, int h, int w, int src_u8, int src_fmt, int dst_u8,
+                                        int dst_fmt, int *status) {
     dnnl_status_t st = dnnl_success;
     pp_dnnl_reorder *r = calloc(1, sizeof(*r));
     dnnl_memory_desc_t src_md = NULL, dst_md = NULL;
@@ -1056,13 +1042,6 @@ fail:
         return NULL;
     }
     return r;
-}
-
-/* pp_dnnl_reorder_create_fmt between planar and channels-last tensors (src_nhwc / dst_nhwc: that side is
- * channels-last, else planar) */
-pp_dnnl_reorder *pp_dnnl_reorder_create(int n, int c, int h, int w, int src_u8, int src_nhwc, int dst_u8,
-                                        int dst_nhwc, int *status) {
-    return pp_dnnl_reorder_create_fmt(n, c, h, w, src_u8, src_nhwc ? 1 : 0, dst_u8, dst_nhwc ? 1 : 0, status);
 }
 
 size_t pp_dnnl_reorder_scratch_bytes(const pp_dnnl_reorder *r) { return r->scratch_bytes; }

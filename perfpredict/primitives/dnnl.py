@@ -105,18 +105,15 @@ def library() -> ctypes.CDLL:
     i, f, p, n, s, status = ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, \
         ctypes.POINTER(ctypes.c_int)
     signatures = {  # name: (argument types, result type)
-        "pp_dnnl_conv_create": ([i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), i, f, i, status], p),
-        "pp_dnnl_conv_create_fmt": ([i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), i, f, i, i, i, status], p),
+        "pp_dnnl_conv_create": ([i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), i, f, i, i, i, status], p),
         "pp_dnnl_conv_run": ([p, p, p, p, f, i, p], i),
         "pp_dnnl_conv_run_chain": ([i, p, p, p, p, p, p, p], i),
-        "pp_dnnl_pool_create": ([i] * 18 + [status], p),
-        "pp_dnnl_pool_create_fmt": ([i] * 19 + [status], p),
+        "pp_dnnl_pool_create": ([i] * 19 + [status], p),
         "pp_dnnl_pool_run": ([p, p, p, p], i),
         "pp_dnnl_binary_create": ([i] * 6 + [status], p),
         "pp_dnnl_binary_run": ([p] * 5 + [f, i, f, i, f, i], i),
         "pp_dnnl_concat_create": ([i] * 6 + [status], p),
         "pp_dnnl_reorder_create": ([i] * 8 + [status], p),
-        "pp_dnnl_reorder_create_fmt": ([i] * 8 + [status], p),
         "pp_dnnl_reorder_run": ([p] * 4 + [f, i], i),
         "pp_quant_isa": ([], i),
         "pp_table_isa": ([], i),
@@ -160,7 +157,7 @@ def _adopt(obj: Any, kind: str, handle: int) -> None:
 
 
 NCHW, NHWC, BLOCKED = 0, 1, 2
-"""Memory formats of ``_dnnl.c``'s ``*_create_fmt`` functions: planar, channels-last, and oneDNN's channels in
+"""Memory formats of ``_dnnl.c``'s create functions (``format_tag``): planar, channels-last, and oneDNN's channels in
 blocks of 16 (nChw16c), which only a chain's own tensors take (:mod:`perfpredict.runtime.chain`)."""
 
 
@@ -187,11 +184,11 @@ class _Primitive:
         (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
         pt, pl, pb, pr = geo.pads
         status = ctypes.c_int(0)
-        handle = lib.pp_dnnl_conv_create_fmt(n, c, h, wd, geo.out_channels, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr,
-                                             dh, dw, geo.groups, w.ctypes.data, None if b is None else b.ctypes.data,
-                                             act, lo, hi, None if quant is None else ctypes.byref(quant),
-                                             int(residual is not None), residual.scale if residual else 1.0,
-                                             residual.zero_point if residual else 0, *formats, ctypes.byref(status))
+        handle = lib.pp_dnnl_conv_create(n, c, h, wd, geo.out_channels, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr,
+                                         dh, dw, geo.groups, w.ctypes.data, None if b is None else b.ctypes.data,
+                                         act, lo, hi, None if quant is None else ctypes.byref(quant),
+                                         int(residual is not None), residual.scale if residual else 1.0,
+                                         residual.zero_point if residual else 0, *formats, ctypes.byref(status))
         if not handle:
             raise PlanError(f"conv.dnnl cannot run node '{node.name}' on input {list(x_shape)}: oneDNN says "
                             f"{_status(status.value)}")
@@ -242,8 +239,8 @@ class Reorder:
         (sp, sl), (tp, tl) = source, target
         status = ctypes.c_int(0)
         fmt = {"NCHW": NCHW, "NHWC": NHWC, "nChw16c": BLOCKED}
-        handle = lib.pp_dnnl_reorder_create_fmt(*shape, int(sp == "int8"), fmt[sl], int(tp == "int8"), fmt[tl],
-                                                ctypes.byref(status))
+        handle = lib.pp_dnnl_reorder_create(*shape, int(sp == "int8"), fmt[sl], int(tp == "int8"), fmt[tl],
+                                            ctypes.byref(status))
         if not handle:
             raise PlanError(f"oneDNN cannot reorder a {list(shape)} tensor from {sp}/{sl} to {tp}/{tl}: it says "
                             f"{_status(status.value)}")

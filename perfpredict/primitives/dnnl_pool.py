@@ -47,8 +47,8 @@ class _Pool:
         n, c, h, w = x_shape
         (oh, ow), (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = geometry
         status = ctypes.c_int(0)
-        handle = lib.pp_dnnl_pool_create_fmt(n, c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, alg,
-                                             int(int8), fmt, ctypes.byref(status))
+        handle = lib.pp_dnnl_pool_create(n, c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, alg, int(int8),
+                                         fmt, ctypes.byref(status))
         if not handle:
             raise PlanError(f"maxpool.dnnl cannot run node '{name}' on input {list(x_shape)}: oneDNN says "
                             f"{_status(status.value)}")

@@ -202,11 +202,12 @@ def _cut(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None
             j += 1
         layouts: dict[tuple[int, int], _ChainPlan] = {}
 
-        def fits(a: int, b: int) -> bool:
-            layout = _fits(schedule, steps, members, qparams, live, peak, a, b)
-            if layout is not None:
-                layouts[a, b] = layout
-            return layout is not None
+        def fits(a: int, b: int) -> bool:  # steps a:b as one chain that holds no more than the peak
+            layout = _plan(schedule, steps[a:b], members[a:b], qparams, budget=peak - live[a])
+            if layout is None or live[a] + layout.held > peak:
+                return False
+            layouts[a, b] = layout
+            return True
 
         for a, b, chained in _partition(i, j, fits, lambda a, b: sum(m.kind != 4 for m in members[a:b]) >= min_length,
                                         max(min_length, 1)):
@@ -238,10 +239,7 @@ def _stems(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | No
     fast path for such a convolution reads planar input and writes blocks (squeezenet1_1's stem: 144 against 361 us
     channels-last to channels-last, ``_dnnl.c`` probes); the pool then runs on blocks too and one reorder writes
     its output channels-last."""
-    readers: dict[int, int] = {}
-    for _, ins, _, _ in steps:
-        for slot in ins:
-            readers[slot] = readers.get(slot, 0) + 1
+    readers = _readers(steps)
     found = []
     for t in range(len(steps) - 2):
         m = members[t:t + 3]
@@ -292,22 +290,15 @@ def _blocked_stems(schedule: Any, steps: Sequence[Step], members: Sequence["_Mem
     return _Extended(schedule, slots), steps, members
 
 
-def _fits(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None"], qparams: Any,
-          live: Sequence[int], peak: int, a: int, b: int) -> "_ChainPlan | None":
-    """Steps ``a:b`` laid out as one chain that holds no more than the schedule's ``peak``, or None."""
-    layout = _plan(schedule, steps[a:b], members[a:b], qparams, budget=peak - live[a])
-    return layout if layout is not None and live[a] + layout.held <= peak else None
-
-
 def _partition(i: int, j: int, fits: Callable[[int, int], bool],
                enough: Callable[[int, int], bool], shortest: int = 2) -> list[tuple[int, int, bool]]:
     """Steps ``i:j`` cut into the fewest pieces, each a single step or a chain ``a:b`` (at least ``shortest`` steps)
     that ``fits`` and has ``enough`` kernels (ties: the longer chain). The chains from each start are grown until the
     first that does not fit, and, from the first starts on until one fits, the chain to the run's end is tried as
-    well (and, once one fits, first from every later start): what a chain holds is not monotone in its length (a tensor read after the chain is its output to hold,
-    read inside it a tensor of its arena), and a chain started at a large tensor must hold it to its end, so cutting
-    greedily from the left can leave a run as many pieces where a start one step later chains the rest of it whole
-    (squeezenet1_1's and mobilenet_v2's first blocks)."""
+    well (and, once one fits, first from every later start): what a chain holds is not monotone in its length (a
+    tensor read after the chain is its output to hold, read inside it a tensor of its arena), and a chain started at
+    a large tensor must hold it to its end, so cutting greedily from the left can leave a run as many pieces where a
+    start one step later chains the rest of it whole (squeezenet1_1's and mobilenet_v2's first blocks)."""
     ends: dict[int, list[int]] = {}
     whole = False  # a chain from an earlier start to the run's end fits: later starts try that end first
     for a in range(i, j):
@@ -341,12 +332,18 @@ def _partition(i: int, j: int, fits: Callable[[int, int], bool],
 
 def _members(schedule: Any, steps: Sequence[Step]) -> list[_Member | None]:
     """Each step as a chain member (:func:`_member`), None where no chain can run it."""
+    readers = _readers(steps)
+    nodes = {n.name: n for n in schedule.graph.nodes}
+    return [_member(schedule, nodes, op, step, readers) for op, step in zip(schedule.ops, steps)]
+
+
+def _readers(steps: Sequence[Step]) -> dict[int, int]:
+    """Slot -> how many times the steps read it."""
     readers: dict[int, int] = {}
     for _, ins, _, _ in steps:
         for s in ins:
             readers[s] = readers.get(s, 0) + 1
-    nodes = {n.name: n for n in schedule.graph.nodes}
-    return [_member(schedule, nodes, op, step, readers) for op, step in zip(schedule.ops, steps)]
+    return readers
 
 
 @dataclass(frozen=True)
