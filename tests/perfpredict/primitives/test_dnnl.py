@@ -240,8 +240,20 @@ def test_the_swish_pass_matches_torchs_silu_on_each_loop():
     for n in (0, 1, 15, 16, 17, 5000, 40_001):  # tails, and a tensor the threads split
         x = (rng.standard_normal(n) * 8).astype(np.float32)
         x[: min(n, 4)] = [-100.0, 100.0, 0.0, -1.278][: min(n, 4)]
+        if n >= 5000:  # the clamp's edges, huge values, inf and NaN (silu(-inf), 0 * inf, is left undefined)
+            x[4:13] = [-87.0, -87.5, -88.0, 88.0, 89.0, np.inf, np.nan, 1e30, -1e30]
         want = torch.nn.functional.silu(torch.from_numpy(x)).numpy()
         for isa in (0, 2) if dnnl.library().pp_quant_isa() == 2 else (0,):
             y = x.copy()
             dnnl.library().pp_swish_f32(isa, y.ctypes.data, n)
             np.testing.assert_allclose(y, want, rtol=2e-6, atol=1e-6)
+
+
+def test_the_swish_pass_is_within_a_few_float_steps_of_the_exact_over_its_whole_range():
+    x = np.linspace(-90.0, 90.0, 720_001, dtype=np.float32)
+    exact = x.astype(np.float64) / (1.0 + np.exp(-x.astype(np.float64)))
+    y = x.copy()
+    dnnl.library().pp_swish_f32(dnnl.library().pp_quant_isa(), y.ctypes.data, len(y))
+    big = np.abs(exact) > 1e-30  # below that the reciprocal of 1 + exp(-x) is no longer a normal float
+    assert np.abs(y[big] - exact[big]).max() <= 6e-7 * np.abs(exact[big]).max()
+    assert (np.abs(y[big] - exact[big]) / np.abs(exact[big])).max() < 1e-6
