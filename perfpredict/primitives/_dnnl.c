@@ -28,6 +28,7 @@
 #include <omp.h>
 #else
 static int omp_get_max_threads(void) { return 1; }
+static int omp_get_thread_num(void) { return 0; }
 #endif
 
 #include "dnnl.h"
@@ -62,6 +63,8 @@ typedef struct {
     size_t count;
     /* fp32 only: 1 when the swish runs as our own pass over the output after the call (pp_swish_f32) */
     int own_swish;
+    size_t channels; /* k, the output's channels */
+    int dst_fmt;     /* the output's memory format (format_tag) */
 } pp_dnnl_conv;
 
 #define TRY(call)                      \
@@ -169,30 +172,44 @@ static void swish_scalar(float *x, size_t n) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx512f"))) static void swish_avx512(float *x, size_t n) {
+/* the swish of 16 floats */
+__attribute__((target("avx512f"))) static inline __m512 swish16(__m512 v) {
     const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f), neg_log2e = _mm512_set1_ps(-1.44269504f);
     const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-    const __m512 lo = _mm512_set1_ps(-87.0f), hi = _mm512_set1_ps(88.0f);
-    const __m512 c5 = _mm512_set1_ps(-8.296633139e-3f), c4 = _mm512_set1_ps(4.191532359e-2f);
-    const __m512 c3 = _mm512_set1_ps(-1.666758955e-1f), c2 = _mm512_set1_ps(4.999889433e-1f);
-    const __m512 c1 = _mm512_set1_ps(-9.999997020e-1f), c0 = _mm512_set1_ps(1.000000119f);
+    /* x clamped to [-87, 88]: exp(-x) and the reciprocal of 1 + exp(-x) stay normal floats (an infinite x too) */
+    __m512 c = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(c, neg_log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 s = _mm512_fmadd_ps(k, ln2_lo, _mm512_fmadd_ps(k, ln2_hi, c)); /* x + k ln 2 */
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(-8.296633139e-3f), s, _mm512_set1_ps(4.191532359e-2f));
+    p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-1.666758955e-1f));
+    p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(4.999889433e-1f));
+    p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-9.999997020e-1f));
+    p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(1.000000119f));
+    __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, k), one); /* 1 + exp(-x) */
+    __m512 q = _mm512_rcp14_ps(d);
+    return _mm512_mul_ps(_mm512_mul_ps(v, q), _mm512_fnmadd_ps(d, q, two));
+}
+
+__attribute__((target("avx512f"))) static void swish_avx512(float *x, size_t n) {
     size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
-        /* x clamped to [-87, 88]: exp(-x) and the reciprocal of 1 + exp(-x) stay normal floats (an infinite x too) */
-        __m512 c = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-        __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(c, neg_log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512 s = _mm512_fmadd_ps(k, ln2_lo, _mm512_fmadd_ps(k, ln2_hi, c)); /* x + k ln 2 */
-        __m512 p = _mm512_fmadd_ps(c5, s, c4);
-        p = _mm512_fmadd_ps(p, s, c3);
-        p = _mm512_fmadd_ps(p, s, c2);
-        p = _mm512_fmadd_ps(p, s, c1);
-        p = _mm512_fmadd_ps(p, s, c0);
-        __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, k), one); /* 1 + exp(-x) */
-        __m512 q = _mm512_rcp14_ps(d);
-        _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_mul_ps(v, q), _mm512_fnmadd_ps(d, q, two)));
-    }
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, swish16(_mm512_loadu_ps(x + i)));
     swish_scalar(x + i, n - i);
+}
+
+/* the swish of `pixels` pixels of c channels each (channels-last) at x, each channel's swish added into sum */
+__attribute__((target("avx512f"))) static void swish_sum_avx512(float *x, size_t pixels, size_t c, float *sum) {
+    size_t vec = c / 16 * 16;
+    for (size_t p = 0; p < pixels; ++p, x += c) {
+        for (size_t j = 0; j < vec; j += 16) {
+            __m512 y = swish16(_mm512_loadu_ps(x + j));
+            _mm512_storeu_ps(x + j, y);
+            _mm512_storeu_ps(sum + j, _mm512_add_ps(_mm512_loadu_ps(sum + j), y));
+        }
+        for (size_t j = vec; j < c; ++j) {
+            x[j] = x[j] / (1.0f + expf(-x[j]));
+            sum[j] += x[j];
+        }
+    }
 }
 #endif
 
@@ -220,6 +237,52 @@ static void swish_body(void *ctx, size_t from, size_t n) {
 void pp_swish_f32(int isa, float *x, size_t n) {
     swish_job j = {isa, x};
     split_over_threads(n, PP_T_PARALLEL / 4, 16, swish_body, &j);
+}
+
+static void swish_sum_scalar(float *x, size_t pixels, size_t c, float *sum) {
+    for (size_t p = 0; p < pixels; ++p, x += c)
+        for (size_t j = 0; j < c; ++j) {
+            x[j] = x[j] / (1.0f + expf(-x[j]));
+            sum[j] += x[j];
+        }
+}
+
+typedef struct {
+    int isa;
+    float *x;
+    size_t c;
+    float *sums; /* c floats per thread */
+} swish_mean_job;
+
+static void swish_mean_body(void *ctx, size_t from, size_t n) {
+    swish_mean_job *j = ctx;
+    float *sum = j->sums + (size_t)omp_get_thread_num() * j->c;
+#if defined(__x86_64__)
+    if (j->isa == 2) {
+        swish_sum_avx512(j->x + from * j->c, n, j->c, sum);
+        return;
+    }
+#endif
+    swish_sum_scalar(j->x + from * j->c, n, j->c, sum);
+}
+
+/* the swish of a channels-last tensor of `pixels` pixels of c channels at x, in place, and each channel's mean over
+ * the pixels into mean (c floats): a GlobalAveragePool of the swish's output folded into its pass, which then reads
+ * the tensor once instead of twice. 0, or dnnl_out_of_memory. */
+int pp_swish_mean_f32(int isa, float *x, size_t pixels, size_t c, float *mean) {
+    int threads = omp_get_max_threads();
+    float *sums = calloc((size_t)threads * c, sizeof(float));
+    if (sums == NULL) return (int)dnnl_out_of_memory;
+    swish_mean_job j = {isa, x, c, sums};
+    size_t min_pixels = (PP_T_PARALLEL / 4 + c - 1) / c;
+    split_over_threads(pixels, min_pixels, 1, swish_mean_body, &j);
+    for (size_t k = 0; k < c; ++k) {
+        float total = 0.0f;
+        for (int t = 0; t < threads; ++t) total += sums[(size_t)t * c + k];
+        mean[k] = total / (float)pixels;
+    }
+    free(sums);
+    return 0;
 }
 
 void pp_dnnl_conv_destroy(pp_dnnl_conv *c) {
@@ -420,6 +483,8 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
     TRY(dnnl_memory_create(&cv->src, src_md, cv->engine, DNNL_MEMORY_NONE));
     TRY(dnnl_memory_create(&cv->dst, dst_md, cv->engine, DNNL_MEMORY_NONE));
     cv->count = (size_t)n * (size_t)k * (size_t)oh * (size_t)ow;
+    cv->channels = (size_t)k;
+    cv->dst_fmt = dst_fmt;
 
 fail:
     if (reorder) dnnl_primitive_destroy(reorder);
@@ -444,11 +509,9 @@ fail:
 /* bytes of scratchpad a call needs (the caller passes a buffer of at least this size to run) */
 size_t pp_dnnl_conv_scratch_bytes(const pp_dnnl_conv *c) { return c->scratch_bytes; }
 
-/* one convolution: src and dst are channels-last buffers (float, or u8 at int8) of the shapes given at create;
- * src_scale and src_zp quantise src at int8 (ignored at fp32); residual is the tensor added to the output when the
- * primitive was created with one (ignored otherwise) */
-int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float src_scale, int src_zp,
-                     void *residual) {
+/* the oneDNN call of pp_dnnl_conv_run, without what follows it (a table of codes, our own swish) */
+static int conv_execute(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float src_scale, int src_zp,
+                        void *residual) {
     dnnl_status_t st;
     dnnl_exec_arg_t args[11];
     int nargs = 0;
@@ -477,10 +540,32 @@ int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, c->m_dst_zp};
     }
     if ((st = dnnl_primitive_execute(c->conv, c->stream, nargs, args)) != dnnl_success) return (int)st;
-    if ((st = dnnl_stream_wait(c->stream)) != dnnl_success) return (int)st;
+    return (int)dnnl_stream_wait(c->stream);
+}
+
+/* one convolution: src and dst are buffers (float, or u8 at int8) of the shapes and formats given at create;
+ * src_scale and src_zp quantise src at int8 (ignored at fp32); residual is the tensor added to the output when the
+ * primitive was created with one (ignored otherwise) */
+int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float src_scale, int src_zp,
+                     void *residual) {
+    int st = conv_execute(c, src, dst, scratch, src_scale, src_zp, residual);
+    if (st != 0) return st;
     if (c->has_table) pp_table_u8(c->table_isa, (uint8_t *)dst, c->count, c->table);
     if (c->own_swish) pp_swish_f32(2, (float *)dst, c->count);
     return 0;
+}
+
+/* 1 when the convolution applies its swish as our own pass over its output (pp_swish_f32), else 0 */
+int pp_dnnl_conv_own_swish(const pp_dnnl_conv *c) { return c->own_swish; }
+
+/* one fp32 convolution whose swish is our own pass (pp_dnnl_conv_own_swish) and channels-last output is also
+ * averaged over its pixels, channel by channel, into mean (k floats): the GlobalAveragePool that reads the output,
+ * folded into the swish's pass (pp_swish_mean_f32) */
+int pp_dnnl_conv_run_mean(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float *mean) {
+    if (!c->own_swish || c->dst_fmt != 1) return (int)dnnl_invalid_arguments;
+    int st = conv_execute(c, src, dst, scratch, 1.0f, 0, NULL);
+    if (st != 0) return st;
+    return pp_swish_mean_f32(2, (float *)dst, c->count / c->channels, c->channels, mean);
 }
 
 /* from now on, every call maps its u8 output through table (256 codes) in place: the convolution's primitive
@@ -1086,8 +1171,9 @@ int pp_dnnl_reorder_run(pp_dnnl_reorder *r, void *src, void *dst, void *scratch,
 /* ------------------------------------------------------------------------------------------------------ chains */
 
 /* a chain of n oneDNN calls run as one call of the runtime: prims[i] is a convolution (kinds[i] 0), a pool (1), a
- * channel concat of src[i] and res[i] (2), a gate product of src[i] by the gate res[i] (3) or a reorder (4: a
- * (de)quantisation or a change of layout). Each tensor is given by where it lives, as an offset >= 0 into the arena
+ * channel concat of src[i] and res[i] (2), a gate product of src[i] by the gate res[i] (3), a reorder (4: a
+ * (de)quantisation or a change of layout) or a convolution with our own swish that also writes its output's channel
+ * means to res[i] (5: pp_dnnl_conv_run_mean). Each tensor is given by where it lives, as an offset >= 0 into the arena
  * (the chain's own tensors, laid out at build) or as -1 - k for the caller's buffer ext[k] (the chain's inputs and
  * the outputs read after it); res[i] is PP_NO_RESIDUAL when a convolution adds none. At int8, scales[3i..3i+2] and
  * zps[3i..3i+2] are the grids of src i, of res i and of dst i (a convolution takes its source's; a product all three;
@@ -1105,6 +1191,7 @@ int pp_dnnl_chain_run(int n, void **prims, const int *kinds, const int64_t *src,
         int st;
         switch (kinds[i]) {
             case 1: st = pp_dnnl_pool_run((pp_dnnl_pool *)prims[i], s, d, scratch); break;
+            case 5: st = pp_dnnl_conv_run_mean((pp_dnnl_conv *)prims[i], s, d, scratch, (float *)r); break;
             case 2: st = pp_dnnl_concat_run((pp_dnnl_concat *)prims[i], s, r, d, scratch); break;
             case 3:
                 st = pp_dnnl_binary_run((pp_dnnl_binary *)prims[i], s, r, d, scratch, sc[0], zp[0], sc[1], zp[1],

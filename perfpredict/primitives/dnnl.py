@@ -107,6 +107,9 @@ def library() -> ctypes.CDLL:
     signatures = {  # name: (argument types, result type)
         "pp_dnnl_conv_create": ([i] * 18 + [p, p, i, f, f, ctypes.POINTER(_Quant), i, f, i, i, i, status], p),
         "pp_dnnl_conv_run": ([p, p, p, p, f, i, p], i),
+        "pp_dnnl_conv_run_mean": ([p, p, p, p, p], i),
+        "pp_dnnl_conv_own_swish": ([p], i),
+        "pp_swish_mean_f32": ([i, p, n, n, p], i),
         "pp_dnnl_conv_run_chain": ([i, p, p, p, p, p, p, p], i),
         "pp_dnnl_pool_create": ([i] * 19 + [status], p),
         "pp_dnnl_pool_run": ([p, p, p, p], i),
@@ -194,6 +197,8 @@ class _Primitive:
                             f"{_status(status.value)}")
         _adopt(self, "conv", handle)
         self.out_shape = (n, geo.out_channels, oh, ow)
+        self.formats = tuple(formats)
+        self.own_swish = bool(lib.pp_dnnl_conv_own_swish(handle))  # a swish as our own pass after the call
         self._run = lib.pp_dnnl_conv_run
 
     def execute(self, name: str, node: Node, x: torch.Tensor, y: torch.Tensor, x_scale: float = 1.0,

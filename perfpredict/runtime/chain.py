@@ -175,7 +175,8 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     alive (plus :data:`PEAK_SLACK`), and the pass's peak memory stays within that share of one step per op's. Within
     that bound, each run is cut into the fewest pieces (chains and single steps, :func:`_partition`). A stem (a
     convolution of few input channels into a max pool, :func:`_stems`) that a chain holds whole runs from the planar
-    input through oneDNN's blocked format."""
+    input through oneDNN's blocked format. A GlobalAveragePool of the output of an fp32 convolution whose swish is
+    our own pass is computed in that pass (:func:`_mean_folds`): one call fewer, and the output read once."""
     live, peak = live_profile(schedule)
     peak += int(peak * PEAK_SLACK)
     members = _members(schedule, steps)
@@ -424,6 +425,7 @@ class _ChainPlan:
     grids: dict[int, QParams | None]
     scratch: int
     held: int
+    means: dict[int, int] = field(default_factory=dict)
 
 
 def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
@@ -434,6 +436,9 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
     chain may hold), the arena is searched harder (:data:`ARENA_TRIES` orders) where its first layout holds more
     and a tighter one could hold less."""
     produced = {step[2][0]: i for i, step in enumerate(run)}
+    means = _mean_folds(run, members)
+    for pool, conv in means.items():  # a folded pool's output is written by the convolution's call
+        produced[run[pool][2][0]] = conv
     grids: dict[int, QParams | None] = {}
     for step, m in zip(run, members):
         out = step[2][0]
@@ -478,7 +483,29 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
         arena = layout_arena(sizes, lifetimes, tries=ARENA_TRIES, spare=spare)
     held = arena.size + others
     return _ChainPlan(tuple(inputs), exported, tuple(s for s in freed if s not in produced), arena, grids, scratch,
-                      held)
+                      held, means)
+
+
+def _mean_folds(run: Sequence[Step], members: Sequence[_Member]) -> dict[int, int]:
+    """The GlobalAveragePools of ``run`` folded into the swish pass of the convolution that makes their input (run
+    index of the pool -> that of the convolution): an fp32 pool the chain runs itself, of the channels-last output
+    of an fp32 convolution of the run (no residual) whose swish is our own pass after its call; the pass then sums
+    each channel as it goes (``pp_dnnl_conv_run_mean``), so the output is read once, not twice (efficientnet's
+    squeeze-excite blocks)."""
+    from perfpredict.primitives.dnnl import NHWC
+
+    made = {step[2][0]: i for i, step in enumerate(run)}
+    folds: dict[int, int] = {}
+    for i, (step, m) in enumerate(zip(run, members)):
+        conv = made.get(step[1][0])
+        if m.kind != 1 or m.link is not None or m.int8 or conv is None or conv in folds.values():
+            continue
+        c = members[conv]
+        prim = c.link.primitive if c.kind == 0 and c.link is not None else None
+        if prim is not None and not c.int8 and c.link.residual is None and getattr(prim, "own_swish", False) \
+                and getattr(prim, "formats", None) == (NHWC, NHWC):
+            folds[i] = conv
+    return folds
 
 
 def _exclusive(x: torch.Tensor) -> bool:
@@ -521,8 +548,11 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
             return -1 - (len(inputs) + len(exported) + lent.index(slot))
         return -1 - (inputs.index(slot) if slot in inputs else len(inputs) + exported.index(slot))
 
-    calls = []  # (member, primitive, source slot, second operand slot or None, output slot)
-    for (_, ins, outs, _), op, m in zip(run, ops, members):
+    folded = {conv: run[pool][2][0] for pool, conv in plan.means.items()}  # convolution -> the pool output it writes
+    calls = []  # (C kind, member, primitive, source slot, second operand slot or None, output slot, op name)
+    for i, ((_, ins, outs, _), op, m) in enumerate(zip(run, ops, members)):
+        if i in plan.means:
+            continue  # the convolution's call makes this pool's output
         second = ins[1] if len(ins) == 2 else None
         if m.kind == 4:
             a, b = schedule.slots[ins[0]], schedule.slots[outs[0]]
@@ -536,16 +566,17 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
         first = ins[1 - m.link.gate] if m.kind == 3 else ins[0]
         if m.kind == 3:
             second = ins[m.link.gate]
-        calls.append((m, prim, first, second, outs[0]))
+        kind = 5 if i in folded else m.kind
+        calls.append((kind, m, prim, first, folded.get(i, second), outs[0], op.name))
     n = len(calls)
-    src = (ctypes.c_int64 * n)(*(where(first) for _, _, first, _, _ in calls))
-    dst = (ctypes.c_int64 * n)(*(where(out) for *_, out in calls))
-    res = (ctypes.c_int64 * n)(*(where(second) for _, _, _, second, _ in calls))
+    src = (ctypes.c_int64 * n)(*(where(c[3]) for c in calls))
+    dst = (ctypes.c_int64 * n)(*(where(c[5]) for c in calls))
+    res = (ctypes.c_int64 * n)(*(where(c[4]) for c in calls))
     scales = [1.0] * (3 * n)
     zps = [0] * (3 * n)
     read_scale: list[tuple[int, int]] = []  # (index into scales, input index) of grids read from tensors per call
     res_grid: dict[int, QParams] = {}  # input index -> the grid an int8 residual input must be on
-    for i, (m, _, first, second, out) in enumerate(calls):
+    for i, (_, m, _, first, second, out, _) in enumerate(calls):
         if m.kind == 4:  # a reorder takes its int8 side's grid: a quantisation its output's, a dequantisation its
             # input's
             if m.int8:
@@ -567,10 +598,10 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
             scales[3 * i + 2], zps[3 * i + 2] = float(grids[out].scale), int(grids[out].zero_point)
         elif m.link.residual is not None and second not in grids:
             res_grid[inputs.index(second)] = m.link.residual
-    prims = [prim for _, prim, *_ in calls]
-    names = [op.name for op in ops]
+    prims = [c[2] for c in calls]
+    names = [c[6] for c in calls]
     handles = (ctypes.c_void_p * n)(*(p.handle for p in prims))
-    kinds = (ctypes.c_int * n)(*(m.kind for m, *_ in calls))
+    kinds = (ctypes.c_int * n)(*(c[0] for c in calls))
     scale_arr = (ctypes.c_float * (3 * n))(*scales)
     zp_arr = (ctypes.c_int * (3 * n))(*zps)
     def fmt(slot: int) -> torch.memory_format:  # channels-last but for a reorder's planar side ("ANY": 4-D NHWC)
@@ -628,4 +659,5 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
 
     kernel.links = [m.link for m in members if m.link is not None]  # type: ignore[attr-defined]
     kernel.primitives = prims  # type: ignore[attr-defined]  # keeps the primitives alive
+    kernel.kinds = [c[0] for c in calls]  # type: ignore[attr-defined]  # the C kind of each call
     return kernel, plan.inputs, plan.exported, plan.frees

@@ -170,7 +170,7 @@ HardSwish and Sigmoid into the primitives whose ``epilogues`` list them. 3: also
 activation after it) into the Conv primitives whose ``epilogues`` list ``"residual"``."""
 
 
-DISPATCH_REVISION = 4
+DISPATCH_REVISION = 5
 """How the forward pass runs the schedule's steps, written into each model measurement (``extra_json``
 ``dispatch_revision``; none before revision 2). 1: one Python call per step. 2: runs of consecutive steps oneDNN
 can run in one C call each (:mod:`perfpredict.runtime.chain`), the others one Python call per step. 3: as 2, and the
@@ -179,7 +179,9 @@ chains also run the schedule's quantisations, dequantisations and changes of lay
 (:data:`~perfpredict.runtime.chain.PEAK_SLACK`; 3 cut greedily from the left within the peak), each chain's arena
 searched harder where that lets it fit, the bytes of a chain's inputs reused once it has read them, and a stem (a
 convolution of at most 4 input channels into a max pool) run in its chain from the planar input through oneDNN's
-blocked format."""
+blocked format. 5: as 4, with a GlobalAveragePool of an fp32 convolution's output whose swish is our own pass
+(AVX-512) computed in that pass (:func:`~perfpredict.runtime.chain._mean_folds`), and that pass in 17 vector
+instructions per 16 values instead of 21."""
 
 
 @dataclass(frozen=True)

@@ -257,3 +257,14 @@ def test_the_swish_pass_is_within_a_few_float_steps_of_the_exact_over_its_whole_
     big = np.abs(exact) > 1e-30  # below that the reciprocal of 1 + exp(-x) is no longer a normal float
     assert np.abs(y[big] - exact[big]).max() <= 6e-7 * np.abs(exact[big]).max()
     assert (np.abs(y[big] - exact[big]) / np.abs(exact[big])).max() < 1e-6
+
+
+@pytest.mark.parametrize("pixels,channels", [(1, 16), (7, 40), (3000, 32), (900, 1000)])  # tails; threads split
+def test_the_swish_pass_with_means_gives_the_swish_and_each_channels_mean(pixels, channels):
+    x = (np.random.default_rng(pixels).standard_normal((pixels, channels)) * 4).astype(np.float32)
+    want = torch.nn.functional.silu(torch.from_numpy(x)).numpy()
+    for isa in (0, 2) if dnnl.library().pp_quant_isa() == 2 else (0,):
+        y, mean = x.copy(), np.full(channels, np.nan, dtype=np.float32)
+        assert dnnl.library().pp_swish_mean_f32(isa, y.ctypes.data, pixels, channels, mean.ctypes.data) == 0
+        np.testing.assert_allclose(y, want, rtol=2e-6, atol=1e-6)
+        np.testing.assert_allclose(mean, want.astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-6)

@@ -102,3 +102,32 @@ def stem_net(seed: int = 0, hw: int = 32, stride: int = 2) -> onnx.ModelProto:
 def stem_graph(seed: int = 0, hw: int = 32) -> Graph:
     """:func:`stem_net` loaded as a Graph."""
     return load_onnx(stem_net(seed, hw), name="stem")
+
+
+def swish_se_net(seed: int = 0, hw: int = 16, channels: int = 32) -> onnx.ModelProto:
+    """An efficientnet block's core: conv 3x3 (3 -> 16) - swish -> conv 1x1 (16 -> ``channels``) - swish ->
+    squeeze-excite (gap, conv, relu, conv, sigmoid, Mul) -> conv 1x1 (output, 16 channels)."""
+    rng = np.random.default_rng(seed)
+    inits: list = []
+
+    def swish(x: str, y: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("Sigmoid", [x], [f"{y}.s"], name=f"{y}_sigmoid"),
+                helper.make_node("Mul", [x, f"{y}.s"], [y], name=f"{y}_mul")]
+
+    n = [_conv("conv1", "x", "c1", 3, 16, 3, rng, inits=inits), *swish("c1", "a1"),
+         _conv("conv2", "a1", "c2", 16, channels, 1, rng, inits=inits), *swish("c2", "a2"),
+         helper.make_node("GlobalAveragePool", ["a2"], ["g"], name="gap"),
+         _conv("se1", "g", "s1", channels, 8, 1, rng, inits=inits),
+         helper.make_node("Relu", ["s1"], ["sr"], name="se_relu"),
+         _conv("se2", "sr", "s2", 8, channels, 1, rng, inits=inits),
+         helper.make_node("Sigmoid", ["s2"], ["sg"], name="se_gate"),
+         helper.make_node("Mul", ["a2", "sg"], ["se"], name="se_mul"),
+         _conv("conv3", "se", "y", channels, 16, 1, rng, inits=inits)]
+    graph = helper.make_graph(n, "swish_se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, hw, hw])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def swish_se_graph(seed: int = 0, hw: int = 16, channels: int = 32) -> Graph:
+    """:func:`swish_se_net` loaded as a Graph."""
+    return load_onnx(swish_se_net(seed, hw, channels), name="swish_se")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 import pytest
@@ -9,12 +11,14 @@ import pytest
 from perfpredict.errors import PlanError
 from perfpredict.plan import Choice, Plan
 from perfpredict.primitives import candidates
+from perfpredict.primitives.dnnl import BLOCKED, NCHW, NHWC
 from perfpredict.primitives.dnnl_binary import gate_operand
 from perfpredict.runtime import build_executable, max_rel_err
 from perfpredict.runtime import chain
 from perfpredict.runtime.chain import ALIGN, chain_steps, layout_arena
+from perfpredict.runtime.kernel import QParams
 from perfpredict.runtime.measurement import allocated_memory
-from tests.perfpredict.runtime.nets import fire_graph, residual_se_graph, stem_graph
+from tests.perfpredict.runtime.nets import fire_graph, residual_se_graph, stem_graph, swish_se_graph
 
 CONVS = {"fp32": "conv.dnnl", "int8": "conv.dnnl_int8"}
 
@@ -427,3 +431,39 @@ def test_only_a_few_channel_convolution_into_a_max_pool_is_a_stem():
     for net in (fire_graph(), residual_se_graph(hw=16)):  # a stem into a convolution; 8 output channels
         exe = build_executable(net, _plan(net, "fp32"), chain=False)
         assert chain._stems(exe.schedule, exe._steps, chain._members(exe.schedule, exe._steps)) == []
+
+
+@pytest.mark.parametrize("channels", [32, 24])  # 24: a tail of channels past the last 16
+def test_a_global_average_pool_of_a_swish_output_is_folded_into_the_swish_pass(channels, monkeypatch):
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net = swish_se_graph(channels=channels)
+    plan = _plan(net, "fp32")
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    chained = build_executable(net, plan)
+    (c,) = _chains(chained)
+    stepped = build_executable(net, plan, chain=False)
+    np.testing.assert_allclose(chained.run(x), stepped.run(x), rtol=1e-5, atol=1e-6)
+    own = [link.primitive.own_swish for link in c.links if link.kind == 0]
+    if not own[1]:  # no AVX-512: the swish is oneDNN's post-op and the chain runs the pool itself
+        assert 5 not in c.kinds and own == [False] * len(own)
+        return
+    assert c.kinds.count(5) == 1 and c.kinds[c.kinds.index(5) + 1] == 0  # conv2 also averages; se1 comes next
+    monkeypatch.setattr(chain, "_mean_folds", lambda run, members: {})
+    (unfolded,) = _chains(build_executable(net, plan))
+    assert 5 not in unfolded.kinds and len(unfolded.kinds) == len(c.kinds) + 1
+
+
+def _conv_member(own_swish=True, formats=(NHWC, NHWC), residual=None, int8=False):
+    link = SimpleNamespace(primitive=SimpleNamespace(own_swish=own_swish, formats=formats), residual=residual)
+    return chain._Member(0, link, int8)
+
+
+def test_only_an_fp32_channels_last_convolution_with_its_own_swish_pass_takes_the_pool_of_its_output():
+    run = [(None, (0,), (1,), ()), (None, (1,), (2,), ())]
+    pool = chain._Member(1, None, False)
+    assert chain._mean_folds(run, [_conv_member(), pool]) == {1: 0}
+    for conv in (_conv_member(int8=True), _conv_member(own_swish=False), _conv_member(formats=(NCHW, BLOCKED)),
+                 _conv_member(residual=QParams(1.0, 0))):
+        assert chain._mean_folds(run, [conv, pool]) == {}
+    assert chain._mean_folds(run, [_conv_member(), chain._Member(1, None, True)]) == {}  # an int8 pool
+    assert chain._mean_folds([(None, (0,), (1,), ()), (None, (0,), (2,), ())], [_conv_member(), pool]) == {}
