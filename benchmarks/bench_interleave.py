@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -28,22 +27,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import add_timing_options, plan_calls, timing_kwargs, write_results  # noqa: E402
+from benchmarks.harness import (add_plan_options, add_timing_options, plan_calls, plan_from_args,  # noqa: E402
+                                timing_kwargs, write_results)
 from perfpredict.measure import measure_interleaved  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
-from perfpredict.plan import Plan, default_plan  # noqa: E402
 from perfpredict.runtime import ort_session  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mobilenet_v2")
-    ap.add_argument("--plan", default=None, metavar="PLAN.json",
-                    help="the plan to compare with ONNX Runtime (default: the model's default plan), e.g. a plan.json "
-                         "that perfpredict optimise wrote")
-    ap.add_argument("--from-realised", default=None, metavar="RESULT.json:KIND",
-                    help="the plan bench_realised.py kept for --model, KIND lossless or int8+prune (e.g. "
-                         "benchmarks/results/realised_xeon2_refine.json:int8+prune)")
+    add_plan_options(ap)
     ap.add_argument("--threads", type=int, default=2)
     add_timing_options(ap)
     ap.add_argument("--out", default="benchmarks/results/interleave.json")
@@ -51,16 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     graph, onnx_path = load_model(args.model)
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
-    if args.plan and args.from_realised:
-        raise SystemExit("give --plan or --from-realised, not both")
-    plan = Plan.load(args.plan) if args.plan else default_plan(graph)
-    if args.from_realised:
-        path, _, kind = args.from_realised.rpartition(":")
-        rows = [r for r in json.loads(Path(path).read_text())["rows"] if r["model"] == args.model]
-        if not rows or kind not in ("lossless", "int8+prune"):
-            raise SystemExit(f"--from-realised {args.from_realised}: need a bench_realised result holding "
-                             f"{args.model} and KIND lossless or int8+prune")
-        plan = Plan.from_dict(rows[0]["lossless" if kind == "lossless" else "lossy"]["plan"])
+    plan = plan_from_args(args, graph)
     fns = plan_calls(graph, {"ours": plan}, args.threads, x)
     sess = ort_session(onnx_path, threads=args.threads)
     feeds = {sess.get_inputs()[0].name: x}

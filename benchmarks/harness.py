@@ -101,6 +101,33 @@ def timing_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "block_warmup_s": args.block_warmup_s}
 
 
+def add_plan_options(ap: argparse.ArgumentParser) -> None:
+    """``--plan`` and ``--from-realised``: the plan a single-model benchmark times (see :func:`plan_from_args`)."""
+    ap.add_argument("--plan", default=None, metavar="PLAN.json",
+                    help="the plan to time (default: the model's default plan), e.g. a plan.json that perfpredict "
+                         "optimise wrote")
+    ap.add_argument("--from-realised", default=None, metavar="RESULT.json:KIND",
+                    help="the plan bench_realised.py kept for --model, KIND lossless or int8+prune (e.g. "
+                         "benchmarks/results/realised_xeon2_refine.json:int8+prune)")
+
+
+def plan_from_args(args: argparse.Namespace, graph: Graph) -> Plan:
+    """The plan :func:`add_plan_options` names for ``args.model``: ``--plan``, the plan a bench_realised result kept
+    (``--from-realised``), else the default plan."""
+    from perfpredict.plan import default_plan
+
+    if args.plan and args.from_realised:
+        raise SystemExit("give --plan or --from-realised, not both")
+    if not args.from_realised:
+        return Plan.load(args.plan) if args.plan else default_plan(graph)
+    path, _, kind = args.from_realised.rpartition(":")
+    rows = [r for r in json.loads(Path(path).read_text())["rows"] if r["model"] == args.model]
+    if not rows or kind not in ("lossless", "int8+prune"):
+        raise SystemExit(f"--from-realised {args.from_realised}: need a bench_realised result holding "
+                         f"{args.model} and KIND lossless or int8+prune")
+    return Plan.from_dict(rows[0]["lossless" if kind == "lossless" else "lossy"]["plan"])
+
+
 def plan_calls(graph: Graph, plans: Mapping[str, Plan], threads: int, x: np.ndarray) -> dict[str, Callable[[], Any]]:
     """A zero-argument forward pass of each plan on input ``x`` (built once, input prepared once)."""
     fns = {}

@@ -31,7 +31,9 @@ so the primitive writes the value before the swish on that grid, and each call m
 of the swish onto the output's grid, in place (:func:`swish_table`; ``pp_table_u8`` in ``_dnnl.c``). It rounds
 twice, as TFLite's int8 swish does. At fp32, on a CPU with AVX-512, a swish runs as our own pass over the output
 after the call (``pp_swish_f32``: a polynomial exp and a refined reciprocal, about 3e-7 relative error), which costs
-about 0.15 ns per value where oneDNN 3.2's post-op cost 0.15-0.27.
+0.13-0.14 ns per value on the AMX Xeon VM (``benchmarks/results/epilogue_xeon2_swish17.json``) where oneDNN 3.2's
+post-op cost 0.15-0.27; a chain computes a GlobalAveragePool of such an output in the same pass
+(``pp_dnnl_conv_run_mean``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""What an fp32 plan's swish costs on this machine, and what folding squeeze-excite pools into it saves (a figure,
+not a test).
+
+On a CPU with AVX-512, ``conv.dnnl`` applies a folded swish as our own pass over its output after the oneDNN call
+(``pp_swish_f32`` in ``perfpredict/primitives/_dnnl.c``), and a chain computes a GlobalAveragePool of that output
+in the same pass (``perfpredict.runtime.chain._mean_folds``, dispatch revision 5). For one model and plan this
+times, round-robin in steady-state turns (``perfpredict.measure.measure_interleaved``): the plan as the runtime
+builds it, the same plan with the pools left as calls of their own, and ONNX Runtime's default session. Then the
+swish pass alone, once over a buffer of each such convolution's output size (median of ``--repeats`` calls):
+nanoseconds per value and its sum over one forward pass.
+
+    .venv/bin/python benchmarks/bench_swish.py [--model efficientnet_b0]
+        [--from-realised benchmarks/results/realised_xeon2_refine.json:lossless | --plan PLAN.json]
+        [--threads 2] [--out benchmarks/results/swish.json]
+
+Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import (add_plan_options, add_timing_options, plan_from_args, timing_kwargs,  # noqa: E402
+                                write_results)
+from perfpredict.measure import measure_interleaved, torch_threads  # noqa: E402
+from perfpredict.models import load_model  # noqa: E402
+from perfpredict.primitives.dnnl import library  # noqa: E402
+from perfpredict.runtime import build_executable, ort_session  # noqa: E402
+from perfpredict.runtime import chain  # noqa: E402
+
+
+def swish_sizes(exe) -> list[int]:  # noqa: ANN001
+    """The output sizes (values) of the convolutions whose swish is our own pass, in the executable's chains."""
+    sizes = []
+    for fn, *_ in exe._fast_steps:
+        for link in getattr(fn, "links", []):
+            p = link.primitive
+            if link.kind == 0 and getattr(p, "own_swish", False):
+                sizes.append(int(np.prod(p.out_shape)))
+    return sizes
+
+
+def time_pass(sizes: list[int], threads: int, repeats: int) -> list[float]:
+    """Median microseconds of one ``pp_swish_f32`` call over each size, on seeded normal values."""
+    lib, isa = library(), library().pp_quant_isa()
+    rng = np.random.default_rng(0)
+    out = []
+    with torch_threads(threads):
+        for n in sizes:
+            x = rng.standard_normal(n).astype(np.float32)
+            t = []
+            for _ in range(repeats + 3):
+                y = x.copy()
+                t0 = time.perf_counter()
+                lib.pp_swish_f32(isa, y.ctypes.data_as(ctypes.c_void_p), n)
+                t.append(time.perf_counter() - t0)
+            out.append(float(np.median(t[3:])) * 1e6)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="efficientnet_b0")
+    add_plan_options(ap)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=50, help="calls of the swish pass per size (default 50)")
+    add_timing_options(ap)
+    ap.add_argument("--out", default="benchmarks/results/swish.json")
+    args = ap.parse_args(argv)
+
+    graph, onnx_path = load_model(args.model)
+    plan = plan_from_args(args, graph)
+    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+    folded = build_executable(graph, plan, threads=args.threads)
+    real = chain._mean_folds
+    chain._mean_folds = lambda run, members: {}
+    try:
+        unfolded = build_executable(graph, plan, threads=args.threads)
+    finally:
+        chain._mean_folds = real
+    sess = ort_session(onnx_path, threads=args.threads)
+    feeds = {sess.get_inputs()[0].name: x}
+    xs, ys = folded.prepare_input(x), unfolded.prepare_input(x)
+    fns = {"pools folded": lambda: folded.forward(*xs), "pools as calls": lambda: unfolded.forward(*ys),
+           "ort": lambda: sess.run(None, feeds)}
+    stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
+                                threads=args.threads, seed=0, lockstep=True, **timing_kwargs(args))
+    sizes = swish_sizes(folded)
+    us = time_pass(sizes, args.threads, args.repeats)
+    values = sum(sizes)
+    ort = stats["ort"].median_ms
+    lines = [f"{args.model}, {args.threads} threads, plan {args.plan or args.from_realised or 'default'}:", "",
+             "| forward pass | median ms | 95% CI half-width | over ONNX Runtime |", "|---|---|---|---|"]
+    for k, s in stats.items():
+        lines.append(f"| {k} | {s.median_ms:.3f} | {100 * s.ci95_rel:.1f}% | {s.median_ms / ort:.3f} |")
+    lines += ["", f"swish passes of our own: {len(sizes)} per forward pass, {values} values, "
+              f"{sum(us) / 1e3:.3f} ms alone ({sum(us) * 1e3 / max(values, 1):.3f} ns per value)"]
+    table = "\n".join(lines)
+    write_results(args.out, {"model": args.model, "plan": args.plan or args.from_realised or "default",
+                             "threads": args.threads, "stats": {k: dataclasses.asdict(s) for k, s in stats.items()},
+                             "swish_sizes": sizes, "swish_us": us}, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
