@@ -1,7 +1,7 @@
 """What the chains save on the plans a store holds, and how stale its model records are (a figure, not a test).
 
 The shipped stores' model records were measured with one Python step per op (``dispatch_revision`` 1); the runtime
-now runs runs of oneDNN calls, and the conversions between them, in one C call each (revisions 3 and 4,
+now runs runs of oneDNN calls, and the conversions between them, in one C call each (revisions 3 to 5,
 :mod:`perfpredict.runtime.chain`). This benchmark draws a seeded sample of a store's model records, rebuilds each as
 its campaign built it (:func:`perfpredict.profile.rebuild_model_record`: zoo graph, plan, seeded input, int8
 calibration), and times the chained pass against the step-per-op pass in interleaved steady-state turns (both on
