@@ -162,11 +162,12 @@ void pp_table_u8(int isa, uint8_t *x, size_t n, const uint8_t *table) {
 /* --------------------------------------------------------------------------------- fp32 swish, in place */
 
 /* x = x * sigmoid(x) = x / (1 + exp(-x)) over n floats. oneDNN 3.2's swish post-op costs its fp32 convolutions
- * 0.15-0.27 ns per output value on the AMX Xeon VM (benchmarks/bench_epilogue.py); with AVX-512 this pass is 16
- * vector instructions per 16 values: k = round(-x log2 e) (x clamped so that exp(-x) stays finite), s = x + k ln 2 in
- * two parts (so exp(-x) = 2^k exp(-s), |s| <= ln 2 / 2), exp(-s) from a degree-5 polynomial fitted for the least
- * largest relative error on that range (1.3e-7 in float), 2^k by vscalefps, and 1 / (1 + exp(-x)) from vrcp14ps
- * and one Newton step (relative error about 3e-7 against the exact in all). */
+ * 0.15-0.27 ns per output value on the AMX Xeon VM (benchmarks/bench_epilogue.py); with AVX-512 this pass is 17
+ * vector instructions per 16 values (0.13-0.14 ns per value there): k = round(-x log2 e) (x clamped so that
+ * exp(-x) stays finite), s = x + k ln 2 in two parts (so exp(-x) = 2^k exp(-s), |s| <= ln 2 / 2), exp(-s) from a
+ * degree-5 polynomial fitted for the least largest relative error on that range (1.3e-7 in float), 2^k by
+ * vscalefps, and 1 / (1 + exp(-x)) from vrcp14ps and one Newton step (relative error about 3e-7 against the exact
+ * in all). */
 static void swish_scalar(float *x, size_t n) {
     for (size_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + expf(-x[i]));
 }
@@ -205,10 +206,8 @@ __attribute__((target("avx512f"))) static void swish_sum_avx512(float *x, size_t
             _mm512_storeu_ps(x + j, y);
             _mm512_storeu_ps(sum + j, _mm512_add_ps(_mm512_loadu_ps(sum + j), y));
         }
-        for (size_t j = vec; j < c; ++j) {
-            x[j] = x[j] / (1.0f + expf(-x[j]));
-            sum[j] += x[j];
-        }
+        swish_scalar(x + vec, c - vec);
+        for (size_t j = vec; j < c; ++j) sum[j] += x[j];
     }
 }
 #endif
@@ -240,11 +239,10 @@ void pp_swish_f32(int isa, float *x, size_t n) {
 }
 
 static void swish_sum_scalar(float *x, size_t pixels, size_t c, float *sum) {
-    for (size_t p = 0; p < pixels; ++p, x += c)
-        for (size_t j = 0; j < c; ++j) {
-            x[j] = x[j] / (1.0f + expf(-x[j]));
-            sum[j] += x[j];
-        }
+    for (size_t p = 0; p < pixels; ++p, x += c) {
+        swish_scalar(x, c);
+        for (size_t j = 0; j < c; ++j) sum[j] += x[j];
+    }
 }
 
 typedef struct {

@@ -29,7 +29,7 @@ from __future__ import annotations
 import ctypes
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 
@@ -415,8 +415,8 @@ def _reorder_member(op: Any, slots: list) -> _Member | None:
 @dataclass(frozen=True)
 class _ChainPlan:
     """Where a run's tensors live: its inputs and the outputs it hands on (slots, in call order), the arena of the
-    others, the grid of each int8 tensor made in the run, and the bytes the chain adds to what was alive before it
-    (arena, outputs, scratchpad)."""
+    others, the grid of each int8 tensor made in the run, the bytes the chain adds to what was alive before it
+    (arena, outputs, scratchpad), and the pools folded into a convolution's swish pass (:func:`_mean_folds`)."""
 
     inputs: tuple[int, ...]
     exported: tuple[int, ...]
@@ -529,6 +529,19 @@ def _spare_inputs(schedule: Any, run: Sequence[Step], inputs: Sequence[int],
     return spare
 
 
+class _Call(NamedTuple):
+    """One call of a chain: its C kind, member, primitive, source slot, second operand slot (a residual, a gate, a
+    concat's second part, a folded pool's output; None), output slot and op name."""
+
+    kind: int
+    member: _Member
+    primitive: Any
+    src: int
+    second: int | None
+    dst: int
+    name: str
+
+
 def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequence[_Member],
            plan: _ChainPlan) -> Step:
     """One step for ``run`` (steps of ``ops``, as ``members``) laid out as ``plan``."""
@@ -549,7 +562,7 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
         return -1 - (inputs.index(slot) if slot in inputs else len(inputs) + exported.index(slot))
 
     folded = {conv: run[pool][2][0] for pool, conv in plan.means.items()}  # convolution -> the pool output it writes
-    calls = []  # (C kind, member, primitive, source slot, second operand slot or None, output slot, op name)
+    calls: list[_Call] = []
     for i, ((_, ins, outs, _), op, m) in enumerate(zip(run, ops, members)):
         if i in plan.means:
             continue  # the convolution's call makes this pool's output
@@ -567,11 +580,11 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
         if m.kind == 3:
             second = ins[m.link.gate]
         kind = 5 if i in folded else m.kind
-        calls.append((kind, m, prim, first, folded.get(i, second), outs[0], op.name))
+        calls.append(_Call(kind, m, prim, first, folded.get(i, second), outs[0], op.name))
     n = len(calls)
-    src = (ctypes.c_int64 * n)(*(where(c[3]) for c in calls))
-    dst = (ctypes.c_int64 * n)(*(where(c[5]) for c in calls))
-    res = (ctypes.c_int64 * n)(*(where(c[4]) for c in calls))
+    src = (ctypes.c_int64 * n)(*(where(c.src) for c in calls))
+    dst = (ctypes.c_int64 * n)(*(where(c.dst) for c in calls))
+    res = (ctypes.c_int64 * n)(*(where(c.second) for c in calls))
     scales = [1.0] * (3 * n)
     zps = [0] * (3 * n)
     read_scale: list[tuple[int, int]] = []  # (index into scales, input index) of grids read from tensors per call
@@ -598,10 +611,10 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
             scales[3 * i + 2], zps[3 * i + 2] = float(grids[out].scale), int(grids[out].zero_point)
         elif m.link.residual is not None and second not in grids:
             res_grid[inputs.index(second)] = m.link.residual
-    prims = [c[2] for c in calls]
-    names = [c[6] for c in calls]
+    prims = [c.primitive for c in calls]
+    names = [c.name for c in calls]
     handles = (ctypes.c_void_p * n)(*(p.handle for p in prims))
-    kinds = (ctypes.c_int * n)(*(c[0] for c in calls))
+    kinds = (ctypes.c_int * n)(*(c.kind for c in calls))
     scale_arr = (ctypes.c_float * (3 * n))(*scales)
     zp_arr = (ctypes.c_int * (3 * n))(*zps)
     def fmt(slot: int) -> torch.memory_format:  # channels-last but for a reorder's planar side ("ANY": 4-D NHWC)
@@ -659,5 +672,5 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
 
     kernel.links = [m.link for m in members if m.link is not None]  # type: ignore[attr-defined]
     kernel.primitives = prims  # type: ignore[attr-defined]  # keeps the primitives alive
-    kernel.kinds = [c[0] for c in calls]  # type: ignore[attr-defined]  # the C kind of each call
+    kernel.kinds = [c.kind for c in calls]  # type: ignore[attr-defined]  # the C kind of each call
     return kernel, plan.inputs, plan.exported, plan.frees
