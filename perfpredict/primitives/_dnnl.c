@@ -63,7 +63,7 @@ typedef struct {
     size_t count;
     /* fp32 only: 1 when the swish runs as our own pass over the output after the call (pp_swish_f32) */
     int own_swish;
-    size_t channels; /* k, the output's channels */
+    size_t batch, channels; /* n and k: the output's images and channels */
     int dst_fmt;     /* the output's memory format (format_tag) */
 } pp_dnnl_conv;
 
@@ -481,6 +481,7 @@ pp_dnnl_conv *pp_dnnl_conv_create(int n, int c, int h, int w, int k, int oh, int
     TRY(dnnl_memory_create(&cv->src, src_md, cv->engine, DNNL_MEMORY_NONE));
     TRY(dnnl_memory_create(&cv->dst, dst_md, cv->engine, DNNL_MEMORY_NONE));
     cv->count = (size_t)n * (size_t)k * (size_t)oh * (size_t)ow;
+    cv->batch = (size_t)n;
     cv->channels = (size_t)k;
     cv->dst_fmt = dst_fmt;
 
@@ -557,13 +558,17 @@ int pp_dnnl_conv_run(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float
 int pp_dnnl_conv_own_swish(const pp_dnnl_conv *c) { return c->own_swish; }
 
 /* one fp32 convolution whose swish is our own pass (pp_dnnl_conv_own_swish) and channels-last output is also
- * averaged over its pixels, channel by channel, into mean (k floats): the GlobalAveragePool that reads the output,
- * folded into the swish's pass (pp_swish_mean_f32) */
+ * averaged over each image's pixels, channel by channel, into mean (n x k floats): the GlobalAveragePool that reads
+ * the output, folded into the swish's pass (pp_swish_mean_f32) */
 int pp_dnnl_conv_run_mean(pp_dnnl_conv *c, void *src, void *dst, void *scratch, float *mean) {
     if (!c->own_swish || c->dst_fmt != 1) return (int)dnnl_invalid_arguments;
     int st = conv_execute(c, src, dst, scratch, 1.0f, 0, NULL);
     if (st != 0) return st;
-    return pp_swish_mean_f32(2, (float *)dst, c->count / c->channels, c->channels, mean);
+    size_t per_image = c->count / c->batch, pixels = per_image / c->channels;
+    for (size_t i = 0; i < c->batch; ++i) /* each image's own means: a GlobalAveragePool keeps the batch */
+        if ((st = pp_swish_mean_f32(2, (float *)dst + i * per_image, pixels, c->channels, mean + i * c->channels)))
+            return st;
+    return 0;
 }
 
 /* from now on, every call maps its u8 output through table (256 codes) in place: the convolution's primitive

@@ -104,9 +104,9 @@ def stem_graph(seed: int = 0, hw: int = 32) -> Graph:
     return load_onnx(stem_net(seed, hw), name="stem")
 
 
-def swish_se_net(seed: int = 0, hw: int = 16, channels: int = 32) -> onnx.ModelProto:
-    """An efficientnet block's core: conv 3x3 (3 -> 16) - swish -> conv 1x1 (16 -> ``channels``) - swish ->
-    squeeze-excite (gap, conv, relu, conv, sigmoid, Mul) -> conv 1x1 (output, 16 channels)."""
+def swish_se_net(seed: int = 0, hw: int = 16, channels: int = 32, batch: int = 1) -> onnx.ModelProto:
+    """An efficientnet block's core, on ``batch`` images: conv 3x3 (3 -> 16) - swish -> conv 1x1 (16 -> ``channels``)
+    - swish -> squeeze-excite (gap, conv, relu, conv, sigmoid, Mul) -> conv 1x1 (output, 16 channels)."""
     rng = np.random.default_rng(seed)
     inits: list = []
 
@@ -123,11 +123,12 @@ def swish_se_net(seed: int = 0, hw: int = 16, channels: int = 32) -> onnx.ModelP
          helper.make_node("Sigmoid", ["s2"], ["sg"], name="se_gate"),
          helper.make_node("Mul", ["a2", "sg"], ["se"], name="se_mul"),
          _conv("conv3", "se", "y", channels, 16, 1, rng, inits=inits)]
-    graph = helper.make_graph(n, "swish_se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, hw, hw])], inits)
+    graph = helper.make_graph(n, "swish_se",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 16, hw, hw])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def swish_se_graph(seed: int = 0, hw: int = 16, channels: int = 32) -> Graph:
+def swish_se_graph(seed: int = 0, hw: int = 16, channels: int = 32, batch: int = 1) -> Graph:
     """:func:`swish_se_net` loaded as a Graph."""
-    return load_onnx(swish_se_net(seed, hw, channels), name="swish_se")
+    return load_onnx(swish_se_net(seed, hw, channels, batch), name="swish_se")

@@ -433,12 +433,13 @@ def test_only_a_few_channel_convolution_into_a_max_pool_is_a_stem():
         assert chain._stems(exe.schedule, exe._steps, chain._members(exe.schedule, exe._steps)) == []
 
 
-@pytest.mark.parametrize("channels", [32, 24])  # 24: a tail of channels past the last 16
-def test_a_global_average_pool_of_a_swish_output_is_folded_into_the_swish_pass(channels, monkeypatch):
+@pytest.mark.parametrize("channels,batch", [(32, 1), (24, 1), (32, 2)])  # 24: channels past the last 16
+def test_a_global_average_pool_of_a_swish_output_is_folded_into_the_swish_pass(channels, batch, monkeypatch):
     _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
-    net = swish_se_graph(channels=channels)
+    net = swish_se_graph(channels=channels, batch=batch)
     plan = _plan(net, "fp32")
-    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    x = np.random.default_rng(3).standard_normal((batch, 3, 16, 16)).astype(np.float32)
+    x[-1] *= 3  # the images differ in scale: each has its own means
     chained = build_executable(net, plan)
     (c,) = _chains(chained)
     stepped = build_executable(net, plan, chain=False)
