@@ -39,10 +39,14 @@ from perfpredict.runtime import chain  # noqa: E402
 
 
 def swish_sizes(exe) -> list[int]:  # noqa: ANN001
-    """The output sizes (values) of the convolutions whose swish is our own pass, in the executable's chains."""
+    """The output sizes (values) of the convolutions whose swish is our own pass, in the order the forward pass runs
+    them (in its chains or as steps of their own)."""
     sizes = []
     for fn, *_ in exe._fast_steps:
-        for link in getattr(fn, "links", []):
+        links = getattr(fn, "links", None)
+        if links is None:
+            links = [fn.link] if getattr(fn, "link", None) is not None else []
+        for link in links:
             p = link.primitive
             if link.kind == 0 and getattr(p, "own_swish", False):
                 sizes.append(int(np.prod(p.out_shape)))
