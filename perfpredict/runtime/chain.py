@@ -176,7 +176,8 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     that bound, each run is cut into the fewest pieces (chains and single steps, :func:`_partition`). A stem (a
     convolution of few input channels into a max pool, :func:`_stems`) that a chain holds whole runs from the planar
     input through oneDNN's blocked format. A GlobalAveragePool of the output of an fp32 convolution whose swish is
-    our own pass is computed in that pass (:func:`_mean_folds`): one call fewer, and the output read once."""
+    our own pass is computed in that pass (:func:`_mean_folds`): one call fewer, and the output read once. A gate
+    product that reads its input for the last time writes over it (:func:`_in_place`)."""
     live, peak = live_profile(schedule)
     peak += int(peak * PEAK_SLACK)
     members = _members(schedule, steps)
@@ -473,17 +474,58 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
         for s in ins:
             if s in last_read:
                 last_read[s] = max(last_read[s], i)
-    sizes = {s: schedule.slots[s].nbytes for s in internal}
-    lifetimes = {s: (produced[s], last_read[s]) for s in internal}
+    in_place = _in_place(schedule, run, members, internal, produced, last_read)
+    sizes = {s: schedule.slots[s].nbytes for s in internal if s not in in_place}
+    lifetimes = {s: (produced[s], last_read[s]) for s in internal if s not in in_place}
+    for out, x in in_place.items():  # the product's output takes its input's bytes: one tensor, living on
+        lifetimes[x] = (lifetimes[x][0], max(lifetimes[x][1], last_read[out]))
     spare = _spare_inputs(schedule, run, inputs, freed)
     scratch = max([m.link.primitive.scratch_bytes for m in members if m.link is not None] + [0])
     others = scratch + sum(schedule.slots[s].nbytes for s in exported)
     arena = layout_arena(sizes, lifetimes, spare=spare)
     if budget is not None and arena.size + others > budget >= arena_bound(sizes, lifetimes, spare) + others:
         arena = layout_arena(sizes, lifetimes, tries=ARENA_TRIES, spare=spare)
+    if in_place:
+        arena = _placed_in(arena, in_place)
     held = arena.size + others
     return _ChainPlan(tuple(inputs), exported, tuple(s for s in freed if s not in produced), arena, grids, scratch,
                       held, means)
+
+
+def _in_place(schedule: Any, run: Sequence[Step], members: Sequence[_Member], internal: Sequence[int],
+              produced: dict[int, int], last_read: dict[int, int]) -> dict[int, int]:
+    """Gate products of ``run`` that write over their input (output slot -> input slot): where the product is the
+    last reader of an input the run makes and frees, of the output's size, that no view shares (an elementwise
+    oneDNN binary reads each value before it writes it), so the product writes into bytes already in cache."""
+    mine = set(internal)
+    aliased = {s.alias_of for s in schedule.slots if s.alias_of is not None}
+    out: dict[int, int] = {}
+    for i, ((_, ins, outs, _), m) in enumerate(zip(run, members)):
+        if m.kind != 3 or outs[0] not in mine:
+            continue
+        x = ins[1 - m.link.gate]
+        if x in mine and x not in aliased and x not in out.values() and last_read.get(x) == i \
+                and produced.get(x, i) < i and schedule.slots[x].nbytes == schedule.slots[outs[0]].nbytes:
+            out[outs[0]] = x
+    return out
+
+
+def _placed_in(arena: ArenaLayout, in_place: dict[int, int]) -> ArenaLayout:
+    """``arena`` with each in-place output (:func:`_in_place`) at its input's place (an input's input first)."""
+    offsets, borrowed = dict(arena.offsets), dict(arena.borrowed)
+
+    def root(s: int) -> int:
+        while s in in_place:
+            s = in_place[s]
+        return s
+
+    for out in in_place:
+        r = root(out)
+        if r in offsets:
+            offsets[out] = offsets[r]
+        else:
+            borrowed[out] = borrowed[r]
+    return ArenaLayout(offsets, arena.size, borrowed)
 
 
 def _mean_folds(run: Sequence[Step], members: Sequence[_Member]) -> dict[int, int]:

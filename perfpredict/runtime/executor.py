@@ -180,8 +180,9 @@ chains also run the schedule's quantisations, dequantisations and changes of lay
 searched harder where that lets it fit, the bytes of a chain's inputs reused once it has read them, and a stem (a
 convolution of at most 4 input channels into a max pool) run in its chain from the planar input through oneDNN's
 blocked format. 5: as 4, with a GlobalAveragePool of an fp32 convolution's output whose swish is our own pass
-(AVX-512) computed in that pass (:func:`~perfpredict.runtime.chain._mean_folds`), and that pass in 17 vector
-instructions per 16 values instead of 21."""
+(AVX-512) computed in that pass (:func:`~perfpredict.runtime.chain._mean_folds`), that pass in 17 vector
+instructions per 16 values instead of 21, and a gate product that reads its input for the last time writing over it
+(:func:`~perfpredict.runtime.chain._in_place`)."""
 
 
 @dataclass(frozen=True)

@@ -468,3 +468,35 @@ def test_only_an_fp32_channels_last_convolution_with_its_own_swish_pass_takes_th
         assert chain._mean_folds(run, [conv, pool]) == {}
     assert chain._mean_folds(run, [_conv_member(), chain._Member(1, None, True)]) == {}  # an int8 pool
     assert chain._mean_folds([(None, (0,), (1,), ()), (None, (0,), (2,), ())], [_conv_member(), pool]) == {}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_gate_product_writes_over_its_input_where_it_reads_it_last(precision, monkeypatch):
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net = residual_se_graph(hw=16)
+    plan = _plan(net, precision)
+    x = np.random.default_rng(5).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    made = []
+    real = chain._chain
+
+    def spy(schedule, run, ops, members, layout):
+        made.append((schedule, layout))
+        return real(schedule, run, ops, members, layout)
+
+    monkeypatch.setattr(chain, "_chain", spy)
+    chained = build_executable(net, plan, calibration=[x] if precision == "int8" else None)
+    ((schedule, layout),) = made
+    slot = {s.tensor: i for i, s in enumerate(schedule.slots) if s.precision == precision}
+    assert layout.arena.offsets[slot["se"]] == layout.arena.offsets[slot["m"]]  # se_mul writes over the pool's m
+    monkeypatch.setattr(chain, "_in_place", lambda *a: {})
+    made.clear()
+    apart = build_executable(net, plan, calibration=chained.calibration)
+    assert made[0][1].arena.size >= layout.arena.size
+    np.testing.assert_array_equal(chained.run(x), apart.run(x))
+
+
+def test_an_in_place_output_takes_its_inputs_place_in_the_arena_or_in_a_borrowed_input():
+    arena = chain.ArenaLayout({1: 0, 2: 64}, 128, {5: (0, 64)})
+    placed = chain._placed_in(arena, {3: 1, 4: 3, 6: 5})  # 4 over 3 over 1; 6 over the borrowed 5
+    assert placed.offsets == {1: 0, 2: 64, 3: 0, 4: 0} and placed.borrowed == {5: (0, 64), 6: (0, 64)}
+    assert placed.size == 128
