@@ -1,13 +1,14 @@
-"""What an fp32 plan's swish costs on this machine, and what folding squeeze-excite pools into it saves (a figure,
+"""What an fp32 plan's swish costs on this machine, and what revision 5's squeeze-excite changes save (a figure,
 not a test).
 
 On a CPU with AVX-512, ``conv.dnnl`` applies a folded swish as our own pass over its output after the oneDNN call
-(``pp_swish_f32`` in ``perfpredict/primitives/_dnnl.c``), and a chain computes a GlobalAveragePool of that output
-in the same pass (``perfpredict.runtime.chain._mean_folds``, dispatch revision 5). For one model and plan this
-times, round-robin in steady-state turns (``perfpredict.measure.measure_interleaved``): the plan as the runtime
-builds it, the same plan with the pools left as calls of their own, and ONNX Runtime's default session. Then the
-swish pass alone, once over a buffer of each such convolution's output size (median of ``--repeats`` calls):
-nanoseconds per value and its sum over one forward pass.
+(``pp_swish_f32`` in ``perfpredict/primitives/_dnnl.c``), a chain computes a GlobalAveragePool of that output in
+the same pass (``perfpredict.runtime.chain._mean_folds``), and a gate product that reads its input for the last
+time writes over it (``chain._in_place``; dispatch revision 5). For one model and plan this times, round-robin in
+lockstep steady-state turns (``perfpredict.measure.measure_interleaved``): the plan as the runtime builds it, the
+same plan with the pools left as calls of their own, with the gate products writing apart, and ONNX Runtime's
+default session. Then the swish pass alone, once over a buffer of each such convolution's output size (median of
+``--repeats`` calls): nanoseconds per value and its sum over one forward pass.
 
     .venv/bin/python benchmarks/bench_swish.py [--model efficientnet_b0]
         [--from-realised benchmarks/results/realised_xeon2_refine.json:lossless | --plan PLAN.json]
@@ -24,6 +25,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +38,16 @@ from perfpredict.models import load_model  # noqa: E402
 from perfpredict.primitives.dnnl import library  # noqa: E402
 from perfpredict.runtime import build_executable, ort_session  # noqa: E402
 from perfpredict.runtime import chain  # noqa: E402
+
+
+def without(graph, plan, threads: int, rewrite: str, nothing: Any):  # noqa: ANN001, ANN201
+    """``plan`` built with the chain rewrite ``chain.<rewrite>`` finding ``nothing`` to do."""
+    real = getattr(chain, rewrite)
+    setattr(chain, rewrite, lambda *args: nothing)
+    try:
+        return build_executable(graph, plan, threads=threads)
+    finally:
+        setattr(chain, rewrite, real)
 
 
 def swish_sizes(exe) -> list[int]:  # noqa: ANN001
@@ -85,17 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_from_args(args, graph)
     x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
     folded = build_executable(graph, plan, threads=args.threads)
-    real = chain._mean_folds
-    chain._mean_folds = lambda run, members: {}
-    try:
-        unfolded = build_executable(graph, plan, threads=args.threads)
-    finally:
-        chain._mean_folds = real
+    unfolded = without(graph, plan, args.threads, "_mean_folds", {})
+    apart = without(graph, plan, args.threads, "_in_place", {})
     sess = ort_session(onnx_path, threads=args.threads)
     feeds = {sess.get_inputs()[0].name: x}
-    xs, ys = folded.prepare_input(x), unfolded.prepare_input(x)
-    fns = {"pools folded": lambda: folded.forward(*xs), "pools as calls": lambda: unfolded.forward(*ys),
-           "ort": lambda: sess.run(None, feeds)}
+    fns = {name: (lambda e, xs: lambda: e.forward(*xs))(e, e.prepare_input(x))
+           for name, e in (("as built", folded), ("pools as calls", unfolded), ("products apart", apart))}
+    fns["ort"] = lambda: sess.run(None, feeds)
     stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
                                 threads=args.threads, seed=0, lockstep=True, **timing_kwargs(args))
     sizes = swish_sizes(folded)
