@@ -477,8 +477,9 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
     in_place = _in_place(schedule, run, members, internal, produced, last_read)
     sizes = {s: schedule.slots[s].nbytes for s in internal if s not in in_place}
     lifetimes = {s: (produced[s], last_read[s]) for s in internal if s not in in_place}
-    for out, x in in_place.items():  # the product's output takes its input's bytes: one tensor, living on
-        lifetimes[x] = (lifetimes[x][0], max(lifetimes[x][1], last_read[out]))
+    for out in in_place:  # the product's output takes its input's bytes: one tensor, living on
+        r = _root(out, in_place)
+        lifetimes[r] = (lifetimes[r][0], max(lifetimes[r][1], last_read[out]))
     spare = _spare_inputs(schedule, run, inputs, freed)
     scratch = max([m.link.primitive.scratch_bytes for m in members if m.link is not None] + [0])
     others = scratch + sum(schedule.slots[s].nbytes for s in exported)
@@ -510,17 +511,18 @@ def _in_place(schedule: Any, run: Sequence[Step], members: Sequence[_Member], in
     return out
 
 
+def _root(slot: int, in_place: dict[int, int]) -> int:
+    """The tensor whose bytes ``slot`` takes, following in-place outputs back to one that is not."""
+    while slot in in_place:
+        slot = in_place[slot]
+    return slot
+
+
 def _placed_in(arena: ArenaLayout, in_place: dict[int, int]) -> ArenaLayout:
     """``arena`` with each in-place output (:func:`_in_place`) at its input's place (an input's input first)."""
     offsets, borrowed = dict(arena.offsets), dict(arena.borrowed)
-
-    def root(s: int) -> int:
-        while s in in_place:
-            s = in_place[s]
-        return s
-
     for out in in_place:
-        r = root(out)
+        r = _root(out, in_place)
         if r in offsets:
             offsets[out] = offsets[r]
         else:

@@ -132,3 +132,18 @@ def swish_se_net(seed: int = 0, hw: int = 16, channels: int = 32, batch: int = 1
 def swish_se_graph(seed: int = 0, hw: int = 16, channels: int = 32, batch: int = 1) -> Graph:
     """:func:`swish_se_net` loaded as a Graph."""
     return load_onnx(swish_se_net(seed, hw, channels, batch), name="swish_se")
+
+
+def double_gate_graph(seed: int = 0, hw: int = 8) -> Graph:
+    """conv-relu -> a gate (gap, conv, sigmoid) -> two gate products in a row, (a * g) * g -> conv 1x1 (output)."""
+    rng = np.random.default_rng(seed)
+    inits: list = []
+    n = [_conv("c1", "x", "c", 3, 16, 3, rng, inits=inits), helper.make_node("Relu", ["c"], ["a"], name="relu"),
+         helper.make_node("GlobalAveragePool", ["a"], ["p"], name="gap"),
+         _conv("se", "p", "s", 16, 16, 1, rng, inits=inits), helper.make_node("Sigmoid", ["s"], ["g"], name="gate"),
+         helper.make_node("Mul", ["a", "g"], ["m1"], name="mul1"),
+         helper.make_node("Mul", ["m1", "g"], ["m2"], name="mul2"),
+         _conv("c2", "m2", "y", 16, 8, 1, rng, inits=inits)]
+    graph = helper.make_graph(n, "double_gate", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, hw, hw])], inits)
+    return load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), name="double_gate")

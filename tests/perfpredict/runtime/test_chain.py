@@ -18,7 +18,7 @@ from perfpredict.runtime import chain
 from perfpredict.runtime.chain import ALIGN, chain_steps, layout_arena
 from perfpredict.runtime.kernel import QParams
 from perfpredict.runtime.measurement import allocated_memory
-from tests.perfpredict.runtime.nets import fire_graph, residual_se_graph, stem_graph, swish_se_graph
+from tests.perfpredict.runtime.nets import double_gate_graph, fire_graph, residual_se_graph, stem_graph, swish_se_graph
 
 CONVS = {"fp32": "conv.dnnl", "int8": "conv.dnnl_int8"}
 
@@ -500,3 +500,36 @@ def test_an_in_place_output_takes_its_inputs_place_in_the_arena_or_in_a_borrowed
     placed = chain._placed_in(arena, {3: 1, 4: 3, 6: 5})  # 4 over 3 over 1; 6 over the borrowed 5
     assert placed.offsets == {1: 0, 2: 64, 3: 0, 4: 0} and placed.borrowed == {5: (0, 64), 6: (0, 64)}
     assert placed.size == 128
+
+
+def test_gate_products_in_a_row_all_write_over_the_first_input():
+    # x (made at 0) -> z1 = x * g at 1 -> z2 = z1 * g at 2 -> read at 3
+    schedule = SimpleNamespace(slots=[SimpleNamespace(nbytes=n, alias_of=None) for n in (64, 64, 64, 64, 64)])
+    run = [(None, (4,), (0,), ()), (None, (0, 4), (1,), (0,)), (None, (1, 4), (2,), (1,)), (None, (2,), (3,), (2,))]
+    gate = SimpleNamespace(gate=1)
+    members = [chain._Member(0, None, False), chain._Member(3, gate, False), chain._Member(3, gate, False),
+               chain._Member(0, None, False)]
+    produced = {0: 0, 1: 1, 2: 2, 3: 3}
+    last_read = {0: 1, 1: 2, 2: 3, 3: 3}
+    in_place = chain._in_place(schedule, run, members, [0, 1, 2], produced, last_read)
+    assert in_place == {1: 0, 2: 1} and chain._root(2, in_place) == 0
+
+
+def test_two_gate_products_in_a_row_run_in_place_in_a_chain_and_compute_the_same(monkeypatch):
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net = double_gate_graph()
+    plan = _plan(net, "fp32")
+    made = []
+    real = chain._chain
+
+    def spy(schedule, run, ops, members, layout):
+        made.append((schedule, layout))
+        return real(schedule, run, ops, members, layout)
+
+    monkeypatch.setattr(chain, "_chain", spy)
+    x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    chained = build_executable(net, plan)
+    ((schedule, layout),) = made
+    slot = {s.tensor: i for i, s in enumerate(schedule.slots)}
+    assert layout.arena.offsets[slot["m2"]] == layout.arena.offsets[slot["m1"]] == layout.arena.offsets[slot["a"]]
+    np.testing.assert_allclose(chained.run(x), build_executable(net, plan, chain=False).run(x), rtol=1e-5, atol=1e-6)
