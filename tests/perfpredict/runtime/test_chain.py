@@ -470,12 +470,8 @@ def test_only_an_fp32_channels_last_convolution_with_its_own_swish_pass_takes_th
     assert chain._mean_folds([(None, (0,), (1,), ()), (None, (0,), (2,), ())], [_conv_member(), pool]) == {}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_a_gate_product_writes_over_its_input_where_it_reads_it_last(precision, monkeypatch):
-    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
-    net = residual_se_graph(hw=16)
-    plan = _plan(net, precision)
-    x = np.random.default_rng(5).standard_normal((1, 3, 16, 16)).astype(np.float32)
+def _layouts(monkeypatch):
+    """A list that gets (schedule, layout) of every chain made from now on."""
     made = []
     real = chain._chain
 
@@ -484,6 +480,16 @@ def test_a_gate_product_writes_over_its_input_where_it_reads_it_last(precision, 
         return real(schedule, run, ops, members, layout)
 
     monkeypatch.setattr(chain, "_chain", spy)
+    return made
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_gate_product_writes_over_its_input_where_it_reads_it_last(precision, monkeypatch):
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net = residual_se_graph(hw=16)
+    plan = _plan(net, precision)
+    x = np.random.default_rng(5).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    made = _layouts(monkeypatch)
     chained = build_executable(net, plan, calibration=[x] if precision == "int8" else None)
     ((schedule, layout),) = made
     slot = {s.tensor: i for i, s in enumerate(schedule.slots) if s.precision == precision}
@@ -519,14 +525,7 @@ def test_two_gate_products_in_a_row_run_in_place_in_a_chain_and_compute_the_same
     _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
     net = double_gate_graph()
     plan = _plan(net, "fp32")
-    made = []
-    real = chain._chain
-
-    def spy(schedule, run, ops, members, layout):
-        made.append((schedule, layout))
-        return real(schedule, run, ops, members, layout)
-
-    monkeypatch.setattr(chain, "_chain", spy)
+    made = _layouts(monkeypatch)
     x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
     chained = build_executable(net, plan)
     ((schedule, layout),) = made
