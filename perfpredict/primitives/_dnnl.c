@@ -4,9 +4,8 @@
  * pp_dnnl_conv_create builds, once, everything a call needs: the primitive for one input shape (channels-last
  * source and destination but in a chain's stem, weights in the blocked format oneDNN picks, bias, an eltwise
  * post-op), the weights reordered into that format, and memory objects for source and destination without data.
- * pp_dnnl_conv_run
- * then points those at the caller's buffers and executes. The scratchpad is the caller's too (user mode), so
- * that the memory a call holds is allocated, and seen, by the caller's allocator.
+ * pp_dnnl_conv_run then points those at the caller's buffers and executes. The scratchpad is the caller's too (user
+ * mode), so that the memory a call holds is allocated, and seen, by the caller's allocator.
  *
  * At int8 (a non-NULL pp_dnnl_quant) source and destination are u8 with a per-tensor scale and zero point, the
  * weights s8 with one scale per output channel, the bias f32: oneDNN computes

@@ -474,13 +474,14 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
         for s in ins:
             if s in last_read:
                 last_read[s] = max(last_read[s], i)
-    in_place = _in_place(schedule, run, members, internal, produced, last_read)
+    aliased = {s.alias_of for s in schedule.slots if s.alias_of is not None}  # slots a view shares
+    in_place = _in_place(schedule, run, members, internal, produced, last_read, aliased)
     sizes = {s: schedule.slots[s].nbytes for s in internal if s not in in_place}
     lifetimes = {s: (produced[s], last_read[s]) for s in internal if s not in in_place}
     for out in in_place:  # the product's output takes its input's bytes: one tensor, living on
         r = _root(out, in_place)
         lifetimes[r] = (lifetimes[r][0], max(lifetimes[r][1], last_read[out]))
-    spare = _spare_inputs(schedule, run, inputs, freed)
+    spare = _spare_inputs(schedule, run, inputs, freed, aliased)
     scratch = max([m.link.primitive.scratch_bytes for m in members if m.link is not None] + [0])
     others = scratch + sum(schedule.slots[s].nbytes for s in exported)
     arena = layout_arena(sizes, lifetimes, spare=spare)
@@ -494,12 +495,12 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
 
 
 def _in_place(schedule: Any, run: Sequence[Step], members: Sequence[_Member], internal: Sequence[int],
-              produced: dict[int, int], last_read: dict[int, int]) -> dict[int, int]:
+              produced: dict[int, int], last_read: dict[int, int], aliased: set[int]) -> dict[int, int]:
     """Gate products of ``run`` that write over their input (output slot -> input slot): where the product is the
-    last reader of an input the run makes and frees, of the output's size, that no view shares (an elementwise
-    oneDNN binary reads each value before it writes it), so the product writes into bytes already in cache."""
+    last reader of an input the run makes and frees, of the output's size, that no view shares (not in ``aliased``;
+    an elementwise oneDNN binary reads each value before it writes it), so the product writes into bytes already in
+    cache."""
     mine = set(internal)
-    aliased = {s.alias_of for s in schedule.slots if s.alias_of is not None}
     out: dict[int, int] = {}
     for i, ((_, ins, outs, _), m) in enumerate(zip(run, members)):
         if m.kind != 3 or outs[0] not in mine:
@@ -558,12 +559,11 @@ def _exclusive(x: torch.Tensor) -> bool:
     return count is not None and count(x.untyped_storage()._cdata) == 2  # x's and the storage object's own
 
 
-def _spare_inputs(schedule: Any, run: Sequence[Step], inputs: Sequence[int],
-                  freed: set[int]) -> dict[int, tuple[int, int]]:
+def _spare_inputs(schedule: Any, run: Sequence[Step], inputs: Sequence[int], freed: set[int],
+                  aliased: set[int]) -> dict[int, tuple[int, int]]:
     """The chain's inputs whose bytes it may reuse once it has read them for the last time (slot -> (bytes, the step
     after that read)): those it frees (nothing after it reads them) that are no graph input (the caller's) and share
-    their storage with no other slot (a view of them read later)."""
-    aliased = {s.alias_of for s in schedule.slots if s.alias_of is not None}
+    their storage with no other slot (not in ``aliased``: a view of them read later)."""
     spare = {}
     for slot in inputs:
         if slot in freed and slot not in schedule.input_slots and slot not in aliased \

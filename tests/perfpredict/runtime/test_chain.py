@@ -80,6 +80,19 @@ def _with_budget(monkeypatch, budget):
     monkeypatch.setattr(chain, "live_profile", profile)
 
 
+def _layouts(monkeypatch):
+    """A list that gets (schedule, layout) of every chain made from now on."""
+    made = []
+    real = chain._chain
+
+    def spy(schedule, run, ops, members, layout):
+        made.append((schedule, layout))
+        return real(schedule, run, ops, members, layout)
+
+    monkeypatch.setattr(chain, "_chain", spy)
+    return made
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_one_chain_runs_the_residual_net_from_its_first_convolution_to_its_last(net, x, precision, monkeypatch):
     # with memory no object: conv1, conv2, conv3 (adding conv1's output from the arena), the max pool, the squeeze-
@@ -358,18 +371,11 @@ def _fire_after_a_torch_stem():
 
 def test_a_chain_reuses_an_input_it_no_longer_reads_and_computes_the_same(monkeypatch):
     net, plan = _fire_after_a_torch_stem()
-    made = []
-    real = chain._chain
-
-    def spy(schedule, run, ops, members, layout):
-        made.append(layout)
-        return real(schedule, run, ops, members, layout)
-
-    monkeypatch.setattr(chain, "_chain", spy)
+    made = _layouts(monkeypatch)
     _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)  # the fire modules in one chain after the stem
     x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
     chained = build_executable(net, plan)
-    assert any(layout.arena.borrowed for layout in made)
+    assert any(layout.arena.borrowed for _, layout in made)
     np.testing.assert_allclose(chained.run(x), build_executable(net, plan, chain=False).run(x), rtol=1e-5, atol=1e-6)
 
 
@@ -470,19 +476,6 @@ def test_only_an_fp32_channels_last_convolution_with_its_own_swish_pass_takes_th
     assert chain._mean_folds([(None, (0,), (1,), ()), (None, (0,), (2,), ())], [_conv_member(), pool]) == {}
 
 
-def _layouts(monkeypatch):
-    """A list that gets (schedule, layout) of every chain made from now on."""
-    made = []
-    real = chain._chain
-
-    def spy(schedule, run, ops, members, layout):
-        made.append((schedule, layout))
-        return real(schedule, run, ops, members, layout)
-
-    monkeypatch.setattr(chain, "_chain", spy)
-    return made
-
-
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_a_gate_product_writes_over_its_input_where_it_reads_it_last(precision, monkeypatch):
     _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
@@ -517,7 +510,7 @@ def test_gate_products_in_a_row_all_write_over_the_first_input():
                chain._Member(0, None, False)]
     produced = {0: 0, 1: 1, 2: 2, 3: 3}
     last_read = {0: 1, 1: 2, 2: 3, 3: 3}
-    in_place = chain._in_place(schedule, run, members, [0, 1, 2], produced, last_read)
+    in_place = chain._in_place(schedule, run, members, [0, 1, 2], produced, last_read, set())
     assert in_place == {1: 0, 2: 1} and chain._root(2, in_place) == 0
 
 
