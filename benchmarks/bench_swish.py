@@ -19,35 +19,20 @@ Run it on a quiet machine.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import (add_plan_options, add_timing_options, plan_from_args, timing_kwargs,  # noqa: E402
-                                write_results)
-from perfpredict.measure import measure_interleaved, torch_threads  # noqa: E402
-from perfpredict.models import load_model  # noqa: E402
+from benchmarks.harness import against_ort, builds_parser, model_plan_input, without, write_results  # noqa: E402
+from perfpredict.measure import torch_threads  # noqa: E402
 from perfpredict.primitives.dnnl import library  # noqa: E402
-from perfpredict.runtime import build_executable, ort_session  # noqa: E402
-from perfpredict.runtime import chain  # noqa: E402
-
-
-def without(graph, plan, threads: int, rewrite: str, nothing: Any):  # noqa: ANN001, ANN201
-    """``plan`` built with the chain rewrite ``chain.<rewrite>`` finding ``nothing`` to do."""
-    real = getattr(chain, rewrite)
-    setattr(chain, rewrite, lambda *args: nothing)
-    try:
-        return build_executable(graph, plan, threads=threads)
-    finally:
-        setattr(chain, rewrite, real)
+from perfpredict.runtime import build_executable  # noqa: E402
 
 
 def swish_sizes(exe) -> list[int]:  # noqa: ANN001
@@ -84,36 +69,18 @@ def time_pass(sizes: list[int], threads: int, repeats: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="efficientnet_b0")
-    add_plan_options(ap)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = builds_parser(__doc__.splitlines()[0], "efficientnet_b0", "benchmarks/results/swish.json")
     ap.add_argument("--repeats", type=int, default=50, help="calls of the swish pass per size (default 50)")
-    add_timing_options(ap)
-    ap.add_argument("--out", default="benchmarks/results/swish.json")
     args = ap.parse_args(argv)
 
-    graph, onnx_path = load_model(args.model)
-    plan = plan_from_args(args, graph)
-    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+    graph, onnx_path, plan, x = model_plan_input(args)
     folded = build_executable(graph, plan, threads=args.threads)
-    unfolded = without(graph, plan, args.threads, "_mean_folds", {})
-    apart = without(graph, plan, args.threads, "_in_place", {})
-    sess = ort_session(onnx_path, threads=args.threads)
-    feeds = {sess.get_inputs()[0].name: x}
-    fns = {name: (lambda e, xs: lambda: e.forward(*xs))(e, e.prepare_input(x))
-           for name, e in (("as built", folded), ("pools as calls", unfolded), ("products apart", apart))}
-    fns["ort"] = lambda: sess.run(None, feeds)
-    stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
-                                threads=args.threads, seed=0, lockstep=True, **timing_kwargs(args))
+    builds = {"as built": folded, "pools as calls": without(graph, plan, args.threads, "_mean_folds", {}),
+              "products apart": without(graph, plan, args.threads, "_in_place", {})}
+    _, stats, lines = against_ort(builds, onnx_path, x, args)
     sizes = swish_sizes(folded)
     us = time_pass(sizes, args.threads, args.repeats)
     values = sum(sizes)
-    ort = stats["ort"].median_ms
-    lines = [f"{args.model}, {args.threads} threads, plan {args.plan or args.from_realised or 'default'}:", "",
-             "| forward pass | median ms | 95% CI half-width | over ONNX Runtime |", "|---|---|---|---|"]
-    for k, s in stats.items():
-        lines.append(f"| {k} | {s.median_ms:.3f} | {100 * s.ci95_rel:.1f}% | {s.median_ms / ort:.3f} |")
     lines += ["", f"swish passes of our own: {len(sizes)} per forward pass, {values} values, "
               f"{sum(us) / 1e3:.3f} ms alone ({sum(us) * 1e3 / max(values, 1):.3f} ns per value)"]
     table = "\n".join(lines)

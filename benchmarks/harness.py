@@ -128,6 +128,63 @@ def plan_from_args(args: argparse.Namespace, graph: Graph) -> Plan:
     return Plan.from_dict(rows[0]["lossless" if kind == "lossless" else "lossy"]["plan"])
 
 
+def without(graph: Graph, plan: Plan, threads: int, rewrite: str, nothing: Any) -> Any:
+    """``plan`` built (an Executable) with the chain rewrite ``perfpredict.runtime.chain.<rewrite>`` finding
+    ``nothing`` to do: what that rewrite saves, timed against the plan as built."""
+    from perfpredict.runtime import chain
+
+    real = getattr(chain, rewrite)
+    setattr(chain, rewrite, lambda *args: nothing)
+    try:
+        return build_executable(graph, plan, threads=threads)
+    finally:
+        setattr(chain, rewrite, real)
+
+
+def builds_parser(description: str, model: str, out: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that times builds of one plan against ONNX Runtime (:func:`against_ort`):
+    ``--model``, the plan (:func:`add_plan_options`), ``--threads``, the timing options and ``--out``."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", default=model)
+    add_plan_options(ap)
+    ap.add_argument("--threads", type=int, default=2)
+    add_timing_options(ap)
+    ap.add_argument("--out", default=out)
+    return ap
+
+
+def model_plan_input(args: argparse.Namespace) -> tuple[Graph, Path, Plan, np.ndarray]:
+    """For :func:`builds_parser`'s ``args``: the zoo model (graph, ONNX path), the plan to time
+    (:func:`plan_from_args`) and a seeded normal input."""
+    from perfpredict.models import load_model
+
+    graph, onnx_path = load_model(args.model)
+    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+    return graph, Path(onnx_path), plan_from_args(args, graph), x
+
+
+def against_ort(builds: Mapping[str, Any], onnx_path: str | Path, x: np.ndarray,
+                args: argparse.Namespace) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], list[str]]:
+    """Executables ``builds`` (label -> Executable) of one plan and ONNX Runtime's default session of ``onnx_path``
+    timed on ``x`` round-robin in lockstep steady-state turns (``perfpredict.measure.measure_interleaved``):
+    (each label's zero-argument forward pass, ``"ort"`` included; each label's timing; a Markdown table of them)."""
+    from perfpredict.measure import measure_interleaved
+    from perfpredict.runtime import ort_session
+
+    sess = ort_session(onnx_path, threads=args.threads)
+    feeds = {sess.get_inputs()[0].name: x}
+    fns = {name: (lambda e, xs: lambda: e.forward(*xs))(e, e.prepare_input(x)) for name, e in builds.items()}
+    fns["ort"] = lambda: sess.run(None, feeds)
+    stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
+                                threads=args.threads, seed=0, lockstep=True, **timing_kwargs(args))
+    ort = stats["ort"].median_ms
+    lines = [f"{args.model}, {args.threads} threads, plan {args.plan or args.from_realised or 'default'}:", "",
+             "| forward pass | median ms | 95% CI half-width | over ONNX Runtime |", "|---|---|---|---|"]
+    for k, st in stats.items():
+        lines.append(f"| {k} | {st.median_ms:.3f} | {100 * st.ci95_rel:.1f}% | {st.median_ms / ort:.3f} |")
+    return fns, stats, lines
+
+
 def plan_calls(graph: Graph, plans: Mapping[str, Plan], threads: int, x: np.ndarray) -> dict[str, Callable[[], Any]]:
     """A zero-argument forward pass of each plan on input ``x`` (built once, input prepared once)."""
     fns = {}

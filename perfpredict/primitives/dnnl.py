@@ -253,6 +253,7 @@ class Reorder:
                             f"{_status(status.value)}")
         _adopt(self, "reorder", handle)
         self.out_shape = tuple(shape)
+        self.formats = (fmt[sl], fmt[tl])
 
 
 _RECORDING: list[list[tuple]] = []  # the open recorders of calls, innermost last
@@ -381,6 +382,9 @@ def _build_dnnl(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext
         # oneDNN's fast path for a convolution of few input channels (a stem) reads planar input and writes blocks
         kernel.planar_to_blocked = lambda: _Primitive(node, geo, shape, w_np, b_np, act, lo, hi,  # type: ignore
                                                       residual=res, formats=(NCHW, BLOCKED))
+        # in blocks to blocks, for a chain whose own tensors run in them (chain._on_blocks)
+        kernel.blocked = lambda: _Primitive(node, geo, shape, w_np, b_np, act, lo, hi,  # type: ignore
+                                            residual=res, formats=(BLOCKED, BLOCKED))
     return kernel
 
 

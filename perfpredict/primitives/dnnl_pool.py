@@ -55,6 +55,7 @@ class _Pool:
         self.name = name
         _adopt(self, "pool", handle)
         self.out_shape = (n, c, oh, ow)
+        self.formats = (fmt, fmt)
         self._run = lib.pp_dnnl_pool_run
 
     def execute(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -103,12 +104,13 @@ def _build(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildContext) -> 
     return kernel
 
 
-def global_average_pool(name: str, x_shape: tuple[int, ...], int8: bool) -> _Pool:
-    """oneDNN's average pool over the whole of each channel of a channels-last ``x_shape`` (N, C, H, W) into
-    (N, C, 1, 1), for a chain of oneDNN calls (:mod:`perfpredict.runtime.chain`): GlobalAveragePool. At int8 the
-    output stays on the input's grid, as torch's quantised pool keeps it."""
+def global_average_pool(name: str, x_shape: tuple[int, ...], int8: bool, fmt: int = NHWC) -> _Pool:
+    """oneDNN's average pool over the whole of each channel of an ``x_shape`` (N, C, H, W) tensor into
+    (N, C, 1, 1), for a chain of oneDNN calls (:mod:`perfpredict.runtime.chain`): GlobalAveragePool. ``fmt``: the
+    memory format of both (``dnnl.NHWC`` or ``dnnl.BLOCKED``). At int8 the output stays on the input's grid, as
+    torch's quantised pool keeps it."""
     h, w = x_shape[2:]
-    return _Pool(name, x_shape, ((1, 1), (h, w), (1, 1), (1, 1), (0, 0, 0, 0)), int8, _AVG)
+    return _Pool(name, x_shape, ((1, 1), (h, w), (1, 1), (1, 1), (0, 0, 0, 0)), int8, _AVG, fmt)
 
 
 @lru_cache(maxsize=4096)

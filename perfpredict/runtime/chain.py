@@ -177,7 +177,9 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     convolution of few input channels into a max pool, :func:`_stems`) that a chain holds whole runs from the planar
     input through oneDNN's blocked format. A GlobalAveragePool of the output of an fp32 convolution whose swish is
     our own pass is computed in that pass (:func:`_mean_folds`): one call fewer, and the output read once. A gate
-    product that reads its input for the last time writes over it (:func:`_in_place`)."""
+    product that reads its input for the last time writes over it (:func:`_in_place`). Where a chain's channel concats
+join parts whose channels fill whole blocks of 16, its own fp32 tensors run in oneDNN's blocked format and the
+concats are views, written in place by the convolutions that make their parts (:func:`_on_blocks`)."""
     live, peak = live_profile(schedule)
     peak += int(peak * PEAK_SLACK)
     members = _members(schedule, steps)
@@ -216,7 +218,10 @@ def _cut(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None
             layout = layouts.get((a, b)) if chained else None
             if layout is not None:
                 try:
-                    out.append(_chain(schedule, steps[a:b], schedule.ops[a:b], members[a:b], layout))
+                    blocks = _on_blocks(schedule, steps[a:b], schedule.ops[a:b], members[a:b], qparams,
+                                        peak - live[a])
+                    out.append(_chain(*blocks) if blocks is not None else
+                               _chain(schedule, steps[a:b], schedule.ops[a:b], members[a:b], layout))
                     continue
                 except PlanError:  # oneDNN refused a concat or pool the chain would make: the steps run as they are
                     pass
@@ -292,6 +297,175 @@ def _blocked_stems(schedule: Any, steps: Sequence[Step], members: Sequence["_Mem
     return _Extended(schedule, slots), steps, members
 
 
+_BLOCKS = "nChw16c"
+
+
+class _Op(NamedTuple):
+    """A step :func:`_on_blocks` adds (a change of format), named for errors like the schedule's ops."""
+
+    name: str
+
+
+def _on_blocks(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequence[_Member],
+               qparams: Callable[[str], QParams] | None,
+               budget: int) -> tuple[Any, list[Step], list[Any], list[_Member], _ChainPlan] | None:
+    """``run`` (steps of ``ops``, as ``members``) rewritten so that its own fp32 tensors whose channels fill whole
+    blocks of 16 run in oneDNN's blocked format (nChw16c), where that makes channel concats free: in blocks, at batch
+    1, each part of such a concat is a contiguous range of the output, so the convolutions that make the parts write
+    straight into it and the concat makes no call (a view, :func:`_viewed`). Convolutions (no residual, no swish pass
+    of our own), max pools and global average pools run on blocks (oneDNN's blocked kernels are as fast as its
+    channels-last ones on squeezenet1_1's layers: ``benchmarks/bench_blocks.py``); a change of format (a oneDNN
+    reorder) is added where a tensor made in blocks is read by a step that cannot run on them or outlives the chain,
+    or the other way round; a stem's reorder out of blocks (:func:`_blocked_stems`) is dropped where only steps on
+    blocks read its output. A tensor of one value per channel is the same bytes in both formats.
+
+    Returns (schedule with the new slots, steps, ops, members, chain plan), or None where there is no concat to make
+    free, where the changes of format would copy as many bytes as the concats saved, or where the chain would hold
+    more than ``budget`` bytes."""
+    from perfpredict.primitives.dnnl import BLOCKED, NHWC, ChainLink
+
+    slots = schedule.slots
+    means = _mean_folds(run, members)
+    made = {step[2][0]: i for i, step in enumerate(run)}
+    readers: dict[int, list[int]] = {}
+    for i, (_, ins, _, _) in enumerate(run):
+        for x in ins:
+            readers.setdefault(x, []).append(i)
+    freed = {x for step in run for x in step[3]}
+
+    def even(slot: int) -> bool:  # floats whose channels fill whole blocks: as many bytes in either format
+        t = slots[slot]
+        return t.precision == "fp32" and t.alias_of is None and len(t.shape) == 4 and t.shape[1] % 16 == 0
+
+    def flat(slot: int) -> bool:  # ... and one value per channel: the same bytes in either format
+        return even(slot) and slots[slot].shape[2] * slots[slot].shape[3] == 1
+
+    def formats(i: int) -> tuple[int, int] | None:  # (in, out) formats of a step as it stands
+        m = members[i]
+        if m.kind == 4:
+            a, b = slots[run[i][1][0]], slots[run[i][2][0]]
+            return BLOCKED if a.layout == _BLOCKS else NHWC, BLOCKED if b.layout == _BLOCKS else NHWC
+        return getattr(m.link.primitive, "formats", None) if m.link is not None else None
+
+    can = set()
+    for i, ((fn, ins, outs, _), m) in enumerate(zip(run, members)):
+        if m.int8 or i in means or i in means.values() or not all(even(x) for x in (*ins, *outs)):
+            continue
+        if m.kind in (0, 1) and m.link is not None:
+            if formats(i) == (NHWC, NHWC) and hasattr(fn, "blocked") and m.link.residual is None \
+                    and not getattr(m.link.primitive, "own_swish", False):
+                can.add(i)
+        elif m.kind == 1 or (m.kind == 2 and slots[outs[0]].shape[0] == 1 and all(x in made for x in ins)):
+            can.add(i)  # a global average pool; a concat at batch 1 of parts the run makes
+
+    chosen = set(can)
+
+    def makes_blocks(i: int | None) -> bool:
+        return i is not None and (i in chosen or (formats(i) or (NHWC, NHWC))[1] == BLOCKED)
+
+    def reads_blocks(j: int) -> bool:
+        return j in chosen or (formats(j) or (NHWC, NHWC))[0] == BLOCKED
+
+    changed = True
+    while changed:  # concats whose parts are not both made in blocks, and steps with no blocks on either side, leave
+        changed = False
+        for i in sorted(chosen):
+            ins, out = run[i][1], run[i][2][0]
+            if members[i].kind == 2:
+                drop = not all(makes_blocks(made.get(x)) for x in ins)
+            else:  # neither a non-flat input made in blocks nor a non-flat output read in them
+                drop = not any(makes_blocks(made.get(x)) and not flat(x) for x in ins) \
+                    and (flat(out) or not any(reads_blocks(j) for j in readers.get(out, ())))
+            if drop:
+                chosen.discard(i)
+                changed = True
+    views = [i for i in chosen if members[i].kind == 2]
+    if not views:
+        return None
+
+    def unblocked_source(x: int) -> int | None:  # a tensor a reorder made from a blocked one: that one
+        i = made.get(x)
+        if i is not None and members[i].kind == 4 and formats(i) == (BLOCKED, NHWC) \
+                and slots[run[i][1][0]].precision == slots[x].precision:
+            return run[i][1][0]
+        return None
+
+    new_slots = list(slots)
+    blocked_of: dict[int, int] = {}  # a tensor -> the slot of its blocked form
+    after: dict[int, list[Step]] = {}  # run index -> reorders that follow it
+    before: dict[int, list[Step]] = {}  # run index -> reorders that precede it
+    dropped: set[int] = set()  # run indices of reorders no longer needed
+    saved = sum(slots[run[i][2][0]].nbytes for i in views)
+    copied = 0
+    for x in sorted({x for step in run for x in (*step[1], *step[2])}):
+        if flat(x):
+            continue
+        rb = [j for j in readers.get(x, ()) if reads_blocks(j)]
+        rn = [j for j in readers.get(x, ()) if not reads_blocks(j)]
+        outlives = x in made and x not in freed
+        if makes_blocks(made.get(x)):
+            if not rn and not outlives:
+                blocked_of[x] = x
+                if slots[x].layout != _BLOCKS:
+                    new_slots[x] = replace(slots[x], layout=_BLOCKS)
+            else:  # made in blocks into a slot of its own, then reordered into x
+                blocked_of[x] = len(new_slots)
+                new_slots.append(replace(slots[x], tensor=f"{slots[x].tensor}#{_BLOCKS}", layout=_BLOCKS))
+                after.setdefault(made[x], []).append((None, (blocked_of[x],), (x,), ()))
+                copied += slots[x].nbytes
+        elif rb:
+            src = unblocked_source(x)
+            if src is not None:
+                blocked_of[x] = src
+                if not rn and not outlives:
+                    dropped.add(made[x])
+                    saved += slots[x].nbytes
+            else:
+                blocked_of[x] = len(new_slots)
+                new_slots.append(replace(slots[x], tensor=f"{slots[x].tensor}#{_BLOCKS}", layout=_BLOCKS,
+                                         alias_of=None))
+                before.setdefault(min(rb), []).append((None, (x,), (blocked_of[x],), ()))
+                copied += slots[x].nbytes
+    if copied >= saved:
+        return None
+
+    steps: list[Step] = []
+    new_ops: list[Any] = []
+    new_members: list[_Member] = []
+
+    def reorder(step: Step) -> None:
+        steps.append(step)
+        new_ops.append(_Op(f"{new_slots[step[2][0]].tensor} (change of format)"))
+        new_members.append(_Member(4, None, False))
+
+    for i, ((fn, ins, outs, _), op, m) in enumerate(zip(run, ops, members)):
+        for step in before.get(i, ()):
+            reorder(step)
+        if i in dropped:
+            continue
+        if reads_blocks(i):
+            ins = tuple(blocked_of.get(x, x) for x in ins)
+        if makes_blocks(i):
+            outs = tuple(blocked_of.get(x, x) for x in outs)
+        if i in chosen and m.link is not None:
+            m = replace(m, link=ChainLink(fn.blocked(), False, None, None, kind=m.link.kind))
+        elif i in chosen and m.kind == 2:
+            m = replace(m, view=True)
+        steps.append((fn, ins, outs, ()))
+        new_ops.append(op)
+        new_members.append(m)
+        for step in after.get(i, ()):
+            reorder(step)
+    gone = {run[i][2][0] for i in dropped}
+    frees = tuple(sorted((freed - gone) | set(range(len(slots), len(new_slots)))))
+    steps[-1] = (*steps[-1][:3], frees)
+    extended = _Extended(schedule, new_slots)
+    plan = _plan(extended, steps, new_members, qparams, budget=budget)
+    if plan is None or plan.held > budget:
+        return None
+    return extended, steps, new_ops, new_members, plan
+
+
 def _partition(i: int, j: int, fits: Callable[[int, int], bool],
                enough: Callable[[int, int], bool], shortest: int = 2) -> list[tuple[int, int, bool]]:
     """Steps ``i:j`` cut into the fewest pieces, each a single step or a chain ``a:b`` (at least ``shortest`` steps)
@@ -353,12 +527,14 @@ class _Member:
     """A step a chain can run: its C ``kind`` (0 a convolution, 1 a pool, 2 a channel concat, 3 a gate product, 4 a
     reorder), its kernel's :class:`~perfpredict.primitives.dnnl.ChainLink` (None for the ops the chain runs itself:
     concats, global average pools and the schedule's conversions), whether it is int8 (a reorder: whether its output
-    is) and, for a quantisation, the tensor whose calibrated grid it quantises onto."""
+    is), for a quantisation, the tensor whose calibrated grid it quantises onto, and, for a concat, whether it is a
+    view (its parts written into its output in place: no call; :func:`_on_blocks`)."""
 
     kind: int
     link: Any
     int8: bool
     quantises: str | None = None
+    view: bool = False
 
 
 def _member(schedule: Any, nodes: dict, op: Any, step: Step, readers: dict[int, int]) -> _Member | None:
@@ -476,8 +652,14 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
                 last_read[s] = max(last_read[s], i)
     aliased = {s.alias_of for s in schedule.slots if s.alias_of is not None}  # slots a view shares
     in_place = _in_place(schedule, run, members, internal, produced, last_read, aliased)
-    sizes = {s: schedule.slots[s].nbytes for s in internal if s not in in_place}
-    lifetimes = {s: (produced[s], last_read[s]) for s in internal if s not in in_place}
+    views = {step[2][0]: step[1] for step, m in zip(run, members) if m.kind == 2 and m.view}
+    if any(out not in last_read for out in views):  # a view's output must be the chain's own
+        return None
+    parts = {p for ins in views.values() for p in ins}
+    sizes = {s: schedule.slots[s].nbytes for s in internal if s not in in_place and s not in parts}
+    lifetimes = {s: (produced[s], last_read[s]) for s in internal if s not in in_place and s not in parts}
+    for out, ins in views.items():  # a view's output lives from when its first part is made
+        lifetimes[out] = (min(produced[p] for p in ins), lifetimes[out][1])
     for out in in_place:  # the product's output takes its input's bytes: one tensor, living on
         r = _root(out, in_place)
         lifetimes[r] = (lifetimes[r][0], max(lifetimes[r][1], last_read[out]))
@@ -489,6 +671,8 @@ def _plan(schedule: Any, run: Sequence[Step], members: Sequence[_Member],
         arena = layout_arena(sizes, lifetimes, tries=ARENA_TRIES, spare=spare)
     if in_place:
         arena = _placed_in(arena, in_place)
+    if views:
+        arena = _viewed(arena, views, schedule.slots)
     held = arena.size + others
     return _ChainPlan(tuple(inputs), exported, tuple(s for s in freed if s not in produced), arena, grids, scratch,
                       held, means)
@@ -528,6 +712,22 @@ def _placed_in(arena: ArenaLayout, in_place: dict[int, int]) -> ArenaLayout:
             offsets[out] = offsets[r]
         else:
             borrowed[out] = borrowed[r]
+    return ArenaLayout(offsets, arena.size, borrowed)
+
+
+def _viewed(arena: ArenaLayout, views: dict[int, tuple[int, ...]], slots: Sequence[Any]) -> ArenaLayout:
+    """``arena`` with the parts of each view (output slot -> its parts, in order) placed one after the other in the
+    output's bytes."""
+    offsets, borrowed = dict(arena.offsets), dict(arena.borrowed)
+    for out, ins in views.items():
+        at = 0
+        for p in ins:
+            if out in offsets:
+                offsets[p] = offsets[out] + at
+            else:
+                k, o = borrowed[out]
+                borrowed[p] = (k, o + at)
+            at += slots[p].nbytes
     return ArenaLayout(offsets, arena.size, borrowed)
 
 
@@ -589,7 +789,7 @@ class _Call(NamedTuple):
 def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequence[_Member],
            plan: _ChainPlan) -> Step:
     """One step for ``run`` (steps of ``ops``, as ``members``) laid out as ``plan``."""
-    from perfpredict.primitives.dnnl import ChannelConcat, Reorder, _status, library
+    from perfpredict.primitives.dnnl import BLOCKED, NHWC, ChannelConcat, Reorder, _status, library
     from perfpredict.primitives.dnnl_pool import global_average_pool
 
     inputs, exported, arena, grids = list(plan.inputs), list(plan.exported), plan.arena, plan.grids
@@ -608,8 +808,8 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
     folded = {conv: run[pool][2][0] for pool, conv in plan.means.items()}  # convolution -> the pool output it writes
     calls: list[_Call] = []
     for i, ((_, ins, outs, _), op, m) in enumerate(zip(run, ops, members)):
-        if i in plan.means:
-            continue  # the convolution's call makes this pool's output
+        if i in plan.means or m.view:
+            continue  # the convolution's call makes this pool's output; a view's parts were written in place
         second = ins[1] if len(ins) == 2 else None
         if m.kind == 4:
             a, b = schedule.slots[ins[0]], schedule.slots[outs[0]]
@@ -617,7 +817,8 @@ def _chain(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: Sequ
         elif m.kind == 2:
             prim = ChannelConcat(tuple(tuple(schedule.slots[s].shape) for s in ins), m.int8)
         elif m.link is None:
-            prim = global_average_pool(op.name, tuple(schedule.slots[ins[0]].shape), m.int8)
+            x = schedule.slots[ins[0]]
+            prim = global_average_pool(op.name, tuple(x.shape), m.int8, BLOCKED if x.layout == _BLOCKS else NHWC)
         else:
             prim = m.link.primitive
         first = ins[1 - m.link.gate] if m.kind == 3 else ins[0]

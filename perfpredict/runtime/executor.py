@@ -170,7 +170,7 @@ HardSwish and Sigmoid into the primitives whose ``epilogues`` list them. 3: also
 activation after it) into the Conv primitives whose ``epilogues`` list ``"residual"``."""
 
 
-DISPATCH_REVISION = 5
+DISPATCH_REVISION = 6
 """How the forward pass runs the schedule's steps, written into each model measurement (``extra_json``
 ``dispatch_revision``; none before revision 2). 1: one Python call per step. 2: runs of consecutive steps oneDNN
 can run in one C call each (:mod:`perfpredict.runtime.chain`), the others one Python call per step. 3: as 2, and the
@@ -182,7 +182,8 @@ convolution of at most 4 input channels into a max pool) run in its chain from t
 blocked format. 5: as 4, with a GlobalAveragePool of an fp32 convolution's output whose swish is our own pass
 (AVX-512) computed in that pass (:func:`~perfpredict.runtime.chain._mean_folds`), that pass in 17 vector
 instructions per 16 values instead of 21, and a gate product that reads its input for the last time writing over it
-(:func:`~perfpredict.runtime.chain._in_place`)."""
+(:func:`~perfpredict.runtime.chain._in_place`). 6: as 5, with a chain's own fp32 tensors run in oneDNN's blocked
+format where that makes its channel concats free (:func:`~perfpredict.runtime.chain._on_blocks`: squeezenet1_1's)."""
 
 
 @dataclass(frozen=True)

@@ -147,3 +147,36 @@ def double_gate_graph(seed: int = 0, hw: int = 8) -> Graph:
     graph = helper.make_graph(n, "double_gate", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, hw, hw])], inits)
     return load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), name="double_gate")
+
+
+def blocks_fire_graph(seed: int = 0, hw: int = 16, batch: int = 1, tap: bool = False) -> Graph:
+    """Fire modules whose channels fill whole blocks of 16: a stem (conv 3x3, 3 -> 16 channels - relu -> maxpool 3x3
+    stride 2, ceil mode) -> (squeeze 1x1 -> expand 1x1 and expand 3x3 -> channel Concat, each conv with a relu) x 2
+    (16 + 32 and 16 + 16 channels) -> maxpool 2x2 -> a head conv 1x1 of 10 channels (output ``y``) and a
+    GlobalAveragePool -> conv 1x1 (output ``gy``); with ``tap``, the first concat is an output too."""
+    rng = np.random.default_rng(seed)
+    inits: list = []
+
+    def conv_relu(name: str, x: str, cin: int, cout: int, k: int) -> list[onnx.NodeProto]:
+        return [_conv(name, x, f"{name}.c", cin, cout, k, rng, inits=inits),
+                helper.make_node("Relu", [f"{name}.c"], [name], name=f"{name}_relu")]
+
+    n = [*conv_relu("stem", "x", 3, 16, 3),
+         helper.make_node("MaxPool", ["stem"], ["m0"], name="pool0", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)]
+    x, cin = "m0", 16
+    for f, (e1, e3) in ((1, (16, 32)), (2, (16, 16))):
+        n += [*conv_relu(f"sq{f}", x, cin, 16, 1), *conv_relu(f"e1_{f}", f"sq{f}", 16, e1, 1),
+              *conv_relu(f"e3_{f}", f"sq{f}", 16, e3, 3),
+              helper.make_node("Concat", [f"e1_{f}", f"e3_{f}"], [f"cat{f}"], name=f"cat{f}", axis=1)]
+        x, cin = f"cat{f}", e1 + e3
+    n += [helper.make_node("MaxPool", [x], ["m2"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]),
+          _conv("head", "m2", "y", cin, 10, 1, rng, inits=inits),
+          helper.make_node("GlobalAveragePool", ["m2"], ["g"], name="gap"),
+          _conv("fc", "g", "gy", cin, 16, 1, rng, inits=inits)]
+    side = -(-(hw - 3) // 2) + 1  # after the stem's pool (ceil mode)
+    f = helper.make_tensor_value_info
+    outputs = [f("y", TensorProto.FLOAT, [batch, 10, side // 2, side // 2]), f("gy", TensorProto.FLOAT, [batch, 16, 1, 1])]
+    if tap:
+        outputs.append(f("cat1", TensorProto.FLOAT, [batch, 48, side, side]))
+    graph = helper.make_graph(n, "blocks_fire", [f("x", TensorProto.FLOAT, [batch, 3, hw, hw])], outputs, inits)
+    return load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), name="blocks_fire")

@@ -18,7 +18,8 @@ from perfpredict.runtime import chain
 from perfpredict.runtime.chain import ALIGN, chain_steps, layout_arena
 from perfpredict.runtime.kernel import QParams
 from perfpredict.runtime.measurement import allocated_memory
-from tests.perfpredict.runtime.nets import double_gate_graph, fire_graph, residual_se_graph, stem_graph, swish_se_graph
+from tests.perfpredict.runtime.nets import (blocks_fire_graph, double_gate_graph, fire_graph, residual_se_graph, stem_graph,
+                                            swish_se_graph)
 
 CONVS = {"fp32": "conv.dnnl", "int8": "conv.dnnl_int8"}
 
@@ -525,3 +526,62 @@ def test_two_gate_products_in_a_row_run_in_place_in_a_chain_and_compute_the_same
     slot = {s.tensor: i for i, s in enumerate(schedule.slots)}
     assert layout.arena.offsets[slot["m2"]] == layout.arena.offsets[slot["m1"]] == layout.arena.offsets[slot["a"]]
     np.testing.assert_allclose(chained.run(x), build_executable(net, plan, chain=False).run(x), rtol=1e-5, atol=1e-6)
+
+
+def _calls(exe):
+    """Each chain's calls as (C kind, primitive type, its (in, out) formats where it has them)."""
+    return [[(k, type(p).__name__, getattr(p, "formats", None)) for k, p in zip(fn.kinds, fn.primitives)]
+            for fn in _chains(exe)]
+
+
+@pytest.mark.parametrize("tap", [False, True])  # tap: the first concat is also a graph output
+def test_concats_of_whole_blocks_are_views_in_a_chain_whose_own_tensors_run_in_blocks(tap, monkeypatch):
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net = blocks_fire_graph(tap=tap)
+    plan = _plan(net, "fp32")
+    x = np.random.default_rng(7).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    [calls] = _calls(build_executable(net, plan))
+    kinds = [k for k, _, _ in calls]
+    assert 2 not in kinds  # the expands write into the concat's bytes: no concat call
+    blocked = [(t, f) for _, t, f in calls if f == (BLOCKED, BLOCKED)]
+    assert blocked.count(("_Primitive", (BLOCKED, BLOCKED))) == 6 and blocked.count(("_Pool", (BLOCKED, BLOCKED))) == 3
+    # reorders out of blocks: the pooled tensor the 10-channel head reads and, with tap, the concat that outlives
+    # the chain; the stem's own reorder out of blocks is gone
+    assert [t for _, t, f in calls if f == (BLOCKED, NHWC)] == ["Reorder"] * (2 if tap else 1)
+    chained = build_executable(net, plan)
+    monkeypatch.setattr(chain, "_on_blocks", lambda *args: None)
+    plain = build_executable(net, plan)
+    assert [k for k, _, _ in _calls(plain)[0]].count(2) == 2
+    stepped = build_executable(net, plan, chain=False)
+    for ours, theirs, steps in zip(chained.run(x), plain.run(x), stepped.run(x)):
+        np.testing.assert_allclose(ours, steps, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,precision", [(2, "fp32"), (1, "int8")])
+def test_a_chain_stays_channels_last_where_no_concat_would_be_a_view(batch, precision, monkeypatch):
+    # at batch 2 a part of a blocked concat is not a contiguous range of it; at int8 nothing runs on blocks
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net = blocks_fire_graph(batch=batch)
+    x = np.random.default_rng(8).standard_normal((batch, 3, 16, 16)).astype(np.float32)
+    plan = _plan(net, precision)
+    chained = build_executable(net, plan, calibration=[x] if precision == "int8" else None)
+    calls = [c for cs in _calls(chained) for c in cs]
+    assert [k for k, _, _ in calls].count(2) == 2
+    # in blocks only the fp32 stem: its convolution, its pool and its reorder out of blocks
+    assert [i for i, (_, _, f) in enumerate(calls) if BLOCKED in (f or ())] == ([0, 1, 2] if precision == "fp32" else [])
+    for net in (fire_graph(), residual_se_graph(hw=16)):  # channels that do not fill blocks; no concat
+        exe = build_executable(net, _plan(net, "fp32"))
+        assert not any(BLOCKED in (f or ()) for cs in _calls(exe) for _, _, f in cs)
+    if precision == "fp32":
+        np.testing.assert_allclose(chained.run(x)[0], build_executable(net := blocks_fire_graph(batch=batch), plan,
+                                                                       chain=False).run(x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_views_parts_lie_one_after_the_other_in_its_outputs_bytes():
+    slots = [SimpleNamespace(nbytes=n) for n in (0, 256, 512, 768, 128, 128)]
+    arena = chain.ArenaLayout({3: 1024}, 2048, {4: (9, 64)})
+    out = chain._viewed(arena, {3: (1, 2), 4: (5, 0)}, slots)
+    assert out.offsets == {3: 1024, 1: 1024, 2: 1280}
+    assert out.borrowed == {4: (9, 64), 5: (9, 64), 0: (9, 192)}
+    assert out.size == 2048
