@@ -164,9 +164,9 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     runs as oneDNN's average pool; a quantisation, dequantisation or change of layout of floats of a 4-D tensor,
     which the chain runs as a :class:`~perfpredict.primitives.dnnl.Reorder` (bit for bit as torch's); or a channel
     Concat (``concat.torch`` in NHWC) of two outputs of such kernels
-    made earlier in the same run and read by nothing else, which oneDNN's concat then joins in the chain (at int8
-    only when they are on the concat's grid, as :func:`~perfpredict.runtime.executor.concat_ties` puts them, so the
-    join is a copy). The ops the chain runs itself compute what the plan's torch kernels compute; at int8 oneDNN's
+    made earlier in the same run and read by nothing else, which the chain joins by a copy of its own
+    (:class:`~perfpredict.primitives.dnnl.ChannelConcat`; at int8 only when they are on the concat's grid, as
+    :func:`~perfpredict.runtime.executor.concat_ties` puts them). The ops the chain runs itself compute what the plan's torch kernels compute; at int8 oneDNN's
     rounding of an average can differ from torch's by a step of the grid.
 
     A chain holds its inputs until it ends (it reuses the bytes of those it has read for the last time: see
@@ -223,7 +223,7 @@ def _cut(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None
                     out.append(_chain(*blocks) if blocks is not None else
                                _chain(schedule, steps[a:b], schedule.ops[a:b], members[a:b], layout))
                     continue
-                except PlanError:  # oneDNN refused a concat or pool the chain would make: the steps run as they are
+                except PlanError:  # a concat or pool the chain would make was refused: the steps run as they are
                     pass
             if any(step[0] is None for step in steps[a:b]):
                 return None
