@@ -263,6 +263,12 @@ def _stems(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | No
     return found
 
 
+def _fast(primitive: Any) -> bool:
+    """Whether oneDNN made ``primitive`` with one of its optimised kernels, not its reference one (``ref:any``, some
+    hundred times slower), as it does for a format this CPU's kernels do not take (nChw16c without AVX-512)."""
+    return not getattr(primitive, "impl", "").startswith("ref")
+
+
 class _Extended:
     """A schedule with more slots: the blocked tensors of rewritten stems."""
 
@@ -278,21 +284,25 @@ def _blocked_stems(schedule: Any, steps: Sequence[Step], members: Sequence["_Mem
                    stems: Sequence[int]) -> tuple[Any, list[Step], list["_Member | None"]]:
     """``steps`` and ``members`` with each stem (:func:`_stems`) rewritten as three steps only a chain runs: the
     convolution from the planar input into blocks, the pool on blocks into a new blocked tensor, and a reorder of
-    that into the pool's channels-last output (the same step count, so the schedule's live profile still lines up)."""
+    that into the pool's channels-last output (the same step count, so the schedule's live profile still lines up).
+    A stem for which oneDNN has only its reference kernel in blocks (:func:`_fast`) stays as it is."""
     from perfpredict.primitives.dnnl import ChainLink
 
     slots = list(schedule.slots)
     steps, members = list(steps), list(members)
     for t in stems:
         (_, lin, lout, lfree), (cfn, _, cout, cfree), (pfn, _, pout, pfree) = steps[t:t + 3]
+        conv, pool = cfn.planar_to_blocked(), pfn.blocked()
+        if not (_fast(conv) and _fast(pool)):
+            continue
         out = schedule.slots[pout[0]]
         blocked = len(slots)
         slots.append(replace(out, tensor=f"{out.tensor}#nChw16c", layout="nChw16c", alias_of=None))
         frees = tuple(s for s in (*lfree, *cfree) if s != lout[0])
         steps[t:t + 3] = [(None, tuple(lin), tuple(cout), frees), (None, tuple(cout), (blocked,), tuple(pfree)),
                           (None, (blocked,), tuple(pout), (blocked,))]
-        members[t:t + 3] = [_Member(0, ChainLink(cfn.planar_to_blocked(), False, None, None), False),
-                            _Member(1, ChainLink(pfn.blocked(), False, None, None, kind=1), False),
+        members[t:t + 3] = [_Member(0, ChainLink(conv, False, None, None), False),
+                            _Member(1, ChainLink(pool, False, None, None, kind=1), False),
                             _Member(4, None, False)]
     return _Extended(schedule, slots), steps, members
 
@@ -320,8 +330,8 @@ def _on_blocks(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: 
     blocks read its output. A tensor of one value per channel is the same bytes in both formats.
 
     Returns (schedule with the new slots, steps, ops, members, chain plan), or None where there is no concat to make
-    free, where the changes of format would copy as many bytes as the concats saved, or where the chain would hold
-    more than ``budget`` bytes."""
+    free, where the changes of format would copy as many bytes as the concats saved, where oneDNN has only its
+    reference kernel for a step on blocks (:func:`_fast`), or where the chain would hold more than ``budget`` bytes."""
     from perfpredict.primitives.dnnl import BLOCKED, NHWC, ChainLink
 
     slots = schedule.slots
@@ -448,7 +458,10 @@ def _on_blocks(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: 
         if makes_blocks(i):
             outs = tuple(blocked_of.get(x, x) for x in outs)
         if i in chosen and m.link is not None:
-            m = replace(m, link=ChainLink(fn.blocked(), False, None, None, kind=m.link.kind))
+            primitive = fn.blocked()
+            if not _fast(primitive):
+                return None
+            m = replace(m, link=ChainLink(primitive, False, None, None, kind=m.link.kind))
         elif i in chosen and m.kind == 2:
             m = replace(m, view=True)
         steps.append((fn, ins, outs, ()))

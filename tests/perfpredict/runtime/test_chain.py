@@ -585,3 +585,17 @@ def test_a_views_parts_lie_one_after_the_other_in_its_outputs_bytes():
     assert out.offsets == {3: 1024, 1: 1024, 2: 1280}
     assert out.borrowed == {4: (9, 64), 5: (9, 64), 0: (9, 192)}
     assert out.size == 2048
+
+
+def test_nothing_runs_on_blocks_where_onednn_has_only_its_reference_kernel_for_them(monkeypatch):
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    assert not chain._fast(SimpleNamespace(impl="ref:any")) and chain._fast(SimpleNamespace(impl="jit:avx512_core"))
+    monkeypatch.setattr(chain, "_fast", lambda primitive: False)  # as on a CPU without AVX-512
+    for net, hw in ((blocks_fire_graph(), 16), (stem_graph(), 32)):
+        plan = _plan(net, "fp32")
+        exe = build_executable(net, plan)
+        assert _chains(exe) and not any(BLOCKED in (f or ()) for cs in _calls(exe) for _, _, f in cs)
+        x = np.random.default_rng(9).standard_normal((1, 3, hw, hw)).astype(np.float32)
+        ours, theirs = exe.run(x), build_executable(net, plan, chain=False).run(x)
+        for a, b in zip(ours if isinstance(ours, tuple) else (ours,), theirs if isinstance(theirs, tuple) else (theirs,)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
