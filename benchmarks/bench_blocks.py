@@ -2,10 +2,13 @@
 
 Where a chain's channel concats join parts whose channels fill whole blocks of 16, the runtime runs the chain's own
 fp32 tensors in oneDNN's nChw16c format, in which each part of such a concat is a contiguous range of its output: the
-convolutions that make the parts write straight into it and the concat makes no call
+convolutions that make the parts write straight into it and the concat makes no call; after a stem that writes blocks,
+the pointwise and depthwise convolutions that follow read them too, where that spares the stem's reorder
 (``perfpredict.runtime.chain._on_blocks``; dispatch revision 6). For one model and plan this times, round-robin in
 lockstep steady-state turns (``perfpredict.measure.measure_interleaved``): the plan as the runtime builds it, the same
-plan with its chains channels-last, and ONNX Runtime's default session. Then oneDNN's own time of each build's calls
+plan with its chains channels-last, the same plan with no stem through blocks either (``chain._stems``: a
+convolution of few input channels from planar input into blocks, with or without a max pool after it), and ONNX
+Runtime's default session. Then oneDNN's own time of each build's calls
 (``perfpredict.runtime.dnnl_profile.profile_calls``, median over ``--passes`` passes of each call), summed by kind:
 whether the convolutions and pools are slower in blocks than channels-last and what the changes of format cost; and
 the concats each build still copies (since commit 22f5540 by ``_dnnl.c``, not by oneDNN).
@@ -70,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
 
     graph, onnx_path, plan, x = model_plan_input(args)
     builds = {"as built": build_executable(graph, plan, threads=args.threads),
-              "channels-last chains": without(graph, plan, args.threads, "_on_blocks", None)}
+              "channels-last chains": without(graph, plan, args.threads, "_on_blocks", None),
+              "no stem through blocks": without(graph, plan, args.threads, "_stems", [])}
     ys = [e.run(x) for e in builds.values()]
-    diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(*(
-        y if isinstance(y, tuple) else (y,) for y in ys)))
+    outs = [y if isinstance(y, tuple) else (y,) for y in ys]
+    diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for other in outs[1:] for a, b in zip(outs[0], other))
     fns, stats, lines = against_ort(builds, onnx_path, x, args)
     profiles = {name: onednn_time(fns[name], args.threads, args.passes) for name in builds}
     lines += ["", f"oneDNN's own time per pass (median of each call over {args.passes} passes, us; calls):", "",
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                      + f" | {p['all us']:.0f} |")
     lines += ["", "channel concats copied per pass (not oneDNN calls): "
               + ", ".join(f"{name} {concat_copies(e)}" for name, e in builds.items()),
-              "", f"largest difference between the two builds' outputs: {diff:.2e}"]
+              "", f"largest difference between the builds' outputs: {diff:.2e}"]
     table = "\n".join(lines)
     write_results(args.out, {"model": args.model, "plan": args.plan or args.from_realised or "default",
                              "threads": args.threads, "stats": {k: dataclasses.asdict(s) for k, s in stats.items()},

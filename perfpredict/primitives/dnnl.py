@@ -199,6 +199,7 @@ class _Primitive:
                             f"{_status(status.value)}")
         _adopt(self, "conv", handle)
         self.out_shape = (n, geo.out_channels, oh, ow)
+        self.dense_window = geo.groups < c and (kh, kw) != (1, 1)  # neither pointwise nor depthwise
         self.formats = tuple(formats)
         self.own_swish = bool(lib.pp_dnnl_conv_own_swish(handle))  # a swish as our own pass after the call
         self._run = lib.pp_dnnl_conv_run

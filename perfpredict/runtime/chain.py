@@ -174,12 +174,12 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     allocate as they go; so a run is cut where chaining it whole would hold more than the most the schedule ever has
     alive (plus :data:`PEAK_SLACK`), and the pass's peak memory stays within that share of one step per op's. Within
     that bound, each run is cut into the fewest pieces (chains and single steps, :func:`_partition`). A stem (a
-    convolution of few input channels into a max pool, :func:`_stems`) that a chain holds whole runs from the planar
-    input through oneDNN's blocked format. A GlobalAveragePool of the output of an fp32 convolution whose swish is
+    convolution of few input channels, into a max pool or not, :func:`_stems`) that a chain holds whole runs from the
+    planar input through oneDNN's blocked format. A GlobalAveragePool of the output of an fp32 convolution whose swish is
     our own pass is computed in that pass (:func:`_mean_folds`): one call fewer, and the output read once. A gate
     product that reads its input for the last time writes over it (:func:`_in_place`). Where a chain's channel concats
-join parts whose channels fill whole blocks of 16, its own fp32 tensors run in oneDNN's blocked format and the
-concats are views, written in place by the convolutions that make their parts (:func:`_on_blocks`)."""
+    join parts whose channels fill whole blocks of 16, its own fp32 tensors run in oneDNN's blocked format and the
+    concats are views, written in place by the convolutions that make their parts (:func:`_on_blocks`)."""
     live, peak = live_profile(schedule)
     peak += int(peak * PEAK_SLACK)
     members = _members(schedule, steps)
@@ -239,28 +239,37 @@ STEM_CHANNELS = 4
 """The most input channels of a convolution that a chain runs from planar input into oneDNN's blocks (a stem)."""
 
 
-def _stems(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None"]) -> list[int]:
-    """Where steps t, t+1, t+2 are a stem a chain can run through oneDNN's blocked format: the schedule's change of
-    a float tensor of at most :data:`STEM_CHANNELS` channels from NCHW to NHWC, read only by a ``conv.dnnl`` at fp32
-    (no residual; output channels a multiple of 16), whose output only a ``maxpool.dnnl`` at fp32 reads. oneDNN's
-    fast path for such a convolution reads planar input and writes blocks (squeezenet1_1's stem: 144 against 361 us
-    channels-last to channels-last, ``_dnnl.c`` probes); the pool then runs on blocks too and one reorder writes
-    its output channels-last."""
+def _stems(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None"]) -> list[tuple[int, bool]]:
+    """Where steps t, t+1 (and t+2 where ``pooled``) are a stem a chain can run through oneDNN's blocked format,
+    as (t, pooled): the schedule's change of a float tensor of at most :data:`STEM_CHANNELS` channels from NCHW to
+    NHWC, read only by a ``conv.dnnl`` at fp32 (no residual; output channels a multiple of 16), and, where pooled,
+    that convolution's output read only by a ``maxpool.dnnl`` at fp32. oneDNN's fast path for such a convolution
+    reads planar input and writes blocks (squeezenet1_1's stem: 144 against 361 us channels-last to channels-last;
+    mobilenet_v2's 66 against 150 us and its input's layout change, ``_dnnl.c`` probes); the pool then runs on blocks
+    too, and one reorder writes the pool's output, or the convolution's, channels-last."""
     readers = _readers(steps)
     found = []
-    for t in range(len(steps) - 2):
-        m = members[t:t + 3]
-        if any(x is None for x in m) or [x.kind for x in m] != [4, 0, 1] or any(x.int8 for x in m):
+    for t in range(len(steps) - 1):
+        m = members[t:t + 2]
+        if any(x is None for x in m) or [x.kind for x in m] != [4, 0] or any(x.int8 for x in m):
             continue
-        (_, lin, lout, _), (cfn, cin, cout, _), (pfn, pin, pout, _) = steps[t:t + 3]
+        (_, lin, lout, _), (cfn, cin, cout, _) = steps[t:t + 2]
         src, conv_out = schedule.slots[lin[0]], schedule.slots[cout[0]]
         if src.layout != "NCHW" or src.shape[1] > STEM_CHANNELS or conv_out.shape[1] % 16 \
-                or tuple(cin) != tuple(lout) or tuple(pin) != tuple(cout) or m[1].link.residual is not None \
-                or readers.get(lout[0]) != 1 or readers.get(cout[0]) != 1 \
-                or not hasattr(cfn, "planar_to_blocked") or not hasattr(pfn, "blocked"):
+                or tuple(cin) != tuple(lout) or m[1].link.residual is not None or readers.get(lout[0]) != 1 \
+                or not hasattr(cfn, "planar_to_blocked"):
             continue
-        found.append(t)
+        pool = members[t + 2] if t + 2 < len(steps) else None
+        pooled = pool is not None and pool.kind == 1 and not pool.int8 and pool.link is not None \
+            and tuple(steps[t + 2][1]) == tuple(cout) and readers.get(cout[0]) == 1 \
+            and hasattr(steps[t + 2][0], "blocked")
+        found.append((t, pooled))
     return found
+
+
+def _dense_window(member: _Member) -> bool:
+    """Whether ``member`` is a convolution over a window (not 1x1) that is not depthwise."""
+    return member.kind == 0 and getattr(member.link.primitive, "dense_window", False)
 
 
 def _fast(primitive: Any) -> bool:
@@ -281,29 +290,37 @@ class _Extended:
 
 
 def _blocked_stems(schedule: Any, steps: Sequence[Step], members: Sequence["_Member | None"],
-                   stems: Sequence[int]) -> tuple[Any, list[Step], list["_Member | None"]]:
-    """``steps`` and ``members`` with each stem (:func:`_stems`) rewritten as three steps only a chain runs: the
-    convolution from the planar input into blocks, the pool on blocks into a new blocked tensor, and a reorder of
-    that into the pool's channels-last output (the same step count, so the schedule's live profile still lines up).
-    A stem for which oneDNN has only its reference kernel in blocks (:func:`_fast`) stays as it is."""
+                   stems: Sequence[tuple[int, bool]]) -> tuple[Any, list[Step], list["_Member | None"]]:
+    """``steps`` and ``members`` with each stem (:func:`_stems`) rewritten as steps only a chain runs: the
+    convolution from the planar input into blocks, where pooled the pool on blocks into a new blocked tensor, and a
+    reorder of the last blocked tensor into its channels-last slot (the same step count, so the schedule's live
+    profile still lines up). A stem for which oneDNN has only its reference kernel in blocks (:func:`_fast`) stays
+    as it is."""
     from perfpredict.primitives.dnnl import ChainLink
 
     slots = list(schedule.slots)
     steps, members = list(steps), list(members)
-    for t in stems:
-        (_, lin, lout, lfree), (cfn, _, cout, cfree), (pfn, _, pout, pfree) = steps[t:t + 3]
-        conv, pool = cfn.planar_to_blocked(), pfn.blocked()
-        if not (_fast(conv) and _fast(pool)):
+    for t, pooled in stems:
+        (_, lin, lout, lfree), (cfn, _, cout, cfree) = steps[t:t + 2]
+        conv = cfn.planar_to_blocked()
+        pool = steps[t + 2][0].blocked() if pooled else None
+        if not _fast(conv) or (pooled and not _fast(pool)):
             continue
-        out = schedule.slots[pout[0]]
+        last = steps[t + 2][2] if pooled else cout  # the channels-last slot the stem's reorder writes
+        out = schedule.slots[last[0]]
         blocked = len(slots)
         slots.append(replace(out, tensor=f"{out.tensor}#nChw16c", layout="nChw16c", alias_of=None))
         frees = tuple(s for s in (*lfree, *cfree) if s != lout[0])
-        steps[t:t + 3] = [(None, tuple(lin), tuple(cout), frees), (None, tuple(cout), (blocked,), tuple(pfree)),
-                          (None, (blocked,), tuple(pout), (blocked,))]
-        members[t:t + 3] = [_Member(0, ChainLink(conv, False, None, None), False),
-                            _Member(1, ChainLink(pool, False, None, None, kind=1), False),
-                            _Member(4, None, False)]
+        if pooled:
+            pfree = steps[t + 2][3]
+            steps[t:t + 3] = [(None, tuple(lin), tuple(cout), frees), (None, tuple(cout), (blocked,), tuple(pfree)),
+                              (None, (blocked,), tuple(last), (blocked,))]
+            members[t:t + 3] = [_Member(0, ChainLink(conv, False, None, None), False),
+                                _Member(1, ChainLink(pool, False, None, None, kind=1), False),
+                                _Member(4, None, False)]
+        else:
+            steps[t:t + 2] = [(None, tuple(lin), (blocked,), frees), (None, (blocked,), tuple(cout), (blocked,))]
+            members[t:t + 2] = [_Member(0, ChainLink(conv, False, None, None), False), _Member(4, None, False)]
     return _Extended(schedule, slots), steps, members
 
 
@@ -322,16 +339,19 @@ def _on_blocks(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: 
     """``run`` (steps of ``ops``, as ``members``) rewritten so that its own fp32 tensors whose channels fill whole
     blocks of 16 run in oneDNN's blocked format (nChw16c), where that makes channel concats free: in blocks, at batch
     1, each part of such a concat is a contiguous range of the output, so the convolutions that make the parts write
-    straight into it and the concat makes no call (a view, :func:`_viewed`). Convolutions (no residual, no swish pass
-    of our own), max pools and global average pools run on blocks (oneDNN's blocked kernels are as fast as its
-    channels-last ones on squeezenet1_1's layers: ``benchmarks/bench_blocks.py``); a change of format (a oneDNN
-    reorder) is added where a tensor made in blocks is read by a step that cannot run on them or outlives the chain,
-    or the other way round; a stem's reorder out of blocks (:func:`_blocked_stems`) is dropped where only steps on
-    blocks read its output. A tensor of one value per channel is the same bytes in both formats.
+    straight into it and the concat makes no call (a view, :func:`_viewed`). Convolutions (no residual), max pools
+    and global average pools run on blocks (oneDNN's blocked kernels are as fast as its channels-last ones on
+    squeezenet1_1's layers: ``benchmarks/bench_blocks.py``); a change of format (a oneDNN reorder) is added where a
+    tensor made in blocks is read by a step that cannot run on them or outlives the chain, or the other way round; a
+    stem's reorder out of blocks (:func:`_blocked_stems`) is dropped where only steps on blocks read its output. Only
+    steps joined through blocked tensors to such a concat or to a stem run on blocks, and where there is no concat
+    (blocks for a stem's sake: the mobilenets' first blocks) no convolution over a dense window, on which oneDNN's
+    blocked kernels trail (vgg11, alexnet). A tensor of one value per channel is the same bytes in both formats.
 
-    Returns (schedule with the new slots, steps, ops, members, chain plan), or None where there is no concat to make
-    free, where the changes of format would copy as many bytes as the concats saved, where oneDNN has only its
-    reference kernel for a step on blocks (:func:`_fast`), or where the chain would hold more than ``budget`` bytes."""
+    Returns (schedule with the new slots, steps, ops, members, chain plan), or None where there is neither a concat
+    to make free nor a stem's reorder to drop, where the changes of format would copy as many bytes as that saves,
+    where oneDNN has only its reference kernel for a step on blocks (:func:`_fast`), or where the chain would hold
+    more than ``budget`` bytes."""
     from perfpredict.primitives.dnnl import BLOCKED, NHWC, ChainLink
 
     slots = schedule.slots
@@ -362,36 +382,18 @@ def _on_blocks(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: 
         if m.int8 or i in means or i in means.values() or not all(even(x) for x in (*ins, *outs)):
             continue
         if m.kind in (0, 1) and m.link is not None:
-            if formats(i) == (NHWC, NHWC) and hasattr(fn, "blocked") and m.link.residual is None \
-                    and not getattr(m.link.primitive, "own_swish", False):
+            if formats(i) == (NHWC, NHWC) and hasattr(fn, "blocked") and m.link.residual is None:
                 can.add(i)
         elif m.kind == 1 or (m.kind == 2 and slots[outs[0]].shape[0] == 1 and all(x in made for x in ins)):
             can.add(i)  # a global average pool; a concat at batch 1 of parts the run makes
 
-    chosen = set(can)
+    chosen: set[int] = set()
 
     def makes_blocks(i: int | None) -> bool:
         return i is not None and (i in chosen or (formats(i) or (NHWC, NHWC))[1] == BLOCKED)
 
     def reads_blocks(j: int) -> bool:
         return j in chosen or (formats(j) or (NHWC, NHWC))[0] == BLOCKED
-
-    changed = True
-    while changed:  # concats whose parts are not both made in blocks, and steps with no blocks on either side, leave
-        changed = False
-        for i in sorted(chosen):
-            ins, out = run[i][1], run[i][2][0]
-            if members[i].kind == 2:
-                drop = not all(makes_blocks(made.get(x)) for x in ins)
-            else:  # neither a non-flat input made in blocks nor a non-flat output read in them
-                drop = not any(makes_blocks(made.get(x)) and not flat(x) for x in ins) \
-                    and (flat(out) or not any(reads_blocks(j) for j in readers.get(out, ())))
-            if drop:
-                chosen.discard(i)
-                changed = True
-    views = [i for i in chosen if members[i].kind == 2]
-    if not views:
-        return None
 
     def unblocked_source(x: int) -> int | None:  # a tensor a reorder made from a blocked one: that one
         i = made.get(x)
@@ -400,6 +402,49 @@ def _on_blocks(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: 
             return run[i][1][0]
         return None
 
+    def select(candidates: set[int]) -> set[int]:
+        """Of ``candidates``, the steps that run on blocks: concats whose parts are both made in blocks, steps with
+        blocks on one side at least, and only those joined through blocked tensors to a concat made a view or to a
+        step already on blocks (a stem)."""
+        chosen.clear()
+        chosen.update(candidates)
+        changed = True
+        while changed:
+            changed = False
+            for i in sorted(chosen):
+                ins, out = run[i][1], run[i][2][0]
+                if members[i].kind == 2:
+                    drop = not all(makes_blocks(made.get(x)) for x in ins)
+                else:  # neither a non-flat input made in blocks nor a non-flat output read in them
+                    drop = not any(makes_blocks(made.get(x)) and not flat(x) for x in ins) \
+                        and (flat(out) or not any(reads_blocks(j) for j in readers.get(out, ())))
+                if drop:
+                    chosen.discard(i)
+                    changed = True
+        edges: dict[int, set[int]] = {}
+        for x, i in made.items():
+            if flat(x) or not (makes_blocks(i) or unblocked_source(x) is not None):
+                continue
+            for j in readers.get(x, ()):
+                if reads_blocks(j):
+                    edges.setdefault(i, set()).add(j)
+                    edges.setdefault(j, set()).add(i)
+        seen = {i for i in chosen if members[i].kind == 2} | \
+            {i for i in range(len(run)) if i not in chosen and BLOCKED in (formats(i) or ())}
+        todo = list(seen)
+        while todo:
+            for j in edges.get(todo.pop(), ()):
+                if j not in seen:
+                    seen.add(j)
+                    todo.append(j)
+        chosen.intersection_update(seen)
+        return set(chosen)
+
+    select(can)
+    views = [i for i in chosen if members[i].kind == 2]
+    if not views:  # blocks for a stem's sake alone: oneDNN's blocked kernels trail its channels-last ones on dense
+        # windows of many channels (vgg11, alexnet: 3-5% slower), not on pointwise and depthwise ones (mobilenets)
+        select({i for i in can if not _dense_window(members[i])})
     new_slots = list(slots)
     blocked_of: dict[int, int] = {}  # a tensor -> the slot of its blocked form
     after: dict[int, list[Step]] = {}  # run index -> reorders that follow it
@@ -436,7 +481,7 @@ def _on_blocks(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: 
                                          alias_of=None))
                 before.setdefault(min(rb), []).append((None, (x,), (blocked_of[x],), ()))
                 copied += slots[x].nbytes
-    if copied >= saved:
+    if not (views or dropped) or copied >= saved:
         return None
 
     steps: list[Step] = []

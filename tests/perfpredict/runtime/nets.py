@@ -180,3 +180,25 @@ def blocks_fire_graph(seed: int = 0, hw: int = 16, batch: int = 1, tap: bool = F
         outputs.append(f("cat1", TensorProto.FLOAT, [batch, 48, side, side]))
     graph = helper.make_graph(n, "blocks_fire", [f("x", TensorProto.FLOAT, [batch, 3, hw, hw])], outputs, inits)
     return load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), name="blocks_fire")
+
+
+def planar_stem_graph(seed: int = 0, hw: int = 32, dense: bool = False) -> Graph:
+    """A stem with no pool after it: conv 3x3 (3 -> 16 channels, stride 2) - relu -> a depthwise conv 3x3 (stride 2)
+    - relu and a conv 1x1 (16 -> 32) - relu, or with ``dense`` a conv 3x3 (16 -> 32, stride 2) - relu -> a head conv
+    1x1 of 8 channels."""
+    rng = np.random.default_rng(seed)
+    inits: list = []
+    stem = _conv("stem", "x", "c0", 3, 16, 3, rng, inits=inits)
+    stem.attribute.append(helper.make_attribute("strides", [2, 2]))
+    n = [stem, helper.make_node("Relu", ["c0"], ["r0"], name="stem_relu")]
+    if dense:
+        n += [_conv("conv", "r0", "c2", 16, 32, 3, rng, inits=inits)]
+    else:
+        n += [_conv("dw", "r0", "c1", 16, 16, 3, rng, groups=16, inits=inits),
+              helper.make_node("Relu", ["c1"], ["r1"], name="dw_relu"), _conv("pw", "r1", "c2", 16, 32, 1, rng, inits=inits)]
+    n[-3 if not dense else -1].attribute.append(helper.make_attribute("strides", [2, 2]))
+    n += [helper.make_node("Relu", ["c2"], ["r2"], name="relu2"), _conv("head", "r2", "y", 32, 8, 1, rng, inits=inits)]
+    side = ((hw - 1) // 2) // 2 + 1
+    graph = helper.make_graph(n, "planar_stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, side, side])], inits)
+    return load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), name="planar_stem")

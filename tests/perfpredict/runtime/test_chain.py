@@ -18,8 +18,8 @@ from perfpredict.runtime import chain
 from perfpredict.runtime.chain import ALIGN, chain_steps, layout_arena
 from perfpredict.runtime.kernel import QParams
 from perfpredict.runtime.measurement import allocated_memory
-from tests.perfpredict.runtime.nets import (blocks_fire_graph, double_gate_graph, fire_graph, residual_se_graph, stem_graph,
-                                            swish_se_graph)
+from tests.perfpredict.runtime.nets import (blocks_fire_graph, double_gate_graph, fire_graph, planar_stem_graph,
+                                            residual_se_graph, stem_graph, swish_se_graph)
 
 CONVS = {"fp32": "conv.dnnl", "int8": "conv.dnnl_int8"}
 
@@ -413,7 +413,7 @@ def test_a_stem_runs_from_planar_input_through_blocks_in_its_chain(hw, monkeypat
     net = stem_graph(hw=hw)
     plan = _plan(net, "fp32")
     stepped = build_executable(net, plan, chain=False)
-    assert chain._stems(stepped.schedule, stepped._steps, chain._members(stepped.schedule, stepped._steps)) == [0]
+    assert chain._stems(stepped.schedule, stepped._steps, chain._members(stepped.schedule, stepped._steps)) == [(0, True)]
     chained = build_executable(net, plan)
     assert _stem_chains(chained) == [["_Primitive", "_Pool", "Reorder", "_Primitive", "_Primitive", "Reorder"]]
     monkeypatch.setattr(chain, "_stems", lambda *args: [])
@@ -434,10 +434,31 @@ def test_a_stem_that_no_chain_holds_whole_runs_step_by_step(monkeypatch):
     np.testing.assert_array_equal(exe.run(x), build_executable(net, plan, chain=False).run(x))
 
 
-def test_only_a_few_channel_convolution_into_a_max_pool_is_a_stem():
-    for net in (fire_graph(), residual_se_graph(hw=16)):  # a stem into a convolution; 8 output channels
+def test_a_few_channel_convolution_of_whole_blocks_is_a_stem_with_or_without_a_max_pool():
+    # fire: 16 output channels into a convolution; residual_se: 8 output channels
+    for net, stems in ((fire_graph(), [(0, False)]), (residual_se_graph(hw=16), []), (stem_graph(), [(0, True)])):
         exe = build_executable(net, _plan(net, "fp32"), chain=False)
-        assert chain._stems(exe.schedule, exe._steps, chain._members(exe.schedule, exe._steps)) == []
+        assert chain._stems(exe.schedule, exe._steps, chain._members(exe.schedule, exe._steps)) == stems
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_after_a_stem_without_a_pool_pointwise_and_depthwise_convolutions_run_on_blocks(dense, monkeypatch):
+    # no concat: blocks only for the stem's sake, so not for a dense 3x3 window (oneDNN's blocked kernels trail there)
+    _with_budget(monkeypatch, lambda schedule, live: 2 ** 62)
+    net = planar_stem_graph(dense=dense)
+    plan = _plan(net, "fp32")
+    [calls] = _calls(build_executable(net, plan))
+    formats = [(t, f) for _, t, f in calls]
+    if dense:  # the stem into blocks, its reorder out of them, the rest channels-last
+        assert formats[:2] == [("_Primitive", (NCHW, BLOCKED)), ("Reorder", (BLOCKED, NHWC))]
+        assert all(f == (NHWC, NHWC) for t, f in formats[2:] if t == "_Primitive")
+    else:  # the stem's reorder goes: the depthwise and pointwise convolutions read blocks, the head channels-last
+        assert formats[:4] == [("_Primitive", (NCHW, BLOCKED)), ("_Primitive", (BLOCKED, BLOCKED)),
+                               ("_Primitive", (BLOCKED, BLOCKED)), ("Reorder", (BLOCKED, NHWC))]
+        assert formats[4] == ("_Primitive", (NHWC, NHWC))
+    x = np.random.default_rng(10).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(build_executable(net, plan).run(x), build_executable(net, plan, chain=False).run(x),
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("channels,batch", [(32, 1), (24, 1), (32, 2)])  # 24: channels past the last 16
@@ -570,9 +591,10 @@ def test_a_chain_stays_channels_last_where_no_concat_would_be_a_view(batch, prec
     assert [k for k, _, _ in calls].count(2) == 2
     # in blocks only the fp32 stem: its convolution, its pool and its reorder out of blocks
     assert [i for i, (_, _, f) in enumerate(calls) if BLOCKED in (f or ())] == ([0, 1, 2] if precision == "fp32" else [])
-    for net in (fire_graph(), residual_se_graph(hw=16)):  # channels that do not fill blocks; no concat
-        exe = build_executable(net, _plan(net, "fp32"))
-        assert not any(BLOCKED in (f or ()) for cs in _calls(exe) for _, _, f in cs)
+    # channels that do not fill blocks, no concat: fire's stem into blocks and out, residual_se's not even that
+    for net, stem in ((fire_graph(), [0, 1]), (residual_se_graph(hw=16), [])):
+        calls = [c for cs in _calls(build_executable(net, _plan(net, "fp32"))) for c in cs]
+        assert [i for i, (_, _, f) in enumerate(calls) if BLOCKED in (f or ())] == stem
     if precision == "fp32":
         np.testing.assert_allclose(chained.run(x)[0], build_executable(net := blocks_fire_graph(batch=batch), plan,
                                                                        chain=False).run(x)[0], rtol=1e-5, atol=1e-5)
