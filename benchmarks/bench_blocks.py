@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
               "no stem through blocks": without(graph, plan, args.threads, "_stems", [])}
     ys = [e.run(x) for e in builds.values()]
     outs = [y if isinstance(y, tuple) else (y,) for y in ys]
-    diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for other in outs[1:] for a, b in zip(outs[0], other))
+    diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+               for other in outs[1:] for a, b in zip(outs[0], other))
     fns, stats, lines = against_ort(builds, onnx_path, x, args)
     profiles = {name: onednn_time(fns[name], args.threads, args.passes) for name in builds}
     lines += ["", f"oneDNN's own time per pass (median of each call over {args.passes} passes, us; calls):", "",

@@ -163,11 +163,11 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     max pools, gate products); a GlobalAveragePool (``globalaveragepool.torch`` of an NHWC tensor), which the chain
     runs as oneDNN's average pool; a quantisation, dequantisation or change of layout of floats of a 4-D tensor,
     which the chain runs as a :class:`~perfpredict.primitives.dnnl.Reorder` (bit for bit as torch's); or a channel
-    Concat (``concat.torch`` in NHWC) of two outputs of such kernels
-    made earlier in the same run and read by nothing else, which the chain joins by a copy of its own
-    (:class:`~perfpredict.primitives.dnnl.ChannelConcat`; at int8 only when they are on the concat's grid, as
-    :func:`~perfpredict.runtime.executor.concat_ties` puts them). The ops the chain runs itself compute what the plan's torch kernels compute; at int8 oneDNN's
-    rounding of an average can differ from torch's by a step of the grid.
+    Concat (``concat.torch`` in NHWC) of two outputs of such kernels made earlier in the same run and read by
+    nothing else, which the chain joins by a copy of its own (:class:`~perfpredict.primitives.dnnl.ChannelConcat`;
+    at int8 only when they are on the concat's grid, as :func:`~perfpredict.runtime.executor.concat_ties` puts
+    them). The ops the chain runs itself compute what the plan's torch kernels compute; at int8 oneDNN's rounding
+    of an average can differ from torch's by a step of the grid.
 
     A chain holds its inputs until it ends (it reuses the bytes of those it has read for the last time: see
     :func:`layout_arena`) and allocates its outputs and its arena when it starts, where single steps free and
@@ -175,11 +175,12 @@ def chain_steps(schedule: Any, steps: Sequence[Step], qparams: Callable[[str], Q
     alive (plus :data:`PEAK_SLACK`), and the pass's peak memory stays within that share of one step per op's. Within
     that bound, each run is cut into the fewest pieces (chains and single steps, :func:`_partition`). A stem (a
     convolution of few input channels, into a max pool or not, :func:`_stems`) that a chain holds whole runs from the
-    planar input through oneDNN's blocked format. A GlobalAveragePool of the output of an fp32 convolution whose swish is
-    our own pass is computed in that pass (:func:`_mean_folds`): one call fewer, and the output read once. A gate
-    product that reads its input for the last time writes over it (:func:`_in_place`). Where a chain's channel concats
-    join parts whose channels fill whole blocks of 16, its own fp32 tensors run in oneDNN's blocked format and the
-    concats are views, written in place by the convolutions that make their parts (:func:`_on_blocks`)."""
+    planar input through oneDNN's blocked format. A GlobalAveragePool of the output of an fp32 convolution whose
+    swish is our own pass is computed in that pass (:func:`_mean_folds`): one call fewer, and the output read once. A
+    gate product that reads its input for the last time writes over it (:func:`_in_place`). Where a chain's channel
+    concats join parts whose channels fill whole blocks of 16, its own fp32 tensors run in oneDNN's blocked format and
+    the concats are views, written in place by the convolutions that make their parts; after a stem, so do the
+    pointwise and depthwise convolutions that spare its reorder (:func:`_on_blocks`)."""
     live, peak = live_profile(schedule)
     peak += int(peak * PEAK_SLACK)
     members = _members(schedule, steps)

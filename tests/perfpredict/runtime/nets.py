@@ -175,7 +175,8 @@ def blocks_fire_graph(seed: int = 0, hw: int = 16, batch: int = 1, tap: bool = F
           _conv("fc", "g", "gy", cin, 16, 1, rng, inits=inits)]
     side = -(-(hw - 3) // 2) + 1  # after the stem's pool (ceil mode)
     f = helper.make_tensor_value_info
-    outputs = [f("y", TensorProto.FLOAT, [batch, 10, side // 2, side // 2]), f("gy", TensorProto.FLOAT, [batch, 16, 1, 1])]
+    outputs = [f("y", TensorProto.FLOAT, [batch, 10, side // 2, side // 2]),
+               f("gy", TensorProto.FLOAT, [batch, 16, 1, 1])]
     if tap:
         outputs.append(f("cat1", TensorProto.FLOAT, [batch, 48, side, side]))
     graph = helper.make_graph(n, "blocks_fire", [f("x", TensorProto.FLOAT, [batch, 3, hw, hw])], outputs, inits)
@@ -195,10 +196,12 @@ def planar_stem_graph(seed: int = 0, hw: int = 32, dense: bool = False) -> Graph
         n += [_conv("conv", "r0", "c2", 16, 32, 3, rng, inits=inits)]
     else:
         n += [_conv("dw", "r0", "c1", 16, 16, 3, rng, groups=16, inits=inits),
-              helper.make_node("Relu", ["c1"], ["r1"], name="dw_relu"), _conv("pw", "r1", "c2", 16, 32, 1, rng, inits=inits)]
+              helper.make_node("Relu", ["c1"], ["r1"], name="dw_relu"),
+              _conv("pw", "r1", "c2", 16, 32, 1, rng, inits=inits)]
     n[-3 if not dense else -1].attribute.append(helper.make_attribute("strides", [2, 2]))
     n += [helper.make_node("Relu", ["c2"], ["r2"], name="relu2"), _conv("head", "r2", "y", 32, 8, 1, rng, inits=inits)]
     side = ((hw - 1) // 2) // 2 + 1
-    graph = helper.make_graph(n, "planar_stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+    graph = helper.make_graph(n, "planar_stem",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, side, side])], inits)
     return load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), name="planar_stem")

@@ -413,7 +413,8 @@ def test_a_stem_runs_from_planar_input_through_blocks_in_its_chain(hw, monkeypat
     net = stem_graph(hw=hw)
     plan = _plan(net, "fp32")
     stepped = build_executable(net, plan, chain=False)
-    assert chain._stems(stepped.schedule, stepped._steps, chain._members(stepped.schedule, stepped._steps)) == [(0, True)]
+    members = chain._members(stepped.schedule, stepped._steps)
+    assert chain._stems(stepped.schedule, stepped._steps, members) == [(0, True)]
     chained = build_executable(net, plan)
     assert _stem_chains(chained) == [["_Primitive", "_Pool", "Reorder", "_Primitive", "_Primitive", "Reorder"]]
     monkeypatch.setattr(chain, "_stems", lambda *args: [])
@@ -590,7 +591,8 @@ def test_a_chain_stays_channels_last_where_no_concat_would_be_a_view(batch, prec
     calls = [c for cs in _calls(chained) for c in cs]
     assert [k for k, _, _ in calls].count(2) == 2
     # in blocks only the fp32 stem: its convolution, its pool and its reorder out of blocks
-    assert [i for i, (_, _, f) in enumerate(calls) if BLOCKED in (f or ())] == ([0, 1, 2] if precision == "fp32" else [])
+    blocked = [i for i, (_, _, f) in enumerate(calls) if BLOCKED in (f or ())]
+    assert blocked == ([0, 1, 2] if precision == "fp32" else [])
     # channels that do not fill blocks, no concat: fire's stem into blocks and out, residual_se's not even that
     for net, stem in ((fire_graph(), [0, 1]), (residual_se_graph(hw=16), [])):
         calls = [c for cs in _calls(build_executable(net, _plan(net, "fp32"))) for c in cs]
@@ -619,5 +621,6 @@ def test_nothing_runs_on_blocks_where_onednn_has_only_its_reference_kernel_for_t
         assert _chains(exe) and not any(BLOCKED in (f or ()) for cs in _calls(exe) for _, _, f in cs)
         x = np.random.default_rng(9).standard_normal((1, 3, hw, hw)).astype(np.float32)
         ours, theirs = exe.run(x), build_executable(net, plan, chain=False).run(x)
-        for a, b in zip(ours if isinstance(ours, tuple) else (ours,), theirs if isinstance(theirs, tuple) else (theirs,)):
+        pairs = zip(ours, theirs) if isinstance(ours, tuple) else [(ours, theirs)]
+        for a, b in pairs:
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
