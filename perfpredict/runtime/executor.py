@@ -184,8 +184,9 @@ blocked format. 5: as 4, with a GlobalAveragePool of an fp32 convolution's outpu
 instructions per 16 values instead of 21, and a gate product that reads its input for the last time writing over it
 (:func:`~perfpredict.runtime.chain._in_place`). 6: as 5, with a chain's own fp32 tensors run in oneDNN's blocked
 format where that makes its channel concats free (:func:`~perfpredict.runtime.chain._on_blocks`: squeezenet1_1's)
-or drops a stem's reorder out of blocks, stems without a max pool through blocks too (mobilenets, efficientnet), and
-the other concats in chains copied by ``_dnnl.c`` instead of oneDNN's concat."""
+or drops a stem's reorder out of blocks, stems without a max pool through blocks too (mobilenets, efficientnet), the
+other concats in chains copied by ``_dnnl.c`` instead of oneDNN's concat, and int8 max pools by ``_dnnl.c``'s own
+AVX-512 BW loop."""
 
 
 @dataclass(frozen=True)
