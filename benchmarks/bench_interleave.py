@@ -18,34 +18,21 @@ Run it on a quiet machine.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import (add_plan_options, add_timing_options, plan_calls, plan_from_args,  # noqa: E402
-                                timing_kwargs, write_results)
+from benchmarks.harness import builds_parser, model_plan_input, plan_calls, timing_kwargs, write_results  # noqa: E402
 from perfpredict.measure import measure_interleaved  # noqa: E402
-from perfpredict.models import load_model  # noqa: E402
 from perfpredict.runtime import ort_session  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="mobilenet_v2")
-    add_plan_options(ap)
-    ap.add_argument("--threads", type=int, default=2)
-    add_timing_options(ap)
-    ap.add_argument("--out", default="benchmarks/results/interleave.json")
-    args = ap.parse_args(argv)
+    args = builds_parser(__doc__.splitlines()[0], "mobilenet_v2", "benchmarks/results/interleave.json").parse_args(argv)
 
-    graph, onnx_path = load_model(args.model)
-    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
-    plan = plan_from_args(args, graph)
+    graph, onnx_path, plan, x = model_plan_input(args)
     fns = plan_calls(graph, {"ours": plan}, args.threads, x)
     sess = ort_session(onnx_path, threads=args.threads)
     feeds = {sess.get_inputs()[0].name: x}

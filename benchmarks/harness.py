@@ -173,7 +173,7 @@ def against_ort(builds: Mapping[str, Any], onnx_path: str | Path, x: np.ndarray,
 
     sess = ort_session(onnx_path, threads=args.threads)
     feeds = {sess.get_inputs()[0].name: x}
-    fns = {name: (lambda e, xs: lambda: e.forward(*xs))(e, e.prepare_input(x)) for name, e in builds.items()}
+    fns = {name: forward_call(e, x) for name, e in builds.items()}
     fns["ort"] = lambda: sess.run(None, feeds)
     stats = measure_interleaved(fns, warmup=3, min_repeats=5, max_repeats=args.max_repeats, time_cap_s=args.time_cap,
                                 threads=args.threads, seed=0, lockstep=True, **timing_kwargs(args))
@@ -185,14 +185,15 @@ def against_ort(builds: Mapping[str, Any], onnx_path: str | Path, x: np.ndarray,
     return fns, stats, lines
 
 
+def forward_call(exe: Any, x: np.ndarray) -> Callable[[], Any]:
+    """A zero-argument forward pass of the Executable ``exe`` on input ``x`` (prepared once)."""
+    xs = exe.prepare_input(x)
+    return lambda: exe.forward(*xs)
+
+
 def plan_calls(graph: Graph, plans: Mapping[str, Plan], threads: int, x: np.ndarray) -> dict[str, Callable[[], Any]]:
     """A zero-argument forward pass of each plan on input ``x`` (built once, input prepared once)."""
-    fns = {}
-    for label, plan in plans.items():
-        exe = build_executable(graph, plan, threads=threads)
-        xs = exe.prepare_input(x)
-        fns[label] = (lambda exe=exe, xs=xs: exe.forward(*xs))
-    return fns
+    return {label: forward_call(build_executable(graph, plan, threads=threads), x) for label, plan in plans.items()}
 
 
 def run_models(models: str, threads: int, predictor: str | None,

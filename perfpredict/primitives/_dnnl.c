@@ -721,16 +721,18 @@ pp_dnnl_pool *pp_dnnl_pool_create(int n, int c, int h, int w, int oh, int ow, in
                            : alg == 1 ? dnnl_pooling_avg_include_padding : dnnl_pooling_avg_exclude_padding;
     dnnl_dims_t strides = {sh, sw}, kernel = {kh, kw}, dilation = {dh - 1, dw - 1}, pad_l = {pt, pl},
                 pad_r = {pb, pr};
+    /* the descriptor checks the geometry for our own loop too; only oneDNN's kernel needs the primitive */
     TRY(dnnl_pooling_forward_primitive_desc_create(&pd, pp->engine, dnnl_forward_inference, kind, src_md, dst_md,
                                                    strides, kernel, dilation, pad_l, pad_r, attr));
-    TRY(make_primitive(pd, pp->engine, &pp->pool, &pp->scratch, &pp->scratch_bytes));
-    TRY(dnnl_memory_create(&pp->src, src_md, pp->engine, DNNL_MEMORY_NONE));
-    TRY(dnnl_memory_create(&pp->dst, dst_md, pp->engine, DNNL_MEMORY_NONE));
     if (alg == 0 && int8 && fmt == 1 && u8_max_isa()) {
         pp->own = 1;
         pp->n = n, pp->c = c, pp->h = h, pp->w = w, pp->oh = oh, pp->ow = ow, pp->kh = kh, pp->kw = kw;
         pp->sh = sh, pp->sw = sw, pp->pt = pt, pp->pl = pl, pp->dh = dh, pp->dw = dw;
+        goto fail; /* no error: the cleanup */
     }
+    TRY(make_primitive(pd, pp->engine, &pp->pool, &pp->scratch, &pp->scratch_bytes));
+    TRY(dnnl_memory_create(&pp->src, src_md, pp->engine, DNNL_MEMORY_NONE));
+    TRY(dnnl_memory_create(&pp->dst, dst_md, pp->engine, DNNL_MEMORY_NONE));
 
 fail:
     if (pd) dnnl_primitive_desc_destroy(pd);

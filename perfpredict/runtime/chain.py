@@ -280,7 +280,8 @@ def _fast(primitive: Any) -> bool:
 
 
 class _Extended:
-    """A schedule with more slots: the blocked tensors of rewritten stems."""
+    """A schedule with more slots: the blocked tensors of rewritten stems (:func:`_blocked_stems`) and chains
+    (:func:`_on_blocks`)."""
 
     def __init__(self, schedule: Any, slots: list) -> None:
         self._schedule = schedule
@@ -378,6 +379,9 @@ def _on_blocks(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: 
             return BLOCKED if a.layout == _BLOCKS else NHWC, BLOCKED if b.layout == _BLOCKS else NHWC
         return getattr(m.link.primitive, "formats", None) if m.link is not None else None
 
+    if not any(m.kind == 2 for m in members) and not any(BLOCKED in (formats(i) or ()) for i in range(len(run))):
+        return None  # neither a concat to make a view nor a stem on blocks: nothing would join blocks (select)
+
     can = set()
     for i, ((fn, ins, outs, _), m) in enumerate(zip(run, members)):
         if m.int8 or i in means or i in means.values() or not all(even(x) for x in (*ins, *outs)):
@@ -403,8 +407,8 @@ def _on_blocks(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: 
             return run[i][1][0]
         return None
 
-    def select(candidates: set[int]) -> set[int]:
-        """Of ``candidates``, the steps that run on blocks: concats whose parts are both made in blocks, steps with
+    def select(candidates: set[int]) -> None:
+        """``chosen``: of ``candidates``, the steps that run on blocks: concats whose parts are both made in blocks, steps with
         blocks on one side at least, and only those joined through blocked tensors to a concat made a view or to a
         step already on blocks (a stem)."""
         chosen.clear()
@@ -439,7 +443,6 @@ def _on_blocks(schedule: Any, run: Sequence[Step], ops: Sequence[Any], members: 
                     seen.add(j)
                     todo.append(j)
         chosen.intersection_update(seen)
-        return set(chosen)
 
     select(can)
     views = [i for i in chosen if members[i].kind == 2]
