@@ -103,6 +103,10 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
       --prune-ratios 0 --seed 0 --time-cap-s "$LAYER_CAP" --campaign layers-kernels \
       --ops BatchNormalization,Sigmoid,Mul,HardSwish,HardSigmoid,Clip,Add,Concat,Reshape,Transpose,Split,AveragePool,MaxPool,GlobalAveragePool,Flatten,Gemm \
       --json > "$WORK/layers-kernels-ops.json"
+  # 2026-12-05: mixed networks (perfpredict.zoo.mixnet), random CNNs whose stages are drawn from every family's
+  # blocks, timed beside the beacon at dispatch revision 6
+  $PP profile models --store "$S" --families mixnet --threads 1,2 --n-variants-per-family 80 --seed 0 \
+      --campaign models-mixnet --max-minutes 16 --json > "$WORK/models-mixnet.json"
 elif [ "$NAME" = amd ]; then  # every primitive and fusion revision 3 from the start; memory by the allocator
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
       --resolutions 96,128 --seed 0 --stop-after 1400 --max-minutes 14 --json > "$WORK/models.json"

@@ -325,7 +325,7 @@ def campaign_specs(families: Sequence[str] | None, n_variants_per_family: int, s
 def _check_families(families: Sequence[str] | None, probes: bool = False) -> list[str]:
     from perfpredict import zoo
 
-    known = zoo.list_families() + (zoo.list_probe_families() if probes else [])
+    known = zoo.list_families() + zoo.list_synthetic_families() + (zoo.list_probe_families() if probes else [])
     if not families:
         return zoo.list_families()
     bad = [f for f in families if f not in known]

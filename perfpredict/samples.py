@@ -39,7 +39,7 @@ from perfpredict.errors import DatasetError, PerfPredictError
 from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, single_node_graph, template_for)
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan
-from perfpredict.zoo import spec_from_dict
+from perfpredict.zoo import list_synthetic_families, spec_from_dict
 
 _STALE_REASONS = {2: "ran swish/hardswish/sigmoid unfused (before fusion revision 2)",
                   3: "ran a residual Add unfused (before fusion revision 3)"}
@@ -486,7 +486,8 @@ def make_splits(samples: SampleSet, text: str, seed: int = 0) -> list[Split]:
         return [held_out_variants(samples, frac, seed if s is None else s)]
     if kind == "family":
         return [leave_family_out(samples, arg)]
-    return [leave_family_out(samples, f) for f in samples.families()]
+    synthetic = set(list_synthetic_families())
+    return [leave_family_out(samples, f) for f in samples.families() if f not in synthetic]
 
 
 def validation_split(samples: SampleSet, fraction: float, seed: int) -> tuple[SampleSet, SampleSet]:

@@ -40,8 +40,9 @@ def _common(p: argparse.ArgumentParser, *, time_cap: float, max_call: float) -> 
     p.add_argument("--store", required=True, help="measurement store (created if missing)")
     p.add_argument("--threads", type=_ints, default=[1, 2], help="comma-separated thread counts (default 1,2)")
     p.add_argument("--families", type=_names, default=None,
-                   help="comma-separated zoo families (default: every model family; layer campaigns also take "
-                        "kernels, the kernel probes that cover ops and shapes no family has)")
+                   help="comma-separated zoo families (default: every model family; mixnet, random networks of "
+                        "every family's blocks, only when named; layer campaigns also take kernels, the kernel "
+                        "probes that cover ops and shapes no family has)")
     p.add_argument("--resolutions", type=_ints, default=[96, 128],
                    help="input resolutions the zoo models are drawn at (default 96,128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled variants, configurations and plans")

@@ -10,6 +10,7 @@ from perfpredict.zoo.registry import (
     list_families,
     list_models,
     list_probe_families,
+    list_synthetic_families,
     sample_variants,
     spec_from_dict,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "list_families",
     "list_models",
     "list_probe_families",
+    "list_synthetic_families",
     "spec_from_dict",
     "model_stats",
     "onnx_op_types",

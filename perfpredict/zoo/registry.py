@@ -14,6 +14,7 @@ from perfpredict.zoo import (
     efficientnet,
     googlenet,
     kernels,
+    mixnet,
     mnasnet,
     mobilenet,
     mobilenet_v3,
@@ -45,6 +46,10 @@ FAMILIES: dict[str, Family] = {
 PROBES: dict[str, Family] = {kernels.FAMILY.name: kernels.FAMILY}
 """Families that are not models: kernel probes for layer campaigns (:mod:`perfpredict.zoo.kernels`)."""
 
+SYNTHETIC: dict[str, Family] = {mixnet.FAMILY.name: mixnet.FAMILY}
+"""Families of random models built from the other families' blocks (:mod:`perfpredict.zoo.mixnet`): model campaigns
+take them by name, no leave-one-family-out split holds them out."""
+
 CANONICAL: dict[str, str] = {model: f.name for f in FAMILIES.values() for model in f.canonical}
 
 NUM_CLASSES_CHOICES = (10, 100, 1000, 1000)
@@ -60,6 +65,11 @@ def list_probe_families() -> list[str]:
     return sorted(PROBES)
 
 
+def list_synthetic_families() -> list[str]:
+    """Sorted names of the synthetic model families, which model campaigns draw from only when named."""
+    return sorted(SYNTHETIC)
+
+
 def list_models() -> list[str]:
     """Sorted canonical model names."""
     return sorted(CANONICAL)
@@ -68,9 +78,10 @@ def list_models() -> list[str]:
 def get_family(family: str) -> Family:
     """The :class:`Family` called ``family``; KeyError listing the known ones otherwise."""
     try:
-        return FAMILIES[family] if family in FAMILIES else PROBES[family]
+        return {**FAMILIES, **SYNTHETIC, **PROBES}[family]
     except KeyError:
-        raise KeyError(f"unknown family {family!r}; known: {list_families() + list_probe_families()}") from None
+        known = list_families() + list_synthetic_families() + list_probe_families()
+        raise KeyError(f"unknown family {family!r}; known: {known}") from None
 
 
 def get_spec(name: str, input_shape: tuple[int, int, int, int] = DEFAULT_INPUT_SHAPE, seed: int = 0) -> ModelSpec:
