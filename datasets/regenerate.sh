@@ -107,6 +107,12 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
   # blocks, timed beside the beacon at dispatch revision 6
   $PP profile models --store "$S" --families mixnet --threads 1,2 --n-variants-per-family 80 --seed 0 \
       --campaign models-mixnet --max-minutes 16 --json > "$WORK/models-mixnet.json"
+  # then the families again at dispatch revision 6 beside the beacon (seeds 0 and 1 of models-beacon), so that the
+  # mixed networks can be judged against model records of the same session and runtime
+  for SEED in 0 1; do
+    $PP profile models --store "$S" --threads 1,2 $([ $SEED != 0 ] && echo --no-canonical) --seed $SEED \
+        --campaign models-beacon6 --json > "$WORK/models-beacon6-seed$SEED.json"
+  done
 elif [ "$NAME" = amd ]; then  # every primitive and fusion revision 3 from the start; memory by the allocator
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
       --resolutions 96,128 --seed 0 --stop-after 1400 --max-minutes 14 --json > "$WORK/models.json"
