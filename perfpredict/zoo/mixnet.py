@@ -50,23 +50,20 @@ def sample(rng: random.Random) -> dict[str, Any]:
     n_stages = rng.randint(3, 4)
     stages = []
     width = stem
-    for i in range(n_stages):
+    for _ in range(n_stages):
         width = min(MAX_WIDTH, make_divisible(width * rng.uniform(1.3, 2.6)))
-        stages.append((rng.choices(BLOCKS, _WEIGHTS)[0], rng.randint(1, 3), width, rng.choice(_ACTS), int(rng.random() < 0.5),
-                       rng.choice((3, 4, 6)), rng.choice((3, 3, 5))))
+        stages.append((rng.choices(BLOCKS, _WEIGHTS)[0], rng.randint(1, 3), width, rng.choice(_ACTS),
+                       int(rng.random() < 0.5), rng.choice((3, 4, 6)), rng.choice((3, 3, 5))))
     return {"stem": stem, "stem_kernel": rng.choice((3, 3, 7)), "stem_pool": rng.random() < 0.5,
             "stages": tuple(stages), "head_width": rng.choice((0, 0, 1024, 1280))}
 
 
 def strides(params: Mapping[str, Any]) -> list[int]:
     """Each stage's stride: 2 for the last stages until the network downsamples :data:`TOTAL_STRIDE` times."""
-    left = TOTAL_STRIDE // (4 if params["stem_pool"] else 2)
-    out = []
-    for _ in params["stages"]:
-        out.append(2 if left > 1 else 1)
-        left //= 2
+    n = len(params["stages"])
+    strided = min(n, (TOTAL_STRIDE // (4 if params["stem_pool"] else 2)).bit_length() - 1)
     # the budget goes to the last stages: the early ones keep the larger maps of a network that stops early
-    return sorted(out)
+    return [1] * (n - strided) + [2] * strided
 
 
 def _stage(kind: str, c_in: int, depth: int, width: int, stride: int, act: str, se: bool, expansion: int,

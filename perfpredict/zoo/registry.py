@@ -50,6 +50,8 @@ SYNTHETIC: dict[str, Family] = {mixnet.FAMILY.name: mixnet.FAMILY}
 """Families of random models built from the other families' blocks (:mod:`perfpredict.zoo.mixnet`): model campaigns
 take them by name, no leave-one-family-out split holds them out."""
 
+_ALL: dict[str, Family] = {**FAMILIES, **SYNTHETIC, **PROBES}
+
 CANONICAL: dict[str, str] = {model: f.name for f in FAMILIES.values() for model in f.canonical}
 
 NUM_CLASSES_CHOICES = (10, 100, 1000, 1000)
@@ -78,7 +80,7 @@ def list_models() -> list[str]:
 def get_family(family: str) -> Family:
     """The :class:`Family` called ``family``; KeyError listing the known ones otherwise."""
     try:
-        return {**FAMILIES, **SYNTHETIC, **PROBES}[family]
+        return _ALL[family]
     except KeyError:
         known = list_families() + list_synthetic_families() + list_probe_families()
         raise KeyError(f"unknown family {family!r}; known: {known}") from None
