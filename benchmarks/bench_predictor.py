@@ -257,6 +257,9 @@ def main(argv=None) -> int:
                          f"(default {TrainOptions.layer_weight})")
     ap.add_argument("--session-offsets", action="store_true",
                     help="TrainOptions.session_offsets for the GNN (default off)")
+    ap.add_argument("--synthetic-offsets", action="store_true",
+                    help="TrainOptions.synthetic_offsets for the GNN: the synthetic (mixnet) records' level is "
+                         "learned per device and thread count (default off)")
     ap.add_argument("--patience", type=int, default=TrainOptions.patience,
                     help="GNN early-stopping patience in epochs (default 30)")
     ap.add_argument("--throughput-model", default="resnet18")
@@ -289,6 +292,7 @@ def main(argv=None) -> int:
                            campaigns=args.campaigns.split(",") if args.campaigns else None)
     opts = TrainOptions(seed=args.seed, identity_dropout=args.identity_dropout, layer_offsets=args.layer_offsets,
                         session_offsets=args.session_offsets, layer_weight=args.layer_weight,
+                        synthetic_offsets=args.synthetic_offsets,
                         patience=args.patience, **({"epochs": args.epochs} if args.epochs else {}))
     saved = {} if args.save_predictions else None
     rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log, saved)

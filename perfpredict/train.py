@@ -36,6 +36,7 @@ from perfpredict.metrics import clean, grouped_ranking, summarise
 from perfpredict.samples import (LayerSample, ModelSample, SampleSet, Split, graph_of, make_splits,
                                  validation_split)
 from perfpredict.sessions import Sessions, campaign_of
+from perfpredict.zoo import list_synthetic_families
 
 if TYPE_CHECKING:
     from perfpredict.gnn_predictor import GNNPredictor
@@ -73,6 +74,10 @@ class TrainOptions:
     # their level (a nuisance: xeon2.db's layer campaign ran ~1.6x slower than its beacon model campaign; the nodes'
     # level comes from the model records through the node-sum loss)
     layer_offsets: bool = False
+    # a learned log-latency offset per device and thread count for the model records of synthetic families
+    # (perfpredict.zoo.mixnet): random networks teach the nodes every family's blocks in context, but not the level
+    # that deployed families run at (on xeon2.db they pushed held-out families' predictions ~3% too slow)
+    synthetic_offsets: bool = False
 
 
 # --------------------------------------------------------------------------------------------- tensors
@@ -128,9 +133,10 @@ def fit_normaliser(rows: _Rows) -> Normaliser:
     return Normaliser.fit(nodes, np.stack(rows.device), np.stack(rows.memory))
 
 
-def to_data(rows: _Rows, norm: Normaliser, static_dim: int, sessions: Sequence[int] | None = None) -> list[Data]:
+def to_data(rows: _Rows, norm: Normaliser, static_dim: int, sessions: Sequence[int] | None = None,
+            synthetic: Sequence[int] | None = None) -> list[Data]:
     """Normalised torch_geometric ``Data`` objects, one per sample (with its session's offset index, ``session``,
-    when ``sessions`` gives them)."""
+    when ``sessions`` gives them, and its synthetic-family offset index, ``synth``, when ``synthetic`` does)."""
     out = []
     s_mean, s_std = norm.node_mean[:static_dim], norm.node_std[:static_dim]
     p_mean, p_std = norm.node_mean[static_dim:], norm.node_std[static_dim:]
@@ -148,7 +154,8 @@ def to_data(rows: _Rows, norm: Normaliser, static_dim: int, sessions: Sequence[i
             log_mem_prior=torch.tensor([rows.log_mem_prior[k]], dtype=torch.float32),
             y_lat=torch.tensor([rows.y_lat[k]], dtype=torch.float32),
             y_mem=torch.tensor([rows.y_mem[k]], dtype=torch.float32), num_nodes=int(st.shape[0]),
-            **({} if sessions is None else {"session": torch.tensor([sessions[k]], dtype=torch.long)})))
+            **({} if sessions is None else {"session": torch.tensor([sessions[k]], dtype=torch.long)}),
+            **({} if synthetic is None else {"synth": torch.tensor([synthetic[k]], dtype=torch.long)})))
     return out
 
 
@@ -179,6 +186,12 @@ def layer_session(sample: LayerSample) -> str:
     """The group of layer records that shares one learned level offset (``TrainOptions.layer_offsets``): their
     device at their thread count, in their campaign."""
     return f"{sample.device.device_id}|{sample.threads}|{sample.campaign}"
+
+
+def synthetic_group(sample: ModelSample) -> str:
+    """The group of synthetic-family model records that shares one learned level offset
+    (``TrainOptions.synthetic_offsets``): their device at their thread count."""
+    return f"{sample.device.device_id}|{sample.threads}"
 
 
 def _forward(model: Any, batch: Batch) -> Any:
@@ -259,14 +272,27 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     norm = fit_normaliser(rows)
     pred.normaliser = norm
     sessions = Sessions.of(train.models) if opts.session_offsets else None
-    tr = to_data(rows, norm, space.static_dim, None if sessions is None else [sessions.index(s) for s in train.models])
+    synthetic = set(list_synthetic_families())
+    synth_keys = sorted({synthetic_group(s) for s in train.models if s.family in synthetic}) \
+        if opts.synthetic_offsets else []
+    synth_index = {k: i for i, k in enumerate(synth_keys)}
+
+    def synth_of(models: Sequence[ModelSample]) -> list[int] | None:  # len(synth_keys): no offset
+        if not synth_keys:
+            return None
+        return [synth_index.get(synthetic_group(s), len(synth_keys)) if s.family in synthetic else len(synth_keys)
+                for s in models]
+
+    tr = to_data(rows, norm, space.static_dim, None if sessions is None else [sessions.index(s) for s in train.models],
+                 synth_of(train.models))
     layer_keys = sorted({layer_session(s) for s in train.layers}) if opts.layer_offsets else []
     layer_index = {k: i for i, k in enumerate(layer_keys)}
     tl = to_data(layer_rows, norm, space.static_dim,
                  [layer_index[layer_session(s)] for s in train.layers] if layer_keys else None) \
         if train.layers else []
     va = to_data(featurise_samples(space, val.models), norm, space.static_dim,
-                 None if sessions is None else [sessions.index(s) for s in val.models]) if val.models else []
+                 None if sessions is None else [sessions.index(s) for s in val.models],
+                 synth_of(val.models)) if val.models else []
     model = pred.model = pred.build_model()
     groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
     offsets = torch.zeros(len(sessions) if sessions else 0, requires_grad=True)
@@ -278,10 +304,17 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     if layer_shift.numel():
         groups.append({"params": [layer_shift], "weight_decay": 0.0, "lr": opts.lr * 10})
 
-    def offset(batch: Batch) -> Tensor | float:  # each sample's session offset (0 for a reference session)
-        if sessions is None:
-            return 0.0
-        return torch.cat([offsets, offsets.new_zeros(1)])[batch.session]
+    synth_shift = torch.zeros(len(synth_keys), requires_grad=True)
+    if synth_shift.numel():
+        groups.append({"params": [synth_shift], "weight_decay": 0.0, "lr": opts.lr * 10})
+
+    def offset(batch: Batch) -> Tensor | float:  # each sample's session and synthetic-family offsets (or 0)
+        shift: Tensor | float = 0.0
+        if sessions is not None:
+            shift = torch.cat([offsets, offsets.new_zeros(1)])[batch.session]
+        if synth_keys:
+            shift = shift + torch.cat([synth_shift, synth_shift.new_zeros(1)])[batch.synth]
+        return shift
 
     optim = torch.optim.AdamW(groups, lr=opts.lr, weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(1, opts.epochs), eta_min=opts.lr * 0.03)
@@ -295,6 +328,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     best, best_state, best_epoch, bad = math.inf, None, -1, 0
     best_offsets = offsets.detach().clone()
     best_layer_shift = layer_shift.detach().clone()
+    best_synth_shift = synth_shift.detach().clone()
     history: list[dict[str, float]] = []
     epochs: Any = range(opts.epochs)
     bar = None
@@ -342,6 +376,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best_offsets = offsets.detach().clone()
             best_layer_shift = layer_shift.detach().clone()
+            best_synth_shift = synth_shift.detach().clone()
         else:
             bad += 1
         if opts.patience is not None and bad >= opts.patience:
@@ -367,6 +402,9 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
                                     for k, i in sorted(sessions.offset_index.items())}
     if layer_keys:  # each layer group's level against the model records (measured alone / in the model)
         record["layer_scales"] = {k: round(float(np.exp(best_layer_shift[i])), 4) for i, k in enumerate(layer_keys)}
+    if synth_keys:  # the synthetic networks' level against the deployed families' (measured / predicted)
+        record["synthetic_scales"] = {k: round(float(np.exp(best_synth_shift[i])), 4)
+                                      for i, k in enumerate(synth_keys)}
     pred.training = clean(record)
     return record
 
@@ -514,7 +552,7 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
                                     memory_method, opts.identity_dropout,
                                     # no patience: one of the whole schedule's length never stops early
                                     opts.patience if opts.patience is not None else opts.epochs, ensemble,
-                                    opts.session_offsets, opts.layer_offsets),
+                                    opts.session_offsets, opts.layer_offsets, opts.synthetic_offsets),
     }
     metrics = clean(metrics)
     pred.metrics = {"split": sp.name, "test": metrics["test"]}
@@ -529,7 +567,8 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
 def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: int, epochs: int | None,
                      latency_stat: str = "median", memory_method: str = "auto", identity_dropout: float = 0.0,
                      patience: int | None = TrainOptions.patience, ensemble: int = 1,
-                     session_offsets: bool = False, layer_offsets: bool = False) -> str:
+                     session_offsets: bool = False, layer_offsets: bool = False,
+                     synthetic_offsets: bool = False) -> str:
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
     cmd += f" --ensemble {ensemble}" if ensemble > 1 else ""
     cmd += f" --epochs {epochs}" if epochs else ""
@@ -537,6 +576,7 @@ def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: in
     cmd += f" --identity-dropout {identity_dropout:g}" if identity_dropout else ""
     cmd += " --session-offsets" if session_offsets else ""
     cmd += " --layer-offsets" if layer_offsets else ""
+    cmd += " --synthetic-offsets" if synthetic_offsets else ""
     cmd += f" --memory-method {memory_method}" if memory_method != "auto" else ""
     return cmd + (f" --latency-stat {latency_stat}" if latency_stat != "median" else "")
 

@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="learn one level offset per device, thread count and campaign for the layer records "
                         "(kernels measured alone, often on another day), so they teach the kernels' relative costs "
                         "and the model records their level (default off)")
+    p.add_argument("--synthetic-offsets", action="store_true",
+                   help="learn one level offset per device and thread count for the records of synthetic networks "
+                        "(the mixnet family), so they teach how blocks cost in context and the deployed families "
+                        "the level (default off)")
     p.add_argument("--latency-stat", choices=("median", "min", "beacon"), default="median",
                    help="latency target: the records' median (default), fastest timed repeat, or median scaled to the "
                         "store's typical machine speed by the beacon timed beside it (model records without one are "
@@ -62,6 +66,7 @@ def _train(args: argparse.Namespace) -> int:
                                                                     identity_dropout=args.identity_dropout,
                                                                     session_offsets=args.session_offsets,
                                                                     layer_offsets=args.layer_offsets,
+                                                                    synthetic_offsets=args.synthetic_offsets,
                                                                     **({"patience": args.patience}
                                                                        if args.patience else {})),
                                latency_stat=args.latency_stat, memory_method=args.memory_method,

@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from perfpredict.gnn import GNNConfig
 from perfpredict.gnn_predictor import GNNPredictor
@@ -108,15 +109,43 @@ def _layer_ratio(pred, layers):
     return float(np.exp(np.median(np.log(ratios))))
 
 
-def test_cli_train_with_layer_offsets_records_the_flag(tmp_path, capsys):
+def test_synthetic_offsets_keep_the_random_networks_level_apart_from_the_deployed_families():
+    # the synthetic networks' records run 1.5x slower than the deployed families' for a reason the features miss:
+    # with synthetic offsets the network learns that level as one scale per device and thread count, and prices the
+    # deployed families at their own level instead of a blend
+    src = synthetic_samples(plans_per_graph=8, seed=5)
+    first = src.models[0].family
+    deployed = [s for s in src.models if s.family == first]
+    synth = [replace(s, family="mixnet", latency_ms=s.latency_ms * 1.5) for s in src.models if s.family != first]
+    data = SampleSet(deployed + synth, [], "synthetic", "synthetic-offsets")
+    fit = dict(epochs=40, seed=0)
+    with_offsets = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(synthetic_offsets=True,
+                                                                                                **fit))
+    without = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(**fit))
+    scales = with_offsets.training["synthetic_scales"]
+    device = deployed[0].device.device_id
+    assert sorted(scales) == [f"{device}|1", f"{device}|2"]
+    assert all(v > 1.1 for v in scales.values()) and 1.25 < np.exp(np.mean(np.log(list(scales.values())))) < 1.9, \
+        scales
+    assert "synthetic_scales" not in without.training
+    assert abs(np.log(_median_ratio(with_offsets, deployed))) < 0.08
+    assert abs(np.log(_median_ratio(with_offsets, deployed))) < abs(np.log(_median_ratio(without, deployed)))
+
+
+@pytest.mark.parametrize("flag, layers, scales", [("--layer-offsets", True, "layer_scales"),
+                                                   # the store holds no synthetic family: nothing to offset
+                                                   ("--synthetic-offsets", False, None)])
+def test_cli_train_with_level_offsets_records_the_flag(tmp_path, capsys, flag, layers, scales):
     from cli.main import main
 
     from .synthetic import write_synthetic_store
 
-    store = write_synthetic_store(tmp_path / "s.sqlite", synthetic_samples(plans_per_graph=4, seed=1, layers=True))
+    store = write_synthetic_store(tmp_path / "s.sqlite", synthetic_samples(plans_per_graph=4, seed=1, layers=layers))
     out = tmp_path / "ck"
-    assert main(["train", "--data", store, "-o", str(out), "--epochs", "3", "--layer-offsets", "--no-progress",
-                 "--json"]) == 0
+    assert main(["train", "--data", store, "-o", str(out), "--epochs", "3", flag, "--no-progress", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert " --layer-offsets" in metrics["command"]
-    assert metrics["training"]["options"]["layer_offsets"] is True and metrics["training"]["layer_scales"]
+    assert f" {flag}" in metrics["command"]
+    assert metrics["training"]["options"][flag[2:].replace("-", "_")] is True
+    if scales:
+        assert metrics["training"][scales]
+    assert "synthetic_scales" not in metrics["training"]
