@@ -680,6 +680,10 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
            "the others' learned scales (their measured / the reference's latency): "
            + (", ".join(f"`{k}` {v:.3f}" for k, v in tr["session_scales"].items()) or "none")]
           if tr.get("reference_sessions") else []),
+        *([f"- synthetic networks (`perfpredict.zoo.mixnet`): their learned level against the deployed families' "
+           "(measured / predicted), per device and threads: "
+           + ", ".join(f"`{k}` {v:.3f}" for k, v in tr["synthetic_scales"].items())]
+          if tr.get("synthetic_scales") else []),
         f"- options: `{json.dumps(tr.get('options'))}`",
         f"- network: `{json.dumps(tr.get('config'))}`", "",
         "## Versions", "",

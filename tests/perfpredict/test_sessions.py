@@ -11,7 +11,7 @@ from perfpredict.gnn_predictor import GNNPredictor
 from perfpredict.plan import Plan
 from perfpredict.samples import SampleSet
 from perfpredict.sessions import Sessions, campaign_of
-from perfpredict.train import TrainOptions, evaluate, evaluate_by_session, predict_samples
+from perfpredict.train import TrainOptions, evaluate, evaluate_by_session, model_card, predict_samples
 
 from .synthetic import synthetic_samples
 
@@ -130,6 +130,7 @@ def test_synthetic_offsets_keep_the_random_networks_level_apart_from_the_deploye
     assert "synthetic_scales" not in without.training
     assert abs(np.log(_median_ratio(with_offsets, deployed))) < 0.08
     assert abs(np.log(_median_ratio(with_offsets, deployed))) < abs(np.log(_median_ratio(without, deployed)))
+    assert "synthetic networks (`perfpredict.zoo.mixnet`)" in model_card({"training": with_offsets.training}, "ck")
 
 
 @pytest.mark.parametrize("flag, layers, scales", [("--layer-offsets", True, "layer_scales"),
