@@ -67,7 +67,8 @@ def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None):
                 rows.append(_row(sp.name, p, m, {"fit_s": round(t1 - t0, 1), "predict_s": round(t2 - t1, 2),
                                                 "train_models": len(sp.train.models),
                                                 "train_layers": len(sp.train.layers),
-                                                "test_models": len(sp.test.models)}))
+                                                "test_models": len(sp.test.models),
+                                                **_learned_scales(pred)}))
                 pooled[p].append((sp.test.models, lat, mem))
                 if saved is not None:
                     saved.setdefault(sp.name, {})[p] = _predictions(sp.test.models, lat, mem)
@@ -80,6 +81,12 @@ def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None):
                 mem = np.concatenate([c[2] for c in pooled[p]])
                 rows.append(_row("lofo (pooled)", p, score(models, lat, mem), {"test_models": len(models)}))
     return rows
+
+
+def _learned_scales(pred):
+    """The level offsets a GNN learned in training (layer, session and synthetic-network scales), where it has any."""
+    training = getattr(pred, "training", None) or {}
+    return {k: training[k] for k in ("layer_scales", "session_scales", "synthetic_scales") if training.get(k)}
 
 
 def run_throughput(samples, opts, n_plans, model, log, ensemble=1):
