@@ -488,25 +488,29 @@ def evaluate(predictor: Any, samples: SampleSet, progress: bool = False) -> dict
 
 def score_by_session(models: Sequence[ModelSample], lat: np.ndarray, mem: np.ndarray,
                      training: Mapping[str, Any]) -> dict[str, Any] | None:
-    """For predictions ``lat``/``mem`` of ``models`` by a predictor trained with session offsets (``training`` its
-    record, or another such checkpoint's): metrics on the samples of the reference sessions it predicts, and on
-    every sample with the learned scale of its session applied (a session training never saw counts as a
-    reference); None without offsets."""
-    scales = training.get("session_scales")
-    if scales is None:
+    """For predictions ``lat``/``mem`` of ``models`` by a predictor trained with session or synthetic-network offsets
+    (``training`` its record, or another such checkpoint's): metrics on the samples at the level the network
+    predicts (deployed families in the reference sessions), and on every sample with the learned scales of its
+    session and, for a synthetic network, of its device and threads applied (a session or device training never
+    saw counts as the reference); None without offsets."""
+    scales, synth = training.get("session_scales"), training.get("synthetic_scales")
+    if scales is None and synth is None:
         return None
     refs = set(training.get("reference_sessions") or [])
     of_campaign = training.get("session_of_campaign") or {}
     keys = [of_campaign.get(campaign_of(s)) for s in models]
-    ref = [k for k, key in enumerate(keys) if key in refs]
-    corrected = lat * np.array([scales.get(key, 1.0) for key in keys])
+    synthetic = set(list_synthetic_families()) if synth is not None else set()
+    ref = [k for k, key in enumerate(keys)
+           if (scales is None or key in refs) and models[k].family not in synthetic]
+    factor = np.array([(scales or {}).get(key, 1.0) for key in keys])
+    factor *= np.array([synth.get(synthetic_group(s), 1.0) if s.family in synthetic else 1.0 for s in models])
     return clean({"reference": score([models[k] for k in ref], lat[ref], mem[ref]) if ref else None,
-                  "corrected": score(models, corrected, mem)})
+                  "corrected": score(models, lat * factor, mem)})
 
 
 def evaluate_by_session(predictor: Any, samples: SampleSet, training: Mapping[str, Any]) -> dict[str, Any] | None:
     """:func:`score_by_session` of ``predictor``'s predictions of the model samples of ``samples``."""
-    if training.get("session_scales") is None:
+    if training.get("session_scales") is None and training.get("synthetic_scales") is None:
         return None
     lat, mem = predict_samples(predictor, samples.models)
     return score_by_session(samples.models, lat, mem, training)
@@ -659,12 +663,18 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
                 lines += metrics_table(block, fam)
         by_session = metrics.get("test_by_session") or {}
         if by_session:
-            lines += ["", "The network predicts each device's reference session (the campaign of the newest runtime, "
-                      "latest measured: `perfpredict.sessions`); the other sessions' records differ from it by the "
-                      "scales learned in training. Held-out, on the reference sessions' records alone and on every "
-                      "record with its session's scale applied:", "", head,
-                      *metrics_table(by_session.get("reference"), "reference sessions"),
-                      *metrics_table(by_session.get("corrected"), "all, session scales applied")]
+            trained = metrics.get("training") or {}
+            sessions, synth = bool(trained.get("reference_sessions")), bool(trained.get("synthetic_scales"))
+            own = ("each device's reference session (the campaign of the newest runtime, latest measured: "
+                   "`perfpredict.sessions`)" if sessions else "the deployed families' level")
+            others = " and ".join((["the other sessions' records"] if sessions else []) +
+                                  (["the synthetic networks' records (`perfpredict.zoo.mixnet`)"] if synth else []))
+            lines += ["", f"The network predicts {own}; {others} differ from it by the scales learned in training. "
+                      "Held-out, on the records at the network's own level alone and on every record with its "
+                      "learned scales applied:", "", head,
+                      *metrics_table(by_session.get("reference"),
+                                     "reference sessions" if sessions else "deployed families"),
+                      *metrics_table(by_session.get("corrected"), "all, learned scales applied")]
     else:
         lines += ["No held-out part (split `none`): no held-out figures for this checkpoint."]
     lines += [
@@ -680,7 +690,7 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
            "the others' learned scales (their measured / the reference's latency): "
            + (", ".join(f"`{k}` {v:.3f}" for k, v in tr["session_scales"].items()) or "none")]
           if tr.get("reference_sessions") else []),
-        *([f"- synthetic networks (`perfpredict.zoo.mixnet`): their learned level against the deployed families' "
+        *(["- synthetic networks (`perfpredict.zoo.mixnet`): their learned level against the deployed families' "
            "(measured / predicted), per device and threads: "
            + ", ".join(f"`{k}` {v:.3f}" for k, v in tr["synthetic_scales"].items())]
           if tr.get("synthetic_scales") else []),

@@ -130,7 +130,14 @@ def test_synthetic_offsets_keep_the_random_networks_level_apart_from_the_deploye
     assert "synthetic_scales" not in without.training
     assert abs(np.log(_median_ratio(with_offsets, deployed))) < 0.08
     assert abs(np.log(_median_ratio(with_offsets, deployed))) < abs(np.log(_median_ratio(without, deployed)))
-    assert "synthetic networks (`perfpredict.zoo.mixnet`)" in model_card({"training": with_offsets.training}, "ck")
+    # scored as the model card scores a held-out part: the deployed families alone, and every record at its level
+    by_level = evaluate_by_session(with_offsets, data, with_offsets.training)
+    assert by_level["reference"]["latency"]["n"] == len(deployed)
+    assert by_level["corrected"]["latency"]["mape"] < evaluate(with_offsets, data)["latency"]["mape"]
+    assert evaluate_by_session(without, data, without.training) is None
+    card = model_card({"training": with_offsets.training, "test": evaluate(with_offsets, data),
+                       "test_by_session": by_level}, "ck")
+    assert "synthetic networks (`perfpredict.zoo.mixnet`)" in card and "| deployed families |" in card
 
 
 @pytest.mark.parametrize("flag, layers, scales", [("--layer-offsets", True, "layer_scales"),
