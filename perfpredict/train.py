@@ -295,18 +295,12 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
                  synth_of(val.models)) if val.models else []
     model = pred.model = pred.build_model()
     groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
-    offsets = torch.zeros(len(sessions) if sessions else 0, requires_grad=True)
-    if offsets.numel():
-        # scalars that must travel a whole log-ratio (0.2-0.5) where a weight moves by little: a tenfold rate
-        groups.append({"params": [offsets], "weight_decay": 0.0, "lr": opts.lr * 10})
-
-    layer_shift = torch.zeros(len(layer_keys), requires_grad=True)
-    if layer_shift.numel():
-        groups.append({"params": [layer_shift], "weight_decay": 0.0, "lr": opts.lr * 10})
-
-    synth_shift = torch.zeros(len(synth_keys), requires_grad=True)
-    if synth_shift.numel():
-        groups.append({"params": [synth_shift], "weight_decay": 0.0, "lr": opts.lr * 10})
+    # learned log-latency levels: per session, per layer group, per synthetic group (empty when off)
+    levels = [torch.zeros(n, requires_grad=True) for n in (len(sessions) if sessions else 0, len(layer_keys),
+                                                           len(synth_keys))]
+    offsets, layer_shift, synth_shift = levels
+    # scalars that must travel a whole log-ratio (0.2-0.5) where a weight moves by little: a tenfold rate
+    groups += [{"params": [t], "weight_decay": 0.0, "lr": opts.lr * 10} for t in levels if t.numel()]
 
     def offset(batch: Batch) -> Tensor | float:  # each sample's session and synthetic-family offsets (or 0)
         shift: Tensor | float = 0.0
@@ -326,9 +320,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     val_batches = [Batch.from_data_list(va[lo:lo + 256]) for lo in range(0, len(va), 256)] if va else \
         [Batch.from_data_list(tr[lo:lo + 256]) for lo in range(0, len(tr), 256)]
     best, best_state, best_epoch, bad = math.inf, None, -1, 0
-    best_offsets = offsets.detach().clone()
-    best_layer_shift = layer_shift.detach().clone()
-    best_synth_shift = synth_shift.detach().clone()
+    best_levels = [t.detach().clone() for t in levels]
     history: list[dict[str, float]] = []
     epochs: Any = range(opts.epochs)
     bar = None
@@ -374,9 +366,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
         if score < best - 1e-6:
             best, best_epoch, bad = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best_offsets = offsets.detach().clone()
-            best_layer_shift = layer_shift.detach().clone()
-            best_synth_shift = synth_shift.detach().clone()
+            best_levels = [t.detach().clone() for t in levels]
         else:
             bad += 1
         if opts.patience is not None and bad >= opts.patience:
@@ -387,6 +377,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
         model.load_state_dict(best_state)
     model.eval()
     shrink = shrink_memory_correction(model, val_batches) if va else 1.0
+    best_offsets, best_layer_shift, best_synth_shift = best_levels
     record = {
         "options": asdict(opts), "config": pred.config.to_dict(), "epochs_run": len(history),
         "best_epoch": best_epoch, "best_val_score": best, "seconds": round(time.perf_counter() - t0, 1),
