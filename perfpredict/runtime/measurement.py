@@ -18,7 +18,9 @@ sizes of the deployed parameters, :func:`perfpredict.runtime.memory.weight_bytes
   baseline; it also makes glibc serve every allocation above 64 KiB with mmap, so freed tensors leave the
   resident set at once and the high-water mark follows live memory. It also sees memory outside torch's
   allocator, but follows the C allocator's caching and page faults: re-measuring gives a few percent
-  different figures (median 4% on the Xeon store, more for small models).
+  different figures (median 4% on the Xeon store, more for small models). Recent kernels keep the
+  resident-set counters per CPU and read them approximately, so a run peak of a megabyte or two can read
+  several times too low; use ``"allocator"`` for small workloads.
 """
 
 from __future__ import annotations

@@ -88,10 +88,12 @@ def test_measure_plan(tmp_path):
 def test_measured_run_peak_tracks_activations(method):
     from perfpredict.runtime.measurement import measure_memory
 
-    big = load_onnx(residual_se_net(hw=96), name="residual_se_96")
+    # large enough (over 20 MB of activations and workspace) that the kernel's approximate resident-set
+    # counters, which the "rss" method reads, cannot hide the run's peak (at ~1.5 MB they read 0.04-1.5 MB)
+    big = load_onnx(residual_se_net(hw=384), name="residual_se_384")
     est = estimate_peak_memory(big)
     got = measure_memory(big, threads=1, method=method)
-    # the run's own peak (activations + workspace, over 1 MB here) is in the estimate's order of magnitude
+    # the run's own peak is in the estimate's order of magnitude
     assert 0.25 * (est.activations + est.workspace) < got.run_peak_bytes < 4 * (est.activations + est.workspace)
     assert got.weight_bytes == est.weights
     assert (got.method == "allocator") == (method == "allocator")
