@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import machine  # noqa: E402
+from perfpredict.gnn import GNNConfig  # noqa: E402
 from perfpredict.metrics import clean  # noqa: E402
 from perfpredict.samples import load_samples, make_splits  # noqa: E402
 from perfpredict.train import (PREDICTOR_KINDS, TrainOptions, obtain_predictor, predict_samples,  # noqa: E402
@@ -49,9 +50,9 @@ def _predictions(models, lat, mem) -> dict:
             "measured_peak_mem_bytes": [s.peak_mem_bytes for s in models]}
 
 
-def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None):
-    """One row per (split, predictor); with ``saved`` (a dict) the per-record predictions go there too, as
-    ``saved[split][predictor]``."""
+def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None, config=None):
+    """One row per (split, predictor), the GNNs of network ``config`` (default GNNConfig()); with ``saved`` (a
+    dict) the per-record predictions go there too, as ``saved[split][predictor]``."""
     rows = []
     for spec in splits:
         pooled: dict[str, list] = {p: [] for p in predictors}
@@ -59,7 +60,7 @@ def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None):
         for sp in make_splits(samples, spec, seed):
             for p in predictors:
                 t0 = time.perf_counter()
-                pred = obtain_predictor(p, sp.train, opts)
+                pred = obtain_predictor(p, sp.train, opts, config=config)
                 t1 = time.perf_counter()
                 lat, mem = predict_samples(pred, sp.test.models)
                 t2 = time.perf_counter()
@@ -267,6 +268,10 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic-offsets", action="store_true",
                     help="TrainOptions.synthetic_offsets for the GNN: the synthetic (mixnet) records' level is "
                          "learned per device and thread count (default off)")
+    ap.add_argument("--hidden", type=int, default=None, metavar="WIDTH",
+                    help="the GNN's width (GNNConfig.hidden, default 32)")
+    ap.add_argument("--gnn-layers", type=int, default=None, metavar="N",
+                    help="the GNN's message-passing layers (GNNConfig.layers, default 3)")
     ap.add_argument("--patience", type=int, default=TrainOptions.patience,
                     help="GNN early-stopping patience in epochs (default 30)")
     ap.add_argument("--throughput-model", default="resnet18")
@@ -302,14 +307,17 @@ def main(argv=None) -> int:
                         synthetic_offsets=args.synthetic_offsets,
                         patience=args.patience, **({"epochs": args.epochs} if args.epochs else {}))
     saved = {} if args.save_predictions else None
-    rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log, saved)
+    config = GNNConfig.of(args.hidden, args.gnn_layers)
+    rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log, saved,
+                        config)
     throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
                                                                 args.throughput_model, log, args.throughput_ensemble)
     meta = {"data": str(data), "campaigns": args.campaigns, "data_hash": samples.data_hash, "model_samples": len(samples.models),
             "layer_samples": len(samples.layers), "seed": args.seed, "host": platform.node(),
             "latency_stat": args.latency_stat, "memory_method": samples.memory_method, "noise": _noise(data),
             "memory_noise": _memory_noise(data, args.memory_noise_sample, args.seed),
-            "seconds": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv)}
+            "network": config.to_dict(), "seconds": round(time.perf_counter() - t0, 1),
+            "command": " ".join(sys.argv)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if saved is not None:

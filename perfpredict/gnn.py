@@ -44,6 +44,11 @@ class GNNConfig:
         return asdict(self)
 
     @classmethod
+    def of(cls, hidden: int | None = None, layers: int | None = None) -> "GNNConfig":
+        """The default config with ``hidden`` / ``layers`` where given (None keeps the default)."""
+        return cls(**{k: v for k, v in (("hidden", hidden), ("layers", layers)) if v is not None})
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "GNNConfig":
         """Parse :meth:`to_dict` output (unknown keys are an error)."""
         return cls(**dict(d))

@@ -39,6 +39,7 @@ from perfpredict.sessions import Sessions, campaign_of
 from perfpredict.zoo import list_synthetic_families
 
 if TYPE_CHECKING:
+    from perfpredict.gnn import GNNConfig
     from perfpredict.gnn_predictor import GNNPredictor
 
 
@@ -513,12 +514,14 @@ def evaluate_by_session(predictor: Any, samples: SampleSet, training: Mapping[st
 def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random:0.2", seed: int = 0,
                      epochs: int | None = None, progress: bool = True,
                      samples: SampleSet | None = None, options: TrainOptions | None = None,
-                     latency_stat: str = "median", memory_method: str = "auto", ensemble: int = 1) -> dict[str, Any]:
+                     latency_stat: str = "median", memory_method: str = "auto", ensemble: int = 1,
+                     config: GNNConfig | None = None) -> dict[str, Any]:
     """Load ``data`` (``latency_stat``, ``memory_method``: see :func:`~perfpredict.samples.load_samples`), train a
-    GNN (``ensemble`` > 1: that many, seeds ``seed`` upwards, as one :class:`~perfpredict.ensemble.GNNEnsemble`) on
-    the split's training part, evaluate on its test part, and write ``out_dir/model.pt``, ``metrics.json`` and
-    ``README.md``. Returns the metrics."""
+    GNN of ``config`` (default :class:`~perfpredict.gnn.GNNConfig`; ``ensemble`` > 1: that many, seeds ``seed``
+    upwards, as one :class:`~perfpredict.ensemble.GNNEnsemble`) on the split's training part, evaluate on its test
+    part, and write ``out_dir/model.pt``, ``metrics.json`` and ``README.md``. Returns the metrics."""
     from perfpredict.ensemble import GNNEnsemble
+    from perfpredict.gnn import GNNConfig
     from perfpredict.gnn_predictor import GNNPredictor
     from perfpredict.samples import SplitError, load_samples, parse_split
 
@@ -533,7 +536,8 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
     opts = replace(opts, seed=seed, **({"epochs": epochs} if epochs else {}))
     if ensemble < 1:
         raise PerfPredictError(f"--ensemble takes a number of members >= 1, got {ensemble}")
-    pred: Any = GNNEnsemble(ensemble) if ensemble > 1 else GNNPredictor()
+    config = config or GNNConfig()
+    pred: Any = GNNEnsemble(ensemble, config) if ensemble > 1 else GNNPredictor(config)
     pred.fit(sp.train, None, opts, progress=progress)
     test_pred = predict_samples(pred, sp.test.models) if sp.test.models else None  # once, for both scores
     metrics: dict[str, Any] = {
@@ -547,7 +551,7 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
                                     memory_method, opts.identity_dropout,
                                     # no patience: one of the whole schedule's length never stops early
                                     opts.patience if opts.patience is not None else opts.epochs, ensemble,
-                                    opts.session_offsets, opts.layer_offsets, opts.synthetic_offsets),
+                                    opts.session_offsets, opts.layer_offsets, opts.synthetic_offsets, config),
     }
     metrics = clean(metrics)
     pred.metrics = {"split": sp.name, "test": metrics["test"]}
@@ -563,8 +567,13 @@ def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: in
                      latency_stat: str = "median", memory_method: str = "auto", identity_dropout: float = 0.0,
                      patience: int | None = TrainOptions.patience, ensemble: int = 1,
                      session_offsets: bool = False, layer_offsets: bool = False,
-                     synthetic_offsets: bool = False) -> str:
+                     synthetic_offsets: bool = False, config: GNNConfig | None = None) -> str:
+    from perfpredict.gnn import GNNConfig
+
+    default, config = GNNConfig(), config or GNNConfig()
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
+    cmd += f" --hidden {config.hidden}" if config.hidden != default.hidden else ""
+    cmd += f" --gnn-layers {config.layers}" if config.layers != default.layers else ""
     cmd += f" --ensemble {ensemble}" if ensemble > 1 else ""
     cmd += f" --epochs {epochs}" if epochs else ""
     cmd += f" --patience {patience}" if patience != TrainOptions.patience else ""
@@ -710,17 +719,21 @@ PREDICTOR_KINDS = ("gnn", "gnn-ensemble", "flops", "kernel-rf", "kernel-gbm", "r
 
 
 def obtain_predictor(spec: str, train: SampleSet, options: TrainOptions | None = None,
-                     progress: bool = False) -> Any:
-    """A predictor for ``spec``: a kind of :data:`PREDICTOR_KINDS` fitted on ``train``, else a checkpoint
-    (path or name under trained_models/) loaded as-is."""
+                     progress: bool = False, config: GNNConfig | None = None) -> Any:
+    """A predictor for ``spec``: a kind of :data:`PREDICTOR_KINDS` fitted on ``train`` (the GNN kinds with the
+    network ``config``, default :class:`~perfpredict.gnn.GNNConfig`), else a checkpoint (path or name under
+    trained_models/) loaded as-is."""
+    from perfpredict.gnn import GNNConfig
+
     if spec == "gnn":
         from perfpredict.gnn_predictor import GNNPredictor
 
-        return GNNPredictor().fit(train, None, options or TrainOptions(), progress=progress)
+        return GNNPredictor(config or GNNConfig()).fit(train, None, options or TrainOptions(), progress=progress)
     if spec == "gnn-ensemble":
         from perfpredict.ensemble import GNNEnsemble
 
-        return GNNEnsemble().fit(train, None, options or TrainOptions(), progress=progress)
+        return GNNEnsemble(config=config or GNNConfig()).fit(train, None, options or TrainOptions(),
+                                                             progress=progress)
     if spec in PREDICTOR_KINDS:
         from perfpredict.baselines import make_baseline
 

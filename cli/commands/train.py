@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="learn one level offset per device and thread count for the records of synthetic networks "
                         "(the mixnet family), so they teach how blocks cost in context and the deployed families "
                         "the level (default off)")
+    p.add_argument("--hidden", type=positive_int, default=None, metavar="WIDTH",
+                   help="width of the network's node embeddings and heads (default 32)")
+    p.add_argument("--gnn-layers", type=positive_int, default=None, metavar="N",
+                   help="message-passing (GraphSAGE) layers: how far along the graph a node sees (default 3)")
     p.add_argument("--latency-stat", choices=("median", "min", "beacon"), default="median",
                    help="latency target: the records' median (default), fastest timed repeat, or median scaled to the "
                         "store's typical machine speed by the beacon timed beside it (model records without one are "
@@ -58,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from perfpredict.gnn import GNNConfig
     from perfpredict.train import TrainOptions, metrics_rows, resolve_dataset, train_and_report
 
     data = resolve_dataset(args.data)
@@ -70,7 +75,7 @@ def _train(args: argparse.Namespace) -> int:
                                                                     **({"patience": args.patience}
                                                                        if args.patience else {})),
                                latency_stat=args.latency_stat, memory_method=args.memory_method,
-                               ensemble=args.ensemble)
+                               ensemble=args.ensemble, config=GNNConfig.of(args.hidden, args.gnn_layers))
     if args.json:
         print_json(metrics)
         return 0

@@ -291,6 +291,22 @@ def test_identity_dropout_trains_and_is_recorded_in_the_rebuild_command(store, l
     assert exc.value.code == 2 and "not a share in [0, 1)" in capsys.readouterr().err
 
 
+def test_cli_train_network_size_reaches_the_checkpoint_and_the_rebuild_command(store, tmp_path, capsys):
+    from perfpredict.gnn_predictor import load_predictor
+
+    out = tmp_path / "wide"
+    assert main(["train", "--data", store, "-o", str(out), "--epochs", "2", "--hidden", "24", "--gnn-layers", "2",
+                 "--no-progress", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["command"].endswith("--hidden 24 --gnn-layers 2 --epochs 2")
+    assert load_predictor(out).config == GNNConfig(hidden=24, layers=2)
+    # the defaults are left out of the command, so the shipped card's command reads as before
+    assert GNNConfig.of() == GNNConfig() and GNNConfig.of(layers=5) == GNNConfig(hidden=32, layers=5)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", store, "-o", str(tmp_path / "x"), "--hidden", "0"])
+    assert exc.value.code == 2 and "--hidden" in capsys.readouterr().err
+
+
 def _store_of_plans(path, family: str, plans, old_revision: dict[int, int]):
     """A store of one zoo model of ``family`` measured under ``plans``; the records whose index is in
     ``old_revision`` written as at that fusion revision (1: no ``fusion_revision``, as before revision 2)."""
