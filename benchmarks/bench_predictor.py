@@ -50,8 +50,8 @@ def _predictions(models, lat, mem) -> dict:
             "measured_peak_mem_bytes": [s.peak_mem_bytes for s in models]}
 
 
-def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None, config=None):
-    """One row per (split, predictor), the GNNs of network ``config`` (default GNNConfig()); with ``saved`` (a
+def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None, config=GNNConfig()):
+    """One row per (split, predictor), the GNNs of network ``config``; with ``saved`` (a
     dict) the per-record predictions go there too, as ``saved[split][predictor]``."""
     rows = []
     for spec in splits:

@@ -32,6 +32,7 @@ from perfpredict import __version__
 from perfpredict.errors import DatasetError, PerfPredictError
 from perfpredict.features import (FEATURE_SCHEMA_VERSION, FeatureSpace, Normaliser, device_vector, encode_plans,
                                   plan_node_features)
+from perfpredict.gnn import GNNConfig
 from perfpredict.metrics import clean, grouped_ranking, summarise
 from perfpredict.samples import (LayerSample, ModelSample, SampleSet, Split, graph_of, make_splits,
                                  validation_split)
@@ -39,7 +40,6 @@ from perfpredict.sessions import Sessions, campaign_of
 from perfpredict.zoo import list_synthetic_families
 
 if TYPE_CHECKING:
-    from perfpredict.gnn import GNNConfig
     from perfpredict.gnn_predictor import GNNPredictor
 
 
@@ -485,9 +485,9 @@ def score_by_session(models: Sequence[ModelSample], lat: np.ndarray, mem: np.nda
     predicts (deployed families in the reference sessions), and on every sample with the learned scales of its
     session and, for a synthetic network, of its device and threads applied (a session or device training never
     saw counts as the reference); None without offsets."""
-    scales, synth = training.get("session_scales"), training.get("synthetic_scales")
-    if scales is None and synth is None:
+    if not _learned_levels(training):
         return None
+    scales, synth = training.get("session_scales"), training.get("synthetic_scales")
     refs = set(training.get("reference_sessions") or [])
     of_campaign = training.get("session_of_campaign") or {}
     keys = [of_campaign.get(campaign_of(s)) for s in models]
@@ -500,9 +500,14 @@ def score_by_session(models: Sequence[ModelSample], lat: np.ndarray, mem: np.nda
                   "corrected": score(models, lat * factor, mem)})
 
 
+def _learned_levels(training: Mapping[str, Any]) -> bool:
+    """Whether a training record holds learned session or synthetic-network scales."""
+    return training.get("session_scales") is not None or training.get("synthetic_scales") is not None
+
+
 def evaluate_by_session(predictor: Any, samples: SampleSet, training: Mapping[str, Any]) -> dict[str, Any] | None:
     """:func:`score_by_session` of ``predictor``'s predictions of the model samples of ``samples``."""
-    if training.get("session_scales") is None and training.get("synthetic_scales") is None:
+    if not _learned_levels(training):
         return None
     lat, mem = predict_samples(predictor, samples.models)
     return score_by_session(samples.models, lat, mem, training)
@@ -515,13 +520,12 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
                      epochs: int | None = None, progress: bool = True,
                      samples: SampleSet | None = None, options: TrainOptions | None = None,
                      latency_stat: str = "median", memory_method: str = "auto", ensemble: int = 1,
-                     config: GNNConfig | None = None) -> dict[str, Any]:
+                     config: GNNConfig = GNNConfig()) -> dict[str, Any]:
     """Load ``data`` (``latency_stat``, ``memory_method``: see :func:`~perfpredict.samples.load_samples`), train a
-    GNN of ``config`` (default :class:`~perfpredict.gnn.GNNConfig`; ``ensemble`` > 1: that many, seeds ``seed``
+    GNN of ``config`` (``ensemble`` > 1: that many, seeds ``seed``
     upwards, as one :class:`~perfpredict.ensemble.GNNEnsemble`) on the split's training part, evaluate on its test
     part, and write ``out_dir/model.pt``, ``metrics.json`` and ``README.md``. Returns the metrics."""
     from perfpredict.ensemble import GNNEnsemble
-    from perfpredict.gnn import GNNConfig
     from perfpredict.gnn_predictor import GNNPredictor
     from perfpredict.samples import SplitError, load_samples, parse_split
 
@@ -536,7 +540,6 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
     opts = replace(opts, seed=seed, **({"epochs": epochs} if epochs else {}))
     if ensemble < 1:
         raise PerfPredictError(f"--ensemble takes a number of members >= 1, got {ensemble}")
-    config = config or GNNConfig()
     pred: Any = GNNEnsemble(ensemble, config) if ensemble > 1 else GNNPredictor(config)
     pred.fit(sp.train, None, opts, progress=progress)
     test_pred = predict_samples(pred, sp.test.models) if sp.test.models else None  # once, for both scores
@@ -567,10 +570,8 @@ def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: in
                      latency_stat: str = "median", memory_method: str = "auto", identity_dropout: float = 0.0,
                      patience: int | None = TrainOptions.patience, ensemble: int = 1,
                      session_offsets: bool = False, layer_offsets: bool = False,
-                     synthetic_offsets: bool = False, config: GNNConfig | None = None) -> str:
-    from perfpredict.gnn import GNNConfig
-
-    default, config = GNNConfig(), config or GNNConfig()
+                     synthetic_offsets: bool = False, config: GNNConfig = GNNConfig()) -> str:
+    default = GNNConfig()
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
     cmd += f" --hidden {config.hidden}" if config.hidden != default.hidden else ""
     cmd += f" --gnn-layers {config.layers}" if config.layers != default.layers else ""
@@ -719,21 +720,17 @@ PREDICTOR_KINDS = ("gnn", "gnn-ensemble", "flops", "kernel-rf", "kernel-gbm", "r
 
 
 def obtain_predictor(spec: str, train: SampleSet, options: TrainOptions | None = None,
-                     progress: bool = False, config: GNNConfig | None = None) -> Any:
+                     progress: bool = False, config: GNNConfig = GNNConfig()) -> Any:
     """A predictor for ``spec``: a kind of :data:`PREDICTOR_KINDS` fitted on ``train`` (the GNN kinds with the
-    network ``config``, default :class:`~perfpredict.gnn.GNNConfig`), else a checkpoint (path or name under
-    trained_models/) loaded as-is."""
-    from perfpredict.gnn import GNNConfig
-
+    network ``config``), else a checkpoint (path or name under trained_models/) loaded as-is."""
     if spec == "gnn":
         from perfpredict.gnn_predictor import GNNPredictor
 
-        return GNNPredictor(config or GNNConfig()).fit(train, None, options or TrainOptions(), progress=progress)
+        return GNNPredictor(config).fit(train, None, options or TrainOptions(), progress=progress)
     if spec == "gnn-ensemble":
         from perfpredict.ensemble import GNNEnsemble
 
-        return GNNEnsemble(config=config or GNNConfig()).fit(train, None, options or TrainOptions(),
-                                                             progress=progress)
+        return GNNEnsemble(config=config).fit(train, None, options or TrainOptions(), progress=progress)
     if spec in PREDICTOR_KINDS:
         from perfpredict.baselines import make_baseline
 
