@@ -54,6 +54,14 @@ is 8-13x the prior on the fast path and 0.1-0.6x on the slow one), and nothing e
 node takes (misalignment to 8 channels is not a function of ``log_in_c``): without the flag the network applies
 the fast path's correction to the slow path. A schema-9 checkpoint is featurised without it.
 
+Schema 11 adds ``chained``: 1 where the forward pass runs the node inside a oneDNN chain
+(:mod:`perfpredict.runtime.chain`: a run of consecutive oneDNN steps in one C call, no Python step of its own), and
+prices each conversion step that no chain runs at the per-node fixed cost (``overhead``) besides its bytes, in both
+priors. Plans that mix primitives make two to three times the Python steps of a plan on one primitive, most of them
+conversions, and on the stores' beacon records (AMX Xeon VM) the held-out random plans were predicted 4% too fast
+against the same models' other plans, the more so the more steps they take; plans that chain were predicted too
+slow. A schema-10 checkpoint is featurised without either.
+
 Beside the features, :attr:`PlanFeatures.fallback_ms` is the prior with the bytes each int8 kernel really moves
 (:func:`~perfpredict.analytical.int8_activation_scale`: torch's quantised Add, Mul, batch norm and cat compute in
 float and requantise, so their int8 time is near their fp32 time, 0.6-2x on the stores' layer records, not a
@@ -99,10 +107,10 @@ from perfpredict.primitives.tensor_ops import int8_concat_direct
 from perfpredict.runtime.executor import Fusion, conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 10  # 10: slow_path, 1 where a node runs its primitive's slow path
-READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10)
+FEATURE_SCHEMA_VERSION = 11  # 11: chained, and the fixed cost of each conversion step in the priors
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11)
 """Feature schemas this code featurises: a checkpoint of one of them loads (8 lacks ``log_traits_prior_ms``, 8 and 9
-lack ``slow_path``)."""
+lack ``slow_path``, 8 to 10 lack ``chained`` and price conversions by their bytes alone)."""
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -129,13 +137,13 @@ PLAN_COLUMNS: tuple[str, ...] = (
     "layout_nchw", "layout_nhwc", "prec_fp32", "prec_int8", "prune", "keep_in", "keep_out",
     "log_eff_macs", "log_eff_flops", "log_eff_bytes_in", "log_eff_bytes_out", "log_eff_param_bytes",
     "layout_conversions_in", "precision_conversions_in", "log_conversion_bytes", "output_conversion",
-    "fused_now", "has_fused_now", "log_prior_ms", "log_traits_prior_ms", "slow_path",
+    "fused_now", "has_fused_now", "log_prior_ms", "log_traits_prior_ms", "slow_path", "chained",
 )  # fmt: skip
-"""Plan-dependent numeric columns that follow the primitive one-hot (schema 10; schema 9 ends at
-``log_traits_prior_ms``, schema 8 at ``log_prior_ms``)."""
+"""Plan-dependent numeric columns that follow the primitive one-hot (schema 11; schema 10 ends at ``slow_path``,
+schema 9 at ``log_traits_prior_ms``, schema 8 at ``log_prior_ms``)."""
 
 
-_PLAN_COLUMN_SINCE: dict[str, int] = {"log_traits_prior_ms": 9, "slow_path": 10}
+_PLAN_COLUMN_SINCE: dict[str, int] = {"log_traits_prior_ms": 9, "slow_path": 10, "chained": 11}
 """The schema that added each plan column after schema 8."""
 
 
@@ -1279,6 +1287,81 @@ def _traits_prior(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, c
     return np.where(fused_now | tpl.is_view, prior, traits)
 
 
+_CHAIN_KERNELS: dict[str, tuple[str, tuple[bool, ...]]] = {
+    "conv.dnnl": ("Conv", (False,)), "conv.dnnl_int8": ("Conv", (True,)), "maxpool.dnnl": ("MaxPool", (False, True)),
+    "mul.dnnl": ("Mul", (False, True)), "globalaveragepool.torch": ("GlobalAveragePool", (False, True)),
+    "concat.torch": ("Concat", (False, True)),
+}
+"""Primitive -> (op, precisions as int8 flags) of the steps a oneDNN chain runs (:func:`_chained`)."""
+
+
+def _chain_table(tpl: GraphTemplate, space: FeatureSpace) -> np.ndarray:
+    """[n, len(primitives) + 1, 2] whether node, primitive, precision (fp32, int8) in NHWC is a step a oneDNN chain
+    can run (:data:`_CHAIN_KERNELS`; one output; a Mul of two tensors, a channel Concat of two, a pool of a 4-D
+    tensor)."""
+    def build() -> np.ndarray:
+        n = tpl.n_nodes
+        table = np.zeros((n, len(space.primitives) + 1, 2), bool)
+        n_in = np.bincount(tpl.in_node, minlength=n)
+        reads_4d = np.zeros(n, bool)
+        np.logical_or.at(reads_4d, tpl.in_node, tpl.in_layout_matters)
+        for prim, (op, precisions) in _CHAIN_KERNELS.items():
+            if prim not in space.primitives:
+                continue
+            ok = np.array([o == op and len(outs) == 1 for o, outs in zip(tpl.ops, tpl.out_tensors)], bool) \
+                if len(tpl.out_tensors) == n else np.array([o == op for o in tpl.ops], bool)
+            if op in ("Mul", "Concat"):
+                ok &= n_in == 2
+            if op == "Concat":
+                ok &= tpl.chan_kind == 2
+            if op == "GlobalAveragePool":
+                ok &= reads_4d
+            for q in precisions:
+                table[:, space.primitives.index(prim), int(q)] = ok
+        return table
+
+    return tpl.cached(("chain_table", space), build)
+
+
+def _chained(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, nhwc: np.ndarray, int8: np.ndarray,
+             fused_now: np.ndarray) -> np.ndarray:
+    """[P, n]: the nodes whose step the forward pass runs inside a oneDNN chain, as the plan tells it
+    (:func:`perfpredict.runtime.chain.chain_steps`): a run of at least two consecutive steps (in the schedule's
+    order, the graph's; folded nodes make no step) that oneDNN can run in channels-last (:func:`_chain_table`; a
+    channel Concat only of two such steps' outputs), the conversions between them counting for nothing. The
+    chains' cuts at the schedule's peak memory and their stems are not modelled: a run is taken whole."""
+    P, n = arrays.primitive.shape
+    if n == 0:
+        return np.zeros((P, n), bool)
+    member = _chain_table(tpl, space)[np.arange(n)[None, :], arrays.primitive, int8.astype(np.int64)] \
+        & nhwc & ~fused_now
+    concat = tpl.cached("chain_concat_inputs", lambda: _concat_inputs(tpl))
+    for node, (a, b) in concat.items():
+        member[:, node] &= member[:, a] & member[:, b]
+    step = ~fused_now
+    ahead = np.zeros((P, n), np.int64)
+    behind = np.zeros((P, n), np.int64)
+    run = np.zeros(P, np.int64)
+    for i in range(n):
+        run = np.where(step[:, i], np.where(member[:, i], run + 1, 0), run)
+        ahead[:, i] = run
+    run[:] = 0
+    for i in range(n - 1, -1, -1):
+        run = np.where(step[:, i], np.where(member[:, i], run + 1, 0), run)
+        behind[:, i] = run
+    return member & (ahead + behind - 1 >= 2)
+
+
+def _concat_inputs(tpl: GraphTemplate) -> dict[int, tuple[int, int]]:
+    """Channel Concat of two produced tensors -> its two producers."""
+    out = {}
+    for i in np.flatnonzero(tpl.chan_kind == 2):
+        src = tpl.in_src[tpl.in_node == i]
+        if len(src) == 2 and (src >= 0).all():
+            out[int(i)] = (int(src[0]), int(src[1]))
+    return out
+
+
 def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, device: DeviceSpec,
                        threads: int | None = None) -> PlanFeatures:
     """Featurise the plans of ``arrays`` on ``device`` (see the module docstring for the columns)."""
@@ -1349,6 +1432,12 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     rate = np.where(slow, rate * DEPTHWISE_FALLBACK_SHARE, rate)
     bw = rates.bandwidth_gbs * 1e6  # bytes per ms
     conversions = (2.0 * conv_bytes + out_conv * 2.0 * eff_out) / bw
+    chained = None
+    if space.schema_version >= 11:  # each conversion is a step of its own, with a step's fixed cost, unless chained
+        chained = _chained(tpl, arrays, space, nhwc, int8, fused_now)
+        steps = (need_lay.astype(np.float64) + need_prec) @ incidence \
+            + tpl.writes_output * ((nhwc & tpl.out_layout_matters).astype(np.float64) + int8)
+        conversions = conversions + np.where(chained, 0.0, steps * rates.overhead_ms)
     prior = eff_flops / rate + (eff_in + eff_out + eff_params) / bw + rates.overhead_ms + conversions
     prior = np.where(fused_now, _FUSED_PRIOR_SHARE * rates.overhead_ms, prior)
     # the price of a node no network corrects: the same, with the activation bytes each int8 kernel really moves
@@ -1372,6 +1461,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
         need_prec.astype(np.float64) @ incidence, np.log1p(conv_bytes), out_conv.astype(np.float64),
         fused_now.astype(np.float64), has_fused_now.astype(np.float64), *np.log(columns),
         *([slow.astype(np.float64)] if space.schema_version >= 10 else []),
+        *([chained.astype(np.float64)] if chained is not None else []),
     ], axis=2).astype(np.float32)  # fmt: skip
     plan = np.concatenate([prim_onehot, plan_cols], axis=2)
 

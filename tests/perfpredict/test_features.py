@@ -336,8 +336,12 @@ def test_the_fallback_prior_prices_int8_ops_that_compute_in_float_at_their_float
     prior, fallback = pf.prior_ms, pf.fallback_ms
     np.testing.assert_array_equal(fallback[:, at["Relu"]], prior[:, at["Relu"]])
     np.testing.assert_array_equal(fallback[2], prior[2])
+    # schema 10 priced conversions by their bytes alone; 11 adds each conversion step's fixed cost to both prices
+    old = featurise(g, plans, DEVICE, replace(FeatureSpace.current(), schema_version=10))
+    np.testing.assert_allclose(fallback - prior, old.fallback_ms - old.prior_ms, rtol=1e-9, atol=1e-12)
+    assert (prior >= old.prior_ms).all()
     for layout in (0, 1):
-        assert fallback[layout, at["BatchNormalization"]] > 1.25 * prior[layout, at["BatchNormalization"]]
+        assert old.fallback_ms[layout, at["BatchNormalization"]] > 1.25 * old.prior_ms[layout, at["BatchNormalization"]]
     # quantized::cat joins NHWC channels directly; in NCHW it goes through fp32 buffers and costs more again
     assert fallback[0, at["Concat"]] > fallback[1, at["Concat"]] > prior[1, at["Concat"]]
 
@@ -411,11 +415,15 @@ def test_the_traits_prior_prices_each_primitive_by_its_kernel_traits():
     first = len(space.primitives) + 1 + space.plan_columns.index("log_prior_ms")
     at = {n.out_shape[2]: i for i, n in enumerate(graph.nodes) if n in convs}
     assert pf.plan[1, at[56], col] < pf.plan[0, at[56], col] and pf.plan[1, at[7], col] > pf.plan[0, at[7], col]
-    np.testing.assert_array_equal(pf.plan[0, :, first], pf.plan[1, :, first])
+    # up to schema 10 the first prior is the same for both; 11 adds the fixed cost of conversion steps no chain runs
+    ten = featurise(graph, plans, DEVICE, replace(space, schema_version=10))
+    np.testing.assert_array_equal(ten.plan[0, :, first], ten.plan[1, :, first])
+    assert (pf.plan[:, :, first] >= ten.plan[:, :, first] - 1e-6).all()
+    assert (pf.plan[:, :, first] > ten.plan[:, :, first] + 1e-3).any()
     old = featurise(graph, plans, DEVICE, replace(space, schema_version=8))
-    assert old.plan.shape[2] == space.plan_dim - 2
+    assert old.plan.shape[2] == space.plan_dim - 3
     assert "log_traits_prior_ms" not in replace(space, schema_version=8).plan_columns
-    np.testing.assert_array_equal(old.plan, pf.plan[:, :, :-2])
+    np.testing.assert_array_equal(old.plan, ten.plan[:, :, :-2])
     nine = featurise(graph, plans, DEVICE, replace(space, schema_version=9))
-    assert replace(space, schema_version=9).plan_columns == space.plan_columns[:-1]
-    np.testing.assert_array_equal(nine.plan, pf.plan[:, :, :-1])
+    assert replace(space, schema_version=9).plan_columns == space.plan_columns[:-2]
+    np.testing.assert_array_equal(nine.plan, ten.plan[:, :, :-1])

@@ -107,7 +107,7 @@ def test_save_load_round_trip(trained, tmp_path):
     assert isinstance(back, Predictor) and isinstance(back, NodeCostModel)
 
 
-@pytest.mark.parametrize("version", [8, 9])  # 8 without log_traits_prior_ms, both without slow_path
+@pytest.mark.parametrize("version", [8, 9, 10])  # 8 lacks log_traits_prior_ms, 8-9 slow_path, 8-10 chained
 def test_a_checkpoint_of_a_previous_feature_schema_loads_and_predicts(samples, tmp_path, version):
     old = GNNPredictor(GNNConfig(hidden=16, layers=1))
     old.space = replace(FeatureSpace.current(), schema_version=version)
@@ -116,7 +116,7 @@ def test_a_checkpoint_of_a_previous_feature_schema_loads_and_predicts(samples, t
     assert torch.load(path, weights_only=True)["feature_schema_version"] == version
     back = GNNPredictor.load(path)
     assert back.space.schema_version == version
-    assert back.space.plan_dim == FeatureSpace.current().plan_dim - (10 - version)
+    assert back.space.plan_dim == FeatureSpace.current().plan_dim - (11 - version)
     g = zoo_graph("squeezenet")
     plans = [random_plan(g, random.Random(k)) for k in range(3)]
     np.testing.assert_array_equal(back.predict(g, plans, DEVICE).latency_ms, old.predict(g, plans, DEVICE).latency_ms)
