@@ -1324,11 +1324,12 @@ def _chain_table(tpl: GraphTemplate, space: FeatureSpace) -> np.ndarray:
 
 
 def _chained(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, nhwc: np.ndarray, int8: np.ndarray,
-             fused_now: np.ndarray) -> np.ndarray:
+             fused_now: np.ndarray, need: np.ndarray) -> np.ndarray:
     """[P, n]: the nodes whose step the forward pass runs inside a oneDNN chain, as the plan tells it
     (:func:`perfpredict.runtime.chain.chain_steps`): a run of at least two consecutive steps (in the schedule's
     order, the graph's; folded nodes make no step) that oneDNN can run in channels-last (:func:`_chain_table`; a
-    channel Concat only of two such steps' outputs), the conversions between them counting for nothing. The
+    channel Concat only of two tensors such steps make, a conversion (``need``, per input entry) being one), the
+    conversions between them counting for nothing. The
     chains' cuts at the schedule's peak memory and their stems are not modelled: a run is taken whole."""
     P, n = arrays.primitive.shape
     if n == 0:
@@ -1336,8 +1337,12 @@ def _chained(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, nhwc: 
     member = _chain_table(tpl, space)[np.arange(n)[None, :], arrays.primitive, int8.astype(np.int64)] \
         & nhwc & ~fused_now
     concat = tpl.cached("chain_concat_inputs", lambda: _concat_inputs(tpl))
-    for node, (a, b) in concat.items():
-        member[:, node] &= member[:, a] & member[:, b]
+    if concat:
+        made = member.copy()  # a folded activation's output is made by its producer's step
+        if len(tpl.fuse_act):
+            made[:, tpl.fuse_act] = member[:, tpl.fuse_prod] & fused_now[:, tpl.fuse_act]
+        for node, (a, b, ea, eb) in concat.items():
+            member[:, node] &= (made[:, a] | need[:, ea]) & (made[:, b] | need[:, eb])
     step = ~fused_now
     ahead = np.zeros((P, n), np.int64)
     behind = np.zeros((P, n), np.int64)
@@ -1352,13 +1357,14 @@ def _chained(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, nhwc: 
     return member & (ahead + behind - 1 >= 2)
 
 
-def _concat_inputs(tpl: GraphTemplate) -> dict[int, tuple[int, int]]:
-    """Channel Concat of two produced tensors -> its two producers."""
+def _concat_inputs(tpl: GraphTemplate) -> dict[int, tuple[int, int, int, int]]:
+    """Channel Concat of two produced tensors -> its two producers and its two input entries."""
     out = {}
     for i in np.flatnonzero(tpl.chan_kind == 2):
-        src = tpl.in_src[tpl.in_node == i]
+        entries = np.flatnonzero(tpl.in_node == i)
+        src = tpl.in_src[entries]
         if len(src) == 2 and (src >= 0).all():
-            out[int(i)] = (int(src[0]), int(src[1]))
+            out[int(i)] = (int(src[0]), int(src[1]), int(entries[0]), int(entries[1]))
     return out
 
 
@@ -1434,7 +1440,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     conversions = (2.0 * conv_bytes + out_conv * 2.0 * eff_out) / bw
     chained = None
     if space.schema_version >= 11:  # each conversion is a step of its own, with a step's fixed cost, unless chained
-        chained = _chained(tpl, arrays, space, nhwc, int8, fused_now)
+        chained = _chained(tpl, arrays, space, nhwc, int8, fused_now, need)
         steps = (need_lay.astype(np.float64) + need_prec) @ incidence \
             + tpl.writes_output * ((nhwc & tpl.out_layout_matters).astype(np.float64) + int8)
         conversions = conversions + np.where(chained, 0.0, steps * rates.overhead_ms)
