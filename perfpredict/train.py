@@ -699,7 +699,8 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
         f"- network: `{json.dumps(tr.get('config'))}`", "",
         "## Versions", "",
         f"- perfpredict {metrics.get('perfpredict_version')}, feature schema "
-        f"{metrics.get('feature_schema_version')} (a checkpoint of another schema version refuses to load)", "",
+        f"{metrics.get('feature_schema_version')} (it loads where the code featurises that schema, "
+        "`features.READABLE_SCHEMA_VERSIONS`; elsewhere it refuses to load)", "",
         "## Files", "",
         "- `model.pt`: weights, feature vocabularies, normaliser, metadata (see `perfpredict/gnn_predictor.py`)",
         "- `metrics.json`: the figures above, machine-readable",

@@ -59,7 +59,8 @@ def test_unstable_when_target_unreachable_within_time_cap():
 
     t0 = time.perf_counter()
     stats = measure_latency(jittery, warmup=0, max_repeats=10**6, target_ci=1e-9, time_cap_s=0.15)
-    assert time.perf_counter() - t0 < 1.0
+    # the cap stops it (10**6 repeats would take minutes); the bound is loose, as a loaded machine stretches it
+    assert time.perf_counter() - t0 < 30.0
     assert not stats.stable and stats.n_repeats < 10**6
 
 
