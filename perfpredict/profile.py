@@ -134,6 +134,14 @@ class Protocol:
     times the number of candidates); ``max_call_ms`` skips a candidate whose single call takes longer
     (recorded in the skip log, never stored as a measurement). The defaults are the layer
     campaign's; :data:`MODEL_PROTOCOL` is the model campaign's.
+
+    ``block`` > 1 times the model campaign's plans in steady turns: each turn of the round-robin makes
+    ``block_warmup`` untimed calls and then ``block`` timed ones back to back (``measure_interleaved``'s
+    ``block``), where one call per turn (the default) times each plan right after another plan or the beacon, as
+    a cold single inference. Short plans pay that cold start most: on the AMX Xeon VM (ad hoc) the beacon
+    campaign's oneDNN int8 NHWC plans of mobilenet_v1, squeezenet1_1 and resnet18 took 1.26-1.77x as long one
+    call per turn as in turns of five after two untimed calls, fp32 plans 0.94-1.18x. Records timed in blocks
+    say so (``extra["block"]``).
     """
 
     warmup: int = 4
@@ -142,17 +150,26 @@ class Protocol:
     target_ci: float = 0.05
     time_cap_s: float = 0.025
     max_call_ms: float = 20.0
+    block: int = 1
+    block_warmup: int = 0
 
     def __post_init__(self) -> None:
         if self.min_repeats < 1 or self.max_repeats < self.min_repeats or self.warmup < 0:
             raise MeasurementError(f"protocol needs warmup >= 0 and 1 <= min_repeats <= max_repeats, got {self}")
         if not (self.target_ci > 0 and self.time_cap_s > 0 and self.max_call_ms > 0):
             raise MeasurementError("protocol target_ci, time_cap_s and max_call_ms must be positive numbers")
+        if self.block < 1 or self.block_warmup < 0:
+            raise MeasurementError(f"protocol needs block >= 1 and block_warmup >= 0, got {self.block} and "
+                                   f"{self.block_warmup}")
 
     def measure_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for measure_latency / measure_interleaved."""
         return dict(warmup=self.warmup, min_repeats=self.min_repeats, max_repeats=self.max_repeats,
                     target_ci=self.target_ci, time_cap_s=self.time_cap_s)
+
+    def block_kwargs(self) -> dict[str, Any]:
+        """measure_interleaved's turn shape (``block``, ``block_warmup``), empty for one call per turn."""
+        return dict(block=self.block, block_warmup=self.block_warmup) if self.block > 1 else {}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -1429,7 +1446,7 @@ def _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, prot
             kw["warmup"] = max(1, protocol.warmup - 3)  # the three probe calls were warm-up calls already
             # with a beacon, every candidate stays in every round: the beacon's median is of the plans' rounds
             stats = measure_interleaved(calls, threads=t, seed=_seed_of(spec.name, t, seed),
-                                        lockstep=ctx["beacon"] is not None, **kw)
+                                        lockstep=ctx["beacon"] is not None, **kw, **protocol.block_kwargs())
     recs = []
     for key, (plan, _, exe, _) in built.items():
         if ctx["learn"]:
@@ -1439,6 +1456,8 @@ def _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, prot
         extra = {"spec": sd, "plan_kind": plan.name, "seed": seed, **_stats_extra(stats[key]),
                  "est_mem": {"weights": est.weights, "activations": est.activations, "workspace": est.workspace},
                  "conversions": len(exe.conversions), "fused": len(exe.fused)}
+        if protocol.block > 1:
+            extra["block"] = {"timed": protocol.block, "untimed": protocol.block_warmup}
         if BEACON_KEY in stats:
             extra["beacon"] = beacon_extra(stats[BEACON_KEY])
         if "peak_bytes" in m:

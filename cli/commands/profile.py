@@ -110,6 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="thread counts at which peak memory is measured (default: the smallest of --threads)")
     mo.add_argument("--layer-campaign", default="layers",
                     help="layer campaign whose records bias the fast plans (default 'layers')")
+    mo.add_argument("--block", type=int, default=1, metavar="N",
+                    help="timed calls per turn of the round-robin, after 2 untimed ones when N > 1: steady-state "
+                         "turns instead of one cold call per turn (default 1, as the shipped stores were timed)")
     mo.set_defaults(func=_models)
 
     no = psub.add_parser("noise", help="re-measure a random sample of records (noise floor)")
@@ -142,8 +145,12 @@ def _protocol(args: argparse.Namespace, model: bool):
     base = MODEL_PROTOCOL if model else Protocol()
     if not args.time_cap_s > 0 or not args.target_ci > 0 or not args.max_call_ms > 0:
         raise PerfPredictError("--time-cap-s, --target-ci and --max-call-ms must be positive numbers")
+    block = getattr(args, "block", 1)
+    if block < 1:
+        raise PerfPredictError(f"--block must be an integer >= 1 (timed calls per turn), got {block}")
     return Protocol(warmup=base.warmup, min_repeats=base.min_repeats, max_repeats=base.max_repeats,
-                    target_ci=args.target_ci, time_cap_s=args.time_cap_s, max_call_ms=args.max_call_ms)
+                    target_ci=args.target_ci, time_cap_s=args.time_cap_s, max_call_ms=args.max_call_ms,
+                    block=block, block_warmup=2 if block > 1 else 0)
 
 
 def _devices(args: argparse.Namespace):

@@ -93,6 +93,8 @@ def test_profile_bad_flags_and_missing_store(tmp_path, capsys):
     assert "unknown family nope" in err
     err = _one_line_error(capsys, main(["profile", "noise", "--store", str(tmp_path / "s.db"), "--kinds", "bogus"]))
     assert "accepted: layer, model" in err
+    err = _one_line_error(capsys, main(["profile", "models", "--store", str(tmp_path / "s.db"), "--block", "0"]))
+    assert "--block must be an integer >= 1" in err
 
 
 def _board(tmp_path) -> str:

@@ -16,7 +16,7 @@ import pytest
 from perfpredict.beacon import BEACON_ID, beacon_ms
 from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, make_record, memory_method_of, open_store
 from perfpredict.devices import load_example_board, static_host
-from perfpredict.errors import PerfPredictError
+from perfpredict.errors import MeasurementError, PerfPredictError
 from perfpredict.measure import latency_stats
 from perfpredict.plan import Choice, default_choice, validate_plan
 from perfpredict.primitives import get_primitive
@@ -171,6 +171,15 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path):
 
         run_model_campaign(store, **{**kw, "campaign": "plain", "beacon": False})
         assert all("beacon" not in r.extra() for r in store.iter_records(campaign="plain"))
+        # steady turns: each turn one untimed call and three timed ones, and the records say so
+        steady = Protocol(**{**TINY.to_dict(), "block": 3, "block_warmup": 1})
+        run_model_campaign(store, **{**kw, "campaign": "steady", "protocol": steady})
+        blocked = list(store.iter_records(campaign="steady"))
+        assert len(blocked) == 3 and all(r.extra()["block"] == {"timed": 3, "untimed": 1} for r in blocked)
+        assert all(r.n_repeats >= 3 and r.median_ms > 0 and beacon_ms(r.extra()) > 0 for r in blocked)
+        assert all("block" not in r.extra() for r in store.iter_records(campaign="plain"))
+        with pytest.raises(MeasurementError, match="block >= 1"):
+            Protocol(block=0)
 
 
 def test_rss_memory_is_remeasured_by_the_allocator_and_attached_to_its_original(cache, tmp_path):
