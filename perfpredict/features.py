@@ -60,7 +60,8 @@ prices each conversion step that no chain runs at the per-node fixed cost (``ove
 priors. Plans that mix primitives make two to three times the Python steps of a plan on one primitive, most of them
 conversions, and on the stores' beacon records (AMX Xeon VM) the held-out random plans were predicted 4% too fast
 against the same models' other plans, the more so the more steps they take; plans that chain were predicted too
-slow. A schema-10 checkpoint is featurised without either.
+slow. With both, leave-one-family-out accuracy stayed within what the seed moves (README, *Steps and chains,
+priced*). A schema-10 checkpoint is featurised without either.
 
 Beside the features, :attr:`PlanFeatures.fallback_ms` is the prior with the bytes each int8 kernel really moves
 (:func:`~perfpredict.analytical.int8_activation_scale`: torch's quantised Add, Mul, batch norm and cat compute in
@@ -1329,8 +1330,8 @@ def _chained(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, nhwc: 
     (:func:`perfpredict.runtime.chain.chain_steps`): a run of at least two consecutive steps (in the schedule's
     order, the graph's; folded nodes make no step) that oneDNN can run in channels-last (:func:`_chain_table`; a
     channel Concat only of two tensors such steps make, a conversion (``need``, per input entry) being one), the
-    conversions between them counting for nothing. The
-    chains' cuts at the schedule's peak memory and their stems are not modelled: a run is taken whole."""
+    conversions between them counting for nothing. The chains' cuts at the schedule's peak memory and their stems
+    are not modelled: a run is taken whole."""
     P, n = arrays.primitive.shape
     if n == 0:
         return np.zeros((P, n), bool)
