@@ -1309,8 +1309,7 @@ def _chain_table(tpl: GraphTemplate, space: FeatureSpace) -> np.ndarray:
         for prim, (op, precisions) in _CHAIN_KERNELS.items():
             if prim not in space.primitives:
                 continue
-            ok = np.array([o == op and len(outs) == 1 for o, outs in zip(tpl.ops, tpl.out_tensors)], bool) \
-                if len(tpl.out_tensors) == n else np.array([o == op for o in tpl.ops], bool)
+            ok = np.array([o == op and len(outs) == 1 for o, outs in zip(tpl.ops, tpl.out_tensors)], bool)
             if op in ("Mul", "Concat"):
                 ok &= n_in == 2
             if op == "Concat":
@@ -1433,6 +1432,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     src_keep = np.where(has_src, keep_out[:, src_c], 1.0)
     conv_bytes = (need * tpl.in_bytes * src_keep) @ incidence
     out_conv = tpl.writes_output & ((nhwc & tpl.out_layout_matters) | int8)
+    lay_in, prec_in = need_lay.astype(np.float64) @ incidence, need_prec.astype(np.float64) @ incidence
 
     rate = np.where(int8, rates.gops_int8, rates.gflops_fp32) * 1e6  # operations per ms
     slow = _int8_depthwise_fallback(tpl, arrays, space, keep_in)
@@ -1442,8 +1442,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     chained = None
     if space.schema_version >= 11:  # each conversion is a step of its own, with a step's fixed cost, unless chained
         chained = _chained(tpl, arrays, space, nhwc, int8, fused_now, need)
-        steps = (need_lay.astype(np.float64) + need_prec) @ incidence \
-            + tpl.writes_output * ((nhwc & tpl.out_layout_matters).astype(np.float64) + int8)
+        steps = lay_in + prec_in + tpl.writes_output * ((nhwc & tpl.out_layout_matters).astype(np.float64) + int8)
         conversions = conversions + np.where(chained, 0.0, steps * rates.overhead_ms)
     prior = eff_flops / rate + (eff_in + eff_out + eff_params) / bw + rates.overhead_ms + conversions
     prior = np.where(fused_now, _FUSED_PRIOR_SHARE * rates.overhead_ms, prior)
@@ -1464,8 +1463,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     plan_cols = np.stack([
         (~nhwc).astype(np.float64), nhwc.astype(np.float64), (~int8).astype(np.float64), int8.astype(np.float64),
         arrays.prune, keep_in, keep_out, np.log1p(eff_macs), np.log1p(eff_flops), np.log1p(eff_in),
-        np.log1p(eff_out), np.log1p(eff_params), need_lay.astype(np.float64) @ incidence,
-        need_prec.astype(np.float64) @ incidence, np.log1p(conv_bytes), out_conv.astype(np.float64),
+        np.log1p(eff_out), np.log1p(eff_params), lay_in, prec_in, np.log1p(conv_bytes), out_conv.astype(np.float64),
         fused_now.astype(np.float64), has_fused_now.astype(np.float64), *np.log(columns),
         *([slow.astype(np.float64)] if space.schema_version >= 10 else []),
         *([chained.astype(np.float64)] if chained is not None else []),
