@@ -1722,7 +1722,8 @@ def _recheck_model(orig: Record, ex: Mapping[str, Any], siblings: Mapping[tuple,
     """Re-time model record ``orig`` as its campaign timed it: interleaved with the other plans its campaign stored
     for the same model, device and thread count, and beside the beacon when the campaign timed one. Timed alone
     (or beside the beacon alone) a plan runs with other caches than among its siblings and comes out
-    systematically faster. Its new stats and, with a beacon, the beacon's (:func:`beacon_extra`)."""
+    systematically faster. A record timed in steady turns (``extra["block"]``) is re-timed in turns of the same
+    shape. Its new stats and, with a beacon, the beacon's (:func:`beacon_extra`)."""
     group = siblings.get(_model_group(orig)) or [orig]
     if all(r.key != orig.key for r in group):
         group = [*group, orig]
@@ -1733,8 +1734,10 @@ def _recheck_model(orig: Record, ex: Mapping[str, Any], siblings: Mapping[tuple,
     with_beacon = beacon_ms(ex) is not None
     if with_beacon:
         calls[BEACON_KEY] = reference.call(orig.threads)
+    block = ex.get("block") or {}
+    turns = dict(block=int(block["timed"]), block_warmup=int(block["untimed"])) if block else {}
     stats = measure_interleaved(calls, threads=orig.threads, lockstep=with_beacon,
-                                seed=_seed_of(orig.key, ex.get("seed", 0)), **protocol.measure_kwargs())
+                                seed=_seed_of(orig.key, ex.get("seed", 0)), **protocol.measure_kwargs(), **turns)
     return stats[orig.key], (beacon_extra(stats[BEACON_KEY]) if with_beacon else None)
 
 

@@ -17,7 +17,7 @@ from perfpredict.beacon import BEACON_ID, beacon_ms
 from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, make_record, memory_method_of, open_store
 from perfpredict.devices import load_example_board, static_host
 from perfpredict.errors import MeasurementError, PerfPredictError
-from perfpredict.measure import latency_stats
+from perfpredict.measure import latency_stats, measure_interleaved
 from perfpredict.plan import Choice, default_choice, validate_plan
 from perfpredict.primitives import get_primitive
 from perfpredict.profile import (
@@ -129,7 +129,7 @@ def test_layer_campaign_records_resume_and_skips(cache, tmp_path):
         assert rep3.skipped == {"skipped in an earlier run": rep2.planned}
 
 
-def test_model_campaign_memory_plans_and_noise(cache, tmp_path):
+def test_model_campaign_memory_plans_and_noise(cache, tmp_path, monkeypatch):
     with open_store(tmp_path / "m.db") as store:
         kw = dict(threads=(1,), specs=[_spec()], plans_per_model=3, protocol=TINY, devices={1: DEV},
                   progress=False, layer_campaign=None)
@@ -178,6 +178,19 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path):
         assert len(blocked) == 3 and all(r.extra()["block"] == {"timed": 3, "untimed": 1} for r in blocked)
         assert all(r.n_repeats >= 3 and r.median_ms > 0 and beacon_ms(r.extra()) > 0 for r in blocked)
         assert all("block" not in r.extra() for r in store.iter_records(campaign="plain"))
+        # a record timed in steady turns is re-checked in turns of the same shape, the others one call per turn
+        turns = []
+
+        def spy(*args, **kwargs):
+            turns.append((kwargs.get("block", 1), kwargs.get("block_warmup", 0)))
+            return measure_interleaved(*args, **kwargs)
+
+        monkeypatch.setattr("perfpredict.profile.measure_interleaved", spy)
+        assert run_noise(store, sample=1, seed=0, kinds=("model",), campaigns=["steady"], protocol=TINY,
+                         progress=False).stored == 1
+        assert run_noise(store, sample=1, seed=0, kinds=("model",), campaigns=["plain"], protocol=TINY,
+                         progress=False).stored == 1
+        assert turns == [(3, 1), (1, 0)]
         with pytest.raises(MeasurementError, match="block >= 1"):
             Protocol(block=0)
 
