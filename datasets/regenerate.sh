@@ -116,6 +116,11 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
   # 2026-12-05, later: 160 more mixed networks (the sampler at seed 1), to see whether more of them help further
   $PP profile models --store "$S" --families mixnet --threads 1,2 --n-variants-per-family 160 --seed 1 \
       --campaign models-mixnet2 --max-minutes 30 --json > "$WORK/models-mixnet2.json"
+  # 2026-12-05, evening: models-beacon6 again in steady turns (two untimed calls, then five timed ones per turn)
+  for SEED in 0 1; do
+    $PP profile models --store "$S" --threads 1,2 $([ $SEED != 0 ] && echo --no-canonical) --seed $SEED \
+        --campaign models-beacon6-block5 --block 5 --json > "$WORK/models-beacon6-block5-seed$SEED.json"
+  done
 elif [ "$NAME" = amd ]; then  # every primitive and fusion revision 3 from the start; memory by the allocator
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
       --resolutions 96,128 --seed 0 --stop-after 1400 --max-minutes 14 --json > "$WORK/models.json"
