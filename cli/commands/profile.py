@@ -41,7 +41,8 @@ def _common(p: argparse.ArgumentParser, *, time_cap: float, max_call: float) -> 
     p.add_argument("--threads", type=_ints, default=[1, 2], help="comma-separated thread counts (default 1,2)")
     p.add_argument("--families", type=_names, default=None,
                    help="comma-separated zoo families (default: every model family; mixnet, random networks of "
-                        "every family's blocks, only when named; layer campaigns also take kernels, the kernel "
+                        "every family's blocks, and mixnet_fc, the same with AlexNet's fully connected classifier, "
+                        "only when named; layer campaigns also take kernels, the kernel "
                         "probes that cover ops and shapes no family has)")
     p.add_argument("--resolutions", type=_ints, default=[96, 128],
                    help="input resolutions the zoo models are drawn at (default 96,128)")

@@ -34,7 +34,8 @@ ALEXNET_CONVS = (
 )
 
 
-def _fc_classifier(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+def fc_classifier(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """AlexNet's and VGG's classifier: two hidden fully connected layers of ``hidden`` units (ReLU, dropout)."""
     return nn.Sequential(
         nn.Dropout(dropout),
         nn.Linear(in_features, hidden),
@@ -78,7 +79,7 @@ def build_vgg(params: Mapping[str, Any], resolution: tuple[int, int]) -> nn.Modu
             layers.append(ConvBNAct(channels, out_channels, 3, bn=params["batch_norm"]))
             channels = out_channels
         layers.append(nn.MaxPool2d(2, 2))
-    classifier = _fc_classifier(channels * h * w, params["hidden"], params["num_classes"], params["dropout"])
+    classifier = fc_classifier(channels * h * w, params["hidden"], params["num_classes"], params["dropout"])
     return PlainCNN(nn.Sequential(*layers), classifier)
 
 
@@ -123,7 +124,7 @@ def build_alexnet(params: Mapping[str, Any], resolution: tuple[int, int]) -> nn.
         if pool:
             layers.append(nn.MaxPool2d(3, 2))
         channels = out_channels
-    classifier = _fc_classifier(channels * h * w, params["hidden"], params["num_classes"], params["dropout"])
+    classifier = fc_classifier(channels * h * w, params["hidden"], params["num_classes"], params["dropout"])
     return PlainCNN(nn.Sequential(*layers), classifier)
 
 

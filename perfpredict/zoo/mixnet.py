@@ -9,10 +9,16 @@ with random widths, depths and activations, so that model campaigns can measure 
 family shows. They are models (a stem, stages, a classifier head) but not a family anyone deploys: model campaigns
 take them by name (``perfpredict profile models --families mixnet``), :func:`perfpredict.zoo.list_families` leaves
 them out, and no leave-one-family-out split holds them out (:func:`perfpredict.zoo.list_synthetic_families`).
+
+``mixnet_fc`` (:data:`FC_FAMILY`) draws the same networks but ends them as AlexNet and VGG do: the last feature map
+flattened (max pooled to 4x4 cells at most) into two hidden fully connected layers of 1,024-4,096 units, tens
+to hundreds of MB of weights that a forward pass streams from memory. Only those two families have such heads otherwise, and each is the other's only
+example when a split holds one out. A family of its own, so that ``mixnet``'s sampled networks stay as measured.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from perfpredict.zoo.classic import fc_classifier
 from perfpredict.zoo.densenet import DenseBlock
 from perfpredict.zoo.googlenet import Inception
 from perfpredict.zoo.layers import ClassifierHead, ConvBNAct, InvertedResidual, make_divisible
@@ -29,6 +36,11 @@ from perfpredict.zoo.spec import Family
 from perfpredict.zoo.squeezenet import Fire
 
 NAME = "mixnet"
+FC_NAME = "mixnet_fc"
+FC_HIDDEN = (1024, 2048, 4096)
+"""Hidden units of ``mixnet_fc``'s fully connected classifier."""
+FC_MAX_CELLS = 16
+"""Spatial cells of the map that ``mixnet_fc`` flattens at most (max pools halve larger maps), as VGG has at 128 px."""
 
 BLOCKS = ("basic", "bottleneck", "mbconv", "fire", "dense", "shuffle", "inception", "plain")
 """Stage kinds, each built from the blocks of the family it is named after."""
@@ -56,6 +68,12 @@ def sample(rng: random.Random) -> dict[str, Any]:
                        int(rng.random() < 0.5), rng.choice((3, 4, 6)), rng.choice((3, 3, 5))))
     return {"stem": stem, "stem_kernel": rng.choice((3, 3, 7)), "stem_pool": rng.random() < 0.5,
             "stages": tuple(stages), "head_width": rng.choice((0, 0, 1024, 1280))}
+
+
+def sample_fc(rng: random.Random) -> dict[str, Any]:
+    """:func:`sample`'s params without the 1x1 head, plus ``fc_hidden``, the hidden units of an AlexNet-style
+    classifier."""
+    return {**sample(rng), "head_width": 0, "fc_hidden": rng.choice(FC_HIDDEN)}
 
 
 def strides(params: Mapping[str, Any]) -> list[int]:
@@ -117,9 +135,10 @@ def _stage(kind: str, c_in: int, depth: int, width: int, stride: int, act: str, 
 
 
 class MixNet(nn.Module):
-    """Stem (a strided convolution, optionally a max pool), the sampled stages, optional 1x1 head, classifier."""
+    """Stem (a strided convolution, optionally a max pool), the sampled stages, optional 1x1 head, classifier: a
+    global pool and one linear layer, or with ``fc_hidden`` the flattened map and AlexNet's fully connected layers."""
 
-    def __init__(self, params: Mapping[str, Any]) -> None:
+    def __init__(self, params: Mapping[str, Any], resolution: tuple[int, int] = (64, 64)) -> None:
         super().__init__()
         stem = params["stem"]
         layers: list[nn.Module] = [ConvBNAct(3, stem, params["stem_kernel"], 2)]
@@ -133,15 +152,33 @@ class MixNet(nn.Module):
             layers.append(ConvBNAct(c, params["head_width"], 1))
             c = params["head_width"]
         self.features = nn.Sequential(*layers)
-        self.head = ClassifierHead(c, params.get("num_classes", 1000))
+        num_classes = params.get("num_classes", 1000)
+        if params.get("fc_hidden"):
+            h, w = _feature_size(self.features, resolution)
+            pools: list[nn.Module] = []
+            while h * w > FC_MAX_CELLS:  # VGG's last pools: at most 4x4 cells reach the first fully connected layer
+                pools.append(nn.MaxPool2d(2, 2))
+                h, w = h // 2, w // 2
+            self.head = nn.Sequential(*pools, nn.Flatten(1),
+                                      fc_classifier(c * h * w, params["fc_hidden"], num_classes, 0.5))
+        else:
+            self.head = ClassifierHead(c, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
+def _feature_size(features: nn.Module, resolution: tuple[int, int]) -> tuple[int, int]:
+    """Height and width of ``features``' output at ``resolution``, by a pass on the meta device (no compute)."""
+    with torch.no_grad(), torch.device("meta"):
+        out = copy.deepcopy(features).to("meta").eval()(torch.empty(1, 3, *resolution))
+    return int(out.shape[-2]), int(out.shape[-1])
+
+
 def build(params: Mapping[str, Any], resolution: tuple[int, int]) -> nn.Module:
-    """The network of ``params`` (:func:`sample`'s keys plus ``num_classes``); any resolution of 64 px or more."""
-    return MixNet(params)
+    """The network of ``params`` (:func:`sample`'s or :func:`sample_fc`'s keys plus ``num_classes``) at ``resolution``;
+    any resolution of 64 px or more."""
+    return MixNet(params, tuple(resolution))
 
 
 def kinds(params: Mapping[str, Any]) -> Sequence[str]:
@@ -150,3 +187,4 @@ def kinds(params: Mapping[str, Any]) -> Sequence[str]:
 
 
 FAMILY = Family(name=NAME, builder=build, sampler=sample, canonical={}, min_resolution=64)
+FC_FAMILY = Family(name=FC_NAME, builder=build, sampler=sample_fc, canonical={}, min_resolution=64)

@@ -46,7 +46,7 @@ FAMILIES: dict[str, Family] = {
 PROBES: dict[str, Family] = {kernels.FAMILY.name: kernels.FAMILY}
 """Families that are not models: kernel probes for layer campaigns (:mod:`perfpredict.zoo.kernels`)."""
 
-SYNTHETIC: dict[str, Family] = {mixnet.FAMILY.name: mixnet.FAMILY}
+SYNTHETIC: dict[str, Family] = {f.name: f for f in (mixnet.FAMILY, mixnet.FC_FAMILY)}
 """Families of random models built from the other families' blocks (:mod:`perfpredict.zoo.mixnet`): model campaigns
 take them by name, no leave-one-family-out split holds them out."""
 

@@ -61,12 +61,36 @@ def test_sampled_networks_are_deterministic_and_mix_every_stage_kind():
                for s in a)
 
 
+@pytest.mark.parametrize("resolution", [64, 96, 128])
+def test_fc_networks_are_mixnets_ending_in_alexnets_classifier_over_a_small_map(resolution, tmp_path):
+    import random
+
+    # the same stages as mixnet draws from the same generator, only the head differs
+    plain, fc = mixnet.sample(random.Random(5)), mixnet.sample_fc(random.Random(5))
+    assert {k: v for k, v in fc.items() if k not in ("head_width", "fc_hidden")} == \
+        {k: v for k, v in plain.items() if k != "head_width"}
+    assert fc["head_width"] == 0 and fc["fc_hidden"] in mixnet.FC_HIDDEN
+    params = dict(_params("plain"), fc_hidden=256, num_classes=10)  # ends at 96 channels
+    spec = ModelSpec(mixnet.FC_NAME, "fc", params, (1, 3, resolution, resolution))
+    net = zoo.build(spec)
+    assert net(torch.randn(1, 3, resolution, resolution)).shape == (1, 10)
+    cells = resolution // 16 * (resolution // 16)  # three stages at stride 2 after the stem: a sixteenth
+    while cells > mixnet.FC_MAX_CELLS:
+        cells //= 4
+    gemms = [m for m in net.head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(g.in_features, g.out_features) for g in gemms] == [(96 * cells, 256), (256, 256), (256, 10)]
+    path = tmp_path / "fc.onnx"
+    zoo.export_onnx(spec, path)
+    ops = Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    assert set(ops) <= zoo.ALLOWED_OPS and ops["Gemm"] == 3 and ops["Flatten"] == 1
+
+
 def test_model_campaigns_take_mixnets_by_name_only_and_no_family_split_holds_them_out():
     from perfpredict.profile import campaign_specs
     from perfpredict.samples import SampleSet, make_splits
 
-    assert mixnet.NAME not in zoo.list_families() and zoo.list_synthetic_families() == [mixnet.NAME]
-    assert zoo.get_family(mixnet.NAME) is mixnet.FAMILY
+    assert mixnet.NAME not in zoo.list_families() and zoo.list_synthetic_families() == [mixnet.NAME, mixnet.FC_NAME]
+    assert zoo.get_family(mixnet.NAME) is mixnet.FAMILY and zoo.get_family(mixnet.FC_NAME) is mixnet.FC_FAMILY
     specs = campaign_specs([mixnet.NAME, "resnet"], 2, 0, resolutions=(96,), canonical=False)
     assert Counter(s.family for s in specs) == {mixnet.NAME: 2, "resnet": 2}
     assert mixnet.NAME not in {s.family for s in campaign_specs(None, 1, 0, resolutions=(96,))}
