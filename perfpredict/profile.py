@@ -1734,10 +1734,11 @@ def _recheck_model(orig: Record, ex: Mapping[str, Any], siblings: Mapping[tuple,
     with_beacon = beacon_ms(ex) is not None
     if with_beacon:
         calls[BEACON_KEY] = reference.call(orig.threads)
-    block = ex.get("block") or {}
-    turns = dict(block=int(block["timed"]), block_warmup=int(block["untimed"])) if block else {}
+    if block := ex.get("block"):
+        protocol = replace(protocol, block=int(block["timed"]), block_warmup=int(block["untimed"]))
     stats = measure_interleaved(calls, threads=orig.threads, lockstep=with_beacon,
-                                seed=_seed_of(orig.key, ex.get("seed", 0)), **protocol.measure_kwargs(), **turns)
+                                seed=_seed_of(orig.key, ex.get("seed", 0)), **protocol.measure_kwargs(),
+                                **protocol.block_kwargs())
     return stats[orig.key], (beacon_extra(stats[BEACON_KEY]) if with_beacon else None)
 
 

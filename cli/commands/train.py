@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and the model records their level (default off)")
     p.add_argument("--synthetic-offsets", action="store_true",
                    help="learn one level offset per device and thread count for the records of synthetic networks "
-                        "(the mixnet and mixnet_fc families), so they teach how blocks cost in context and the deployed families "
-                        "the level (default off)")
+                        "(the mixnet and mixnet_fc families), so they teach how blocks cost in context and the "
+                        "deployed families the level (default off)")
     p.add_argument("--hidden", type=positive_int, default=None, metavar="WIDTH",
                    help="width of the network's node embeddings and heads (default 32)")
     p.add_argument("--gnn-layers", type=positive_int, default=None, metavar="N",

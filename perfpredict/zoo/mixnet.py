@@ -10,10 +10,11 @@ family shows. They are models (a stem, stages, a classifier head) but not a fami
 take them by name (``perfpredict profile models --families mixnet``), :func:`perfpredict.zoo.list_families` leaves
 them out, and no leave-one-family-out split holds them out (:func:`perfpredict.zoo.list_synthetic_families`).
 
-``mixnet_fc`` (:data:`FC_FAMILY`) draws the same networks but ends them as AlexNet and VGG do: the last feature map
-flattened (max pooled to 4x4 cells at most) into two hidden fully connected layers of 1,024-4,096 units, tens
-to hundreds of MB of weights that a forward pass streams from memory. Only those two families have such heads otherwise, and each is the other's only
-example when a split holds one out. A family of its own, so that ``mixnet``'s sampled networks stay as measured.
+``mixnet_fc`` (:data:`FC_FAMILY`) draws the same kind of networks but ends them as AlexNet and VGG do: the last
+feature map flattened (max pooled to 4x4 cells at most) into two hidden fully connected layers of 1,024-4,096
+units, tens to hundreds of MB of weights that a forward pass streams from memory. Only those two families have such
+heads otherwise, and each is the other's only example when a split holds one out. A family of its own, so that
+``mixnet``'s sampled networks stay as measured.
 """
 
 from __future__ import annotations
