@@ -81,3 +81,40 @@ def beacon_ms(extra: dict[str, Any]) -> float | None:
 def normalised_ms(median_ms: float, beacon: float, reference: float) -> float:
     """``median_ms`` at the reference machine speed: scaled by ``reference / beacon``."""
     return median_ms * reference / beacon
+
+
+DRIFT_TOLERANCE = 2.5
+"""How far (a factor either way) the beacon beside a campaign's first model may run from the store's reference at a
+thread count before :func:`drift_problem` calls the machine changed. In ``datasets/xeon2.db`` (the AMX Xeon VM, two
+days of campaigns) the beacon beside each model's plans ran at 0.64-2.23x the store's median at one thread."""
+
+SCALING_TOLERANCE = 1.75
+"""How far the beacon's two-thread / one-thread time ratio beside a campaign's first model may move from the store's
+before :func:`drift_problem` calls the runtime changed. The ratio follows the OpenMP wait policy and the cores free,
+not the machine's overall speed: in ``datasets/xeon2.db`` it stayed within 0.69-2.12x of the store's for each
+model's plans (2 of 826 models beyond 1.75x), and a run under ``OMP_WAIT_POLICY=PASSIVE``, which no campaign of that
+store used, put it at 2.8x (the two-thread beacon at 31 ms, the one-thread at 14)."""
+
+
+def drift_problem(first: dict[int, float], reference: dict[int, float], *, tolerance: float = DRIFT_TOLERANCE,
+                  scaling_tolerance: float = SCALING_TOLERANCE) -> str | None:
+    """Why the beacon times ``first`` (threads -> ms, this campaign's first model at each thread count) say that
+    the machine or its runtime is not the one the store's ``reference`` times (threads -> ms,
+    :meth:`perfpredict.dataset.Store.beacon_references`) were measured on; None when they agree. Records timed
+    under another runtime behaviour (another OpenMP wait policy, a core taken by other work) are not made
+    comparable by the beacon, whose own time moves by another factor than theirs."""
+    both = sorted(t for t in first if reference.get(t, 0) > 0 and first[t] > 0)
+    for lo, hi in zip(both, both[1:]):
+        ratio = (first[hi] / first[lo]) / (reference[hi] / reference[lo])
+        if not 1 / scaling_tolerance <= ratio <= scaling_tolerance:
+            return (f"the beacon's {hi}-thread / {lo}-thread time ratio is {first[hi] / first[lo]:.2f} against the "
+                    f"store's {reference[hi] / reference[lo]:.2f} ({ratio:.2f}x; accepted "
+                    f"{1 / scaling_tolerance:.2f}-{scaling_tolerance:.2f}x): the runtime's threading differs (is "
+                    "OMP_WAIT_POLICY set otherwise than for the store's campaigns, or a core busy?)")
+    for t in both:
+        ratio = first[t] / reference[t]
+        if not 1 / tolerance <= ratio <= tolerance:
+            return (f"the beacon runs {ratio:.2f}x the store's reference at {t} thread(s) ({first[t]:.2f} ms against "
+                    f"{reference[t]:.2f} ms; accepted {1 / tolerance:.2f}-{tolerance:.2f}x): the machine is busier, "
+                    "idler or not the one the store's campaigns ran on")
+    return None

@@ -72,7 +72,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from perfpredict.beacon import BEACON_KEY, Beacon, beacon_extra, beacon_ms
+from perfpredict.beacon import BEACON_KEY, Beacon, beacon_extra, beacon_ms, drift_problem
 from perfpredict.dataset import Record, Store, make_record, noise_recheck_record, record_key
 from perfpredict.devices import DeviceSpec
 from perfpredict.errors import MeasurementError, PerfPredictError, PlanError
@@ -1260,7 +1260,7 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                        devices: Mapping[int, DeviceSpec] | None = None, quick_device: bool = False,
                        max_minutes: float | None = None, stop_after: int | None = None,
                        specs: Sequence | None = None, progress: bool = True, plans: str = "mixed",
-                       beacon: bool = True) -> CampaignReport:
+                       beacon: bool = True, allow_drift: bool = False) -> CampaignReport:
     """Measure whole zoo models under sampled plans at each thread count: :func:`sample_plans` (``plans="mixed"``)
     or the plans near the whole-graph ``conv.dnnl`` anchor of :func:`sample_swap_plans` (``plans="swaps"``).
 
@@ -1273,6 +1273,11 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     ``layer_campaign`` in the same store bias the ``fast``/``mixed`` plans. ``specs`` (zoo ModelSpecs)
     replaces the models drawn from ``families`` / ``n_variants_per_family`` / ``resolutions``.
     ``max_minutes`` / ``stop_after`` stop cleanly as in :func:`run_layer_campaign`.
+
+    Where the store holds beacon records of the same device, the beacon beside the first model at each thread count
+    is checked against them (:func:`perfpredict.beacon.drift_problem`) before that model's records are stored: a
+    machine or runtime unlike the store's (another OpenMP wait policy, another machine under the same description)
+    raises :class:`PerfPredictError` unless ``allow_drift``.
     """
     import torch
 
@@ -1304,6 +1309,8 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     known_plans: dict[str, float] = {}
     report.extra["memory_threads"] = sorted(mem_ts) if memory else []
     reference = Beacon() if beacon else None
+    drift_refs = store.beacon_references() if beacon and not allow_drift else {}
+    first_beacon: dict[int, float] = {}
     stored_now: list[Record] = []
     try:
         for spec in specs:
@@ -1336,6 +1343,8 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                                                    torch, torch_threads, known_plans, learn=t == ts[0],
                                                    beacon=reference)
                 if recs:
+                    if drift_refs and t not in first_beacon:
+                        _check_drift(recs[0], t, first_beacon, drift_refs, report)
                     report.stored += store.append_many(recs, if_exists="skip")
                     report.unstable += sum(1 for r in recs if r.stable is False)
                     stored_now.extend(recs)
@@ -1351,6 +1360,25 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     report.extra["memory_gap"] = memory_gap(stored_now)
     report.extra["plans_by_kind"] = dict(Counter(json.loads(r.plan_json).get("name", "") for r in stored_now))
     return report
+
+
+def _check_drift(rec: Record, t: int, first: dict[int, float], refs: Mapping[tuple[str, int], float],
+                 report: CampaignReport) -> None:
+    """Check the beacon beside a campaign's first model at ``t`` threads (``rec``, one of its records) against the
+    store's references for the record's device; raise before that model's records are stored if they disagree."""
+    ms = beacon_ms(rec.extra())
+    if ms is None:
+        return
+    device = rec.device().to_json(indent=None)
+    reference = {th: ref for (dev, th), ref in refs.items() if dev == device}
+    if t not in reference:
+        return
+    first[t] = ms
+    report.extra["beacon_check"] = {"first_ms": dict(first), "reference_ms": {th: reference[th] for th in first}}
+    problem = drift_problem(first, reference)
+    if problem:
+        raise PerfPredictError(f"{problem}. Stopped before storing {rec.model_name}'s records at {t} thread(s); fix "
+                               "the environment, measure into another store, or pass --allow-drift to store them")
 
 
 MODEL_CHUNK_WEIGHT_BYTES = 1 << 30

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from cli.output import add_progress_option, print_json, print_table
+from perfpredict.beacon import DRIFT_TOLERANCE, SCALING_TOLERANCE
 from perfpredict.errors import PerfPredictError
 
 
@@ -104,6 +105,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     mo.add_argument("--no-beacon", action="store_true",
                     help="do not time the beacon workload (perfpredict.beacon) beside each model's plans; by default "
                          "it is, so that the 'beacon' latency target can take the machine's drift out")
+    mo.add_argument("--allow-drift", action="store_true",
+                    help="store the records even when the beacon beside the first model runs unlike the store's "
+                         f"earlier campaigns on the same device (over {DRIFT_TOLERANCE:g}x faster or slower, or a "
+                         f"two-thread / one-thread ratio {SCALING_TOLERANCE:g}x off, as another OpenMP wait policy "
+                         "gives); by default the campaign "
+                         "stops with an error before storing them")
     mo.add_argument("--memory-method", choices=("allocator", "rss"), default="allocator",
                     help="peak memory from torch's allocator (exact, repeatable; the default) or from the resident "
                          "set in a worker subprocess (also sees memory outside torch, noisier)")
@@ -220,7 +227,8 @@ def _models(args: argparse.Namespace) -> int:
                                  campaign=args.campaign or MODEL_CAMPAIGN, layer_campaign=args.layer_campaign,
                                  devices=_devices(args), quick_device=args.quick_device,
                                  max_minutes=args.max_minutes, stop_after=args.stop_after,
-                                 progress=not args.no_progress, plans=args.plans, beacon=not args.no_beacon)
+                                 progress=not args.no_progress, plans=args.plans, beacon=not args.no_beacon,
+                                 allow_drift=args.allow_drift)
     _print_report(rep, args.json)
     return 0
 

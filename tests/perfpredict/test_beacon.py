@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from perfpredict.beacon import BEACON_ID, Beacon, beacon_extra, beacon_ms, normalised_ms
+from perfpredict.beacon import BEACON_ID, Beacon, beacon_extra, beacon_ms, drift_problem, normalised_ms
 from perfpredict.dataset import make_record, noise_recheck_record, open_store
 from perfpredict.devices import load_example_board
 from perfpredict.measure import latency_stats
@@ -80,3 +80,18 @@ def test_beacon_latency_target_scales_to_the_typical_speed_and_skips_records_wit
     assert normed.data_hash != plain.data_hash and normed.latency_stat == "beacon"
     only = load_samples(path, kinds=("model",), campaigns=["with-beacon"])
     assert len(only.models) == 6 and only.skipped["not in the chosen campaigns"] == len(recs)
+
+
+def test_drift_problem_names_a_changed_machine_or_threading_and_passes_ordinary_drift():
+    store = {1: 12.0, 2: 9.4}
+    assert drift_problem({1: 14.0, 2: 11.0}, store) is None  # a slower hour: both thread counts move together
+    assert drift_problem({1: 13.0}, store) is None  # one thread count known so far
+    assert drift_problem({1: 13.0, 4: 3.0}, store) is None  # no reference at 4 threads: nothing to compare
+    # two threads slower than one, as under another OpenMP wait policy: caught by the ratio, though each time alone
+    # is within the tolerance
+    msg = drift_problem({1: 14.0, 2: 21.0}, store)
+    assert msg is not None and "2-thread / 1-thread" in msg and "OMP_WAIT_POLICY" in msg
+    msg = drift_problem({1: 40.0}, store)
+    assert msg is not None and "3.33x" in msg and "1 thread(s)" in msg
+    assert "0.25x" in drift_problem({1: 3.0}, store)
+    assert drift_problem({1: 40.0}, store, tolerance=4.0) is None
