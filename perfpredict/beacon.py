@@ -24,7 +24,7 @@ against each other.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 BEACON_MODEL = "mobilenet_v2"
 BEACON_RESOLUTION = 128
@@ -96,7 +96,7 @@ model's plans (2 of 826 models beyond 1.75x), and a run under ``OMP_WAIT_POLICY=
 store used, put it at 2.8x (the two-thread beacon at 31 ms, the one-thread at 14)."""
 
 
-def drift_problem(first: dict[int, float], reference: dict[int, float], *, tolerance: float = DRIFT_TOLERANCE,
+def drift_problem(first: Mapping[int, float], reference: Mapping[int, float], *, tolerance: float = DRIFT_TOLERANCE,
                   scaling_tolerance: float = SCALING_TOLERANCE) -> str | None:
     """Why the beacon times ``first`` (threads -> ms, this campaign's first model at each thread count) say that
     the machine or its runtime is not the one the store's ``reference`` times (threads -> ms,

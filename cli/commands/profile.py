@@ -109,8 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="store the records even when the beacon beside the first model runs unlike the store's "
                          f"earlier campaigns on the same device (over {DRIFT_TOLERANCE:g}x faster or slower, or a "
                          f"two-thread / one-thread ratio {SCALING_TOLERANCE:g}x off, as another OpenMP wait policy "
-                         "gives); by default the campaign "
-                         "stops with an error before storing them")
+                         "gives); by default the campaign stops with an error before storing them")
     mo.add_argument("--memory-method", choices=("allocator", "rss"), default="allocator",
                     help="peak memory from torch's allocator (exact, repeatable; the default) or from the resident "
                          "set in a worker subprocess (also sees memory outside torch, noisier)")

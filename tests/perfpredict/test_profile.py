@@ -170,6 +170,7 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path, monkeypatch):
         assert run_noise(store, sample=2, seed=1, progress=False).already == 2  # same sample: not re-measured
 
         run_model_campaign(store, **{**kw, "campaign": "plain", "beacon": False})
+        assert all("beacon" not in r.extra() for r in store.iter_records(campaign="plain"))
         # a beacon unlike the store's (here the store's references made 10x faster) stops the campaign before it
         # stores the model's records; allow_drift stores them
         real = store.beacon_references()
@@ -179,7 +180,6 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path, monkeypatch):
                 run_model_campaign(store, **{**kw, "campaign": "drifted"})
             assert not store.keys("drifted")
             assert run_model_campaign(store, **{**kw, "campaign": "drifted", "allow_drift": True}).stored == 3
-        assert all("beacon" not in r.extra() for r in store.iter_records(campaign="plain"))
         # steady turns: each turn one untimed call and three timed ones, and the records say so
         steady = Protocol(**{**TINY.to_dict(), "block": 3, "block_warmup": 1})
         run_model_campaign(store, **{**kw, "campaign": "steady", "protocol": steady})
