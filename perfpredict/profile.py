@@ -74,7 +74,7 @@ import numpy as np
 
 from perfpredict.beacon import BEACON_KEY, Beacon, beacon_extra, beacon_ms, drift_problem
 from perfpredict.dataset import Record, Store, make_record, noise_recheck_record, record_key
-from perfpredict.devices import DeviceSpec
+from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import MeasurementError, PerfPredictError, PlanError
 from perfpredict.graph import Graph, Node, load_onnx
 from perfpredict.measure import LatencyStats, measure_interleaved
@@ -1365,20 +1365,39 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
 def _check_drift(rec: Record, t: int, first: dict[int, float], refs: Mapping[tuple[str, int], float],
                  report: CampaignReport) -> None:
     """Check the beacon beside a campaign's first model at ``t`` threads (``rec``, one of its records) against the
-    store's references for the record's device; raise before that model's records are stored if they disagree."""
+    store's references for the record's machine (its ``device_id``: each thread count has a description of its
+    own); raise before that model's records are stored if they disagree. A machine the store has no reference for
+    is named in ``report.extra["beacon_check"]["new_machine"]`` (its records then start a reference of their own)."""
     ms = beacon_ms(rec.extra())
     if ms is None:
         return
-    device = rec.device().to_json(indent=None)
-    reference = {th: ref for (dev, th), ref in refs.items() if dev == device}
-    if t not in reference:
-        return
+    device = rec.device()
     first[t] = ms
-    report.extra["beacon_check"] = {"first_ms": dict(first), "reference_ms": {th: reference[th] for th in first}}
+    reference = _machine_references(refs, device.device_id)
+    check = report.extra.setdefault("beacon_check", {"first_ms": {}, "reference_ms": {}})
+    check["first_ms"][t] = ms
+    if t in reference:
+        check["reference_ms"][t] = reference[t]
+    elif not reference:
+        check["new_machine"] = device.name
+        return
     problem = drift_problem(first, reference)
     if problem:
         raise PerfPredictError(f"{problem}. Stopped before storing {rec.model_name}'s records at {t} thread(s); fix "
                                "the environment, measure into another store, or pass --allow-drift to store them")
+
+
+def _machine_references(refs: Mapping[tuple[str, int], float], device_id: str) -> dict[int, float]:
+    """threads -> reference beacon time (ms) of the machine ``device_id`` from
+    :meth:`~perfpredict.dataset.Store.beacon_references` (keyed by per-thread-count device description); where
+    one thread count has several descriptions of that machine, the median of their references."""
+    from statistics import median
+
+    times: dict[int, list[float]] = {}
+    for (device_json, th), ms in refs.items():
+        if load_device(json.loads(device_json)).device_id == device_id:
+            times.setdefault(th, []).append(ms)
+    return {th: float(median(v)) for th, v in times.items()}
 
 
 MODEL_CHUNK_WEIGHT_BYTES = 1 << 30

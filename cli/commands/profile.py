@@ -228,6 +228,10 @@ def _models(args: argparse.Namespace) -> int:
                                  max_minutes=args.max_minutes, stop_after=args.stop_after,
                                  progress=not args.no_progress, plans=args.plans, beacon=not args.no_beacon,
                                  allow_drift=args.allow_drift)
+    new = rep.extra.get("beacon_check", {}).get("new_machine")
+    if new:
+        print(f"note: the store holds no beacon reference for machine '{new}'; its records start their own "
+              "(compare them with other machines' records only through a model of the device)", file=sys.stderr)
     _print_report(rep, args.json)
     return 0
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -202,6 +203,28 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path, monkeypatch):
         assert turns == [(3, 1), (1, 0)]
         with pytest.raises(MeasurementError, match="block >= 1"):
             Protocol(block=0)
+
+
+def test_drift_guard_checks_every_thread_count_of_one_machine(cache, tmp_path, monkeypatch):
+    # each thread count has a description of its own (threads_used differs), one machine (device_id) for all
+    devs = {1: replace(DEV, threads_used=1), 2: replace(DEV, threads_used=2)}
+    assert devs[1].device_id == devs[2].device_id and devs[1].to_json() != devs[2].to_json()
+    kw = dict(threads=(1, 2), specs=[_spec()], plans_per_model=2, protocol=TINY, devices=devs, progress=False,
+              layer_campaign=None)
+    with open_store(tmp_path / "d.db") as store:
+        assert "beacon_check" not in run_model_campaign(store, **{**kw, "campaign": "a"}).extra  # nothing to check
+        check = run_model_campaign(store, **{**kw, "campaign": "b"}).extra["beacon_check"]
+        assert set(check["first_ms"]) == set(check["reference_ms"]) == {1, 2} and "new_machine" not in check
+        other = {t: replace(d, name="other-vm", cpu_model="Another CPU") for t, d in devs.items()}
+        rep = run_model_campaign(store, **{**kw, "campaign": "c", "devices": other})
+        assert rep.stored == 4 and rep.extra["beacon_check"]["new_machine"] == "other-vm"
+        # the two-thread beacon 3x slower than the store's against the one-thread one: stopped at two threads
+        real = store.beacon_references()
+        slower = {k: v / 3 if k[1] == 2 else v for k, v in real.items()}
+        monkeypatch.setattr(store, "beacon_references", lambda: slower)
+        with pytest.raises(PerfPredictError, match=r"2-thread / 1-thread time ratio .* at 2 thread\(s\)"):
+            run_model_campaign(store, **{**kw, "campaign": "d"})
+        assert {r.threads for r in store.iter_records(campaign="d")} == {1}
 
 
 def test_rss_memory_is_remeasured_by_the_allocator_and_attached_to_its_original(cache, tmp_path):
