@@ -127,6 +127,12 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
   # the same again when the VM was quieter (the first run met the confidence target on 35% of its records)
   $PP profile models --store "$S" --families mixnet_fc --threads 1,2 --n-variants-per-family 80 --seed 0 \
       --campaign models-mixnet-fc-q --max-minutes 16 --json > "$WORK/models-mixnet-fc-q.json"
+  # 2026-12-06: models-beacon6's command again on the machine that ran the three campaigns above (an Ice Lake VM, not
+  # the AMX one: datasets/README.md), one call per turn, the like-for-like baseline of models-beacon6-block5
+  for SEED in 0 1; do
+    $PP profile models --store "$S" --threads 1,2 $([ $SEED != 0 ] && echo --no-canonical) --seed $SEED \
+        --campaign models-beacon6-icl --json > "$WORK/models-beacon6-icl-seed$SEED.json"
+  done
 elif [ "$NAME" = amd ]; then  # every primitive and fusion revision 3 from the start; memory by the allocator
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
       --resolutions 96,128 --seed 0 --stop-after 1400 --max-minutes 14 --json > "$WORK/models.json"

@@ -120,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mo.add_argument("--block", type=int, default=1, metavar="N",
                     help="timed calls per turn of the round-robin, after 2 untimed ones when N > 1: steady-state "
                          "turns instead of one cold call per turn (default 1, as the shipped stores and their layer "
-                         "records were timed; predictors trained on those predict steady-turn records worse)")
+                         "records were timed and as the optimiser's on-device validation times plans)")
     mo.set_defaults(func=_models)
 
     no = psub.add_parser("noise", help="re-measure a random sample of records (noise floor)")
