@@ -240,6 +240,14 @@ def record_key(
 _HASH_PREFIX = re.compile(r"[0-9a-f]{8,32}")
 
 
+def _nested(rows: list[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
+    """{outer: {inner: count}} from (outer, inner, count) rows, in row order."""
+    out: dict[str, dict[str, int]] = {}
+    for outer, inner, n in rows:
+        out.setdefault(str(outer), {})[str(inner)] = n
+    return out
+
+
 def _describe(dev_hash: str, device_json: str) -> str:
     """A device description's label in ``Store.info``: its hash prefix (a ``device`` filter), name, threads and
     measured fp32 throughput."""
@@ -651,6 +659,9 @@ class Store:
             "by_threads": counts("threads"),
             "by_family": counts("family"),
             "by_campaign": counts("campaign"),
+            "by_campaign_device": _nested(c.execute(
+                "SELECT campaign, device_name, COUNT(*) FROM records GROUP BY campaign, device_name "
+                "ORDER BY campaign, MIN(id)").fetchall()),
             "unstable": unstable or 0,
             "with_peak_mem": with_mem or 0,
             "first_timestamp": first,

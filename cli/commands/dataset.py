@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="The measurement store (SQLite, append-only) written by `perfpredict profile`.")
     dsub = p.add_subparsers(dest="dataset_command", metavar="DATASET_COMMAND", required=True)
 
-    i = dsub.add_parser("info", help="counts by kind, device, threads, family, campaign; noise floor")
+    i = dsub.add_parser("info", help="counts by kind, device, threads, family, campaign (with the machines that "
+                                     "measured each); noise floor")
     i.add_argument("store", help="store file (path or sqlite:///path)")
     i.add_argument("--json", action="store_true", help="print JSON for scripts")
     i.set_defaults(func=_info)
@@ -55,7 +56,13 @@ def _info(args: argparse.Namespace) -> int:
     print(f"measured {info['first_timestamp']} .. {info['last_timestamp']}; unstable {info['unstable']}; "
           f"with measured peak memory {info['with_peak_mem']}\n")
     for title in ("by_kind", "by_threads", "by_campaign", "by_device", "by_device_id", "by_description", "by_family"):
-        print_table([title.replace("by_", ""), "records"], sorted(info[title].items()))
+        if title == "by_campaign":  # which machine measured each campaign (a store may mix several)
+            where = info["by_campaign_device"]
+            rows = [(k, n, ", ".join(where[k]) if len(where[k]) == 1 else
+                     ", ".join(f"{d} ({m})" for d, m in where[k].items())) for k, n in sorted(info[title].items())]
+            print_table(["campaign", "records", "device(s)"], rows)
+        else:
+            print_table([title.replace("by_", ""), "records"], sorted(info[title].items()))
         print()
     noise = info.get("noise")
     if noise:

@@ -46,6 +46,10 @@ def test_dataset_info_text_and_json(store_path, capsys):
     assert main(["dataset", "info", str(store_path)]) == 0
     out = capsys.readouterr().out
     assert "3 records" in out and "noise floor: no re-measurements" in out
+    # each campaign's row names the machine(s) that measured it
+    device = next(iter(info["by_device"]))
+    assert any(line.split()[:1] == [c] and line.rstrip().endswith(device) for c in info["by_campaign"]
+               for line in out.splitlines())
 
 
 def test_dataset_export_csv_and_parquet(store_path, tmp_path, capsys):

@@ -202,6 +202,8 @@ def test_info_counts_and_noise_floor(store):
     assert info["by_threads"] == {"1": 8, "4": 1}
     assert info["by_family"] == {"mobilenet": 1, "resnet": 8}
     assert info["by_campaign"] == {"c": 5, NOISE_CAMPAIGN: 4}
+    assert info["by_campaign_device"] == {"c": {"raspberry_pi_4": 4, "xeon_gold_6240": 1},
+                                          NOISE_CAMPAIGN: {"raspberry_pi_4": 4}}
     assert info["with_peak_mem"] == 1 and info["unstable"] == 0
     noise = info["noise"]
     assert noise["n"] == 4 and noise["within_5pct"] == 0.5 and noise["within_10pct"] == 0.75
