@@ -1374,8 +1374,7 @@ def _check_drift(rec: Record, t: int, first: dict[int, float], refs: Mapping[tup
     device = rec.device()
     first[t] = ms
     reference = _machine_references(refs, device.device_id)
-    check = report.extra.setdefault("beacon_check", {"first_ms": {}, "reference_ms": {}})
-    check["first_ms"][t] = ms
+    check = report.extra.setdefault("beacon_check", {"first_ms": first, "reference_ms": {}})
     if t in reference:
         check["reference_ms"][t] = reference[t]
     elif not reference:

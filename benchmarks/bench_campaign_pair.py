@@ -1,0 +1,68 @@
+"""Two model campaigns of one store that timed the same models and plans, compared record by record (a look at
+stored records, no timing): for the records both hold (same model, plan and thread count), the median ratio of
+campaign B's latency to campaign A's by plan kind, each record first divided by the beacon timed beside it
+(:mod:`perfpredict.beacon`), so that the machine's drift between the two campaigns cancels. It also names the
+machine(s) each campaign ran on: a ratio between campaigns of two machines compares the machines too.
+
+    .venv/bin/python benchmarks/bench_campaign_pair.py --data datasets/xeon2.db --a models-beacon6-icl \\
+        --b models-beacon6-block5 --out benchmarks/results/campaign_pair_xeon2_block5_vs_icl.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import write_results  # noqa: E402
+from perfpredict.beacon import beacon_ms  # noqa: E402
+from perfpredict.dataset import open_store  # noqa: E402
+
+
+def _normalised(store, campaign: str) -> tuple[dict[tuple[str, int, str], tuple[float, str]], set[str]]:
+    """(model, threads, plan JSON) -> (median / beacon, plan kind) of a campaign's beaconed model records, and the
+    campaign's device names."""
+    out, devices = {}, set()
+    for r in store.iter_records(kind="model", campaign=campaign):
+        extra = r.extra()
+        b = beacon_ms(extra)
+        devices.add(r.device_name)
+        if b and r.median_ms:
+            out[(r.model_name, r.threads, r.plan_json)] = (r.median_ms / b, extra.get("plan_kind", "?"))
+    return out, devices
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="measurement store")
+    ap.add_argument("--a", required=True, help="campaign A (the denominator)")
+    ap.add_argument("--b", required=True, help="campaign B (the numerator)")
+    ap.add_argument("--out", default="benchmarks/results/campaign_pair.json")
+    args = ap.parse_args(argv)
+    with open_store(args.data) as store:
+        a, dev_a = _normalised(store, args.a)
+        b, dev_b = _normalised(store, args.b)
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        print(f"bench_campaign_pair: campaigns '{args.a}' and '{args.b}' share no beaconed model record",
+              file=sys.stderr)
+        return 1
+    by_kind: dict[str, list[float]] = {}
+    for k in shared:
+        by_kind.setdefault(a[k][1], []).append(b[k][0] / a[k][0])
+    rows = {kind: {"n": len(v), "median_ratio": statistics.median(v)} for kind, v in sorted(by_kind.items())}
+    table = "\n".join([f"`{args.b}` / `{args.a}`, beacon-normalised, {len(shared)} shared records "
+                       f"(A on {', '.join(sorted(dev_a))}; B on {', '.join(sorted(dev_b))})", "",
+                       "| plan kind | records | median ratio |", "|---|---:|---:|"]
+                      + [f"| {k} | {r['n']} | {r['median_ratio']:.3f} |" for k, r in rows.items()])
+    write_results(args.out, {"data": args.data, "a": args.a, "b": args.b, "devices_a": sorted(dev_a),
+                             "devices_b": sorted(dev_b), "shared": len(shared), "by_plan_kind": rows,
+                             "command": " ".join(sys.argv)}, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
