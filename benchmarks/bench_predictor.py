@@ -268,6 +268,9 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic-offsets", action="store_true",
                     help="TrainOptions.synthetic_offsets for the GNN: the synthetic (mixnet) records' level is "
                          "learned per device and thread count (default off)")
+    ap.add_argument("--step-weight", type=float, default=0.0,
+                    help="TrainOptions.step_weight for the GNN: weight of the step-share loss on the records that "
+                         "have step-time records in the store (perfpredict profile steps; default 0: off)")
     ap.add_argument("--hidden", type=int, default=None, metavar="WIDTH",
                     help="the GNN's width (GNNConfig.hidden, default 32)")
     ap.add_argument("--gnn-layers", type=int, default=None, metavar="N",
@@ -304,7 +307,7 @@ def main(argv=None) -> int:
                            campaigns=args.campaigns.split(",") if args.campaigns else None)
     opts = TrainOptions(seed=args.seed, identity_dropout=args.identity_dropout, layer_offsets=args.layer_offsets,
                         session_offsets=args.session_offsets, layer_weight=args.layer_weight,
-                        synthetic_offsets=args.synthetic_offsets,
+                        synthetic_offsets=args.synthetic_offsets, step_weight=args.step_weight,
                         patience=args.patience, **({"epochs": args.epochs} if args.epochs else {}))
     saved = {} if args.save_predictions else None
     config = GNNConfig.of(args.hidden, args.gnn_layers)
@@ -313,7 +316,8 @@ def main(argv=None) -> int:
     throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
                                                                 args.throughput_model, log, args.throughput_ensemble)
     meta = {"data": str(data), "campaigns": args.campaigns, "data_hash": samples.data_hash, "model_samples": len(samples.models),
-            "layer_samples": len(samples.layers), "seed": args.seed, "host": platform.node(),
+            "layer_samples": len(samples.layers), "step_samples": sum(s.steps is not None for s in samples.models),
+            "seed": args.seed, "host": platform.node(),
             "latency_stat": args.latency_stat, "memory_method": samples.memory_method, "noise": _noise(data),
             "memory_noise": _memory_noise(data, args.memory_noise_sample, args.seed),
             "network": config.to_dict(), "seconds": round(time.perf_counter() - t0, 1),

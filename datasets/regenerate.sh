@@ -133,6 +133,10 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
     $PP profile models --store "$S" --threads 1,2 $([ $SEED != 0 ] && echo --no-canonical) --seed $SEED \
         --campaign models-beacon6-icl --json > "$WORK/models-beacon6-icl-seed$SEED.json"
   done
+  # 2026-12-06, later: the one-thread records of the predictor's training campaigns timed step by step (campaign
+  # step-times: where each forward pass spends its time, node by node; on the Ice Lake VM, for the AMX VM's records)
+  $PP profile steps --store "$S" --campaigns models-beacon6,models-mixnet,models-mixnet2 --threads 1 \
+      --json > "$WORK/step-times.json"
 elif [ "$NAME" = amd ]; then  # every primitive and fusion revision 3 from the start; memory by the allocator
   $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
       --resolutions 96,128 --seed 0 --stop-after 1400 --max-minutes 14 --json > "$WORK/models.json"

@@ -54,6 +54,8 @@ __all__ = [
     "noise_recheck_record",
     "memory_remeasure_record",
     "MEMORY_CAMPAIGN",
+    "STEPS_CAMPAIGN",
+    "step_times_record",
     "current_versions",
 ]
 
@@ -63,6 +65,8 @@ NOISE_CAMPAIGN = "noise-recheck"
 MEMORY_CAMPAIGN = "memory-allocator"
 """Campaign of memory-only records that re-measure a model record's peak memory by the allocator method
 (:func:`memory_remeasure_record`)."""
+STEPS_CAMPAIGN = "step-times"
+"""Campaign of records that time a model record's forward pass step by step (:func:`step_times_record`)."""
 
 
 @lru_cache(maxsize=1)
@@ -148,8 +152,9 @@ class Record:
                 raise bad(name, "an integer >= 0 or None")
         if self.stable is not None and not isinstance(self.stable, bool):
             raise bad("stable", "true, false or None")
-        if self.median_ms is None and self.peak_mem_bytes is None:
-            raise DatasetError(f"record {self.key}: needs median_ms or peak_mem_bytes, got neither")
+        if self.median_ms is None and self.peak_mem_bytes is None and self.campaign != STEPS_CAMPAIGN:
+            raise DatasetError(f"record {self.key}: needs median_ms or peak_mem_bytes, got neither (only a "
+                               f"{STEPS_CAMPAIGN} record holds neither: its steps are in extra_json)")
         if self.kind == "layer" and self.node_json is None:
             raise DatasetError(f"record {self.key}: layer records need node_json")
         if self.kind == "model" and self.graph_id is None:
@@ -358,6 +363,31 @@ def memory_remeasure_record(original: Record, *, peak_bytes: int, weight_bytes: 
     )  # fmt: skip
 
 
+def step_times_record(original: Record, groups: Sequence[tuple[float, Sequence[str]]], *, device: DeviceSpec,
+                      repeats: int) -> Record:
+    """Where model record ``original``'s forward pass spends its time, timed step by step on ``device`` (campaign
+    ``step-times``, no latency or memory of its own; extra_json {"original_key", "steps": {"repeats", "total_ms",
+    "groups": [[ms, [node, ...]], ...]}} plus the original's zoo spec, plan kind and seed). ``groups`` are
+    :func:`~perfpredict.runtime.executor.step_groups` (medians of ``repeats`` passes). ``device`` is the machine
+    that timed the steps, which need not be the original's; like a memory re-measurement the record is meaningful
+    only next to its original (:func:`perfpredict.samples.load_samples` attaches it)."""
+    if original.kind != "model":
+        raise DatasetError(f"record {original.key}: only model records have a forward pass to time step by step")
+    key = record_key(kind="model", device=device, threads=original.threads, campaign=STEPS_CAMPAIGN,
+                     extra_identity={"original_key": original.key})
+    orig_extra = original.extra()
+    extra = {k: orig_extra[k] for k in ("spec", "plan_kind", "seed") if k in orig_extra}
+    extra.update({"original_key": original.key, "original_campaign": original.campaign,
+                  "steps": {"repeats": int(repeats), "total_ms": round(float(sum(ms for ms, _ in groups)), 6),
+                            "groups": [[round(float(ms), 6), list(nodes)] for ms, nodes in groups]}})
+    return replace(
+        original, key=key, campaign=STEPS_CAMPAIGN, device_name=device.name, device_json=device.to_json(indent=None),
+        plan_json=None, median_ms=None, iqr_ms=None, cv=None, n_repeats=int(repeats), stable=None, ci95_rel=None,
+        peak_mem_bytes=None, est_mem_bytes=None, versions_json=_versions_text(), timestamp=_utc_now(),
+        extra_json=json.dumps(extra, sort_keys=True),
+    )  # fmt: skip
+
+
 def memory_method_of(record: Record) -> str | None:
     """How ``record``'s peak memory was measured: ``"allocator"``, ``"rss"`` (the resident-set methods), or None
     when it has none."""
@@ -553,6 +583,17 @@ class Store:
         rows = self._conn.execute("SELECT extra_json, peak_mem_bytes FROM records WHERE campaign = ? AND "
                                   "peak_mem_bytes IS NOT NULL", (MEMORY_CAMPAIGN,)).fetchall()
         return {json.loads(extra)["original_key"]: int(peak) for extra, peak in rows}
+
+    def step_times(self) -> dict[str, list[tuple[str, list]]]:
+        """Original record key -> (device_id of the machine that timed them, step groups) of each ``step-times``
+        record of it (:func:`step_times_record`), oldest first."""
+        out: dict[str, list[tuple[str, list]]] = {}
+        for extra, dev in self._conn.execute(
+                "SELECT r.extra_json, d.device_id FROM records r JOIN devices d ON d.hash = r.device_hash "
+                "WHERE r.campaign = ? ORDER BY r.id", (STEPS_CAMPAIGN,)):
+            ex = json.loads(extra)
+            out.setdefault(ex["original_key"], []).append((dev, ex["steps"]["groups"]))
+        return out
 
     def has_memory_method(self, method: str) -> bool:
         """Whether any model record's peak memory was measured by ``method`` (``"allocator"`` or ``"rss"``)."""

@@ -16,8 +16,9 @@ predicts the analytical priors (sum of node rooflines, analytical memory). The s
 additive (nn-Meter-like) prior; f_lat is the graph-level correction (overlap, cache effects, dispatch).
 Training minimises errors of log T_g and log M_g (relative errors), of log sum_i t_i against the same
 T_g (so the nodes carry the latency and f_lat stays a small residual: trained freely, f_lat learned
-family-specific corrections that did not carry to unseen families) and, when layer measurements are given,
-of log t_i for nodes measured alone.
+family-specific corrections that did not carry to unseen families), when layer measurements are given,
+of log t_i for nodes measured alone, and, when the forward pass was timed step by step
+(:attr:`perfpredict.samples.ModelSample.steps`), of each step group's share of sum_i t_i against its measured share.
 """
 
 from __future__ import annotations

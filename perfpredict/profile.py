@@ -1672,6 +1672,49 @@ def allocator_memory_of(record: Record, graphs: dict[str, Graph] | None = None) 
         return allocated_memory(*rebuild_model_record(record, {} if graphs is None else graphs))
 
 
+def _each_original(store: Store, todo: list[Record], report: CampaignReport, is_done: Callable[[Record], bool],
+                   measure: Callable[[Record, dict[str, Graph]], Record], desc: str, t_start: float,
+                   max_minutes: float | None, progress: bool) -> None:
+    """Measure stored model records again, one new record each (``measure(original, graphs)``), in the order of
+    their zoo specs (each model built once; ``graphs`` caches it), storing in batches; an original ``is_done``
+    says is already measured is counted and skipped, one whose rebuild fails is counted by reason, and the loop
+    stops cleanly after ``max_minutes``."""
+    todo.sort(key=lambda r: (_spec_key(r.extra()["spec"]), r.threads))
+    deadline = None if max_minutes is None else t_start + 60 * max_minutes
+    bar = _progress(len(todo), desc, progress)
+    graphs: dict[str, Graph] = {}
+    batch: list[Record] = []
+
+    def flush() -> None:
+        report.stored += store.append_many(batch, if_exists="skip")
+        batch.clear()
+
+    try:
+        for orig in todo:
+            if is_done(orig):
+                report.already += 1
+                bar.update(1)
+                continue
+            if deadline is not None and time.perf_counter() > deadline:
+                report.stopped_early = True
+                break
+            try:
+                if _spec_key(orig.extra()["spec"]) not in graphs:
+                    flush()
+                batch.append(measure(orig, graphs))
+            except (PerfPredictError, RuntimeError, ValueError, KeyError) as exc:
+                report.skipped[f"rebuild failed: {type(exc).__name__}"] += 1
+                bar.update(1)
+                continue
+            if len(batch) >= 200:
+                flush()
+            bar.update(1)
+        flush()
+    finally:
+        bar.close()
+        report.elapsed_s = round(time.perf_counter() - t_start, 1)
+
+
 def run_memory_remeasure(store: Store, *, max_minutes: float | None = None, progress: bool = True) -> CampaignReport:
     """Measure the peak memory of every stored model record that has one by the ``"allocator"`` method
     (:func:`perfpredict.runtime.measurement.allocated_memory`), unless it was measured so already, and store
@@ -1691,47 +1734,19 @@ def run_memory_remeasure(store: Store, *, max_minutes: float | None = None, prog
             and memory_method_of(r) == "rss" and "spec" in r.extra()]
     report = CampaignReport(MEMORY_CAMPAIGN, "model", str(store.path), tuple(sorted({r.threads for r in todo})))
     report.planned = len(todo)
-    todo.sort(key=lambda r: _spec_key(r.extra()["spec"]))  # load each model once
-    deadline = None if max_minutes is None else t_start + 60 * max_minutes
-    bar = _progress(len(todo), "memory re-measure", progress)
-    graphs: dict[str, Graph] = {}
     repeat_diff: list[float] = []
     vs_stored: list[tuple[float, float]] = []
-    batch: list[Record] = []
 
-    def flush() -> None:
-        report.stored += store.append_many(batch, if_exists="skip")
-        batch.clear()
+    def measure(orig: Record, graphs: dict[str, Graph]) -> Record:
+        first = allocator_memory_of(orig, graphs)
+        second = allocator_memory_of(orig, graphs)
+        repeat_diff.append(abs(second.peak_bytes - first.peak_bytes) / max(first.peak_bytes, 1))
+        vs_stored.append((float(orig.peak_mem_bytes), float(first.peak_bytes)))
+        return memory_remeasure_record(orig, peak_bytes=first.peak_bytes, weight_bytes=first.weight_bytes,
+                                       run_peak_bytes=first.run_peak_bytes)
 
-    try:
-        for orig in todo:
-            if orig.key in done:
-                report.already += 1
-                bar.update(1)
-                continue
-            if deadline is not None and time.perf_counter() > deadline:
-                report.stopped_early = True
-                break
-            try:
-                if _spec_key(orig.extra()["spec"]) not in graphs:
-                    flush()
-                first = allocator_memory_of(orig, graphs)
-                second = allocator_memory_of(orig, graphs)
-            except (PerfPredictError, RuntimeError, ValueError, KeyError) as exc:
-                report.skipped[f"rebuild failed: {type(exc).__name__}"] += 1
-                bar.update(1)
-                continue
-            repeat_diff.append(abs(second.peak_bytes - first.peak_bytes) / max(first.peak_bytes, 1))
-            vs_stored.append((float(orig.peak_mem_bytes), float(first.peak_bytes)))
-            batch.append(memory_remeasure_record(orig, peak_bytes=first.peak_bytes, weight_bytes=first.weight_bytes,
-                                                 run_peak_bytes=first.run_peak_bytes))
-            if len(batch) >= 200:
-                flush()
-            bar.update(1)
-        flush()
-    finally:
-        bar.close()
-        report.elapsed_s = round(time.perf_counter() - t_start, 1)
+    _each_original(store, todo, report, lambda r: r.key in done, measure, "memory re-measure", t_start, max_minutes,
+                   progress)
     from perfpredict.measure import noise_floor
 
     report.extra["repeat_max_rel_diff"] = round(max(repeat_diff), 6) if repeat_diff else None
@@ -1797,3 +1812,60 @@ if __name__ == "__main__":
         _memory_worker()
     else:
         sys.exit("usage: python -m perfpredict.profile --memory-worker  (internal; use `perfpredict profile`)")
+
+
+def run_step_times(store: Store, *, campaigns: Sequence[str] | None = None, threads: Sequence[int] | None = None,
+                   repeats: int = 7, warmup: int = 2, max_minutes: float | None = None,
+                   progress: bool = True) -> CampaignReport:
+    """Time the forward pass of stored model records step by step on this machine
+    (:meth:`~perfpredict.runtime.Executable.step_times`, median of ``repeats`` passes after ``warmup``), grouped by
+    graph node (:func:`~perfpredict.runtime.executor.step_groups`), as records of campaign ``step-times``
+    (:func:`perfpredict.dataset.step_times_record`) that training attaches to their originals: where in the model
+    the latency goes, for the predictor's nodes (``TrainOptions.step_weight``).
+
+    ``campaigns`` (default: every model campaign) and ``threads`` (default: every thread count) choose the
+    originals; each is rebuilt as its campaign built it (:func:`rebuild_model_record`) and run at its own thread
+    count. The steps run one Python call each (the forward pass chains its oneDNN calls; the steps' sum is
+    reported against the originals' medians, ``steps_vs_record``). Resumable: an original already timed on this
+    machine is skipped. ``max_minutes`` stops cleanly.
+    """
+    from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, STEPS_CAMPAIGN, step_times_record
+    from perfpredict.measure import torch_threads
+    from perfpredict.runtime import step_groups
+
+    if repeats < 1 or warmup < 0:
+        raise PerfPredictError(f"step times need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    t_start = time.perf_counter()
+    aux = (NOISE_CAMPAIGN, MEMORY_CAMPAIGN, STEPS_CAMPAIGN)
+    known = set(store.info()["by_campaign"]) - set(aux)
+    unknown = sorted(set(campaigns or ()) - known)
+    if unknown:
+        raise PerfPredictError(f"no records in campaign(s) {', '.join(unknown)}; the store's campaigns: "
+                               f"{', '.join(sorted(known)) or 'none'}")
+    todo = [r for c in (campaigns or sorted(known)) for r in store.iter_records(kind="model", campaign=c)
+            if r.plan_json and (threads is None or r.threads in threads) and "spec" in r.extra()]
+    ts = tuple(sorted({r.threads for r in todo}))
+    report = CampaignReport(STEPS_CAMPAIGN, "model", str(store.path), ts)
+    devices = {t: campaign_device(store, t) for t in ts}
+    report.planned = len(todo)
+    done = store.keys(STEPS_CAMPAIGN)
+    ratios: list[float] = []
+
+    def measure(orig: Record, graphs: dict[str, Graph]) -> Record:
+        with torch_threads(orig.threads):
+            exe, xs = rebuild_model_record(orig, graphs)
+            groups = step_groups(exe.schedule, exe.step_times(*xs, repeats=repeats, warmup=warmup))
+        rec = step_times_record(orig, groups, device=devices[orig.threads], repeats=repeats)
+        if orig.median_ms:
+            ratios.append(rec.extra()["steps"]["total_ms"] / orig.median_ms)
+        return rec
+
+    def is_done(orig: Record) -> bool:
+        return step_times_record(orig, [], device=devices[orig.threads], repeats=repeats).key in done
+
+    _each_original(store, todo, report, is_done, measure, "step times", t_start, max_minutes, progress)
+    if ratios:
+        q = np.percentile(ratios, [10, 50, 90])
+        report.extra["steps_vs_record"] = {"median": round(float(q[1]), 4), "p10": round(float(q[0]), 4),
+                                           "p90": round(float(q[2]), 4), "n": len(ratios)}
+    return report

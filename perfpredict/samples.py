@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from perfpredict.beacon import beacon_ms, normalised_ms
 from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import DatasetError, PerfPredictError
@@ -66,6 +68,9 @@ class ModelSample:
     campaign: str = ""
     dispatch_revision: int = 1  # how the runtime dispatched the steps (perfpredict.runtime.executor)
     timestamp: str = ""
+    # where the forward pass spends its time, step by step (Executable.step_times): each template node's step group
+    # (-1 none; a fused activation joins its producer, a conversion the node that reads it) and each group's ms
+    steps: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,13 +233,14 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
     neither keep only their latency), ``"rss"`` (resident-set figures only), ``"any"`` (the allocator figure
     where there is one, else the record's own) or ``"auto"`` (``"allocator"`` when the store holds any
     allocator figure, else ``"rss"``). Memory-only re-measurement records are attached to their originals,
-    never samples of their own.
+    never samples of their own; so are step-time records (:attr:`ModelSample.steps`, from a ``step-times`` record
+    of the sample's record timed on its own machine, or on another where the plan runs no int8 kernel).
     """
     if latency_stat not in LATENCY_STATS:
         raise DatasetError(f"latency statistic '{latency_stat}' is not known; accepted: {', '.join(LATENCY_STATS)}")
     if memory_method not in MEMORY_TARGETS:
         raise DatasetError(f"memory method '{memory_method}' is not known; accepted: {', '.join(MEMORY_TARGETS)}")
-    from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, memory_method_of, open_store
+    from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, STEPS_CAMPAIGN, memory_method_of, open_store
 
     path = Path(str(store_path).replace("sqlite:///", "", 1)) if str(store_path).startswith("sqlite:///") \
         else Path(store_path)
@@ -250,6 +256,7 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
     with open_store(path, create=False) as store:
         total = len(store)
         remeasured = store.memory_remeasurements()
+        step_times = store.step_times()
         references = store.beacon_references() if latency_stat == "beacon" else {}
         if memory_method == "auto":
             memory_method = "allocator" if remeasured or store.has_memory_method("allocator") else "rss"
@@ -266,6 +273,9 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
                 continue
             if rec.campaign == MEMORY_CAMPAIGN:
                 skipped["memory re-measurement (attached to its original)"] += 1
+                continue
+            if rec.campaign == STEPS_CAMPAIGN:
+                skipped["step times (attached to their original)"] += 1
                 continue
             if rec.kind not in kinds:
                 continue
@@ -306,6 +316,9 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
                     if stale is not None:
                         skipped[_STALE_REASONS[stale]] += 1
                         continue
+                    groups = _pick_steps(step_times.get(rec.key, ()), dev, sample.plan)
+                    if groups is not None:
+                        sample = replace(sample, steps=step_arrays(sample.template, groups))
                     models.append(sample)
                 else:
                     sample = _layer_sample(rec, extra, dev, lat, node_templates)
@@ -322,6 +335,33 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
         raise DatasetError(f"{path}: no usable model records (skipped: {dict(skipped) or 'none'})")
     return SampleSet(models, layers, str(path), digest.hexdigest()[:16], dict(skipped), unstable, latency_stat,
                      memory_method)
+
+
+def _pick_steps(timed: Sequence[tuple[str, list]], device: DeviceSpec, plan: Plan) -> list | None:
+    """The step groups of a model record: timed on its own machine (same ``device_id``, any thread description) where
+    there are some, else timed on another machine if the plan runs nothing in int8 (int8 kernels' costs relative to
+    the rest differ most between CPUs, e.g. AMX tiles against AVX-512 VNNI), else None."""
+    other = None
+    for device_id, groups in timed:
+        if device_id == device.device_id:
+            return groups
+        other = other or groups
+    if other is not None and not any(c.precision == "int8" for c in plan.choices.values()):
+        return other
+    return None
+
+
+def step_arrays(template: GraphTemplate, groups: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """:attr:`ModelSample.steps` from stored step groups ([ms, [node, ...]] each, as
+    :func:`perfpredict.dataset.step_times_record` keeps them): each template node's group (-1: in none) and each
+    group's ms."""
+    index = {name: i for i, name in enumerate(template.node_names)}
+    grp = np.full(len(index), -1, np.int64)
+    for g, (_, nodes) in enumerate(groups):
+        for name in nodes:
+            if name in index:
+                grp[index[name]] = g
+    return grp, np.array([float(ms) for ms, _ in groups])
 
 
 MEMORY_TARGETS = ("auto", "allocator", "rss", "any")

@@ -3,7 +3,8 @@
 ``fit_gnn`` featurises the samples once (plans of one graph on one device in one vectorised pass), fits
 the :class:`~perfpredict.features.Normaliser`, and trains with AdamW and a cosine learning-rate schedule
 on smooth-L1 losses of log errors (latency, memory, the plain sum of node latencies against the model's
-latency, and per-kernel latency of layer samples), keeping the weights of the epoch with the best validation
+latency, per-kernel latency of layer samples and, with ``step_weight``, each step group's share of the node sum
+against its share of the forward pass timed step by step: :func:`step_share_loss`), keeping the weights of the epoch with the best validation
 error (early stopping after ``patience`` epochs without a better one). The memory head's learned correction of the
 analytical memory prior is then shrunk by the factor in [0, 1] that best fits the validation samples (0: the
 prior alone, where the prior is already closer than the correction). With ``session_offsets``, model samples of a
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
+from torch_geometric.utils import scatter
 
 from perfpredict import __version__
 from perfpredict.errors import DatasetError, PerfPredictError
@@ -79,6 +81,10 @@ class TrainOptions:
     # (perfpredict.zoo.mixnet): random networks teach the nodes every family's blocks in context, but not the level
     # that deployed families run at (on xeon2.db they pushed held-out families' predictions ~3% too slow)
     synthetic_offsets: bool = False
+    # weight of the step-share loss: each step group's share of the node sum against its measured share of the
+    # forward pass's step times, for model samples that carry them (ModelSample.steps); 0: off
+    step_weight: float = 0.0
+    step_beta: float = 0.1
 
 
 # --------------------------------------------------------------------------------------------- tensors
@@ -97,6 +103,7 @@ class _Rows:
     log_mem_prior: list[float]
     y_lat: list[float]
     y_mem: list[float]
+    steps: list[tuple[np.ndarray, np.ndarray] | None]
 
 
 def _group_key(template: Any, device: Any, threads: int) -> tuple[int, str, int]:
@@ -106,11 +113,11 @@ def _group_key(template: Any, device: Any, threads: int) -> tuple[int, str, int]
 def featurise_samples(space: FeatureSpace, models: Sequence[ModelSample] = (),
                       layers: Sequence[LayerSample] = ()) -> _Rows:
     """Featurise model samples, then layer samples, in that order (grouped per graph/device/threads)."""
-    items: list[tuple[Any, Any, Any, int, float | None, float | None]] = []
+    items: list[tuple[Any, Any, Any, int, float | None, float | None, Any]] = []
     for s in models:
-        items.append((s.template, s.plan, s.device, s.threads, s.latency_ms, s.peak_mem_bytes))
+        items.append((s.template, s.plan, s.device, s.threads, s.latency_ms, s.peak_mem_bytes, s.steps))
     for s in layers:
-        items.append((s.template, s.choices, s.device, s.threads, s.latency_ms, None))
+        items.append((s.template, s.choices, s.device, s.threads, s.latency_ms, None, None))
     groups: dict[tuple[int, str, int], list[int]] = {}
     for k, it in enumerate(items):
         groups.setdefault(_group_key(it[0], it[2], it[3]), []).append(k)
@@ -123,8 +130,8 @@ def featurise_samples(space: FeatureSpace, models: Sequence[ModelSample] = (),
             lat, mem = items[k][4], items[k][5]
             out[k] = (pf.static, pf.plan[j], np.log(pf.prior_ms[j]), tpl.edge_index, dv, pf.memory[j],
                       float(np.log(max(pf.memory_prior[j], 1.0))),
-                      math.log(lat) if lat else math.nan, math.log(mem) if mem else math.nan)
-    cols = list(zip(*out)) if out else [[] for _ in range(9)]
+                      math.log(lat) if lat else math.nan, math.log(mem) if mem else math.nan, items[k][6])
+    cols = list(zip(*out)) if out else [[] for _ in range(10)]
     return _Rows(*[list(c) for c in cols])
 
 
@@ -155,9 +162,41 @@ def to_data(rows: _Rows, norm: Normaliser, static_dim: int, sessions: Sequence[i
             log_mem_prior=torch.tensor([rows.log_mem_prior[k]], dtype=torch.float32),
             y_lat=torch.tensor([rows.y_lat[k]], dtype=torch.float32),
             y_mem=torch.tensor([rows.y_mem[k]], dtype=torch.float32), num_nodes=int(st.shape[0]),
+            **_step_targets(rows.steps[k], int(st.shape[0])),
             **({} if sessions is None else {"session": torch.tensor([sessions[k]], dtype=torch.long)}),
             **({} if synthetic is None else {"synth": torch.tensor([synthetic[k]], dtype=torch.long)})))
     return out
+
+
+def _step_targets(steps: tuple[np.ndarray, np.ndarray] | None, n: int) -> dict[str, Tensor]:
+    """Per-node step-share targets of a sample (:attr:`ModelSample.steps`): ``step_grp`` [n] each node's step
+    group (-1 none), ``step_share`` [n] the log share of the forward pass's step time that the group takes, at the
+    group's first node (NaN elsewhere, and everywhere for a sample without steps)."""
+    grp = np.full(n, -1, np.int64)
+    share = np.full(n, np.nan, np.float32)
+    if steps is not None:
+        g, ms = steps
+        ok = (g >= 0) & (ms[np.maximum(g, 0)] > 0) if len(ms) else np.zeros(n, bool)
+        grp[ok] = g[ok]
+        _, first = np.unique(np.where(ok, g, -1), return_index=True)
+        first = first[grp[first] >= 0]
+        share[first] = np.log(ms[grp[first]] / ms[np.unique(grp[ok])].sum())
+    return {"step_grp": torch.from_numpy(grp), "step_share": torch.from_numpy(share)}
+
+
+def step_share_loss(out: Any, batch: Batch, beta: float) -> Tensor | None:
+    """Smooth-L1 error of each step group's predicted log share of the node sum against its measured share of
+    the steps' time (None where the batch holds no step targets)."""
+    rep = ~torch.isnan(batch.step_share)
+    if not bool(rep.any()):
+        return None
+    ok = batch.step_grp >= 0
+    gid = torch.where(ok, batch.ptr[batch.batch] + batch.step_grp, torch.zeros_like(batch.step_grp))
+    node_log = out.node_log_latency
+    t = torch.exp(node_log - out.log_node_sum[batch.batch]) * ok
+    share = scatter(t, gid, 0, dim_size=node_log.shape[0], reduce="sum")
+    pred = torch.log(share[gid[rep]].clamp_min(1e-12))
+    return torch.nn.functional.smooth_l1_loss(pred, batch.step_share[rep], beta=beta)
 
 
 def identity_absent(space: FeatureSpace, norm: Normaliser) -> tuple[Tensor, Tensor]:
@@ -346,6 +385,10 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
             if opts.node_sum_weight:
                 loss = loss + opts.node_sum_weight * _masked_loss(out.log_node_sum + shift, batch.y_lat,
                                                                   opts.huber_beta)
+            if opts.step_weight:
+                sl = step_share_loss(out, batch, opts.step_beta)
+                if sl is not None:
+                    loss = loss + opts.step_weight * sl
             if b < len(lorder):
                 lb = layer_batches[lorder[b]]
                 lout = _forward(model, lb)
@@ -554,7 +597,8 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
                                     memory_method, opts.identity_dropout,
                                     # no patience: one of the whole schedule's length never stops early
                                     opts.patience if opts.patience is not None else opts.epochs, ensemble,
-                                    opts.session_offsets, opts.layer_offsets, opts.synthetic_offsets, config),
+                                    opts.session_offsets, opts.layer_offsets, opts.synthetic_offsets, config,
+                                    opts.step_weight),
     }
     metrics = clean(metrics)
     pred.metrics = {"split": sp.name, "test": metrics["test"]}
@@ -570,7 +614,8 @@ def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: in
                      latency_stat: str = "median", memory_method: str = "auto", identity_dropout: float = 0.0,
                      patience: int | None = TrainOptions.patience, ensemble: int = 1,
                      session_offsets: bool = False, layer_offsets: bool = False,
-                     synthetic_offsets: bool = False, config: GNNConfig = GNNConfig()) -> str:
+                     synthetic_offsets: bool = False, config: GNNConfig = GNNConfig(),
+                     step_weight: float = 0.0) -> str:
     default = GNNConfig()
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
     cmd += f" --hidden {config.hidden}" if config.hidden != default.hidden else ""
@@ -582,6 +627,7 @@ def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: in
     cmd += " --session-offsets" if session_offsets else ""
     cmd += " --layer-offsets" if layer_offsets else ""
     cmd += " --synthetic-offsets" if synthetic_offsets else ""
+    cmd += f" --step-weight {step_weight:g}" if step_weight else ""
     cmd += f" --memory-method {memory_method}" if memory_method != "auto" else ""
     return cmd + (f" --latency-stat {latency_stat}" if latency_stat != "median" else "")
 

@@ -146,6 +146,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     me.add_argument("--json", action="store_true", help="print the report as JSON")
     me.set_defaults(func=_memory)
 
+    st = psub.add_parser("steps", help="time stored model records' forward passes step by step (where the time goes)",
+                         description="Rebuilds stored model records as their campaigns built them and times each "
+                                     "scheduled step of the forward pass on its own (median of --repeats passes), "
+                                     "summed per graph node with the activations folded into it and the conversions "
+                                     "it reads. Stored as step-time records (campaign step-times) that training "
+                                     "attaches to their originals: node-level targets for the GNN "
+                                     "(perfpredict train --step-weight). Resumable.")
+    st.add_argument("--store", required=True, help="an existing measurement store")
+    st.add_argument("--campaigns", type=_names, default=None,
+                    help="comma-separated model campaigns whose records are timed (default: every one)")
+    st.add_argument("--threads", type=_ints, default=None,
+                    help="only the records at these thread counts (default: all; each runs at its own count)")
+    st.add_argument("--repeats", type=int, default=7, help="timed passes per record (default 7, after 2 untimed)")
+    st.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time")
+    add_progress_option(st)
+    st.add_argument("--json", action="store_true", help="print the report as JSON")
+    st.set_defaults(func=_steps)
+
 
 def _protocol(args: argparse.Namespace, model: bool):
     from perfpredict.profile import MODEL_PROTOCOL, Protocol
@@ -248,6 +266,16 @@ def _noise(args: argparse.Namespace) -> int:
     _print_report(rep, args.json)
     if not args.json:
         sys.stdout.flush()
+    return 0
+
+
+def _steps(args: argparse.Namespace) -> int:
+    from perfpredict.profile import run_step_times
+
+    with _open(args.store, create=False) as store:
+        rep = run_step_times(store, campaigns=args.campaigns, threads=args.threads, repeats=args.repeats,
+                             max_minutes=args.max_minutes, progress=not args.no_progress)
+    _print_report(rep, args.json)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.argtypes import positive_int, share
+from cli.argtypes import nonneg_float, positive_int, share
 from cli.output import add_progress_option, print_json, print_table
 
 
@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="learn one level offset per device and thread count for the records of synthetic networks "
                         "(the mixnet and mixnet_fc families), so they teach how blocks cost in context and the "
                         "deployed families the level (default off)")
+    p.add_argument("--step-weight", type=nonneg_float, default=0.0, metavar="W",
+                   help="weight of the step-share loss: each node's share of the predicted latency against its share "
+                        "of the forward pass timed step by step, for records with step-time records in the store "
+                        "(perfpredict profile steps; default 0: off)")
     p.add_argument("--hidden", type=positive_int, default=None, metavar="WIDTH",
                    help="width of the network's node embeddings and heads (default 32)")
     p.add_argument("--gnn-layers", type=positive_int, default=None, metavar="N",
@@ -72,6 +76,7 @@ def _train(args: argparse.Namespace) -> int:
                                                                     session_offsets=args.session_offsets,
                                                                     layer_offsets=args.layer_offsets,
                                                                     synthetic_offsets=args.synthetic_offsets,
+                                                                    step_weight=args.step_weight,
                                                                     **({"patience": args.patience}
                                                                        if args.patience else {})),
                                latency_stat=args.latency_stat, memory_method=args.memory_method,

@@ -5,7 +5,7 @@ pulling in the executor):
 
 * :func:`build_executable` (graph, plan, threads, calibration) -> :class:`Executable` with ``run``,
   ``prepare_input``/``forward``, ``conversions``, ``fused``, ``plan``, and ``step_times`` (:class:`StepTime`
-  per scheduled step; :func:`breakdown` sums them by primitive or conversion);
+  per scheduled step; :func:`breakdown` sums them by primitive or conversion, :func:`step_groups` by graph node);
 * :func:`calibrate`, :class:`Calibration`, :func:`compare_outputs` (int8 ranges and accuracy);
 * :func:`prune_graph`, :func:`prune_groups`, :class:`PruneGroup` (structured pruning);
 * :func:`estimate_peak_memory`, :class:`MemoryEstimate` (analytical peak memory);
@@ -22,6 +22,7 @@ _EXPORTS = {
     "BuildContext": "kernel", "QParams": "kernel", "Kernel": "kernel",
     "build_executable": "executor", "Executable": "executor", "Conversion": "executor", "Schedule": "executor",
     "make_schedule": "executor", "resolve_plan": "executor", "StepTime": "executor", "breakdown": "executor",
+    "step_groups": "executor",
     "calibrate": "calibration", "Calibration": "calibration", "calibration_inputs": "calibration",
     "compare_outputs": "calibration", "max_rel_err": "calibration",
     "prune_graph": "pruning", "prune_groups": "pruning", "PruneGroup": "pruning", "PruneResult": "pruning",

@@ -452,6 +452,29 @@ def breakdown(steps: Sequence[StepTime]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["ms"])
 
 
+def step_groups(schedule: Schedule, steps: Sequence[StepTime]) -> list[tuple[float, tuple[str, ...]]]:
+    """The node steps of :meth:`Executable.step_times` as (ms, graph nodes) groups, in schedule order: each node's
+    kernel with the activations folded into it (``schedule.fused``) and the conversions of its inputs that it is
+    the first to read (as the featuriser prices a conversion at its first reader). A conversion no node reads (the
+    final one to NCHW fp32) belongs to no group."""
+    if len(steps) != len(schedule.ops):
+        raise GraphError(f"step_groups needs one time per scheduled step: {len(steps)} times, "
+                         f"{len(schedule.ops)} steps")
+    folded: dict[str, list[str]] = {}
+    for act, prod in schedule.fused.items():
+        folded.setdefault(prod, []).append(act)
+    pending: dict[int, float] = {}  # slot written by a conversion -> its time, until a node reads it
+    out = []
+    for op, st in zip(schedule.ops, steps):
+        if op.kind != "node":
+            for slot in op.outputs:
+                pending[slot] = pending.get(slot, 0.0) + st.ms
+            continue
+        ms = st.ms + sum(pending.pop(slot, 0.0) for slot in op.inputs)
+        out.append((ms, (op.name, *folded.get(op.name, ()))))
+    return out
+
+
 class Executable:
     """A built network: run it with :meth:`run` (numpy in, numpy out) or :meth:`forward` (torch tensors).
 

@@ -101,6 +101,19 @@ def test_profile_bad_flags_and_missing_store(tmp_path, capsys):
     assert "--block must be an integer >= 1" in err
 
 
+def test_profile_steps_errors_and_json(tmp_path, store_path, capsys):
+    err = _one_line_error(capsys, main(["profile", "steps", "--store", str(tmp_path / "missing.db")]))
+    assert "no such store" in err
+    err = _one_line_error(capsys, main(["profile", "steps", "--store", str(store_path), "--campaigns", "nope"]))
+    assert "no records in campaign(s) nope" in err and "the store's campaigns: layers, models" in err
+    err = _one_line_error(capsys, main(["profile", "steps", "--store", str(store_path), "--repeats", "0"]))
+    assert "repeats >= 1" in err
+    # the store's one model record has no zoo spec to rebuild it from: nothing to time
+    assert main(["profile", "steps", "--store", str(store_path), "--json", "--no-progress"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["campaign"] == "step-times" and rep["planned"] == 0 and rep["stored"] == 0
+
+
 def _board(tmp_path) -> str:
     path = tmp_path / "board.json"
     DEV.save(path)

@@ -65,8 +65,13 @@ def random_plan(graph: Graph, rng: random.Random, p_change: float = 0.6) -> Plan
 
 
 def synthetic_latency(graph, plans: list, threads: int) -> np.ndarray:
-    """A known additive latency (ms) of a Graph or GraphTemplate: per node, effective FLOPs at a
-    primitive-dependent speed plus a fixed overhead, a penalty per conversion, times a thread factor."""
+    """A known additive latency (ms) of a Graph or GraphTemplate: the sum of :func:`synthetic_node_latency`."""
+    return synthetic_node_latency(graph, plans, threads).sum(axis=1)
+
+
+def synthetic_node_latency(graph, plans: list, threads: int) -> np.ndarray:
+    """[plans, nodes] each node's known latency (ms): effective FLOPs at a primitive-dependent speed plus a fixed
+    overhead, a penalty per conversion, times a thread factor (0 for a node fused into its producer)."""
     space = FeatureSpace.current()
     tpl = graph if not isinstance(graph, Graph) else template_for(graph)
     arr = encode_plans(tpl, plans, space)
@@ -80,7 +85,7 @@ def synthetic_latency(graph, plans: list, threads: int) -> np.ndarray:
     for k, name in enumerate(space.primitives):
         speed[arr.primitive == k] = _PRIM_COST.get(name, 1.0)
     per_node = (flops * speed / 2e7 + 0.01) * (1.0 - fused) + 0.02 * conv
-    return per_node.sum(axis=1) * (1.0 if threads == 1 else 0.6)
+    return per_node * (1.0 if threads == 1 else 0.6)
 
 
 def synthetic_memory(graph: Graph, plans: list[Plan]) -> np.ndarray:

@@ -15,7 +15,7 @@ from perfpredict.runtime.executor import DISPATCH_REVISION
 from perfpredict.samples import SplitError, load_samples, make_splits, parse_split, spec_from_dict
 from perfpredict.train import TrainOptions, _forward, featurise_samples, run_evaluation, to_data, train_and_report
 
-from .synthetic import DEVICE, random_plan, synthetic_samples, write_synthetic_store, zoo_graph, zoo_spec
+from .synthetic import DEVICE, random_plan, synthetic_node_latency, synthetic_samples, write_synthetic_store, zoo_graph, zoo_spec
 
 
 @pytest.fixture(scope="module")
@@ -373,3 +373,68 @@ def test_records_that_ran_a_residual_add_unfused_are_skipped(tmp_path):
     adds = [n.name for n in zoo_graph("resnet").nodes if n.op == "Add"]
     mixed = Plan({**dnnl.choices, **{a: Choice("add.torch", "NHWC", "int8") for a in adds}})
     assert folded_since(tpl, mixed, 2) is None
+
+
+def _with_steps(samples, rng):
+    """The samples with step times: their synthetic node latencies up to 5% noise, every node its own group but the
+    first two (one group) and the last (no step)."""
+    import dataclasses
+
+    out = []
+    for s in samples:
+        n = s.template.n_nodes
+        grp = np.concatenate([[0], np.arange(n - 2), [-1]]).astype(np.int64)
+        t = synthetic_node_latency(s.template, [s.plan], s.threads)[0]
+        ms = np.concatenate([[t[0] + t[1]], t[2:-1]]) * rng.uniform(0.95, 1.05, n - 2)
+        out.append(dataclasses.replace(s, steps=(grp, ms)))
+    return out
+
+
+def test_step_share_targets_sum_to_one_and_the_loss_pulls_node_shares_to_them(loaded):
+    import torch
+
+    from perfpredict.train import step_share_loss
+
+    models = _with_steps(loaded.models[:6], np.random.default_rng(0))
+    pred = GNNPredictor(GNNConfig(hidden=16, layers=1)).fit(loaded, options=TrainOptions(epochs=1, seed=0))
+    rows = featurise_samples(pred.space, models + loaded.models[6:8])
+    batch = Batch.from_data_list(to_data(rows, pred.normaliser, pred.space.static_dim))
+    rep = ~torch.isnan(batch.step_share)
+    per_graph = torch.zeros(batch.num_graphs).index_add_(0, batch.batch[rep], torch.exp(batch.step_share[rep]))
+    torch.testing.assert_close(per_graph, torch.tensor([1.0] * 6 + [0.0] * 2))  # samples without steps: none
+    assert int(rep.sum()) == sum(int((s.steps[1] > 0).sum()) for s in models)  # a fused node's step: none
+    # the loss by hand: each group's share of the node sum (the first two nodes together, the last in no group)
+    out = _forward(pred.model, batch)
+    node = out.node_log_latency.detach()
+    errs = []
+    for g, s in enumerate(models):
+        lo = int(batch.ptr[g])
+        t = torch.exp(node[lo:lo + s.template.n_nodes])
+        shares = (torch.cat([t[:2].sum()[None], t[2:-1]]) / t.sum())[torch.from_numpy(s.steps[1] > 0)]
+        target = batch.step_share[lo:lo + s.template.n_nodes]
+        errs.append(torch.log(shares) - target[~torch.isnan(target)])
+    want = torch.nn.functional.smooth_l1_loss(torch.cat(errs), torch.zeros(sum(map(len, errs))), beta=0.1)
+    torch.testing.assert_close(step_share_loss(out, batch, 0.1), want)
+    assert step_share_loss(out, Batch.from_data_list(to_data(featurise_samples(pred.space, loaded.models[6:8]),
+                                                             pred.normaliser, pred.space.static_dim)), 0.1) is None
+
+    every = _with_steps(loaded.models, np.random.default_rng(1))
+
+    def share_error(weight):
+        fitted = GNNPredictor(GNNConfig(hidden=16, layers=1)).fit(
+            dataclasses.replace(loaded, models=every), options=TrainOptions(epochs=30, seed=0, step_weight=weight,
+                                                                            patience=None))
+        b = Batch.from_data_list(to_data(featurise_samples(fitted.space, every), fitted.normaliser,
+                                         fitted.space.static_dim))
+        return float(step_share_loss(_forward(fitted.model, b), b, 0.1))
+
+    import dataclasses
+
+    assert share_error(10.0) < 0.5 * share_error(0.0)
+
+
+def test_rebuild_command_names_the_step_weight():
+    from perfpredict.train import _rebuild_command
+
+    assert " --step-weight 0.3" in _rebuild_command("d.db", "out", "random:0.2", 0, None, step_weight=0.3)
+    assert "--step-weight" not in _rebuild_command("d.db", "out", "random:0.2", 0, None)

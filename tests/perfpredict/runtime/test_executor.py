@@ -279,6 +279,32 @@ def test_step_times_cover_every_step_and_the_breakdown_sums_them(net, x, monkeyp
         exe.step_times(x, repeats=0)
 
 
+def test_step_groups_put_each_step_with_the_node_it_serves(net, x):
+    from perfpredict.runtime import StepTime, step_groups
+
+    plan = Plan({n.name: Choice({"Conv": "conv.dnnl_int8", "Gemm": "gemm.int8"}.get(n.op, f"{n.op.lower()}.torch"),
+                                "NHWC" if n.op == "Conv" else "NCHW", "int8") for n in net.nodes})
+    exe = build_executable(net, plan, calibration=x)
+    ops = exe.schedule.ops
+    steps = [StepTime(op.kind, op.name, float(2 ** k)) for k, op in enumerate(ops)]  # each step's own bit
+    groups = step_groups(exe.schedule, steps)
+    assert [nodes[0] for _, nodes in groups] == [op.name for op in ops if op.kind == "node"]
+    names = [n for _, nodes in groups for n in nodes]
+    assert sorted(names) == sorted(n.name for n in net.nodes)  # every node once: folded ones with their producer
+    assert exe.fused and all(nodes.index(act) > 0 for act, prod in exe.fused.items()
+                             for _, nodes in groups if nodes[0] == prod)
+    for ms, nodes in groups:  # a node's own step, and the conversions it is the first to read
+        k = next(i for i, op in enumerate(ops) if op.kind == "node" and op.name == nodes[0])
+        bits = [i for i in range(len(ops)) if int(ms) >> i & 1]
+        assert k in bits and all(ops[i].kind != "node" and set(ops[i].outputs) & set(ops[k].inputs)
+                                 for i in bits if i != k)
+    unread = sum(st.ms for st in steps) - sum(ms for ms, _ in groups)
+    assert unread == sum(2.0 ** i for i, op in enumerate(ops) if op.kind != "node" and not any(
+        set(op.outputs) & set(o.inputs) for o in ops[i + 1:] if o.kind == "node"))
+    with pytest.raises(GraphError, match="one time per scheduled step"):
+        step_groups(exe.schedule, steps[:-1])
+
+
 def test_threads_are_set_for_the_run_and_restored(net, x, monkeypatch):
     calls = []
     real = torch.set_num_threads
