@@ -56,6 +56,7 @@ __all__ = [
     "MEMORY_CAMPAIGN",
     "STEPS_CAMPAIGN",
     "step_times_record",
+    "step_times_key",
     "current_versions",
 ]
 
@@ -363,6 +364,12 @@ def memory_remeasure_record(original: Record, *, peak_bytes: int, weight_bytes: 
     )  # fmt: skip
 
 
+def step_times_key(original: Record, device: DeviceSpec) -> str:
+    """The key of the ``step-times`` record of ``original`` timed on ``device`` (known before timing: resumable)."""
+    return record_key(kind="model", device=device, threads=original.threads, campaign=STEPS_CAMPAIGN,
+                      extra_identity={"original_key": original.key})
+
+
 def step_times_record(original: Record, groups: Sequence[tuple[float, Sequence[str]]], *, device: DeviceSpec,
                       repeats: int) -> Record:
     """Where model record ``original``'s forward pass spends its time, timed step by step on ``device`` (campaign
@@ -373,8 +380,7 @@ def step_times_record(original: Record, groups: Sequence[tuple[float, Sequence[s
     only next to its original (:func:`perfpredict.samples.load_samples` attaches it)."""
     if original.kind != "model":
         raise DatasetError(f"record {original.key}: only model records have a forward pass to time step by step")
-    key = record_key(kind="model", device=device, threads=original.threads, campaign=STEPS_CAMPAIGN,
-                     extra_identity={"original_key": original.key})
+    key = step_times_key(original, device)
     orig_extra = original.extra()
     extra = {k: orig_extra[k] for k in ("spec", "plan_kind", "seed") if k in orig_extra}
     extra.update({"original_key": original.key, "original_campaign": original.campaign,

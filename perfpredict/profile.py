@@ -1754,6 +1754,63 @@ def run_memory_remeasure(store: Store, *, max_minutes: float | None = None, prog
     return report
 
 
+def run_step_times(store: Store, *, campaigns: Sequence[str] | None = None, threads: Sequence[int] | None = None,
+                   repeats: int = 7, warmup: int = 2, max_minutes: float | None = None,
+                   progress: bool = True) -> CampaignReport:
+    """Time the forward pass of stored model records step by step on this machine
+    (:meth:`~perfpredict.runtime.Executable.step_times`, median of ``repeats`` passes after ``warmup``), grouped by
+    graph node (:func:`~perfpredict.runtime.executor.step_groups`), as records of campaign ``step-times``
+    (:func:`perfpredict.dataset.step_times_record`) that training attaches to their originals: where in the model
+    the latency goes, for the predictor's nodes (``TrainOptions.step_weight``).
+
+    ``campaigns`` (default: every model campaign) and ``threads`` (default: every thread count) choose the
+    originals; each is rebuilt as its campaign built it (:func:`rebuild_model_record`) and run at its own thread
+    count. The steps run one Python call each (the forward pass chains its oneDNN calls; the steps' sum is
+    reported against the originals' medians, ``steps_vs_record``). Resumable: an original already timed on this
+    machine is skipped. ``max_minutes`` stops cleanly.
+    """
+    from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, STEPS_CAMPAIGN, step_times_key, step_times_record
+    from perfpredict.measure import torch_threads
+    from perfpredict.runtime import step_groups
+
+    if repeats < 1 or warmup < 0:
+        raise PerfPredictError(f"step times need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    t_start = time.perf_counter()
+    aux = (NOISE_CAMPAIGN, MEMORY_CAMPAIGN, STEPS_CAMPAIGN)
+    known = set(store.info()["by_campaign"]) - set(aux)
+    unknown = sorted(set(campaigns or ()) - known)
+    if unknown:
+        raise PerfPredictError(f"no records in campaign(s) {', '.join(unknown)}; the store's campaigns: "
+                               f"{', '.join(sorted(known)) or 'none'}")
+    todo = [r for c in (campaigns or sorted(known)) for r in store.iter_records(kind="model", campaign=c)
+            if r.plan_json and (threads is None or r.threads in threads) and "spec" in r.extra()]
+    ts = tuple(sorted({r.threads for r in todo}))
+    report = CampaignReport(STEPS_CAMPAIGN, "model", str(store.path), ts)
+    devices = {t: campaign_device(store, t) for t in ts}
+    report.planned = len(todo)
+    done = store.keys(STEPS_CAMPAIGN)
+    ratios: list[float] = []
+
+    def measure(orig: Record, graphs: dict[str, Graph]) -> Record:
+        with torch_threads(orig.threads):
+            exe, xs = rebuild_model_record(orig, graphs)
+            groups = step_groups(exe.schedule, exe.step_times(*xs, repeats=repeats, warmup=warmup))
+        rec = step_times_record(orig, groups, device=devices[orig.threads], repeats=repeats)
+        if orig.median_ms:
+            ratios.append(rec.extra()["steps"]["total_ms"] / orig.median_ms)
+        return rec
+
+    def is_done(orig: Record) -> bool:
+        return step_times_key(orig, devices[orig.threads]) in done
+
+    _each_original(store, todo, report, is_done, measure, "step times", t_start, max_minutes, progress)
+    if ratios:
+        q = np.percentile(ratios, [10, 50, 90])
+        report.extra["steps_vs_record"] = {"median": round(float(q[1]), 4), "p10": round(float(q[0]), 4),
+                                           "p90": round(float(q[2]), 4), "n": len(ratios)}
+    return report
+
+
 def _recheck_layer(orig: Record, ex: Mapping[str, Any], graph: Graph,
                    siblings: Mapping[tuple, list[LayerCandidate]], protocol: Protocol) -> LatencyStats | None:
     """Re-time layer record ``orig`` interleaved with its siblings (as the campaign did); its new stats."""
@@ -1813,59 +1870,3 @@ if __name__ == "__main__":
     else:
         sys.exit("usage: python -m perfpredict.profile --memory-worker  (internal; use `perfpredict profile`)")
 
-
-def run_step_times(store: Store, *, campaigns: Sequence[str] | None = None, threads: Sequence[int] | None = None,
-                   repeats: int = 7, warmup: int = 2, max_minutes: float | None = None,
-                   progress: bool = True) -> CampaignReport:
-    """Time the forward pass of stored model records step by step on this machine
-    (:meth:`~perfpredict.runtime.Executable.step_times`, median of ``repeats`` passes after ``warmup``), grouped by
-    graph node (:func:`~perfpredict.runtime.executor.step_groups`), as records of campaign ``step-times``
-    (:func:`perfpredict.dataset.step_times_record`) that training attaches to their originals: where in the model
-    the latency goes, for the predictor's nodes (``TrainOptions.step_weight``).
-
-    ``campaigns`` (default: every model campaign) and ``threads`` (default: every thread count) choose the
-    originals; each is rebuilt as its campaign built it (:func:`rebuild_model_record`) and run at its own thread
-    count. The steps run one Python call each (the forward pass chains its oneDNN calls; the steps' sum is
-    reported against the originals' medians, ``steps_vs_record``). Resumable: an original already timed on this
-    machine is skipped. ``max_minutes`` stops cleanly.
-    """
-    from perfpredict.dataset import MEMORY_CAMPAIGN, NOISE_CAMPAIGN, STEPS_CAMPAIGN, step_times_record
-    from perfpredict.measure import torch_threads
-    from perfpredict.runtime import step_groups
-
-    if repeats < 1 or warmup < 0:
-        raise PerfPredictError(f"step times need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    t_start = time.perf_counter()
-    aux = (NOISE_CAMPAIGN, MEMORY_CAMPAIGN, STEPS_CAMPAIGN)
-    known = set(store.info()["by_campaign"]) - set(aux)
-    unknown = sorted(set(campaigns or ()) - known)
-    if unknown:
-        raise PerfPredictError(f"no records in campaign(s) {', '.join(unknown)}; the store's campaigns: "
-                               f"{', '.join(sorted(known)) or 'none'}")
-    todo = [r for c in (campaigns or sorted(known)) for r in store.iter_records(kind="model", campaign=c)
-            if r.plan_json and (threads is None or r.threads in threads) and "spec" in r.extra()]
-    ts = tuple(sorted({r.threads for r in todo}))
-    report = CampaignReport(STEPS_CAMPAIGN, "model", str(store.path), ts)
-    devices = {t: campaign_device(store, t) for t in ts}
-    report.planned = len(todo)
-    done = store.keys(STEPS_CAMPAIGN)
-    ratios: list[float] = []
-
-    def measure(orig: Record, graphs: dict[str, Graph]) -> Record:
-        with torch_threads(orig.threads):
-            exe, xs = rebuild_model_record(orig, graphs)
-            groups = step_groups(exe.schedule, exe.step_times(*xs, repeats=repeats, warmup=warmup))
-        rec = step_times_record(orig, groups, device=devices[orig.threads], repeats=repeats)
-        if orig.median_ms:
-            ratios.append(rec.extra()["steps"]["total_ms"] / orig.median_ms)
-        return rec
-
-    def is_done(orig: Record) -> bool:
-        return step_times_record(orig, [], device=devices[orig.threads], repeats=repeats).key in done
-
-    _each_original(store, todo, report, is_done, measure, "step times", t_start, max_minutes, progress)
-    if ratios:
-        q = np.percentile(ratios, [10, 50, 90])
-        report.extra["steps_vs_record"] = {"median": round(float(q[1]), 4), "p10": round(float(q[0]), 4),
-                                           "p90": round(float(q[2]), 4), "n": len(ratios)}
-    return report
