@@ -7,6 +7,8 @@
 #   datasets/regenerate.sh xeon2   # datasets/xeon2.db (a second Intel Xeon host, with conv.dnnl and conv.dnnl_int8: ~75 minutes)
 #   datasets/regenerate.sh amd     # datasets/amd.db   (the proxy's AMD EPYC host again, idle, every primitive: ~40 minutes)
 #   datasets/regenerate.sh zen5    # datasets/zen5.db  (a newer AMD EPYC host, CPU family 26; every primitive: ~60 minutes)
+#   datasets/regenerate.sh zen3    # datasets/zen3.db  (an AMD EPYC host with AVX2 only, CPU family 25 model 1; the
+#                                  # campaigns of the best leave-one-family-out configuration: ~60 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -17,12 +19,23 @@ case "$NAME" in
   xeon2) LAYERS=6000;  LAYER_CAP=0.05;  LAYER_MIN=12 ;;
   amd)   LAYERS=3000;  LAYER_CAP=0.05;  LAYER_MIN=14 ;;
   zen5)  LAYERS=3000;  LAYER_CAP=0.05;  LAYER_MIN=14 ;;
-  *) echo "usage: $0 proxy|xeon|xeon2|amd|zen5" >&2; exit 2 ;;
+  zen3)  LAYERS=9400;  LAYER_CAP=0.05;  LAYER_MIN=16 ;;
+  *) echo "usage: $0 proxy|xeon|xeon2|amd|zen5|zen3" >&2; exit 2 ;;
 esac
 WORK=${WORK:-/tmp/perfpredict-$NAME}
 mkdir -p "$WORK"
 S="$WORK/$NAME.db"
 PP=.venv/bin/perfpredict
+
+# a campaign of models-beacon's seeds 0 and 1 (the same models and plans) beside the beacon: name, then extra flags
+beacon6_campaign() {
+  local CAMPAIGN=$1
+  shift
+  for SEED in 0 1; do
+    $PP profile models --store "$S" --threads 1,2 $([ $SEED != 0 ] && echo --no-canonical) --seed $SEED \
+        --campaign "$CAMPAIGN" "$@" --json > "$WORK/$CAMPAIGN-seed$SEED.json"
+  done
+}
 
 # plans near the whole-graph conv.dnnl anchor the searches end on: it, and it with a few convolutions or a band of
 # output heights moved to another primitive (96/128 px, then the four realised-benchmark models at 224 px)
@@ -109,18 +122,12 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
       --campaign models-mixnet --max-minutes 16 --json > "$WORK/models-mixnet.json"
   # then the families again at dispatch revision 6 beside the beacon (seeds 0 and 1 of models-beacon), so that the
   # mixed networks can be judged against model records of the same session and runtime
-  for SEED in 0 1; do
-    $PP profile models --store "$S" --threads 1,2 $([ $SEED != 0 ] && echo --no-canonical) --seed $SEED \
-        --campaign models-beacon6 --json > "$WORK/models-beacon6-seed$SEED.json"
-  done
+  beacon6_campaign models-beacon6
   # 2026-12-05, later: 160 more mixed networks (the sampler at seed 1), to see whether more of them help further
   $PP profile models --store "$S" --families mixnet --threads 1,2 --n-variants-per-family 160 --seed 1 \
       --campaign models-mixnet2 --max-minutes 30 --json > "$WORK/models-mixnet2.json"
   # 2026-12-05, evening: models-beacon6 again in steady turns (two untimed calls, then five timed ones per turn)
-  for SEED in 0 1; do
-    $PP profile models --store "$S" --threads 1,2 $([ $SEED != 0 ] && echo --no-canonical) --seed $SEED \
-        --campaign models-beacon6-block5 --block 5 --json > "$WORK/models-beacon6-block5-seed$SEED.json"
-  done
+  beacon6_campaign models-beacon6-block5 --block 5
   # then 80 mixed networks ending in AlexNet's fully connected classifier (perfpredict.zoo.mixnet, mixnet_fc)
   $PP profile models --store "$S" --families mixnet_fc --threads 1,2 --n-variants-per-family 80 --seed 0 \
       --campaign models-mixnet-fc --max-minutes 16 --json > "$WORK/models-mixnet-fc.json"
@@ -129,10 +136,7 @@ if [ "$NAME" = xeon2 ]; then  # memory by torch's allocator from the start; the 
       --campaign models-mixnet-fc-q --max-minutes 16 --json > "$WORK/models-mixnet-fc-q.json"
   # 2026-12-06: models-beacon6's command again on the machine that ran the three campaigns above (an Ice Lake VM, not
   # the AMX one: datasets/README.md), one call per turn, the like-for-like baseline of models-beacon6-block5
-  for SEED in 0 1; do
-    $PP profile models --store "$S" --threads 1,2 $([ $SEED != 0 ] && echo --no-canonical) --seed $SEED \
-        --campaign models-beacon6-icl --json > "$WORK/models-beacon6-icl-seed$SEED.json"
-  done
+  beacon6_campaign models-beacon6-icl
   # 2026-12-06, later: the one-thread records of the predictor's training campaigns timed step by step (campaign
   # step-times: where each forward pass spends its time, node by node; on the Ice Lake VM, for the AMX VM's records)
   $PP profile steps --store "$S" --campaigns models-beacon6,models-mixnet,models-mixnet2 --threads 1 \
@@ -198,6 +202,14 @@ elif [ "$NAME" = zen5 ]; then  # a host no other store has seen; every primitive
         --json > "$WORK/models-224-winograd4-seed$SEED.json"
   done
   swap_campaigns
+elif [ "$NAME" = zen3 ]; then  # xeon2.db's campaigns behind its best leave-one-family-out configuration, same commands
+  beacon6_campaign models-beacon6
+  $PP profile models --store "$S" --families mixnet --threads 1,2 --n-variants-per-family 80 --seed 0 \
+      --campaign models-mixnet --max-minutes 20 --json > "$WORK/models-mixnet.json"
+  $PP profile models --store "$S" --families mixnet --threads 1,2 --n-variants-per-family 160 --seed 1 \
+      --campaign models-mixnet2 --max-minutes 36 --json > "$WORK/models-mixnet2.json"
+  $PP profile noise --store "$S" --kinds model --campaigns models-beacon6 --sample 100 --seed 0 \
+      --json > "$WORK/noise.json"
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"

@@ -287,7 +287,7 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
     if opts.measure:
         sink = _dataset_sink(opts.dataset, device, opts.threads, predictor_name) if opts.dataset else None
         validator = RuntimeValidator(threads=opts.threads, sink=sink)
-    from perfpredict.proxy_route import thread_range_note, trained_on
+    from perfpredict.proxy_route import isa_note, thread_range_note, trained_on
 
     # on a device the predictor trained on, a miss by one or two validated plans is theirs more often than the
     # model's: correcting every plan by it made the others worse (benchmarks/bench_recalibration.py)
@@ -300,9 +300,9 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
     if unpriced:
         result.notes.append(f"left out of the search: {', '.join(unpriced)}, which the predictor was not trained on "
                             "(it would extrapolate their cost); retrain it with measurements of them")
-    threads_note = thread_range_note(getattr(predictor, "inner", predictor), device, opts.threads)
-    if threads_note:
-        result.notes.append(threads_note)
+    inner = getattr(predictor, "inner", predictor)
+    result.notes.extend(n for n in (thread_range_note(inner, device, opts.threads),
+                                    isa_note(inner, device, opts.threads)) if n)
     outcome = OptimiseOutcome(result, device, predictor_name, space, note)
     if validator is None:
         outcome.measure_note = ("plans were not run: measuring was turned off (--no-measure), or the board is not "

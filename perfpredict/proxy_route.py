@@ -5,7 +5,7 @@ its training set those answers carry the features' blind spots: two machines of 
 zoo 1.7x apart. Performance monotonicity offers a second route: predict on the *proxy*, the trained device
 whose fingerprint (the board's measured reference workloads) correlates best with the target's, and scale by
 how much slower the target ran those workloads (:func:`perfpredict.transfer.nearest_proxy`,
-:func:`perfpredict.transfer.fingerprint_ratio`). On the four machine pairs measured so far (README, "Transfer")
+:func:`perfpredict.transfer.fingerprint_ratio`). On the four machine pairs measured first (README, "Transfer")
 this route beat the board's features every time, so ``predict``, ``optimise`` and ``validate`` take it by
 default (``--zero-shot proxy``) whenever it applies:
 
@@ -13,7 +13,10 @@ default (``--zero-shot proxy``) whenever it applies:
   one of them (same ``device_id`` at the same thread count);
 * the target's board has a fingerprint, measured at the thread count asked for;
 * a trained device at that thread count shares at least
-  :data:`perfpredict.transfer.PROXY_MIN_SHARED` fingerprint entries with it.
+  :data:`perfpredict.transfer.PROXY_MIN_SHARED` fingerprint entries with it;
+* and that device matches the target's int8 dot-product support (VNNI, AMX int8, Arm's dot product:
+  :func:`perfpredict.transfer.zero_shot_proxies`), as the fingerprint's fp32 layers cannot carry that gap
+  (:func:`isa_note` says so when it rules every proxy out).
 
 Otherwise the board's features are used as they are (``--zero-shot board`` asks for that always). The routed
 predictor is an in-memory :class:`perfpredict.transfer.CalibratedPredictor` (method ``proxy_scale``, k = 0), the
@@ -71,22 +74,48 @@ def proxy_route(predictor: Any, device: DeviceSpec, threads: int | None = None) 
     """The proxy route for ``device`` at ``threads`` (see the module docstring), or None where it does not apply:
     the predictor records no training devices (or is already adapted), trained on this device, or no trained
     device at this thread count shares enough of the board's fingerprint; or the board has none, or was
-    measured at another thread count."""
-    from perfpredict.features import threads_of
-    from perfpredict.transfer import nearest_proxy, training_devices_at
+    measured at another thread count; or no such device matches its int8 dot-product support."""
+    from perfpredict.transfer import nearest_proxy, zero_shot_proxies
 
-    if not device.fingerprint:
-        return None
-    t = threads_of(device, threads)
-    if device.threads_used and t != device.threads_used:  # the fingerprint was measured at another count
-        return None
-    if trained_on(predictor, device, t):
-        return None
-    near = nearest_proxy(device, training_devices_at(predictor, t))
+    candidates = _candidates(predictor, device, threads)
+    near = nearest_proxy(device, zero_shot_proxies(device, candidates)) if candidates else None
     if near is None:
         return None
     proxy, ratio, shared = near
     return ProxyRoute(device, proxy, ratio, shared)
+
+
+def _candidates(predictor: Any, device: DeviceSpec, threads: int | None) -> list[DeviceSpec]:
+    """The trained devices the proxy route for ``device`` could take before the int8 rule (empty where it cannot
+    apply at all)."""
+    from perfpredict.features import threads_of
+    from perfpredict.transfer import training_devices_at
+
+    if not device.fingerprint:
+        return []
+    t = threads_of(device, threads)
+    if device.threads_used and t != device.threads_used:  # the fingerprint was measured at another count
+        return []
+    if trained_on(predictor, device, t):
+        return []
+    return list(training_devices_at(predictor, t))
+
+
+def isa_note(predictor: Any, device: DeviceSpec, threads: int | None = None) -> str | None:
+    """A note when the proxy route would apply but for the int8 rule (:func:`perfpredict.transfer.zero_shot_proxies`):
+    no trained device matches the target's int8 dot-product support, so the board's features answer."""
+    from perfpredict.transfer import int8_dot_product, nearest_proxy, zero_shot_proxies
+
+    candidates = _candidates(predictor, device, threads)
+    if not candidates or nearest_proxy(device, candidates) is None:
+        return None
+    if nearest_proxy(device, zero_shot_proxies(device, candidates)) is not None:
+        return None
+    has = "has" if int8_dot_product(device) else "lacks"
+    return (f"device '{device.name}' {has} int8 dot-product instructions (VNNI, AMX int8 or Arm's dot product) "
+            "unlike every device the predictor trained on: predicting from the board's features, as the "
+            "fingerprint (fp32 layers) cannot tell how its int8 kernels compare; `perfpredict transfer -k 10` "
+            "adapts it with measurements")
 
 
 def thread_range_note(predictor: Any, device: DeviceSpec, threads: int | None = None) -> str | None:
@@ -129,5 +158,5 @@ def route_predictor(predictor: Any, device: DeviceSpec, threads: int | None = No
     return (predictor, None) if route is None else (via_proxy(predictor, route), route)
 
 
-__all__ = ["ROUTES", "ProxyRoute", "proxy_route", "route_predictor", "thread_range_note", "trained_on",
-           "via_proxy"]
+__all__ = ["ROUTES", "ProxyRoute", "isa_note", "proxy_route", "route_predictor", "thread_range_note",
+           "trained_on", "via_proxy"]

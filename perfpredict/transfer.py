@@ -566,6 +566,27 @@ def fingerprint_ratio(target: DeviceSpec, source: DeviceSpec) -> tuple[float, in
 PROXY_MIN_SHARED = 3
 """Fingerprint entries a proxy device must share with the target for the zero-shot proxy scaling."""
 
+INT8_DOT_PRODUCT = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+"""ISA features (``isa_features``, cpuinfo's names) that give a CPU int8 dot-product instructions: the int8 kernels
+of fbgemm and oneDNN run several times faster with them than on the plain AVX2 / NEON sequences."""
+
+
+def int8_dot_product(device: DeviceSpec) -> bool | None:
+    """Whether ``device``'s CPU has int8 dot-product instructions (:data:`INT8_DOT_PRODUCT`); None when its board
+    lists no ISA features (a GPU, a hand-written board)."""
+    if not device.isa_features:
+        return None
+    return bool(INT8_DOT_PRODUCT & set(device.isa_features))
+
+
+def zero_shot_proxies(target: DeviceSpec, devices: Sequence[DeviceSpec]) -> list[DeviceSpec]:
+    """The ``devices`` a zero-shot prediction for ``target`` may go through: those that match its
+    :func:`int8_dot_product` support (or either board does not say). The fingerprint times fp32 layers only, so its
+    ratio scales int8 and fp32 work alike: through a VNNI proxy, an AVX2-only CPU's int8 plans came out 0.89x of
+    their measured time and its fp32 plans 1.17x (README, "Transfer": the Zen 3 host)."""
+    want = int8_dot_product(target)
+    return [d for d in devices if want is None or int8_dot_product(d) in (None, want)]
+
 
 def nearest_proxy(target: DeviceSpec, proxies: Sequence[DeviceSpec]) -> tuple[DeviceSpec, float, int] | None:
     """The proxy whose fingerprint correlates best with ``target``'s (:func:`fingerprint_similarity`, on at least
@@ -1699,7 +1720,8 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
     ``proxies`` (mixture candidates), or - ``board_fit``, with 4 or more shots - has the board's device
     features fine-tuned (:func:`fit_board`). With k = 0 it predicts at the :func:`nearest_proxy` scaled by the
     :func:`fingerprint_ratio` when a proxy's fingerprint qualifies (method ``proxy_scale``; the proxies given, else
-    the devices the source records it was trained on), else it is used as is on the target board.
+    the devices the source records it was trained on, either kept to :func:`zero_shot_proxies`), else it is used
+    as is on the target board.
     """
     if k < 0:
         raise TransferError(f"-k must be >= 0, got {k}")
@@ -1742,7 +1764,8 @@ def adapt_predictor(source_path: str | Path, device: DeviceSpec, measurements: S
     else:
         base = [{"type": "board", "board": device.to_dict()}]
         # zero-shot candidates: the proxies given, else the devices the source was trained on (when it records them)
-        near = nearest_proxy(device, list(proxies) or training_devices_at(source, device.threads_used)) if not used else None
+        near = nearest_proxy(device, zero_shot_proxies(device, list(proxies) or training_devices_at(
+            source, device.threads_used))) if not used else None
         if near is not None:
             # zero-shot through a device the source predicts well: its prediction there, scaled by how much slower
             # the target runs the fingerprint's reference workloads

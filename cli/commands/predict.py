@@ -35,12 +35,13 @@ def _predict(args: argparse.Namespace) -> int:
     from perfpredict.models import load_model
     from perfpredict.plan import Plan, default_plan, validate_plan
     from perfpredict.primitives.quantized import depthwise_fallback_nodes
-    from perfpredict.proxy_route import route_predictor, thread_range_note
+    from perfpredict.proxy_route import isa_note, route_predictor, thread_range_note
 
     device = resolve_device(args.device_features, args.threads)
     source = load_predictor(args.predictor)
     predictor, route = route_predictor(source, device, args.threads, args.zero_shot)
-    notes = [n for n in (thread_range_note(source, device, args.threads),) if n]
+    notes = [n for n in (thread_range_note(source, device, args.threads),
+                         isa_note(source, device, args.threads) if args.zero_shot == "proxy" else None) if n]
     graph, _ = load_model(args.model, resolution=args.resolution)
     plans, names = [], []
     for path in args.plan:

@@ -12,7 +12,7 @@ from cli.main import main
 from perfpredict.devices import load_device
 from perfpredict.errors import PerfPredictError
 from perfpredict.nasbench201 import arch_string, nb201_graph
-from perfpredict.proxy_route import proxy_route, route_predictor, thread_range_note, trained_on
+from perfpredict.proxy_route import isa_note, proxy_route, route_predictor, thread_range_note, trained_on
 from perfpredict.transfer import CalibratedPredictor
 from tests.perfpredict.test_transfer import _RooflinePredictor
 
@@ -67,6 +67,21 @@ def test_the_route_applies_only_where_it_means_something():
     assert proxy_route(src, sparse) is None
 
 
+def test_the_route_keeps_to_proxies_of_the_targets_int8_dot_product_support():
+    """The fingerprint times fp32 layers: a target without VNNI is not scaled from a VNNI proxy, and says so."""
+    vnni, plain = _device("vnni", "cpu A", isa_features=["avx2", "avx512_vnni"]), _device("plain", "cpu B")
+    target = _device("new", "cpu C", slower=2.0, isa_features=["avx2", "fma"])
+    assert proxy_route(_source(vnni), target) is None
+    note = isa_note(_source(vnni), target)
+    assert "lacks int8 dot-product instructions" in note and "board's features" in note
+    # a proxy whose board does not list its ISA is allowed; a matching one is taken
+    assert proxy_route(_source(vnni, plain), target).proxy is plain and isa_note(_source(vnni, plain), target) is None
+    match = _device("avx2", "cpu D", slower=0.5, isa_features=["avx2"])
+    assert proxy_route(_source(vnni, match), target).proxy is match
+    # where no route could apply anyway (no fingerprint), no note
+    assert isa_note(_source(vnni), _device("new", "cpu C", fingerprint=False, isa_features=["avx2"])) is None
+
+
 def test_predict_takes_the_proxy_route_for_an_unseen_board(tmp_path, capsys):
     """End to end with the shipped checkpoint: a board copied from one of its training devices but for another
     CPU, with the fingerprint 2x slower, is predicted at the nearest trained device's prediction times the ratio;
@@ -100,6 +115,12 @@ def test_predict_takes_the_proxy_route_for_an_unseen_board(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["predictions"][0]["latency_ms"] == pytest.approx(own, rel=1e-6)
     assert main(args[:-2] + ["--device-features", str(tmp_path / "board.json")]) == 0
     assert "note: device 'unseen-board'" in capsys.readouterr().out
+    # the same board without int8 dot-product instructions: the board's features, with a note
+    plain = load_device({**board.to_dict(), "isa_features": ["avx", "avx2", "fma"]})
+    plain.save(tmp_path / "avx2.json")
+    assert main(args + [str(tmp_path / "avx2.json")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["zero_shot"] == {"route": "board"} and any("lacks int8 dot-product" in n for n in out["notes"])
 
 
 def test_optimise_searches_through_the_proxy_on_an_unseen_board(tmp_path, capsys):

@@ -440,6 +440,25 @@ def test_zero_shot_through_a_proxy_scales_by_the_fingerprint_ratio(tmp_path, mon
     src.training_devices = lambda: [unrelated, proxy]
     res = adapt_predictor("unused", target, ms, 0, tmp_path / "c")
     assert res.method == "proxy_scale" and res.zero_shot["proxy"] == "proxy"
+    # a target without int8 dot-product instructions never goes through a proxy with them (k = 0)
+    avx2 = load_device({**target.to_dict(), "isa_features": ["avx2", "fma"]})
+    vnni = load_device({**proxy.to_dict(), "isa_features": ["avx2", "avx512_vnni"]})
+    assert adapt_predictor("unused", avx2, ms, 0, tmp_path / "d", proxies=[vnni]).method == "none"
+    assert adapt_predictor("unused", avx2, ms, 0, tmp_path / "e", proxies=[vnni, proxy]).method == "proxy_scale"
+
+
+def test_zero_shot_proxies_match_the_targets_int8_dot_product_support():
+    from perfpredict.transfer import int8_dot_product, zero_shot_proxies
+
+    def cpu(name, isa):
+        return load_device({"schema_version": 1, "name": name, "kind": "cpu", "cores": 2, "isa_features": isa})
+
+    zen3, zen4, amx = cpu("zen3", ["avx2", "fma"]), cpu("zen4", ["avx512f", "avx512_vnni"]), cpu("spr", ["amx_int8"])
+    arm, bare = cpu("a76", ["neon", "asimddp"]), cpu("hand-written", [])
+    assert [int8_dot_product(d) for d in (zen3, zen4, amx, arm, bare)] == [False, True, True, True, None]
+    assert zero_shot_proxies(zen3, [zen4, amx, arm, bare, zen3]) == [bare, zen3]
+    assert zero_shot_proxies(zen4, [zen3, amx, arm, bare]) == [amx, arm, bare]
+    assert zero_shot_proxies(bare, [zen3, zen4]) == [zen3, zen4]  # a board that does not say: every device
 
 
 def test_split_scale_fits_one_scale_per_part_and_shrinks_an_unseen_part():
