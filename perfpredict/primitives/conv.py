@@ -192,11 +192,12 @@ def _build_onednn(node: Node, weights: Mapping[str, np.ndarray], ctx: BuildConte
 
 def _ws_onednn(node: Node, precision: str, layout: str) -> int:
     # measured with torch's allocator: every call reorders the plain weights into oneDNN's blocked layout. In
-    # NHWC that and a small scratchpad are all. From NCHW oneDNN works in 16-channel blocks: it reorders the input
-    # into them (dense convolutions with fewer than 16 input channels read it as it is) and the weights into
+    # NHWC that and a small scratchpad are all. From NCHW oneDNN works in blocks of ONEDNN_BLOCK channels (16 with
+    # AVX-512, 8 with AVX2): it reorders the input into them (dense convolutions with fewer input channels than a
+    # block read it as it is) and the weights into
     # blocks, computes into a blocked output, frees the blocked input and copies the output back into the plain
     # one. Beside the plain output the call so holds the larger of (blocked input + weights + blocked output)
-    # and (blocked output + plain output) less the plain output: with channel counts that are multiples of 16,
+    # and (blocked output + plain output) less the plain output: with channel counts that fill whole blocks,
     # max(weights + blocked input, blocked output); with the odd counts pruning leaves, more (exact to a few
     # hundred bytes for dense and depthwise convolutions; grouped ones with a channel multiplier are rougher)
     geo = ConvGeometry.of(node)
@@ -205,10 +206,11 @@ def _ws_onednn(node: Node, precision: str, layout: str) -> int:
     cin_group = geo.in_channels // geo.groups
     if layout == "NHWC":
         return geo.out_channels * cin_group * kh * kw * _F32 + _onednn_scratch(geo) + _prepad_bytes(node, geo)
-    padded_in = _blocks16(cin_group) if geo.groups == 1 and cin_group >= 16 else cin_group
-    weights = _blocks16(geo.out_channels) * padded_in * kh * kw * _F32
-    blocked_input = n * _blocks16(c) * h * w * _F32 if c >= 16 or geo.groups > 1 else 0
-    blocked_output = n * _blocks16(geo.out_channels) * oh * ow * _F32
+    b = ONEDNN_BLOCK
+    padded_in = _blocks(cin_group) if geo.groups == 1 and cin_group >= b else cin_group
+    weights = _blocks(geo.out_channels) * padded_in * kh * kw * _F32
+    blocked_input = n * _blocks(c) * h * w * _F32 if c >= b or geo.groups > 1 else 0
+    blocked_output = n * _blocks(geo.out_channels) * oh * ow * _F32
     plain_output = n * geo.out_channels * oh * ow * _F32
     held = max(blocked_input + weights + blocked_output, blocked_output + plain_output) - plain_output
     return held + _prepad_bytes(node, geo)
@@ -218,12 +220,19 @@ _ONEDNN_SCRATCH = 12 * 1024  # oneDNN's per-call scratchpad beside the reordered
 
 
 def _onednn_scratch(geo: ConvGeometry) -> int:
-    """oneDNN's per-call scratchpad in NHWC (packed weights or not): none for grouped convolutions."""
-    return 0 if geo.groups > 1 else _ONEDNN_SCRATCH
+    """oneDNN's per-call scratchpad in NHWC (packed weights or not): none for depthwise convolutions, nor for other
+    grouped ones with AVX-512 (its AVX2 kernels take one for them)."""
+    depthwise = geo.groups > 1 and geo.groups == geo.in_channels
+    return 0 if depthwise or (geo.groups > 1 and ONEDNN_BLOCK == 16) else _ONEDNN_SCRATCH
 
 
-def _blocks16(channels: int) -> int:
-    return -(-channels // 16) * 16
+ONEDNN_BLOCK = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+"""Channels per block of oneDNN's blocked format on this CPU: 16 floats (nChw16c) with AVX-512, 8 (nChw8c) on an
+AVX2-only CPU. The workspace estimates take the machine at hand's; another device's differ by tens of KiB."""
+
+
+def _blocks(channels: int) -> int:
+    return -(-channels // ONEDNN_BLOCK) * ONEDNN_BLOCK
 
 
 # --------------------------------------------------------------------------------------------- conv.onednn_packed

@@ -493,11 +493,12 @@ def _ws_dnnl(node: Node, precision: str, layout: str) -> int:
     # the weights are reordered once at build (deployed weights); a call adds oneDNN's scratchpad only (pads,
     # asymmetric ones too, are oneDNN's own: no padded copy of the input). Its size, queried from oneDNN 3.2 at
     # 2 threads (4 KiB less at 1): 12 KiB for dense convolutions, 8 KiB depthwise, none for other grouped ones
-    # and for spatial kernels on at most 4 input channels (the stems), which oneDNN runs another way
+    # with AVX-512 (12 KiB with AVX2) and for spatial kernels on at most 4 input channels (the stems), which oneDNN
+    # runs another way
     geo = ConvGeometry.of(node)
     if geo.is_depthwise:
         return 8 * 1024 + 128
-    if geo.groups > 1 or (geo.in_channels <= 4 and geo.kernel != (1, 1)):
+    if geo.groups == 1 and geo.in_channels <= 4 and geo.kernel != (1, 1):
         return 0
     return _onednn_scratch(geo)
 
