@@ -1,0 +1,216 @@
+"""Where a predictor's leave-one-family-out latency error lies, from the predictions bench_predictor saved (a look
+at saved predictions: no training, no timing).
+
+Each held-out record's log error, log(predicted / measured), is split into three parts: its family's level (the
+median over the family's records), its model's level at its thread count (the median over the records of that
+``model@threads`` group once the family level is taken out: the plans of one model variant, timed in the same
+rounds) and the rest, what differs between the plans of one model. For each part taken out in turn the report
+gives the MAPE and the share within 10% that would be left, the mean size of the levels, the same by thread count
+and, with ``--data``, by plan kind (from the records' ``plan_kind``), and how far one model's levels at two thread
+counts agree. With runs of several seeds it also gives how far the seeds agree on the model levels (an error every
+seed makes lies in the data or the features, not in the training's chance, and averaging seeds cannot remove it)
+and the same anatomy for the seeds' ensemble (the geometric mean of their predictions, as summarise_seeds.py
+scores it).
+
+    .venv/bin/python benchmarks/error_anatomy.py benchmarks/results/bench_predictor_zen3_..._seed0_{a,b}.json \
+        [more seeds' files] [--data datasets/zen3.db] --out benchmarks/results/error_anatomy_zen3.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import write_results  # noqa: E402
+from benchmarks.summarise_seeds import load_predictions, load_runs  # noqa: E402
+from perfpredict.dataset import open_store  # noqa: E402
+
+
+def held_out_records(predictions: dict[str, dict]) -> dict[str, np.ndarray]:
+    """The family folds' held-out records of one seed: key, family, model, threads and log(predicted / measured)."""
+    cols = defaultdict(list)
+    for split, p in predictions.items():
+        if not split.startswith("family:"):
+            continue
+        for key, fam, group, pred, meas in zip(p["key"], p["family"], p["group"], p["latency_ms"],
+                                               p["measured_latency_ms"]):
+            if not (pred and meas and pred > 0 and meas > 0):
+                continue
+            model, _, threads = group.rpartition("@")
+            cols["key"].append(key)
+            cols["family"].append(fam)
+            cols["model"].append(model)
+            cols["threads"].append(int(threads))
+            cols["log_ratio"].append(float(np.log(pred / meas)))
+    return {k: np.array(v) for k, v in cols.items()}
+
+
+def _errors(log_ratio: np.ndarray) -> dict:
+    err = np.abs(np.expm1(log_ratio))
+    return {"n": int(err.size), "mape": float(100 * err.mean()), "within_10": float(100 * (err <= 0.1).mean())}
+
+
+def _levels(labels: list, values: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The median of ``values`` per label, and each value's label median."""
+    by = defaultdict(list)
+    for lab, v in zip(labels, values):
+        by[lab].append(v)
+    med = {lab: float(np.median(v)) for lab, v in by.items()}
+    return med, np.array([med[lab] for lab in labels])
+
+
+def model_levels(rec: dict[str, np.ndarray]) -> dict[tuple[str, int], float]:
+    """Each (model, threads) group's level: its median log error once its family's level is taken out."""
+    r = rec["log_ratio"]
+    return _levels(list(zip(rec["model"], rec["threads"])), r - _levels(list(rec["family"]), r)[1])[0]
+
+
+def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None) -> dict:
+    """The error of ``rec`` (:func:`held_out_records`) split into family level, model level and the rest."""
+    r = rec["log_ratio"]
+    fam, f = _levels(list(rec["family"]), r)
+    groups = list(zip(rec["model"], rec["threads"]))
+    model = model_levels(rec)
+    g = np.array([model[k] for k in groups])
+    rest = r - f - g
+
+    def part(sel: np.ndarray) -> dict:
+        sel_groups = {grp for grp, s in zip(groups, sel) if s}
+        return {**_errors(r[sel]), "family_level_out": _errors((r - f)[sel]), "model_level_out": _errors(rest[sel]),
+                "mean_abs_model_level": float(100 * np.mean([abs(np.expm1(model[k])) for k in sel_groups]))}
+
+    out = {**part(np.ones(r.size, bool)),
+           "family_levels": {k: float(np.exp(v)) for k, v in sorted(fam.items())},
+           "mean_abs_family_level": float(100 * np.mean([abs(np.expm1(v)) for v in fam.values()])),
+           "by_threads": {str(t): part(rec["threads"] == t) for t in sorted(set(rec["threads"].tolist()))}}
+    per_model = defaultdict(dict)
+    for (m, t), v in model.items():
+        per_model[m][t] = v
+    pairs = [(d[a], d[b]) for d in per_model.values() for a, b in itertools.combinations(sorted(d), 2)]
+    if len(pairs) > 2:
+        a, b = np.array(pairs).T
+        out["threads_agreement"] = {"pairs": len(pairs), "corr": float(np.corrcoef(a, b)[0, 1]),
+                                    "mean_abs_difference": float(100 * np.mean(np.abs(np.expm1(b - a))))}
+    if kinds:
+        labels = np.array([kinds.get(k, "?") for k in rec["key"]])
+        out["by_plan_kind"] = {k: {**part(labels == k), "median_ratio": float(np.exp(np.median(r[labels == k])))}
+                               for k in sorted(set(labels.tolist()))}
+    return out
+
+
+def seed_agreement(levels: list[dict[tuple[str, int], float]]) -> dict:
+    """How far seeds agree on each model's level: the correlation of every pair of seeds' model levels, and the
+    mean size of one seed's levels against that of the seeds' mean level (what averaging the seeds leaves)."""
+    common = sorted(set(levels[0]).intersection(*levels[1:]))
+    mat = np.array([[lv[k] for k in common] for lv in levels])
+    corrs = [float(np.corrcoef(mat[i], mat[j])[0, 1]) for i, j in itertools.combinations(range(len(levels)), 2)]
+    return {"groups": len(common), "pairwise_corr": corrs, "mean_corr": float(np.mean(corrs)),
+            "mean_abs_level_one_seed": float(100 * np.mean(np.abs(np.expm1(mat)))),
+            "mean_abs_level_of_mean": float(100 * np.mean(np.abs(np.expm1(mat.mean(axis=0)))))}
+
+
+def ensemble_records(recs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The records every seed predicted, with the geometric mean of the seeds' predictions."""
+    index = [{k: i for i, k in enumerate(r["key"])} for r in recs]
+    keys = [k for k in recs[0]["key"] if all(k in ix for ix in index[1:])]
+    first = recs[0]
+    sel = np.array([index[0][k] for k in keys], int)
+    out = {name: first[name][sel] for name in ("key", "family", "model", "threads")}
+    out["log_ratio"] = np.mean([r["log_ratio"][[ix[k] for k in keys]] for r, ix in zip(recs, index)], axis=0)
+    return out
+
+
+def store_facts(path: str) -> tuple[dict[str, str], dict | None]:
+    """Record key -> plan kind of a store's model records, and its model re-checks' noise floor
+    (:meth:`~perfpredict.dataset.Store.noise`, beacon-normalised where the re-checks were timed beside the beacon)."""
+    with open_store(path, create=False) as store:
+        kinds = {r.key: r.extra().get("plan_kind", "?") for r in store.iter_records(kind="model")}
+        noise = store.noise("model")
+    return kinds, (noise.get("beacon") or noise) if noise else None
+
+
+def _row(name: str, a: dict) -> str:
+    t = a["by_threads"]
+    agree = a.get("threads_agreement", {}).get("corr")
+    return (f"| {name} | {a['mape']:.2f}% ({a['within_10']:.1f}%) | {a['family_level_out']['mape']:.2f}% "
+            f"({a['family_level_out']['within_10']:.1f}%) | {a['model_level_out']['mape']:.2f}% "
+            f"({a['model_level_out']['within_10']:.1f}%) | {a['mean_abs_family_level']:.2f}% | "
+            f"{a['mean_abs_model_level']:.2f}% | " + " / ".join(f"{v['mape']:.2f}" for v in t.values())
+            + f" | {'n/a' if agree is None else f'{agree:.2f}'} |")
+
+
+def markdown(result: dict) -> str:
+    threads = " / ".join(next(iter(result["seeds"].values()))["by_threads"])
+    lines = ["Latency error of the held-out records, leave one family out, taken apart (MAPE, share within 10% in "
+             "brackets); levels are medians of log(predicted / measured)", "",
+             "| seeds | as predicted | family level out | model level out too | mean size of family levels | "
+             f"mean size of model levels | MAPE at {threads} threads | model levels' corr across threads |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [_row(f"seed {s}", a) for s, a in result["seeds"].items()]
+    if "ensemble" in result:
+        lines.append(_row("ensemble", result["ensemble"]))
+    noise = result.get("noise_floor")
+    if noise and noise.get("n"):
+        lines += ["", f"Noise floor of the store ({noise['n']} re-checked model records): a predictor of the true "
+                  f"latencies would score about {100 * noise['truth_mape']:.2f}% ({100 * noise['truth_within_10pct']:.1f}% "
+                  "within 10%)."]
+    agree = result.get("seed_agreement")
+    if agree:
+        lines += ["", f"Seeds' agreement on the {agree['groups']} model levels (family level out): correlation "
+                  f"{agree['mean_corr']:.2f} (pairs {', '.join(f'{c:.2f}' for c in agree['pairwise_corr'])}); mean "
+                  f"|model level| {agree['mean_abs_level_one_seed']:.2f}% for one seed, "
+                  f"{agree['mean_abs_level_of_mean']:.2f}% for the seeds' mean."]
+    best = result.get("ensemble") or next(iter(result["seeds"].values()))
+    if "by_plan_kind" in best:
+        lines += ["", f"By plan kind ({'ensemble' if 'ensemble' in result else 'first seed'}):", "",
+                  "| plan kind | records | MAPE (within 10%) | median ratio | MAPE, model level out |",
+                  "|---|---:|---|---|---|"]
+        lines += [f"| {k} | {v['n']} | {v['mape']:.2f}% ({v['within_10']:.1f}%) | {v['median_ratio']:.3f} | "
+                  f"{v['model_level_out']['mape']:.2f}% |" for k, v in best["by_plan_kind"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path,
+                    help="bench_predictor result JSON files written with --save-predictions (one or more per seed)")
+    ap.add_argument("--predictor", default="gnn", help="predictor kind to take apart (default gnn)")
+    ap.add_argument("--data", help="the runs' measurement store, for the plan kinds of the records")
+    ap.add_argument("--out", default="benchmarks/results/error_anatomy.json", help="result JSON (and .md beside it)")
+    args = ap.parse_args(argv)
+    for p in args.runs:
+        if not p.is_file():
+            print(f"error_anatomy: no such result file: {p}", file=sys.stderr)
+            return 2
+    if args.data and not Path(args.data).is_file():
+        print(f"error_anatomy: no such store: {args.data}", file=sys.stderr)
+        return 2
+    runs = load_runs(args.runs)
+    predictions = load_predictions(args.runs, runs, args.predictor)
+    recs = [held_out_records(p) for p in predictions]
+    if not all(r.get("key") is not None and len(r["key"]) for r in recs):
+        print(f"error_anatomy: a seed has no family fold predicted by {args.predictor!r}; give runs of "
+              "family:* splits written with --save-predictions", file=sys.stderr)
+        return 1
+    kinds, noise = store_facts(args.data) if args.data else (None, None)
+    seeds = [run["meta"]["seed"] for run in runs]
+    result = {"predictor": args.predictor, "data_hash": runs[0]["meta"]["data_hash"],
+              "runs": [c for run in runs for c in run["meta"]["commands"]],
+              "seeds": {str(s): anatomy(r, kinds) for s, r in zip(seeds, recs)}, "noise_floor": noise}
+    if len(recs) > 1:
+        result["seed_agreement"] = seed_agreement([model_levels(r) for r in recs])
+        result["ensemble"] = anatomy(ensemble_records(recs), kinds)
+    write_results(args.out, result, markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+import json
+import math
+
+import pytest
+
+from benchmarks.error_anatomy import main
+
+FAMILY_LEVEL = {"resnet": 0.10, "vgg": -0.05}
+# per (model, threads): the model's own level once its family's is out (each family's levels have median 0)
+MODEL_LEVEL = {("resnet-a", 1): 0.04, ("resnet-a", 2): -0.04, ("resnet-b", 1): -0.04, ("resnet-b", 2): 0.04,
+               ("vgg-a", 1): 0.02, ("vgg-a", 2): 0.02, ("vgg-b", 1): -0.02, ("vgg-b", 2): -0.02}
+PLAN_REST = (-0.03, -0.01, 0.01, 0.03)  # what differs between one model's plans (median 0)
+
+
+def _write_run(tmp_path, seed, scale=1.0, folds=("family:resnet", "family:vgg")):
+    """A bench_predictor result file with saved predictions whose log errors are the levels above (times
+    ``scale`` for the model levels)."""
+    preds = {}
+    for split in folds:
+        fam = split.split(":")[1]
+        p = {k: [] for k in ("key", "family", "group", "latency_ms", "peak_mem_bytes", "measured_latency_ms",
+                             "measured_peak_mem_bytes")}
+        for (model, threads), level in MODEL_LEVEL.items():
+            if not model.startswith(fam):
+                continue
+            for i, rest in enumerate(PLAN_REST):
+                measured = 10.0 + i
+                p["key"].append(f"{model}-{threads}-{i}")
+                p["family"].append(fam)
+                p["group"].append(f"{model}@{threads}")
+                p["latency_ms"].append(measured * math.exp(FAMILY_LEVEL[fam] + scale * level + rest))
+                p["measured_latency_ms"].append(measured)
+                p["peak_mem_bytes"].append(1e6)
+                p["measured_peak_mem_bytes"].append(1e6)
+        preds[split] = {"gnn": p}
+    out = tmp_path / f"run_seed{seed}.json"
+    out.with_name(out.name.replace(".json", ".predictions.json")).write_text(json.dumps(preds))
+    meta = {"seed": seed, "data_hash": "h", "latency_stat": "beacon", "command": f"bench seed {seed}",
+            "predictions": out.name.replace(".json", ".predictions.json")}
+    out.write_text(json.dumps({"meta": meta, "rows": [{"split": s, "predictor": "gnn"} for s in folds]}))
+    return out
+
+
+def _mape(logs):
+    return 100 * sum(abs(math.expm1(v)) for v in logs) / len(logs)
+
+
+def test_the_error_splits_into_family_model_and_plan_parts(tmp_path):
+    run = _write_run(tmp_path, 0)
+    out = tmp_path / "anatomy.json"
+    assert main([str(run), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    a = res["seeds"]["0"]
+    assert a["n"] == 32
+    assert a["family_levels"] == pytest.approx({f: math.exp(v) for f, v in FAMILY_LEVEL.items()})
+    # with the family's level and then the model's taken out, only the plans' differences are left
+    assert a["model_level_out"]["mape"] == pytest.approx(_mape(PLAN_REST))
+    assert a["family_level_out"]["mape"] == pytest.approx(
+        _mape([m + r for m in MODEL_LEVEL.values() for r in PLAN_REST]))
+    assert a["mean_abs_model_level"] == pytest.approx(_mape(list(MODEL_LEVEL.values())))
+    # resnet's models err opposite ways at 1 and 2 threads, vgg's the same way
+    assert a["threads_agreement"]["pairs"] == 4
+    assert -1.0 < a["threads_agreement"]["corr"] < 1.0
+    assert set(a["by_threads"]) == {"1", "2"} and a["by_threads"]["1"]["n"] == 16
+    assert "seed_agreement" not in res and "ensemble" not in res
+    assert "family level out" in out.with_suffix(".md").read_text()
+
+
+def test_seeds_that_share_the_model_levels_agree_and_their_ensemble_averages_them(tmp_path):
+    runs = [_write_run(tmp_path, 0, scale=1.0), _write_run(tmp_path, 1, scale=3.0)]
+    out = tmp_path / "anatomy.json"
+    assert main([*map(str, runs), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    agree = res["seed_agreement"]
+    assert agree["groups"] == 8 and agree["mean_corr"] == pytest.approx(1.0)
+    # the ensemble's log error is the members' mean: model levels at twice the first seed's
+    ens = res["ensemble"]
+    assert ens["mean_abs_model_level"] == pytest.approx(_mape([2 * v for v in MODEL_LEVEL.values()]))
+    assert ens["model_level_out"]["mape"] == pytest.approx(_mape(PLAN_REST))
+
+
+def test_plan_kinds_come_from_the_store(tmp_path):
+    from perfpredict.dataset import make_record, open_store
+    from perfpredict.devices import load_example_board
+    from perfpredict.measure import latency_stats
+
+    run = _write_run(tmp_path, 0, folds=("family:vgg",))
+    keys = json.loads(run.with_name("run_seed0.predictions.json").read_text())["family:vgg"]["gnn"]["key"]
+    db = tmp_path / "s.db"
+    dev = load_example_board("raspberry_pi_4")
+    records = [make_record(kind="model", device=dev, campaign="c", threads=1, stats=latency_stats([10.0] * 8),
+                           graph_id="g", model_name="vgg-a", family="vgg",
+                           plan_json={"schema_version": 1, "name": str(i), "choices": {}, "graph_id": "g"},
+                           extra={"plan_kind": "int8" if i % 2 else "default"}) for i in range(len(keys))]
+    with open_store(db) as store:
+        store.append_many(records)
+    # the saved predictions name the records by key: point them at the store's
+    saved = json.loads(run.with_name("run_seed0.predictions.json").read_text())
+    saved["family:vgg"]["gnn"]["key"] = [r.key for r in records]
+    run.with_name("run_seed0.predictions.json").write_text(json.dumps(saved))
+    out = tmp_path / "anatomy.json"
+    assert main([str(run), "--data", str(db), "--out", str(out)]) == 0
+    kinds = json.loads(out.read_text())["seeds"]["0"]["by_plan_kind"]
+    assert {k: v["n"] for k, v in kinds.items()} == {"default": 8, "int8": 8}
+
+
+def test_bad_input_is_named(tmp_path, capsys):
+    assert main([str(tmp_path / "none.json")]) == 2
+    assert "no such result file" in capsys.readouterr().err
+    run = _write_run(tmp_path, 0)
+    assert main([str(run), "--data", str(tmp_path / "none.db")]) == 2
+    assert "no such store" in capsys.readouterr().err
+    saved = json.loads(run.with_name("run_seed0.predictions.json").read_text())
+    run.with_name("run_seed0.predictions.json").write_text(json.dumps({"random:0.2:0": saved["family:vgg"]}))
+    assert main([str(run), "--out", str(tmp_path / "a.json")]) == 1
+    assert "no family fold" in capsys.readouterr().err
