@@ -127,13 +127,32 @@ def ensemble_records(recs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
     return out
 
 
-def store_facts(path: str) -> tuple[dict[str, str], dict | None]:
-    """Record key -> plan kind of a store's model records, and its model re-checks' noise floor
-    (:meth:`~perfpredict.dataset.Store.noise`, beacon-normalised where the re-checks were timed beside the beacon)."""
+def store_facts(path: str) -> tuple[dict[str, str], dict[str, float], dict | None]:
+    """Record key -> plan kind and key -> the relative 95% CI of the beacon timed beside it, of a store's model
+    records; and its model re-checks' noise floor (:meth:`~perfpredict.dataset.Store.noise`, beacon-normalised
+    where the re-checks were timed beside the beacon)."""
+    kinds, beacon_ci = {}, {}
     with open_store(path, create=False) as store:
-        kinds = {r.key: r.extra().get("plan_kind", "?") for r in store.iter_records(kind="model")}
+        for r in store.iter_records(kind="model"):
+            extra = r.extra()
+            kinds[r.key] = extra.get("plan_kind", "?")
+            ci = (extra.get("beacon") or {}).get("ci95_rel")
+            if ci is not None:
+                beacon_ci[r.key] = float(ci)
         noise = store.noise("model")
-    return kinds, (noise.get("beacon") or noise) if noise else None
+    return kinds, beacon_ci, (noise.get("beacon") or noise) if noise else None
+
+
+def beacon_spread(rec: dict[str, np.ndarray], beacon_ci: dict[str, float]) -> dict | None:
+    """The median over the held-out (model, threads) groups of their beacon's relative 95% CI: the plans of a group
+    share one beacon median, so its error enters all of them as one factor, part of the model level."""
+    per_group = {}
+    for key, model, threads in zip(rec["key"], rec["model"], rec["threads"]):
+        if key in beacon_ci:
+            per_group[(model, threads)] = beacon_ci[key]
+    if not per_group:
+        return None
+    return {"groups": len(per_group), "median_ci95_rel": float(100 * np.median(list(per_group.values())))}
 
 
 def _row(name: str, a: dict) -> str:
@@ -161,6 +180,11 @@ def markdown(result: dict) -> str:
         lines += ["", f"Noise floor of the store ({noise['n']} re-checked model records): a predictor of the true "
                   f"latencies would score about {100 * noise['truth_mape']:.2f}% ({100 * noise['truth_within_10pct']:.1f}% "
                   "within 10%)."]
+    beacon = result.get("beacon")
+    if beacon:
+        lines += ["", f"The beacon timed beside the plans of each of the {beacon['groups']} held-out (model, threads) "
+                  f"groups: its median's 95% CI is a median {beacon['median_ci95_rel']:.1f}% of it, an error all "
+                  "the group's plans share."]
     agree = result.get("seed_agreement")
     if agree:
         lines += ["", f"Seeds' agreement on the {agree['groups']} model levels (family level out): correlation "
@@ -200,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error_anatomy: a seed has no family fold predicted by {args.predictor!r}; give runs of "
               "family:* splits written with --save-predictions", file=sys.stderr)
         return 1
-    kinds, noise = store_facts(args.data) if args.data else (None, None)
+    kinds, beacon_ci, noise = store_facts(args.data) if args.data else (None, {}, None)
     seeds = [run["meta"]["seed"] for run in runs]
     result = {"predictor": args.predictor, "data_hash": runs[0]["meta"]["data_hash"],
               "runs": [c for run in runs for c in run["meta"]["commands"]],
-              "seeds": {str(s): anatomy(r, kinds) for s, r in zip(seeds, recs)}, "noise_floor": noise}
+              "seeds": {str(s): anatomy(r, kinds) for s, r in zip(seeds, recs)}, "noise_floor": noise,
+              "beacon": beacon_spread(recs[0], beacon_ci)}
     if len(recs) > 1:
         result["seed_agreement"] = seed_agreement([model_levels(r) for r in recs])
         result["ensemble"] = anatomy(ensemble_records(recs), kinds)

@@ -79,7 +79,7 @@ def test_seeds_that_share_the_model_levels_agree_and_their_ensemble_averages_the
     assert ens["model_level_out"]["mape"] == pytest.approx(_mape(PLAN_REST))
 
 
-def test_plan_kinds_come_from_the_store(tmp_path):
+def test_plan_kinds_and_beacon_errors_come_from_the_store(tmp_path):
     from perfpredict.dataset import make_record, open_store
     from perfpredict.devices import load_example_board
     from perfpredict.measure import latency_stats
@@ -91,7 +91,9 @@ def test_plan_kinds_come_from_the_store(tmp_path):
     records = [make_record(kind="model", device=dev, campaign="c", threads=1, stats=latency_stats([10.0] * 8),
                            graph_id="g", model_name="vgg-a", family="vgg",
                            plan_json={"schema_version": 1, "name": str(i), "choices": {}, "graph_id": "g"},
-                           extra={"plan_kind": "int8" if i % 2 else "default"}) for i in range(len(keys))]
+                           extra={"plan_kind": "int8" if i % 2 else "default",
+                                  "beacon": {"median_ms": 5.0, "ci95_rel": 0.02 if i < 8 else 0.04}})
+               for i in range(len(keys))]
     with open_store(db) as store:
         store.append_many(records)
     # the saved predictions name the records by key: point them at the store's
@@ -100,8 +102,11 @@ def test_plan_kinds_come_from_the_store(tmp_path):
     run.with_name("run_seed0.predictions.json").write_text(json.dumps(saved))
     out = tmp_path / "anatomy.json"
     assert main([str(run), "--data", str(db), "--out", str(out)]) == 0
-    kinds = json.loads(out.read_text())["seeds"]["0"]["by_plan_kind"]
+    res = json.loads(out.read_text())
+    kinds = res["seeds"]["0"]["by_plan_kind"]
     assert {k: v["n"] for k, v in kinds.items()} == {"default": 8, "int8": 8}
+    # the first eight records are vgg-a's two thread counts, the last eight vgg-b's
+    assert res["beacon"] == {"groups": 4, "median_ci95_rel": pytest.approx(3.0)}
 
 
 def test_bad_input_is_named(tmp_path, capsys):
