@@ -19,6 +19,7 @@ scores it).
 from __future__ import annotations
 
 import argparse
+import bisect
 import itertools
 import sys
 from collections import defaultdict
@@ -72,8 +73,24 @@ def model_levels(rec: dict[str, np.ndarray]) -> dict[tuple[str, int], float]:
     return _levels(list(zip(rec["model"], rec["threads"])), r - _levels(list(rec["family"]), r)[1])[0]
 
 
-def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None) -> dict:
-    """The error of ``rec`` (:func:`held_out_records`) split into family level, model level and the rest."""
+BEACON_CI_EDGES = (0.03, 0.06, 0.12)
+"""Bins of the beacon's relative 95% CI that the records are also taken apart by: a wide CI marks a group timed
+while the machine was noisy."""
+
+
+def _ci_labels() -> list[str]:
+    edges = (0.0, *BEACON_CI_EDGES)
+    return [f"{100 * lo:g}-{100 * hi:g}%" for lo, hi in zip(edges, edges[1:])] + [f">= {100 * edges[-1]:g}%"]
+
+
+def _ci_bin(ci: float | None) -> str:
+    return "no beacon" if ci is None else _ci_labels()[bisect.bisect_right(BEACON_CI_EDGES, ci)]
+
+
+def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
+            beacon_ci: dict[str, float] | None = None) -> dict:
+    """The error of ``rec`` (:func:`held_out_records`) split into family level, model level and the rest; by thread
+    count, and by plan kind and the beacon's CI where ``kinds`` and ``beacon_ci`` (record key -> each) are given."""
     r = rec["log_ratio"]
     fam, f = _levels(list(rec["family"]), r)
     groups = list(zip(rec["model"], rec["threads"]))
@@ -83,7 +100,8 @@ def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None) -> 
 
     def part(sel: np.ndarray) -> dict:
         sel_groups = {grp for grp, s in zip(groups, sel) if s}
-        return {**_errors(r[sel]), "family_level_out": _errors((r - f)[sel]), "model_level_out": _errors(rest[sel]),
+        return {**_errors(r[sel]), "groups": len(sel_groups), "family_level_out": _errors((r - f)[sel]),
+                "model_level_out": _errors(rest[sel]),
                 "mean_abs_model_level": float(100 * np.mean([abs(np.expm1(model[k])) for k in sel_groups]))}
 
     out = {**part(np.ones(r.size, bool)),
@@ -102,6 +120,9 @@ def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None) -> 
         labels = np.array([kinds.get(k, "?") for k in rec["key"]])
         out["by_plan_kind"] = {k: {**part(labels == k), "median_ratio": float(np.exp(np.median(r[labels == k])))}
                                for k in sorted(set(labels.tolist()))}
+    if beacon_ci:
+        bins = np.array([_ci_bin(beacon_ci.get(k)) for k in rec["key"]])
+        out["by_beacon_ci"] = {b: part(bins == b) for b in [*_ci_labels(), "no beacon"] if (bins == b).any()}
     return out
 
 
@@ -127,11 +148,11 @@ def ensemble_records(recs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
     return out
 
 
-def store_facts(path: str) -> tuple[dict[str, str], dict[str, float], dict | None]:
-    """Record key -> plan kind and key -> the relative 95% CI of the beacon timed beside it, of a store's model
-    records; and its model re-checks' noise floor (:meth:`~perfpredict.dataset.Store.noise`, beacon-normalised
-    where the re-checks were timed beside the beacon)."""
-    kinds, beacon_ci = {}, {}
+def store_facts(path: str, keys: set[str]) -> tuple[dict[str, str], dict[str, float], dict[str, dict]]:
+    """Of a store's model records: key -> plan kind, key -> the relative 95% CI of the beacon timed beside it; and
+    the noise floor (:meth:`~perfpredict.dataset.Store.noise`, beacon-normalised where the re-checks were timed
+    beside the beacon) of each campaign that the records ``keys`` come from and that has re-checks."""
+    kinds, beacon_ci, campaigns = {}, {}, set()
     with open_store(path, create=False) as store:
         for r in store.iter_records(kind="model"):
             extra = r.extra()
@@ -139,8 +160,10 @@ def store_facts(path: str) -> tuple[dict[str, str], dict[str, float], dict | Non
             ci = (extra.get("beacon") or {}).get("ci95_rel")
             if ci is not None:
                 beacon_ci[r.key] = float(ci)
-        noise = store.noise("model")
-    return kinds, beacon_ci, (noise.get("beacon") or noise) if noise else None
+            if r.key in keys:
+                campaigns.add(r.campaign)
+        noise = {c: store.noise("model", c) for c in sorted(campaigns)}
+    return kinds, beacon_ci, {c: n.get("beacon") or n for c, n in noise.items() if n}
 
 
 def beacon_spread(rec: dict[str, np.ndarray], beacon_ci: dict[str, float]) -> dict | None:
@@ -175,11 +198,11 @@ def markdown(result: dict) -> str:
     lines += [_row(f"seed {s}", a) for s, a in result["seeds"].items()]
     if "ensemble" in result:
         lines.append(_row("ensemble", result["ensemble"]))
-    noise = result.get("noise_floor")
-    if noise and noise.get("n"):
-        lines += ["", f"Noise floor of the store ({noise['n']} re-checked model records): a predictor of the true "
-                  f"latencies would score about {100 * noise['truth_mape']:.2f}% ({100 * noise['truth_within_10pct']:.1f}% "
-                  "within 10%)."]
+    for campaign, noise in (result.get("noise_floor") or {}).items():
+        if noise.get("n"):
+            lines += ["", f"Noise floor of campaign `{campaign}` ({noise['n']} re-checked model records): a predictor "
+                      f"of the true latencies would score about {100 * noise['truth_mape']:.2f}% "
+                      f"({100 * noise['truth_within_10pct']:.1f}% within 10%)."]
     beacon = result.get("beacon")
     if beacon:
         lines += ["", f"The beacon timed beside the plans of each of the {beacon['groups']} held-out (model, threads) "
@@ -192,8 +215,16 @@ def markdown(result: dict) -> str:
                   f"|model level| {agree['mean_abs_level_one_seed']:.2f}% for one seed, "
                   f"{agree['mean_abs_level_of_mean']:.2f}% for the seeds' mean."]
     best = result.get("ensemble") or next(iter(result["seeds"].values()))
+    which = "ensemble" if "ensemble" in result else "first seed"
+    if "by_beacon_ci" in best:
+        lines += ["", f"By the 95% CI of the beacon timed beside each group's plans ({which}):", "",
+                  "| beacon CI | groups | records | MAPE (within 10%) | mean size of model levels | "
+                  "MAPE, model level out |", "|---|---:|---:|---|---|---|"]
+        lines += [f"| {k} | {v['groups']} | {v['n']} | {v['mape']:.2f}% ({v['within_10']:.1f}%) | "
+                  f"{v['mean_abs_model_level']:.2f}% | {v['model_level_out']['mape']:.2f}% |"
+                  for k, v in best["by_beacon_ci"].items()]
     if "by_plan_kind" in best:
-        lines += ["", f"By plan kind ({'ensemble' if 'ensemble' in result else 'first seed'}):", "",
+        lines += ["", f"By plan kind ({which}):", "",
                   "| plan kind | records | MAPE (within 10%) | median ratio | MAPE, model level out |",
                   "|---|---:|---|---|---|"]
         lines += [f"| {k} | {v['n']} | {v['mape']:.2f}% ({v['within_10']:.1f}%) | {v['median_ratio']:.3f} | "
@@ -224,15 +255,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error_anatomy: a seed has no family fold predicted by {args.predictor!r}; give runs of "
               "family:* splits written with --save-predictions", file=sys.stderr)
         return 1
-    kinds, beacon_ci, noise = store_facts(args.data) if args.data else (None, {}, None)
+    keys = {k for r in recs for k in r["key"]}
+    kinds, beacon_ci, noise = store_facts(args.data, keys) if args.data else (None, {}, {})
     seeds = [run["meta"]["seed"] for run in runs]
     result = {"predictor": args.predictor, "data_hash": runs[0]["meta"]["data_hash"],
               "runs": [c for run in runs for c in run["meta"]["commands"]],
-              "seeds": {str(s): anatomy(r, kinds) for s, r in zip(seeds, recs)}, "noise_floor": noise,
+              "seeds": {str(s): anatomy(r, kinds, beacon_ci) for s, r in zip(seeds, recs)}, "noise_floor": noise,
               "beacon": beacon_spread(recs[0], beacon_ci)}
     if len(recs) > 1:
         result["seed_agreement"] = seed_agreement([model_levels(r) for r in recs])
-        result["ensemble"] = anatomy(ensemble_records(recs), kinds)
+        result["ensemble"] = anatomy(ensemble_records(recs), kinds, beacon_ci)
     write_results(args.out, result, markdown(result))
     return 0
 

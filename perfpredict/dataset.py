@@ -437,6 +437,10 @@ CREATE TRIGGER IF NOT EXISTS devices_no_delete BEFORE DELETE ON devices
 _FILTERS = ("kind", "device", "campaign", "threads", "family", "model_name")
 
 
+_Recheck = tuple[str, float, str | None, float | None, float | None, float | None, str | None]
+"""A noise re-check as :meth:`Store._noise_rechecks` lists it."""
+
+
 class Store:
     """An open measurement store. Use open_store(); close() or a with-block when done."""
 
@@ -715,6 +719,8 @@ class Store:
             "last_timestamp": last,
             "noise": _noise_summary(rechecks, None),
             "noise_by_kind": {k: v for k in ("layer", "model") if (v := _noise_summary(rechecks, k)) is not None},
+            "noise_by_campaign": {camp: _noise_summary(rechecks, None, camp)
+                                  for camp in sorted({r[6] for r in rechecks if r[6] is not None})},
         }
 
     def beacon_references(self) -> dict[tuple[str, int], float]:
@@ -735,17 +741,19 @@ class Store:
                 times.setdefault((device_json, int(threads)), []).append(ms)
         return {k: float(median(v)) for k, v in times.items()}
 
-    def noise(self, kind: str | None = None) -> dict[str, Any] | None:
+    def noise(self, kind: str | None = None, campaign: str | None = None) -> dict[str, Any] | None:
         """Agreement of noise-recheck records with their originals (measure.noise_floor), or None if there are none;
-        ``kind`` ("layer" or "model") keeps the re-checks of that kind only. Where re-checks and their originals were
+        ``kind`` ("layer" or "model") keeps the re-checks of that kind only, ``campaign`` those whose originals are
+        of that campaign. Where re-checks and their originals were
         both timed beside the :mod:`perfpredict.beacon` workload, ``"beacon"`` holds the same figures for their
         beacon-normalised latencies (each median divided by its own beacon's)."""
-        return _noise_summary(self._noise_rechecks(), kind)
+        return _noise_summary(self._noise_rechecks(), kind, campaign)
 
-    def _noise_rechecks(self) -> list[tuple[str, float, str | None, float | None, float | None, float | None]]:
+    def _noise_rechecks(self) -> list[_Recheck]:
         """Every noise re-check as (kind, its median, its original's key, the original's median, its beacon's median,
-        the original's beacon's median): the key is None when the re-check names none, the original's median None
-        when that record is not in the store, a beacon's None when that record was not timed beside one."""
+        the original's beacon's median, the original's campaign): the key is None when the re-check names none, the
+        original's median and campaign None when that record is not in the store, a beacon's None when that record
+        was not timed beside one."""
         from perfpredict.beacon import beacon_ms
 
         rows = self._conn.execute(
@@ -756,25 +764,27 @@ class Store:
         for kind, extra, med in rows:
             ex = json.loads(extra)
             found.append((kind, med, ex.get("original_key") or None, beacon_ms(ex)))
-        originals: dict[str, tuple[float, float | None]] = {}
+        originals: dict[str, tuple[float, float | None, str]] = {}
         keys = list({orig for _, _, orig, _ in found if orig})
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            q = f"SELECT key, median_ms, extra_json FROM records WHERE key IN ({', '.join('?' * len(chunk))})"
-            originals.update((k, (m, beacon_ms(json.loads(e)))) for k, m, e in self._conn.execute(q, chunk))
+            q = (f"SELECT key, median_ms, extra_json, campaign FROM records "
+                 f"WHERE key IN ({', '.join('?' * len(chunk))})")
+            originals.update((k, (m, beacon_ms(json.loads(e)), camp)) for k, m, e, camp in self._conn.execute(q, chunk))
         out = []
         for kind, med, orig, beacon in found:
-            o_med, o_beacon = originals.get(orig, (None, None)) if orig else (None, None)
-            out.append((kind, med, orig, o_med, beacon, o_beacon))
+            o_med, o_beacon, o_camp = originals.get(orig, (None, None, None)) if orig else (None, None, None)
+            out.append((kind, med, orig, o_med, beacon, o_beacon, o_camp))
         return out
 
 
-def _noise_summary(rechecks: Sequence[tuple[str, float, str | None, float | None, float | None, float | None]],
-                   kind: str | None) -> dict[str, Any] | None:
-    """:meth:`Store.noise` of the re-checks ``rechecks`` (:meth:`Store._noise_rechecks`) of ``kind`` (None: all)."""
+def _noise_summary(rechecks: Sequence[_Recheck],
+                   kind: str | None, campaign: str | None = None) -> dict[str, Any] | None:
+    """:meth:`Store.noise` of the re-checks ``rechecks`` (:meth:`Store._noise_rechecks`) of ``kind`` (None: all)
+    whose originals are of ``campaign`` (None: any)."""
     if kind not in (None, "layer", "model"):
         raise DatasetError(f"noise: kind must be 'layer', 'model' or None, got {kind!r}")
-    chosen = [r[1:] for r in rechecks if kind is None or r[0] == kind]
+    chosen = [r[1:6] for r in rechecks if (kind is None or r[0] == kind) and (campaign is None or r[6] == campaign)]
     if not chosen:
         return None
     clean = lambda d: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}  # noqa: E731

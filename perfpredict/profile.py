@@ -1527,7 +1527,7 @@ def _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, prot
 
 def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence[str] = ("layer", "model"),
               protocol: Protocol | None = None, repeat: int = 0, campaigns: Sequence[str] | None = None,
-              progress: bool = True) -> CampaignReport:
+              progress: bool = True, time_cap_s: float | None = None) -> CampaignReport:
     """Re-measure a seeded random sample of ``sample`` stored records (not rechecks themselves; split evenly
     across ``kinds``) and store the results as noise-recheck records
     (:func:`perfpredict.dataset.noise_recheck_record`).
@@ -1538,7 +1538,8 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
     from their zoo spec and plan and timed interleaved with the other plans their campaign stored for the same
     model and thread count, and with the :mod:`perfpredict.beacon` workload when their campaign timed them beside
     it (the re-check then stores the beacon's time too). Both use the campaigns' seeded inputs and int8
-    calibration and ``protocol`` (default: the layer or model campaign default).
+    calibration and ``protocol`` (default: the layer or model campaign default), with ``time_cap_s`` as its time
+    cap per candidate where given (re-check a campaign run with another ``--time-cap-s`` by its own).
     ``repeat`` tells several rechecks of the same record apart; ``campaigns`` (default: all) limits the sample to
     records of those campaigns.
     """
@@ -1550,6 +1551,8 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
     t_start = time.perf_counter()
     if sample < 1:
         raise PerfPredictError(f"--sample must be at least 1, got {sample}")
+    if time_cap_s is not None and not time_cap_s > 0:
+        raise PerfPredictError(f"--time-cap-s must be a positive number of seconds, got {time_cap_s}")
     report = CampaignReport(NOISE_CAMPAIGN, "+".join(kinds), str(store.path), ())
     candidates = [r for k in kinds for r in store.iter_records(kind=k)
                   if r.campaign != NOISE_CAMPAIGN and r.median_ms is not None and "spec" in r.extra()
@@ -1596,6 +1599,8 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
             ex = orig.extra()
             graph = _record_graph(orig, graphs)
             proto = protocol or (Protocol() if orig.kind == "layer" else MODEL_PROTOCOL)
+            if time_cap_s is not None:
+                proto = replace(proto, time_cap_s=time_cap_s)
             try:
                 with torch_threads(orig.threads), torch.inference_mode():
                     if orig.kind == "layer":

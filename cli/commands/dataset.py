@@ -82,6 +82,12 @@ def _info(args: argparse.Namespace) -> int:
                       f"re-measured within 10%: {pct(b['within_10pct'])}, true-latency MAPE about "
                       f"{pct(b['truth_mape'])}, within 10%: {pct(b['truth_within_10pct'])}; the same re-checks "
                       f"raw: within 10%: {pct(b['raw']['within_10pct'])}, MAPE about {pct(b['raw']['truth_mape'])}")
+        by_campaign = info.get("noise_by_campaign", {})
+        for campaign, nc in by_campaign.items() if len(by_campaign) > 1 else ():
+            b = nc.get("beacon")
+            print(f"  re-checks of campaign {campaign} ({nc['n']}): true-latency MAPE about {pct(nc['truth_mape'])}"
+                  + (f"; beacon-normalised about {pct(b['truth_mape'])}, within 10%: {pct(b['truth_within_10pct'])}"
+                     if b else ""))
     else:
         print("noise floor: no re-measurements yet (run `perfpredict profile noise`)")
     return 0

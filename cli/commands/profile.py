@@ -131,6 +131,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     no.add_argument("--repeat", type=int, default=0, help="recheck number, to recheck the same records again")
     no.add_argument("--campaigns", type=_names, default=None,
                     help="comma-separated campaigns whose records are re-measured (default: every campaign)")
+    no.add_argument("--time-cap-s", type=float, default=None,
+                    help="seconds of timed repeats per candidate at most (default: the campaigns' default, 0.025 for "
+                         "layers and 0.2 for models); give the --time-cap-s the re-checked campaign ran with")
     add_progress_option(no)
     no.add_argument("--json", action="store_true", help="print the report as JSON")
     no.set_defaults(func=_noise)
@@ -262,7 +265,7 @@ def _noise(args: argparse.Namespace) -> int:
         raise PerfPredictError(f"--kinds: unknown kind(s) {', '.join(bad)}; accepted: layer, model")
     with _open(args.store, create=False) as store:
         rep = run_noise(store, sample=args.sample, seed=args.seed, kinds=args.kinds, repeat=args.repeat,
-                        campaigns=args.campaigns, progress=not args.no_progress)
+                        campaigns=args.campaigns, progress=not args.no_progress, time_cap_s=args.time_cap_s)
     _print_report(rep, args.json)
     if not args.json:
         sys.stdout.flush()

@@ -107,6 +107,9 @@ def test_plan_kinds_and_beacon_errors_come_from_the_store(tmp_path):
     assert {k: v["n"] for k, v in kinds.items()} == {"default": 8, "int8": 8}
     # the first eight records are vgg-a's two thread counts, the last eight vgg-b's
     assert res["beacon"] == {"groups": 4, "median_ci95_rel": pytest.approx(3.0)}
+    by_ci = res["seeds"]["0"]["by_beacon_ci"]
+    assert {k: (v["groups"], v["n"]) for k, v in by_ci.items()} == {"0-3%": (2, 8), "3-6%": (2, 8)}
+    assert "By the 95% CI of the beacon" in out.with_suffix(".md").read_text()
 
 
 def test_bad_input_is_named(tmp_path, capsys):

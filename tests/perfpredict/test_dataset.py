@@ -210,6 +210,8 @@ def test_info_counts_and_noise_floor(store):
     assert noise["orphans"] == 0 and 0 < noise["truth_mape"] < noise["median_rel_diff"] + 0.2
     assert info["noise_by_kind"]["layer"]["n"] == 4 and "model" not in info["noise_by_kind"]  # no model re-checked
     assert store.noise("model") is None and store.noise("layer")["within_10pct"] == 0.75
+    assert info["noise_by_campaign"] == {"c": noise}  # every re-checked original is of campaign c
+    assert store.noise("layer", "c") == store.noise("layer") and store.noise(campaign="elsewhere") is None
     with pytest.raises(DatasetError, match="kind must be 'layer', 'model' or None"):
         store.noise("models")
     json.dumps(info)  # serialisable for `dataset info --json`

@@ -192,8 +192,11 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path, monkeypatch):
         # a record timed in steady turns is re-checked in turns of the same shape, the others one call per turn
         turns = []
 
+        caps = []
+
         def spy(*args, **kwargs):
             turns.append((kwargs.get("block", 1), kwargs.get("block_warmup", 0)))
+            caps.append(kwargs.get("time_cap_s"))
             return measure_interleaved(*args, **kwargs)
 
         monkeypatch.setattr("perfpredict.profile.measure_interleaved", spy)
@@ -202,6 +205,12 @@ def test_model_campaign_memory_plans_and_noise(cache, tmp_path, monkeypatch):
         assert run_noise(store, sample=1, seed=0, kinds=("model",), campaigns=["plain"], protocol=TINY,
                          progress=False).stored == 1
         assert turns == [(3, 1), (1, 0)]
+        # a campaign timed with another time cap is re-checked with its own
+        assert run_noise(store, sample=1, seed=0, kinds=("model",), campaigns=["plain"], protocol=TINY, repeat=1,
+                         time_cap_s=0.07, progress=False).stored == 1
+        assert caps == [TINY.time_cap_s, TINY.time_cap_s, 0.07]
+        with pytest.raises(PerfPredictError, match="--time-cap-s must be a positive"):
+            run_noise(store, sample=1, kinds=("model",), time_cap_s=0.0, progress=False)
         with pytest.raises(MeasurementError, match="block >= 1"):
             Protocol(block=0)
 
