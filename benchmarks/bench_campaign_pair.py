@@ -4,6 +4,14 @@ campaign B's latency to campaign A's by plan kind, each record first divided by 
 (:mod:`perfpredict.beacon`), so that the machine's drift between the two campaigns cancels. It also names the
 machine(s) each campaign ran on: a ratio between campaigns of two machines compares the machines too.
 
+Where both campaigns ran on one machine they are two sessions of the same measurements, and their disagreement is a
+noise floor with far more pairs than a re-check sample: with the campaigns' overall ratio taken out,
+:func:`perfpredict.measure.noise_floor` of the pairs says how a predictor of the true latencies would score against
+one campaign, and halving the log ratios how it would score against the geometric mean of the two (the target of
+``--campaigns A+B``, :func:`perfpredict.samples.load_samples`). The spread of each (model, thread count) group's
+median log ratio against the spread within groups says how much of the disagreement a model's plans share, which
+no predictor can learn from one session.
+
     .venv/bin/python benchmarks/bench_campaign_pair.py --data datasets/xeon2.db --a models-beacon6-icl \\
         --b models-beacon6-block5 --out benchmarks/results/campaign_pair_xeon2_block5_vs_icl.json
 """
@@ -11,15 +19,19 @@ machine(s) each campaign ran on: a ratio between campaigns of two machines compa
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import write_results  # noqa: E402
 from perfpredict.beacon import beacon_ms  # noqa: E402
 from perfpredict.dataset import open_store  # noqa: E402
+from perfpredict.measure import noise_floor  # noqa: E402
 
 
 def _normalised(store, campaign: str) -> tuple[dict[tuple[str, int, str], tuple[float, str]], set[str]]:
@@ -33,6 +45,23 @@ def _normalised(store, campaign: str) -> tuple[dict[tuple[str, int, str], tuple[
         if b and r.median_ms:
             out[(r.model_name, r.threads, r.plan_json)] = (r.median_ms / b, extra.get("plan_kind", "?"))
     return out, devices
+
+
+def agreement(shared: list[tuple[str, int, str]], a: dict, b: dict) -> dict:
+    """How far two sessions of the same records agree (module docstring): the noise floor against one and against
+    their geometric mean, and the spread of the log ratios between and within (model, threads) groups."""
+    log_ratio = np.array([math.log(b[k][0] / a[k][0]) for k in shared])
+    centred = log_ratio - np.median(log_ratio)
+    one = noise_floor((1.0, math.exp(r)) for r in centred)
+    half = np.abs(np.expm1(centred / 2.0))
+    groups: dict[tuple[str, int], list[float]] = {}
+    for k, r in zip(shared, centred):
+        groups.setdefault(k[:2], []).append(float(r))
+    medians = np.array([np.median(v) for v in groups.values()])
+    within = np.concatenate([np.array(v) - np.median(v) for v in groups.values()])
+    return {"n": len(shared), "median_ratio": float(np.exp(np.median(log_ratio))), "one": one,
+            "mean_of_two": {"truth_mape": float(half.mean()), "truth_within_10pct": float((half <= 0.1).mean())},
+            "groups": len(groups), "sd_group_medians": float(medians.std()), "sd_within_groups": float(within.std())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,9 +87,19 @@ def main(argv: list[str] | None = None) -> int:
                        f"(A on {', '.join(sorted(dev_a))}; B on {', '.join(sorted(dev_b))})", "",
                        "| plan kind | records | median ratio |", "|---|---:|---:|"]
                       + [f"| {k} | {r['n']} | {r['median_ratio']:.3f} |" for k, r in rows.items()])
+    agree = agreement(shared, a, b)
+    table += "\n\n" + (
+        f"Agreement, the campaigns' median ratio ({agree['median_ratio']:.3f}) taken out: re-timed within 10% "
+        f"{100 * agree['one']['within_10pct']:.1f}%; a predictor of the true latencies would score about "
+        f"{100 * agree['one']['truth_mape']:.2f}% MAPE ({100 * agree['one']['truth_within_10pct']:.1f}% within 10%) "
+        f"against one campaign and {100 * agree['mean_of_two']['truth_mape']:.2f}% "
+        f"({100 * agree['mean_of_two']['truth_within_10pct']:.1f}%) against the geometric mean of the two. Spread "
+        f"(sd of log ratios) of the {agree['groups']} (model, threads) groups' medians "
+        f"{agree['sd_group_medians']:.3f}, within groups {agree['sd_within_groups']:.3f}: the part a model's plans share is what one session's level "
+        "error is made of.")
     write_results(args.out, {"data": args.data, "a": args.a, "b": args.b, "devices_a": sorted(dev_a),
                              "devices_b": sorted(dev_b), "shared": len(shared), "by_plan_kind": rows,
-                             "command": " ".join(sys.argv)}, table)
+                             "agreement": agree, "command": " ".join(sys.argv)}, table)
     return 0
 
 

@@ -8,7 +8,7 @@
 #   datasets/regenerate.sh amd     # datasets/amd.db   (the proxy's AMD EPYC host again, idle, every primitive: ~40 minutes)
 #   datasets/regenerate.sh zen5    # datasets/zen5.db  (a newer AMD EPYC host, CPU family 26; every primitive: ~60 minutes)
 #   datasets/regenerate.sh zen3    # datasets/zen3.db  (an AMD EPYC host with AVX2 only, CPU family 25 model 1; the
-#                                  # campaigns of the best leave-one-family-out configuration: ~60 minutes)
+#                                  # campaigns of the best leave-one-family-out configuration: ~90 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -210,6 +210,11 @@ elif [ "$NAME" = zen3 ]; then  # xeon2.db's campaigns behind its best leave-one-
       --campaign models-mixnet2 --max-minutes 36 --json > "$WORK/models-mixnet2.json"
   $PP profile noise --store "$S" --kinds model --campaigns models-beacon6 --sample 100 --seed 0 \
       --json > "$WORK/noise.json"
+  # 2026-12-06: models-beacon6's models and plans again with five times the time cap per candidate (1 s), so that
+  # the groups timed while the VM is noisy reach their CI target more often; re-checked with the same cap
+  beacon6_campaign models-beacon6-cap1 --time-cap-s 1.0
+  $PP profile noise --store "$S" --kinds model --campaigns models-beacon6-cap1 --sample 100 --seed 0 \
+      --time-cap-s 1.0 --json > "$WORK/noise-cap1.json"
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"

@@ -226,7 +226,11 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
     records without it are skipped) or ``"beacon"`` (a model record's median scaled to the store's typical machine
     speed by the :mod:`perfpredict.beacon` workload timed in the same rounds; model records timed without a beacon
     are skipped, layer records keep their median). ``campaigns`` (default: all) keeps the records of those
-    campaigns only. A store with no usable model record raises :class:`DatasetError`.
+    campaigns only; an entry ``A+B`` names campaigns that timed the same models and plans again (another session of
+    the same commands): their records of one model, plan, device and thread count become one sample, the first
+    named campaign's record, whose latency target is the geometric mean of theirs (each session's shared error,
+    which the beacon does not take out, then averages down). A store with no usable model record raises
+    :class:`DatasetError`.
 
     ``memory_method`` picks the peak-memory target (:mod:`perfpredict.runtime.measurement`): ``"allocator"``
     (a record's own allocator figure, or that of a ``memory-allocator`` re-measurement of it; records with
@@ -246,6 +250,11 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
         else Path(store_path)
     if not path.exists():
         raise DatasetError(f"{path}: no such measurement store")
+    repeats = [tuple(c.split("+")) for c in campaigns or () if "+" in c]
+    if any(not all(r) for r in repeats):
+        raise DatasetError(f"campaigns: an entry joined by '+' names a campaign on each side, got "
+                           f"{', '.join('+'.join(r) for r in repeats)}")
+    campaigns = None if campaigns is None else {name for c in campaigns for name in c.split("+")}
     skipped: Counter[str] = Counter()
     models: list[ModelSample] = []
     layers: list[LayerSample] = []
@@ -331,10 +340,37 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
                 continue
             digest.update(f"{rec.key}:{latency_stat}:{lat}:{mem};".encode())
             unstable += unstable_kept
+    for group in repeats:
+        models, merged = merge_repeats(models, group)
+        if merged:
+            skipped[f"timed again in {'+'.join(group)} (averaged into one sample)"] += merged
+        digest.update(f"repeats:{'+'.join(group)};".encode())
     if not models and "model" in kinds:
         raise DatasetError(f"{path}: no usable model records (skipped: {dict(skipped) or 'none'})")
     return SampleSet(models, layers, str(path), digest.hexdigest()[:16], dict(skipped), unstable, latency_stat,
                      memory_method)
+
+
+def merge_repeats(models: Sequence[ModelSample], campaigns: Sequence[str]) -> tuple[list[ModelSample], int]:
+    """``models`` with the samples of ``campaigns`` that share a model, plan, device and thread count made one: the
+    sample of the first campaign in ``campaigns`` order that has one, with the geometric mean of their latencies
+    (those that have one); and how many samples were folded into another."""
+    rank = {c: i for i, c in enumerate(campaigns)}
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(models):
+        if m.campaign in rank:
+            groups.setdefault((m.device.device_id, m.threads, m.model_name, m.plan.key), []).append(i)
+    drop: set[int] = set()
+    out = list(models)
+    for idx in groups.values():
+        if len(idx) < 2:
+            continue
+        idx.sort(key=lambda i: rank[models[i].campaign])
+        lats = [models[i].latency_ms for i in idx if models[i].latency_ms]
+        keep = idx[0]
+        out[keep] = replace(models[keep], latency_ms=float(np.exp(np.mean(np.log(lats)))) if lats else None)
+        drop.update(idx[1:])
+    return [m for i, m in enumerate(out) if i not in drop], len(drop)
 
 
 def _pick_steps(timed: Sequence[tuple[str, list]], device: DeviceSpec, plan: Plan) -> list | None:

@@ -1,4 +1,7 @@
 import json
+import math
+
+import pytest
 
 from benchmarks.bench_campaign_pair import main
 from perfpredict.beacon import BEACON_ID
@@ -30,3 +33,34 @@ def test_ratio_by_plan_kind_cancels_the_beacon(tmp_path, capsys):
     assert {k: v["median_ratio"] for k, v in res["by_plan_kind"].items()} == {"default": 1.0, "int8": 0.5}
     assert main(["--data", str(db), "--a", "a", "--b", "none", "--out", str(out)]) == 1
     assert "share no beaconed model record" in capsys.readouterr().err
+
+
+def test_agreement_of_two_sessions_splits_into_groups_and_halves_for_their_mean(tmp_path):
+    db = tmp_path / "s.db"
+
+    def rec(campaign, model, plan, ms):
+        r = _model(campaign, plan, ms, 5.0)
+        return make_record(kind="model", device=DEV, campaign=campaign, threads=1, stats=latency_stats([ms] * 8),
+                           graph_id=model, model_name=model, family="resnet", plan_json=json.loads(r.plan_json),
+                           extra=r.extra())
+
+    # session b: model m1's plans 10% slower together, m2's plans as in a; the whole session 2% slower
+    with open_store(db) as store:
+        store.append_many([rec("a", m, p, 10.0) for m in ("m1", "m2") for p in ("default", "int8")]
+                          + [rec("b", "m1", p, 10.0 * 1.02 * 1.1) for p in ("default", "int8")]
+                          + [rec("b", "m2", p, 10.0 * 1.02) for p in ("default", "int8")])
+    out = tmp_path / "pair.json"
+    assert main(["--data", str(db), "--a", "a", "--b", "b", "--out", str(out)]) == 0
+    agree = json.loads(out.read_text())["agreement"]
+    assert agree["n"] == 4 and agree["groups"] == 2
+    assert agree["median_ratio"] == pytest.approx(1.02 * 1.1 ** 0.5)
+    assert agree["sd_within_groups"] == pytest.approx(0.0, abs=1e-12)  # all of it shared by a model's plans
+    assert agree["sd_group_medians"] == pytest.approx(math.log(1.1) / 2)
+    # each log ratio is log(1.1) / 2 off the middle, half of them either way: one session misses the truth by that
+    # over sqrt(2), their mean by half of it
+
+    def mape(x):
+        return (math.expm1(x) - math.expm1(-x)) / 2
+
+    assert agree["one"]["truth_mape"] == pytest.approx(mape(math.log(1.1) / 2 / math.sqrt(2)))
+    assert agree["mean_of_two"]["truth_mape"] == pytest.approx(mape(math.log(1.1) / 4))

@@ -9,6 +9,7 @@ import pytest
 
 from perfpredict.beacon import BEACON_ID, Beacon, beacon_extra, beacon_ms, drift_problem, normalised_ms
 from perfpredict.dataset import make_record, noise_recheck_record, open_store
+from perfpredict.errors import DatasetError
 from perfpredict.devices import load_example_board
 from perfpredict.measure import latency_stats
 from perfpredict.samples import load_samples
@@ -95,3 +96,30 @@ def test_drift_problem_names_a_changed_machine_or_threading_and_passes_ordinary_
     assert msg is not None and "3.33x" in msg and "1 thread(s)" in msg
     assert "0.25x" in drift_problem({1: 3.0}, store)
     assert drift_problem({1: 40.0}, store, tolerance=4.0) is None
+
+
+def test_campaigns_that_timed_the_same_plans_again_average_into_one_sample(tmp_path):
+    source = synthetic_samples(plans_per_graph=2, variants=1)
+    path = write_synthetic_store(tmp_path / "s.db", source, extra_records=False)
+    with open_store(path) as store:
+        recs = list(store.iter_records(kind="model"))
+        # the first six plans timed again in a second session, 21% slower (beacon-normalised: the beacon ran alike)
+        store.append_many([make_record(kind="model", device=r.device(), campaign=camp, threads=r.threads,
+                                       stats=latency_stats([r.median_ms * f] * 8), graph_id=r.graph_id,
+                                       plan_json=json.loads(r.plan_json), model_name=r.model_name, family=r.family,
+                                       extra={**r.extra(), "beacon": beacon_extra(latency_stats([5.0] * 8))})
+                           for camp, f, chosen in (("first", 1.0, recs[:6]), ("again", 1.21, recs[:4]))
+                           for r in chosen])
+    one = load_samples(path, kinds=("model",), latency_stat="beacon", campaigns=["first"])
+    both = load_samples(path, kinds=("model",), latency_stat="beacon", campaigns=["first+again"])
+    assert len(one.models) == len(both.models) == 6  # the four timed twice are one sample each
+    assert both.skipped["timed again in first+again (averaged into one sample)"] == 4
+    assert {s.campaign for s in both.models} == {"first"} and both.data_hash != one.data_hash
+    base = {s.key: s.latency_ms for s in one.models}
+    ratios = sorted(s.latency_ms / base[s.key] for s in both.models)
+    assert ratios == pytest.approx([1.0, 1.0, 1.1, 1.1, 1.1, 1.1])  # the geometric mean of 1 and 1.21
+    # the order of the names says whose record stands for the pair
+    again = load_samples(path, kinds=("model",), latency_stat="beacon", campaigns=["again+first"])
+    assert sorted(s.campaign for s in again.models) == ["again"] * 4 + ["first"] * 2
+    with pytest.raises(DatasetError, match="names a campaign on each side"):
+        load_samples(path, kinds=("model",), campaigns=["first+"])
