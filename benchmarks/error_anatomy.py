@@ -6,8 +6,9 @@ median over the family's records), its model's level at its thread count (the me
 ``model@threads`` group once the family level is taken out: the plans of one model variant, timed in the same
 rounds) and the rest, what differs between the plans of one model. For each part taken out in turn the report
 gives the MAPE and the share within 10% that would be left, the mean size of the levels, the same by thread count
-and, with ``--data``, by plan kind (from the records' ``plan_kind``), and how far one model's levels at two thread
-counts agree. With runs of several seeds it also gives how far the seeds agree on the model levels (an error every
+and, with ``--data`` (the runs' store), by plan kind (the records' ``plan_kind``) and by the 95% CI of the beacon
+timed beside each group (a wide CI marks minutes in which the machine was noisy), with the noise floor of the
+records' campaigns; and how far one model's levels at two thread counts agree. With runs of several seeds it also gives how far the seeds agree on the model levels (an error every
 seed makes lies in the data or the features, not in the training's chance, and averaging seeds cannot remove it)
 and the same anatomy for the seeds' ensemble (the geometric mean of their predictions, as summarise_seeds.py
 scores it).
