@@ -286,7 +286,9 @@ def main(argv=None) -> int:
                     help="latency target: the records' median (default), their fastest repeat, or their median "
                          "normalised by the beacon timed beside them (perfpredict.beacon)")
     ap.add_argument("--campaigns", default=None,
-                    help="comma-separated campaigns whose records are used (default: every campaign)")
+                    help="comma-separated campaigns whose records are used (default: every campaign); A+B names "
+                         "campaigns that timed the same models and plans again: one sample per record they share, "
+                         "with the geometric mean of their latencies (perfpredict.samples.load_samples)")
     ap.add_argument("--memory-method", default="auto", choices=("auto", "allocator", "rss", "any"),
                     help="peak-memory target (see perfpredict.samples.load_samples; default auto)")
     ap.add_argument("--memory-noise-sample", type=int, default=40,

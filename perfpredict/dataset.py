@@ -744,9 +744,9 @@ class Store:
     def noise(self, kind: str | None = None, campaign: str | None = None) -> dict[str, Any] | None:
         """Agreement of noise-recheck records with their originals (measure.noise_floor), or None if there are none;
         ``kind`` ("layer" or "model") keeps the re-checks of that kind only, ``campaign`` those whose originals are
-        of that campaign. Where re-checks and their originals were
-        both timed beside the :mod:`perfpredict.beacon` workload, ``"beacon"`` holds the same figures for their
-        beacon-normalised latencies (each median divided by its own beacon's)."""
+        of that campaign. Where re-checks and their originals were both timed beside the :mod:`perfpredict.beacon`
+        workload, ``"beacon"`` holds the same figures for their beacon-normalised latencies (each median divided by
+        its own beacon's)."""
         return _noise_summary(self._noise_rechecks(), kind, campaign)
 
     def _noise_rechecks(self) -> list[_Recheck]:
