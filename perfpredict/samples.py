@@ -352,14 +352,14 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
 
 
 def merge_repeats(models: Sequence[ModelSample], campaigns: Sequence[str]) -> tuple[list[ModelSample], int]:
-    """``models`` with the samples of ``campaigns`` that share a model, plan, device and thread count made one: the
+    """``models`` with the samples of ``campaigns`` that share a graph, plan, device and thread count made one: the
     sample of the first campaign in ``campaigns`` order that has one, with the geometric mean of their latencies
     (those that have one); and how many samples were folded into another."""
     rank = {c: i for i, c in enumerate(campaigns)}
     groups: dict[tuple, list[int]] = {}
     for i, m in enumerate(models):
         if m.campaign in rank:
-            groups.setdefault((m.device.device_id, m.threads, m.model_name, m.plan.key), []).append(i)
+            groups.setdefault((m.device.device_id, m.threads, m.template.graph_id, m.plan.key), []).append(i)
     drop: set[int] = set()
     out = list(models)
     for idx in groups.values():
