@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         f"against one campaign and {100 * agree['mean_of_two']['truth_mape']:.2f}% "
         f"({100 * agree['mean_of_two']['truth_within_10pct']:.1f}%) against the geometric mean of the two. Spread "
         f"(sd of log ratios) of the {agree['groups']} (model, threads) groups' medians "
-        f"{agree['sd_group_medians']:.3f}, within groups {agree['sd_within_groups']:.3f}: the part a model's plans share is what one session's level "
-        "error is made of.")
+        f"{agree['sd_group_medians']:.3f}, within groups {agree['sd_within_groups']:.3f}: the part a model's plans "
+        "share is what one session's level error is made of.")
     write_results(args.out, {"data": args.data, "a": args.a, "b": args.b, "devices_a": sorted(dev_a),
                              "devices_b": sorted(dev_b), "shared": len(shared), "by_plan_kind": rows,
                              "agreement": agree, "command": " ".join(sys.argv)}, table)

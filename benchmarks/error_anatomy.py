@@ -8,9 +8,9 @@ rounds) and the rest, what differs between the plans of one model. For each part
 gives the MAPE and the share within 10% that would be left, the mean size of the levels, the same by thread count
 and, with ``--data`` (the runs' store), by plan kind (the records' ``plan_kind``) and by the 95% CI of the beacon
 timed beside each group (a wide CI marks minutes in which the machine was noisy), with the noise floor of the
-records' campaigns; and how far one model's levels at two thread counts agree. With runs of several seeds it also gives how far the seeds agree on the model levels (an error every
-seed makes lies in the data or the features, not in the training's chance, and averaging seeds cannot remove it)
-and the same anatomy for the seeds' ensemble (the geometric mean of their predictions, as summarise_seeds.py
+records' campaigns; and how far one model's levels at two thread counts agree. With runs of several seeds it also
+gives how far the seeds agree on the model levels (an error every seed makes lies in the data or the features, not
+in the training's chance, and averaging seeds cannot remove it) and the same anatomy for the seeds' ensemble (the geometric mean of their predictions, as summarise_seeds.py
 scores it).
 
     .venv/bin/python benchmarks/error_anatomy.py benchmarks/results/bench_predictor_zen3_..._seed0_{a,b}.json \
@@ -79,13 +79,12 @@ BEACON_CI_EDGES = (0.03, 0.06, 0.12)
 while the machine was noisy."""
 
 
-def _ci_labels() -> list[str]:
-    edges = (0.0, *BEACON_CI_EDGES)
-    return [f"{100 * lo:g}-{100 * hi:g}%" for lo, hi in zip(edges, edges[1:])] + [f">= {100 * edges[-1]:g}%"]
+_EDGES = (0.0, *BEACON_CI_EDGES)
+_CI_LABELS = [f"{100 * lo:g}-{100 * hi:g}%" for lo, hi in zip(_EDGES, _EDGES[1:])] + [f">= {100 * _EDGES[-1]:g}%"]
 
 
 def _ci_bin(ci: float | None) -> str:
-    return "no beacon" if ci is None else _ci_labels()[bisect.bisect_right(BEACON_CI_EDGES, ci)]
+    return "no beacon" if ci is None else _CI_LABELS[bisect.bisect_right(BEACON_CI_EDGES, ci)]
 
 
 def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
@@ -95,8 +94,7 @@ def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
     r = rec["log_ratio"]
     fam, f = _levels(list(rec["family"]), r)
     groups = list(zip(rec["model"], rec["threads"]))
-    model = model_levels(rec)
-    g = np.array([model[k] for k in groups])
+    model, g = _levels(groups, r - f)
     rest = r - f - g
 
     def part(sel: np.ndarray) -> dict:
@@ -123,7 +121,7 @@ def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
                                for k in sorted(set(labels.tolist()))}
     if beacon_ci:
         bins = np.array([_ci_bin(beacon_ci.get(k)) for k in rec["key"]])
-        out["by_beacon_ci"] = {b: part(bins == b) for b in [*_ci_labels(), "no beacon"] if (bins == b).any()}
+        out["by_beacon_ci"] = {b: part(bins == b) for b in [*_CI_LABELS, "no beacon"] if (bins == b).any()}
     return out
 
 
