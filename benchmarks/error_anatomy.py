@@ -10,8 +10,8 @@ and, with ``--data`` (the runs' store), by plan kind (the records' ``plan_kind``
 timed beside each group (a wide CI marks minutes in which the machine was noisy), with the noise floor of the
 records' campaigns; and how far one model's levels at two thread counts agree. With runs of several seeds it also
 gives how far the seeds agree on the model levels (an error every seed makes lies in the data or the features, not
-in the training's chance, and averaging seeds cannot remove it) and the same anatomy for the seeds' ensemble (the geometric mean of their predictions, as summarise_seeds.py
-scores it).
+in the training's chance, and averaging seeds cannot remove it) and the same anatomy for the seeds' ensemble (the
+geometric mean of their predictions, as summarise_seeds.py scores it).
 
     .venv/bin/python benchmarks/error_anatomy.py benchmarks/results/bench_predictor_zen3_..._seed0_{a,b}.json \
         [more seeds' files] [--data datasets/zen3.db] --out benchmarks/results/error_anatomy_zen3.json
