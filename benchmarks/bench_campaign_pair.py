@@ -8,7 +8,9 @@ Where both campaigns ran on one machine they are two sessions of the same measur
 noise floor with far more pairs than a re-check sample: with the campaigns' overall ratio taken out,
 :func:`perfpredict.measure.noise_floor` of the pairs says how a predictor of the true latencies would score against
 one campaign, and halving the log ratios how it would score against the geometric mean of the two (the target of
-``--campaigns A+B``, :func:`perfpredict.samples.load_samples`). The spread of each (model, thread count) group's
+``--campaigns A+B``, :func:`perfpredict.samples.load_samples`); dividing them by sqrt(6) instead, against the
+geometric mean of three such sessions (``A+B+C``: a pair's log ratio has twice one session's variance, the mean of
+three a third of it). The spread of each (model, thread count) group's
 median log ratio against the spread within groups says how much of the disagreement a model's plans share, which
 no predictor can learn from one session.
 
@@ -54,6 +56,7 @@ def agreement(shared: list[tuple[str, int, str]], a: dict, b: dict) -> dict:
     centred = log_ratio - np.median(log_ratio)
     one = noise_floor((1.0, math.exp(r)) for r in centred)
     half = np.abs(np.expm1(centred / 2.0))
+    third = np.abs(np.expm1(centred / math.sqrt(6.0)))
     groups: dict[tuple[str, int], list[float]] = {}
     for k, r in zip(shared, centred):
         groups.setdefault(k[:2], []).append(float(r))
@@ -61,6 +64,7 @@ def agreement(shared: list[tuple[str, int, str]], a: dict, b: dict) -> dict:
     within = np.concatenate([np.array(v) - np.median(v) for v in groups.values()])
     return {"n": len(shared), "median_ratio": float(np.exp(np.median(log_ratio))), "one": one,
             "mean_of_two": {"truth_mape": float(half.mean()), "truth_within_10pct": float((half <= 0.1).mean())},
+            "mean_of_three": {"truth_mape": float(third.mean()), "truth_within_10pct": float((third <= 0.1).mean())},
             "groups": len(groups), "sd_group_medians": float(medians.std()), "sd_within_groups": float(within.std())}
 
 
@@ -93,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{100 * agree['one']['within_10pct']:.1f}%; a predictor of the true latencies would score about "
         f"{100 * agree['one']['truth_mape']:.2f}% MAPE ({100 * agree['one']['truth_within_10pct']:.1f}% within 10%) "
         f"against one campaign and {100 * agree['mean_of_two']['truth_mape']:.2f}% "
-        f"({100 * agree['mean_of_two']['truth_within_10pct']:.1f}%) against the geometric mean of the two. Spread "
+        f"({100 * agree['mean_of_two']['truth_within_10pct']:.1f}%) against the geometric mean of the two "
+        f"({100 * agree['mean_of_three']['truth_mape']:.2f}%, "
+        f"{100 * agree['mean_of_three']['truth_within_10pct']:.1f}%, against that of three such sessions). Spread "
         f"(sd of log ratios) of the {agree['groups']} (model, threads) groups' medians "
         f"{agree['sd_group_medians']:.3f}, within groups {agree['sd_within_groups']:.3f}: the part a model's plans "
         "share is what one session's level error is made of.")

@@ -8,7 +8,7 @@
 #   datasets/regenerate.sh amd     # datasets/amd.db   (the proxy's AMD EPYC host again, idle, every primitive: ~40 minutes)
 #   datasets/regenerate.sh zen5    # datasets/zen5.db  (a newer AMD EPYC host, CPU family 26; every primitive: ~60 minutes)
 #   datasets/regenerate.sh zen3    # datasets/zen3.db  (an AMD EPYC host with AVX2 only, CPU family 25 model 1; the
-#                                  # campaigns of the best leave-one-family-out configuration: ~90 minutes)
+#                                  # campaigns of the best leave-one-family-out configuration: ~120 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -215,6 +215,10 @@ elif [ "$NAME" = zen3 ]; then  # xeon2.db's campaigns behind its best leave-one-
   beacon6_campaign models-beacon6-cap1 --time-cap-s 1.0
   $PP profile noise --store "$S" --kinds model --campaigns models-beacon6-cap1 --sample 100 --seed 0 \
       --time-cap-s 1.0 --json > "$WORK/noise-cap1.json"
+  # the same a third time (13:25 UTC, same cap), so that --campaigns A+B+C averages three sessions
+  beacon6_campaign models-beacon6-cap1b --time-cap-s 1.0
+  $PP profile noise --store "$S" --kinds model --campaigns models-beacon6-cap1b --sample 100 --seed 0 \
+      --time-cap-s 1.0 --json > "$WORK/noise-cap1b.json"
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"

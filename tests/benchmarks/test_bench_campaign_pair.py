@@ -57,10 +57,11 @@ def test_agreement_of_two_sessions_splits_into_groups_and_halves_for_their_mean(
     assert agree["sd_within_groups"] == pytest.approx(0.0, abs=1e-12)  # all of it shared by a model's plans
     assert agree["sd_group_medians"] == pytest.approx(math.log(1.1) / 2)
     # each log ratio is log(1.1) / 2 off the middle, half of them either way: one session misses the truth by that
-    # over sqrt(2), their mean by half of it
+    # over sqrt(2), their mean by half of it, the mean of three such sessions by it over sqrt(6)
 
     def mape(x):
         return (math.expm1(x) - math.expm1(-x)) / 2
 
     assert agree["one"]["truth_mape"] == pytest.approx(mape(math.log(1.1) / 2 / math.sqrt(2)))
     assert agree["mean_of_two"]["truth_mape"] == pytest.approx(mape(math.log(1.1) / 4))
+    assert agree["mean_of_three"]["truth_mape"] == pytest.approx(mape(math.log(1.1) / 2 / math.sqrt(6)))
