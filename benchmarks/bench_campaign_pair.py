@@ -49,22 +49,26 @@ def _normalised(store, campaign: str) -> tuple[dict[tuple[str, int, str], tuple[
     return out, devices
 
 
+def _against_mean_of(centred: np.ndarray, k: int) -> dict:
+    """How a predictor of the true latencies would score against the geometric mean of ``k`` sessions, from one pair's
+    centred log ratios (twice one session's variance; the mean of ``k`` has a ``k``-th of it: over sqrt(2k))."""
+    err = np.abs(np.expm1(centred / math.sqrt(2.0 * k)))
+    return {"truth_mape": float(err.mean()), "truth_within_10pct": float((err <= 0.1).mean())}
+
+
 def agreement(shared: list[tuple[str, int, str]], a: dict, b: dict) -> dict:
     """How far two sessions of the same records agree (module docstring): the noise floor against one and against
     their geometric mean, and the spread of the log ratios between and within (model, threads) groups."""
     log_ratio = np.array([math.log(b[k][0] / a[k][0]) for k in shared])
     centred = log_ratio - np.median(log_ratio)
     one = noise_floor((1.0, math.exp(r)) for r in centred)
-    half = np.abs(np.expm1(centred / 2.0))
-    third = np.abs(np.expm1(centred / math.sqrt(6.0)))
     groups: dict[tuple[str, int], list[float]] = {}
     for k, r in zip(shared, centred):
         groups.setdefault(k[:2], []).append(float(r))
     medians = np.array([np.median(v) for v in groups.values()])
     within = np.concatenate([np.array(v) - np.median(v) for v in groups.values()])
     return {"n": len(shared), "median_ratio": float(np.exp(np.median(log_ratio))), "one": one,
-            "mean_of_two": {"truth_mape": float(half.mean()), "truth_within_10pct": float((half <= 0.1).mean())},
-            "mean_of_three": {"truth_mape": float(third.mean()), "truth_within_10pct": float((third <= 0.1).mean())},
+            "mean_of_two": _against_mean_of(centred, 2), "mean_of_three": _against_mean_of(centred, 3),
             "groups": len(groups), "sd_group_medians": float(medians.std()), "sd_within_groups": float(within.std())}
 
 
