@@ -228,9 +228,10 @@ def test_drift_guard_checks_every_thread_count_of_one_machine(cache, tmp_path, m
         other = {t: replace(d, name="other-vm", cpu_model="Another CPU") for t, d in devs.items()}
         rep = run_model_campaign(store, **{**kw, "campaign": "c", "devices": other})
         assert rep.stored == 4 and rep.extra["beacon_check"]["new_machine"] == "other-vm"
-        # the two-thread beacon 3x slower than the store's against the one-thread one: stopped at two threads
+        # the two-thread beacon 10x slower than the store's against the one-thread one: stopped at two threads (10x,
+        # not 3x, so that this run's own few timed beacons, noisy on a 2-core VM, cannot bring it under the 1.75x)
         real = store.beacon_references()
-        slower = {k: v / 3 if k[1] == 2 else v for k, v in real.items()}
+        slower = {k: v / 10 if k[1] == 2 else v for k, v in real.items()}
         monkeypatch.setattr(store, "beacon_references", lambda: slower)
         with pytest.raises(PerfPredictError, match=r"2-thread / 1-thread time ratio .* at 2 thread\(s\)"):
             run_model_campaign(store, **{**kw, "campaign": "d"})
