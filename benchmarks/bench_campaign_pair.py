@@ -12,7 +12,9 @@ one campaign, and halving the log ratios how it would score against the geometri
 geometric mean of three such sessions (``A+B+C``: a pair's log ratio has twice one session's variance, the mean of
 three a third of it). The spread of each (model, thread count) group's
 median log ratio against the spread within groups says how much of the disagreement a model's plans share, which
-no predictor can learn from one session.
+no predictor can learn from one session. The spread within groups by plan kind, and the floor it sets against the
+mean of three sessions, says how well each kind of plan is measured against the same model's other plans: a
+predictor's error within a model (``error_anatomy.py``'s *model level out*) far above it is the predictor's.
 
     .venv/bin/python benchmarks/bench_campaign_pair.py --data datasets/xeon2.db --a models-beacon6-icl \\
         --b models-beacon6-block5 --out benchmarks/results/campaign_pair_xeon2_block5_vs_icl.json
@@ -65,11 +67,16 @@ def agreement(shared: list[tuple[str, int, str]], a: dict, b: dict) -> dict:
     groups: dict[tuple[str, int], list[float]] = {}
     for k, r in zip(shared, centred):
         groups.setdefault(k[:2], []).append(float(r))
-    medians = np.array([np.median(v) for v in groups.values()])
-    within = np.concatenate([np.array(v) - np.median(v) for v in groups.values()])
+    medians = {g: float(np.median(v)) for g, v in groups.items()}
+    within = np.array([r - medians[k[:2]] for k, r in zip(shared, centred)])
+    kinds = np.array([a[k][1] for k in shared])
+    by_kind = {kind: {"n": int((kinds == kind).sum()), "sd_within_groups": float(within[kinds == kind].std()),
+                      "within_groups_mean_of_three": _against_mean_of(within[kinds == kind], 3)}
+               for kind in sorted(set(kinds.tolist()))}
     return {"n": len(shared), "median_ratio": float(np.exp(np.median(log_ratio))), "one": one,
             "mean_of_two": _against_mean_of(centred, 2), "mean_of_three": _against_mean_of(centred, 3),
-            "groups": len(groups), "sd_group_medians": float(medians.std()), "sd_within_groups": float(within.std())}
+            "groups": len(groups), "sd_group_medians": float(np.std(list(medians.values()))),
+            "sd_within_groups": float(within.std()), "by_plan_kind": by_kind}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,11 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     for k in shared:
         by_kind.setdefault(a[k][1], []).append(b[k][0] / a[k][0])
     rows = {kind: {"n": len(v), "median_ratio": statistics.median(v)} for kind, v in sorted(by_kind.items())}
-    table = "\n".join([f"`{args.b}` / `{args.a}`, beacon-normalised, {len(shared)} shared records "
-                       f"(A on {', '.join(sorted(dev_a))}; B on {', '.join(sorted(dev_b))})", "",
-                       "| plan kind | records | median ratio |", "|---|---:|---:|"]
-                      + [f"| {k} | {r['n']} | {r['median_ratio']:.3f} |" for k, r in rows.items()])
     agree = agreement(shared, a, b)
+    within = agree["by_plan_kind"]
+    table = "\n".join([f"`{args.b}` / `{args.a}`, beacon-normalised, {len(shared)} shared records "
+                       f"(A on {', '.join(sorted(dev_a))}; B on {', '.join(sorted(dev_b))}); within groups: each "
+                       "log ratio less its (model, threads) group's median, how the sessions agree on a plan "
+                       "against the model's other plans", "",
+                       "| plan kind | records | median ratio | sd within groups | floor within groups, mean of three |",
+                       "|---|---:|---:|---:|---:|"]
+                      + [f"| {k} | {r['n']} | {r['median_ratio']:.3f} | {within[k]['sd_within_groups']:.4f} | "
+                         f"{100 * within[k]['within_groups_mean_of_three']['truth_mape']:.2f}% |"
+                         for k, r in rows.items()])
     table += "\n\n" + (
         f"Agreement, the campaigns' median ratio ({agree['median_ratio']:.3f}) taken out: re-timed within 10% "
         f"{100 * agree['one']['within_10pct']:.1f}%; a predictor of the true latencies would score about "

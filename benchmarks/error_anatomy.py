@@ -106,7 +106,8 @@ def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
     out = {**part(np.ones(r.size, bool)),
            "family_levels": {k: float(np.exp(v)) for k, v in sorted(fam.items())},
            "mean_abs_family_level": float(100 * np.mean([abs(np.expm1(v)) for v in fam.values()])),
-           "by_threads": {str(t): part(rec["threads"] == t) for t in sorted(set(rec["threads"].tolist()))}}
+           "by_threads": {str(t): part(rec["threads"] == t) for t in sorted(set(rec["threads"].tolist()))},
+           "by_family": by_family(rec)}
     per_model = defaultdict(dict)
     for (m, t), v in model.items():
         per_model[m][t] = v
@@ -123,6 +124,19 @@ def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
         bins = np.array([_ci_bin(beacon_ci.get(k)) for k in rec["key"]])
         out["by_beacon_ci"] = {b: part(bins == b) for b in [*_CI_LABELS, "no beacon"] if (bins == b).any()}
     return out
+
+
+def by_family(rec: dict[str, np.ndarray]) -> dict[str, dict[str, dict]]:
+    """Per family and thread count: its level (the exponential of the median log error: above 1, predicted too
+    slow), MAPE and share within 10%; how a family's level moves with the thread count is the predictor's reading
+    of that family's thread scaling."""
+    out: dict[str, dict[str, dict]] = defaultdict(dict)
+    for fam in sorted(set(rec["family"].tolist())):
+        for t in sorted(set(rec["threads"].tolist())):
+            r = rec["log_ratio"][(rec["family"] == fam) & (rec["threads"] == t)]
+            if r.size:
+                out[fam][str(t)] = {**_errors(r), "level": float(np.exp(np.median(r)))}
+    return dict(out)
 
 
 def seed_agreement(levels: list[dict[tuple[str, int], float]]) -> dict:
@@ -215,6 +229,12 @@ def markdown(result: dict) -> str:
                   f"{agree['mean_abs_level_of_mean']:.2f}% for the seeds' mean."]
     best = result.get("ensemble") or next(iter(result["seeds"].values()))
     which = "ensemble" if "ensemble" in result else "first seed"
+    fam_threads = sorted({t for d in best["by_family"].values() for t in d}, key=int)
+    lines += ["", f"By family and thread count ({which}): level (median predicted / measured), MAPE", "",
+              "| family | " + " | ".join(f"level at {t}t | MAPE at {t}t" for t in fam_threads) + " |",
+              "|---|" + "---:|---:|" * len(fam_threads)]
+    lines += [f"| {fam} | " + " | ".join(f"{d[t]['level']:.3f} | {d[t]['mape']:.2f}%" if t in d else "- | -"
+                                         for t in fam_threads) + " |" for fam, d in best["by_family"].items()]
     if "by_beacon_ci" in best:
         lines += ["", f"By the 95% CI of the beacon timed beside each group's plans ({which}):", "",
                   "| beacon CI | groups | records | MAPE (within 10%) | mean size of model levels | "

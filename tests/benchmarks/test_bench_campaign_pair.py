@@ -19,6 +19,14 @@ def _model(campaign, plan, ms, beacon):
                        extra={"plan_kind": plan, "beacon": {"id": BEACON_ID, "median_ms": beacon}})
 
 
+def _rec(campaign, model, plan, ms):
+    """A model record of ``model`` (its own graph) with a beacon of 5 ms."""
+    r = _model(campaign, plan, ms, 5.0)
+    return make_record(kind="model", device=DEV, campaign=campaign, threads=1, stats=latency_stats([ms] * 8),
+                       graph_id=model, model_name=model, family="resnet", plan_json=json.loads(r.plan_json),
+                       extra=r.extra())
+
+
 def test_ratio_by_plan_kind_cancels_the_beacon(tmp_path, capsys):
     db = tmp_path / "s.db"
     with open_store(db) as store:
@@ -37,18 +45,11 @@ def test_ratio_by_plan_kind_cancels_the_beacon(tmp_path, capsys):
 
 def test_agreement_of_two_sessions_splits_into_groups_and_halves_for_their_mean(tmp_path):
     db = tmp_path / "s.db"
-
-    def rec(campaign, model, plan, ms):
-        r = _model(campaign, plan, ms, 5.0)
-        return make_record(kind="model", device=DEV, campaign=campaign, threads=1, stats=latency_stats([ms] * 8),
-                           graph_id=model, model_name=model, family="resnet", plan_json=json.loads(r.plan_json),
-                           extra=r.extra())
-
     # session b: model m1's plans 10% slower together, m2's plans as in a; the whole session 2% slower
     with open_store(db) as store:
-        store.append_many([rec("a", m, p, 10.0) for m in ("m1", "m2") for p in ("default", "int8")]
-                          + [rec("b", "m1", p, 10.0 * 1.02 * 1.1) for p in ("default", "int8")]
-                          + [rec("b", "m2", p, 10.0 * 1.02) for p in ("default", "int8")])
+        store.append_many([_rec("a", m, p, 10.0) for m in ("m1", "m2") for p in ("default", "int8")]
+                          + [_rec("b", "m1", p, 10.0 * 1.02 * 1.1) for p in ("default", "int8")]
+                          + [_rec("b", "m2", p, 10.0 * 1.02) for p in ("default", "int8")])
     out = tmp_path / "pair.json"
     assert main(["--data", str(db), "--a", "a", "--b", "b", "--out", str(out)]) == 0
     agree = json.loads(out.read_text())["agreement"]
@@ -65,3 +66,25 @@ def test_agreement_of_two_sessions_splits_into_groups_and_halves_for_their_mean(
     assert agree["one"]["truth_mape"] == pytest.approx(mape(math.log(1.1) / 2 / math.sqrt(2)))
     assert agree["mean_of_two"]["truth_mape"] == pytest.approx(mape(math.log(1.1) / 4))
     assert agree["mean_of_three"]["truth_mape"] == pytest.approx(mape(math.log(1.1) / 2 / math.sqrt(6)))
+
+
+def test_spread_within_groups_by_plan_kind_names_the_kind_the_sessions_disagree_on(tmp_path):
+    db = tmp_path / "s.db"
+
+    # session b agrees with a on the default and nhwc plans; its int8 plans are 10% slower for m1, faster for m2
+    plans = ("default", "nhwc", "int8")
+    with open_store(db) as store:
+        store.append_many([_rec("a", m, p, 10.0) for m in ("m1", "m2") for p in plans]
+                          + [_rec("b", m, p, 10.0 * (f if p == "int8" else 1.0))
+                             for m, f in (("m1", 1.1), ("m2", 1 / 1.1)) for p in plans])
+    out = tmp_path / "pair.json"
+    assert main(["--data", str(db), "--a", "a", "--b", "b", "--out", str(out)]) == 0
+    by_kind = json.loads(out.read_text())["agreement"]["by_plan_kind"]
+    assert {k: v["n"] for k, v in by_kind.items()} == {"default": 2, "int8": 2, "nhwc": 2}
+    for kind in ("default", "nhwc"):
+        assert by_kind[kind]["sd_within_groups"] == pytest.approx(0.0, abs=1e-12)
+    assert by_kind["int8"]["sd_within_groups"] == pytest.approx(math.log(1.1))
+    floor = by_kind["int8"]["within_groups_mean_of_three"]["truth_mape"]
+    x = math.log(1.1) / math.sqrt(6)
+    assert floor == pytest.approx((math.expm1(x) - math.expm1(-x)) / 2)
+    assert "| int8 | 2 |" in out.with_suffix(".md").read_text()

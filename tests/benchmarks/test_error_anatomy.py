@@ -62,8 +62,17 @@ def test_the_error_splits_into_family_model_and_plan_parts(tmp_path):
     assert a["threads_agreement"]["pairs"] == 4
     assert -1.0 < a["threads_agreement"]["corr"] < 1.0
     assert set(a["by_threads"]) == {"1", "2"} and a["by_threads"]["1"]["n"] == 16
+    # each family's models err both ways around its level at either thread count
+    for fam, level in FAMILY_LEVEL.items():
+        assert set(a["by_family"][fam]) == {"1", "2"}
+        assert a["by_family"][fam]["2"]["n"] == 8
+        assert a["by_family"][fam]["1"]["level"] == pytest.approx(math.exp(level))
+    assert a["by_family"]["vgg"]["1"]["mape"] == pytest.approx(
+        _mape([-0.05 + m + r for (mod, t), m in MODEL_LEVEL.items() if mod.startswith("vgg") and t == 1
+               for r in PLAN_REST]))
     assert "seed_agreement" not in res and "ensemble" not in res
-    assert "family level out" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "family level out" in md and "| resnet | 1.105 |" in md
 
 
 def test_seeds_that_share_the_model_levels_agree_and_their_ensemble_averages_them(tmp_path):
