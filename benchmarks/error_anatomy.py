@@ -51,6 +51,7 @@ def held_out_records(predictions: dict[str, dict]) -> dict[str, np.ndarray]:
             cols["model"].append(model)
             cols["threads"].append(int(threads))
             cols["log_ratio"].append(float(np.log(pred / meas)))
+            cols["measured_ms"].append(float(meas))
     return {k: np.array(v) for k, v in cols.items()}
 
 
@@ -120,9 +121,39 @@ def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
         labels = np.array([kinds.get(k, "?") for k in rec["key"]])
         out["by_plan_kind"] = {k: {**part(labels == k), "median_ratio": float(np.exp(np.median(r[labels == k])))}
                                for k in sorted(set(labels.tolist()))}
+        out["against_default"] = against_default(rec, labels)
     if beacon_ci:
         bins = np.array([_ci_bin(beacon_ci.get(k)) for k in rec["key"]])
         out["by_beacon_ci"] = {b: part(bins == b) for b in [*_CI_LABELS, "no beacon"] if (bins == b).any()}
+    return out
+
+
+def against_default(rec: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, dict]:
+    """Per plan kind, each record's error against its (model, threads) group's (first) default plan: log(predicted /
+    measured) less the default plan's, so the model's level cancels. Its median per family (above 1: the kind's
+    speed-up over the default predicted too small), its MAPE, and its correlation over the groups with how much faster
+    or slower the kind measured than the default (log of the ratio): a predictor that pulls every model's speed-up
+    towards the typical one shows a negative correlation."""
+    default = {}
+    for i, (m, t, lab) in enumerate(zip(rec["model"], rec["threads"], labels)):
+        if lab == "default":
+            default.setdefault((m, t), i)
+    out = {}
+    for kind in sorted(set(labels.tolist()) - {"default", "?"}):
+        rel, speed, fams = [], [], []
+        for i in np.flatnonzero(labels == kind):
+            d = default.get((rec["model"][i], rec["threads"][i]))
+            if d is not None:
+                rel.append(rec["log_ratio"][i] - rec["log_ratio"][d])
+                speed.append(np.log(rec["measured_ms"][i] / rec["measured_ms"][d]))
+                fams.append(rec["family"][i])
+        if len(rel) < 3:
+            continue
+        rel_a, speed_a, fam_a = np.array(rel), np.array(speed), np.array(fams)
+        out[kind] = {**_errors(rel_a), "corr_with_measured_ratio": float(np.corrcoef(rel_a, speed_a)[0, 1]),
+                     "by_family": {f: {"level": float(np.exp(np.median(rel_a[fam_a == f]))),
+                                       "measured_ratio": float(np.exp(np.median(speed_a[fam_a == f])))}
+                                   for f in sorted(set(fams))}}
     return out
 
 
@@ -156,7 +187,7 @@ def ensemble_records(recs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
     keys = [k for k in recs[0]["key"] if all(k in ix for ix in index[1:])]
     first = recs[0]
     sel = np.array([index[0][k] for k in keys], int)
-    out = {name: first[name][sel] for name in ("key", "family", "model", "threads")}
+    out = {name: first[name][sel] for name in ("key", "family", "model", "threads", "measured_ms")}
     out["log_ratio"] = np.mean([r["log_ratio"][[ix[k] for k in keys]] for r, ix in zip(recs, index)], axis=0)
     return out
 
@@ -248,6 +279,20 @@ def markdown(result: dict) -> str:
                   "|---|---:|---|---|---|"]
         lines += [f"| {k} | {v['n']} | {v['mape']:.2f}% ({v['within_10']:.1f}%) | {v['median_ratio']:.3f} | "
                   f"{v['model_level_out']['mape']:.2f}% |" for k, v in best["by_plan_kind"].items()]
+    vs = best.get("against_default")
+    if vs:
+        kinds = list(vs)
+        lines += ["", f"Against each group's default plan ({which}): the error less the default plan's, its median per "
+                  "family (above 1: the kind's speed-up over the default predicted too small) beside the measured "
+                  "ratio to the default, and its correlation with that ratio over the groups", "",
+                  "| family | " + " | ".join(f"{k}: level (measured ratio)" for k in kinds) + " |",
+                  "|---|" + "---:|" * len(kinds)]
+        fams = sorted({f for v in vs.values() for f in v["by_family"]})
+        lines += [f"| {f} | " + " | ".join(
+            f"{vs[k]['by_family'][f]['level']:.3f} ({vs[k]['by_family'][f]['measured_ratio']:.2f})"
+            if f in vs[k]["by_family"] else "-" for k in kinds) + " |" for f in fams]
+        lines.append("| MAPE; corr. | " + " | ".join(f"{vs[k]['mape']:.2f}%; {vs[k]['corr_with_measured_ratio']:.2f}"
+                                                   for k in kinds) + " |")
     return "\n".join(lines)
 
 

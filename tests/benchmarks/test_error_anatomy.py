@@ -119,6 +119,13 @@ def test_plan_kinds_and_beacon_errors_come_from_the_store(tmp_path):
     by_ci = res["seeds"]["0"]["by_beacon_ci"]
     assert {k: (v["groups"], v["n"]) for k, v in by_ci.items()} == {"0-3%": (2, 8), "3-6%": (2, 8)}
     assert "By the 95% CI of the beacon" in out.with_suffix(".md").read_text()
+    # against each group's first default record (its plan error -0.03, measured 10 ms), the int8 ones (+0.01 / 11 ms
+    # and +0.03 / 13 ms) err 0.02 and 0.06 more and run 1.1x and 1.3x as long: the same order, correlation 1
+    vs = res["seeds"]["0"]["against_default"]
+    assert set(vs) == {"int8"} and vs["int8"]["n"] == 8
+    assert vs["int8"]["corr_with_measured_ratio"] == pytest.approx(1.0)
+    assert vs["int8"]["by_family"]["vgg"] == pytest.approx({"level": math.exp(0.04), "measured_ratio": 1.43 ** 0.5})
+    assert vs["int8"]["mape"] == pytest.approx(_mape([0.02, 0.06]))
 
 
 def test_bad_input_is_named(tmp_path, capsys):
