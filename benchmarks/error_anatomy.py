@@ -8,10 +8,12 @@ rounds) and the rest, what differs between the plans of one model. For each part
 gives the MAPE and the share within 10% that would be left, the mean size of the levels, the same by thread count
 and, with ``--data`` (the runs' store), by plan kind (the records' ``plan_kind``) and by the 95% CI of the beacon
 timed beside each group (a wide CI marks minutes in which the machine was noisy), with the noise floor of the
-records' campaigns; and how far one model's levels at two thread counts agree. With runs of several seeds it also
-gives how far the seeds agree on the model levels (an error every seed makes lies in the data or the features, not
-in the training's chance, and averaging seeds cannot remove it) and the same anatomy for the seeds' ensemble (the
-geometric mean of their predictions, as summarise_seeds.py scores it).
+records' campaigns; and how far one model's levels at two thread counts agree. Each family's level and MAPE at each
+thread count follow, and, with ``--data``, each plan kind's error against its model's default plan (the model's
+level cancels), beside how much faster the kind measured: where the predictor misreads a plan's speed-up. With
+runs of several seeds it also gives how far the seeds agree on the model levels (an error every seed makes lies in
+the data or the features, not in the training's chance, and averaging seeds cannot remove it) and the same anatomy
+for the seeds' ensemble (the geometric mean of their predictions, as summarise_seeds.py scores it).
 
     .venv/bin/python benchmarks/error_anatomy.py benchmarks/results/bench_predictor_zen3_..._seed0_{a,b}.json \
         [more seeds' files] [--data datasets/zen3.db] --out benchmarks/results/error_anatomy_zen3.json
@@ -130,9 +132,9 @@ def anatomy(rec: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
 
 def against_default(rec: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, dict]:
     """Per plan kind, each record's error against its (model, threads) group's (first) default plan: log(predicted /
-    measured) less the default plan's, so the model's level cancels. Its median per family (above 1: the kind's
-    speed-up over the default predicted too small), its MAPE, and its correlation over the groups with how much faster
-    or slower the kind measured than the default (log of the ratio): a predictor that pulls every model's speed-up
+    measured) less the default plan's, so the model's level cancels. Its median per family (above 1: the kind
+    predicted too slow against the default), its MAPE, and its correlation over the records with how much faster or
+    slower the kind measured than the default (log of the ratio): a predictor that pulls every model's speed-up
     towards the typical one shows a negative correlation."""
     default = {}
     for i, (m, t, lab) in enumerate(zip(rec["model"], rec["threads"], labels)):
@@ -283,8 +285,8 @@ def markdown(result: dict) -> str:
     if vs:
         kinds = list(vs)
         lines += ["", f"Against each group's default plan ({which}): the error less the default plan's, its median per "
-                  "family (above 1: the kind's speed-up over the default predicted too small) beside the measured "
-                  "ratio to the default, and its correlation with that ratio over the groups", "",
+                  "family (above 1: the kind predicted too slow against the default) beside the measured ratio to "
+                  "the default, and its correlation with that ratio over the records", "",
                   "| family | " + " | ".join(f"{k}: level (measured ratio)" for k in kinds) + " |",
                   "|---|" + "---:|" * len(kinds)]
         fams = sorted({f for v in vs.values() for f in v["by_family"]})
