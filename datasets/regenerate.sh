@@ -8,7 +8,7 @@
 #   datasets/regenerate.sh amd     # datasets/amd.db   (the proxy's AMD EPYC host again, idle, every primitive: ~40 minutes)
 #   datasets/regenerate.sh zen5    # datasets/zen5.db  (a newer AMD EPYC host, CPU family 26; every primitive: ~60 minutes)
 #   datasets/regenerate.sh zen3    # datasets/zen3.db  (an AMD EPYC host with AVX2 only, CPU family 25 model 1; the
-#                                  # campaigns of the best leave-one-family-out configuration: ~120 minutes)
+#                                  # campaigns of the best leave-one-family-out configuration: ~130 minutes)
 #
 # See datasets/README.md for what each holds and the machines they were measured on.
 set -euo pipefail
@@ -219,6 +219,10 @@ elif [ "$NAME" = zen3 ]; then  # xeon2.db's campaigns behind its best leave-one-
   beacon6_campaign models-beacon6-cap1b --time-cap-s 1.0
   $PP profile noise --store "$S" --kinds model --campaigns models-beacon6-cap1b --sample 100 --seed 0 \
       --time-cap-s 1.0 --json > "$WORK/noise-cap1b.json"
+  # 18:18 UTC: the one-thread records of the training campaigns timed step by step on their own machine, so that the
+  # int8 plans' step shares attach too (train --step-weight)
+  $PP profile steps --store "$S" --campaigns models-beacon6,models-mixnet,models-mixnet2 --threads 1 \
+      --max-minutes 20 --json > "$WORK/steps.json"
 else
 $PP profile models --store "$S" --threads 1,2 --n-variants-per-family 5 --plans-per-model 12 \
     --resolutions 96,128 --seed 0 --stop-after 1560 --max-minutes 26 --memory-method rss --json > "$WORK/models.json"
