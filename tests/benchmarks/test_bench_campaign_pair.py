@@ -12,19 +12,16 @@ from perfpredict.measure import latency_stats
 DEV = load_example_board("raspberry_pi_4")
 
 
-def _model(campaign, plan, ms, beacon):
+def _model(campaign, plan, ms, beacon, model="m", graph_id="g"):
     return make_record(kind="model", device=DEV, campaign=campaign, threads=1, stats=latency_stats([ms] * 8),
-                       graph_id="g", model_name="m", family="resnet",
+                       graph_id=graph_id, model_name=model, family="resnet",
                        plan_json={"schema_version": 1, "name": plan, "choices": {}, "graph_id": plan},
                        extra={"plan_kind": plan, "beacon": {"id": BEACON_ID, "median_ms": beacon}})
 
 
 def _rec(campaign, model, plan, ms):
     """A model record of ``model`` (its own graph) with a beacon of 5 ms."""
-    r = _model(campaign, plan, ms, 5.0)
-    return make_record(kind="model", device=DEV, campaign=campaign, threads=1, stats=latency_stats([ms] * 8),
-                       graph_id=model, model_name=model, family="resnet", plan_json=json.loads(r.plan_json),
-                       extra=r.extra())
+    return _model(campaign, plan, ms, 5.0, model=model, graph_id=model)
 
 
 def test_ratio_by_plan_kind_cancels_the_beacon(tmp_path, capsys):
