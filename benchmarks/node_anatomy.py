@@ -17,13 +17,12 @@ this family's kernels faster in context, or does the predictor price them higher
         --latency-stat beacon --synthetic-offsets --kernel "Conv conv.dnnl_int8" --kind int8-nhwc \
         --out benchmarks/results/node_anatomy_zen3_mobilenet_v2
 
-writes OUT.json and OUT.md and prints the Markdown.
+writes OUT.json (with the machine) and OUT.md and prints the Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -35,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.error_anatomy import store_facts  # noqa: E402
-from benchmarks.harness import machine  # noqa: E402
+from benchmarks.harness import write_results  # noqa: E402
 from perfpredict.samples import load_samples, make_splits  # noqa: E402
 from perfpredict.train import TrainOptions, obtain_predictor, resolve_dataset  # noqa: E402
 
@@ -59,19 +58,18 @@ def group_costs(predictor, samples, kinds: dict[str, str]) -> list[dict]:
         node = np.asarray(predictor.node_latencies(s.template, [s.plan], s.device, s.threads)[0])
         grp, ms = s.steps
         scale = s.latency_ms / float(ms.sum())
+        base = {"family": s.family, "model": s.model_name, "threads": s.threads, "kind": kinds.get(s.key, "?"),
+                "record": s.key}
         for g in range(len(ms)):
             idx = np.flatnonzero(grp == g)
             if not len(idx):
                 continue
             top = int(idx[np.argmax(node[idx])])
-            rows.append({"family": s.family, "model": s.model_name, "threads": s.threads,
-                         "kind": kinds.get(s.key, "?"), "kernel": kernel_class(s.template, s.plan, top),
-                         "macs": float(s.template.macs[top]), "pred_ms": float(node[idx].sum()),
-                         "meas_ms": float(ms[g] * scale), "record": s.key})
+            rows.append({**base, "kernel": kernel_class(s.template, s.plan, top), "macs": float(s.template.macs[top]),
+                         "pred_ms": float(node[idx].sum()), "meas_ms": float(ms[g] * scale)})
         rest = float(node[grp < 0].sum())
         if rest:
-            rows.append({"family": s.family, "model": s.model_name, "threads": s.threads, "kind": kinds.get(s.key, "?"),
-                         "kernel": "(no step)", "macs": 0.0, "pred_ms": rest, "meas_ms": 0.0, "record": s.key})
+            rows.append({**base, "kernel": "(no step)", "macs": 0.0, "pred_ms": rest, "meas_ms": 0.0})
     return rows
 
 
@@ -130,7 +128,7 @@ def markdown(result: dict) -> str:
             fam = f"**{r['family']}**" if r["family"] == held else r["family"]
             lines.append(f"| {fam} | {lo / 1e6:g}-{hi / 1e6:g} M | {r['groups']} | {r['ratio']:.3f} | "
                          f"{r['us_per_mmac']:.1f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -170,15 +168,10 @@ def main(argv=None) -> int:
                        "seed": args.seed, "latency_stat": args.latency_stat, "step_weight": args.step_weight,
                        "synthetic_offsets": args.synthetic_offsets, "kernel": args.kernel, "kind": args.kind,
                        "data_hash": samples.data_hash, "samples_with_steps": len(with_steps),
-                       "host": platform.node(), "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
+                       "host": platform.node(), "seconds": round(time.perf_counter() - t0, 1),
                        "command": " ".join(sys.argv)},
               "by_family_kind": by_family_kind(rows), "by_mac_bin": by_mac_bin(rows, args.kernel, args.kind)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    md = markdown(result)
-    out.with_suffix(".md").write_text(md)
-    print(md)
+    write_results(Path(args.out).with_suffix(".json"), result, markdown(result))
     return 0
 
 
