@@ -63,13 +63,6 @@ against the same models' other plans, the more so the more steps they take; plan
 slow. With both, leave-one-family-out accuracy stayed within what the seed moves (README, *Steps and chains,
 priced*). A schema-10 checkpoint is featurised without either.
 
-Schema 12 featurises an op of :data:`OP_ALIASES` with another op's one-hot: a ``Clip`` (ReLU6) is a clamp like a
-``Relu``, run by the same kernels at the same cost, fused into its producer or alone. With a column of its own the
-network tied a ReLU6 to the training networks that had one: held out, mobilenet_v2's int8 NHWC plans came out 16%
-too slow, though its kernels run as fast per MAC as those of mnasnet, whose blocks differ from its own mainly in a
-Relu where it has a Clip (README, *One clamp, one column*). A schema-11 checkpoint is featurised with the Clip
-column.
-
 Beside the features, :attr:`PlanFeatures.fallback_ms` is the prior with the bytes each int8 kernel really moves
 (:func:`~perfpredict.analytical.int8_activation_scale`: torch's quantised Add, Mul, batch norm and cat compute in
 float and requantise, so their int8 time is near their fp32 time, 0.6-2x on the stores' layer records, not a
@@ -115,15 +108,10 @@ from perfpredict.primitives.tensor_ops import int8_concat_direct
 from perfpredict.runtime.executor import Fusion, conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 12  # 12: a Clip featurised as a Relu (OP_ALIASES)
-READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11, 12)
+FEATURE_SCHEMA_VERSION = 11  # 11: chained, and the fixed cost of each conversion step in the priors
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11)
 """Feature schemas this code featurises: a checkpoint of one of them loads (8 lacks ``log_traits_prior_ms``, 8 and 9
-lack ``slow_path``, 8 to 10 lack ``chained`` and price conversions by their bytes alone, 8 to 11 give a Clip its
-own one-hot)."""
-
-OP_ALIASES: Mapping[str, str] = {"Clip": "Relu"}
-"""Op -> the op whose one-hot it takes from schema 12: the same work at the same cost (a Clip is a clamp, as a Relu
-is). The aliased op keeps its column, never set."""
+lack ``slow_path``, 8 to 10 lack ``chained`` and price conversions by their bytes alone)."""
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -257,10 +245,7 @@ class FeatureSpace:
                 + [f"prim={p}" for p in self.primitives] + [f"prim={OTHER}"] + list(self.plan_columns))
 
     def op_index(self, op: str) -> int:
-        """One-hot index of ``op`` (its :data:`OP_ALIASES` entry's from schema 12; the ``other`` bucket, with a
-        warning, when unknown)."""
-        if self.schema_version >= 12:
-            op = OP_ALIASES.get(op, op)
+        """One-hot index of ``op`` (the ``other`` bucket, with a warning, when unknown)."""
         try:
             return self.ops.index(op)
         except ValueError:

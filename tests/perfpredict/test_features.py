@@ -92,18 +92,6 @@ def test_unknown_op_and_primitive_go_to_other_with_warning(graph):
     assert arr.primitive[0, tpl.node_names.index("fc")] == len(small.primitives)  # the 'other' primitive
 
 
-def test_a_clip_takes_the_relu_one_hot_from_schema_12_and_its_own_before(graph):
-    # schema 12: a Clip (ReLU6) is a clamp like a Relu, so it is featurised as one; a schema-11 space keeps its column
-    clip = replace(graph, nodes=tuple(replace(n, op="Clip") if n.op == "Relu" else n for n in graph.nodes))
-    i = [n.op for n in clip.nodes].index("Clip")
-    new, old = FeatureSpace.current(), replace(FeatureSpace.current(), schema_version=11)
-    assert new.schema_version >= 12
-    assert np.array_equal(template_for(clip).static_features(new), template_for(graph).static_features(new))
-    static = template_for(clip).static_features(old)
-    assert static[i, old.ops.index("Clip")] == 1.0 and static[i, old.ops.index("Relu")] == 0.0
-    assert not np.array_equal(static, template_for(graph).static_features(old))
-
-
 def test_plan_naming_unknown_node_is_an_error(graph, space):
     with pytest.raises(FeatureError, match="nope"):
         encode_plans(template_for(graph), [Plan({"nope": Choice("conv.onednn")})], space)
