@@ -223,8 +223,15 @@ def test_drift_guard_checks_every_thread_count_of_one_machine(cache, tmp_path, m
               layer_campaign=None)
     with open_store(tmp_path / "d.db") as store:
         assert "beacon_check" not in run_model_campaign(store, **{**kw, "campaign": "a"}).extra  # nothing to check
-        check = run_model_campaign(store, **{**kw, "campaign": "b"}).extra["beacon_check"]
+        # both thread counts are checked against the store's references; the verdict on this run's real timings is
+        # recorded, not acted on (on a busy 2-core machine the 2-thread beacon can drift past the guard's bounds;
+        # the guard's own thresholds: test_beacon.py)
+        verdicts = []
+        with monkeypatch.context() as m:
+            m.setattr("perfpredict.profile.drift_problem", lambda first, ref: verdicts.append((dict(first), ref)))
+            check = run_model_campaign(store, **{**kw, "campaign": "b"}).extra["beacon_check"]
         assert set(check["first_ms"]) == set(check["reference_ms"]) == {1, 2} and "new_machine" not in check
+        assert [set(first) for first, _ in verdicts] == [{1}, {1, 2}] and set(verdicts[-1][1]) == {1, 2}
         other = {t: replace(d, name="other-vm", cpu_model="Another CPU") for t, d in devs.items()}
         rep = run_model_campaign(store, **{**kw, "campaign": "c", "devices": other})
         assert rep.stored == 4 and rep.extra["beacon_check"]["new_machine"] == "other-vm"
