@@ -63,6 +63,15 @@ against the same models' other plans, the more so the more steps they take; plan
 slow. With both, leave-one-family-out accuracy stayed within what the seed moves (README, *Steps and chains,
 priced*). A schema-10 checkpoint is featurised without either.
 
+Schema 12 featurises an op of :data:`OP_ALIASES` with another op's one-hot, and a primitive of
+:data:`PRIMITIVE_ALIASES` with another primitive's: a ``Clip`` (ReLU6) run by ``clip.torch`` is a clamp like a
+``Relu`` run by ``relu.torch``, at the same cost, fused into its producer or alone. With columns of their own the
+network tied a ReLU6 to the training networks that had one: held out, mobilenet_v2's int8 NHWC plans came out 16%
+too slow, though its kernels run as fast per MAC as those of mnasnet, whose blocks differ from its own mainly in a
+Relu where it has a Clip; read as Relus in both one-hots, the same trained network priced them at 0.99 of their
+measured time (README, *One clamp, two columns*). Only the one-hots are aliased: the priors, fusion and workspace
+tables still index the primitive itself. A schema-11 checkpoint is featurised with the Clip columns.
+
 Beside the features, :attr:`PlanFeatures.fallback_ms` is the prior with the bytes each int8 kernel really moves
 (:func:`~perfpredict.analytical.int8_activation_scale`: torch's quantised Add, Mul, batch norm and cat compute in
 float and requantise, so their int8 time is near their fp32 time, 0.6-2x on the stores' layer records, not a
@@ -108,10 +117,19 @@ from perfpredict.primitives.tensor_ops import int8_concat_direct
 from perfpredict.runtime.executor import Fusion, conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 11  # 11: chained, and the fixed cost of each conversion step in the priors
-READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11)
+FEATURE_SCHEMA_VERSION = 12  # 12: a Clip featurised as a Relu (OP_ALIASES, PRIMITIVE_ALIASES)
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11, 12)
 """Feature schemas this code featurises: a checkpoint of one of them loads (8 lacks ``log_traits_prior_ms``, 8 and 9
-lack ``slow_path``, 8 to 10 lack ``chained`` and price conversions by their bytes alone)."""
+lack ``slow_path``, 8 to 10 lack ``chained`` and price conversions by their bytes alone, 8 to 11 give a Clip its
+own one-hots)."""
+
+OP_ALIASES: Mapping[str, str] = {"Clip": "Relu"}
+"""Op -> the op whose one-hot it takes from schema 12: the same work at the same cost (a Clip is a clamp, as a Relu
+is). The aliased op keeps its column, never set."""
+
+PRIMITIVE_ALIASES: Mapping[str, str] = {"clip.torch": "relu.torch"}
+"""Primitive -> the primitive whose one-hot it takes from schema 12 (the kernels of :data:`OP_ALIASES`' ops). Only
+the one-hot: priors, fusion and workspace tables index the primitive itself. The aliased one keeps its column."""
 
 FIXED_PRIMITIVES: tuple[str, ...] = (
     "conv.onednn", "conv.native", "conv.im2col", "conv.winograd", "conv.fft", "conv.gemm1x1", "conv.depthwise",
@@ -245,7 +263,10 @@ class FeatureSpace:
                 + [f"prim={p}" for p in self.primitives] + [f"prim={OTHER}"] + list(self.plan_columns))
 
     def op_index(self, op: str) -> int:
-        """One-hot index of ``op`` (the ``other`` bucket, with a warning, when unknown)."""
+        """One-hot index of ``op`` (its :data:`OP_ALIASES` entry's from schema 12; the ``other`` bucket, with a
+        warning, when unknown)."""
+        if self.schema_version >= 12:
+            op = OP_ALIASES.get(op, op)
         try:
             return self.ops.index(op)
         except ValueError:
@@ -254,8 +275,17 @@ class FeatureSpace:
             return len(self.ops)
 
     def primitive_lookup(self) -> dict[str, int]:
-        """Map from primitive name to one-hot index."""
+        """Map from primitive name to its index (``other``: ``len(primitives)``)."""
         return {p: i for i, p in enumerate(self.primitives)}
+
+    def primitive_columns(self) -> np.ndarray:
+        """Primitive index -> its one-hot column: itself, or its :data:`PRIMITIVE_ALIASES` entry's from schema 12."""
+        cols = np.arange(len(self.primitives) + 1)
+        if self.schema_version >= 12:
+            for p, alias in PRIMITIVE_ALIASES.items():
+                if p in self.primitives and alias in self.primitives:
+                    cols[self.primitives.index(p)] = self.primitives.index(alias)
+        return cols
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -1459,7 +1489,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
 
     K = len(space.primitives) + 1
     prim_onehot = np.zeros((P, n, K), np.float32)
-    np.put_along_axis(prim_onehot, arrays.primitive[..., None], 1.0, axis=2)
+    np.put_along_axis(prim_onehot, space.primitive_columns()[arrays.primitive][..., None], 1.0, axis=2)
     plan_cols = np.stack([
         (~nhwc).astype(np.float64), nhwc.astype(np.float64), (~int8).astype(np.float64), int8.astype(np.float64),
         arrays.prune, keep_in, keep_out, np.log1p(eff_macs), np.log1p(eff_flops), np.log1p(eff_in),

@@ -92,6 +92,30 @@ def test_unknown_op_and_primitive_go_to_other_with_warning(graph):
     assert arr.primitive[0, tpl.node_names.index("fc")] == len(small.primitives)  # the 'other' primitive
 
 
+def test_a_clip_takes_the_relu_one_hots_from_schema_12_and_its_own_before(graph):
+    # schema 12: a Clip (ReLU6) run by clip.torch is a clamp like a Relu run by relu.torch, so both its one-hots are
+    # the Relu's; a schema-11 space keeps its columns
+    clip = replace(graph, nodes=tuple(replace(n, op="Clip") if n.op == "Relu" else n for n in graph.nodes))
+    i = [n.op for n in clip.nodes].index("Clip")
+    new, old = FeatureSpace.current(), replace(FeatureSpace.current(), schema_version=11)
+    assert new.schema_version >= 12
+    assert np.array_equal(template_for(clip).static_features(new), template_for(graph).static_features(new))
+    static = template_for(clip).static_features(old)
+    assert static[i, old.ops.index("Clip")] == 1.0 and static[i, old.ops.index("Relu")] == 0.0
+    assert not np.array_equal(static, template_for(graph).static_features(old))
+    tpl = template_for(clip)
+    assert tpl.default_choices[i].primitive == "clip.torch"
+    feats = {s.schema_version: plan_node_features(tpl, encode_plans(tpl, [default_plan(clip)], s), s, DEVICE)
+             for s in (new, old)}
+    k = len(new.primitives) + 1
+    onehot = {v: f.plan[0, i, :k] for v, f in feats.items()}
+    assert onehot[new.schema_version][new.primitives.index("relu.torch")] == 1.0 and onehot[11].sum() == 1.0
+    assert onehot[11][old.primitives.index("clip.torch")] == 1.0 and onehot[new.schema_version].sum() == 1.0
+    # only the one-hot is aliased: the node's prior is still the Clip's own
+    assert np.array_equal(feats[new.schema_version].prior_ms, feats[11].prior_ms)
+    assert np.array_equal(feats[new.schema_version].plan[..., k:], feats[11].plan[..., k:])
+
+
 def test_plan_naming_unknown_node_is_an_error(graph, space):
     with pytest.raises(FeatureError, match="nope"):
         encode_plans(template_for(graph), [Plan({"nope": Choice("conv.onednn")})], space)
