@@ -108,7 +108,7 @@ def test_save_load_round_trip(trained, tmp_path):
 
 
 @pytest.mark.parametrize("version", [8, 9, 10, 11])  # 8 lacks log_traits_prior_ms, 8-9 slow_path, 8-10 chained,
-# 8-11 give a Clip its own one-hot
+# 8-11 give a Clip its own one-hots
 def test_a_checkpoint_of_a_previous_feature_schema_loads_and_predicts(samples, tmp_path, version):
     old = GNNPredictor(GNNConfig(hidden=16, layers=1))
     old.space = replace(FeatureSpace.current(), schema_version=version)
