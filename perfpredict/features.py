@@ -68,7 +68,7 @@ Schema 12 featurises an op of :data:`OP_ALIASES` with another op's one-hot, and 
 ``Relu`` run by ``relu.torch``, at the same cost, fused into its producer or alone. With columns of their own the
 network tied a ReLU6 to the training networks that had one: held out, mobilenet_v2's int8 NHWC plans came out 16%
 too slow, though its kernels run as fast per MAC as those of mnasnet, whose blocks differ from its own mainly in a
-Relu where it has a Clip; read as Relus in both one-hots, the same trained network priced them at 0.99 of their
+Relu where it has a Clip; read as Relus in both one-hots, the same trained network priced them near their
 measured time (README, *One clamp, two columns*). Only the one-hots are aliased: the priors, fusion and workspace
 tables still index the primitive itself. A schema-11 checkpoint is featurised with the Clip columns.
 
