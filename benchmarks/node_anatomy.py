@@ -11,7 +11,9 @@ same groups. The measured steps run unchained, one call each, so they are scaled
 It reports, per family (the held-out one marked) and plan kind, predicted over measured for the whole record and
 the share of the error that lies in each kernel class (op, depthwise or not, primitive); and, for one kernel class,
 predicted over measured and the measured microseconds per million MACs by MAC bin and family, the question "are
-this family's kernels faster in context, or does the predictor price them higher?".
+this family's kernels faster in context, or does the predictor price them higher?"; and, per op and layout, its
+share of each family's measured time beside the analytical prior's and the GNN's totals over the measured one (a
+prior far off leaves the network a large correction to carry to a family it has not seen).
 
     .venv/bin/python benchmarks/node_anatomy.py --data datasets/zen3.db --campaigns CAMPAIGNS --family mobilenet_v2 \
         --latency-stat beacon --synthetic-offsets --kernel "Conv conv.dnnl_int8" --kind int8-nhwc \
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.error_anatomy import store_facts  # noqa: E402
 from benchmarks.harness import write_results  # noqa: E402
+from perfpredict.features import FeatureSpace, encode_plans, plan_node_features  # noqa: E402
 from perfpredict.samples import load_samples, make_splits  # noqa: E402
 from perfpredict.train import TrainOptions, obtain_predictor, resolve_dataset  # noqa: E402
 
@@ -48,14 +51,24 @@ def kernel_class(template, plan, i: int) -> str:
     return f"{op} {choice.primitive if choice else 'default'}"
 
 
-def group_costs(predictor, samples, kinds: dict[str, str]) -> list[dict]:
-    """One row per step group of every sample with step times: family, model, threads, plan kind, the kernel class
-    and MACs of the group's costliest predicted node, predicted and measured ms (scaled to the record latency)."""
+def analytical_prior(sample) -> np.ndarray:
+    """[n] the analytical prior (ms) of each node of a sample's plan: the per-node cost the GNN corrects
+    (:attr:`perfpredict.features.PlanFeatures.prior_ms`; the network plays no part in it)."""
+    space = FeatureSpace.current()
+    return plan_node_features(sample.template, encode_plans(sample.template, [sample.plan], space), space,
+                              sample.device, sample.threads).prior_ms[0]
+
+
+def group_costs(predictor, samples, kinds: dict[str, str], prior=analytical_prior) -> list[dict]:
+    """One row per step group of every sample with step times: family, model, threads, plan kind, the kernel class,
+    layout and MACs of the group's costliest predicted node, predicted, prior (``prior(sample)``, per node) and
+    measured ms (scaled to the record latency)."""
     rows = []
     for s in samples:
         if s.steps is None or not s.latency_ms:
             continue
         node = np.asarray(predictor.node_latencies(s.template, [s.plan], s.device, s.threads)[0])
+        base_ms = np.asarray(prior(s))
         grp, ms = s.steps
         scale = s.latency_ms / float(ms.sum())
         base = {"family": s.family, "model": s.model_name, "threads": s.threads, "kind": kinds.get(s.key, "?"),
@@ -65,11 +78,15 @@ def group_costs(predictor, samples, kinds: dict[str, str]) -> list[dict]:
             if not len(idx):
                 continue
             top = int(idx[np.argmax(node[idx])])
-            rows.append({**base, "kernel": kernel_class(s.template, s.plan, top), "macs": float(s.template.macs[top]),
-                         "pred_ms": float(node[idx].sum()), "meas_ms": float(ms[g] * scale)})
-        rest = float(node[grp < 0].sum())
-        if rest:
-            rows.append({**base, "kernel": "(no step)", "macs": 0.0, "pred_ms": rest, "meas_ms": 0.0})
+            choice = s.plan.choices.get(s.template.node_names[top])
+            rows.append({**base, "kernel": kernel_class(s.template, s.plan, top),
+                         "layout": choice.layout if choice else "NCHW", "macs": float(s.template.macs[top]),
+                         "pred_ms": float(node[idx].sum()), "prior_ms": float(base_ms[idx].sum()),
+                         "meas_ms": float(ms[g] * scale)})
+        rest = grp < 0
+        if node[rest].sum():
+            rows.append({**base, "kernel": "(no step)", "layout": "", "macs": 0.0, "pred_ms": float(node[rest].sum()),
+                         "prior_ms": float(base_ms[rest].sum()), "meas_ms": 0.0})
     return rows
 
 
@@ -106,6 +123,28 @@ def by_mac_bin(rows: list[dict], kernel: str, kind: str | None) -> list[dict]:
             for (fam, b), v in sorted(cells.items())]
 
 
+def by_op(rows: list[dict], min_share: float = 2.0) -> list[dict]:
+    """Per op (a kernel class's first word) and layout, per family: its share of the family's measured time and the
+    analytical prior's and the GNN's totals over the measured one (rows under ``min_share`` percent left out): a
+    prior far off a kernel's time leaves the network a large correction to carry to unseen families."""
+    total = defaultdict(float)
+    cells = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for r in rows:
+        total[r["family"]] += r["meas_ms"]
+        if r["meas_ms"] > 0:
+            c = cells[(r["kernel"].split()[0], r["layout"], r["family"])]
+            c[0] += r["meas_ms"]
+            c[1] += r["prior_ms"]
+            c[2] += r["pred_ms"]
+    out = []
+    for (op, layout, fam), (meas, prior, pred) in sorted(cells.items()):
+        share = 100 * meas / total[fam]
+        if share >= min_share:
+            out.append({"op": op, "layout": layout, "family": fam, "share": share, "prior_ratio": prior / meas,
+                        "ratio": pred / meas})
+    return out
+
+
 def markdown(result: dict) -> str:
     meta = result["meta"]
     held = meta["family"]
@@ -128,6 +167,15 @@ def markdown(result: dict) -> str:
             fam = f"**{r['family']}**" if r["family"] == held else r["family"]
             lines.append(f"| {fam} | {lo / 1e6:g}-{hi / 1e6:g} M | {r['groups']} | {r['ratio']:.3f} | "
                          f"{r['us_per_mmac']:.1f} |")
+    if result.get("by_op"):
+        lines += ["", "By op and layout (every plan kind): its share of the family's measured time, the analytical "
+                  "prior over measured and the GNN over measured", "",
+                  "| op | layout | family | share of measured | prior / measured | predicted / measured |",
+                  "|---|---|---|---:|---:|---:|"]
+        for r in result["by_op"]:
+            fam = f"**{r['family']}**" if r["family"] == held else r["family"]
+            lines.append(f"| {r['op']} | {r['layout']} | {fam} | {r['share']:.1f}% | {r['prior_ratio']:.2f} | "
+                         f"{r['ratio']:.2f} |")
     return "\n".join(lines)
 
 
@@ -170,7 +218,8 @@ def main(argv=None) -> int:
                        "data_hash": samples.data_hash, "samples_with_steps": len(with_steps),
                        "host": platform.node(), "seconds": round(time.perf_counter() - t0, 1),
                        "command": " ".join(sys.argv)},
-              "by_family_kind": by_family_kind(rows), "by_mac_bin": by_mac_bin(rows, args.kernel, args.kind)}
+              "by_family_kind": by_family_kind(rows), "by_mac_bin": by_mac_bin(rows, args.kernel, args.kind),
+              "by_op": by_op(rows)}
     write_results(Path(args.out).with_suffix(".json"), result, markdown(result))
     return 0
 

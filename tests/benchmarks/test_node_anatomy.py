@@ -3,7 +3,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from benchmarks.node_anatomy import by_family_kind, by_mac_bin, group_costs, kernel_class, markdown
+from benchmarks.node_anatomy import (analytical_prior, by_family_kind, by_mac_bin, by_op, group_costs, kernel_class,
+                                    markdown)
 from tests.perfpredict.synthetic import synthetic_node_latency, synthetic_samples
 
 
@@ -75,3 +76,41 @@ def test_a_store_without_step_times_is_named(tmp_path):
     with pytest.raises(SystemExit, match="carries step times .*perfpredict profile steps"):
         main(["--data", store, "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out.json").exists()
+
+
+def test_by_op_sets_the_prior_and_the_network_against_the_measured_share(with_steps):
+    kinds = {s.key: "k" for s in with_steps}
+    # the prior: 4x the synthetic node latencies on MaxPool nodes, as they are elsewhere (measured = 2x the steps)
+    def prior(s):
+        t = synthetic_node_latency(s.template, [s.plan], s.threads)[0].copy()
+        t[[op == "MaxPool" for op in s.template.ops]] *= 4.0
+        return t
+
+    rows = group_costs(_Skewed("none", 1.0), with_steps, kinds, prior=prior)
+    table = by_op(rows, min_share=0.0)
+    assert {r["op"] for r in table} >= {"Conv", "MaxPool"}
+    for fam in {s.family for s in with_steps}:
+        assert sum(r["share"] for r in table if r["family"] == fam) == pytest.approx(100.0)
+    for r in table:
+        assert r["ratio"] == pytest.approx(0.5)
+        assert r["prior_ratio"] == pytest.approx(2.0 if r["op"] == "MaxPool" else 0.5)
+        assert r["layout"] in ("NCHW", "NHWC")
+    assert all(r["share"] >= 5.0 for r in by_op(rows, min_share=5.0))
+    md = markdown({"meta": {"data": "d", "family": None, "samples_with_steps": 1, "host": "h", "seconds": 1.0,
+                            "kernel": "k", "kind": None}, "by_family_kind": [], "by_mac_bin": [], "by_op": table})
+    assert "| MaxPool |" in md and "prior / measured" in md
+
+
+def test_the_analytical_prior_follows_the_plan_not_the_network(with_steps):
+    from perfpredict.plan import Choice, Plan
+
+    s = with_steps[0]
+    conv = next(i for i, op in enumerate(s.template.ops) if op == "Conv" and s.template.macs[i] > 0)
+    name = s.template.node_names[conv]
+    fp32 = dataclasses.replace(s, plan=Plan({name: Choice("conv.onednn")}))
+    int8 = dataclasses.replace(s, plan=Plan({name: Choice("conv.int8", precision="int8")}))
+    a, b = analytical_prior(fp32), analytical_prior(int8)
+    assert a.shape == (s.template.n_nodes,) and (a >= 0).all() and a[conv] > 0
+    assert b[conv] != pytest.approx(a[conv])  # the node's primitive and precision price it
+    others = [i for i in range(s.template.n_nodes) if i != conv and s.template.ops[i] == "Conv"]
+    assert np.allclose(a[others], b[others])  # plain Convs elsewhere keep their price
