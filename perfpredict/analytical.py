@@ -352,6 +352,22 @@ INT8_ACTIVATION_SCALE: Mapping[str, float] = {"Add": 1.0, "Mul": 1.0, "BatchNorm
 INT8_CONCAT_FALLBACK_SCALE = 2.0
 """quantized::cat through fp32: dequantised inputs and the fp32 result are written and read once more."""
 
+# torch runs a max pool on an NCHW tensor (at::native's contiguous kernel; quantized::max_pool2d at int8) one output
+# element at a time, walking its window in scalar code; on channels-last tensors it vectorises over channels, as
+# oneDNN's pooling does. Bytes over bandwidth then price the NCHW pool far too low: on the layer records of five
+# stores of other machines than the Zen 3 VM (xeon, xeon2, amd, zen5, proxy; fp32 and int8, 1 and 2 threads), the
+# measured time less the prior's other terms was a median 27.9x the bytes over the bandwidth (group medians 16-84x;
+# fp32 below int8, whose kernel gains less than its 4x fewer bytes), on channels-last 1.4x, oneDNN's 1.3x
+# (benchmarks/pool_prior.py, results/pool_prior).
+BANDWIDTH_SHARE: Mapping[tuple[str, str], float] = {("maxpool.torch", "NCHW"): 1 / 28}
+"""(primitive, layout) -> the share of the memory bandwidth its kernel reaches, where it is far from the rest: the GNN's
+analytical priors (``features``, schema 13) price the kernel's own bytes at it."""
+
+
+def bandwidth_share(primitive: str, layout: str) -> float:
+    """The share of the memory bandwidth ``primitive`` reaches in ``layout`` (:data:`BANDWIDTH_SHARE`; else 1)."""
+    return BANDWIDTH_SHARE.get((primitive, layout), 1.0)
+
 
 def int8_activation_scale(node: Node, layout: str) -> float:
     """Bytes ``node`` moves per activation element at int8 in ``layout``, relative to fp32: 0.25 (one byte) unless

@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from perfpredict.analytical import bandwidth_share
 from perfpredict.devices import load_device, load_example_board
 from perfpredict.features import (DEVICE_COLUMNS, PLAN_COLUMNS, STATIC_COLUMNS, FeatureError, FeatureSpace,
                                   FeatureWarning, Normaliser, device_rates, device_vector, encode_plans, featurise,
@@ -451,6 +452,37 @@ def test_the_traits_prior_prices_each_primitive_by_its_kernel_traits():
     nine = featurise(graph, plans, DEVICE, replace(space, schema_version=9))
     assert replace(space, schema_version=9).plan_columns == space.plan_columns[:-2]
     np.testing.assert_array_equal(nine.plan, ten.plan[:, :, :-1])
+
+
+
+def test_from_schema_13_a_torch_max_pool_on_nchw_moves_its_bytes_at_its_kernels_share_of_the_bandwidth():
+    # torch walks an NCHW max pool's windows in scalar code (analytical.BANDWIDTH_SHARE): from schema 13 both priors
+    # price its bytes at that share of the bandwidth; channels-last, oneDNN's pool and every other node keep theirs
+    graph = load_model("resnet18")[0]
+    space, twelve = FeatureSpace.current(), replace(FeatureSpace.current(), schema_version=12)
+    i = [n.op for n in graph.nodes].index("MaxPool")
+    node = graph.nodes[i]
+    base = default_plan(graph)
+    choices = [Choice("maxpool.torch", "NCHW"), Choice("maxpool.torch", "NCHW", "int8"),
+               Choice("maxpool.torch", "NHWC"), Choice("maxpool.dnnl", "NHWC")]
+    plans = [Plan({**base.choices, node.name: c}) for c in choices]
+    new, old = featurise(graph, plans, DEVICE, space), featurise(graph, plans, DEVICE, twelve)
+    share = bandwidth_share("maxpool.torch", "NCHW")
+    assert share < 1.0 and bandwidth_share("maxpool.torch", "NHWC") == bandwidth_share("maxpool.dnnl", "NHWC") == 1.0
+    bw = device_rates(DEVICE).bandwidth_gbs * 1e6
+    for row, scale in ((0, 1.0), (1, 0.25)):  # int8 moves a byte per element
+        extra = (node.bytes_in + node.bytes_out) * scale / bw * (1.0 / share - 1.0)
+        assert new.prior_ms[row, i] - old.prior_ms[row, i] == pytest.approx(extra, rel=1e-9)
+    others = np.arange(len(graph.nodes)) != i
+    np.testing.assert_array_equal(new.prior_ms[:, others], old.prior_ms[:, others])
+    np.testing.assert_array_equal(new.prior_ms[2:], old.prior_ms[2:])
+    traits = len(space.primitives) + 1 + space.plan_columns.index("log_traits_prior_ms")
+    assert (new.plan[:2, i, traits] > old.plan[:2, i, traits] + 1.0).all()
+    np.testing.assert_array_equal(new.plan[2:, i, traits], old.plan[2:, i, traits])
+    # only the priors move: every other column is schema 12's
+    keep = np.ones(space.plan_dim, bool)
+    keep[[len(space.primitives) + 1 + space.plan_columns.index(c) for c in ("log_prior_ms", "log_traits_prior_ms")]] = 0
+    np.testing.assert_array_equal(new.plan[..., keep], old.plan[..., keep])
 
 
 def _chained_by_runtime(graph, plan) -> set[str]:
