@@ -353,20 +353,33 @@ INT8_CONCAT_FALLBACK_SCALE = 2.0
 """quantized::cat through fp32: dequantised inputs and the fp32 result are written and read once more."""
 
 # torch runs a max pool on an NCHW tensor (at::native's contiguous kernel; quantized::max_pool2d at int8) one output
-# element at a time, walking its window in scalar code; on channels-last tensors it vectorises over channels, as
-# oneDNN's pooling does. Bytes over bandwidth then price the NCHW pool far too low: on the layer records of five
-# stores of other machines than the Zen 3 VM (xeon, xeon2, amd, zen5, proxy; fp32 and int8, 1 and 2 threads), the
-# measured time less the prior's other terms was a median 27.9x the bytes over the bandwidth (group medians 16-84x;
-# fp32 below int8, whose kernel gains less than its 4x fewer bytes), on channels-last 1.4x, oneDNN's 1.3x
-# (benchmarks/pool_prior.py, results/pool_prior).
-BANDWIDTH_SHARE: Mapping[tuple[str, str], float] = {("maxpool.torch", "NCHW"): 1 / 28}
-"""(primitive, layout) -> the share of the memory bandwidth its kernel reaches, where it is far from the rest: the GNN's
-analytical priors (``features``, schema 13) price the kernel's own bytes at it."""
+# element at a time, loading each element of its window in scalar code; on channels-last tensors it vectorises over
+# channels, as oneDNN's pooling does. Bytes over bandwidth then price the NCHW pool far too low, and more so the more
+# window elements it loads per byte: on the layer records of five stores of other machines than the Zen 3 VM (xeon,
+# xeon2, amd, zen5, proxy; fp32 and int8, 1 and 2 threads) the measured time less the prior's other terms was a
+# median 8-72x the bytes over the bandwidth for 2x2 windows at stride 2 (per store, precision and threads), more for
+# 3x3 windows at stride 2 in every such group, and 32-119x for 3x3 at stride 1. benchmarks/pool_prior.py fits slowdown = per_byte + per_window_byte x the
+# window elements per byte moved to each store, precision and thread count; the medians over the fits are below.
 
 
-def bandwidth_share(primitive: str, layout: str) -> float:
-    """The share of the memory bandwidth ``primitive`` reaches in ``layout`` (:data:`BANDWIDTH_SHARE`; else 1)."""
-    return BANDWIDTH_SHARE.get((primitive, layout), 1.0)
+@dataclass(frozen=True)
+class MemoryCost:
+    """How long a kernel takes to move its data, in units of bytes at the full bandwidth: ``per_byte`` for each byte
+    it reads and writes, plus ``per_window_byte`` for each byte of every window element it loads (a pool's output
+    elements times its kernel area, at the element's size)."""
+
+    per_byte: float = 1.0
+    per_window_byte: float = 0.0
+
+
+MEMORY_COSTS: Mapping[tuple[str, str], MemoryCost] = {("maxpool.torch", "NCHW"): MemoryCost(6.8, 11.4)}
+"""(primitive, layout) -> its :class:`MemoryCost`, where it is far from moving bytes at the bandwidth: the GNN's
+analytical priors (``features``, schema 13) price the kernel's memory time by it."""
+
+
+def memory_cost(primitive: str, layout: str) -> MemoryCost:
+    """The :class:`MemoryCost` of ``primitive`` in ``layout`` (:data:`MEMORY_COSTS`; else bytes at the bandwidth)."""
+    return MEMORY_COSTS.get((primitive, layout), MemoryCost())
 
 
 def int8_activation_scale(node: Node, layout: str) -> float:

@@ -72,13 +72,13 @@ Relu where it has a Clip; read as Relus in both one-hots, the same trained netwo
 measured time (README, *One clamp, two columns*). Only the one-hots are aliased: the priors, fusion and workspace
 tables still index the primitive itself. A schema-11 checkpoint is featurised with the Clip columns.
 
-Schema 13 prices the memory time of a node, in both priors, at the share of the bandwidth its primitive reaches in
-its layout (:func:`~perfpredict.analytical.bandwidth_share`): torch's max pool on an NCHW tensor walks each window
-in scalar code, and on the layer records of five other machines its bytes took a median 28x their time at the full
-bandwidth, where on channels-last tensors it runs near it. Without the share the prior is blind to the primitive
-and the network carries a 12-25x correction of its own, which it learns per family: held out, vgg's 2x2 pools came
-out 1.4x their measured time (README, *Where vgg's error lies*). A schema-12 checkpoint is featurised at the full
-bandwidth.
+Schema 13 prices the memory time of a node, in both priors, by its primitive's cost of moving data in its layout
+(:func:`~perfpredict.analytical.memory_cost`): torch's max pool on an NCHW tensor loads each window element in
+scalar code, and on the layer records of five other machines it took 8-72x its bytes' time at the bandwidth with
+2x2 windows at stride 2, more with 3x3 ones and 32-119x with 3x3 at stride 1, where on channels-last tensors it
+runs near it. Without the cost the prior is blind to the primitive and the network carries a 12-25x correction of
+its own, learnt on 3x3 pools: held out, vgg's 2x2 pools came out 1.4x their measured time (README, *Where vgg's
+error lies*). A schema-12 checkpoint is featurised at the bytes' time.
 
 Beside the features, :attr:`PlanFeatures.fallback_ms` is the prior with the bytes each int8 kernel really moves
 (:func:`~perfpredict.analytical.int8_activation_scale`: torch's quantised Add, Mul, batch norm and cat compute in
@@ -112,7 +112,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from perfpredict.analytical import bandwidth_share, int8_activation_scale, kernel_factors, traits_for
+from perfpredict.analytical import int8_activation_scale, kernel_factors, memory_cost, traits_for
 from perfpredict.devices import REFERENCE_LAYERS, DeviceSpec
 from perfpredict.errors import FeatureWarning, PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
@@ -125,7 +125,7 @@ from perfpredict.primitives.tensor_ops import int8_concat_direct
 from perfpredict.runtime.executor import Fusion, conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 13  # 13: memory time at the primitive's bandwidth share (analytical.bandwidth_share)
+FEATURE_SCHEMA_VERSION = 13  # 13: memory time at the primitive's cost of moving data (analytical.memory_cost)
 READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11, 12, 13)
 """Feature schemas this code featurises: a checkpoint of one of them loads (8 lacks ``log_traits_prior_ms``, 8 and 9
 lack ``slow_path``, 8 to 10 lack ``chained`` and price conversions by their bytes alone, 8 to 11 give a Clip its
@@ -348,13 +348,17 @@ def _epilogue_table(space: FeatureSpace) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _bandwidth_share_table(space: FeatureSpace) -> np.ndarray:
-    """[len(primitives) + 1, 2]: the share of the bandwidth each primitive of ``space`` (the last row the ``other``
-    bucket) reaches in NCHW and NHWC (:func:`~perfpredict.analytical.bandwidth_share`; all 1 before schema 13)."""
-    table = np.ones((len(space.primitives) + 1, 2))
+def _memory_cost_table(space: FeatureSpace) -> np.ndarray:
+    """[len(primitives) + 1, 2, 2]: per primitive of ``space`` (the last row the ``other`` bucket) and layout (NCHW,
+    NHWC) its cost per byte and per window byte (:func:`~perfpredict.analytical.memory_cost`; 1 and 0 before
+    schema 13)."""
+    table = np.zeros((len(space.primitives) + 1, 2, 2))
+    table[..., 0] = 1.0
     if space.schema_version >= 13:
         for k, name in enumerate(space.primitives):
-            table[k] = [bandwidth_share(name, layout) for layout in ("NCHW", "NHWC")]
+            for j, layout in enumerate(("NCHW", "NHWC")):
+                cost = memory_cost(name, layout)
+                table[k, j] = cost.per_byte, cost.per_window_byte
     return table
 
 
@@ -1321,13 +1325,13 @@ def _int8_depthwise_fallback(tpl: GraphTemplate, arrays: PlanArrays, space: Feat
 
 def _traits_prior(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, cores: int,
                   nhwc: np.ndarray, chan_scale: np.ndarray, eff_flops: np.ndarray,
-                  eff_bytes: np.ndarray, act_scale: np.ndarray, rate: np.ndarray, slow: np.ndarray, bw: np.ndarray,
+                  eff_bytes: np.ndarray, act_scale: np.ndarray, rate: np.ndarray, slow: np.ndarray, bw: float,
                   conversions: np.ndarray, prior: np.ndarray, fused_now: np.ndarray) -> np.ndarray:
     """[P, n] the prior priced by each node's primitive (``log_traits_prior_ms``): its kernel factors
     (:func:`~perfpredict.analytical.kernel_factors`: work per operation, share of the compute rate and of the
     bandwidth, extra bytes, fixed cost, one core) on the same rates, the larger of compute and memory time as
     the roofline takes it, plus the conversions; views and folded nodes keep :func:`plan_node_features`' prior.
-    ``bw`` [P, n]: each node's bandwidth (its primitive's share of the machine's from schema 13)."""
+    ``eff_bytes``: each node's own data in bytes at the bandwidth (its primitive's memory cost from schema 13)."""
     n = tpl.n_nodes
     f = tpl.traits_table(space)[np.arange(n)[None, :], arrays.primitive, nhwc.astype(np.int64)]
     work, eff, extra, mem_eff, overhead, single = np.moveaxis(f, -1, 0)
@@ -1488,25 +1492,26 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     slow = _int8_depthwise_fallback(tpl, arrays, space, keep_in)
     rate = np.where(slow, rate * DEPTHWISE_FALLBACK_SHARE, rate)
     bw = rates.bandwidth_gbs * 1e6  # bytes per ms
-    node_bw = bw * _bandwidth_share_table(space)[arrays.primitive, nhwc.astype(np.int64)]  # a kernel's own bytes
+    # a kernel's own data, in bytes at the bandwidth: its bytes, and its window elements' (a pool's) at its cost
+    per_byte, per_window = np.moveaxis(_memory_cost_table(space)[arrays.primitive, nhwc.astype(np.int64)], -1, 0)
+    own_bytes = per_byte * (eff_in + eff_out + eff_params) + per_window * eff_flops * 4.0 * act_scale
     conversions = (2.0 * conv_bytes + out_conv * 2.0 * eff_out) / bw
     chained = None
     if space.schema_version >= 11:  # each conversion is a step of its own, with a step's fixed cost, unless chained
         chained = _chained(tpl, arrays, space, nhwc, int8, fused_now, need)
         steps = lay_in + prec_in + tpl.writes_output * ((nhwc & tpl.out_layout_matters).astype(np.float64) + int8)
         conversions = conversions + np.where(chained, 0.0, steps * rates.overhead_ms)
-    prior = eff_flops / rate + (eff_in + eff_out + eff_params) / node_bw + rates.overhead_ms + conversions
+    prior = eff_flops / rate + own_bytes / bw + rates.overhead_ms + conversions
     prior = np.where(fused_now, _FUSED_PRIOR_SHARE * rates.overhead_ms, prior)
     # the price of a node no network corrects: the same, with the activation bytes each int8 kernel really moves
     fallback = prior
     if (tpl.int8_act != 0.25).any():
         scale = np.where(int8, tpl.int8_act[np.arange(n)[None, :], nhwc.astype(np.int64)], act_scale)
-        fallback = prior + np.where(fused_now, 0.0, (eff_in + eff_out) * (scale / act_scale - 1.0) / node_bw)
+        fallback = prior + np.where(fused_now, 0.0, per_byte * (eff_in + eff_out) * (scale / act_scale - 1.0) / bw)
     columns = [prior]
     if space.schema_version >= 9:
         columns.append(_traits_prior(tpl, arrays, space, rates.cores, nhwc, chan_scale, eff_flops,
-                                     eff_in + eff_out + eff_params, act_scale, rate, slow, node_bw, conversions,
-                                     prior, fused_now))
+                                     own_bytes, act_scale, rate, slow, bw, conversions, prior, fused_now))
 
     K = len(space.primitives) + 1
     prim_onehot = np.zeros((P, n, K), np.float32)

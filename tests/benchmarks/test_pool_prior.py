@@ -2,8 +2,8 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks.pool_prior import memory_slowdown, pool_rows, summarise
-from perfpredict.analytical import bandwidth_share
+from benchmarks.pool_prior import fit_costs, memory_slowdown, pool_rows, summarise
+from perfpredict.analytical import memory_cost
 from perfpredict.features import FeatureSpace, device_rates, template_for
 from perfpredict.models import load_model
 from perfpredict.plan import Choice
@@ -29,7 +29,7 @@ def spaces():
     return {"reference": replace(FeatureSpace.current(), schema_version=12), "current": FeatureSpace.current()}
 
 
-def test_the_memory_term_is_the_bytes_over_the_bandwidth_and_the_current_prior_applies_the_share(pool, spaces):
+def test_the_memory_term_is_the_bytes_over_the_bandwidth_and_the_current_prior_applies_the_cost(pool, spaces):
     node, samples = pool
     rows = pool_rows(samples, spaces)
     assert len(rows) == len(samples)
@@ -37,8 +37,10 @@ def test_the_memory_term_is_the_bytes_over_the_bandwidth_and_the_current_prior_a
         scale = 0.25 if r["precision"] == "int8" else 1.0
         bw = device_rates(DEVICE, s.threads).bandwidth_gbs * 1e6
         assert r["memory_ms"] == pytest.approx((node.bytes_in + node.bytes_out) * scale / bw, rel=1e-6)
-        share = bandwidth_share(r["primitive"], r["layout"])
-        assert r["prior_current"] - r["prior_reference"] == pytest.approx(r["memory_ms"] * (1 / share - 1), rel=1e-6)
+        assert r["window_ratio"] == pytest.approx(4.0 * node.flops / (node.bytes_in + node.bytes_out))
+        cost = memory_cost(r["primitive"], r["layout"])
+        extra = (cost.per_byte - 1.0 + cost.per_window_byte * r["window_ratio"]) * r["memory_ms"]
+        assert r["prior_current"] - r["prior_reference"] == pytest.approx(extra, rel=1e-6)
         # a kernel whose bytes take 10x the bandwidth's time, at the prior's other terms, shows a slowdown of 10
         r["measured_ms"] = r["prior_reference"] + 9.0 * r["memory_ms"]
         assert memory_slowdown(r) == pytest.approx(10.0)
@@ -57,3 +59,20 @@ def test_the_pooled_table_leaves_out_the_excluded_stores(pool, spaces):
                 and g["layout"] == "NHWC"]
     assert pooled[("maxpool.torch", "NHWC")]["groups"] == len(groups_a) == 2  # fp32 at 1 and 2 threads
     assert "| maxpool.dnnl | NHWC | 2 |" in table
+
+
+def test_the_fit_recovers_a_cost_linear_in_the_window_ratio(pool, spaces):
+    # rows at two window ratios whose slowdown is 5 + 10 x ratio give back per_byte 5, per_window_byte 10; a kernel
+    # seen at one window ratio only gets no fit
+    _, samples = pool
+    rows = []
+    for r in pool_rows(samples, spaces):
+        for ratio in (0.8, 1.8):
+            row = dict(r, window_ratio=ratio)
+            row["measured_ms"] = row["prior_reference"] + (4.0 + 10.0 * ratio) * row["memory_ms"]
+            rows.append(row)
+    fits = fit_costs(rows)
+    assert set(fits) == {(c.primitive, c.layout, c.precision, t) for c in CHOICES for t in (1, 2)}
+    for f in fits.values():
+        assert f["per_byte"] == pytest.approx(5.0) and f["per_window_byte"] == pytest.approx(10.0)
+    assert fit_costs(pool_rows(samples, spaces)) == {}

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from perfpredict.analytical import bandwidth_share
+from perfpredict.analytical import memory_cost
 from perfpredict.devices import load_device, load_example_board
 from perfpredict.features import (DEVICE_COLUMNS, PLAN_COLUMNS, STATIC_COLUMNS, FeatureError, FeatureSpace,
                                   FeatureWarning, Normaliser, device_rates, device_vector, encode_plans, featurise,
@@ -455,9 +455,10 @@ def test_the_traits_prior_prices_each_primitive_by_its_kernel_traits():
 
 
 
-def test_from_schema_13_a_torch_max_pool_on_nchw_moves_its_bytes_at_its_kernels_share_of_the_bandwidth():
-    # torch walks an NCHW max pool's windows in scalar code (analytical.BANDWIDTH_SHARE): from schema 13 both priors
-    # price its bytes at that share of the bandwidth; channels-last, oneDNN's pool and every other node keep theirs
+def test_from_schema_13_a_torch_max_pool_on_nchw_is_priced_by_its_bytes_and_window_elements_at_its_memory_cost():
+    # torch loads an NCHW max pool's window elements in scalar code (analytical.MEMORY_COSTS): from schema 13 both
+    # priors price its bytes and its window elements' bytes at that cost; channels-last, oneDNN's pool and every
+    # other node keep their bytes at the bandwidth
     graph = load_model("resnet18")[0]
     space, twelve = FeatureSpace.current(), replace(FeatureSpace.current(), schema_version=12)
     i = [n.op for n in graph.nodes].index("MaxPool")
@@ -467,11 +468,13 @@ def test_from_schema_13_a_torch_max_pool_on_nchw_moves_its_bytes_at_its_kernels_
                Choice("maxpool.torch", "NHWC"), Choice("maxpool.dnnl", "NHWC")]
     plans = [Plan({**base.choices, node.name: c}) for c in choices]
     new, old = featurise(graph, plans, DEVICE, space), featurise(graph, plans, DEVICE, twelve)
-    share = bandwidth_share("maxpool.torch", "NCHW")
-    assert share < 1.0 and bandwidth_share("maxpool.torch", "NHWC") == bandwidth_share("maxpool.dnnl", "NHWC") == 1.0
+    cost = memory_cost("maxpool.torch", "NCHW")
+    assert cost.per_byte > 1.0 and cost.per_window_byte > 0.0
+    assert memory_cost("maxpool.torch", "NHWC") == memory_cost("maxpool.dnnl", "NHWC") == type(cost)(1.0, 0.0)
     bw = device_rates(DEVICE).bandwidth_gbs * 1e6
     for row, scale in ((0, 1.0), (1, 0.25)):  # int8 moves a byte per element
-        extra = (node.bytes_in + node.bytes_out) * scale / bw * (1.0 / share - 1.0)
+        nbytes, window = (node.bytes_in + node.bytes_out) * scale, node.flops * 4.0 * scale
+        extra = ((cost.per_byte - 1.0) * nbytes + cost.per_window_byte * window) / bw
         assert new.prior_ms[row, i] - old.prior_ms[row, i] == pytest.approx(extra, rel=1e-9)
     others = np.arange(len(graph.nodes)) != i
     np.testing.assert_array_equal(new.prior_ms[:, others], old.prior_ms[:, others])
