@@ -358,8 +358,9 @@ INT8_CONCAT_FALLBACK_SCALE = 2.0
 # window elements it loads per byte: on the layer records of five stores of other machines than the Zen 3 VM (xeon,
 # xeon2, amd, zen5, proxy; fp32 and int8, 1 and 2 threads) the measured time less the prior's other terms was a
 # median 8-72x the bytes over the bandwidth for 2x2 windows at stride 2 (per store, precision and threads), more for
-# 3x3 windows at stride 2 in every such group, and 32-119x for 3x3 at stride 1. benchmarks/pool_prior.py fits slowdown = per_byte + per_window_byte x the
-# window elements per byte moved to each store, precision and thread count; the medians over the fits are below.
+# 3x3 windows at stride 2 in every such group, and 32-119x for 3x3 at stride 1. benchmarks/pool_prior.py fits
+# slowdown = per_byte + per_window_byte x the window elements per byte moved to each store, precision and thread
+# count; the medians over the fits are below.
 
 
 @dataclass(frozen=True)

@@ -454,7 +454,6 @@ def test_the_traits_prior_prices_each_primitive_by_its_kernel_traits():
     np.testing.assert_array_equal(nine.plan, ten.plan[:, :, :-1])
 
 
-
 def test_from_schema_13_a_torch_max_pool_on_nchw_is_priced_by_its_bytes_and_window_elements_at_its_memory_cost():
     # torch loads an NCHW max pool's window elements in scalar code (analytical.MEMORY_COSTS): from schema 13 both
     # priors price its bytes and its window elements' bytes at that cost; channels-last, oneDNN's pool and every
