@@ -31,6 +31,7 @@ from benchmarks.harness import write_results  # noqa: E402
 from optimiser.space import SearchSpace, SpaceConfig  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
 from perfpredict.samples import graph_of, load_samples  # noqa: E402
+from perfpredict.primitives.conv import blocked_as, onednn_block  # noqa: E402
 from perfpredict.runtime import calibrate, calibration_inputs, estimate_peak_memory  # noqa: E402
 from perfpredict.runtime.measurement import measure_memory  # noqa: E402
 
@@ -59,13 +60,15 @@ def _table(title: str, groups: dict[str, np.ndarray]) -> list[str]:
 
 
 def store_rows(store: str) -> list[dict]:
-    """Estimate against every allocator-measured model record of ``store`` (nothing is measured again)."""
+    """Estimate against every allocator-measured model record of ``store`` (nothing is measured again), with the
+    oneDNN block of the record's machine (AVX-512 or not), not this one's."""
     samples = load_samples(store, memory_method="allocator")
     rows = []
     for s in samples.models:
         if s.peak_mem_bytes is None:
             continue
-        est = estimate_peak_memory(graph_of(s), s.plan).total
+        with blocked_as(onednn_block(s.device.isa_features)):
+            est = estimate_peak_memory(graph_of(s), s.plan).total
         rows.append({"model": s.model_name, "family": s.family, "threads": s.threads, "estimated_bytes": est,
                      "measured_bytes": s.peak_mem_bytes, "rel_err": est / s.peak_mem_bytes - 1})
     return rows

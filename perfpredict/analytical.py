@@ -53,6 +53,7 @@ from perfpredict.errors import BoardError
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice, is_prunable
 from perfpredict.predictor import Prediction, channel_sources, interaction_pairs
+from perfpredict.primitives.conv import blocked_as, onednn_block
 from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, depthwise_fallback
 from perfpredict.primitives.registry import get_primitive
 from perfpredict.primitives.tensor_ops import int8_concat_direct
@@ -788,7 +789,8 @@ class RooflineModel:
             gc = self._costs(g, device)
             idx = gc.index([plans[k] for k in members])
             lat[members] = gc.latency(idx)
-            mem[members] = gc.peak_memory(idx)
+            with blocked_as(onednn_block(device.isa_features)):  # oneDNN's buffers at the device's block
+                mem[members] = gc.peak_memory(idx)
         return Prediction(latency_ms=lat, peak_mem_bytes=mem)
 
     # --- NodeCostModel
@@ -817,8 +819,9 @@ class RooflineModel:
             for c in opts:
                 keep = gc._keep_out(i, c)
                 per_param, per_channel = _weight_bytes(node, c.precision)
-                vals.append((node.param_count * per_param + channels * per_channel) * keep
-                            + _workspace(get_primitive(c.primitive), node, c))
+                with blocked_as(onednn_block(device.isa_features)):
+                    ws = _workspace(get_primitive(c.primitive), node, c)
+                vals.append((node.param_count * per_param + channels * per_channel) * keep + ws)
             out[name] = np.array(vals, dtype=float)
         return out
 

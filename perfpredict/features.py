@@ -126,6 +126,7 @@ from perfpredict.errors import FeatureWarning, PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
+from perfpredict.primitives.conv import ONEDNN_BLOCK, blocked_as, onednn_block
 from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
 from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, fbgemm_depthwise, misaligned
 from perfpredict.primitives.registry import get_primitive
@@ -138,6 +139,10 @@ READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11, 12, 13, 14)
 """Feature schemas this code featurises: a checkpoint of one of them loads (8 lacks ``log_traits_prior_ms``, 8 and 9
 lack ``slow_path``, 8 to 10 lack ``chained`` and price conversions by their bytes alone, 8 to 11 give a Clip its
 own one-hots, 8 to 12 price every kernel's bytes at the full bandwidth, 8 to 13 every conversion's)."""
+
+ONEDNN_BLOCKS: tuple[int, ...] = (8, 16)
+"""oneDNN's channels per block with AVX2 and with AVX-512: the workspace tables hold both, and a plan's memory is
+featurised at its device's (:func:`~perfpredict.primitives.conv.onednn_block`)."""
 
 OP_ALIASES: Mapping[str, str] = {"Clip": "Relu"}
 """Op -> the op whose one-hot it takes from schema 12: the same work at the same cost (a Clip is a clamp, as a Relu
@@ -509,7 +514,8 @@ class GraphTemplate:
     comp_in: np.ndarray  # [G, n] share of each node's first input channels in each group's free classes
     comp_out: np.ndarray  # [G, n] the same for its first output
     default_choices: tuple[Choice, ...]
-    workspace: Mapping[str, np.ndarray]  # primitive -> [n, 2, 2] workspace bytes at fp32 / int8, NCHW / NHWC
+    # primitive -> [n, 2, 2, 2] workspace bytes at fp32 / int8, NCHW / NHWC, oneDNN blocks of ONEDNN_BLOCKS
+    workspace: Mapping[str, np.ndarray]
     ws_nodes: Mapping[int, Node] = field(default_factory=dict)  # nodes some primitive declares workspace for
     # per node, (tensor id, fp32 bytes, whether layout matters) of each output; the tensors the inference
     # returns (kept to the end, converted to NCHW fp32 when ``convert_final``, as a whole graph's outputs are)
@@ -553,15 +559,15 @@ class GraphTemplate:
             self._space_cache[key] = compute()
         return self._space_cache[key]
 
-    def workspace_table(self, space: FeatureSpace) -> np.ndarray:
+    def workspace_table(self, space: FeatureSpace, block: int = ONEDNN_BLOCK) -> np.ndarray:
         """[n, len(primitives) + 1, 2, 2] workspace bytes per node, primitive, precision (fp32, int8) and
-        layout (NCHW, NHWC)."""
-        key = ("ws", space)
+        layout (NCHW, NHWC) on a CPU whose oneDNN works in ``block``-channel blocks (default: this machine's)."""
+        key = ("ws", space, block)
         if key not in self._space_cache:
             table = np.zeros((self.n_nodes, len(space.primitives) + 1, 2, 2))
             for k, p in enumerate(space.primitives):
                 if p in self.workspace:
-                    table[:, k] = self.workspace[p]
+                    table[:, k] = self.workspace[p][..., ONEDNN_BLOCKS.index(block)]
             self._space_cache[key] = table
         return self._space_cache[key]
 
@@ -765,7 +771,8 @@ def build_template(graph: Graph) -> GraphTemplate:
         fuse_code=np.array([fused[a][1] for a in acts_fused], np.int64), group_members=members, group_free=free,
         comp_in=comp_in, comp_out=comp_out,
         default_choices=tuple(defaults), workspace=(ws := _workspace_bytes(nodes)),
-        ws_nodes={i: nodes[i] for i in sorted({int(i) for col in ws.values() for i in np.flatnonzero(col.any(axis=(1, 2)))})},
+        ws_nodes={i: nodes[i] for i in sorted({int(i) for col in ws.values()
+                                               for i in np.flatnonzero(col.any(axis=(1, 2, 3)))})},
         out_tensors=tuple(out_tensors), final_tensors=tuple(tensor_ids[t] for t in graph.outputs if t in tensor_ids),
         dw_channels=dw_channels,
         view_dense=np.array([[view_is_dense(nd, lay) for lay in LAYOUTS] for nd in nodes], bool).reshape(-1, 2),
@@ -822,21 +829,25 @@ def _prune_composition(graph: Graph) -> tuple[tuple[np.ndarray, ...], np.ndarray
 
 
 def _workspace_bytes(nodes: Sequence[Node]) -> dict[str, np.ndarray]:
+    """Primitive -> [n, 2, 2, len(ONEDNN_BLOCKS)] the workspace each declares per node, precision, layout and oneDNN
+    block (the primitives with none left out)."""
     from perfpredict.primitives import all_primitives
 
     out: dict[str, np.ndarray] = {}
     for p in all_primitives():
-        col = np.zeros((len(nodes), 2, 2))
+        col = np.zeros((len(nodes), 2, 2, len(ONEDNN_BLOCKS)))
         for i, nd in enumerate(nodes):
             if not p.supports(nd):
                 continue
             for j, prec in enumerate(PRECISIONS):
                 for k, layout in enumerate(LAYOUTS):
                     if prec in p.precisions and layout in p.layouts:
-                        try:
-                            col[i, j, k] = float(p.workspace_bytes(nd, prec, layout))
-                        except Exception:  # a primitive's estimate failing must not stop featurisation
-                            col[i, j, k] = 0.0
+                        for b, block in enumerate(ONEDNN_BLOCKS):
+                            try:
+                                with blocked_as(block):
+                                    col[i, j, k, b] = float(p.workspace_bytes(nd, prec, layout))
+                            except Exception:  # a primitive's estimate failing must not stop featurisation
+                                col[i, j, k, b] = 0.0
         if col.any():
             out[p.name] = col
     return out
@@ -884,10 +895,11 @@ def _with_channels(node: Node, cin: int, cout: int) -> Node:
 
 
 def _pruned_workspace(tpl: GraphTemplate, space: FeatureSpace, arrays: PlanArrays, int8: np.ndarray,
-                      nhwc: np.ndarray, keep_in: np.ndarray, keep_out: np.ndarray, ws: np.ndarray) -> None:
+                      nhwc: np.ndarray, keep_in: np.ndarray, keep_out: np.ndarray, ws: np.ndarray,
+                      block: int = ONEDNN_BLOCK) -> None:
     """Replace, in place, the workspace of pruned nodes ([P, n] ``ws`` from the unpruned table) by what the
     primitive declares at the kept channel counts (workspaces are not proportional to channels: oneDNN works in
-    16-channel blocks). Each distinct (node, choice, channels) is computed once per template."""
+    ``block``-channel blocks). Each distinct (node, choice, channels, block) is computed once per template."""
     from perfpredict.primitives import get_primitive
 
     cols = np.fromiter(tpl.ws_nodes, np.int64, len(tpl.ws_nodes))
@@ -911,13 +923,14 @@ def _pruned_workspace(tpl: GraphTemplate, space: FeatureSpace, arrays: PlanArray
     values = np.empty(len(uniq))
     names = space.primitives
     for u, (i, k, q, lay, ci, co) in enumerate(uniq.tolist()):
-        key = (i, names[k] if k < len(names) else "", q, lay, ci, co)
+        key = (i, names[k] if k < len(names) else "", q, lay, ci, co, block)
         if key not in cache:
             cache[key] = 0.0
             if k < len(names):
                 try:
-                    cache[key] = float(get_primitive(names[k]).workspace_bytes(
-                        _with_channels(tpl.ws_nodes[i], ci, co), PRECISIONS[q], LAYOUTS[lay]))
+                    with blocked_as(block):
+                        cache[key] = float(get_primitive(names[k]).workspace_bytes(
+                            _with_channels(tpl.ws_nodes[i], ci, co), PRECISIONS[q], LAYOUTS[lay]))
                 except Exception:  # an unknown primitive or a failing estimate: no workspace, as in the table
                     cache[key] = 0.0
         values[u] = cache[key]
@@ -1554,9 +1567,12 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     # analytical memory (as perfpredict.runtime.estimate_peak_memory): weights + the largest, over the steps, of
     # live activations + that step's workspace
     weights = eff_params.sum(axis=1)
-    ws_table = tpl.workspace_table(space)
+    # oneDNN's blocked buffers: the device's block (AVX-512 or not), not the machine featurising
+    block = onednn_block(device.isa_features)
+    ws_table = tpl.workspace_table(space, block)
     ws = ws_table[np.arange(n)[None, :], arrays.primitive, int8.astype(np.int64), nhwc.astype(np.int64)]
-    _pruned_workspace(tpl, space, arrays, int8.astype(np.int64), nhwc.astype(np.int64), keep_in, keep_out, ws)
+    _pruned_workspace(tpl, space, arrays, int8.astype(np.int64), nhwc.astype(np.int64), keep_in, keep_out, ws,
+                      block)
     peak_act, step_peak, step_ws = _replay_memory(tpl, int8, nhwc, fused_now, keep_out, ws)
     max_ws = np.maximum(ws.max(axis=1), step_ws) if n else np.zeros(P)
     mem_prior = weights + step_peak

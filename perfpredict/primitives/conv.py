@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import ctypes
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import scipy.fft
@@ -206,7 +207,7 @@ def _ws_onednn(node: Node, precision: str, layout: str) -> int:
     cin_group = geo.in_channels // geo.groups
     if layout == "NHWC":
         return geo.out_channels * cin_group * kh * kw * _F32 + _onednn_scratch(geo) + _prepad_bytes(node, geo)
-    b = ONEDNN_BLOCK
+    b = _BLOCK.get()
     padded_in = _blocks(cin_group) if geo.groups == 1 and cin_group >= b else cin_group
     weights = _blocks(geo.out_channels) * padded_in * kh * kw * _F32
     blocked_input = n * _blocks(c) * h * w * _F32 if c >= b or geo.groups > 1 else 0
@@ -223,16 +224,39 @@ def _onednn_scratch(geo: ConvGeometry) -> int:
     """oneDNN's per-call scratchpad in NHWC (packed weights or not): none for depthwise convolutions, nor for other
     grouped ones with AVX-512 (its AVX2 kernels take one for them)."""
     depthwise = geo.groups > 1 and geo.groups == geo.in_channels
-    return 0 if depthwise or (geo.groups > 1 and ONEDNN_BLOCK == 16) else _ONEDNN_SCRATCH
+    return 0 if depthwise or (geo.groups > 1 and _BLOCK.get() == 16) else _ONEDNN_SCRATCH
 
 
 ONEDNN_BLOCK = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
 """Channels per block of oneDNN's blocked format on this CPU: 16 floats (nChw16c) with AVX-512, 8 (nChw8c) on an
-AVX2-only CPU. The workspace estimates take the machine at hand's; another device's differ by tens of KiB."""
+AVX2-only CPU. The workspace estimates take it unless :func:`blocked_as` names another device's."""
+
+_BLOCK: ContextVar[int] = ContextVar("onednn_block", default=ONEDNN_BLOCK)
+
+
+def onednn_block(isa_features: Sequence[str]) -> int:
+    """The block of oneDNN's blocked format on an x86 CPU with ``isa_features`` (16 with AVX-512, else 8); the
+    machine at hand's (:data:`ONEDNN_BLOCK`) when the list is empty or names no x86 extension."""
+    isa = set(isa_features)
+    if "avx512f" in isa:
+        return 16
+    return 8 if isa & {"avx2", "avx", "sse4_2"} else ONEDNN_BLOCK
+
+
+@contextmanager
+def blocked_as(block: int) -> Iterator[None]:
+    """Within the block, oneDNN workspace estimates (``workspace_bytes`` of ``conv.onednn`` and ``conv.dnnl``)
+    take ``block`` channels per block: another device's, for predictions made on this machine."""
+    token = _BLOCK.set(block)
+    try:
+        yield
+    finally:
+        _BLOCK.reset(token)
 
 
 def _blocks(channels: int) -> int:
-    return -(-channels // ONEDNN_BLOCK) * ONEDNN_BLOCK
+    b = _BLOCK.get()
+    return -(-channels // b) * b
 
 
 # --------------------------------------------------------------------------------------------- conv.onednn_packed

@@ -18,6 +18,7 @@ from perfpredict.features import (DEVICE_COLUMNS, PLAN_COLUMNS, STATIC_COLUMNS, 
 from perfpredict.graph import load_onnx
 from perfpredict.models import load_model
 from perfpredict.plan import Choice, Plan, default_plan
+from perfpredict.primitives.conv import ONEDNN_BLOCK, blocked_as, onednn_block
 
 DEVICE = load_device({"schema_version": 1, "name": "t", "kind": "cpu", "arch": "x86_64", "cores": 2, "threads": 2,
                       "isa_features": ["avx2", "fma"], "peak_gflops_fp32": 80.0, "peak_gops_int8": 160.0,
@@ -275,17 +276,29 @@ def test_memory_prior_follows_the_runtime_estimate(space):
     from .synthetic import random_plan, zoo_graph
 
     # random mixes of primitives, layouts, int8 and pruning: the prior replays the runtime's schedule on the
-    # template (conversion chains, shared variants, pruned workspaces, int8 weights), so it is the estimate
+    # template (conversion chains, shared variants, pruned workspaces, int8 weights), so it is the estimate, with
+    # oneDNN's blocked buffers at the device's block (8 channels on an AVX2-only CPU, 16 with AVX-512) wherever it
+    # is featurised
+    avx512 = replace(DEVICE, isa_features=(*DEVICE.isa_features, "avx512f"))
+    assert (onednn_block(DEVICE.isa_features), onednn_block(avx512.isa_features)) == (8, 16)
+    assert onednn_block(()) == onednn_block(("neon",)) == ONEDNN_BLOCK  # unknown: the machine at hand's
+    differ = 0
     for family in ("mobilenet_v2", "resnet", "squeezenet", "googlenet", "densenet", "efficientnet", "shufflenet_v2"):
         g = zoo_graph(family)
         plans = [random_plan(g, random.Random(k)) for k in range(6)]
-        _, pf = _feat(g, space, plans)
-        for k, plan in enumerate(plans):
-            est = estimate_peak_memory(g, plan)
-            assert math.expm1(pf.memory[k, 0]) == pytest.approx(est.weights, rel=1e-6), (family, k)
-            assert math.expm1(pf.memory[k, 1]) == pytest.approx(est.activations, rel=1e-6), (family, k)
-            assert math.expm1(pf.memory[k, 2]) == pytest.approx(est.workspace, rel=1e-6), (family, k)
-            assert pf.memory_prior[k] == pytest.approx(est.total, rel=1e-6), (family, k)
+        priors = []
+        for device in (DEVICE, avx512):
+            _, pf = _feat(g, space, plans, device)
+            priors.append(pf.memory_prior)
+            for k, plan in enumerate(plans):
+                with blocked_as(onednn_block(device.isa_features)):
+                    est = estimate_peak_memory(g, plan)
+                assert math.expm1(pf.memory[k, 0]) == pytest.approx(est.weights, rel=1e-6), (family, k)
+                assert math.expm1(pf.memory[k, 1]) == pytest.approx(est.activations, rel=1e-6), (family, k)
+                assert math.expm1(pf.memory[k, 2]) == pytest.approx(est.workspace, rel=1e-6), (family, k)
+                assert pf.memory_prior[k] == pytest.approx(est.total, rel=1e-6), (family, k)
+        differ += int((priors[0] != priors[1]).sum())
+    assert differ > 0
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
