@@ -11,9 +11,10 @@ group (same model, threads, nodes and choices) timed in plans where it converts 
 conversions cost. Per store it fits, by least squares over those pairs, ``extra ms = sum over kinds of cost[kind] x
 (2 x fp32 bytes / bandwidth) + per_step x steps`` (kinds: a layout conversion into NHWC, into NCHW, a quantisation,
 a dequantisation; the bandwidth is that of the machine that timed the steps), so ``cost`` is 1 where the prior is
-right; and reports per kind and size bin the median of the pairs' extra time over the prior's. The last table gives
-the median of each cost over the stores not named by ``--exclude``: what
-:data:`perfpredict.analytical.CONVERSION_COSTS` holds.
+right; and reports per kind and size bin the median of the pairs' extra time over the prior's. The last line gives
+the median of each cost over the stores not named by ``--exclude``. Priced into both priors as a feature schema
+(commit 3af9458), those costs made leave-one-family-out accuracy worse and were taken out again (README, *Conversions
+priced by kind*).
 
     .venv/bin/python benchmarks/conversion_prior.py --data datasets/xeon2.db datasets/zen3.db --exclude zen3 \\
         --out benchmarks/results/conversion_prior.json

@@ -384,25 +384,6 @@ def memory_cost(primitive: str, layout: str) -> MemoryCost:
     return MEMORY_COSTS.get((primitive, layout), MemoryCost())
 
 
-# A conversion the runtime inserts between kernels (executor.conversion_path) is a step of its own: torch's
-# .contiguous(memory_format=...) for a layout, quantize_per_tensor / dequantize for a precision. Timed inside models
-# step by step (step-times records) against the same step group timed in plans where it converts nothing, a relayout
-# either way costs several times its fp32 bytes read and written at the bandwidth, the more the larger the tensor
-# (2x under 30 kB, 4-7x over 1 MB). benchmarks/conversion_prior.py fits each kind's cost by least squares to the
-# pairs of each store with step times; the values are the fit of the step times kept in xeon2.db (timed on an
-# Intel Xeon VM at 2.8 GHz), the Zen 3 VM's left out (its own fit: 7.8, 4.8, 0.2, 1.7).
-CONVERSION_COSTS: Mapping[str, float] = {"layout:NHWC": 3.87, "layout:NCHW": 4.26, "quantize": 1.78,
-                                         "dequantize": 1.61}
-"""Conversion kind (``layout:NHWC``, ``layout:NCHW``: a relayout into that layout; ``quantize``, ``dequantize``) ->
-its time in units of its fp32 bytes read and written at the full bandwidth: the GNN's analytical priors
-(``features``, schema 14) price each conversion step by it."""
-
-
-def conversion_cost(kind: str) -> float:
-    """The cost of a conversion of ``kind`` (:data:`CONVERSION_COSTS`; else 1, its bytes at the bandwidth)."""
-    return CONVERSION_COSTS.get(kind, 1.0)
-
-
 def int8_activation_scale(node: Node, layout: str) -> float:
     """Bytes ``node`` moves per activation element at int8 in ``layout``, relative to fp32: 0.25 (one byte) unless
     its int8 kernel computes in float (:data:`INT8_ACTIVATION_SCALE`, :data:`INT8_CONCAT_FALLBACK_SCALE`).

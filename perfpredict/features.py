@@ -80,14 +80,6 @@ runs near it. Without the cost the prior is blind to the primitive and the netwo
 its own, learnt on 3x3 pools: held out, vgg's 2x2 pools came out 1.4x their measured time (README, *Where vgg's
 error lies*). A schema-12 checkpoint is featurised at the bytes' time.
 
-Schema 14 prices each conversion step the runtime runs, in both priors, by its kind's cost of moving data
-(:func:`~perfpredict.analytical.conversion_cost`: a relayout into NHWC or NCHW, a quantisation, a dequantisation),
-per step: an input converted in layout and precision pays for both steps. Timed inside models, step by step, a
-relayout costs about four times its fp32 bytes read and written at the bandwidth (2x for small tensors, 4-7x over
-1 MB); up to schema 13 every converted input cost its bytes' time once, and in plans that mix layouts, whose
-conversions take about a fifth of their time (median over the Zen 3 VM's random plans, at the fitted costs), the
-network carried that correction inside each reader's. A schema-13 checkpoint is featurised at the bytes' time.
-
 Beside the features, :attr:`PlanFeatures.fallback_ms` is the prior with the bytes each int8 kernel really moves
 (:func:`~perfpredict.analytical.int8_activation_scale`: torch's quantised Add, Mul, batch norm and cat compute in
 float and requantise, so their int8 time is near their fp32 time, 0.6-2x on the stores' layer records, not a
@@ -120,7 +112,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from perfpredict.analytical import conversion_cost, int8_activation_scale, kernel_factors, memory_cost, traits_for
+from perfpredict.analytical import int8_activation_scale, kernel_factors, memory_cost, traits_for
 from perfpredict.devices import REFERENCE_LAYERS, DeviceSpec
 from perfpredict.errors import FeatureWarning, PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
@@ -134,11 +126,11 @@ from perfpredict.primitives.tensor_ops import int8_concat_direct
 from perfpredict.runtime.executor import Fusion, conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 14  # 14: each conversion step at its kind's cost of moving data (analytical.conversion_cost)
-READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11, 12, 13, 14)
+FEATURE_SCHEMA_VERSION = 13  # 13: memory time at the primitive's cost of moving data (analytical.memory_cost)
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11, 12, 13)
 """Feature schemas this code featurises: a checkpoint of one of them loads (8 lacks ``log_traits_prior_ms``, 8 and 9
 lack ``slow_path``, 8 to 10 lack ``chained`` and price conversions by their bytes alone, 8 to 11 give a Clip its
-own one-hots, 8 to 12 price every kernel's bytes at the full bandwidth, 8 to 13 every conversion's)."""
+own one-hots, 8 to 12 price every kernel's bytes at the full bandwidth)."""
 
 ONEDNN_BLOCKS: tuple[int, ...] = (8, 16)
 """oneDNN's channels per block with AVX2 and with AVX-512: the workspace tables hold both, and a plan's memory is
@@ -373,14 +365,6 @@ def _memory_cost_table(space: FeatureSpace) -> np.ndarray:
                 cost = memory_cost(name, layout)
                 table[k, j] = cost.per_byte, cost.per_window_byte
     return table
-
-
-@functools.lru_cache(maxsize=32)
-def _conversion_costs(space: FeatureSpace) -> tuple[float, float, float, float]:
-    """The cost of a relayout into NHWC, into NCHW, a quantisation and a dequantisation
-    (:func:`~perfpredict.analytical.conversion_cost`) at ``space``'s schema (all 1 before schema 14)."""
-    kinds = ("layout:NHWC", "layout:NCHW", "quantize", "dequantize")
-    return tuple(conversion_cost(k) if space.schema_version >= 14 else 1.0 for k in kinds)
 
 
 def _internal_inputs(tpl: "GraphTemplate") -> np.ndarray:
@@ -1524,16 +1508,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     # a kernel's own data, in bytes at the bandwidth: its bytes, and its window elements' (a pool's) at its cost
     per_byte, per_window = np.moveaxis(_memory_cost_table(space)[arrays.primitive, nhwc.astype(np.int64)], -1, 0)
     own_bytes = per_byte * (eff_in + eff_out + eff_params) + per_window * eff_flops * 4.0 * act_scale
-    if space.schema_version >= 14:  # each conversion step moves its fp32 bytes at its kind's cost
-        to_nhwc, to_nchw, quant, dequant = _conversion_costs(space)
-        entry_bytes = tpl.in_bytes * src_keep
-        steps_bytes = (need_lay * entry_bytes * np.where(lay_dst != nchw, to_nhwc, to_nchw)
-                       + need_prec * entry_bytes * np.where(prec_dst != fp32, quant, dequant)) @ incidence
-        out_fp32 = tpl.writes_output * tpl.bytes_out * keep_out
-        steps_bytes = steps_bytes + out_fp32 * ((nhwc & tpl.out_layout_matters) * to_nchw + int8 * dequant)
-        conversions = 2.0 * steps_bytes / bw
-    else:
-        conversions = (2.0 * conv_bytes + out_conv * 2.0 * eff_out) / bw
+    conversions = (2.0 * conv_bytes + out_conv * 2.0 * eff_out) / bw
     chained = None
     if space.schema_version >= 11:  # each conversion is a step of its own, with a step's fixed cost, unless chained
         chained = _chained(tpl, arrays, space, nhwc, int8, fused_now, need)

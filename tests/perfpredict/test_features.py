@@ -380,10 +380,8 @@ def test_the_fallback_prior_prices_int8_ops_that_compute_in_float_at_their_float
     assert (prior >= old.prior_ms).all()
     for layout in (0, 1):
         assert old.fallback_ms[layout, at["BatchNormalization"]] > 1.25 * old.prior_ms[layout, at["BatchNormalization"]]
-    # quantized::cat joins NHWC channels directly; in NCHW it goes through fp32 buffers and costs more again (the
-    # extra over the prior: the NHWC plan also pays its inputs' relayouts, priced alike in both)
-    extra = fallback[:, at["Concat"]] - prior[:, at["Concat"]]
-    assert extra[0] > extra[1] > 0.0
+    # quantized::cat joins NHWC channels directly; in NCHW it goes through fp32 buffers and costs more again
+    assert fallback[0, at["Concat"]] > fallback[1, at["Concat"]] > prior[1, at["Concat"]]
 
 
 def test_every_supported_op_has_a_category_column():
@@ -474,7 +472,7 @@ def test_from_schema_13_a_torch_max_pool_on_nchw_is_priced_by_its_bytes_and_wind
     # priors price its bytes and its window elements' bytes at that cost; channels-last, oneDNN's pool and every
     # other node keep their bytes at the bandwidth
     graph = load_model("resnet18")[0]
-    space, twelve = (replace(FeatureSpace.current(), schema_version=v) for v in (13, 12))
+    space, twelve = FeatureSpace.current(), replace(FeatureSpace.current(), schema_version=12)
     i = [n.op for n in graph.nodes].index("MaxPool")
     node = graph.nodes[i]
     base = default_plan(graph)
@@ -500,51 +498,6 @@ def test_from_schema_13_a_torch_max_pool_on_nchw_is_priced_by_its_bytes_and_wind
     keep = np.ones(space.plan_dim, bool)
     keep[[len(space.primitives) + 1 + space.plan_columns.index(c) for c in ("log_prior_ms", "log_traits_prior_ms")]] = 0
     np.testing.assert_array_equal(new.plan[..., keep], old.plan[..., keep])
-
-
-@pytest.mark.parametrize("family", ["vgg", "mobilenet_v1"])  # chains: a tensor has one reader, no residual
-def test_from_schema_14_each_conversion_the_runtime_runs_is_priced_at_its_kinds_cost(family):
-    # analytical.CONVERSION_COSTS: from schema 14 both priors price every conversion step the runtime's schedule
-    # inserts at its kind's cost of its fp32 bytes, at the node that first reads it (a graph output's at the node
-    # that writes it, a folded node's at the node it folds into); up to 13 a converted input cost its fp32 bytes once, whatever the steps, an output its own
-    from perfpredict.analytical import conversion_cost
-    from perfpredict.runtime.executor import make_schedule, resolve_plan
-
-    from .runtime.plans import int8_plan, random_plan
-    from .synthetic import zoo_graph
-
-    g = zoo_graph(family)
-    plans = [int8_plan(g, "NHWC"), default_plan(g)] + [random_plan(g, seed, ("fp32", "int8")) for seed in range(3)]
-    space = FeatureSpace.current()
-    new, old = featurise(g, plans, DEVICE, space), featurise(g, plans, DEVICE, replace(space, schema_version=13))
-    assert conversion_cost("layout:NHWC") > 1.0 and conversion_cost("no such kind") == 1.0
-    bw = device_rates(DEVICE).bandwidth_gbs * 1e6
-    index = {n.name: i for i, n in enumerate(g.nodes)}
-    writer = {t: n.name for n in g.nodes for t in n.outputs}
-    fused = [featurise(g, [p], DEVICE, space).plan[0, :, len(space.primitives) + 1 + space.plan_columns.index(
-        "fused_now")] > 0.5 for p in plans]
-    priced = 0
-    for row, plan in enumerate(plans):
-        choices = resolve_plan(g, plan).choices
-        expected = np.zeros(len(g.nodes))
-        once: dict[tuple[int, str], float] = {}
-        schedule = make_schedule(g, choices)
-        for c in schedule.conversions:
-            nbytes = 4.0 * float(np.prod(g.tensor_shapes[c.tensor]))
-            # a node folded into its producer (a residual Add) has its inputs converted for the producer
-            at = index[writer[c.tensor] if c.consumer == "<output>" else schedule.fused.get(c.consumer, c.consumer)]
-            kind = f"layout:{c.target}" if c.kind == "layout" else c.kind
-            expected[at] += 2.0 * nbytes * conversion_cost(kind) / bw
-            int8_out = c.tensor in writer and choices[writer[c.tensor]].precision == "int8"
-            once[(at, c.tensor)] = 2.0 * nbytes * (0.25 if c.consumer == "<output>" and int8_out else 1.0) / bw
-        for (at, _), price in once.items():
-            expected[at] -= price
-        live = ~fused[row]
-        np.testing.assert_allclose((new.prior_ms[row] - old.prior_ms[row])[live], expected[live], rtol=1e-6,
-                                   atol=1e-12)
-        priced += int((np.abs(expected[live]) > 0).sum())
-    assert priced > 10
-    np.testing.assert_array_equal(new.prior_ms[1], old.prior_ms[1])  # the default plan converts nothing
 
 
 def _chained_by_runtime(graph, plan) -> set[str]:
@@ -586,10 +539,7 @@ def test_the_chained_column_marks_the_nodes_the_runtime_chains(family, space):
             assert not ours and not real
     assert both > 20 and apart <= 0.1 * both
     assert chained[0].sum() > 5 and chained[1].sum() > 5
-    # a conversion in front of a chained node is run by the chain: the prior adds no step cost for it (schema 13
-    # against 10, both pricing conversions by their bytes alone; 14 prices the bytes by the conversion's kind)
+    # a conversion in front of a chained node is run by the chain: the prior adds no step cost for it
     ten = featurise(g, plans, DEVICE, replace(space, schema_version=10))
-    thirteen = featurise(g, plans, DEVICE, replace(space, schema_version=13))
-    assert np.allclose(thirteen.prior_ms[chained], ten.prior_ms[chained])
-    assert (thirteen.prior_ms >= ten.prior_ms - 1e-12).all()
-    assert (pf.prior_ms >= thirteen.prior_ms - 1e-12).all()
+    assert np.allclose(pf.prior_ms[chained], ten.prior_ms[chained])
+    assert (pf.prior_ms >= ten.prior_ms - 1e-12).all()

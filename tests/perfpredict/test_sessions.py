@@ -6,7 +6,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from perfpredict.features import FeatureSpace
 from perfpredict.gnn import GNNConfig
 from perfpredict.gnn_predictor import GNNPredictor
 from perfpredict.plan import Plan
@@ -122,13 +121,9 @@ def test_synthetic_offsets_keep_the_random_networks_level_apart_from_the_deploye
     synth = [replace(s, family="mixnet", latency_ms=s.latency_ms * 1.5) for s in src.models if s.family != first]
     data = SampleSet(deployed + synth, [], "synthetic", "synthetic-offsets")
     fit = dict(epochs=40, seed=0)
-    # the synthetic world charges a conversion a fixed 0.02 ms whatever its bytes, where schema 14's prior prices its
-    # bytes at the cost fitted to real ones (4x): a correction this small network learns per thread count only in
-    # part, which the 2-thread scale then absorbs. The offsets are under test here, so the features are schema 13's
-    space = replace(FeatureSpace.current(), schema_version=13)
-    with_offsets = GNNPredictor(GNNConfig(hidden=16, layers=2), space).fit(
-        data, options=TrainOptions(synthetic_offsets=True, **fit))
-    without = GNNPredictor(GNNConfig(hidden=16, layers=2), space).fit(data, options=TrainOptions(**fit))
+    with_offsets = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(synthetic_offsets=True,
+                                                                                                **fit))
+    without = GNNPredictor(GNNConfig(hidden=16, layers=2)).fit(data, options=TrainOptions(**fit))
     scales = with_offsets.training["synthetic_scales"]
     device = deployed[0].device.device_id
     assert sorted(scales) == [f"{device}|1", f"{device}|2"]
