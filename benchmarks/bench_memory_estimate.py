@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import write_results  # noqa: E402
 from optimiser.space import SearchSpace, SpaceConfig  # noqa: E402
 from perfpredict.models import load_model  # noqa: E402
-from perfpredict.samples import graph_of, load_samples  # noqa: E402
 from perfpredict.primitives.conv import blocked_as, onednn_block  # noqa: E402
 from perfpredict.runtime import calibrate, calibration_inputs, estimate_peak_memory  # noqa: E402
 from perfpredict.runtime.measurement import measure_memory  # noqa: E402
+from perfpredict.samples import graph_of, load_samples  # noqa: E402
 
 MODELS = ("alexnet", "densenet121", "efficientnet_b0", "googlenet", "mnasnet", "mobilenet_v1", "mobilenet_v2",
           "mobilenet_v3_small", "resnet18", "shufflenet_v2", "squeezenet1_1", "vgg11")

@@ -792,18 +792,18 @@ class RooflineModel:
         """Weight plus workspace bytes of each option (own pruning only; upstream pruning ignored)."""
         gc = self._costs(graph, device)
         out = {}
-        for name, opts in options.items():
-            node = graph.node(name)
-            i = gc.pos[name]
-            vals = []
-            channels = float(node.out_shape[1]) if len(node.out_shape) > 1 else 1.0
-            for c in opts:
-                keep = gc._keep_out(i, c)
-                per_param, per_channel = _weight_bytes(node, c.precision)
-                with blocked_as(onednn_block(device.isa_features)):
-                    ws = _workspace(get_primitive(c.primitive), node, c)
-                vals.append((node.param_count * per_param + channels * per_channel) * keep + ws)
-            out[name] = np.array(vals, dtype=float)
+        with blocked_as(onednn_block(device.isa_features)):  # oneDNN's buffers at the device's block
+            for name, opts in options.items():
+                node = graph.node(name)
+                i = gc.pos[name]
+                vals = []
+                channels = float(node.out_shape[1]) if len(node.out_shape) > 1 else 1.0
+                for c in opts:
+                    keep = gc._keep_out(i, c)
+                    per_param, per_channel = _weight_bytes(node, c.precision)
+                    vals.append((node.param_count * per_param + channels * per_channel) * keep
+                                + _workspace(get_primitive(c.primitive), node, c))
+                out[name] = np.array(vals, dtype=float)
         return out
 
     def cost_pairs(self, graph: Graph) -> list[tuple[str, str]]:

@@ -118,7 +118,7 @@ from perfpredict.errors import FeatureWarning, PerfPredictError, PlanError
 from perfpredict.graph import SUPPORTED_OPS, Graph, Node
 from perfpredict.plan import Choice, Plan, default_choice
 from perfpredict.primitives import LAYOUTS, PRECISIONS
-from perfpredict.primitives.conv import ONEDNN_BLOCK, blocked_as, onednn_block
+from perfpredict.primitives.conv import blocked_as, onednn_block
 from perfpredict.primitives.epilogue import ELTWISE, RESIDUAL
 from perfpredict.primitives.quantized import DEPTHWISE_FALLBACK_SHARE, fbgemm_depthwise, misaligned
 from perfpredict.primitives.registry import get_primitive
@@ -543,9 +543,9 @@ class GraphTemplate:
             self._space_cache[key] = compute()
         return self._space_cache[key]
 
-    def workspace_table(self, space: FeatureSpace, block: int = ONEDNN_BLOCK) -> np.ndarray:
+    def workspace_table(self, space: FeatureSpace, block: int) -> np.ndarray:
         """[n, len(primitives) + 1, 2, 2] workspace bytes per node, primitive, precision (fp32, int8) and
-        layout (NCHW, NHWC) on a CPU whose oneDNN works in ``block``-channel blocks (default: this machine's)."""
+        layout (NCHW, NHWC) on a CPU whose oneDNN works in ``block``-channel blocks (one of ONEDNN_BLOCKS)."""
         key = ("ws", space, block)
         if key not in self._space_cache:
             table = np.zeros((self.n_nodes, len(space.primitives) + 1, 2, 2))
@@ -880,7 +880,7 @@ def _with_channels(node: Node, cin: int, cout: int) -> Node:
 
 def _pruned_workspace(tpl: GraphTemplate, space: FeatureSpace, arrays: PlanArrays, int8: np.ndarray,
                       nhwc: np.ndarray, keep_in: np.ndarray, keep_out: np.ndarray, ws: np.ndarray,
-                      block: int = ONEDNN_BLOCK) -> None:
+                      block: int) -> None:
     """Replace, in place, the workspace of pruned nodes ([P, n] ``ws`` from the unpruned table) by what the
     primitive declares at the kept channel counts (workspaces are not proportional to channels: oneDNN works in
     ``block``-channel blocks). Each distinct (node, choice, channels, block) is computed once per template."""

@@ -21,9 +21,9 @@ def test_a_groups_conversions_are_those_the_runtime_schedules_in_front_of_its_no
     groups = [[1.0, [n.name]] for n in g.nodes]
     first = next(i for i, n in enumerate(g.nodes) if n.op == "Conv")
     nbytes = 4.0 * np.prod(g.tensor_shapes[g.nodes[first].inputs[0]])
-    conv = cp.group_conversions(SimpleNamespace(plan=int8_plan(g, "NHWC")), groups)
-    assert conv[first]["layout:NHWC"] == conv[first]["quantize"] == nbytes and conv[first]["steps"] == 2
     plan = int8_plan(g, "NHWC")
+    conv = cp.group_conversions(SimpleNamespace(plan=plan), groups)
+    assert conv[first]["layout:NHWC"] == conv[first]["quantize"] == nbytes and conv[first]["steps"] == 2
     inner = [c for c in make_schedule(g, resolve_plan(g, plan).choices).conversions if c.consumer != "<output>"]
     assert sum(c.get("steps", 0) for c in conv) == len(inner) > 2
     assert not any(c for c in cp.group_conversions(SimpleNamespace(plan=default_plan(g)), groups))
