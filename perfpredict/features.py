@@ -80,6 +80,16 @@ runs near it. Without the cost the prior is blind to the primitive and the netwo
 its own, learnt on 3x3 pools: held out, vgg's 2x2 pools came out 1.4x their measured time (README, *Where vgg's
 error lies*). A schema-12 checkpoint is featurised at the bytes' time.
 
+Schema 15 counts the conversions the runtime's schedule makes, node by node (:func:`_shared_conversions`): a
+conversion of two steps (relayout then quantise, dequantise then relayout) passes through an fp32 variant that
+another reader of the tensor reuses, and a reader whose path passes through a variant already made adds only its
+last step; and a folded residual Add's conversion is counted, and priced, at the producer that reads the residual
+(up to schema 13 it sat on the folded Add, whose prior is 2% of the overhead, so no prior priced it). Up to schema
+13 densenet's random plans (twenty, the tests' ``random_plan``) counted 9% more conversion steps than their
+schedules make (its Concats read tensors that earlier Concats converted), googlenet's and efficientnet's 3%. (Schema
+14, conversions priced by kind, was tried and taken out: README, *Conversions priced by kind*.) A schema-13
+checkpoint is featurised as before.
+
 Beside the features, :attr:`PlanFeatures.fallback_ms` is the prior with the bytes each int8 kernel really moves
 (:func:`~perfpredict.analytical.int8_activation_scale`: torch's quantised Add, Mul, batch norm and cat compute in
 float and requantise, so their int8 time is near their fp32 time, 0.6-2x on the stores' layer records, not a
@@ -89,13 +99,14 @@ batch norm, held out of training, was priced at 0.4x its layer records by the on
 
 The rules follow :mod:`perfpredict.runtime.executor`: the nodes of
 :func:`~perfpredict.runtime.executor.fusion_patterns` (a Relu/Clip/HardSwish/Sigmoid that is the only reader of a
-Conv/Gemm/MatMul output, not a graph output, a swish's Sigmoid + Mul pair, or a residual Add of a Conv's output
-with the activation after it) are folded into that node's epilogue when they run at its precision and, for swish,
+Conv/Gemm/MatMul output, not a graph output, a swish's Sigmoid + Mul pair, or a residual Add of a Conv's output with
+the activation after it) are folded into that node's epilogue when they run at its precision and, for swish,
 hardswish, sigmoid and the residual, its primitive lists the epilogue (``fused_now`` columns; a fused node costs
 almost nothing, its prior is 2% of the per-node overhead; the producer reads a folded Add's residual, converted to
 its own layout and precision); a tensor read in another layout or precision than its producer wrote it is converted
-once per variant and shared by every reader of that variant; layout matters only for 4-D tensors with
-C > 1 and H*W > 1; graph inputs arrive as fp32 NCHW and graph outputs are returned as fp32 NCHW.
+once per variant and shared by every reader of that variant (from schema 15, also of a variant its conversion passes
+through); layout matters only for 4-D tensors with C > 1 and H*W > 1; graph inputs arrive as fp32 NCHW and graph
+outputs are returned as fp32 NCHW.
 
 ``FEATURE_SCHEMA_VERSION`` changes whenever the columns or their meaning change; a checkpoint trained with
 another version cannot be used (see :mod:`perfpredict.gnn_predictor`).
@@ -126,11 +137,12 @@ from perfpredict.primitives.tensor_ops import int8_concat_direct
 from perfpredict.runtime.executor import Fusion, conversion_path, free_points, fusion_patterns, view_is_dense
 from perfpredict.runtime.memory import replay_peaks
 
-FEATURE_SCHEMA_VERSION = 13  # 13: memory time at the primitive's cost of moving data (analytical.memory_cost)
-READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11, 12, 13)
+FEATURE_SCHEMA_VERSION = 15  # 15: conversions as the runtime's schedule makes them (14: a reverted attempt)
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (8, 9, 10, 11, 12, 13, 15)
 """Feature schemas this code featurises: a checkpoint of one of them loads (8 lacks ``log_traits_prior_ms``, 8 and 9
 lack ``slow_path``, 8 to 10 lack ``chained`` and price conversions by their bytes alone, 8 to 11 give a Clip its
-own one-hots, 8 to 12 price every kernel's bytes at the full bandwidth)."""
+own one-hots, 8 to 12 price every kernel's bytes at the full bandwidth, 8 to 13 share a conversion only between
+readers of the same variant and leave a folded Add's conversion on the Add)."""
 
 ONEDNN_BLOCKS: tuple[int, ...] = (8, 16)
 """oneDNN's channels per block with AVX2 and with AVX-512: the workspace tables hold both, and a plan's memory is
@@ -1424,6 +1436,63 @@ def _chained(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, nhwc: 
     return member & (ahead + behind - 1 >= 2)
 
 
+def _shared_conversions(tpl: GraphTemplate, need_lay: np.ndarray, need_prec: np.ndarray, lay_src: np.ndarray,
+                        lay_dst: np.ndarray, prec_src: np.ndarray, prec_dst: np.ndarray,
+                        fp32: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The conversion steps each input entry makes, [P, m] layout and precision flags, as the runtime's schedule
+    makes them (:func:`~perfpredict.runtime.executor.make_schedule`): a step whose variant (layout where it matters,
+    precision) an earlier reader of the same tensor already made, as its final variant or on the way to it, is not
+    made again. A path of two steps (:func:`~perfpredict.runtime.executor.conversion_path`: relayout then quantise,
+    or dequantise then relayout) passes through an fp32 variant: a reader of that variant reuses it, and a reader
+    whose path passes through a variant already there makes only its last step. The third array: the entries whose final
+    variant no earlier entry made (schema 13's sharing, which :func:`_chained` reads)."""
+    need = need_lay | need_prec
+    if not tpl.in_dup.size:
+        return need_lay, need_prec, need
+    two = need_lay & need_prec
+    src_int8 = prec_src != fp32  # dequantise first (the source's layout), else relayout first (the reader's)
+    lm = tpl.in_layout_matters
+    final = np.where(lm, lay_dst, -1) * 2 + prec_dst
+    mid = np.where(lm, np.where(src_int8, lay_src, lay_dst), -1) * 2 + fp32
+    e, earlier = tpl.in_dup
+    made_final, made_mid = need[:, earlier], two[:, earlier]
+
+    def made(variant: np.ndarray) -> np.ndarray:
+        hit = (made_final & (final[:, earlier] == variant[:, e])) | (made_mid & (mid[:, earlier] == variant[:, e]))
+        out = np.zeros(need.shape, bool)
+        np.logical_or.at(out, (slice(None), e), hit)
+        return out
+
+    final_there = made(final)
+    new_final = need & ~final_there
+    new_mid = two & new_final & ~made(mid)
+    same_final = np.zeros(need.shape, bool)
+    np.logical_or.at(same_final, (slice(None), e), made_final & (final[:, earlier] == final[:, e]))
+    lay = np.where(two, np.where(src_int8, new_final, new_mid), need_lay & new_final)
+    prec = np.where(two, np.where(src_int8, new_mid, new_final), need_prec & new_final)
+    return lay, prec, need & ~same_final
+
+
+def _residual_entries(tpl: GraphTemplate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input entry, Add, producer) of every residual Add a producer can fold: the entry reading the residual."""
+    internal = tpl.cached("internal_inputs", lambda: _internal_inputs(tpl))
+    res = tpl.fuse_code == EPILOGUE_CODES.index(RESIDUAL)
+    rows = [(int(k), a, p) for a, p in zip(tpl.fuse_act[res].tolist(), tpl.fuse_prod[res].tolist())
+            for k in np.flatnonzero((tpl.in_node == a) & ~internal)[:1]]
+    return tuple(np.array(c, np.int64) for c in zip(*rows)) if rows else (np.zeros(0, np.int64),) * 3
+
+
+def _to_producer(tpl: GraphTemplate, per_entry: np.ndarray, per_node: np.ndarray, fused_now: np.ndarray) -> None:
+    """Move, in place, each folded residual Add's share of ``per_node`` (the sum of ``per_entry`` over a node's
+    input entries) to the producer it folds into."""
+    entry, add, producer = tpl.cached("residual_entries", lambda: _residual_entries(tpl))
+    if not len(entry):
+        return
+    moved = np.where(fused_now[:, add], per_entry[:, entry], 0.0)
+    np.add.at(per_node, (slice(None), producer), moved)
+    np.add.at(per_node, (slice(None), add), -moved)
+
+
 def _concat_inputs(tpl: GraphTemplate) -> dict[int, tuple[int, int, int, int]]:
     """Channel Concat of two produced tensors -> its two producers and its two input entries."""
     out = {}
@@ -1487,7 +1556,11 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     need_lay = (lay_src != lay_dst) & tpl.in_layout_matters & ~reader_fused
     need_prec = (prec_src != prec_dst) & ~reader_fused
     need = need_lay | need_prec
-    if tpl.in_dup.size:
+    if space.schema_version >= 15:
+        need_lay, need_prec, chain_need = _shared_conversions(tpl, need_lay, need_prec, lay_src, lay_dst, prec_src,
+                                                              prec_dst, fp32)
+        need = need_lay | need_prec
+    elif tpl.in_dup.size:
         e, earlier = tpl.in_dup
         variant_dst = np.where(tpl.in_layout_matters, lay_dst, -1) * 2 + prec_dst
         shared = need[:, earlier] & (variant_dst[:, e] == variant_dst[:, earlier])
@@ -1500,6 +1573,11 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     conv_bytes = (need * tpl.in_bytes * src_keep) @ incidence
     out_conv = tpl.writes_output & ((nhwc & tpl.out_layout_matters) | int8)
     lay_in, prec_in = need_lay.astype(np.float64) @ incidence, need_prec.astype(np.float64) @ incidence
+    if space.schema_version >= 15:  # a folded Add's residual is converted for (and read by) its producer
+        for per_entry, per_node in ((need * tpl.in_bytes * src_keep, conv_bytes), (need_lay, lay_in),
+                                    (need_prec, prec_in)):
+            _to_producer(tpl, per_entry, per_node, fused_now)
+        need = chain_need
 
     rate = np.where(int8, rates.gops_int8, rates.gflops_fp32) * 1e6  # operations per ms
     slow = _int8_depthwise_fallback(tpl, arrays, space, keep_in)
