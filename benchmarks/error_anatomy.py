@@ -183,6 +183,37 @@ def seed_agreement(levels: list[dict[tuple[str, int], float]]) -> dict:
             "mean_abs_level_of_mean": float(100 * np.mean(np.abs(np.expm1(mat.mean(axis=0)))))}
 
 
+def record_spread(recs: list[dict[str, np.ndarray]]) -> dict:
+    """How much more seeds would give, record by record (over the records every seed predicted): the root mean
+    square of the log error for one seed, for the seeds' mean (the ensemble's log error), and for the mean of
+    infinitely many seeds (the mean's square less the seeds' scatter about it over their number: the part every
+    seed shares), each also with each model's level taken out; and the mean correlation of the seeds' per-record
+    errors once the model levels are out."""
+    index = [{k: i for i, k in enumerate(r["key"])} for r in recs]
+    keys = [k for k in recs[0]["key"] if all(k in ix for ix in index[1:])]
+    sel = [np.array([ix[k] for k in keys], int) for ix in index]
+    S = len(recs)
+    out: dict = {"records": len(keys), "seeds": S}
+    for name, take_out in (("as_predicted", False), ("model_level_out", True)):
+        rows = []
+        for r, ix in zip(recs, sel):
+            x = r["log_ratio"][ix]
+            if take_out:
+                x = x - _levels(list(zip(r["model"][ix], r["threads"][ix])), x)[1]
+            rows.append(x)
+        mat = np.array(rows)
+        mean = mat.mean(axis=0)
+        scatter = mat.var(axis=0, ddof=1).mean()
+        shared = max(float(np.mean(mean ** 2) - scatter / S), 0.0)
+        out[name] = {"rms_one_seed": float(100 * np.sqrt(np.mean(mat ** 2))),
+                     "rms_seeds_mean": float(100 * np.sqrt(np.mean(mean ** 2))),
+                     "rms_many_seeds": float(100 * np.sqrt(shared))}
+        if take_out:
+            out["record_corr"] = float(np.mean([np.corrcoef(mat[i], mat[j])[0, 1]
+                                                for i, j in itertools.combinations(range(S), 2)]))
+    return out
+
+
 def ensemble_records(recs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The records every seed predicted, with the geometric mean of the seeds' predictions."""
     index = [{k: i for i, k in enumerate(r["key"])} for r in recs]
@@ -260,6 +291,15 @@ def markdown(result: dict) -> str:
                   f"{agree['mean_corr']:.2f} (pairs {', '.join(f'{c:.2f}' for c in agree['pairwise_corr'])}); mean "
                   f"|model level| {agree['mean_abs_level_one_seed']:.2f}% for one seed, "
                   f"{agree['mean_abs_level_of_mean']:.2f}% for the seeds' mean."]
+    spread = result.get("record_spread")
+    if spread:
+        a, m = spread["as_predicted"], spread["model_level_out"]
+        lines += ["", f"What more seeds would give, over the {spread['records']} records all {spread['seeds']} seeds "
+                  f"predicted: root mean square log error {a['rms_one_seed']:.2f}% for one seed, "
+                  f"{a['rms_seeds_mean']:.2f}% for their mean, {a['rms_many_seeds']:.2f}% for the mean of "
+                  f"infinitely many (the part all seeds share); with each model's level out {m['rms_one_seed']:.2f}%, "
+                  f"{m['rms_seeds_mean']:.2f}%, {m['rms_many_seeds']:.2f}%; seeds' per-record errors (model level "
+                  f"out) correlate {spread['record_corr']:.2f}."]
     best = result.get("ensemble") or next(iter(result["seeds"].values()))
     which = "ensemble" if "ensemble" in result else "first seed"
     fam_threads = sorted({t for d in best["by_family"].values() for t in d}, key=int)
@@ -330,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
               "beacon": beacon_spread(recs[0], beacon_ci)}
     if len(recs) > 1:
         result["seed_agreement"] = seed_agreement([model_levels(r) for r in recs])
+        result["record_spread"] = record_spread(recs)
         result["ensemble"] = anatomy(ensemble_records(recs), kinds, beacon_ci)
     write_results(args.out, result, markdown(result))
     return 0

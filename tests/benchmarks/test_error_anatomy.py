@@ -86,6 +86,18 @@ def test_seeds_that_share_the_model_levels_agree_and_their_ensemble_averages_the
     ens = res["ensemble"]
     assert ens["mean_abs_model_level"] == pytest.approx(_mape([2 * v for v in MODEL_LEVEL.values()]))
     assert ens["model_level_out"]["mape"] == pytest.approx(_mape(PLAN_REST))
+    # per record, the seeds differ only in their model levels (1x and 3x): with those out they agree exactly, and
+    # what they share is all the mean has; as predicted, infinitely many seeds keep the mean less the scatter
+    spread = res["record_spread"]
+    assert spread["records"] == 32 and spread["record_corr"] == pytest.approx(1.0)
+    out_ = spread["model_level_out"]
+    assert out_["rms_one_seed"] == pytest.approx(out_["rms_seeds_mean"]) == pytest.approx(out_["rms_many_seeds"])
+    # as predicted, seed s's error is F + (1 or 3) L + R: the mean F + 2L + R, the seeds' scatter 2L^2 over 2 seeds
+    recs = [(FAMILY_LEVEL[m.split("-")[0]], lv, r) for (m, _), lv in MODEL_LEVEL.items() for r in PLAN_REST]
+    shared = sum((f + 2 * lv + r) ** 2 - lv ** 2 for f, lv, r in recs) / len(recs)
+    assert spread["as_predicted"]["rms_many_seeds"] == pytest.approx(100 * math.sqrt(shared))
+    assert spread["as_predicted"]["rms_many_seeds"] < spread["as_predicted"]["rms_seeds_mean"]
+    assert "What more seeds would give" in out.with_suffix(".md").read_text()
 
 
 def test_plan_kinds_and_beacon_errors_come_from_the_store(tmp_path):
