@@ -85,9 +85,9 @@ conversion of two steps (relayout then quantise, dequantise then relayout) passe
 another reader of the tensor reuses, and a reader whose path passes through a variant already made adds only its
 last step; and a folded residual Add's conversion is counted, and priced, at the producer that reads the residual
 (up to schema 13 it sat on the folded Add, whose prior is 2% of the overhead, so no prior priced it). Up to schema
-13 densenet's random plans (twenty, the tests' ``random_plan``) counted 9% more conversion steps than their
-schedules make (its Concats read tensors that earlier Concats converted), googlenet's and efficientnet's 3%. (Schema
-14, conversions priced by kind, was tried and taken out: README, *Conversions priced by kind*.) A schema-13
+13 densenet's plans (twenty of the tests' ``random_plan`` and two int8 ones) counted 9% more conversion steps than
+their schedules make (its Concats read tensors that earlier Concats converted), googlenet's and efficientnet's 3%.
+(Schema 14, conversions priced by kind, was tried and taken out: README, *Conversions priced by kind*.) A schema-13
 checkpoint is featurised as before.
 
 Beside the features, :attr:`PlanFeatures.fallback_ms` is the prior with the bytes each int8 kernel really moves
