@@ -183,17 +183,22 @@ def seed_agreement(levels: list[dict[tuple[str, int], float]]) -> dict:
             "mean_abs_level_of_mean": float(100 * np.mean(np.abs(np.expm1(mat.mean(axis=0)))))}
 
 
+def _common_rows(recs: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Per seed, the rows of the records every seed predicted, in the first seed's order."""
+    index = [{k: i for i, k in enumerate(r["key"])} for r in recs]
+    keys = [k for k in recs[0]["key"] if all(k in ix for ix in index[1:])]
+    return [np.array([ix[k] for k in keys], int) for ix in index]
+
+
 def record_spread(recs: list[dict[str, np.ndarray]]) -> dict:
     """How much more seeds would give, record by record (over the records every seed predicted): the root mean
     square of the log error for one seed, for the seeds' mean (the ensemble's log error), and for the mean of
     infinitely many seeds (the mean's square less the seeds' scatter about it over their number: the part every
     seed shares), each also with each model's level taken out; and the mean correlation of the seeds' per-record
     errors once the model levels are out."""
-    index = [{k: i for i, k in enumerate(r["key"])} for r in recs]
-    keys = [k for k in recs[0]["key"] if all(k in ix for ix in index[1:])]
-    sel = [np.array([ix[k] for k in keys], int) for ix in index]
+    sel = _common_rows(recs)
     S = len(recs)
-    out: dict = {"records": len(keys), "seeds": S}
+    out: dict = {"records": len(sel[0]), "seeds": S}
     for name, take_out in (("as_predicted", False), ("model_level_out", True)):
         rows = []
         for r, ix in zip(recs, sel):
@@ -216,12 +221,9 @@ def record_spread(recs: list[dict[str, np.ndarray]]) -> dict:
 
 def ensemble_records(recs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The records every seed predicted, with the geometric mean of the seeds' predictions."""
-    index = [{k: i for i, k in enumerate(r["key"])} for r in recs]
-    keys = [k for k in recs[0]["key"] if all(k in ix for ix in index[1:])]
-    first = recs[0]
-    sel = np.array([index[0][k] for k in keys], int)
-    out = {name: first[name][sel] for name in ("key", "family", "model", "threads", "measured_ms")}
-    out["log_ratio"] = np.mean([r["log_ratio"][[ix[k] for k in keys]] for r, ix in zip(recs, index)], axis=0)
+    sel = _common_rows(recs)
+    out = {name: recs[0][name][sel[0]] for name in ("key", "family", "model", "threads", "measured_ms")}
+    out["log_ratio"] = np.mean([r["log_ratio"][ix] for r, ix in zip(recs, sel)], axis=0)
     return out
 
 

@@ -970,13 +970,8 @@ def _skeleton(tpl: GraphTemplate) -> _Skeleton:
     for a, p in zip(tpl.fuse_act.tolist(), tpl.fuse_prod.tolist()):
         act_of[p] = max(act_of[p], a)  # the last node folded (a swish's Mul) gives the producer's outputs
     residual_of: list[tuple[int, int, int] | None] = [None] * n
-    internal = tpl.cached("internal_inputs", lambda: _internal_inputs(tpl))
-    res_code = EPILOGUE_CODES.index(RESIDUAL)
-    is_res = tpl.fuse_code == res_code
-    for a, p in zip(tpl.fuse_act[is_res].tolist(), tpl.fuse_prod[is_res].tolist()):
-        e = [int(k) for k in np.flatnonzero((tpl.in_node == a) & ~internal)]
-        if e:
-            residual_of[p] = (a, int(tpl.in_tensor[e[0]]), int(tpl.in_src[e[0]]))
+    for k, a, p in zip(*(c.tolist() for c in tpl.cached("residual_entries", lambda: _residual_entries(tpl)))):
+        residual_of[p] = (a, int(tpl.in_tensor[k]), int(tpl.in_src[k]))
     kind = [1 if op == "Conv" else 2 if direct else 0 for op, direct in zip(tpl.ops, tpl.concat_direct.tolist())]
     return _Skeleton(tuple(tuple(r) for r in reads), tuple(tuple(t for t, *_ in o) for o in tpl.out_tensors),
                      producer, nbytes, lm, act_of, residual_of, tpl.is_view.tolist(),
@@ -1436,19 +1431,30 @@ def _chained(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpace, nhwc: 
     return member & (ahead + behind - 1 >= 2)
 
 
+def _same_variant_earlier(tpl: GraphTemplate, need: np.ndarray, lay_dst: np.ndarray,
+                          prec_dst: np.ndarray) -> np.ndarray:
+    """[P, m]: the input entries whose variant (layout where it matters, precision) an earlier entry of the same
+    tensor converted to: one conversion serves every reader of a variant."""
+    out = np.zeros(need.shape, bool)
+    if tpl.in_dup.size:
+        e, earlier = tpl.in_dup
+        variant = np.where(tpl.in_layout_matters, lay_dst, -1) * 2 + prec_dst
+        np.logical_or.at(out, (slice(None), e), need[:, earlier] & (variant[:, e] == variant[:, earlier]))
+    return out
+
+
 def _shared_conversions(tpl: GraphTemplate, need_lay: np.ndarray, need_prec: np.ndarray, lay_src: np.ndarray,
                         lay_dst: np.ndarray, prec_src: np.ndarray, prec_dst: np.ndarray,
-                        fp32: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        fp32: int) -> tuple[np.ndarray, np.ndarray]:
     """The conversion steps each input entry makes, [P, m] layout and precision flags, as the runtime's schedule
     makes them (:func:`~perfpredict.runtime.executor.make_schedule`): a step whose variant (layout where it matters,
     precision) an earlier reader of the same tensor already made, as its final variant or on the way to it, is not
     made again. A path of two steps (:func:`~perfpredict.runtime.executor.conversion_path`: relayout then quantise,
     or dequantise then relayout) passes through an fp32 variant: a reader of that variant reuses it, and a reader
-    whose path passes through a variant already there makes only its last step. The third array: the entries whose final
-    variant no earlier entry made (schema 13's sharing, which :func:`_chained` reads)."""
-    need = need_lay | need_prec
+    whose path passes through a variant already there makes only its last step."""
     if not tpl.in_dup.size:
-        return need_lay, need_prec, need
+        return need_lay, need_prec
+    need = need_lay | need_prec
     two = need_lay & need_prec
     src_int8 = prec_src != fp32  # dequantise first (the source's layout), else relayout first (the reader's)
     lm = tpl.in_layout_matters
@@ -1463,14 +1469,11 @@ def _shared_conversions(tpl: GraphTemplate, need_lay: np.ndarray, need_prec: np.
         np.logical_or.at(out, (slice(None), e), hit)
         return out
 
-    final_there = made(final)
-    new_final = need & ~final_there
+    new_final = need & ~made(final)
     new_mid = two & new_final & ~made(mid)
-    same_final = np.zeros(need.shape, bool)
-    np.logical_or.at(same_final, (slice(None), e), made_final & (final[:, earlier] == final[:, e]))
     lay = np.where(two, np.where(src_int8, new_final, new_mid), need_lay & new_final)
     prec = np.where(two, np.where(src_int8, new_mid, new_final), need_prec & new_final)
-    return lay, prec, need & ~same_final
+    return lay, prec
 
 
 def _residual_entries(tpl: GraphTemplate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1543,7 +1546,6 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
         out_layout[:, tpl.fuse_act] = np.where(same, arrays.layout[:, tpl.fuse_prod], arrays.layout[:, tpl.fuse_act])
 
     # conversions: a reader whose layout/precision differs from the tensor's producer; one per variant
-    m = len(tpl.in_node)
     incidence = tpl.cached("incidence", lambda: _incidence(tpl))
     src = tpl.in_src
     has_src = src >= 0
@@ -1556,28 +1558,23 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     need_lay = (lay_src != lay_dst) & tpl.in_layout_matters & ~reader_fused
     need_prec = (prec_src != prec_dst) & ~reader_fused
     need = need_lay | need_prec
+    # a reader of a variant an earlier reader had made (schema 13's sharing; what _chained reads at every schema)
+    shared = _same_variant_earlier(tpl, need, lay_dst, prec_dst)
+    chain_need = need & ~shared
     if space.schema_version >= 15:
-        need_lay, need_prec, chain_need = _shared_conversions(tpl, need_lay, need_prec, lay_src, lay_dst, prec_src,
-                                                              prec_dst, fp32)
-        need = need_lay | need_prec
-    elif tpl.in_dup.size:
-        e, earlier = tpl.in_dup
-        variant_dst = np.where(tpl.in_layout_matters, lay_dst, -1) * 2 + prec_dst
-        shared = need[:, earlier] & (variant_dst[:, e] == variant_dst[:, earlier])
-        dup = np.zeros((P, m), bool)
-        np.logical_or.at(dup, (slice(None), e), shared)
-        need_lay &= ~dup
-        need_prec &= ~dup
-        need &= ~dup
+        need_lay, need_prec = _shared_conversions(tpl, need_lay, need_prec, lay_src, lay_dst, prec_src, prec_dst,
+                                                  fp32)
+    else:
+        need_lay, need_prec = need_lay & ~shared, need_prec & ~shared
+    need = need_lay | need_prec
     src_keep = np.where(has_src, keep_out[:, src_c], 1.0)
-    conv_bytes = (need * tpl.in_bytes * src_keep) @ incidence
+    entry_bytes = need * tpl.in_bytes * src_keep
+    conv_bytes = entry_bytes @ incidence
     out_conv = tpl.writes_output & ((nhwc & tpl.out_layout_matters) | int8)
     lay_in, prec_in = need_lay.astype(np.float64) @ incidence, need_prec.astype(np.float64) @ incidence
     if space.schema_version >= 15:  # a folded Add's residual is converted for (and read by) its producer
-        for per_entry, per_node in ((need * tpl.in_bytes * src_keep, conv_bytes), (need_lay, lay_in),
-                                    (need_prec, prec_in)):
+        for per_entry, per_node in ((entry_bytes, conv_bytes), (need_lay, lay_in), (need_prec, prec_in)):
             _to_producer(tpl, per_entry, per_node, fused_now)
-        need = chain_need
 
     rate = np.where(int8, rates.gops_int8, rates.gflops_fp32) * 1e6  # operations per ms
     slow = _int8_depthwise_fallback(tpl, arrays, space, keep_in)
@@ -1589,7 +1586,7 @@ def plan_node_features(tpl: GraphTemplate, arrays: PlanArrays, space: FeatureSpa
     conversions = (2.0 * conv_bytes + out_conv * 2.0 * eff_out) / bw
     chained = None
     if space.schema_version >= 11:  # each conversion is a step of its own, with a step's fixed cost, unless chained
-        chained = _chained(tpl, arrays, space, nhwc, int8, fused_now, need)
+        chained = _chained(tpl, arrays, space, nhwc, int8, fused_now, chain_need)
         steps = lay_in + prec_in + tpl.writes_output * ((nhwc & tpl.out_layout_matters).astype(np.float64) + int8)
         conversions = conversions + np.where(chained, 0.0, steps * rates.overhead_ms)
     prior = eff_flops / rate + own_bytes / bw + rates.overhead_ms + conversions
