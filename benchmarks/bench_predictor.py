@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import machine  # noqa: E402
+from cli.argtypes import add_campaigns  # noqa: E402
 from perfpredict.gnn import GNNConfig  # noqa: E402
 from perfpredict.metrics import clean  # noqa: E402
 from perfpredict.samples import load_samples, make_splits  # noqa: E402
@@ -285,10 +286,7 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-stat", default="median", choices=("median", "min", "beacon"),
                     help="latency target: the records' median (default), their fastest repeat, or their median "
                          "normalised by the beacon timed beside them (perfpredict.beacon)")
-    ap.add_argument("--campaigns", default=None,
-                    help="comma-separated campaigns whose records are used (default: every campaign); A+B names "
-                         "campaigns that timed the same models and plans again: one sample per record they share, "
-                         "with the geometric mean of their latencies (perfpredict.samples.load_samples)")
+    add_campaigns(ap)
     ap.add_argument("--memory-method", default="auto", choices=("auto", "allocator", "rss", "any"),
                     help="peak-memory target (see perfpredict.samples.load_samples; default auto)")
     ap.add_argument("--memory-noise-sample", type=int, default=40,
@@ -306,7 +304,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     data = resolve_dataset(args.data)
     samples = load_samples(data, progress=True, latency_stat=args.latency_stat, memory_method=args.memory_method,
-                           campaigns=args.campaigns.split(",") if args.campaigns else None)
+                           campaigns=args.campaigns)
     opts = TrainOptions(seed=args.seed, identity_dropout=args.identity_dropout, layer_offsets=args.layer_offsets,
                         session_offsets=args.session_offsets, layer_weight=args.layer_weight,
                         synthetic_offsets=args.synthetic_offsets, step_weight=args.step_weight,
@@ -317,7 +315,7 @@ def main(argv=None) -> int:
                         config)
     throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
                                                                 args.throughput_model, log, args.throughput_ensemble)
-    meta = {"data": str(data), "campaigns": args.campaigns, "data_hash": samples.data_hash, "model_samples": len(samples.models),
+    meta = {"data": str(data), "campaigns": ",".join(args.campaigns) if args.campaigns else None, "data_hash": samples.data_hash, "model_samples": len(samples.models),
             "layer_samples": len(samples.layers), "step_samples": sum(s.steps is not None for s in samples.models),
             "seed": args.seed, "host": platform.node(),
             "latency_stat": args.latency_stat, "memory_method": samples.memory_method, "noise": _noise(data),

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.error_anatomy import store_facts  # noqa: E402
 from benchmarks.harness import write_results  # noqa: E402
+from cli.argtypes import add_campaigns  # noqa: E402
 from perfpredict.features import FeatureSpace, encode_plans, plan_node_features  # noqa: E402
 from perfpredict.samples import load_samples, make_splits  # noqa: E402
 from perfpredict.train import TrainOptions, obtain_predictor, resolve_dataset  # noqa: E402
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="measurement store with step-time records")
-    ap.add_argument("--campaigns", default=None, help="comma-separated campaigns to load (default: all)")
+    add_campaigns(ap)
     ap.add_argument("--family", default=None, help="family to hold out of training (default: none)")
     ap.add_argument("--model", default=None,
                     help="a saved predictor (checkpoint directory) to use instead of training one")
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     data = resolve_dataset(args.data)
     samples = load_samples(data, progress=True, latency_stat=args.latency_stat,
-                           campaigns=args.campaigns.split(",") if args.campaigns else None)
+                           campaigns=args.campaigns)
     with_steps = [s for s in samples.models if s.steps is not None]
     if not with_steps:
         raise SystemExit(f"node_anatomy: no model record of {data} carries step times "
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
         predictor = obtain_predictor("gnn", split.train, opts, progress=True)
     kinds, _, _ = store_facts(str(data), set())
     rows = group_costs(predictor, with_steps, kinds)
-    result = {"meta": {"data": str(data), "campaigns": args.campaigns, "family": args.family, "model": args.model,
+    result = {"meta": {"data": str(data), "campaigns": ",".join(args.campaigns) if args.campaigns else None, "family": args.family, "model": args.model,
                        "seed": args.seed, "latency_stat": args.latency_stat, "step_weight": args.step_weight,
                        "synthetic_offsets": args.synthetic_offsets, "kernel": args.kernel, "kind": args.kind,
                        "data_hash": samples.data_hash, "samples_with_steps": len(with_steps),

@@ -42,6 +42,22 @@ def share(text: str) -> float:
     return value
 
 
+def names(text: str) -> list[str]:
+    """A converter of comma-separated names to a list (at least one)."""
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got '{text}'")
+    return out
+
+
+def add_campaigns(p: argparse.ArgumentParser) -> None:
+    """Add ``--campaigns``: which of a store's campaigns to load (:func:`perfpredict.samples.load_samples`)."""
+    p.add_argument("--campaigns", type=names, default=None, metavar="C1,C2+C3,...",
+                   help="comma-separated campaigns whose records are used (default: every campaign); A+B names "
+                        "campaigns that timed the same models and plans again (other sessions): one sample per "
+                        "record they share, at the geometric mean of their latencies")
+
+
 def add_zero_shot(p: argparse.ArgumentParser) -> None:
     """Add ``--zero-shot``: how a checkpoint answers for a device it did not train on."""
     from perfpredict.proxy_route import ROUTES

@@ -100,6 +100,7 @@ class SampleSet:
     unstable: int = 0
     latency_stat: str = "median"
     memory_method: str = "any"
+    campaigns: tuple[str, ...] | None = None  # the campaigns loaded (``load_samples``' entries), None: every one
 
     def families(self) -> list[str]:
         """Families of the model samples, sorted."""
@@ -109,7 +110,7 @@ class SampleSet:
         """A new set keeping the samples the predicates accept (same source and hash)."""
         return SampleSet([s for s in self.models if models(s)], [s for s in self.layers if layers(s)],
                          self.source, self.data_hash, dict(self.skipped), self.unstable, self.latency_stat,
-                         self.memory_method)
+                         self.memory_method, self.campaigns)
 
     def summary(self) -> dict[str, Any]:
         """Counts for model cards and logs."""
@@ -121,7 +122,8 @@ class SampleSet:
                 "threads": dict(sorted(Counter(str(s.threads) for s in self.models).items())),
                 "models": len({s.model_name for s in self.models}), "skipped": dict(self.skipped),
                 "unstable_latencies_kept": self.unstable, "latency_stat": self.latency_stat,
-                "memory_method": self.memory_method}
+                "memory_method": self.memory_method,
+                **({"campaigns": list(self.campaigns)} if self.campaigns is not None else {})}
 
 
 # --------------------------------------------------------------------------------------------- graphs
@@ -254,7 +256,9 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
     if any(not all(r) for r in repeats):
         raise DatasetError(f"campaigns: an entry joined by '+' names a campaign on each side, got "
                            f"{', '.join('+'.join(r) for r in repeats)}")
+    entries = None if campaigns is None else tuple(campaigns)
     campaigns = None if campaigns is None else {name for c in campaigns for name in c.split("+")}
+    seen_campaigns: set[str] = set()
     skipped: Counter[str] = Counter()
     models: list[ModelSample] = []
     layers: list[LayerSample] = []
@@ -277,6 +281,7 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
         for rec in records:
             if limit is not None and len(models) + len(layers) >= limit:
                 break
+            seen_campaigns.add(rec.campaign)
             if rec.campaign == NOISE_CAMPAIGN:
                 skipped["noise-recheck"] += 1
                 continue
@@ -345,10 +350,14 @@ def load_samples(store_path: str | Path, *, include_unstable: bool = True, progr
         if merged:
             skipped[f"timed again in {'+'.join(group)} (averaged into one sample)"] += merged
         digest.update(f"repeats:{'+'.join(group)};".encode())
+    missing = sorted((campaigns or set()) - seen_campaigns) if limit is None else []
+    if missing:
+        raise DatasetError(f"{path}: no records of campaign(s) {', '.join(missing)}; the store holds "
+                           f"{', '.join(sorted(seen_campaigns)) or 'no records'}")
     if not models and "model" in kinds:
         raise DatasetError(f"{path}: no usable model records (skipped: {dict(skipped) or 'none'})")
     return SampleSet(models, layers, str(path), digest.hexdigest()[:16], dict(skipped), unstable, latency_stat,
-                     memory_method)
+                     memory_method, entries)
 
 
 def merge_repeats(models: Sequence[ModelSample], campaigns: Sequence[str]) -> tuple[list[ModelSample], int]:

@@ -563,8 +563,9 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
                      epochs: int | None = None, progress: bool = True,
                      samples: SampleSet | None = None, options: TrainOptions | None = None,
                      latency_stat: str = "median", memory_method: str = "auto", ensemble: int = 1,
-                     config: GNNConfig = GNNConfig()) -> dict[str, Any]:
-    """Load ``data`` (``latency_stat``, ``memory_method``: see :func:`~perfpredict.samples.load_samples`), train a
+                     config: GNNConfig = GNNConfig(), campaigns: Sequence[str] | None = None) -> dict[str, Any]:
+    """Load ``data`` (``latency_stat``, ``memory_method``, ``campaigns``: see
+    :func:`~perfpredict.samples.load_samples`), train a
     GNN of ``config`` (``ensemble`` > 1: that many, seeds ``seed``
     upwards, as one :class:`~perfpredict.ensemble.GNNEnsemble`) on the split's training part, evaluate on its test
     part, and write ``out_dir/model.pt``, ``metrics.json`` and ``README.md``. Returns the metrics."""
@@ -577,7 +578,8 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
         raise SplitError("train takes one split (random:F, family:NAME or none); run `perfpredict evaluate "
                          "--split lofo` or benchmarks/bench_predictor.py for leave-one-family-out figures")
     samples = samples if samples is not None else load_samples(data, progress=progress, latency_stat=latency_stat,
-                                                                      memory_method=memory_method)
+                                                                      memory_method=memory_method,
+                                                                      campaigns=campaigns)
     sp: Split = make_splits(samples, split, seed)[0]
     opts = options or TrainOptions(seed=seed)
     opts = replace(opts, seed=seed, **({"epochs": epochs} if epochs else {}))
@@ -598,7 +600,7 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
                                     # no patience: one of the whole schedule's length never stops early
                                     opts.patience if opts.patience is not None else opts.epochs, ensemble,
                                     opts.session_offsets, opts.layer_offsets, opts.synthetic_offsets, config,
-                                    opts.step_weight),
+                                    opts.step_weight, samples.campaigns),
     }
     metrics = clean(metrics)
     pred.metrics = {"split": sp.name, "test": metrics["test"]}
@@ -615,9 +617,10 @@ def _rebuild_command(data: str | Path, out_dir: str | Path, split: str, seed: in
                      patience: int | None = TrainOptions.patience, ensemble: int = 1,
                      session_offsets: bool = False, layer_offsets: bool = False,
                      synthetic_offsets: bool = False, config: GNNConfig = GNNConfig(),
-                     step_weight: float = 0.0) -> str:
+                     step_weight: float = 0.0, campaigns: Sequence[str] | None = None) -> str:
     default = GNNConfig()
     cmd = f"perfpredict train --data {data} -o {out_dir} --split {split} --seed {seed}"
+    cmd += f" --campaigns {','.join(campaigns)}" if campaigns is not None else ""
     cmd += f" --hidden {config.hidden}" if config.hidden != default.hidden else ""
     cmd += f" --gnn-layers {config.layers}" if config.layers != default.layers else ""
     cmd += f" --ensemble {ensemble}" if ensemble > 1 else ""
@@ -683,7 +686,10 @@ def model_card(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
         f"{what}: given a CNN graph, a deployment plan and a device description it predicts end-to-end latency "
         "(ms) and peak memory (bytes) without running the model.", "",
         "## Data", "",
-        f"- store: `{d.get('source')}` (data hash `{d.get('data_hash')}`)",
+        f"- store: `{d.get('source')}` (data hash `{d.get('data_hash')}`)"
+        + (f"; campaigns {', '.join(f'`{c}`' for c in d['campaigns'])}" if d.get("campaigns") else "")
+        + (" (`A+B`: sessions that timed the same models and plans, one sample each at the geometric mean of their "
+           "latencies)" if any("+" in c for c in d.get("campaigns") or ()) else ""),
         f"- model samples: {d.get('model_samples')} over {d.get('models')} models "
         f"(with latency {d.get('with_latency')}, with memory {d.get('with_memory')}); layer samples: "
         f"{d.get('layer_samples')}",

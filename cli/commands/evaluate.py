@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.argtypes import add_campaigns
 from cli.output import add_progress_option, print_json, print_table
 
 
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-method", choices=("auto", "allocator", "rss", "any"), default="auto",
                    help="peak-memory target: torch-allocator figures (exact), resident-set figures, allocator where there is one "
                         "else resident set, or auto (allocator when the store has any; default)")
+    add_campaigns(p)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_progress_option(p)
     p.set_defaults(func=_evaluate)
@@ -45,7 +47,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if spec not in PREDICTOR_KINDS:
             resolve_model_path(spec)
     samples = load_samples(resolve_dataset(args.data), progress=not args.no_progress, latency_stat=args.latency_stat,
-                           memory_method=args.memory_method)
+                           memory_method=args.memory_method, campaigns=args.campaigns)
     opts = TrainOptions(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
     rows = run_evaluation(samples, args.predictor, args.split, args.seed, opts, progress=not args.no_progress)
     if args.json:

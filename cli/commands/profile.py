@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.argtypes import names
 from cli.output import add_progress_option, print_json, print_table
 from perfpredict.beacon import DRIFT_TOLERANCE, SCALING_TOLERANCE
 from perfpredict.errors import PerfPredictError
@@ -30,17 +31,10 @@ def _floats(text: str) -> list[float]:
     return out
 
 
-def _names(text: str) -> list[str]:
-    out = [x.strip() for x in text.split(",") if x.strip()]
-    if not out:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got '{text}'")
-    return out
-
-
 def _common(p: argparse.ArgumentParser, *, time_cap: float, max_call: float) -> None:
     p.add_argument("--store", required=True, help="measurement store (created if missing)")
     p.add_argument("--threads", type=_ints, default=[1, 2], help="comma-separated thread counts (default 1,2)")
-    p.add_argument("--families", type=_names, default=None,
+    p.add_argument("--families", type=names, default=None,
                    help="comma-separated zoo families (default: every model family; mixnet, random networks of "
                         "every family's blocks, and mixnet_fc, the same with AlexNet's fully connected classifier, "
                         "only when named; layer campaigns also take kernels, the kernel "
@@ -83,8 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="sampled variants per family the configurations come from (default 4)")
     la.add_argument("--prune-ratios", type=_floats, default=[0.0, 0.25, 0.5],
                     help="prune ratios of dense Conv/Gemm layers (default 0,0.25,0.5)")
-    la.add_argument("--ops", type=_names, default=None, help="only these ONNX ops (e.g. Conv,Gemm)")
-    la.add_argument("--primitives", type=_names, default=None,
+    la.add_argument("--ops", type=names, default=None, help="only these ONNX ops (e.g. Conv,Gemm)")
+    la.add_argument("--primitives", type=names, default=None,
                     help="only these primitives, on the layers all of them for the op run (e.g. "
                          "conv.winograd4,conv.dnnl: a "
                          "new primitive measured beside the one it competes with); an unknown name is an error "
@@ -127,9 +121,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     no.add_argument("--store", required=True, help="an existing measurement store")
     no.add_argument("--sample", type=int, default=200, help="records to re-measure (default 200)")
     no.add_argument("--seed", type=int, default=0, help="seed of the sample")
-    no.add_argument("--kinds", type=_names, default=["layer", "model"], help="record kinds (default layer,model)")
+    no.add_argument("--kinds", type=names, default=["layer", "model"], help="record kinds (default layer,model)")
     no.add_argument("--repeat", type=int, default=0, help="recheck number, to recheck the same records again")
-    no.add_argument("--campaigns", type=_names, default=None,
+    no.add_argument("--campaigns", type=names, default=None,
                     help="comma-separated campaigns whose records are re-measured (default: every campaign)")
     no.add_argument("--time-cap-s", type=float, default=None,
                     help="seconds of timed repeats per candidate at most (default: the campaigns' default, 0.025 for "
@@ -157,7 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "attaches to their originals: node-level targets for the GNN "
                                      "(perfpredict train --step-weight). Resumable.")
     st.add_argument("--store", required=True, help="an existing measurement store")
-    st.add_argument("--campaigns", type=_names, default=None,
+    st.add_argument("--campaigns", type=names, default=None,
                     help="comma-separated model campaigns whose records are timed (default: every one)")
     st.add_argument("--threads", type=_ints, default=None,
                     help="only the records at these thread counts (default: all; each runs at its own count)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.argtypes import nonneg_float, positive_int, share
+from cli.argtypes import add_campaigns, nonneg_float, positive_int, share
 from cli.output import add_progress_option, print_json, print_table
 
 
@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-method", choices=("auto", "allocator", "rss", "any"), default="auto",
                    help="peak-memory target: torch-allocator figures (exact), resident-set figures, allocator where there is one "
                         "else resident set, or auto (allocator when the store has any; default)")
+    add_campaigns(p)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_progress_option(p)
     p.set_defaults(func=_train)
@@ -80,7 +81,8 @@ def _train(args: argparse.Namespace) -> int:
                                                                     **({"patience": args.patience}
                                                                        if args.patience else {})),
                                latency_stat=args.latency_stat, memory_method=args.memory_method,
-                               ensemble=args.ensemble, config=GNNConfig.of(args.hidden, args.gnn_layers))
+                               ensemble=args.ensemble, config=GNNConfig.of(args.hidden, args.gnn_layers),
+                               campaigns=args.campaigns)
     if args.json:
         print_json(metrics)
         return 0

@@ -438,3 +438,27 @@ def test_rebuild_command_names_the_step_weight():
 
     assert " --step-weight 0.3" in _rebuild_command("d.db", "out", "random:0.2", 0, None, step_weight=0.3)
     assert "--step-weight" not in _rebuild_command("d.db", "out", "random:0.2", 0, None)
+
+
+def test_campaigns_choose_the_records_and_reach_the_rebuild_command_and_the_card(store, loaded, tmp_path, capsys):
+    chosen = load_samples(store, campaigns=["synthetic"])
+    assert chosen.skipped["not in the chosen campaigns"] == 1  # the other campaign's one record
+    assert chosen.summary()["campaigns"] == ["synthetic"] and "campaigns" not in loaded.summary()
+    with pytest.raises(DatasetError, match=r"no records of campaign\(s\) nope; the store holds mismatch, "
+                                           r"noise-recheck, synthetic"):
+        load_samples(store, campaigns=["synthetic", "nope"])
+    out = tmp_path / "c"
+    assert main(["train", "--data", store, "-o", str(out), "--epochs", "1", "--split", "random:0.5",
+                 "--campaigns", "synthetic", "--no-progress", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["data"]["campaigns"] == ["synthetic"] and " --campaigns synthetic " in m["command"]
+    assert "; campaigns `synthetic`" in (out / "README.md").read_text()
+    assert main(["evaluate", "--predictor", "flops", "--data", store, "--split", "random:0.5",
+                 "--campaigns", "synthetic", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["campaigns"] == ["synthetic"]
+    assert main(["train", "--data", store, "-o", str(tmp_path / "x"), "--campaigns", "nope", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "no records of campaign(s) nope; the store holds mismatch" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--predictor", "flops", "--data", store, "--campaigns", ","])
+    assert exc.value.code == 2 and "expected comma-separated names" in capsys.readouterr().err
