@@ -8,7 +8,9 @@ rounds) and the rest, what differs between the plans of one model. For each part
 gives the MAPE and the share within 10% that would be left, the mean size of the levels, the same by thread count
 and, with ``--data`` (the runs' store), by plan kind (the records' ``plan_kind``) and by the 95% CI of the beacon
 timed beside each group (a wide CI marks minutes in which the machine was noisy), with the noise floor of the
-records' campaigns; and how far one model's levels at two thread counts agree. Each family's level and MAPE at each
+records' campaigns and, where the runs joined sessions that timed the same plans (``--campaigns A+B+C``), each plan
+kind's own target noise within its group (:func:`session_noise`: what no predictor can beat once the model level is
+out); and how far one model's levels at two thread counts agree. Each family's level and MAPE at each
 thread count follow, and, with ``--data``, each plan kind's error against its model's default plan (the model's
 level cancels), beside how much faster the kind measured: where the predictor misreads a plan's speed-up. With
 runs of several seeds it also gives how far the seeds agree on the model levels (an error every seed makes lies in
@@ -245,6 +247,45 @@ def store_facts(path: str, keys: set[str]) -> tuple[dict[str, str], dict[str, fl
     return kinds, beacon_ci, {c: n.get("beacon") or n for c, n in noise.items() if n}
 
 
+def session_noise(path: str, sessions: list[tuple[str, ...]]) -> dict[str, dict]:
+    """Per plan kind, the noise of the latency target within a (model, threads) group, from campaigns that timed the
+    same plans in several sessions (``sessions``: each a tuple of such campaigns, the runs' ``A+B+C`` entries; the
+    target is their geometric mean). For each pair of sessions the log ratio of a plan's two latencies, less its
+    group's median ratio (what all the group's plans share in a session: the machine's speed then, and the beacon
+    timed beside them, one for the group, which the model level takes up), is two sessions' within-group noise;
+    ``sd_one`` is one session's (root mean square over sqrt(2)), ``sd_target`` that of the mean of the sessions (over
+    sqrt(sessions)), ``mape_target`` the MAPE, within the group, of a predictor of the true latencies if that noise
+    is normal (sqrt(2/pi) x ``sd_target``)."""
+    wanted = {c: i for i, group in enumerate(sessions) for c in group}
+    timed: dict[tuple, dict[str, float]] = defaultdict(dict)
+    kind_of: dict[tuple, str] = {}
+    with open_store(path, create=False) as store:
+        for r in store.iter_records(kind="model"):
+            if r.campaign in wanted and r.median_ms and r.median_ms > 0:
+                plan = (wanted[r.campaign], r.device_json, r.model_name, r.threads, r.plan_json)
+                timed[plan][r.campaign] = float(np.log(r.median_ms))
+                kind_of[plan] = r.extra().get("plan_kind", "?")
+    residuals = defaultdict(list)
+    for group in sessions:
+        for a, b in itertools.combinations(group, 2):
+            by_group = defaultdict(list)
+            for plan, x in timed.items():
+                if a in x and b in x:
+                    by_group[plan[:4]].append((x[a] - x[b], kind_of[plan]))
+            for diffs in by_group.values():
+                mid = np.median([d for d, _ in diffs])
+                for d, kind in diffs:
+                    residuals[kind].append(d - mid)
+    k = max(len(g) for g in sessions)
+    out = {}
+    for kind, res in sorted(residuals.items()):
+        sd_one = float(np.sqrt(np.mean(np.square(res)) / 2.0))
+        sd = sd_one / np.sqrt(k)
+        out[kind] = {"pairs": len(res), "sessions": k, "sd_one": 100 * sd_one, "sd_target": 100 * sd,
+                     "mape_target": 100 * sd * np.sqrt(2.0 / np.pi)}
+    return out
+
+
 def beacon_spread(rec: dict[str, np.ndarray], beacon_ci: dict[str, float]) -> dict | None:
     """The median over the held-out (model, threads) groups of their beacon's relative 95% CI: the plans of a group
     share one beacon median, so its error enters all of them as one factor, part of the model level."""
@@ -318,11 +359,20 @@ def markdown(result: dict) -> str:
                   f"{v['mean_abs_model_level']:.2f}% | {v['model_level_out']['mape']:.2f}% |"
                   for k, v in best["by_beacon_ci"].items()]
     if "by_plan_kind" in best:
-        lines += ["", f"By plan kind ({which}):", "",
-                  "| plan kind | records | MAPE (within 10%) | median ratio | MAPE, model level out |",
-                  "|---|---:|---|---|---|"]
+        noise = result.get("session_noise") or {}
+        lines += ["", f"By plan kind ({which})" + (
+            "; the target's own noise within its group, from the sessions that timed the same plans (the root mean "
+            "square of two sessions' log ratio less their group's median, over sqrt(2) for one session and over "
+            "sqrt(sessions) for their mean), and the MAPE it alone would give a predictor of the true latencies "
+            "with its model level out (normal noise)" if noise else "") + ":", "",
+                  "| plan kind | records | MAPE (within 10%) | median ratio | MAPE, model level out |"
+                  + (" target noise: sd one session / sd target / MAPE |" if noise else ""),
+                  "|---|---:|---|---|---|" + ("---|" if noise else "")]
         lines += [f"| {k} | {v['n']} | {v['mape']:.2f}% ({v['within_10']:.1f}%) | {v['median_ratio']:.3f} | "
-                  f"{v['model_level_out']['mape']:.2f}% |" for k, v in best["by_plan_kind"].items()]
+                  f"{v['model_level_out']['mape']:.2f}% |"
+                  + (f" {noise[k]['sd_one']:.2f}% / {noise[k]['sd_target']:.2f}% / {noise[k]['mape_target']:.2f}% |"
+                     if k in noise else " - |" if noise else "")
+                  for k, v in best["by_plan_kind"].items()]
     vs = best.get("against_default")
     if vs:
         kinds = list(vs)
@@ -366,10 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     keys = {k for r in recs for k in r["key"]}
     kinds, beacon_ci, noise = store_facts(args.data, keys) if args.data else (None, {}, {})
     seeds = [run["meta"]["seed"] for run in runs]
+    sessions = [tuple(c.split("+")) for c in (runs[0]["meta"].get("campaigns") or "").split(",") if "+" in c]
     result = {"predictor": args.predictor, "data_hash": runs[0]["meta"]["data_hash"],
               "runs": [c for run in runs for c in run["meta"]["commands"]],
               "seeds": {str(s): anatomy(r, kinds, beacon_ci) for s, r in zip(seeds, recs)}, "noise_floor": noise,
-              "beacon": beacon_spread(recs[0], beacon_ci)}
+              "beacon": beacon_spread(recs[0], beacon_ci),
+              "session_noise": session_noise(args.data, sessions) if args.data and sessions else None}
     if len(recs) > 1:
         result["seed_agreement"] = seed_agreement([model_levels(r) for r in recs])
         result["record_spread"] = record_spread(recs)

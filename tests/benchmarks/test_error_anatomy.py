@@ -150,3 +150,46 @@ def test_bad_input_is_named(tmp_path, capsys):
     run.with_name("run_seed0.predictions.json").write_text(json.dumps({"random:0.2:0": saved["family:vgg"]}))
     assert main([str(run), "--out", str(tmp_path / "a.json")]) == 1
     assert "no family fold" in capsys.readouterr().err
+
+
+def test_the_targets_own_noise_by_plan_kind_comes_from_the_sessions_that_timed_the_same_plans(tmp_path):
+    from perfpredict.dataset import make_record, open_store
+    from perfpredict.devices import load_example_board
+    from perfpredict.measure import latency_stats
+
+    dev = load_example_board("raspberry_pi_4")
+    a = 0.06  # session s1 times the random plans of every group a apart; s2, s3 and the default plans agree
+    kinds, noise = ("default", "default", "random", "random"), (0.0, 0.0, a, -a)
+    speeds = {"s1": 1.0, "s2": 1.2, "s3": 1.0}  # s2's machine ran 1.2x slower: every group's median takes it out
+    records = {s: [] for s in speeds}
+    for g, (model, threads) in enumerate(m for m in MODEL_LEVEL if m[0].startswith("vgg")):
+        for s, speed in speeds.items():
+            level = 0.1 * g * (s == "s3")  # what a group's plans share in one session: taken out as its median
+            for i, kind in enumerate(kinds):
+                ms = (10.0 + i) * speed * math.exp(level + (noise[i] if s == "s1" else 0.0))
+                records[s].append(make_record(
+                    kind="model", device=dev, campaign=s, threads=threads, stats=latency_stats([ms] * 8),
+                    graph_id="g", model_name=model, family="vgg",
+                    plan_json={"schema_version": 1, "name": str(i), "choices": {}, "graph_id": "g"},
+                    extra={"plan_kind": kind}))
+    db = tmp_path / "s.db"
+    with open_store(db) as store:
+        store.append_many([r for rs in records.values() for r in rs])
+    run = _write_run(tmp_path, 0, folds=("family:vgg",))
+    saved = json.loads(run.with_name("run_seed0.predictions.json").read_text())
+    saved["family:vgg"]["gnn"]["key"] = [r.key for r in records["s1"]]
+    run.with_name("run_seed0.predictions.json").write_text(json.dumps(saved))
+    result = json.loads(run.read_text())
+    result["meta"]["campaigns"] = "s1+s2+s3,layers"
+    run.write_text(json.dumps(result))
+    out = tmp_path / "anatomy.json"
+    assert main([str(run), "--data", str(db), "--out", str(out)]) == 0
+    noise_of = json.loads(out.read_text())["session_noise"]
+    # per group, the random plans' residuals are +-a in the two pairs with s1 and 0 in (s2, s3): mean square 2a^2/3
+    sd_one = 100 * a / math.sqrt(3)
+    assert noise_of["random"] == pytest.approx({"pairs": 24, "sessions": 3, "sd_one": sd_one,
+                                                "sd_target": sd_one / math.sqrt(3),
+                                                "mape_target": sd_one / math.sqrt(3) * math.sqrt(2 / math.pi)})
+    assert noise_of["default"]["sd_one"] == pytest.approx(0.0, abs=1e-9)
+    md = out.with_suffix(".md").read_text()
+    assert f"| {100 * a / math.sqrt(3):.2f}% / {100 * a / 3:.2f}% / " in md and "target noise" in md
