@@ -91,9 +91,10 @@ def _learned_scales(pred):
     return {k: training[k] for k in ("layer_scales", "session_scales", "synthetic_scales") if training.get(k)}
 
 
-def run_throughput(samples, opts, n_plans, model, log, ensemble=1):
-    """Batched plans per second of the shipped predictor (``ensemble`` > 1: of an ensemble of that many copies of
-    it, which costs what an ensemble of as many trained members costs)."""
+def run_throughput(samples, opts, n_plans, model, log, ensemble=1, checkpoint="proxy"):
+    """Batched plans per second of a shipped predictor (``checkpoint``, a name under trained_models/ or a path;
+    ``ensemble`` > 1: of an ensemble of that many copies of it, which costs what an ensemble of as many trained
+    members costs)."""
     import torch
 
     from perfpredict.ensemble import GNNEnsemble
@@ -103,10 +104,12 @@ def run_throughput(samples, opts, n_plans, model, log, ensemble=1):
     from perfpredict.primitives import candidates
 
     graph, _ = load_model(model)
+    source = checkpoint if "/" in checkpoint else f"trained_models/{checkpoint}"
     try:
-        pred = load_predictor("proxy")
-        source = "trained_models/proxy"
+        pred = load_predictor(checkpoint)
     except Exception:
+        if checkpoint != "proxy":  # a checkpoint named on the command line must load (main checked it exists)
+            raise
         pred = GNNPredictor().fit(samples, options=TrainOptions(epochs=1, seed=opts.seed))
         source = "untrained-size network (1 epoch): same cost per prediction"
     rng = random.Random(0)
@@ -123,7 +126,9 @@ def run_throughput(samples, opts, n_plans, model, log, ensemble=1):
         pred = GNNEnsemble(members=[pred] * ensemble)
         source = f"{source} x{ensemble} as an ensemble"
     device = samples.models[0].device
-    out = {"model": model, "nodes": len(graph.nodes), "plans": n_plans, "predictor": source, "ensemble": ensemble}
+    space = getattr(pred, "space", None) or getattr((getattr(pred, "members", None) or [None])[0], "space", None)
+    out = {"model": model, "nodes": len(graph.nodes), "plans": n_plans, "predictor": source, "ensemble": ensemble,
+           "feature_schema": getattr(space, "schema_version", None)}
     for threads in (1, 2):
         pred.torch_threads = threads
         best = float("inf")
@@ -206,7 +211,9 @@ def markdown(rows, throughput, meta) -> str:
     if throughput:
         lines += ["", "## Throughput", "",
                   f"{throughput['plans']} plans of {throughput['model']} ({throughput['nodes']} nodes), one batched "
-                  f"call, best of 3 ({throughput['predictor']}): "
+                  f"call, best of 3 ({throughput['predictor']}"
+                  + (f", feature schema {throughput['feature_schema']}" if throughput.get("feature_schema") else "")
+                  + "): "
                   f"{throughput['plans_per_s_1_threads']} plans/s with 1 torch thread, "
                   f"{throughput['plans_per_s_2_threads']} plans/s with 2."]
     return "\n".join(lines) + "\n"
@@ -281,6 +288,9 @@ def main(argv=None) -> int:
     ap.add_argument("--throughput-model", default="resnet18")
     ap.add_argument("--throughput-plans", type=int, default=2000)
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--throughput-predictor", default="proxy", metavar="CHECKPOINT",
+                    help="the checkpoint whose throughput is timed (a name under trained_models/ or a path; default "
+                         "proxy)")
     ap.add_argument("--throughput-ensemble", type=int, default=1, metavar="N",
                     help="time the throughput of an ensemble of N copies of the shipped predictor (default 1)")
     ap.add_argument("--latency-stat", default="median", choices=("median", "min", "beacon"),
@@ -297,6 +307,14 @@ def main(argv=None) -> int:
                     help="also write every held-out record's predictions to OUT.predictions.json (for "
                          "summarise_seeds.py --ensemble)")
     args = ap.parse_args(argv)
+    if not args.no_throughput and args.throughput_predictor != "proxy":
+        from perfpredict.errors import PerfPredictError
+        from perfpredict.gnn_predictor import resolve_model_path
+
+        try:  # before the store loads and the folds train
+            resolve_model_path(args.throughput_predictor)
+        except PerfPredictError as e:
+            raise SystemExit(f"bench_predictor: {e}") from None
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -314,7 +332,8 @@ def main(argv=None) -> int:
     rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log, saved,
                         config)
     throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
-                                                                args.throughput_model, log, args.throughput_ensemble)
+                                                                args.throughput_model, log, args.throughput_ensemble,
+                                                                args.throughput_predictor)
     meta = {"data": str(data), "campaigns": ",".join(args.campaigns) if args.campaigns else None, "data_hash": samples.data_hash, "model_samples": len(samples.models),
             "layer_samples": len(samples.layers), "step_samples": sum(s.steps is not None for s in samples.models),
             "seed": args.seed, "host": platform.node(),
