@@ -9,8 +9,8 @@ gives the MAPE and the share within 10% that would be left, the mean size of the
 and, with ``--data`` (the runs' store), by plan kind (the records' ``plan_kind``) and by the 95% CI of the beacon
 timed beside each group (a wide CI marks minutes in which the machine was noisy), with the noise floor of the
 records' campaigns and, where the runs joined sessions that timed the same plans (``--campaigns A+B+C``), each plan
-kind's own target noise within its group (:func:`session_noise`: what no predictor can beat once the model level is
-out); and how far one model's levels at two thread counts agree. Each family's level and MAPE at each
+kind's own target noise within its group and the noise floor of the whole target, the sessions' mean
+(:func:`session_noise`); and how far one model's levels at two thread counts agree. Each family's level and MAPE at each
 thread count follow, and, with ``--data``, each plan kind's error against its model's default plan (the model's
 level cancels), beside how much faster the kind measured: where the predictor misreads a plan's speed-up. With
 runs of several seeds it also gives how far the seeds agree on the model levels (an error every seed makes lies in
@@ -248,25 +248,41 @@ def store_facts(path: str, keys: set[str]) -> tuple[dict[str, str], dict[str, fl
 
 
 def session_noise(path: str, sessions: list[tuple[str, ...]]) -> dict[str, dict]:
-    """Per plan kind, the noise of the latency target within a (model, threads) group, from campaigns that timed the
-    same plans in several sessions (``sessions``: each a tuple of such campaigns, the runs' ``A+B+C`` entries; the
-    target is their geometric mean). For each pair of sessions the log ratio of a plan's two latencies, less its
-    group's median ratio (what all the group's plans share in a session: the machine's speed then, and the beacon
+    """Per plan kind (and ``"all"``), the noise of the latency target, from campaigns that timed the same plans in
+    several sessions (``sessions``: each a tuple of such campaigns, the runs' ``A+B+C`` entries; the target is the
+    geometric mean of their beacon-normalised latencies).
+
+    Within a (model, threads) group: for each pair of sessions the log ratio of a plan's two latencies, less its
+    group's median ratio (what all the group's plans share in a session: the machine's speed then and the beacon
     timed beside them, one for the group, which the model level takes up), is two sessions' within-group noise;
-    ``sd_one`` is one session's (root mean square over sqrt(2)), ``sd_target`` that of the mean of the sessions (over
-    sqrt(sessions)), ``mape_target`` the MAPE, within the group, of a predictor of the true latencies if that noise
-    is normal (sqrt(2/pi) x ``sd_target``)."""
+    ``sd_one`` is one session's (root mean square over sqrt(2)), ``sd_target`` that of the mean of the sessions
+    (over sqrt(sessions)), ``mape_target`` the MAPE, within the group, of a predictor of the true latencies if that
+    noise is normal (sqrt(2/pi) x ``sd_target``).
+
+    The whole target's noise floor, its group's share included: for a plan timed in all k sessions, each session's
+    log latency less the mean of the others, times sqrt(k - 1) / k, has the variance of the k sessions' mean about
+    the truth (for noise independent between sessions) and keeps the noise's own tails; ``floor_mape`` and
+    ``floor_within_10`` are the MAPE and share within 10% of a predictor of the true latencies over those values
+    (``floor_records``: the plans). Noise that every session shares is in no such figure."""
+    from perfpredict.beacon import beacon_ms, normalised_ms
+
     wanted = {c: i for i, group in enumerate(sessions) for c in group}
     timed: dict[tuple, dict[str, float]] = defaultdict(dict)
     kind_of: dict[tuple, str] = {}
     with open_store(path, create=False) as store:
+        references = store.beacon_references()
         for r in store.iter_records(kind="model"):
-            if r.campaign in wanted and r.median_ms and r.median_ms > 0:
-                plan = (wanted[r.campaign], r.device_json, r.model_name, r.threads, r.plan_json)
-                timed[plan][r.campaign] = float(np.log(r.median_ms))
-                kind_of[plan] = r.extra().get("plan_kind", "?")
-    residuals = defaultdict(list)
-    for group in sessions:
+            if r.campaign not in wanted or not (r.median_ms and r.median_ms > 0):
+                continue
+            extra = r.extra()
+            beacon, reference = beacon_ms(extra), references.get((r.device_json, r.threads))
+            if not (beacon and reference):
+                continue
+            plan = (wanted[r.campaign], r.device_json, r.model_name, r.threads, r.plan_json)
+            timed[plan][r.campaign] = float(np.log(normalised_ms(r.median_ms, beacon, reference)))
+            kind_of[plan] = extra.get("plan_kind", "?")
+    residuals, floor = defaultdict(list), defaultdict(list)
+    for g, group in enumerate(sessions):
         for a, b in itertools.combinations(group, 2):
             by_group = defaultdict(list)
             for plan, x in timed.items():
@@ -276,13 +292,24 @@ def session_noise(path: str, sessions: list[tuple[str, ...]]) -> dict[str, dict]
                 mid = np.median([d for d, _ in diffs])
                 for d, kind in diffs:
                     residuals[kind].append(d - mid)
+        k = len(group)
+        for plan, x in timed.items():
+            if plan[0] == g and len(x) == k:
+                logs = np.array([x[c] for c in group])
+                floor[kind_of[plan]].extend((logs - (logs.sum() - logs) / (k - 1)) * np.sqrt(k - 1) / k)
     k = max(len(g) for g in sessions)
+    residuals["all"] = [v for kind in list(residuals) for v in residuals[kind]]
+    floor["all"] = [v for kind in list(floor) for v in floor[kind]]
     out = {}
-    for kind, res in sorted(residuals.items()):
-        sd_one = float(np.sqrt(np.mean(np.square(res)) / 2.0))
+    for kind in sorted(residuals, key=lambda c: (c == "all", c)):
+        sd_one = float(np.sqrt(np.mean(np.square(residuals[kind])) / 2.0))
         sd = sd_one / np.sqrt(k)
-        out[kind] = {"pairs": len(res), "sessions": k, "sd_one": 100 * sd_one, "sd_target": 100 * sd,
+        out[kind] = {"pairs": len(residuals[kind]), "sessions": k, "sd_one": 100 * sd_one, "sd_target": 100 * sd,
                      "mape_target": 100 * sd * np.sqrt(2.0 / np.pi)}
+        if floor.get(kind):
+            err = np.abs(np.expm1(np.array(floor[kind])))
+            out[kind].update(floor_records=len(err) // k, floor_mape=float(100 * err.mean()),
+                             floor_within_10=float(100 * (err <= 0.1).mean()))
     return out
 
 
@@ -323,6 +350,13 @@ def markdown(result: dict) -> str:
             lines += ["", f"Noise floor of campaign `{campaign}` ({noise['n']} re-checked model records): a predictor "
                       f"of the true latencies would score about {100 * noise['truth_mape']:.2f}% "
                       f"({100 * noise['truth_within_10pct']:.1f}% within 10%)."]
+    joined = (result.get("session_noise") or {}).get("all") or {}
+    if "floor_mape" in joined:
+        lines += ["", f"Noise floor of the target the runs scored against, the mean of {joined['sessions']} sessions "
+                  f"(each session against the others' mean over the {joined['floor_records']} plans timed in all, "
+                  f"scaled to the noise of their mean): a predictor of the true latencies would score about "
+                  f"{joined['floor_mape']:.2f}% ({joined['floor_within_10']:.1f}% within 10%); noise every session "
+                  "shares is not in it."]
     beacon = result.get("beacon")
     if beacon:
         lines += ["", f"The beacon timed beside the plans of each of the {beacon['groups']} held-out (model, threads) "
@@ -360,18 +394,25 @@ def markdown(result: dict) -> str:
                   for k, v in best["by_beacon_ci"].items()]
     if "by_plan_kind" in best:
         noise = result.get("session_noise") or {}
+
+        def floor(k: str) -> str:
+            n = noise.get(k) or {}
+            return f"{n['floor_mape']:.2f}% ({n['floor_within_10']:.1f}%)" if "floor_mape" in n else "-"
+
         lines += ["", f"By plan kind ({which})" + (
             "; the target's own noise within its group, from the sessions that timed the same plans (the root mean "
             "square of two sessions' log ratio less their group's median, over sqrt(2) for one session and over "
-            "sqrt(sessions) for their mean), and the MAPE it alone would give a predictor of the true latencies "
-            "with its model level out (normal noise)" if noise else "") + ":", "",
+            "sqrt(sessions) for their mean), the MAPE it alone would give a predictor of the true latencies "
+            "with its model level out (normal noise), and that predictor's MAPE (within 10%) against the whole "
+            "target, its group's noise too (each session against the others' mean, scaled to the noise of the "
+            "sessions' mean)" if noise else "") + ":", "",
                   "| plan kind | records | MAPE (within 10%) | median ratio | MAPE, model level out |"
-                  + (" target noise: sd one session / sd target / MAPE |" if noise else ""),
-                  "|---|---:|---|---|---|" + ("---|" if noise else "")]
+                  + (" target noise: sd one session / sd target / MAPE | noise floor of the target |" if noise else ""),
+                  "|---|---:|---|---|---|" + ("---|---|" if noise else "")]
         lines += [f"| {k} | {v['n']} | {v['mape']:.2f}% ({v['within_10']:.1f}%) | {v['median_ratio']:.3f} | "
                   f"{v['model_level_out']['mape']:.2f}% |"
                   + (f" {noise[k]['sd_one']:.2f}% / {noise[k]['sd_target']:.2f}% / {noise[k]['mape_target']:.2f}% |"
-                     if k in noise else " - |" if noise else "")
+                     f" {floor(k)} |" if k in noise else " - | - |" if noise else "")
                   for k, v in best["by_plan_kind"].items()]
     vs = best.get("against_default")
     if vs:

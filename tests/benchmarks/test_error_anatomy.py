@@ -153,6 +153,7 @@ def test_bad_input_is_named(tmp_path, capsys):
 
 
 def test_the_targets_own_noise_by_plan_kind_comes_from_the_sessions_that_timed_the_same_plans(tmp_path):
+    from perfpredict.beacon import BEACON_ID
     from perfpredict.dataset import make_record, open_store
     from perfpredict.devices import load_example_board
     from perfpredict.measure import latency_stats
@@ -160,18 +161,18 @@ def test_the_targets_own_noise_by_plan_kind_comes_from_the_sessions_that_timed_t
     dev = load_example_board("raspberry_pi_4")
     a = 0.06  # session s1 times the random plans of every group a apart; s2, s3 and the default plans agree
     kinds, noise = ("default", "default", "random", "random"), (0.0, 0.0, a, -a)
-    speeds = {"s1": 1.0, "s2": 1.2, "s3": 1.0}  # s2's machine ran 1.2x slower: every group's median takes it out
+    speeds = {"s1": 1.0, "s2": 1.2, "s3": 1.0}  # s2's machine ran 1.2x slower, and so did the beacon beside it
     records = {s: [] for s in speeds}
     for g, (model, threads) in enumerate(m for m in MODEL_LEVEL if m[0].startswith("vgg")):
         for s, speed in speeds.items():
-            level = 0.1 * g * (s == "s3")  # what a group's plans share in one session: taken out as its median
+            level = 0.1 * g * (s == "s3")  # what a group's plans share in one session, which the beacon missed
             for i, kind in enumerate(kinds):
                 ms = (10.0 + i) * speed * math.exp(level + (noise[i] if s == "s1" else 0.0))
                 records[s].append(make_record(
                     kind="model", device=dev, campaign=s, threads=threads, stats=latency_stats([ms] * 8),
                     graph_id="g", model_name=model, family="vgg",
                     plan_json={"schema_version": 1, "name": str(i), "choices": {}, "graph_id": "g"},
-                    extra={"plan_kind": kind}))
+                    extra={"plan_kind": kind, "beacon": {"id": BEACON_ID, "median_ms": 5.0 * speed}}))
     db = tmp_path / "s.db"
     with open_store(db) as store:
         store.append_many([r for rs in records.values() for r in rs])
@@ -185,11 +186,21 @@ def test_the_targets_own_noise_by_plan_kind_comes_from_the_sessions_that_timed_t
     out = tmp_path / "anatomy.json"
     assert main([str(run), "--data", str(db), "--out", str(out)]) == 0
     noise_of = json.loads(out.read_text())["session_noise"]
-    # per group, the random plans' residuals are +-a in the two pairs with s1 and 0 in (s2, s3): mean square 2a^2/3
+    # within a group: the random plans' residuals are +-a in the two pairs with s1 and 0 in (s2, s3), mean square
+    # 2a^2/3; the group levels (s3's) cancel
     sd_one = 100 * a / math.sqrt(3)
-    assert noise_of["random"] == pytest.approx({"pairs": 24, "sessions": 3, "sd_one": sd_one,
-                                                "sd_target": sd_one / math.sqrt(3),
-                                                "mape_target": sd_one / math.sqrt(3) * math.sqrt(2 / math.pi)})
+    assert {k: noise_of["random"][k] for k in ("pairs", "sessions", "sd_one", "sd_target", "mape_target")} == \
+        pytest.approx({"pairs": 24, "sessions": 3, "sd_one": sd_one, "sd_target": sd_one / math.sqrt(3),
+                       "mape_target": sd_one / math.sqrt(3) * math.sqrt(2 / math.pi)})
     assert noise_of["default"]["sd_one"] == pytest.approx(0.0, abs=1e-9)
+    # the whole target: a default plan of group g is 0, 0, 0.1 g in the three sessions (the beacon took s2's speed
+    # out); each against the others' mean, times sqrt(2) / 3: -0.05 g, -0.05 g, 0.1 g
+    c = math.sqrt(2) / 3
+    floor = [abs(math.expm1(v * g * c)) for g in range(4) for v in (-0.05, -0.05, 0.1) for _ in range(2)]
+    assert noise_of["default"]["floor_records"] == 8
+    assert noise_of["default"]["floor_mape"] == pytest.approx(100 * sum(floor) / len(floor))
+    assert noise_of["default"]["floor_within_10"] == pytest.approx(100 * 22 / 24)  # group 3 in s3: 0.141 out
+    assert noise_of["all"]["floor_records"] == 16 and noise_of["all"]["pairs"] == 48
     md = out.with_suffix(".md").read_text()
     assert f"| {100 * a / math.sqrt(3):.2f}% / {100 * a / 3:.2f}% / " in md and "target noise" in md
+    assert f"would score about {noise_of['all']['floor_mape']:.2f}%" in md
