@@ -43,7 +43,7 @@ def held_out_records(predictions: dict[str, dict]) -> dict[str, np.ndarray]:
     """The family folds' held-out records of one seed: key, family, model, threads and log(predicted / measured)."""
     cols = defaultdict(list)
     for split, p in predictions.items():
-        if not split.startswith("family:"):
+        if split.partition(":")[0] not in ("family", "family-layers"):  # leave-one-family-out folds
             continue
         for key, fam, group, pred, meas in zip(p["key"], p["family"], p["group"], p["latency_ms"],
                                                p["measured_latency_ms"]):

@@ -7,8 +7,9 @@ The runs must share the measurement store (data hash) and the latency target; sp
 left out and named. A random split is drawn with each run's seed, so its row averages over held-out sets too.
 One seed's folds may come from several runs (folds run in parallel processes, each with its own ``--splits``);
 their splits must not overlap, except those of ``--replace`` runs, which take the place of the same seed's splits (a
-fold re-run after a change that can only move that fold). The leave-one-family-out row is pooled here from the family folds of each seed,
-weighted by their number of records (exact for MAPE and the share within 10 %, which are means over records; rank
+fold re-run after a change that can only move that fold). The leave-one-family-out row is pooled here from the
+family folds of each seed (and, in a row of its own, the ``family-layers`` folds: the same with the held-out family's
+layer records kept in training), weighted by their number of records (exact for MAPE and the share within 10 %, which are means over records; rank
 correlations do not pool that way and are left out of it).
 
 With ``--ensemble`` (runs written with bench_predictor's ``--save-predictions``) each split also gets the figures of
@@ -37,6 +38,9 @@ from perfpredict.metrics import summarise as summarise_metrics  # noqa: E402
 
 POOLED = "lofo (pooled)"  # bench_predictor's pooled row: not in runs of single folds, so pooled again here
 FAMILIES = "family folds (pooled, record-weighted)"
+FAMILY_LAYERS = "family-layers folds (pooled, record-weighted)"
+POOLS = {"family:": FAMILIES, "family-layers:": FAMILY_LAYERS}
+"""Fold prefix -> the row that pools its folds: leave one family out, and the same with its layer records kept."""
 
 METRICS = (("latency", "mape", "latency MAPE %"), ("latency", "within_10", "latency within 10 %"),
            ("latency", "kendall", "latency Kendall"), ("memory", "mape", "memory MAPE %"))
@@ -79,9 +83,10 @@ def load_runs(paths: list[Path], replacing: list[Path] = ()) -> list[dict]:
     return list(merged.values())
 
 
-def pooled_families(table: dict[str, dict]) -> dict | None:
-    """The leave-one-family-out figures of one seed pooled from its ``family:*`` folds, weighted by records."""
-    folds = [m for split, m in table.items() if split.startswith("family:")]
+def pooled_families(table: dict[str, dict], prefix: str = "family:") -> dict | None:
+    """The leave-one-family-out figures of one seed pooled from its ``family:*`` folds (or those of another
+    :data:`POOLS` prefix), weighted by records."""
+    folds = [m for split, m in table.items() if split.startswith(prefix)]
     if len(folds) < 2:
         return None
     out: dict[str, dict] = {}
@@ -107,9 +112,10 @@ def summarise(runs: list[dict], predictor: str) -> dict:
     tables = [{split_key(r["split"]): r["metrics"] for r in run["rows"]
                if r["predictor"] == predictor and r["split"] != POOLED} for run in runs]
     for t in tables:
-        pooled = pooled_families(t)
-        if pooled:
-            t[FAMILIES] = pooled
+        for prefix, name in POOLS.items():
+            pooled = pooled_families(t, prefix)
+            if pooled:
+                t[name] = pooled
     order = [s for s in tables[0] if all(s in t for t in tables)]
     missing = sorted({s for t in tables for s in t} - set(order))
     rows = []
@@ -169,12 +175,13 @@ def add_ensemble(summary: dict, predictions: list[dict[str, dict]]) -> None:
     folds = {}
     for row in summary["rows"]:
         split = row["split"]
-        if split.startswith("random") or split == FAMILIES or not all(split in p for p in predictions):
+        if split.startswith("random") or split in POOLS.values() or not all(split in p for p in predictions):
             continue
         folds[split] = ensemble_metrics([p[split] for p in predictions])
-    pooled = pooled_families(folds)
-    if pooled:
-        folds[FAMILIES] = pooled
+    for prefix, name in POOLS.items():
+        pooled = pooled_families(folds, prefix)
+        if pooled:
+            folds[name] = pooled
     for row in summary["rows"]:
         m = folds.get(row["split"])
         for target, key, _ in METRICS:

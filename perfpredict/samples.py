@@ -501,8 +501,9 @@ class Split:
     test: SampleSet
 
 
-SPLIT_FORMS = "random:FRACTION[:SEED] (held-out variants), family:NAME (leave one family out), lofo (every " \
-              "family in turn), none (train on everything)"
+SPLIT_FORMS = "random:FRACTION[:SEED] (held-out variants), family:NAME (leave one family out), " \
+              "family-layers:NAME (leave its models out, keep its layer records), lofo (every family in turn), none " \
+              "(train on everything)"
 
 
 def parse_split(text: str) -> tuple[str, Any]:
@@ -521,8 +522,8 @@ def parse_split(text: str) -> tuple[str, Any]:
         if not 0.0 < frac < 1.0:
             raise SplitError(f"split '{text}': the held-out fraction must be in (0, 1)")
         return "random", (frac, seed)
-    if kind == "family" and rest:
-        return "family", rest
+    if kind in ("family", "family-layers") and rest:
+        return kind, rest
     raise SplitError(f"unknown split '{text}'; accepted: {SPLIT_FORMS}")
 
 
@@ -551,14 +552,15 @@ def held_out_variants(samples: SampleSet, fraction: float, seed: int) -> Split:
     return Split(f"random:{fraction:g}:{seed}", train, test)
 
 
-def leave_family_out(samples: SampleSet, family: str) -> Split:
-    """Train on every family but ``family`` (its layer records too); test on ``family``."""
+def leave_family_out(samples: SampleSet, family: str, keep_layers: bool = False) -> Split:
+    """Train on every family but ``family`` (its layer records too, unless ``keep_layers``: a new family whose
+    layers were profiled alone on the device, ``family-layers:NAME``); test on ``family``'s model records."""
     fams = samples.families()
     if family not in fams:
         raise SplitError(f"family '{family}' has no model samples; families: {', '.join(fams)}")
-    train = samples.select(lambda s: s.family != family, lambda s: s.family != family)
+    train = samples.select(lambda s: s.family != family, lambda s: keep_layers or s.family != family)
     test = samples.select(lambda s: s.family == family, lambda s: False)
-    return Split(f"family:{family}", train, test)
+    return Split(f"{'family-layers' if keep_layers else 'family'}:{family}", train, test)
 
 
 def make_splits(samples: SampleSet, text: str, seed: int = 0) -> list[Split]:
@@ -569,8 +571,8 @@ def make_splits(samples: SampleSet, text: str, seed: int = 0) -> list[Split]:
     if kind == "random":
         frac, s = arg
         return [held_out_variants(samples, frac, seed if s is None else s)]
-    if kind == "family":
-        return [leave_family_out(samples, arg)]
+    if kind in ("family", "family-layers"):
+        return [leave_family_out(samples, arg, keep_layers=kind == "family-layers")]
     synthetic = set(list_synthetic_families())
     return [leave_family_out(samples, f) for f in samples.families() if f not in synthetic]
 

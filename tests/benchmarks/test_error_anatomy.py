@@ -204,3 +204,11 @@ def test_the_targets_own_noise_by_plan_kind_comes_from_the_sessions_that_timed_t
     md = out.with_suffix(".md").read_text()
     assert f"| {100 * a / math.sqrt(3):.2f}% / {100 * a / 3:.2f}% / " in md and "target noise" in md
     assert f"would score about {noise_of['all']['floor_mape']:.2f}%" in md
+
+
+def test_folds_that_kept_the_familys_layer_records_are_taken_apart_too(tmp_path):
+    run = _write_run(tmp_path, 0, folds=("family-layers:resnet", "family-layers:vgg"))
+    out = tmp_path / "anatomy.json"
+    assert main([str(run), "--out", str(out)]) == 0
+    a = json.loads(out.read_text())["seeds"]["0"]
+    assert a["n"] == 32 and a["model_level_out"]["mape"] == pytest.approx(_mape(PLAN_REST))

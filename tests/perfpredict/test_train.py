@@ -63,8 +63,13 @@ def test_splits_hold_out_variants_and_families(loaded):
         fam = s.name.split(":")[1]
         assert {m.family for m in s.test.models} == {fam}
         assert fam not in {m.family for m in s.train.models} | {l.family for l in s.train.layers}
+    # a new family whose layers were profiled alone: its models held out, its layer records kept
+    (kept,) = make_splits(loaded, "family-layers:resnet")
+    assert kept.name == "family-layers:resnet" and {m.family for m in kept.test.models} == {"resnet"}
+    assert "resnet" not in {m.family for m in kept.train.models}
+    assert sum(l.family == "resnet" for l in kept.train.layers) == sum(l.family == "resnet" for l in loaded.layers) > 0
     assert parse_split("none") == ("none", None)
-    for bad in ("random:1.5", "family", "bogus"):
+    for bad in ("random:1.5", "family", "family-layers:", "bogus"):
         with pytest.raises(SplitError):
             parse_split(bad)
 
