@@ -126,9 +126,8 @@ def run_throughput(samples, opts, n_plans, model, log, ensemble=1, checkpoint="p
         pred = GNNEnsemble(members=[pred] * ensemble)
         source = f"{source} x{ensemble} as an ensemble"
     device = samples.models[0].device
-    space = getattr(pred, "space", None) or getattr((getattr(pred, "members", None) or [None])[0], "space", None)
     out = {"model": model, "nodes": len(graph.nodes), "plans": n_plans, "predictor": source, "ensemble": ensemble,
-           "feature_schema": getattr(space, "schema_version", None)}
+           "feature_schema": pred.space.schema_version if pred.space else None}
     for threads in (1, 2):
         pred.torch_threads = threads
         best = float("inf")

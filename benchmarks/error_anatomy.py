@@ -37,13 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import write_results  # noqa: E402
 from benchmarks.summarise_seeds import load_predictions, load_runs  # noqa: E402
 from perfpredict.dataset import open_store  # noqa: E402
+from perfpredict.samples import FAMILY_SPLITS  # noqa: E402
 
 
 def held_out_records(predictions: dict[str, dict]) -> dict[str, np.ndarray]:
     """The family folds' held-out records of one seed: key, family, model, threads and log(predicted / measured)."""
     cols = defaultdict(list)
     for split, p in predictions.items():
-        if split.partition(":")[0] not in ("family", "family-layers"):  # leave-one-family-out folds
+        if split.partition(":")[0] not in FAMILY_SPLITS:  # leave-one-family-out folds
             continue
         for key, fam, group, pred, meas in zip(p["key"], p["family"], p["group"], p["latency_ms"],
                                                p["measured_latency_ms"]):

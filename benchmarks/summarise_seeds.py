@@ -35,12 +35,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from perfpredict.metrics import summarise as summarise_metrics  # noqa: E402
+from perfpredict.samples import FAMILY_SPLITS  # noqa: E402
 
 POOLED = "lofo (pooled)"  # bench_predictor's pooled row: not in runs of single folds, so pooled again here
-FAMILIES = "family folds (pooled, record-weighted)"
-FAMILY_LAYERS = "family-layers folds (pooled, record-weighted)"
-POOLS = {"family:": FAMILIES, "family-layers:": FAMILY_LAYERS}
+POOLS = {f"{kind}:": f"{kind} folds (pooled, record-weighted)" for kind in FAMILY_SPLITS}
 """Fold prefix -> the row that pools its folds: leave one family out, and the same with its layer records kept."""
+FAMILIES, FAMILY_LAYERS = POOLS["family:"], POOLS["family-layers:"]
 
 METRICS = (("latency", "mape", "latency MAPE %"), ("latency", "within_10", "latency within 10 %"),
            ("latency", "kendall", "latency Kendall"), ("memory", "mape", "memory MAPE %"))

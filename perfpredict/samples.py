@@ -501,6 +501,9 @@ class Split:
     test: SampleSet
 
 
+FAMILY_SPLITS = ("family", "family-layers")
+"""The split kinds that hold one family's models out (``family-layers`` keeps its layer records)."""
+
 SPLIT_FORMS = "random:FRACTION[:SEED] (held-out variants), family:NAME (leave one family out), " \
               "family-layers:NAME (leave its models out, keep its layer records), lofo (every family in turn), none " \
               "(train on everything)"
@@ -522,7 +525,7 @@ def parse_split(text: str) -> tuple[str, Any]:
         if not 0.0 < frac < 1.0:
             raise SplitError(f"split '{text}': the held-out fraction must be in (0, 1)")
         return "random", (frac, seed)
-    if kind in ("family", "family-layers") and rest:
+    if kind in FAMILY_SPLITS and rest:
         return kind, rest
     raise SplitError(f"unknown split '{text}'; accepted: {SPLIT_FORMS}")
 
@@ -571,7 +574,7 @@ def make_splits(samples: SampleSet, text: str, seed: int = 0) -> list[Split]:
     if kind == "random":
         frac, s = arg
         return [held_out_variants(samples, frac, seed if s is None else s)]
-    if kind in ("family", "family-layers"):
+    if kind in FAMILY_SPLITS:
         return [leave_family_out(samples, arg, keep_layers=kind == "family-layers")]
     synthetic = set(list_synthetic_families())
     return [leave_family_out(samples, f) for f in samples.families() if f not in synthetic]
