@@ -41,3 +41,16 @@ def slow_path_note(plan: str, nodes: list[str]) -> str:
     return (f"note: plan {plan} runs {len(nodes)} depthwise layer(s) in int8 with a channel count that is not a "
             f"multiple of 8, on fbgemm's slow generic path ({shown}); fp32 or a prune ratio that leaves a "
             "multiple of 8 avoids it")
+
+
+def warn_if_busy(threads: int | Sequence[int] | None = None) -> None:
+    """Before timing on this machine: one ``perfpredict: warning:`` line on stderr when other work leaves fewer CPUs
+    free than ``threads`` (the most of them, for a list; default every CPU) need (:func:`perfpredict.measure.
+    contention_note`; a quarter of a second of watching the machine)."""
+    from perfpredict.measure import contention_note
+
+    if threads is not None and not isinstance(threads, int):
+        threads = max(threads, default=None)
+    note = contention_note(threads)
+    if note:
+        print(f"perfpredict: warning: {note}", file=sys.stderr)

@@ -152,6 +152,15 @@ def _accuracy_policy(opts: OptimiseOptions) -> tuple[bool, float | None]:
     return False, budget
 
 
+def _busy_note(threads: int | None) -> str | None:
+    """The note a search that times plans here carries when other work keeps this machine busy as it starts
+    (:func:`perfpredict.measure.contention_note`): its measured figures are then slower and noisier."""
+    from perfpredict.measure import contention_note
+
+    note = contention_note(threads)
+    return None if note is None else f"when the search began, {note}"
+
+
 def _check_options(opts: OptimiseOptions) -> None:
     if opts.trials < 1:
         raise PerfPredictError(f"--trials must be a positive integer, got {opts.trials}")
@@ -295,7 +304,10 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
     cfg = SearchConfig(trials=opts.trials, batch_size=opts.batch_size, validate_every=opts.validate_every,
                        polish_rounds=opts.polish_rounds,
                        recalibrate_min_plans=3 if trained_here else 1, progress=opts.progress)
+    busy = _busy_note(opts.threads) if validator is not None else None
     result = run_search(problem, strategy, evaluator, cfg, validator)
+    if busy:
+        result.notes.append(busy)
     unpriced = unpriced_primitives(graph, predictor, space.config.precisions)
     if unpriced:
         result.notes.append(f"left out of the search: {', '.join(unpriced)}, which the predictor was not trained on "

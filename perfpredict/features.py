@@ -60,7 +60,8 @@ prices each conversion step that no chain runs at the per-node fixed cost (``ove
 priors. Plans that mix primitives make two to three times the Python steps of a plan on one primitive, most of them
 conversions, and on the stores' beacon records (AMX Xeon VM) the held-out random plans were predicted 4% too fast
 against the same models' other plans, the more so the more steps they take; plans that chain were predicted too
-slow. With both, leave-one-family-out accuracy stayed within what the seed moves (README, *Steps and chains,
+slow. With both, leave-one-family-out accuracy stayed within what the seed moves (benchmarks/README.md, *Steps and
+chains,
 priced*). A schema-10 checkpoint is featurised without either.
 
 Schema 12 featurises an op of :data:`OP_ALIASES` with another op's one-hot, and a primitive of
@@ -69,7 +70,8 @@ Schema 12 featurises an op of :data:`OP_ALIASES` with another op's one-hot, and 
 network tied a ReLU6 to the training networks that had one: held out, mobilenet_v2's int8 NHWC plans came out 16%
 too slow, though its kernels run as fast per MAC as those of mnasnet, whose blocks differ from its own mainly in a
 Relu where it has a Clip; read as Relus in both one-hots, the same trained network priced them near their
-measured time (README, *One clamp, two columns*). Only the one-hots are aliased: the priors, fusion and workspace
+measured time (benchmarks/README.md, *One clamp, two columns*). Only the one-hots are aliased: the priors, fusion and
+workspace
 tables still index the primitive itself. A schema-11 checkpoint is featurised with the Clip columns.
 
 Schema 13 prices the memory time of a node, in both priors, by its primitive's cost of moving data in its layout
@@ -77,7 +79,8 @@ Schema 13 prices the memory time of a node, in both priors, by its primitive's c
 scalar code, and on the layer records of five other machines it took 8-72x its bytes' time at the bandwidth with
 2x2 windows at stride 2, more with 3x3 ones and 32-119x with 3x3 at stride 1, where on channels-last tensors it
 runs near it. Without the cost the prior is blind to the primitive and the network carries a 12-25x correction of
-its own, learnt on 3x3 pools: held out, vgg's 2x2 pools came out 1.4x their measured time (README, *Where vgg's
+its own, learnt on 3x3 pools: held out, vgg's 2x2 pools came out 1.4x their measured time (benchmarks/README.md,
+*Where vgg's
 error lies*). A schema-12 checkpoint is featurised at the bytes' time.
 
 Schema 15 counts the conversions the runtime's schedule makes, node by node (:func:`_shared_conversions`): a
@@ -87,7 +90,8 @@ last step; and a folded residual Add's conversion is counted, and priced, at the
 (up to schema 13 it sat on the folded Add, whose prior is 2% of the overhead, so no prior priced it). Up to schema
 13 densenet's plans (twenty of the tests' ``random_plan`` and two int8 ones) counted 9% more conversion steps than
 their schedules make (its Concats read tensors that earlier Concats converted), googlenet's and efficientnet's 3%.
-(Schema 14, conversions priced by kind, was tried and taken out: README, *Conversions priced by kind*.) A schema-13
+(Schema 14, conversions priced by kind, was tried and taken out: benchmarks/README.md, *Conversions priced by kind*.)
+A schema-13
 checkpoint is featurised as before.
 
 Beside the features, :attr:`PlanFeatures.fallback_ms` is the prior with the bytes each int8 kernel really moves

@@ -58,6 +58,8 @@ __all__ = [
     "allocated_peak_of",
     "noise_floor",
     "torch_threads",
+    "busy_elsewhere",
+    "contention_note",
 ]
 
 
@@ -148,6 +150,53 @@ def latency_stats(
         threads=threads,
         warmup=warmup,
     )
+
+
+# ---------------------------------------------------------------- a quiet machine
+
+
+def _proc_busy_s() -> float | None:
+    """Seconds of CPU time the whole machine has spent busy since boot (user, nice, system, irq, softirq and steal:
+    the hypervisor's share is time taken from us too), from /proc/stat; None where it cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        return None
+    jiffies = [int(v) for v in fields[1:]]
+    busy = sum(jiffies[:3]) + sum(jiffies[5:8])  # user nice system [idle iowait] irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def busy_elsewhere(window_s: float = 0.25) -> float | None:
+    """CPUs' worth of work that other processes (and the hypervisor) ran on this machine over the next ``window_s``
+    seconds: the machine's busy time from /proc/stat less this process's own CPU time, over the window. 0 on an
+    idle machine, about 2 with two busy processes beside us; None where /proc/stat is not readable (not Linux)."""
+    before, own_before, t0 = _proc_busy_s(), time.process_time(), time.perf_counter()
+    if before is None:
+        return None
+    time.sleep(window_s)
+    after, own_after, t1 = _proc_busy_s(), time.process_time(), time.perf_counter()
+    if after is None:
+        return None
+    return max(0.0, (after - before) - (own_after - own_before)) / max(t1 - t0, 1e-9)
+
+
+def contention_note(threads: int | None = None, *, window_s: float = 0.25) -> str | None:
+    """A one-line warning when other work leaves this machine fewer free CPUs than ``threads`` (default: every
+    CPU) need, so that timings taken now would be slower and noisier than on a quiet machine (an OpenMP thread
+    pool whose thread is preempted waits at every barrier: ten to a hundred times a kernel's time); None on a
+    machine quiet enough, or where the load cannot be read."""
+    cpus = os.cpu_count() or 1
+    want = min(threads or cpus, cpus)
+    other = busy_elsewhere(window_s)
+    if other is None or other < 0.25 or cpus - other >= want - 0.25:
+        return None
+    return (f"other processes kept {other:.1f} of this machine's {cpus} CPUs busy just now, fewer free than timing at "
+            f"{want} thread{'s' if want > 1 else ''} needs: measurements will be slower and noisier than on a quiet "
+            "machine (stop the other work, time at fewer --threads, or set OMP_WAIT_POLICY=PASSIVE)")
 
 
 # ---------------------------------------------------------------- latency

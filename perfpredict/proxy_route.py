@@ -5,7 +5,8 @@ its training set those answers carry the features' blind spots: two machines of 
 zoo 1.7x apart. Performance monotonicity offers a second route: predict on the *proxy*, the trained device
 whose fingerprint (the board's measured reference workloads) correlates best with the target's, and scale by
 how much slower the target ran those workloads (:func:`perfpredict.transfer.nearest_proxy`,
-:func:`perfpredict.transfer.fingerprint_ratio`). On the four machine pairs measured first (README, "Transfer")
+:func:`perfpredict.transfer.fingerprint_ratio`). On the four machine pairs measured first (benchmarks/README.md,
+"Transfer to new hardware")
 this route beat the board's features every time, so ``predict``, ``optimise`` and ``validate`` take it by
 default (``--zero-shot proxy``) whenever it applies:
 
@@ -124,7 +125,7 @@ def thread_range_note(predictor: Any, device: DeviceSpec, threads: int | None = 
 
     The network sees the thread count as a feature, so it answers for any count, but beyond those it trained at it
     extrapolates: scaling to many threads is where small layers, pruned plans and memory-bound operators part
-    from the big ones (README, "Transfer": a 16-core host at 16 threads)."""
+    from the big ones (benchmarks/README.md, "Transfer to new hardware": a 16-core host at 16 threads)."""
     from perfpredict.features import threads_of
     from perfpredict.transfer import training_devices_at
 

@@ -70,7 +70,8 @@ class TrainOptions:
     identity_dropout: float = 0.0
     # a learned log-latency offset per measurement session but each device's reference (perfpredict.sessions):
     # the network predicts the reference session, the runtime as it runs now (off by default: on the shipped data
-    # it scores the reference records better, but one of its searched plans ran 1.33x slower; README, Predictor)
+    # it scores the reference records better, but one of its searched plans ran 1.33x slower; benchmarks/README.md,
+    # Predictor)
     session_offsets: bool = False
     # a learned log-latency offset per device, thread count and campaign for the layer records: kernels measured
     # alone, often on another day than the model records, then teach the network the kernels' relative costs, not

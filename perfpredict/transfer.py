@@ -583,7 +583,7 @@ def zero_shot_proxies(target: DeviceSpec, devices: Sequence[DeviceSpec]) -> list
     """The ``devices`` a zero-shot prediction for ``target`` may go through: those that match its
     :func:`int8_dot_product` support (or either board does not say). The fingerprint times fp32 layers only, so its
     ratio scales int8 and fp32 work alike: through a VNNI proxy, an AVX2-only CPU's int8 plans came out 0.89x of
-    their measured time and its fp32 plans 1.17x (README, "Transfer": the Zen 3 host)."""
+    their measured time and its fp32 plans 1.17x (benchmarks/README.md, "Transfer to new hardware": the Zen 3 host)."""
     want = int8_dot_product(target)
     return [d for d in devices if want is None or int8_dot_product(d) in (None, want)]
 

@@ -36,6 +36,16 @@ def make_conv_model(path, *, cin=3, cout=8, k=3, stride=1, pad=1, groups=1, hw=1
     return str(path)
 
 
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch):
+    """The commands that time on this machine warn when it is busy (``perfpredict.measure.contention_note``); the
+    tests check their output, not the load of the machine they run on, so the check reports a quiet machine
+    (tests/perfpredict/test_measure.py and tests/cli/test_output.py test the check itself)."""
+    import perfpredict.measure
+
+    monkeypatch.setattr(perfpredict.measure, "contention_note", lambda threads=None, **kw: None)
+
+
 @pytest.fixture
 def tiny_onnx(tmp_path):
     """Path of a small Conv+BN+Relu+GAP+Gemm ONNX model."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.output import print_json, print_table
+from cli.output import print_json, print_table, warn_if_busy
 from perfpredict.errors import MeasurementError
 
 
@@ -53,6 +53,7 @@ def _measure(args: argparse.Namespace) -> int:
         raise MeasurementError("--target-ci and --time-cap-s must be positive numbers")
     graph, onnx_path = load_model(args.model, resolution=args.resolution)
     plan = Plan.load(args.plan) if args.plan else None
+    warn_if_busy(args.threads)
     stats, mem = measure_plan(graph, plan, threads=args.threads, memory=not args.no_memory,
                               target_ci=args.target_ci, time_cap_s=args.time_cap_s, seed=args.seed,
                               memory_method=args.memory_method)

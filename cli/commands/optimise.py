@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from cli.argtypes import add_zero_shot, nonneg_float, nonneg_int, positive_float, positive_int
-from cli.output import add_progress_option, print_json, print_table, slow_path_note
+from cli.output import add_progress_option, print_json, print_table, slow_path_note, warn_if_busy
 
 STRATEGIES = ("qlearning", "tpe", "nsga2", "random", "exact")
 
@@ -151,11 +151,13 @@ def _optimise(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from optimiser.run import validate_on_device
-    from perfpredict.plan import Plan
+    from perfpredict.plan import Plan, validate_plan
     from perfpredict.primitives.quantized import depthwise_fallback_nodes
 
     graph, device, predictor, name = _load(args)
     plan = Plan.load(args.plan)
+    validate_plan(graph, plan)  # bad input is an error before any warning about the machine
+    warn_if_busy(args.threads)
     rows = validate_on_device(graph, plan, device, predictor, threads=args.threads, memory=args.memory)
     slow = [n for n, _ in depthwise_fallback_nodes(graph, plan)]
     steps, chains = _breakdown(graph, plan, args.threads) if args.breakdown else (None, None)

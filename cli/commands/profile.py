@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cli.argtypes import names
-from cli.output import add_progress_option, print_json, print_table
+from cli.output import add_progress_option, print_json, print_table, warn_if_busy
 from perfpredict.beacon import DRIFT_TOLERANCE, SCALING_TOLERANCE
 from perfpredict.errors import PerfPredictError
 
@@ -216,6 +216,7 @@ def _layers(args: argparse.Namespace) -> int:
         raise PerfPredictError(f"--n-configs must be at least 1, got {args.n_configs}")
     protocol = _protocol(args, model=False)
     with _open(args.store) as store:
+        warn_if_busy(args.threads)
         rep = run_layer_campaign(store, threads=args.threads, families=args.families, n_configs=args.n_configs,
                                  seed=args.seed, n_variants_per_family=args.n_variants_per_family,
                                  resolutions=args.resolutions, prune_ratios=args.prune_ratios, ops=args.ops,
@@ -233,6 +234,7 @@ def _models(args: argparse.Namespace) -> int:
 
     protocol = _protocol(args, model=True)
     with _open(args.store) as store:
+        warn_if_busy(args.threads)
         rep = run_model_campaign(store, threads=args.threads, families=args.families,
                                  n_variants_per_family=args.n_variants_per_family,
                                  plans_per_model=args.plans_per_model, seed=args.seed, resolutions=args.resolutions,
@@ -258,6 +260,7 @@ def _noise(args: argparse.Namespace) -> int:
     if bad:
         raise PerfPredictError(f"--kinds: unknown kind(s) {', '.join(bad)}; accepted: layer, model")
     with _open(args.store, create=False) as store:
+        warn_if_busy()
         rep = run_noise(store, sample=args.sample, seed=args.seed, kinds=args.kinds, repeat=args.repeat,
                         campaigns=args.campaigns, progress=not args.no_progress, time_cap_s=args.time_cap_s)
     _print_report(rep, args.json)
@@ -270,6 +273,7 @@ def _steps(args: argparse.Namespace) -> int:
     from perfpredict.profile import run_step_times
 
     with _open(args.store, create=False) as store:
+        warn_if_busy(args.threads)
         rep = run_step_times(store, campaigns=args.campaigns, threads=args.threads, repeats=args.repeats,
                              max_minutes=args.max_minutes, progress=not args.no_progress)
     _print_report(rep, args.json)
@@ -280,6 +284,7 @@ def _memory(args: argparse.Namespace) -> int:
     from perfpredict.profile import run_memory_remeasure
 
     with _open(args.store, create=False) as store:
+        warn_if_busy()
         rep = run_memory_remeasure(store, max_minutes=args.max_minutes, progress=not args.no_progress)
     _print_report(rep, args.json)
     return 0

@@ -6,7 +6,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from cli.output import add_progress_option, print_json, print_table
+from cli.output import add_progress_option, print_json, print_table, warn_if_busy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +65,7 @@ def _transfer(args: argparse.Namespace) -> int:
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         csv_path = Path(args.output) / "measurements.csv"
         done = read_measurements(csv_path) if csv_path.is_file() else []  # a killed run resumes
+        warn_if_busy(args.threads)
         measurements = measure_candidates(source, device, args.k, models=models, threads=args.threads,
                                           progress=not args.no_progress, plans_dir=Path(args.output) / "shots",
                                           done=done,

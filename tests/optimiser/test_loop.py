@@ -333,3 +333,31 @@ def test_primitives_the_predictor_never_saw_are_left_out_and_said(resid_graph, b
     res = optimise(resid_graph, board, opts, pred, "partial").result  # lossless: fp32 primitives only
     assert any("conv.dnnl," in note + "," and "conv.dnnl_int8" not in note and "not trained on" in note
                for note in res.notes)
+
+
+def test_a_search_that_times_plans_here_notes_a_busy_machine(resid_graph, board, roofline, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import perfpredict.measure
+
+    class Validator:  # every plan measures the same: what is tested is the note, not the choice
+        def __init__(self, *a, **k):
+            pass
+
+        def compare(self, graph, plans):
+            return {k: SimpleNamespace(latency_ms=10.0) for k in plans}
+
+        def measure(self, graph, plan):
+            return SimpleNamespace(latency_ms=10.0, peak_mem_bytes=None, stats=None, memory_method=None)
+
+    monkeypatch.setattr("optimiser.loop.RuntimeValidator", Validator)
+    asked = []
+    monkeypatch.setattr(perfpredict.measure, "contention_note",
+                        lambda threads=None: asked.append(threads) or "other processes kept 2.0 CPUs busy")
+    opts = OptimiseOptions(strategy="random", trials=8, outdir=tmp_path, progress=False, lossless=True,
+                           refine_nodes=0, threads=2)
+    notes = optimise(resid_graph, board, opts, roofline, "roofline").report["notes"]
+    assert "when the search began, other processes kept 2.0 CPUs busy" in notes and asked == [2]
+    opts = OptimiseOptions(strategy="random", trials=8, outdir=tmp_path, progress=False, lossless=True, measure=False)
+    assert not any("busy" in n for n in optimise(resid_graph, board, opts, roofline, "roofline").report["notes"])
+    assert asked == [2]  # nothing timed here: the machine is not watched

@@ -16,6 +16,8 @@ from perfpredict.measure import (
     LatencyStats,
     _median_ci_rank,
     allocated_peak_of,
+    busy_elsewhere,
+    contention_note,
     latency_stats,
     measure_interleaved,
     measure_latency,
@@ -273,3 +275,50 @@ def test_allocated_peak_of_reports_a_failing_workload():
 
     with pytest.raises(MeasurementError, match="the workload failed: ValueError: exploded"):
         allocated_peak_of(boom)
+
+
+def _fake_clock(monkeypatch, busy_s, own_s, wall_s):
+    """/proc/stat's busy seconds, this process's CPU seconds and the wall clock at the two reads of busy_elsewhere."""
+    import perfpredict.measure as m
+
+    busy, own, wall = iter(busy_s), iter(own_s), iter(wall_s)
+    monkeypatch.setattr(m, "_proc_busy_s", lambda: next(busy))
+    monkeypatch.setattr(m.time, "process_time", lambda: next(own))
+    monkeypatch.setattr(m.time, "perf_counter", lambda: next(wall))
+    monkeypatch.setattr(m.time, "sleep", lambda s: None)
+
+
+def test_busy_elsewhere_is_the_machines_busy_time_less_our_own(monkeypatch):
+    # the machine ran 0.5 CPU-seconds in a quarter of a second, 0.1 of them ours: 1.6 CPUs of other work
+    _fake_clock(monkeypatch, [100.0, 100.5], [10.0, 10.1], [0.0, 0.25])
+    assert busy_elsewhere() == pytest.approx(1.6)
+    _fake_clock(monkeypatch, [100.0, 100.05], [10.0, 10.1], [0.0, 0.25])  # all of it ours: nothing else
+    assert busy_elsewhere() == 0.0
+    _fake_clock(monkeypatch, [None], [10.0], [0.0])  # no /proc/stat
+    assert busy_elsewhere() is None
+
+
+def test_busy_elsewhere_reads_this_machine():
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat")
+    other = busy_elsewhere(0.05)
+    assert other is not None and 0.0 <= other <= 4 * (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("other, threads, warned", [
+    (None, 2, False),   # load unknown
+    (0.1, 2, False),    # a quiet machine
+    (1.0, 2, True),     # one of two CPUs taken: two threads will wait on a preempted one
+    (1.0, 1, False),    # one thread still has a CPU of its own
+    (1.9, 1, True),
+    (2.0, None, True),  # default: every CPU
+])
+def test_contention_note_when_fewer_cpus_are_free_than_the_threads_need(monkeypatch, other, threads, warned):
+    import perfpredict.measure as m
+
+    monkeypatch.setattr(m, "busy_elsewhere", lambda window_s=0.25: other)
+    monkeypatch.setattr(m.os, "cpu_count", lambda: 2)
+    note = contention_note(threads)
+    assert (note is not None) == warned
+    if warned:
+        assert f"kept {other:.1f} of this machine's 2 CPUs busy" in note and "\n" not in note
