@@ -1668,8 +1668,12 @@ class Normaliser:
     mem_std: np.ndarray
 
     @classmethod
-    def fit(cls, node_rows: np.ndarray, device_rows: np.ndarray, memory_rows: np.ndarray) -> "Normaliser":
-        """Fit on stacked node rows [N, d], raw device vectors [G, dd] and memory rows [G, dm]."""
+    def fit(cls, node_rows: np.ndarray, device_rows: np.ndarray, memory_rows: np.ndarray,
+            layer_rows: np.ndarray | None = None) -> "Normaliser":
+        """Fit on stacked node rows [N, d], raw device vectors [G, dd] and memory rows [G, dm]. ``layer_rows``
+        [M, d], the node rows of layer records, standardise only the columns that never varied in ``node_rows``
+        (an op that only a user's measured layers have, ``perfpredict profile layers --model``): the others keep
+        the model rows' statistics."""
         def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             x = np.asarray(x, np.float64)
             with warnings.catch_warnings():  # all-NaN columns (a board without fingerprint) are expected
@@ -1683,6 +1687,11 @@ class Normaliser:
         nm, ns = stats(node_rows)
         if len(node_rows):
             ns = np.where(np.ptp(np.asarray(node_rows, np.float64), axis=0) > 0, ns, np.inf)
+        if layer_rows is not None and len(layer_rows):
+            lm, ls = stats(layer_rows)
+            varies = np.ptp(np.asarray(layer_rows, np.float64), axis=0) > 0
+            fill = np.isinf(ns) & varies if len(node_rows) else varies
+            nm, ns = np.where(fill, lm, nm), np.where(fill, ls, ns)
         dev = np.asarray(device_rows, np.float64)
         dm, ds = stats(dev)
         dev_filled = np.where(np.isnan(dev), dm, dev)

@@ -241,7 +241,8 @@ class GNNPredictor(PairwiseCostsMixin):
             priced = " (nodes of those ops are priced by their analytical prior alone)" if ops else ""
             warnings.warn(f"{what} never appeared in this predictor's training data: the network leaves them out"
                           f"{priced}, so the prediction is extrapolated; retrain with measurements that include "
-                          "them", FeatureWarning, stacklevel=4)
+                          "them (`perfpredict profile layers --model MODEL.onnx` measures a model's layers)",
+                          FeatureWarning, stacklevel=4)
 
     def plan_latencies(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec) -> np.ndarray:
         """Predicted latency (ms) of plans that each change a few nodes of the default plan: equal to

@@ -339,6 +339,21 @@ def campaign_specs(families: Sequence[str] | None, n_variants_per_family: int, s
     return [fam[i] for i in range(max(map(len, per_family), default=0)) for fam in per_family if i < len(fam)]
 
 
+def onnx_sources(paths: Sequence[str | os.PathLike]) -> list[OnnxSource]:
+    """The user's ONNX files of a layer campaign; a missing one, or two of one stem (they would share a model name
+    in the store), is an error."""
+    out = [OnnxSource(Path(p)) for p in paths]
+    missing = [str(s.path) for s in out if not s.path.is_file()]
+    if missing:
+        raise PerfPredictError(f"no such ONNX file: {', '.join(missing)}")
+    stems = Counter(s.name for s in out)
+    twice = sorted(n for n, c in stems.items() if c > 1)
+    if twice:
+        raise PerfPredictError(f"ONNX files share a file name ({', '.join(twice)}): their records would share a "
+                               "model name; rename one")
+    return out
+
+
 def _check_families(families: Sequence[str] | None, probes: bool = False) -> list[str]:
     from perfpredict import zoo
 
@@ -386,8 +401,9 @@ class LayerConfig:
     graph: Graph  # the one-node graph of the layer (unpruned)
     family: str
     model_name: str
-    spec: Mapping[str, Any]
+    spec: Mapping[str, Any] | None  # the zoo spec it came from; None for a user's ONNX file (``onnx_path``)
     node_name: str
+    onnx_path: str | None = None
 
     @property
     def node(self) -> Node:
@@ -403,6 +419,32 @@ class LayerConfig:
     def identity_json(self) -> str:
         """Canonical JSON of the identity (the key of this configuration)."""
         return _canonical(self.identity)
+
+    def origin(self) -> dict[str, Any]:
+        """Where the layer came from, as its records keep it: the zoo spec and the node's name, from which training
+        rebuilds the node; or, for a user's ONNX file, its path, the node's name and the node itself
+        (:func:`perfpredict.features.node_to_json`), which training reads, so the store stays usable when the file
+        moves."""
+        if self.spec is not None:
+            return {"spec": self.spec, "node": self.node_name}
+        from perfpredict.features import node_to_json
+
+        return {"onnx": self.onnx_path, "onnx_node": self.node_name, "layer_node": node_to_json(self.node)}
+
+
+@dataclass(frozen=True)
+class OnnxSource:
+    """A user's ONNX model whose layers a layer campaign measures (``perfpredict profile layers --model FILE``): its
+    records take the file's stem as family and model name."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        """The file's stem: the records' family and model name."""
+        return self.path.stem
+
+    family = name
 
 
 def isolate_node(graph: Graph, node: Node, prune: float = 0.0) -> Graph:
@@ -474,7 +516,8 @@ def _pruned_node_graph(graph: Graph, node: Node, prune: float) -> Graph:
 def collect_layer_configs(specs: Sequence, n_configs: int, seed: int, *, compute_share: float = 0.7,
                           ops: Sequence[str] | None = None, primitives: Sequence[str] | None = None,
                           progress: bool = False) -> list[LayerConfig]:
-    """Up to ``n_configs`` distinct layer configurations drawn from the graphs of ``specs``.
+    """Up to ``n_configs`` distinct layer configurations drawn from the graphs of ``specs`` (zoo ModelSpecs, or
+    :class:`OnnxSource` for a user's ONNX files).
 
     Configurations are deduplicated on :func:`node_identity`. Families take turns; within a family a
     Conv/Gemm/MatMul configuration is drawn with probability ``compute_share`` (while any is left), any
@@ -492,8 +535,12 @@ def collect_layer_configs(specs: Sequence, n_configs: int, seed: int, *, compute
 
         it = tqdm(specs, desc="loading zoo graphs", unit="model", file=sys.stderr, dynamic_ncols=True)
     for spec in it:
-        graph, _ = zoo_graph(spec)
-        sd = spec_dict(spec)
+        if isinstance(spec, OnnxSource):
+            from perfpredict.models import load_model
+
+            graph, sd, path = load_model(spec.path)[0], None, str(spec.path)
+        else:
+            (graph, _), sd, path = zoo_graph(spec), spec_dict(spec), None
         fam_pool = pools.setdefault(spec.family, {"compute": [], "other": []})
         for node in graph.nodes:
             if ops and node.op not in ops:
@@ -505,7 +552,7 @@ def collect_layer_configs(specs: Sequence, n_configs: int, seed: int, *, compute
             if text in seen:
                 continue
             seen.add(text)
-            cfg = LayerConfig(ident, isolate_node(graph, node), spec.family, spec.name, sd, node.name)
+            cfg = LayerConfig(ident, isolate_node(graph, node), spec.family, spec.name, sd, node.name, path)
             fam_pool["compute" if node.op in COMPUTE_OPS else "other"].append(cfg)
     rng = random.Random(f"perfpredict.profile.layers:{seed}")
     for fam in pools.values():
@@ -775,11 +822,13 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                        protocol: Protocol = Protocol(), campaign: str = LAYER_CAMPAIGN,
                        devices: Mapping[int, DeviceSpec] | None = None, quick_device: bool = False,
                        max_minutes: float | None = None, stop_after: int | None = None,
-                       specs: Sequence | None = None, progress: bool = True) -> CampaignReport:
+                       specs: Sequence | None = None, models: Sequence[str | os.PathLike] | None = None,
+                       progress: bool = True) -> CampaignReport:
     """Measure ``n_configs`` layer configurations in isolation under every candidate, at each thread count.
 
     Configurations come from :func:`campaign_specs` (``families``, ``n_variants_per_family``, ``seed``,
-    ``resolutions``; or the zoo ModelSpecs in ``specs``) via :func:`collect_layer_configs`. Records already
+    ``resolutions``; or the zoo ModelSpecs in ``specs``) via :func:`collect_layer_configs`; with ``models`` (a user's
+    ONNX files), from those files instead, and from the zoo families too only where ``families`` names some. Records already
     in the store (same key) or in the
     skip log are not measured again. ``ops`` restricts the ops drawn; ``primitives`` the candidates to those
     primitives (and the configurations to those all of them for the op run): a primitive added later is measured beside
@@ -795,8 +844,11 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     if any(not 0 <= r < 1 for r in prune_ratios):
         raise PerfPredictError(f"prune ratios must be in [0, 1), got {list(prune_ratios)}")
     report = CampaignReport(campaign, "layer", str(store.path), ts)
+    if specs is None and models and not families:
+        specs = []
     specs = list(specs) if specs is not None else campaign_specs(families, n_variants_per_family, seed, resolutions,
                                                                  probes=True)
+    specs = [*onnx_sources(models or ()), *specs]
     configs = collect_layer_configs(specs, n_configs, seed, ops=ops, primitives=primitives, progress=progress)
     devs = {t: (devices or {}).get(t) or campaign_device(store, t, quick=quick_device) for t in ts}
     done = store.keys(campaign)
@@ -845,7 +897,7 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                                   node_json=cfg.identity_json, primitive=cand.primitive, layout=cand.layout,
                                   precision=cand.precision, prune=cand.prune, model_name=cfg.model_name,
                                   family=cfg.family,
-                                  extra={"spec": cfg.spec, "node": cfg.node_name, "seed": seed,
+                                  extra={**cfg.origin(), "seed": seed,
                                          **_stats_extra(out.stats)})
                 assert rec.key == key
                 records.append(rec)

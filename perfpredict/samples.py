@@ -13,8 +13,9 @@ What the loader reads from a record (see :mod:`perfpredict.dataset`):
   ``model_name`` is used. The rebuilt graph must have the record's ``graph_id``, else the record is skipped.
 * layer records: ``primitive``/``layout``/``precision``/``prune``, ``median_ms``, and either
   ``extra_json`` ``{"spec": ..., "node": <node name>, "fused_node": <activation name or null>}`` (the node
-  is cut out of the rebuilt graph) or a self-contained ``node_json`` (:func:`perfpredict.features.node_to_json`)
-  with an optional ``extra_json`` ``"fused_activation"`` ("relu", "relu6", "clip:lo:hi").
+  is cut out of the rebuilt graph) or a self-contained node (:func:`perfpredict.features.node_to_json`), in
+  ``extra_json`` under ``"layer_node"`` (a user's ONNX layer, ``perfpredict profile layers --model``) or as the
+  ``node_json``, with an optional ``extra_json`` ``"fused_activation"`` ("relu", "relu6", "clip:lo:hi").
 
 Records of the noise-recheck campaign are skipped (they duplicate others). Latencies flagged unstable
 (the median's confidence interval never reached the campaign's target) are kept by default and counted in
@@ -470,12 +471,13 @@ def _layer_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: floa
                 return None
             idx = [names.index(extra["node"])] + ([names.index(fused)] if fused else [])
             tpl = node_templates[key] = full.subset(idx)
-    elif rec.node_json:
+    elif extra.get("layer_node") or rec.node_json:  # a user's ONNX layer (profile layers --model) keeps its node
         act = extra.get("fused_activation")
-        key = f"{rec.node_json}|{act}"
+        text = json.dumps(extra["layer_node"], sort_keys=True) if extra.get("layer_node") else rec.node_json
+        key = f"{text}|{act}"
         tpl = node_templates.get(key)
         if tpl is None:
-            node = node_from_json(json.loads(rec.node_json))
+            node = node_from_json(json.loads(text))
             graph = _with_activation(node, act) if act else single_node_graph(node)
             tpl = node_templates[key] = template_for(graph)
     else:

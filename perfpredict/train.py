@@ -136,10 +136,15 @@ def featurise_samples(space: FeatureSpace, models: Sequence[ModelSample] = (),
     return _Rows(*[list(c) for c in cols])
 
 
-def fit_normaliser(rows: _Rows) -> Normaliser:
-    """Fit feature standardisation on featurised training rows."""
-    nodes = np.concatenate([np.concatenate([s, p], axis=1) for s, p in zip(rows.static, rows.plan)], axis=0)
-    return Normaliser.fit(nodes, np.stack(rows.device), np.stack(rows.memory))
+def _node_rows(rows: _Rows) -> np.ndarray:
+    return np.concatenate([np.concatenate([s, p], axis=1) for s, p in zip(rows.static, rows.plan)], axis=0)
+
+
+def fit_normaliser(rows: _Rows, layer_rows: _Rows | None = None) -> Normaliser:
+    """Fit feature standardisation on featurised training rows; the layer records' rows (``layer_rows``) only
+    standardise the columns the model rows never varied (:meth:`Normaliser.fit`)."""
+    layers = _node_rows(layer_rows) if layer_rows is not None and layer_rows.static else None
+    return Normaliser.fit(_node_rows(rows), np.stack(rows.device), np.stack(rows.memory), layers)
 
 
 def to_data(rows: _Rows, norm: Normaliser, static_dim: int, sessions: Sequence[int] | None = None,
@@ -310,7 +315,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     space = pred.space
     rows = featurise_samples(space, train.models)
     layer_rows = featurise_samples(space, (), train.layers)
-    norm = fit_normaliser(rows)
+    norm = fit_normaliser(rows, layer_rows)
     pred.normaliser = norm
     sessions = Sessions.of(train.models) if opts.session_offsets else None
     synthetic = set(list_synthetic_families())

@@ -83,6 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "conv.winograd4,conv.dnnl: a "
                          "new primitive measured beside the one it competes with); an unknown name is an error "
                          "that lists the registered ones")
+    la.add_argument("--model", action="append", default=None, metavar="FILE.onnx",
+                    help="measure the layers of this ONNX model (repeat for several) instead of the zoo families' "
+                         "(with --families, both); its records take the file's stem as family and model name and "
+                         "keep each node, so a predictor trained on the store learns ops and shapes the zoo lacks")
     la.set_defaults(func=_layers)
 
     mo = psub.add_parser("models", help="whole zoo models under sampled plans (latency and peak memory)")
@@ -210,11 +214,12 @@ def _print_report(rep, as_json: bool) -> None:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from perfpredict.profile import LAYER_CAMPAIGN, run_layer_campaign
+    from perfpredict.profile import LAYER_CAMPAIGN, onnx_sources, run_layer_campaign
 
     if args.n_configs < 1:
         raise PerfPredictError(f"--n-configs must be at least 1, got {args.n_configs}")
     protocol = _protocol(args, model=False)
+    onnx_sources(args.model or ())  # a missing file is an error before the store is made
     with _open(args.store) as store:
         warn_if_busy(args.threads)
         rep = run_layer_campaign(store, threads=args.threads, families=args.families, n_configs=args.n_configs,
@@ -224,7 +229,7 @@ def _layers(args: argparse.Namespace) -> int:
                                  campaign=args.campaign or LAYER_CAMPAIGN,
                                  devices=_devices(args), quick_device=args.quick_device,
                                  max_minutes=args.max_minutes, stop_after=args.stop_after,
-                                 progress=not args.no_progress)
+                                 models=args.model, progress=not args.no_progress)
     _print_report(rep, args.json)
     return 0
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import perfpredict
 from cli.main import main
 from perfpredict.dataset import make_record, open_store
 from perfpredict.devices import load_example_board
@@ -161,3 +163,14 @@ def test_measure_errors_are_one_line(tmp_path, capsys, monkeypatch):
     plan.write_text("{not json")
     err = _one_line_error(capsys, main(["measure", "squeezenet1_1", "--resolution", "32", "--plan", str(plan)]))
     assert "not valid JSON" in err
+
+
+def test_profile_layers_of_a_users_onnx_model(tiny_onnx, tmp_path, capsys):
+    db = str(tmp_path / "u.db")
+    err = _one_line_error(capsys, main(["profile", "layers", "--store", db, "--model", str(tmp_path / "no.onnx")]))
+    assert "no such ONNX file" in err and "no.onnx" in err and not (tmp_path / "u.db").exists()
+    board = str(Path(perfpredict.__file__).parent / "boards" / "raspberry_pi_4.json")
+    assert main(["profile", "layers", "--store", db, "--model", tiny_onnx, "--threads", "1", "--prune-ratios", "0",
+                 "--time-cap-s", "0.005", "--device", board, "--no-progress", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["stored"] > 0 and rep["extra"]["configs_by_op"]["Conv"] == 1

@@ -289,6 +289,17 @@ def test_normaliser_pins_node_columns_that_never_varied():
     np.testing.assert_array_equal(back.nodes(unseen), out)
 
 
+def test_layer_rows_standardise_only_the_columns_the_model_rows_never_varied():
+    models = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0], [5.0, 0.0, 2.0]])  # columns 1 and 2 constant
+    layers = np.array([[100.0, 0.0, 2.0], [-100.0, 1.0, 2.0]])  # column 1: an op only the measured layers have
+    dev, mem = np.stack([device_vector(DEVICE, 1)]), np.ones((1, 4))
+    plain, norm = Normaliser.fit(models, dev, mem), Normaliser.fit(models, dev, mem, layers)
+    assert norm.node_mean[0] == plain.node_mean[0] and norm.node_std[0] == plain.node_std[0]  # the models' stats
+    assert norm.node_mean[1] == 0.5 and norm.node_std[1] == 0.5  # unpinned by the layers
+    assert np.isinf(norm.node_std[2]) and np.isinf(plain.node_std[1])  # still constant everywhere: pinned
+    assert norm.nodes(np.array([[3.0, 1.0, 7.0]]))[0, 1] == pytest.approx(1.0)
+
+
 def test_pruning_matches_the_runtime_channel_flow(space):
     from perfpredict.features import _keep_fractions
     from perfpredict.runtime.pruning import prune_graph

@@ -251,6 +251,33 @@ def test_ops_never_seen_in_training_warn_and_stay_finite(trained):
     assert np.isfinite(out.latency_ms).all() and (out.latency_ms > 0).all()
 
 
+def test_layers_measured_from_a_users_onnx_teach_ops_no_training_family_has(split, tmp_path):
+    # `perfpredict profile layers --model FILE.onnx` is what the unseen-op warning advises: after it, no warning
+    from perfpredict.dataset import open_store
+    from perfpredict.features import FeatureWarning
+    from perfpredict.models import zoo_onnx_path
+    from perfpredict.profile import Protocol, run_layer_campaign
+    from perfpredict.samples import load_samples
+    from perfpredict.zoo import spec_from_dict
+
+    from .synthetic import zoo_spec
+
+    onnx = zoo_onnx_path(spec_from_dict(zoo_spec("efficientnet")))  # Sigmoid and Mul: no training family has them
+    with open_store(tmp_path / "u.db") as store:
+        run_layer_campaign(store, threads=(2,), models=[onnx], ops=("Sigmoid", "Mul"), n_configs=4,
+                           protocol=Protocol(warmup=1, min_repeats=3, max_repeats=3, time_cap_s=0.005),
+                           devices={2: DEVICE}, progress=False)
+    measured = load_samples(tmp_path / "u.db", kinds=("layer",)).layers
+    assert {s.template.ops[0] for s in measured} == {"Sigmoid", "Mul"}
+    pred = GNNPredictor(GNNConfig(hidden=8, layers=1)).fit(replace(split.train, layers=split.train.layers + measured),
+                                                           options=TrainOptions(epochs=1, seed=0))
+    g = zoo_graph("efficientnet")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FeatureWarning)
+        pred.predict(g, [default_plan(g)], DEVICE)
+    assert not [str(w.message) for w in caught if "ops " in str(w.message)]
+
+
 def test_nodes_of_an_op_never_seen_in_training_keep_their_prior(trained):
     from perfpredict.features import FeatureWarning, threads_of
 

@@ -472,3 +472,38 @@ def test_a_kernel_probe_campaign_loads_back_and_stays_in_every_family_split(cach
     assert len(samples.layers) == rep.stored and {s.campaign for s in samples.layers} == {"layers-kernels"}
     (split,) = make_splits(samples, "family:squeezenet")
     assert len(split.train.layers) == rep.stored  # the probes belong to no model family: never held out
+
+
+def test_a_users_onnx_layers_are_measured_and_load_as_training_samples(tiny_onnx, tmp_path):
+    from perfpredict.samples import load_samples
+
+    db = tmp_path / "u.db"
+    kw = dict(threads=(1,), models=[tiny_onnx], n_configs=50, prune_ratios=(0.0,), protocol=TINY, devices={1: DEV},
+              progress=False)
+    with open_store(db) as store:
+        rep = run_layer_campaign(store, **kw)
+        recs = list(store.iter_records(kind="layer"))
+        assert rep.stored == len(recs) > 0 and rep.extra["configs"] == 5  # conv (bn folded), relu, pool, flatten, fc
+        name = os.path.splitext(os.path.basename(tiny_onnx))[0]
+        assert {(r.family, r.model_name) for r in recs} == {(name, name)}
+        ex = recs[0].extra()
+        assert "spec" not in ex and "node" not in ex and ex["onnx"] == tiny_onnx
+        assert ex["layer_node"]["name"] == ex["onnx_node"] and ex["layer_node"]["op"] == json.loads(recs[0].node_json)["op"]
+        assert run_layer_campaign(store, **kw).stored == 0  # resumes: nothing measured twice
+    os.remove(tiny_onnx)  # the records keep each node: the store stays usable without the file
+    layers = load_samples(db, kinds=("layer",)).layers
+    assert len(layers) == len(recs)
+    ops = {s.template.node_names[0]: s for s in layers}
+    assert {"conv", "relu", "gap", "flatten", "fc"} <= set(ops) and ops["gap"].family == name
+    with open_store(tmp_path / "v.db") as store:
+        with pytest.raises(PerfPredictError, match="no such ONNX file"):
+            run_layer_campaign(store, **kw)
+
+
+def test_zoo_families_are_measured_beside_a_users_onnx_only_when_named(tiny_onnx, cache, tmp_path):
+    with open_store(tmp_path / "s.db") as store:
+        run_layer_campaign(store, threads=(1,), models=[tiny_onnx], families=["squeezenet"], n_variants_per_family=0,
+                           n_configs=8, ops=("Conv",), prune_ratios=(0.0,), protocol=TINY, devices={1: DEV},
+                           progress=False)
+        fams = {r.family for r in store.iter_records(kind="layer")}
+    assert "squeezenet" in fams and len(fams) == 2
