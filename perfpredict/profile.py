@@ -828,14 +828,13 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
 
     Configurations come from :func:`campaign_specs` (``families``, ``n_variants_per_family``, ``seed``,
     ``resolutions``; or the zoo ModelSpecs in ``specs``) via :func:`collect_layer_configs`; with ``models`` (a user's
-    ONNX files), from those files instead, and from the zoo families too only where ``families`` names some. Records already
-    in the store (same key) or in the
-    skip log are not measured again. ``ops`` restricts the ops drawn; ``primitives`` the candidates to those
-    primitives (and the configurations to those all of them for the op run): a primitive added later is measured beside
-    the ones it competes with, without measuring every other candidate again. ``devices`` maps thread count ->
-    DeviceSpec (default
-    :func:`campaign_device`). ``max_minutes`` stops cleanly after that much wall time, ``stop_after`` once
-    the store holds that many records of ``campaign`` (resume later by running again).
+    ONNX files), from those files instead, and from the zoo families too only where ``families`` names some.
+    Records already in the store (same key) or in the skip log are not measured again. ``ops`` restricts the ops
+    drawn; ``primitives`` the candidates to those primitives (and the configurations to those all of them for the op
+    run): a primitive added later is measured beside the ones it competes with, without measuring every other
+    candidate again. ``devices`` maps thread count -> DeviceSpec (default :func:`campaign_device`). ``max_minutes``
+    stops cleanly after that much wall time, ``stop_after`` once the store holds that many records of ``campaign``
+    (resume later by running again).
     """
     t_start = time.perf_counter()
     ts = _parse_threads(threads)

@@ -488,7 +488,8 @@ def test_a_users_onnx_layers_are_measured_and_load_as_training_samples(tiny_onnx
         assert {(r.family, r.model_name) for r in recs} == {(name, name)}
         ex = recs[0].extra()
         assert "spec" not in ex and "node" not in ex and ex["onnx"] == tiny_onnx
-        assert ex["layer_node"]["name"] == ex["onnx_node"] and ex["layer_node"]["op"] == json.loads(recs[0].node_json)["op"]
+        assert ex["layer_node"]["name"] == ex["onnx_node"]
+        assert ex["layer_node"]["op"] == json.loads(recs[0].node_json)["op"]
         assert run_layer_campaign(store, **kw).stored == 0  # resumes: nothing measured twice
     os.remove(tiny_onnx)  # the records keep each node: the store stays usable without the file
     layers = load_samples(db, kinds=("layer",)).layers
