@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import hashlib
 import json
@@ -339,10 +340,10 @@ def campaign_specs(families: Sequence[str] | None, n_variants_per_family: int, s
     return [fam[i] for i in range(max(map(len, per_family), default=0)) for fam in per_family if i < len(fam)]
 
 
-def onnx_sources(paths: Sequence[str | os.PathLike]) -> list[OnnxSource]:
-    """The user's ONNX files of a layer campaign; a missing one, or two of one stem (they would share a model name
-    in the store), is an error."""
-    out = [OnnxSource(Path(p)) for p in paths]
+def onnx_sources(paths: Sequence[str | os.PathLike | OnnxSource]) -> list[OnnxSource]:
+    """The user's ONNX files of a layer campaign, loaded; a missing or malformed one, or two of one stem (they would
+    share a model name in the store), is an error."""
+    out = [p if isinstance(p, OnnxSource) else OnnxSource(Path(p)) for p in paths]
     missing = [str(s.path) for s in out if not s.path.is_file()]
     if missing:
         raise PerfPredictError(f"no such ONNX file: {', '.join(missing)}")
@@ -351,6 +352,8 @@ def onnx_sources(paths: Sequence[str | os.PathLike]) -> list[OnnxSource]:
     if twice:
         raise PerfPredictError(f"ONNX files share a file name ({', '.join(twice)}): their records would share a "
                                "model name; rename one")
+    for src in out:
+        src.graph  # noqa: B018 - loads it: a malformed file is an error here, before anything is measured
     return out
 
 
@@ -446,6 +449,13 @@ class OnnxSource:
 
     family = name
 
+    @functools.cached_property
+    def graph(self) -> Graph:
+        """The model's Graph (loaded once)."""
+        from perfpredict.models import load_model
+
+        return load_model(self.path)[0]
+
 
 def isolate_node(graph: Graph, node: Node, prune: float = 0.0) -> Graph:
     """A one-node Graph running ``node`` alone (its weights from ``graph``).
@@ -536,9 +546,7 @@ def collect_layer_configs(specs: Sequence, n_configs: int, seed: int, *, compute
         it = tqdm(specs, desc="loading zoo graphs", unit="model", file=sys.stderr, dynamic_ncols=True)
     for spec in it:
         if isinstance(spec, OnnxSource):
-            from perfpredict.models import load_model
-
-            graph, sd, path = load_model(spec.path)[0], None, str(spec.path)
+            graph, sd, path = spec.graph, None, str(spec.path)
         else:
             (graph, _), sd, path = zoo_graph(spec), spec_dict(spec), None
         fam_pool = pools.setdefault(spec.family, {"compute": [], "other": []})
@@ -822,7 +830,7 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                        protocol: Protocol = Protocol(), campaign: str = LAYER_CAMPAIGN,
                        devices: Mapping[int, DeviceSpec] | None = None, quick_device: bool = False,
                        max_minutes: float | None = None, stop_after: int | None = None,
-                       specs: Sequence | None = None, models: Sequence[str | os.PathLike] | None = None,
+                       specs: Sequence | None = None, models: Sequence[str | os.PathLike | OnnxSource] | None = None,
                        progress: bool = True) -> CampaignReport:
     """Measure ``n_configs`` layer configurations in isolation under every candidate, at each thread count.
 

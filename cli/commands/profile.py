@@ -219,7 +219,7 @@ def _layers(args: argparse.Namespace) -> int:
     if args.n_configs < 1:
         raise PerfPredictError(f"--n-configs must be at least 1, got {args.n_configs}")
     protocol = _protocol(args, model=False)
-    onnx_sources(args.model or ())  # a missing file is an error before the store is made
+    models = onnx_sources(args.model or ())  # a missing or malformed file is an error before the store is made
     with _open(args.store) as store:
         warn_if_busy(args.threads)
         rep = run_layer_campaign(store, threads=args.threads, families=args.families, n_configs=args.n_configs,
@@ -229,7 +229,7 @@ def _layers(args: argparse.Namespace) -> int:
                                  campaign=args.campaign or LAYER_CAMPAIGN,
                                  devices=_devices(args), quick_device=args.quick_device,
                                  max_minutes=args.max_minutes, stop_after=args.stop_after,
-                                 models=args.model, progress=not args.no_progress)
+                                 models=models, progress=not args.no_progress)
     _print_report(rep, args.json)
     return 0
 

@@ -169,6 +169,9 @@ def test_profile_layers_of_a_users_onnx_model(tiny_onnx, tmp_path, capsys):
     db = str(tmp_path / "u.db")
     err = _one_line_error(capsys, main(["profile", "layers", "--store", db, "--model", str(tmp_path / "no.onnx")]))
     assert "no such ONNX file" in err and "no.onnx" in err and not (tmp_path / "u.db").exists()
+    (tmp_path / "bad.onnx").write_bytes(b"not an onnx model")
+    err = _one_line_error(capsys, main(["profile", "layers", "--store", db, "--model", str(tmp_path / "bad.onnx")]))
+    assert "bad.onnx" in err and not (tmp_path / "u.db").exists()
     board = str(Path(perfpredict.__file__).parent / "boards" / "raspberry_pi_4.json")
     assert main(["profile", "layers", "--store", db, "--model", tiny_onnx, "--threads", "1", "--prune-ratios", "0",
                  "--time-cap-s", "0.005", "--device", board, "--no-progress", "--json"]) == 0
