@@ -851,10 +851,9 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     if any(not 0 <= r < 1 for r in prune_ratios):
         raise PerfPredictError(f"prune ratios must be in [0, 1), got {list(prune_ratios)}")
     report = CampaignReport(campaign, "layer", str(store.path), ts)
-    if specs is None and models and not families:
-        specs = []
-    specs = list(specs) if specs is not None else campaign_specs(families, n_variants_per_family, seed, resolutions,
-                                                                 probes=True)
+    if specs is None:  # a user's ONNX files alone, unless zoo families are named too
+        specs = [] if models and not families else campaign_specs(families, n_variants_per_family, seed,
+                                                                  resolutions, probes=True)
     specs = [*onnx_sources(models or ()), *specs]
     configs = collect_layer_configs(specs, n_configs, seed, ops=ops, primitives=primitives, progress=progress)
     devs = {t: (devices or {}).get(t) or campaign_device(store, t, quick=quick_device) for t in ts}
