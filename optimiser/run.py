@@ -242,16 +242,20 @@ def _default_storage(opts: OptimiseOptions) -> str | None:
 
 def _dataset_sink(path: str, device: Any, threads: int | None, predictor_name: str):
     from perfpredict.dataset import make_record, open_store
+    from perfpredict.features import pack_graph
 
     store = open_store(path)
+    packed: dict[str, str] = {}
 
     def sink(graph: Graph, plan: Plan, measured: Any) -> None:
         # the count the measurement ran with (torch's current count when --threads is not given)
         used = threads or getattr(measured.stats, "threads", None) or 1
+        if graph.graph_id not in packed:  # the graph travels with the record, so training can rebuild it
+            packed[graph.graph_id] = pack_graph(graph)
         rec = make_record(kind="model", device=device, campaign="optimise-validation", threads=used,
                           stats=measured.stats, graph_id=graph.graph_id, plan_json=plan, model_name=graph.name,
                           peak_mem_bytes=int(measured.peak_mem_bytes) if measured.peak_mem_bytes else None,
-                          extra={"predictor": predictor_name,
+                          extra={"predictor": predictor_name, "graph": packed[graph.graph_id],
                                  **({"mem": {"method": measured.memory_method}} if measured.memory_method else {})})
         store.append(rec, if_exists="skip")
 

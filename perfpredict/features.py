@@ -118,9 +118,12 @@ another version cannot be used (see :mod:`perfpredict.gnn_predictor`).
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import math
 import warnings
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -438,6 +441,56 @@ def node_from_json(d: Mapping[str, Any]) -> Node:
     except (KeyError, TypeError, ValueError) as exc:
         raise FeatureError(f"node_json is not a node description ({type(exc).__name__}: {exc}); expected the "
                            "keys of features.node_to_json") from None
+
+
+def graph_to_json(graph: Graph) -> dict[str, Any]:
+    """A JSON form of ``graph``'s structure without its weights (for model records of a user's ONNX model):
+    the nodes as :func:`node_to_json` writes them, graph inputs/outputs, activation shapes, and each initializer's
+    shape and dtype (a constant that no node takes as a parameter, e.g. a Reshape's shape, keeps its values).
+    :func:`graph_from_json` reverses it with the same ``graph_id``."""
+    params = {p for n in graph.nodes for p in n.params}
+    inits = {}
+    for name, arr in graph.initializers.items():
+        a = np.asarray(arr)
+        inits[name] = {"shape": list(a.shape), "dtype": str(a.dtype),
+                       **({} if name in params else {"values": a.ravel().tolist()})}
+    return {"name": graph.name, "inputs": list(graph.inputs), "outputs": list(graph.outputs),
+            "tensor_shapes": {t: list(s) for t, s in graph.tensor_shapes.items()},
+            "initializers": inits, "nodes": [node_to_json(n) for n in graph.nodes]}
+
+
+def graph_from_json(d: Mapping[str, Any]) -> Graph:
+    """Rebuild a :class:`Graph` from :func:`graph_to_json` output. Parameters come back as zeros of their shapes
+    (costs and memory depend on the shapes only; a pruned plan keeps the same number of channels)."""
+    try:
+        inits = {}
+        for name, meta in d.get("initializers", {}).items():
+            shape, dtype = tuple(int(x) for x in meta["shape"]), np.dtype(meta["dtype"])
+            inits[name] = np.asarray(meta["values"], dtype=dtype).reshape(shape) if "values" in meta \
+                else np.zeros(shape, dtype)
+        return Graph(name=str(d["name"]), nodes=tuple(node_from_json(n) for n in d["nodes"]),
+                     inputs=tuple(d["inputs"]), outputs=tuple(d["outputs"]), initializers=inits,
+                     tensor_shapes={t: tuple(int(x) for x in s) for t, s in d["tensor_shapes"].items()})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FeatureError(f"graph JSON is not a graph description ({type(exc).__name__}: {exc}); expected the "
+                           "keys of features.graph_to_json") from None
+
+
+def pack_graph(graph: Graph) -> str:
+    """:func:`graph_to_json` compressed into one ASCII string (zlib, base64): the ``"graph"`` a model record of a
+    model outside the zoo carries in ``extra_json`` (a few KiB to ~20 KiB; the JSON itself is ~15 times larger)."""
+    text = json.dumps(graph_to_json(graph), separators=(",", ":"), sort_keys=True)
+    return base64.b64encode(zlib.compress(text.encode(), 9)).decode("ascii")
+
+
+def unpack_graph(packed: str) -> Graph:
+    """The :class:`Graph` of a :func:`pack_graph` string (parameters as zeros, see :func:`graph_from_json`)."""
+    try:
+        d = json.loads(zlib.decompress(base64.b64decode(packed.encode("ascii"), validate=True)))
+    except (ValueError, TypeError, zlib.error, UnicodeError) as exc:
+        raise FeatureError(f"packed graph is not readable ({type(exc).__name__}); expected the output of "
+                           "features.pack_graph") from None
+    return graph_from_json(d)
 
 
 def single_node_graph(node: Node) -> Graph:

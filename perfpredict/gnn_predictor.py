@@ -241,7 +241,8 @@ class GNNPredictor(PairwiseCostsMixin):
             priced = " (nodes of those ops are priced by their analytical prior alone)" if ops else ""
             warnings.warn(f"{what} never appeared in this predictor's training data: the network leaves them out"
                           f"{priced}, so the prediction is extrapolated; retrain with measurements that include "
-                          "them (`perfpredict profile layers --model MODEL.onnx` measures a model's layers)",
+                          "them (`perfpredict profile layers --model MODEL.onnx` measures a model's layers, "
+                          "`perfpredict profile models --model MODEL.onnx` the whole model under sampled plans)",
                           FeatureWarning, stacklevel=4)
 
     def plan_latencies(self, template: GraphTemplate, plans: Sequence[Plan], device: DeviceSpec) -> np.ndarray:

@@ -384,6 +384,16 @@ def zoo_graph(spec) -> tuple[Graph, Path]:
     return graph_from_spec(spec), zoo_onnx_path(spec)
 
 
+def _model_source(item) -> tuple[Graph, Path, dict[str, Any]]:
+    """(graph, ONNX file, what its model records keep to rebuild the graph) of a zoo spec or a user's ONNX file."""
+    if isinstance(item, OnnxSource):
+        from perfpredict.features import pack_graph
+
+        return item.graph, item.path, {"onnx": str(item.path), "graph": pack_graph(item.graph)}
+    graph, path = zoo_graph(item)
+    return graph, path, {"spec": spec_dict(item)}
+
+
 # ================================================================ layers
 
 
@@ -437,8 +447,8 @@ class LayerConfig:
 
 @dataclass(frozen=True)
 class OnnxSource:
-    """A user's ONNX model whose layers a layer campaign measures (``perfpredict profile layers --model FILE``): its
-    records take the file's stem as family and model name."""
+    """A user's ONNX model that a layer or model campaign measures (``perfpredict profile layers|models --model
+    FILE``): its records take the file's stem as family and model name."""
 
     path: Path
 
@@ -455,6 +465,10 @@ class OnnxSource:
         from perfpredict.models import load_model
 
         return load_model(self.path)[0]
+
+    def digest(self) -> str:
+        """The graph's structure hash (seeds the plans drawn for it, as a zoo spec's digest does)."""
+        return self.graph.graph_id
 
 
 def isolate_node(graph: Graph, node: Node, prune: float = 0.0) -> Graph:
@@ -1317,8 +1331,9 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                        layer_campaign: str | None = LAYER_CAMPAIGN,
                        devices: Mapping[int, DeviceSpec] | None = None, quick_device: bool = False,
                        max_minutes: float | None = None, stop_after: int | None = None,
-                       specs: Sequence | None = None, progress: bool = True, plans: str = "mixed",
-                       beacon: bool = True, allow_drift: bool = False) -> CampaignReport:
+                       specs: Sequence | None = None, models: Sequence[str | os.PathLike | OnnxSource] | None = None,
+                       progress: bool = True, plans: str = "mixed", beacon: bool = True,
+                       allow_drift: bool = False) -> CampaignReport:
     """Measure whole zoo models under sampled plans at each thread count: :func:`sample_plans` (``plans="mixed"``)
     or the plans near the whole-graph ``conv.dnnl`` anchor of :func:`sample_swap_plans` (``plans="swaps"``).
 
@@ -1329,7 +1344,10 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     smallest of ``threads``; the sampled plans are the same at every thread count except the fast ones),
     stored with the analytical estimate (which every record carries). Layer records of
     ``layer_campaign`` in the same store bias the ``fast``/``mixed`` plans. ``specs`` (zoo ModelSpecs)
-    replaces the models drawn from ``families`` / ``n_variants_per_family`` / ``resolutions``.
+    replaces the models drawn from ``families`` / ``n_variants_per_family`` / ``resolutions``; ``models`` (a user's
+    ONNX files) are measured first, and zoo models too only where ``families`` or ``specs`` names some. Their records
+    take the file's stem as family and model name and carry the graph without its weights
+    (:func:`perfpredict.features.pack_graph`, ``extra_json["graph"]``), so training rebuilds them without the file.
     ``max_minutes`` / ``stop_after`` stop cleanly as in :func:`run_layer_campaign`.
 
     Where the store holds beacon records of the same device, the beacon beside the first model at each thread count
@@ -1352,8 +1370,10 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     if plans not in PLAN_KINDS:
         raise PerfPredictError(f"plans '{plans}' is not known; accepted: {', '.join(PLAN_KINDS)}")
     report = CampaignReport(campaign, "model", str(store.path), ts)
-    specs = list(specs) if specs is not None else campaign_specs(families, n_variants_per_family, seed, resolutions,
-                                                                 canonical=canonical)
+    if specs is None:  # a user's ONNX files alone, unless zoo families are named too
+        specs = [] if models and not families else campaign_specs(families, n_variants_per_family, seed, resolutions,
+                                                                  canonical=canonical)
+    specs = [*onnx_sources(models or ()), *specs]
     devs = {t: (devices or {}).get(t) or campaign_device(store, t, quick=quick_device) for t in ts}
     fastest = FastestChoices.from_store(store, layer_campaign) if layer_campaign else None
     ref_rate = reference_mac_rate()
@@ -1376,8 +1396,7 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                     (stop_after is not None and len(done) + report.stored >= stop_after):
                 report.stopped_early = True
                 break
-            graph, onnx_path = zoo_graph(spec)
-            sd = spec_dict(spec)
+            graph, onnx_path, identity = _model_source(spec)
             for t in ts:
                 # the same seed at every thread count: the plans are the same except the fast ones, which follow
                 # the layer records of that thread count
@@ -1395,7 +1414,7 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
                 bar.update(len(drawn) - len(todo))
                 if t == ts[0]:
                     known_plans = {}  # plan key -> fastest call at the smallest thread count (inf: too slow)
-                recs, skips = _measure_model_plans(graph, onnx_path, spec, sd, todo, t, devs[t], protocol,
+                recs, skips = _measure_model_plans(graph, onnx_path, spec, identity, todo, t, devs[t], protocol,
                                                    probe if t in mem_ts else None,
                                                    campaign, seed, report, build_executable, estimate_peak_memory,
                                                    torch, torch_threads, known_plans, learn=t == ts[0],
@@ -1462,7 +1481,7 @@ MODEL_CHUNK_WEIGHT_BYTES = 1 << 30
 (at least one plan at a time), so a big model's many executables do not exhaust memory."""
 
 
-def _measure_model_plans(graph, onnx_path, spec, sd, todo, t, device, protocol, probe, campaign, seed, report,
+def _measure_model_plans(graph, onnx_path, spec, identity, todo, t, device, protocol, probe, campaign, seed, report,
                          build_executable, estimate_peak_memory, torch, torch_threads, known_plans, learn, beacon=None):
     """Build, probe, memory-measure and time (interleaved, with ``beacon``'s workload when given) the plans of one
     model at ``t`` threads, in chunks of at most :data:`MODEL_CHUNK_WEIGHT_BYTES` estimated weights."""
@@ -1485,7 +1504,7 @@ def _measure_model_plans(graph, onnx_path, spec, sd, todo, t, device, protocol, 
     recs = []
     for chunk in chunks:
         if chunk:
-            recs += _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, protocol, probe,
+            recs += _measure_chunk(graph, onnx_path, spec, identity, chunk, estimates, t, device, protocol, probe,
                                    campaign, seed, report, ctx, build_executable, torch, torch_threads)
     return recs, ctx["skips"]
 
@@ -1496,8 +1515,8 @@ def _skip_plan(ctx, report, plan, key, reason, campaign, t, spec) -> None:
                          "model_name": spec.name, "plan": plan.name})
 
 
-def _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, protocol, probe, campaign, seed, report,
-                   ctx, build_executable, torch, torch_threads):
+def _measure_chunk(graph, onnx_path, spec, identity, chunk, estimates, t, device, protocol, probe, campaign, seed,
+                   report, ctx, build_executable, torch, torch_threads):
     built: dict[str, tuple[Plan, str, Any, Any]] = {}
     x = _random_inputs(graph, _seed_of(spec.name, seed))
     with torch_threads(t), torch.inference_mode():
@@ -1557,7 +1576,7 @@ def _measure_chunk(graph, onnx_path, spec, sd, chunk, estimates, t, device, prot
             ctx["known"][plan.key] = stats[key].min_ms
         est = estimates[key]
         m = mem.get(key, {})
-        extra = {"spec": sd, "plan_kind": plan.name, "seed": seed, **_stats_extra(stats[key]),
+        extra = {**identity, "plan_kind": plan.name, "seed": seed, **_stats_extra(stats[key]),
                  "est_mem": {"weights": est.weights, "activations": est.activations, "workspace": est.workspace},
                  "conversions": len(exe.conversions), "fused": len(exe.fused)}
         if protocol.block > 1:

@@ -9,8 +9,10 @@ What the loader reads from a record (see :mod:`perfpredict.dataset`):
 
 * model records: ``plan_json`` (absent: the default plan), ``graph_id``, ``threads``, ``device_json``,
   ``family``, ``model_name``, ``median_ms`` and/or ``peak_mem_bytes``, and the zoo spec in ``extra_json``
-  under ``"spec"`` (the dict of :func:`perfpredict.zoo.describe`); without one, a canonical zoo name in
-  ``model_name`` is used. The rebuilt graph must have the record's ``graph_id``, else the record is skipped.
+  under ``"spec"`` (the dict of :func:`perfpredict.zoo.describe`); without one, the graph a model outside the zoo
+  carries under ``"graph"`` (:func:`perfpredict.features.pack_graph`: ``perfpredict profile models --model``,
+  ``perfpredict optimise --dataset``), else a canonical zoo name in ``model_name``. The rebuilt graph must have the
+  record's ``graph_id``, else the record is skipped.
 * layer records: ``primitive``/``layout``/``precision``/``prune``, ``median_ms``, and either
   ``extra_json`` ``{"spec": ..., "node": <node name>, "fused_node": <activation name or null>}`` (the node
   is cut out of the rebuilt graph) or a self-contained node (:func:`perfpredict.features.node_to_json`), in
@@ -19,8 +21,8 @@ What the loader reads from a record (see :mod:`perfpredict.dataset`):
 
 Records of the noise-recheck campaign are skipped (they duplicate others). Latencies flagged unstable
 (the median's confidence interval never reached the campaign's target) are kept by default and counted in
-``SampleSet.unstable`` (reported in model cards); ``include_unstable=False`` drops them. Rebuilt graphs are cached per zoo spec (ONNX exports on disk, see
-:mod:`perfpredict.models`; templates in memory).
+``SampleSet.unstable`` (reported in model cards); ``include_unstable=False`` drops them. Rebuilt graphs are cached
+per zoo spec or packed graph (ONNX exports on disk, see :mod:`perfpredict.models`; templates in memory).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import numpy as np
 from perfpredict.beacon import beacon_ms, normalised_ms
 from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import DatasetError, PerfPredictError
-from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, single_node_graph, template_for)
+from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, single_node_graph, template_for,
+                                  unpack_graph)
 from perfpredict.graph import Graph, Node
 from perfpredict.plan import Choice, Plan
 from perfpredict.zoo import list_synthetic_families, spec_from_dict
@@ -72,6 +75,7 @@ class ModelSample:
     # where the forward pass spends its time, step by step (Executable.step_times): each template node's step group
     # (-1 none; a fused activation joins its producer, a conversion the node that reads it) and each group's ms
     steps: tuple[np.ndarray, np.ndarray] | None = None
+    packed_graph: str | None = None  # a model outside the zoo: its graph (features.pack_graph) instead of a spec
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,21 +139,22 @@ def _spec_key(d: Mapping[str, Any]) -> str:
 
 
 class GraphCache:
-    """Templates per zoo spec (all kept) and full Graphs (a few, LRU: they hold the weights)."""
+    """Templates per zoo spec or packed graph (all kept) and full Graphs (a few, LRU: they hold the weights)."""
 
     def __init__(self, graphs_kept: int = 4):
         self._templates: dict[str, GraphTemplate] = {}
         self._graphs: "OrderedDict[str, Graph]" = OrderedDict()
         self._kept = graphs_kept
 
-    def graph(self, spec: Mapping[str, Any]) -> Graph:
-        """The Graph of a zoo spec dict (exported once to ONNX, cached on disk)."""
+    def graph(self, spec: Mapping[str, Any] | str) -> Graph:
+        """The Graph of a zoo spec dict (exported once to ONNX, cached on disk) or of a packed graph
+        (:func:`perfpredict.features.pack_graph`, a model outside the zoo)."""
         from perfpredict.models import graph_from_spec
 
-        key = _spec_key(spec)
+        key = self._key(spec)
         g = self._graphs.get(key)
         if g is None:
-            g = graph_from_spec(spec_from_dict(spec))
+            g = unpack_graph(spec) if isinstance(spec, str) else graph_from_spec(spec_from_dict(spec))
             self._graphs[key] = g
             while len(self._graphs) > self._kept:
                 self._graphs.popitem(last=False)
@@ -157,13 +162,17 @@ class GraphCache:
             self._graphs.move_to_end(key)
         return g
 
-    def template(self, spec: Mapping[str, Any]) -> GraphTemplate:
-        """The GraphTemplate of a zoo spec dict."""
-        key = _spec_key(spec)
+    def template(self, spec: Mapping[str, Any] | str) -> GraphTemplate:
+        """The GraphTemplate of a zoo spec dict or a packed graph."""
+        key = self._key(spec)
         t = self._templates.get(key)
         if t is None:
             t = self._templates[key] = template_for(self.graph(spec))
         return t
+
+    @staticmethod
+    def _key(spec: Mapping[str, Any] | str) -> str:
+        return "packed:" + hashlib.sha1(spec.encode()).hexdigest() if isinstance(spec, str) else _spec_key(spec)
 
 
 GRAPHS = GraphCache()
@@ -171,10 +180,13 @@ GRAPHS = GraphCache()
 
 
 def graph_of(sample: ModelSample) -> Graph:
-    """The full Graph of a model sample (rebuilt from its zoo spec; for predictors that need weights)."""
-    if sample.spec is None:
-        raise DatasetError(f"sample {sample.key or sample.model_name}: no zoo spec to rebuild the graph from")
-    return GRAPHS.graph(sample.spec)
+    """The full Graph of a model sample (rebuilt from its zoo spec, or from the packed graph of a model outside the
+    zoo with zeros for weights; for predictors that need more than the template)."""
+    source = sample.spec if sample.spec is not None else sample.packed_graph
+    if source is None:
+        raise DatasetError(f"sample {sample.key or sample.model_name}: no zoo spec or packed graph to rebuild the "
+                           "graph from")
+    return GRAPHS.graph(source)
 
 
 def _spec_of(rec: Any, extra: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -427,15 +439,17 @@ def _memory_target(rec: Any, own_method: str | None, remeasured: int | None, met
 def _model_sample(rec: Any, extra: Mapping[str, Any], dev: DeviceSpec, lat: float | None,
                   mem: float | None) -> ModelSample | None:
     spec = _spec_of(rec, extra)
-    if spec is None:
+    packed = extra.get("graph") if spec is None else None
+    if spec is None and not isinstance(packed, str):
         return None
-    tpl = GRAPHS.template(spec)
+    tpl = GRAPHS.template(spec if spec is not None else packed)
     if rec.graph_id and tpl.graph_id != rec.graph_id:
         return None
     plan = Plan.from_dict(json.loads(rec.plan_json), f"record {rec.key}") if rec.plan_json else Plan({})
-    return ModelSample(tpl, plan, dev, int(rec.threads), lat, mem, rec.family or str(spec.get("family")),
-                       rec.model_name or str(spec.get("name")), rec.key, spec, rec.campaign or "",
-                       int(extra.get("dispatch_revision") or 1), rec.timestamp or "")
+    name = rec.model_name or (str(spec.get("name")) if spec is not None else tpl.name)
+    family = rec.family or (str(spec.get("family")) if spec is not None else name)
+    return ModelSample(tpl, plan, dev, int(rec.threads), lat, mem, family, name, rec.key, spec, rec.campaign or "",
+                       int(extra.get("dispatch_revision") or 1), rec.timestamp or "", packed_graph=packed)
 
 
 def folded_since(tpl: GraphTemplate, plan: Plan, revision: int) -> int | None:

@@ -85,7 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", default=None, metavar="NAME",
                    help="Optuna study name to create or resume (default: derived from model and space)")
     p.add_argument("--dataset", default=None, metavar="STORE.sqlite",
-                   help="append the measurements taken to this measurement store")
+                   help="append the measurements taken to this measurement store (the records carry the model's "
+                        "graph: perfpredict train and transfer learn from them)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("-o", "--outdir", default=None, metavar="OUTDIR",
                    help="output directory (default runs/optimise-MODEL)")

@@ -89,7 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "keep each node, so a predictor trained on the store learns ops and shapes the zoo lacks")
     la.set_defaults(func=_layers)
 
-    mo = psub.add_parser("models", help="whole zoo models under sampled plans (latency and peak memory)")
+    mo = psub.add_parser("models", help="whole models (the zoo's or your ONNX files) under sampled plans (latency "
+                                        "and peak memory)")
     _common(mo, time_cap=0.2, max_call=400.0)
     mo.add_argument("--n-variants-per-family", type=int, default=4,
                     help="sampled variants per family besides the canonical models (default 4)")
@@ -99,6 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "'swaps' (the whole-graph conv.dnnl plan, then it with a few convolutions, or a band of "
                          "output heights, moved to another primitive)")
     mo.add_argument("--no-canonical", action="store_true", help="sampled variants only")
+    mo.add_argument("--model", action="append", default=None, metavar="FILE.onnx",
+                    help="measure this ONNX model under sampled plans (repeat for several) instead of the zoo's "
+                         "(with --families, both); its records take the file's stem as family and model name and "
+                         "carry the graph, so a predictor trained or tuned on the store learns the model itself")
     mo.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     mo.add_argument("--no-beacon", action="store_true",
                     help="do not time the beacon workload (perfpredict.beacon) beside each model's plans; by default "
@@ -235,12 +240,13 @@ def _layers(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from perfpredict.profile import MODEL_CAMPAIGN, run_model_campaign
+    from perfpredict.profile import MODEL_CAMPAIGN, onnx_sources, run_model_campaign
 
     protocol = _protocol(args, model=True)
+    models = onnx_sources(args.model or ())  # a missing or malformed file is an error before the store is made
     with _open(args.store) as store:
         warn_if_busy(args.threads)
-        rep = run_model_campaign(store, threads=args.threads, families=args.families,
+        rep = run_model_campaign(store, models=models, threads=args.threads, families=args.families,
                                  n_variants_per_family=args.n_variants_per_family,
                                  plans_per_model=args.plans_per_model, seed=args.seed, resolutions=args.resolutions,
                                  canonical=not args.no_canonical, protocol=protocol, memory=not args.no_memory,

@@ -130,3 +130,8 @@ def test_dataset_records_the_threads_measured_with(model, tmp_path, capsys):
     capsys.readouterr()
     records = list(open_store(db).iter_records(kind="model"))
     assert records and {r.threads for r in records} == {2}
+    # the records carry the model's graph: training reads them although the model is no zoo spec
+    from perfpredict.samples import load_samples
+
+    samples = load_samples(db).models
+    assert len(samples) == len(records) and {s.template.graph_id for s in samples} == {records[0].graph_id}

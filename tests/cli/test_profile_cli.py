@@ -165,15 +165,24 @@ def test_measure_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "not valid JSON" in err
 
 
-def test_profile_layers_of_a_users_onnx_model(tiny_onnx, tmp_path, capsys):
+@pytest.mark.parametrize("campaign", ["layers", "models"])
+def test_a_missing_or_malformed_users_onnx_is_a_one_line_error(campaign, tmp_path, capsys):
     db = str(tmp_path / "u.db")
-    err = _one_line_error(capsys, main(["profile", "layers", "--store", db, "--model", str(tmp_path / "no.onnx")]))
+    err = _one_line_error(capsys, main(["profile", campaign, "--store", db, "--model", str(tmp_path / "no.onnx")]))
     assert "no such ONNX file" in err and "no.onnx" in err and not (tmp_path / "u.db").exists()
     (tmp_path / "bad.onnx").write_bytes(b"not an onnx model")
-    err = _one_line_error(capsys, main(["profile", "layers", "--store", db, "--model", str(tmp_path / "bad.onnx")]))
+    err = _one_line_error(capsys, main(["profile", campaign, "--store", db, "--model", str(tmp_path / "bad.onnx")]))
     assert "bad.onnx" in err and not (tmp_path / "u.db").exists()
+
+
+def test_profile_layers_and_models_of_a_users_onnx_model(tiny_onnx, tmp_path, capsys):
+    db = str(tmp_path / "u.db")
     board = str(Path(perfpredict.__file__).parent / "boards" / "raspberry_pi_4.json")
-    assert main(["profile", "layers", "--store", db, "--model", tiny_onnx, "--threads", "1", "--prune-ratios", "0",
-                 "--time-cap-s", "0.005", "--device", board, "--no-progress", "--json"]) == 0
+    common = ["--store", db, "--model", tiny_onnx, "--threads", "1", "--time-cap-s", "0.005", "--device", board,
+              "--no-progress", "--json"]
+    assert main(["profile", "layers", *common, "--prune-ratios", "0"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["stored"] > 0 and rep["extra"]["configs_by_op"]["Conv"] == 1
+    assert main(["profile", "models", *common, "--plans-per-model", "2", "--no-beacon"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["stored"] == 2 and rep["extra"]["models"] == 1

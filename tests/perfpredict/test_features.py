@@ -12,9 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 from perfpredict.analytical import memory_cost
 from perfpredict.devices import load_device, load_example_board
 from perfpredict.features import (DEVICE_COLUMNS, PLAN_COLUMNS, STATIC_COLUMNS, FeatureError, FeatureSpace,
-                                  FeatureWarning, Normaliser, device_rates, device_vector, encode_plans, featurise,
-                                  node_from_json, node_to_json, plan_node_features, single_node_graph,
-                                  template_for)
+                                  FeatureWarning, Normaliser, build_template, device_rates, device_vector,
+                                  encode_plans, featurise, graph_from_json, graph_to_json, node_from_json,
+                                  node_to_json, pack_graph, plan_node_features, single_node_graph, template_for,
+                                  unpack_graph)
 from perfpredict.graph import load_onnx
 from perfpredict.models import load_model
 from perfpredict.plan import Choice, Plan, default_plan
@@ -234,6 +235,32 @@ def test_node_json_round_trip(graph, space):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(FeatureError):
         node_from_json({"op": "Conv"})
+
+
+@pytest.mark.parametrize("family", ["shufflenet_v2", "efficientnet", "googlenet"])
+def test_graph_json_keeps_the_structure_and_drops_the_weights(family, space):
+    from .runtime.plans import random_plan
+    from .synthetic import zoo_graph
+
+    g = zoo_graph(family)
+    back = unpack_graph(pack_graph(g))
+    assert back.nodes == graph_from_json(graph_to_json(g)).nodes
+    assert back.graph_id == g.graph_id and back.nodes == g.nodes and back.tensor_shapes == g.tensor_shapes
+    assert (back.name, back.inputs, back.outputs) == (g.name, g.inputs, g.outputs)
+    for name, w in g.initializers.items():
+        assert back.initializers[name].shape == w.shape and back.initializers[name].dtype == w.dtype
+    plans = [default_plan(g)] + [random_plan(g, s, ("fp32", "int8")) for s in range(3)]
+    want_tpl, got_tpl = build_template(g), build_template(back)  # not template_for: it caches by graph_id
+    want = plan_node_features(want_tpl, encode_plans(want_tpl, plans, space), space, DEVICE)
+    got = plan_node_features(got_tpl, encode_plans(got_tpl, plans, space), space, DEVICE)
+    np.testing.assert_array_equal(got_tpl.static_features(space), want_tpl.static_features(space))
+    np.testing.assert_array_equal(got.plan, want.plan)
+    np.testing.assert_array_equal(got.memory_prior, want.memory_prior)
+    assert len(pack_graph(g)) < len(str(graph_to_json(g))) / 5
+    with pytest.raises(FeatureError, match="packed graph is not readable"):
+        unpack_graph("not base64!")
+    with pytest.raises(FeatureError, match="not a graph description"):
+        graph_from_json({"name": "x"})
 
 
 def test_device_vector_and_rates():

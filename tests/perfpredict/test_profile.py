@@ -508,3 +508,42 @@ def test_zoo_families_are_measured_beside_a_users_onnx_only_when_named(tiny_onnx
                            progress=False)
         fams = {r.family for r in store.iter_records(kind="layer")}
     assert "squeezenet" in fams and len(fams) == 2
+
+
+def test_a_users_onnx_model_is_measured_under_plans_and_loads_without_the_file(tiny_onnx, cache, tmp_path):
+    from perfpredict.models import load_model
+    from perfpredict.samples import graph_of, load_samples
+
+    db = tmp_path / "u.db"
+    kw = dict(threads=(1,), models=[tiny_onnx], plans_per_model=3, protocol=TINY, devices={1: DEV}, progress=False,
+              layer_campaign=None)
+    graph = load_model(tiny_onnx)[0]
+    with open_store(db) as store:
+        rep = run_model_campaign(store, **kw)
+        recs = list(store.iter_records(kind="model"))
+        assert rep.stored == len(recs) == 3 and rep.extra["models"] == 1  # the zoo's only when families are named
+        name = os.path.splitext(os.path.basename(tiny_onnx))[0]
+        assert {(r.family, r.model_name, r.graph_id) for r in recs} == {(name, name, graph.graph_id)}
+        ex = recs[0].extra()
+        assert "spec" not in ex and ex["onnx"] == tiny_onnx and isinstance(ex["graph"], str)
+        assert recs[0].peak_mem_bytes > 0 and beacon_ms(ex) > 0
+        assert run_model_campaign(store, **kw).stored == 0  # resumes: nothing measured twice
+    os.remove(tiny_onnx)  # the records carry the graph: the store stays usable without the file
+    samples = load_samples(db, latency_stat="beacon").models
+    assert len(samples) == 3 and {s.family for s in samples} == {name}
+    assert all(s.template.graph_id == graph.graph_id and s.spec is None for s in samples)
+    rebuilt = graph_of(samples[0])
+    assert rebuilt.graph_id == graph.graph_id and rebuilt.initializers.keys() == graph.initializers.keys()
+    with open_store(tmp_path / "v.db") as store:
+        with pytest.raises(PerfPredictError, match="no such ONNX file"):
+            run_model_campaign(store, **kw)
+
+
+def test_zoo_models_are_measured_beside_a_users_onnx_when_named(tiny_onnx, cache, tmp_path):
+    with open_store(tmp_path / "s.db") as store:
+        rep = run_model_campaign(store, threads=(1,), models=[tiny_onnx], specs=[_spec()], plans_per_model=1,
+                                 protocol=TINY, devices={1: DEV}, progress=False, layer_campaign=None, beacon=False,
+                                 memory=False)
+        recs = list(store.iter_records(kind="model"))
+    assert rep.extra["models"] == 2 and {r.family for r in recs} == {"tiny", "squeezenet"}
+    assert {("spec" in r.extra(), "graph" in r.extra()) for r in recs} == {(True, False), (False, True)}
