@@ -31,7 +31,7 @@ import hashlib
 import json
 import math
 import random
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -517,12 +517,18 @@ class Split:
     test: SampleSet
 
 
-FAMILY_SPLITS = ("family", "family-layers")
-"""The split kinds that hold one family's models out (``family-layers`` keeps its layer records)."""
+FAMILY_SPLITS = ("family", "family-layers", "family-shots")
+"""The split kinds that hold one family's models out (``family-layers`` keeps its layer records, ``family-shots``
+the first plans of each of its models: :func:`family_shots`)."""
 
 SPLIT_FORMS = "random:FRACTION[:SEED] (held-out variants), family:NAME (leave one family out), " \
-              "family-layers:NAME (leave its models out, keep its layer records), lofo (every family in turn), none " \
+              "family-layers:NAME (leave its models out, keep its layer records), family-shots:NAME:K (leave its " \
+              "models out but the first K plans of each at each thread count), lofo (every family in turn), none " \
               "(train on everything)"
+
+SHOT_ORDER = ("default", "fast-fp32", "fast-any", "int8", "int8-nhwc", "pruned-0.5", "nhwc")
+"""Plan kinds in the order :func:`perfpredict.profile.sample_plans` draws them: the plans ``perfpredict profile models
+--plans-per-model K`` measures first, which :func:`family_shots` moves into training."""
 
 
 def parse_split(text: str) -> tuple[str, Any]:
@@ -541,6 +547,12 @@ def parse_split(text: str) -> tuple[str, Any]:
         if not 0.0 < frac < 1.0:
             raise SplitError(f"split '{text}': the held-out fraction must be in (0, 1)")
         return "random", (frac, seed)
+    if kind == "family-shots":
+        name, _, k = rest.rpartition(":")
+        if not name or not k.isdigit() or int(k) < 1:
+            raise SplitError(f"split '{text}': expected family-shots:NAME:K with K >= 1 plans per model, e.g. "
+                             "family-shots:resnet:2")
+        return kind, (name, int(k))
     if kind in FAMILY_SPLITS and rest:
         return kind, rest
     raise SplitError(f"unknown split '{text}'; accepted: {SPLIT_FORMS}")
@@ -582,6 +594,23 @@ def leave_family_out(samples: SampleSet, family: str, keep_layers: bool = False)
     return Split(f"{'family-layers' if keep_layers else 'family'}:{family}", train, test)
 
 
+def family_shots(samples: SampleSet, family: str, k: int) -> Split:
+    """Leave ``family`` out but for ``k`` plans of each of its models at each thread count, which join training: a
+    new model whose first plans were measured (``perfpredict profile models --model FILE --plans-per-model K``,
+    plan kinds in :data:`SHOT_ORDER`, then the others by record key); test on the family's other model records.
+    Its layer records stay out, as in ``family:NAME``."""
+    base = leave_family_out(samples, family)
+    groups: dict[tuple[str, int], list[ModelSample]] = defaultdict(list)
+    for s in base.test.models:
+        groups[(s.model_name, s.threads)].append(s)
+    rank = {kind: i for i, kind in enumerate(SHOT_ORDER)}
+    shots = {id(s) for g in groups.values()
+             for s in sorted(g, key=lambda s: (rank.get(s.plan.name, len(rank)), s.key))[:k]}
+    train = samples.select(lambda s: s.family != family or id(s) in shots, lambda s: s.family != family)
+    test = samples.select(lambda s: s.family == family and id(s) not in shots, lambda s: False)
+    return Split(f"family-shots:{family}:{k}", train, test)
+
+
 def make_splits(samples: SampleSet, text: str, seed: int = 0) -> list[Split]:
     """The splits a spec names: one for random/family/none (none: empty test), one per family for lofo."""
     kind, arg = parse_split(text)
@@ -590,6 +619,8 @@ def make_splits(samples: SampleSet, text: str, seed: int = 0) -> list[Split]:
     if kind == "random":
         frac, s = arg
         return [held_out_variants(samples, frac, seed if s is None else s)]
+    if kind == "family-shots":
+        return [family_shots(samples, *arg)]
     if kind in FAMILY_SPLITS:
         return [leave_family_out(samples, arg, keep_layers=kind == "family-layers")]
     synthetic = set(list_synthetic_families())

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="measurement store (path, sqlite:///path, or a name under datasets/)")
     p.add_argument("--split", default="random:0.2",
                    help="random:FRACTION[:SEED], family:NAME, family-layers:NAME (its models out, its layer records "
-                        "kept), lofo (each family in turn) or none (default random:0.2)")
+                        "kept), family-shots:NAME:K (its models out but the first K plans of each, as a new model "
+                        "profiled with --plans-per-model K), lofo (each family in turn) or none (default random:0.2)")
     p.add_argument("--seed", type=int, default=0, help="random seed of splits and training")
     p.add_argument("--epochs", type=int, default=None, help="maximum GNN epochs when training kind gnn")
     p.add_argument("--latency-stat", choices=("median", "min", "beacon"), default="median",

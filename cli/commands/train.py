@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="checkpoint directory, e.g. trained_models/proxy")
     p.add_argument("--split", default="random:0.2",
                    help="random:FRACTION[:SEED] (held-out variants, default random:0.2), family:NAME "
-                        "(leave one family out), family-layers:NAME (its models out, its layer records kept) or none "
-                        "(train on everything)")
+                        "(leave one family out), family-layers:NAME (its models out, its layer records kept), "
+                        "family-shots:NAME:K (its models out but the first K plans of each) or none (train on "
+                        "everything)")
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batching)")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs of the cosine learning-rate schedule (default 150)")

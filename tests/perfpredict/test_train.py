@@ -74,6 +74,30 @@ def test_splits_hold_out_variants_and_families(loaded):
             parse_split(bad)
 
 
+def test_family_shots_move_the_first_plans_of_each_held_out_model_into_training(loaded):
+    from dataclasses import replace
+
+    from perfpredict.plan import Plan
+
+    kinds = ["random", "nhwc", "int8", "default", "fast-fp32", "mixed"]  # default and fast-fp32 come first
+    named = [replace(s, plan=Plan(s.plan.choices, kinds[i % len(kinds)])) if s.family == "resnet" else s
+             for i, s in enumerate(loaded.models)]
+    samples = replace(loaded, models=named)
+    (sp,) = make_splits(samples, "family-shots:resnet:2")
+    assert sp.name == "family-shots:resnet:2"
+    shots = [s for s in sp.train.models if s.family == "resnet"]
+    groups = {(s.model_name, s.threads) for s in named if s.family == "resnet"}
+    assert len(shots) == 2 * len(groups) and {s.plan.name for s in shots} == {"default", "fast-fp32"}
+    test_ids = {id(s) for s in sp.test.models}
+    assert {s.family for s in sp.test.models} == {"resnet"} and not {id(s) for s in shots} & test_ids
+    assert len(sp.test.models) + len(shots) == sum(s.family == "resnet" for s in named)
+    assert "resnet" not in {l.family for l in sp.train.layers}  # its layer records stay out, as in family:NAME
+    assert parse_split("family-shots:mobilenet_v1:3") == ("family-shots", ("mobilenet_v1", 3))
+    for bad in ("family-shots:resnet", "family-shots:resnet:0", "family-shots::2", "family-shots:resnet:x"):
+        with pytest.raises(SplitError, match="family-shots:NAME:K"):
+            parse_split(bad)
+
+
 def test_training_is_seeded(loaded):
     opts = TrainOptions(epochs=3, seed=5)
     a = GNNPredictor(GNNConfig(hidden=16, layers=1)).fit(loaded, options=opts)

@@ -1,0 +1,127 @@
+"""What measuring a new model's first plans buys: leave-one-family-out predictions against ``family-shots`` ones, on
+the same held-out records (a look at saved predictions: no training, no timing).
+
+A ``family-shots:NAME:K`` fold (:func:`perfpredict.samples.family_shots`) trains as ``family:NAME`` does, plus the
+first K plans of each of the family's models at each thread count: a user's new model profiled with ``perfpredict
+profile models --model FILE.onnx --plans-per-model K`` before the predictor is retrained on the store (the records
+carry the graph). Both are scored on the records the shots fold held out: per family and pooled over the folds
+(record-weighted), MAPE, the share within 10% and the mean Spearman correlation of the plans of each model at each
+thread count (what the optimiser needs: which plan is faster). Give runs of one seed, or several seeds of each (the
+figures are then each seed's, and their ensemble's, the geometric mean of the seeds' latency predictions).
+
+    .venv/bin/python benchmarks/shots_gain.py \\
+        --family benchmarks/results/bench_predictor_zen3_..._conv15_seed0_*.json \\
+        --shots benchmarks/results/bench_predictor_zen3_..._conv15shots2_seed0_*.json \\
+        --out benchmarks/results/shots_gain_zen3_conv15shots2_seed0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import write_results  # noqa: E402
+from benchmarks.summarise_seeds import load_predictions, load_runs  # noqa: E402
+from perfpredict.metrics import clean, grouped_ranking, mape, within  # noqa: E402
+
+
+def _records(predictions: dict[str, dict], kind: str) -> dict[str, tuple[str, str, float, float]]:
+    """key -> (family, model@threads group, predicted ms, measured ms) of the folds of ``kind``."""
+    out = {}
+    for split, p in predictions.items():
+        if split.partition(":")[0] != kind:
+            continue
+        for key, fam, group, pred, meas in zip(p["key"], p["family"], p["group"], p["latency_ms"],
+                                               p["measured_latency_ms"]):
+            if pred and meas and pred > 0 and meas > 0:
+                out[key] = (fam, group, float(pred), float(meas))
+    return out
+
+
+def _ensemble(seeds: list[dict[str, tuple]]) -> dict[str, tuple]:
+    """The seeds' geometric-mean prediction of every record all of them predicted."""
+    common = set.intersection(*(set(s) for s in seeds))
+    return {k: (*seeds[0][k][:2], float(np.exp(np.mean([np.log(s[k][2]) for s in seeds]))), seeds[0][k][3])
+            for k in common}
+
+
+def _scores(recs: dict[str, tuple], keys: list[str]) -> dict:
+    pred = np.array([recs[k][2] for k in keys])
+    meas = np.array([recs[k][3] for k in keys])
+    groups = [recs[k][1] for k in keys]
+    return {"n": len(keys), "mape": mape(pred, meas), "within_10pct": within(pred, meas, 0.10),
+            "plan_spearman": grouped_ranking(pred, meas, groups)["spearman"]}
+
+
+def compare(family: dict[str, tuple], shots: dict[str, tuple]) -> dict:
+    """Per family and pooled, both predictors' scores on the records the shots folds held out (and family predicted)."""
+    by_family: dict[str, list[str]] = defaultdict(list)
+    for key, rec in shots.items():
+        if key in family:
+            by_family[rec[0]].append(key)
+    out = {}
+    for fam in sorted(by_family) + ["pooled"]:
+        keys = sorted(by_family[fam]) if fam != "pooled" else sorted(k for v in by_family.values() for k in v)
+        out[fam] = {"family": _scores(family, keys), "shots": _scores(shots, keys)}
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Held-out records of the `{result['shots_kind']}` folds (K = {result['k']} plans of each held-out model "
+             "at each thread count in training), predicted without them (`family`) and with them (`shots`): MAPE, "
+             "share within 10%, mean Spearman correlation of each model's plans at one thread count", ""]
+    for label, table in result["tables"].items():
+        lines += [f"### {label}", "", "| family | n | MAPE family / shots | within 10% family / shots | "
+                  "plans' Spearman family / shots |", "|---|---:|---|---|---|"]
+        for fam, r in table.items():
+            a, b = r["family"], r["shots"]
+            lines.append(f"| {fam} | {a['n']} | {a['mape']:.2f}% / {b['mape']:.2f}% | "
+                         f"{a['within_10pct']:.1f}% / {b['within_10pct']:.1f}% | "
+                         f"{a['plan_spearman']:.3f} / {b['plan_spearman']:.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--family", nargs="+", type=Path, required=True,
+                    help="bench_predictor JSONs of family:NAME folds (--save-predictions)")
+    ap.add_argument("--shots", nargs="+", type=Path, required=True,
+                    help="bench_predictor JSONs of family-shots:NAME:K folds of the same seeds")
+    ap.add_argument("--predictor", default="gnn")
+    ap.add_argument("--out", required=True, help="output path without suffix (writes .json and .md)")
+    args = ap.parse_args(argv)
+    fam_runs, shot_runs = load_runs(args.family), load_runs(args.shots)
+    seeds = [r["meta"]["seed"] for r in shot_runs]
+    if sorted(seeds) != sorted(r["meta"]["seed"] for r in fam_runs):
+        raise SystemExit(f"shots_gain: the two sets of runs differ in their seeds ({seeds} against "
+                         f"{[r['meta']['seed'] for r in fam_runs]}); give the same seeds of each")
+    fam_preds = {r["meta"]["seed"]: p for r, p in zip(fam_runs, load_predictions(args.family, fam_runs,
+                                                                                  args.predictor))}
+    shot_preds = {r["meta"]["seed"]: p for r, p in zip(shot_runs, load_predictions(args.shots, shot_runs,
+                                                                                    args.predictor))}
+    splits = sorted({s for p in shot_preds.values() for s in p})
+    ks = {s.rpartition(":")[2] for s in splits}
+    if len(ks) != 1:
+        raise SystemExit(f"shots_gain: the shots runs mix plan counts K ({', '.join(sorted(ks))}); give one K")
+    fam = {s: _records(fam_preds[s], "family") for s in seeds}
+    shot = {s: _records(shot_preds[s], "family-shots") for s in seeds}
+    tables = {f"seed {s}": compare(fam[s], shot[s]) for s in seeds}
+    if len(seeds) > 1:
+        tables["ensemble of the seeds"] = compare(_ensemble(list(fam.values())), _ensemble(list(shot.values())))
+    result = {"shots_kind": "family-shots", "k": int(ks.pop()), "seeds": seeds, "tables": tables,
+              "commands": {"family": [c for r in fam_runs for c in r["meta"]["commands"]],
+                           "shots": [c for r in shot_runs for c in r["meta"]["commands"]]},
+              "data_hash": shot_runs[0]["meta"]["data_hash"]}
+    write_results(args.out, clean(result), markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
