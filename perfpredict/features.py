@@ -443,17 +443,23 @@ def node_from_json(d: Mapping[str, Any]) -> Node:
                            "keys of features.node_to_json") from None
 
 
+CONSTANT_VALUES_KEPT = 1024
+"""Constants (initializers no node takes as a parameter) of at most this many elements keep their values in
+:func:`graph_to_json`; larger ones, like parameters, keep their shape and dtype only."""
+
+
 def graph_to_json(graph: Graph) -> dict[str, Any]:
     """A JSON form of ``graph``'s structure without its weights (for model records of a user's ONNX model):
     the nodes as :func:`node_to_json` writes them, graph inputs/outputs, activation shapes, and each initializer's
-    shape and dtype (a constant that no node takes as a parameter, e.g. a Reshape's shape, keeps its values).
-    :func:`graph_from_json` reverses it with the same ``graph_id``."""
+    shape and dtype (a small constant that no node takes as a parameter, e.g. a Reshape's shape, keeps its values:
+    at most :data:`CONSTANT_VALUES_KEPT` elements). :func:`graph_from_json` reverses it with the same ``graph_id``."""
     params = {p for n in graph.nodes for p in n.params}
     inits = {}
     for name, arr in graph.initializers.items():
         a = np.asarray(arr)
+        keep = name not in params and a.size <= CONSTANT_VALUES_KEPT
         inits[name] = {"shape": list(a.shape), "dtype": str(a.dtype),
-                       **({} if name in params else {"values": a.ravel().tolist()})}
+                       **({"values": a.ravel().tolist()} if keep else {})}
     return {"name": graph.name, "inputs": list(graph.inputs), "outputs": list(graph.outputs),
             "tensor_shapes": {t: list(s) for t, s in graph.tensor_shapes.items()},
             "initializers": inits, "nodes": [node_to_json(n) for n in graph.nodes]}
