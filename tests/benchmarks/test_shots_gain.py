@@ -33,8 +33,10 @@ def test_both_predictors_are_scored_on_the_records_the_shots_fold_held_out(tmp_p
     assert pooled["family"]["n"] == pooled["shots"]["n"] == 6  # the shots are no test records of either
     assert pooled["family"]["mape"] == pytest.approx(20.0) and pooled["shots"]["mape"] == pytest.approx(5.0)
     assert pooled["family"]["within_10pct"] == 0.0 and pooled["shots"]["within_10pct"] == 100.0
+    # the shots' measured / predicted (1 / 1.2) rescales the other plans of their model exactly
+    assert pooled["rescaled"]["mape"] == pytest.approx(0.0, abs=1e-9)
     assert pooled["shots"]["plan_spearman"] == pytest.approx(1.0)
-    assert "| a | 6 | 20.00% / 5.00% |" in out.with_suffix(".md").read_text()
+    assert "| a | 6 | 20.00% / 0.00% / 5.00% |" in out.with_suffix(".md").read_text()
     other = _run(tmp_path, "fam1", 1, "family:a", {k: ("m@1", v, v) for k, v in measured.items()})
     with pytest.raises(SystemExit, match="differ in their seeds"):
         main(["--family", other, "--shots", shots, "--out", str(out)])
