@@ -29,29 +29,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.error_anatomy import ensemble_records, held_out_records  # noqa: E402
 from benchmarks.harness import write_results  # noqa: E402
 from benchmarks.summarise_seeds import load_predictions, load_runs  # noqa: E402
 from perfpredict.metrics import clean, grouped_ranking, mape, within  # noqa: E402
 
 
-def _records(predictions: dict[str, dict], kind: str) -> dict[str, tuple[str, str, float, float]]:
-    """key -> (family, model@threads group, predicted ms, measured ms) of the folds of ``kind``."""
-    out = {}
-    for split, p in predictions.items():
-        if split.partition(":")[0] != kind:
-            continue
-        for key, fam, group, pred, meas in zip(p["key"], p["family"], p["group"], p["latency_ms"],
-                                               p["measured_latency_ms"]):
-            if pred and meas and pred > 0 and meas > 0:
-                out[key] = (fam, group, float(pred), float(meas))
-    return out
+def _of_kind(predictions: dict[str, dict], kind: str) -> dict[str, np.ndarray]:
+    """The held-out records (:func:`~benchmarks.error_anatomy.held_out_records`) of the folds of ``kind`` alone."""
+    return held_out_records({s: p for s, p in predictions.items() if s.partition(":")[0] == kind})
 
 
-def _ensemble(seeds: list[dict[str, tuple]]) -> dict[str, tuple]:
-    """The seeds' geometric-mean prediction of every record all of them predicted."""
-    common = set.intersection(*(set(s) for s in seeds))
-    return {k: (*seeds[0][k][:2], float(np.exp(np.mean([np.log(s[k][2]) for s in seeds]))), seeds[0][k][3])
-            for k in common}
+def _by_key(rec: dict[str, np.ndarray]) -> dict[str, tuple[str, str, float, float]]:
+    """key -> (family, model@threads group, predicted ms, measured ms) of held-out records."""
+    pred = rec["measured_ms"] * np.exp(rec["log_ratio"])
+    return {k: (fam, f"{m}@{t}", float(p), float(ms)) for k, fam, m, t, p, ms
+            in zip(rec["key"], rec["family"], rec["model"], rec["threads"], pred, rec["measured_ms"])}
 
 
 def _scores(recs: dict[str, tuple], keys: list[str]) -> dict:
@@ -130,11 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     ks = {s.rpartition(":")[2] for s in splits}
     if len(ks) != 1:
         raise SystemExit(f"shots_gain: the shots runs mix plan counts K ({', '.join(sorted(ks))}); give one K")
-    fam = {s: _records(fam_preds[s], "family") for s in seeds}
-    shot = {s: _records(shot_preds[s], "family-shots") for s in seeds}
-    tables = {f"seed {s}": compare(fam[s], shot[s]) for s in seeds}
+    fam = {s: _of_kind(fam_preds[s], "family") for s in seeds}
+    shot = {s: _of_kind(shot_preds[s], "family-shots") for s in seeds}
+    tables = {f"seed {s}": compare(_by_key(fam[s]), _by_key(shot[s])) for s in seeds}
     if len(seeds) > 1:
-        tables["ensemble of the seeds"] = compare(_ensemble(list(fam.values())), _ensemble(list(shot.values())))
+        tables["ensemble of the seeds"] = compare(_by_key(ensemble_records(list(fam.values()))),
+                                                  _by_key(ensemble_records(list(shot.values()))))
     result = {"shots_kind": "family-shots", "k": int(ks.pop()), "seeds": seeds, "tables": tables,
               "commands": {"family": [c for r in fam_runs for c in r["meta"]["commands"]],
                            "shots": [c for r in shot_runs for c in r["meta"]["commands"]]},

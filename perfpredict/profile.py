@@ -357,6 +357,15 @@ def onnx_sources(paths: Sequence[str | os.PathLike | OnnxSource]) -> list[OnnxSo
     return out
 
 
+def campaign_sources(models: Sequence[str | os.PathLike | OnnxSource] | None, families: Sequence[str] | None,
+                     specs: Sequence | None, draw: Callable[[], list]) -> list:
+    """What a campaign measures: the user's ONNX files (:func:`onnx_sources`) first, then ``specs``, or where none
+    are given the zoo models ``draw`` returns, unless only ONNX files and no ``families`` are named."""
+    if specs is None:
+        specs = [] if models and not families else draw()
+    return [*onnx_sources(models or ()), *specs]
+
+
 def _check_families(families: Sequence[str] | None, probes: bool = False) -> list[str]:
     from perfpredict import zoo
 
@@ -865,10 +874,8 @@ def run_layer_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     if any(not 0 <= r < 1 for r in prune_ratios):
         raise PerfPredictError(f"prune ratios must be in [0, 1), got {list(prune_ratios)}")
     report = CampaignReport(campaign, "layer", str(store.path), ts)
-    if specs is None:  # a user's ONNX files alone, unless zoo families are named too
-        specs = [] if models and not families else campaign_specs(families, n_variants_per_family, seed,
-                                                                  resolutions, probes=True)
-    specs = [*onnx_sources(models or ()), *specs]
+    specs = campaign_sources(models, families, specs, lambda: campaign_specs(families, n_variants_per_family, seed,
+                                                                             resolutions, probes=True))
     configs = collect_layer_configs(specs, n_configs, seed, ops=ops, primitives=primitives, progress=progress)
     devs = {t: (devices or {}).get(t) or campaign_device(store, t, quick=quick_device) for t in ts}
     done = store.keys(campaign)
@@ -1370,10 +1377,8 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     if plans not in PLAN_KINDS:
         raise PerfPredictError(f"plans '{plans}' is not known; accepted: {', '.join(PLAN_KINDS)}")
     report = CampaignReport(campaign, "model", str(store.path), ts)
-    if specs is None:  # a user's ONNX files alone, unless zoo families are named too
-        specs = [] if models and not families else campaign_specs(families, n_variants_per_family, seed, resolutions,
-                                                                  canonical=canonical)
-    specs = [*onnx_sources(models or ()), *specs]
+    specs = campaign_sources(models, families, specs, lambda: campaign_specs(families, n_variants_per_family, seed,
+                                                                             resolutions, canonical=canonical))
     devs = {t: (devices or {}).get(t) or campaign_device(store, t, quick=quick_device) for t in ts}
     fastest = FastestChoices.from_store(store, layer_campaign) if layer_campaign else None
     ref_rate = reference_mac_rate()
