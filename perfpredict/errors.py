@@ -28,6 +28,10 @@ class MeasurementError(PerfPredictError):
     """A measurement that could not be taken (bad arguments, a failed workload subprocess)."""
 
 
+class TransferError(PerfPredictError):
+    """Bad input to a transfer: missing device features, too few measurements, unknown devices."""
+
+
 class FeatureWarning(UserWarning):
     """An op, primitive or device fact the featuriser does not know (or the predictor never saw in training) was
     mapped to a fallback."""

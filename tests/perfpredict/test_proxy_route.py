@@ -14,7 +14,7 @@ from perfpredict.errors import PerfPredictError
 from perfpredict.nasbench201 import arch_string, nb201_graph
 from perfpredict.proxy_route import isa_note, proxy_route, route_predictor, thread_range_note, trained_on
 from perfpredict.transfer import CalibratedPredictor
-from tests.perfpredict.test_transfer import _RooflinePredictor
+from tests.perfpredict.transfer.stand_ins import RooflinePredictor
 
 FP = {"conv_a": 1.0, "conv_b": 2.0, "conv_c": 4.0, "fc": 0.5}
 
@@ -26,7 +26,7 @@ def _device(name: str, cpu: str, threads: int = 2, slower: float = 1.0, fingerpr
 
 
 def _source(*devices):
-    src = _RooflinePredictor()
+    src = RooflinePredictor()
     src.training_devices = lambda: list(devices)
     return src
 
@@ -61,7 +61,7 @@ def test_the_route_applies_only_where_it_means_something():
     assert proxy_route(src, _device("new", "cpu C", fingerprint=False)) is None
     assert proxy_route(src, _device("new", "cpu C"), threads=1) is None
     assert proxy_route(src, _device("new", "cpu C", threads=1)) is None
-    assert proxy_route(_RooflinePredictor(), _device("new", "cpu C")) is None
+    assert proxy_route(RooflinePredictor(), _device("new", "cpu C")) is None
     # fewer than three shared fingerprint entries
     sparse = load_device({**_device("sparse", "cpu D").to_dict(), "fingerprint": {"conv_a": 1.0, "x": 1.0}})
     assert proxy_route(src, sparse) is None
@@ -149,7 +149,7 @@ def test_a_thread_count_outside_those_trained_at_gets_a_note():
     assert "trained at 1-2 thread(s) only" in note and "at 16 threads it extrapolates" in note
     assert "transfer -k 10" in note
     assert "trained at 2 thread(s)" in thread_range_note(_source(_device("a", "cpu A")), _device("n", "cpu C"), 4)
-    assert thread_range_note(_RooflinePredictor(), _device("new", "cpu C"), 16) is None  # records no devices
+    assert thread_range_note(RooflinePredictor(), _device("new", "cpu C"), 16) is None  # records no devices
 
 
 def test_predict_and_optimise_say_when_the_thread_count_is_extrapolated(tmp_path, capsys):
