@@ -126,7 +126,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "records were timed and as the optimiser's on-device validation times plans)")
     mo.set_defaults(func=_models)
 
-    no = psub.add_parser("noise", help="re-measure a random sample of records (noise floor)")
+    no = psub.add_parser("noise", help="re-measure a random sample of records (noise floor)",
+                         description="Re-measures a seeded random sample of stored records, each rebuilt as its "
+                                     "campaign built it (a zoo model, or your ONNX file while it is still where it "
+                                     "was measured from) and timed as its campaign timed it, and stores the results "
+                                     "as noise-recheck records: how often two measurements agree (the noise floor).")
     no.add_argument("--store", required=True, help="an existing measurement store")
     no.add_argument("--sample", type=int, default=200, help="records to re-measure (default 200)")
     no.add_argument("--seed", type=int, default=0, help="seed of the sample")
@@ -158,7 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "summed per graph node with the activations folded into it and the conversions "
                                      "it reads. Stored as step-time records (campaign step-times) that training "
                                      "attaches to their originals: node-level targets for the GNN "
-                                     "(perfpredict train --step-weight). Resumable.")
+                                     "(perfpredict train --step-weight). Records of your ONNX files are rebuilt "
+                                     "from the file while it is still where it was measured from. Resumable.")
     st.add_argument("--store", required=True, help="an existing measurement store")
     st.add_argument("--campaigns", type=names, default=None,
                     help="comma-separated model campaigns whose records are timed (default: every one)")

@@ -7,8 +7,9 @@ import json
 import math
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -34,10 +35,12 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
     across ``kinds``) and store the results as noise-recheck records
     (:func:`perfpredict.dataset.noise_recheck_record`).
 
-    Layer records are rebuilt from their zoo spec and node name and timed as the layer campaign timed
+    Records are rebuilt from their zoo spec, or from the user's ONNX file they were measured from while it is in
+    place (records of a file that is gone are counted among the skips). Layer records are timed as the layer
+    campaign timed
     them: interleaved with the other candidates stored for the same layer and thread count (timed alone,
-    a small layer runs with warmer caches and comes out systematically faster). Model records are rebuilt
-    from their zoo spec and plan and timed interleaved with the other plans their campaign stored for the same
+    a small layer runs with warmer caches and comes out systematically faster). Model records are timed
+    interleaved with the other plans their campaign stored for the same
     model and thread count, and with the :mod:`perfpredict.beacon` workload when their campaign timed them beside
     it (the re-check then stores the beacon's time too). Both use the campaigns' seeded inputs and int8
     calibration and ``protocol`` (default: the layer or model campaign default), with ``time_cap_s`` as its time
@@ -56,12 +59,15 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
     if time_cap_s is not None and not time_cap_s > 0:
         raise PerfPredictError(f"--time-cap-s must be a positive number of seconds, got {time_cap_s}")
     report = CampaignReport(NOISE_CAMPAIGN, "+".join(kinds), str(store.path), ())
+    sources = _Sources()
     candidates = [r for k in kinds for r in store.iter_records(kind=k)
-                  if r.campaign != NOISE_CAMPAIGN and r.median_ms is not None and "spec" in r.extra()
-                  and (campaigns is None or r.campaign in campaigns)]
+                  if r.campaign != NOISE_CAMPAIGN and r.median_ms is not None
+                  and (campaigns is None or r.campaign in campaigns) and sources.rebuildable(r)]
     if not candidates:
         where = f" of campaign(s) {', '.join(campaigns)}" if campaigns else ""
-        raise PerfPredictError(f"{store.path}: no {' or '.join(kinds)} records{where} with a zoo spec to re-measure")
+        gone = f" ({sources.describe_missing()})" if sources.missing else ""
+        raise PerfPredictError(f"{store.path}: no {' or '.join(kinds)} records{where} to re-measure: none has a zoo "
+                               f"spec or a user's ONNX file still in place{gone}")
     rng = random.Random(f"perfpredict.profile.noise:{seed}")
     by_kind = {k: [r for r in candidates if r.kind == k] for k in kinds}
     by_kind = {k: v for k, v in by_kind.items() if v}
@@ -69,7 +75,7 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
     for i, (k, recs) in enumerate(sorted(by_kind.items())):  # the sample is split evenly across kinds
         share = sample // len(by_kind) + (1 if i < sample % len(by_kind) else 0)
         chosen += rng.sample(recs, min(share, len(recs)))
-    chosen.sort(key=lambda r: (_spec_key(r.extra()["spec"]), r.kind))  # load each model once
+    chosen.sort(key=lambda r: (_source_key(r.extra()), r.kind))  # load each model once
     done = store.keys(NOISE_CAMPAIGN)
     siblings: dict[tuple, list[LayerCandidate]] = defaultdict(list)
     if any(r.kind == "layer" for r in chosen):
@@ -86,6 +92,7 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
                 model_siblings[g].append(r)
     report.threads = tuple(sorted({r.threads for r in chosen}))
     report.planned = len(chosen)
+    sources.count_missing(report)
     bar = progress_bar(len(chosen), "noise recheck", progress)
     graphs: dict[str, Graph] = {}
     pairs: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -99,11 +106,11 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
                 bar.update(1)
                 continue
             ex = orig.extra()
-            graph = _record_graph(orig, graphs)
             proto = protocol or (Protocol() if orig.kind == "layer" else MODEL_PROTOCOL)
             if time_cap_s is not None:
                 proto = replace(proto, time_cap_s=time_cap_s)
             try:
+                graph = _record_graph(orig, graphs)
                 with torch_threads(orig.threads), torch.inference_mode():
                     if orig.kind == "layer":
                         stats = _recheck_layer(orig, ex, graph, siblings, proto)
@@ -133,26 +140,84 @@ def run_noise(store: Store, *, sample: int = 200, seed: int = 0, kinds: Sequence
     return report
 
 
-def _spec_key(spec: Mapping[str, Any]) -> str:
-    """A zoo spec dict as text: the identity of the graph it builds."""
-    return json.dumps(spec, sort_keys=True)
+def _source_key(extra: Mapping[str, Any]) -> str:
+    """The identity of the graph a record was measured on: its zoo spec as text (one name can stand for several
+    resolutions, so the whole spec), or the user's ONNX file it came from."""
+    if "spec" in extra:
+        return json.dumps(extra["spec"], sort_keys=True)
+    return f"onnx:{extra.get('onnx', '')}"
+
+
+class _Sources:
+    """Which stored records can be rebuilt here: those of a zoo spec, and those of a user's ONNX file
+    (``perfpredict profile layers|models --model FILE``) while the file is still where it was measured from; the
+    records passed by for a missing file are counted by file."""
+
+    def __init__(self) -> None:
+        self.missing: Counter[str] = Counter()
+        self._present: dict[str, bool] = {}
+
+    def rebuildable(self, record: Record) -> bool:
+        """Whether ``record`` can be rebuilt (counting it when its ONNX file is gone)."""
+        ex = record.extra()
+        if "spec" in ex:
+            return True
+        path = ex.get("onnx")
+        if not path:
+            return False
+        if path not in self._present:
+            self._present[path] = Path(path).is_file()
+        if not self._present[path]:
+            self.missing[path] += 1
+        return self._present[path]
+
+    def describe_missing(self) -> str:
+        """The missing files and their record counts, in a line."""
+        return "; ".join(f"{n} records of {path}, which is gone" for path, n in sorted(self.missing.items()))
+
+    def count_missing(self, report: CampaignReport) -> None:
+        """Count the records passed by for a missing ONNX file among ``report``'s skips."""
+        if self.missing:
+            report.skipped["ONNX file gone"] += sum(self.missing.values())
 
 
 def _record_graph(record: Record, graphs: dict[str, Graph]) -> Graph:
-    """The zoo graph of ``record``'s spec; ``graphs`` keeps the last one built (one name can stand for several
-    resolutions, so the whole spec is the key)."""
-    spec = record.extra()["spec"]
-    skey = _spec_key(spec)
-    if skey not in graphs:
+    """The graph ``record`` was measured on: its zoo spec's, or its user's ONNX file's (checked against the record's
+    graph identity for a model record: a file changed since is an error); ``graphs`` keeps the last one built."""
+    ex = record.extra()
+    key = _source_key(ex)
+    if key not in graphs:
         graphs.clear()
         gc.collect()
-        graphs[skey] = zoo_graph(spec_from_dict(spec))[0]
-    return graphs[skey]
+        if "spec" in ex:
+            graphs[key] = zoo_graph(spec_from_dict(ex["spec"]))[0]
+        else:
+            graphs[key] = _onnx_graph(record, ex["onnx"])
+    return graphs[key]
+
+
+def _onnx_graph(record: Record, path: str) -> Graph:
+    from perfpredict.models import load_model
+
+    if not Path(path).is_file():
+        raise PerfPredictError(f"{path}: the ONNX file {record.model_name} was measured from is gone")
+    graph = load_model(path)[0]
+    if record.kind == "model" and graph.graph_id != record.graph_id:
+        raise PerfPredictError(f"{path} is not the model {record.model_name} was measured as (graph "
+                               f"{graph.graph_id}, the record's {record.graph_id}): the file changed since")
+    return graph
+
+
+def _input_name(record: Record) -> str:
+    """The name a model record's campaign seeded its input with: the zoo spec's name, or the ONNX file's stem."""
+    ex = record.extra()
+    return ex["spec"]["name"] if "spec" in ex else (record.model_name or "")
 
 
 def rebuild_model_record(record: Record, graphs: dict[str, Graph], *,
                          chain: bool = True) -> tuple[Any, tuple[Any, ...]]:
-    """(executable, prepared input) of model record ``record`` as its campaign built them: its zoo graph and plan,
+    """(executable, prepared input) of model record ``record`` as its campaign built them: its graph (a zoo model's,
+    or the user's ONNX file's while it is in place) and plan,
     the campaign's seeded input and int8 calibration. ``graphs`` caches the last graph built (pass the same dict for
     consecutive records of one model); ``chain`` is :func:`~perfpredict.runtime.build_executable`'s (False: one
     Python step per op, as records before ``dispatch_revision`` 2 ran)."""
@@ -165,7 +230,7 @@ def rebuild_model_record(record: Record, graphs: dict[str, Graph], *,
     if any(c.precision == "int8" for c in plan.choices.values()):
         cal = calibrate(graph, None, inputs=calibration_inputs(graph, n=2, seed=ex.get("seed", 0)))
     exe = build_executable(graph, plan, threads=record.threads, calibration=cal, chain=chain)
-    return exe, exe.prepare_input(*random_inputs(graph, seed_of(ex["spec"]["name"], ex.get("seed", 0))))
+    return exe, exe.prepare_input(*random_inputs(graph, seed_of(_input_name(record), ex.get("seed", 0))))
 
 
 def allocator_memory_of(record: Record, graphs: dict[str, Graph] | None = None) -> Any:
@@ -183,10 +248,10 @@ def _each_original(store: Store, todo: list[Record], report: CampaignReport, is_
                    measure: Callable[[Record, dict[str, Graph]], Record], desc: str, t_start: float,
                    max_minutes: float | None, progress: bool) -> None:
     """Measure stored model records again, one new record each (``measure(original, graphs)``), in the order of
-    their zoo specs (each model built once; ``graphs`` caches it), storing in batches; an original ``is_done``
+    their sources (each model built once; ``graphs`` caches it), storing in batches; an original ``is_done``
     says is already measured is counted and skipped, one whose rebuild fails is counted by reason, and the loop
     stops cleanly after ``max_minutes``."""
-    todo.sort(key=lambda r: (_spec_key(r.extra()["spec"]), r.threads))
+    todo.sort(key=lambda r: (_source_key(r.extra()), r.threads))
     deadline = None if max_minutes is None else t_start + 60 * max_minutes
     bar = progress_bar(len(todo), desc, progress)
     graphs: dict[str, Graph] = {}
@@ -206,7 +271,7 @@ def _each_original(store: Store, todo: list[Record], report: CampaignReport, is_
                 report.stopped_early = True
                 break
             try:
-                if _spec_key(orig.extra()["spec"]) not in graphs:
+                if _source_key(orig.extra()) not in graphs:
                     flush()
                 batch.append(measure(orig, graphs))
             except (PerfPredictError, RuntimeError, ValueError, KeyError) as exc:
@@ -228,7 +293,7 @@ def run_memory_remeasure(store: Store, *, max_minutes: float | None = None, prog
     the figures as memory-only records of campaign ``memory-allocator``
     (:func:`perfpredict.dataset.memory_remeasure_record`).
 
-    Each plan is rebuilt from its zoo spec (campaign inputs and int8 calibration) and measured twice; the
+    Each plan is rebuilt as its campaign built it (:func:`rebuild_model_record`) and measured twice; the
     report gives how far the two figures lie apart (``repeat_max_rel_diff``: the method's noise) and how the
     resident-set figures stored before compare with the new ones (``vs_stored``). Resumable: records already
     re-measured are skipped. ``max_minutes`` stops cleanly.
@@ -237,10 +302,12 @@ def run_memory_remeasure(store: Store, *, max_minutes: float | None = None, prog
 
     t_start = time.perf_counter()
     done = store.memory_remeasurements()
+    sources = _Sources()
     todo = [r for r in store.iter_records(kind="model") if r.campaign not in (NOISE_CAMPAIGN, MEMORY_CAMPAIGN)
-            and memory_method_of(r) == "rss" and "spec" in r.extra()]
+            and memory_method_of(r) == "rss" and sources.rebuildable(r)]
     report = CampaignReport(MEMORY_CAMPAIGN, "model", str(store.path), tuple(sorted({r.threads for r in todo})))
     report.planned = len(todo)
+    sources.count_missing(report)
     repeat_diff: list[float] = []
     vs_stored: list[tuple[float, float]] = []
 
@@ -289,12 +356,14 @@ def run_step_times(store: Store, *, campaigns: Sequence[str] | None = None, thre
     if unknown:
         raise PerfPredictError(f"no records in campaign(s) {', '.join(unknown)}; the store's campaigns: "
                                f"{', '.join(sorted(known)) or 'none'}")
+    sources = _Sources()
     todo = [r for c in (campaigns or sorted(known)) for r in store.iter_records(kind="model", campaign=c)
-            if r.plan_json and (threads is None or r.threads in threads) and "spec" in r.extra()]
+            if r.plan_json and (threads is None or r.threads in threads) and sources.rebuildable(r)]
     ts = tuple(sorted({r.threads for r in todo}))
     report = CampaignReport(STEPS_CAMPAIGN, "model", str(store.path), ts)
     devices = {t: campaign_device(store, t) for t in ts}
     report.planned = len(todo)
+    sources.count_missing(report)
     done = store.keys(STEPS_CAMPAIGN)
     ratios: list[float] = []
 
@@ -321,12 +390,13 @@ def run_step_times(store: Store, *, campaigns: Sequence[str] | None = None, thre
 def _recheck_layer(orig: Record, ex: Mapping[str, Any], graph: Graph,
                    siblings: Mapping[tuple, list[LayerCandidate]], protocol: Protocol) -> LatencyStats | None:
     """Re-time layer record ``orig`` interleaved with its siblings (as the campaign did); its new stats."""
-    node = graph.node(ex["node"])
+    name = ex["node"] if "spec" in ex else ex["onnx_node"]
+    node = graph.node(name)
     identity = node_identity(node)
     if canonical(identity) != orig.node_json:
-        raise PerfPredictError(f"node '{ex['node']}' of {ex['spec']['name']} no longer matches the record")
-    cfg = LayerConfig(identity, isolate_node(graph, node), orig.family or "", orig.model_name or "", ex["spec"],
-                      ex["node"])
+        raise PerfPredictError(f"node '{name}' of {orig.model_name} no longer matches the record")
+    cfg = LayerConfig(identity, isolate_node(graph, node), orig.family or "", orig.model_name or "", ex.get("spec"),
+                      name, onnx_path=ex.get("onnx"))
     me = LayerCandidate(orig.primitive, orig.layout, orig.precision, float(orig.prune or 0.0))
     cands = siblings.get((orig.campaign, orig.model_name, orig.threads, orig.node_json)) or [me]
     if me not in cands:
@@ -336,9 +406,9 @@ def _recheck_layer(orig: Record, ex: Mapping[str, Any], graph: Graph,
 
 
 def _model_group(record: Record) -> tuple:
-    """The plans its campaign timed together with model record ``record``: same campaign, zoo model, device and
-    thread count."""
-    return (record.campaign, _spec_key(record.extra().get("spec", {})), record.device_json, record.threads)
+    """The plans its campaign timed together with model record ``record``: same campaign, model, device and thread
+    count."""
+    return (record.campaign, _source_key(record.extra()), record.device_json, record.threads)
 
 
 def _recheck_model(orig: Record, ex: Mapping[str, Any], siblings: Mapping[tuple, list[Record]],

@@ -51,9 +51,10 @@ def campaign_specs(families: Sequence[str] | None, n_variants_per_family: int, s
 
 
 def onnx_sources(paths: Sequence[str | os.PathLike | OnnxSource]) -> list[OnnxSource]:
-    """The user's ONNX files of a layer campaign, loaded; a missing or malformed one, or two of one stem (they would
-    share a model name in the store), is an error."""
-    out = [p if isinstance(p, OnnxSource) else OnnxSource(Path(p)) for p in paths]
+    """The user's ONNX files of a campaign, loaded, by absolute path (what their records keep, so re-checks find the
+    file from any folder); a missing or malformed one, or two of one stem (they would share a model name in the
+    store), is an error."""
+    out = [p if isinstance(p, OnnxSource) else OnnxSource(Path(p).absolute()) for p in paths]
     missing = [str(s.path) for s in out if not s.path.is_file()]
     if missing:
         raise PerfPredictError(f"no such ONNX file: {', '.join(missing)}")

@@ -81,3 +81,46 @@ def test_step_times_group_every_node_and_attach_to_their_originals(cache, tmp_pa
                                                            for k, v in real_step_times(self).items()})
     mine = load_samples(db, kinds=("model",), campaigns=["m"])
     assert {s.key for s in mine.models if s.steps is not None} == {r.extra()["original_key"] for r in timed}
+
+
+def test_a_users_onnx_records_are_rechecked_from_the_file_while_it_is_in_place(tiny_onnx, cache, tmp_path,
+                                                                                 monkeypatch):
+    """Noise re-checks and step times rebuild the records of a user's ONNX model from the file it was measured from
+    (its absolute path, whatever folder the campaign ran in); a file that changed since fails each rebuild (counted),
+    one that is gone is counted among the skips."""
+    import os
+
+    from perfpredict.dataset import NOISE_CAMPAIGN, STEPS_CAMPAIGN
+    from perfpredict.profile import run_layer_campaign, run_noise
+    from tests.conftest import make_conv_model
+
+    with open_store(tmp_path / "u.db") as store:
+        monkeypatch.chdir(os.path.dirname(tiny_onnx))  # measured by a relative path ...
+        relative = os.path.basename(tiny_onnx)
+        run_model_campaign(store, threads=(1,), models=[relative], plans_per_model=3, protocol=TINY, devices={1: DEV},
+                           progress=False, layer_campaign=None)
+        run_layer_campaign(store, threads=(1,), models=[relative], n_configs=4, ops=("Conv",), prune_ratios=(0.0,),
+                           protocol=TINY, devices={1: DEV}, progress=False)
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")  # ... and re-checked from another folder
+        originals = {r.key: r for r in store.iter_records()}
+        assert {r.kind for r in originals.values()} == {"layer", "model"}
+        assert all("spec" not in r.extra() and r.extra()["onnx"] == tiny_onnx for r in originals.values())
+        rep = run_noise(store, sample=4, protocol=TINY, progress=False)
+        assert rep.stored == 4 and not rep.skipped
+        again = list(store.iter_records(campaign=NOISE_CAMPAIGN))
+        assert sorted(originals[r.extra()["original_key"]].kind for r in again) == ["layer", "layer", "model", "model"]
+        assert all(r.median_ms > 0 for r in again)
+        steps = run_step_times(store, repeats=1, warmup=0, progress=False)
+        assert steps.stored == 3 and not steps.skipped
+        assert {r.extra()["original_key"] for r in store.iter_records(campaign=STEPS_CAMPAIGN)} == \
+            {k for k, r in originals.items() if r.kind == "model"}
+        # the file now holds another model: no record is rebuilt from it, each failure counted
+        make_conv_model(tiny_onnx, cout=16)
+        rep = run_noise(store, sample=2, kinds=("model",), repeat=1, protocol=TINY, progress=False)
+        assert rep.stored == 0 and rep.skipped == {"rebuild failed: PerfPredictError": 2}
+        os.remove(tiny_onnx)
+        with pytest.raises(PerfPredictError, match=r"none has a zoo spec or a user's ONNX file still in place "
+                                                   r"\(\d+ records of .*tiny.onnx, which is gone\)"):
+            run_noise(store, sample=2, repeat=2, protocol=TINY, progress=False)
+        assert run_step_times(store, progress=False).planned == 0
