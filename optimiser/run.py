@@ -242,7 +242,7 @@ def _default_storage(opts: OptimiseOptions) -> str | None:
 
 def _dataset_sink(path: str, device: Any, threads: int | None, predictor_name: str):
     from perfpredict.dataset import make_record, open_store
-    from perfpredict.features import pack_graph
+    from perfpredict.graph_json import pack_graph
 
     store = open_store(path)
     packed: dict[str, str] = {}

@@ -24,6 +24,11 @@ class DatasetError(PerfPredictError):
     """A measurement store that is unreadable or of a newer schema, or an invalid record."""
 
 
+class FeatureError(PerfPredictError):
+    """Inputs that cannot be featurised (e.g. a plan naming nodes the graph lacks, a node or graph description that
+    is not one)."""
+
+
 class MeasurementError(PerfPredictError):
     """A measurement that could not be taken (bad arguments, a failed workload subprocess)."""
 

@@ -10,12 +10,12 @@ What the loader reads from a record (see :mod:`perfpredict.dataset`):
 * model records: ``plan_json`` (absent: the default plan), ``graph_id``, ``threads``, ``device_json``,
   ``family``, ``model_name``, ``median_ms`` and/or ``peak_mem_bytes``, and the zoo spec in ``extra_json``
   under ``"spec"`` (the dict of :func:`perfpredict.zoo.describe`); without one, the graph a model outside the zoo
-  carries under ``"graph"`` (:func:`perfpredict.features.pack_graph`: ``perfpredict profile models --model``,
+  carries under ``"graph"`` (:func:`perfpredict.graph_json.pack_graph`: ``perfpredict profile models --model``,
   ``perfpredict optimise --dataset``), else a canonical zoo name in ``model_name``. The rebuilt graph must have the
   record's ``graph_id``, else the record is skipped.
 * layer records: ``primitive``/``layout``/``precision``/``prune``, ``median_ms``, and either
   ``extra_json`` ``{"spec": ..., "node": <node name>, "fused_node": <activation name or null>}`` (the node
-  is cut out of the rebuilt graph) or a self-contained node (:func:`perfpredict.features.node_to_json`), in
+  is cut out of the rebuilt graph) or a self-contained node (:func:`perfpredict.graph_json.node_to_json`), in
   ``extra_json`` under ``"layer_node"`` (a user's ONNX layer, ``perfpredict profile layers --model``) or as the
   ``node_json``, with an optional ``extra_json`` ``"fused_activation"`` ("relu", "relu6", "clip:lo:hi").
 
@@ -41,9 +41,10 @@ import numpy as np
 from perfpredict.beacon import beacon_ms, normalised_ms
 from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import DatasetError, PerfPredictError
-from perfpredict.features import (GraphTemplate, FeatureError, node_from_json, single_node_graph, template_for,
-                                  unpack_graph)
+from perfpredict.errors import FeatureError
+from perfpredict.features import GraphTemplate, template_for
 from perfpredict.graph import Graph, Node
+from perfpredict.graph_json import node_from_json, single_node_graph, unpack_graph
 from perfpredict.plan import Choice, Plan
 from perfpredict.zoo import list_synthetic_families, spec_from_dict
 
@@ -75,7 +76,7 @@ class ModelSample:
     # where the forward pass spends its time, step by step (Executable.step_times): each template node's step group
     # (-1 none; a fused activation joins its producer, a conversion the node that reads it) and each group's ms
     steps: tuple[np.ndarray, np.ndarray] | None = None
-    packed_graph: str | None = None  # a model outside the zoo: its graph (features.pack_graph) instead of a spec
+    packed_graph: str | None = None  # a model outside the zoo: its graph (graph_json.pack_graph) instead of a spec
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,7 +149,7 @@ class GraphCache:
 
     def graph(self, spec: Mapping[str, Any] | str) -> Graph:
         """The Graph of a zoo spec dict (exported once to ONNX, cached on disk) or of a packed graph
-        (:func:`perfpredict.features.pack_graph`, a model outside the zoo)."""
+        (:func:`perfpredict.graph_json.pack_graph`, a model outside the zoo)."""
         from perfpredict.models import graph_from_spec
 
         key = self._key(spec)

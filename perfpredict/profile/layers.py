@@ -74,11 +74,11 @@ class LayerConfig:
     def origin(self) -> dict[str, Any]:
         """Where the layer came from, as its records keep it: the zoo spec and the node's name, from which training
         rebuilds the node; or, for a user's ONNX file, its path, the node's name and the node itself
-        (:func:`perfpredict.features.node_to_json`), which training reads, so the store stays usable when the file
+        (:func:`perfpredict.graph_json.node_to_json`), which training reads, so the store stays usable when the file
         moves."""
         if self.spec is not None:
             return {"spec": self.spec, "node": self.node_name}
-        from perfpredict.features import node_to_json
+        from perfpredict.graph_json import node_to_json
 
         return {"onnx": self.onnx_path, "onnx_node": self.node_name, "layer_node": node_to_json(self.node)}
 

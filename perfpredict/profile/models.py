@@ -75,7 +75,7 @@ def run_model_campaign(store: Store, *, threads: Sequence[int] | int = (1, 2), f
     replaces the models drawn from ``families`` / ``n_variants_per_family`` / ``resolutions``; ``models`` (a user's
     ONNX files) are measured first, and zoo models too only where ``families`` or ``specs`` names some. Their records
     take the file's stem as family and model name and carry the graph without its weights
-    (:func:`perfpredict.features.pack_graph`, ``extra_json["graph"]``), so training rebuilds them without the file.
+    (:func:`perfpredict.graph_json.pack_graph`, ``extra_json["graph"]``), so training rebuilds them without the file.
     ``max_minutes`` / ``stop_after`` stop cleanly as in :func:`run_layer_campaign`.
 
     Where the store holds beacon records of the same device, the beacon beside the first model at each thread count

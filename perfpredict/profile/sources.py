@@ -107,7 +107,7 @@ def zoo_graph(spec) -> tuple[Graph, Path]:
 def model_source(item) -> tuple[Graph, Path, dict[str, Any]]:
     """(graph, ONNX file, what its model records keep to rebuild the graph) of a zoo spec or a user's ONNX file."""
     if isinstance(item, OnnxSource):
-        from perfpredict.features import pack_graph
+        from perfpredict.graph_json import pack_graph
 
         return item.graph, item.path, {"onnx": str(item.path), "graph": pack_graph(item.graph)}
     graph, path = zoo_graph(item)

@@ -13,10 +13,10 @@ from perfpredict.analytical import memory_cost
 from perfpredict.devices import load_device, load_example_board
 from perfpredict.features import (DEVICE_COLUMNS, PLAN_COLUMNS, STATIC_COLUMNS, FeatureError, FeatureSpace,
                                   FeatureWarning, Normaliser, build_template, device_rates, device_vector,
-                                  encode_plans, featurise, graph_from_json, graph_to_json, node_from_json,
-                                  node_to_json, pack_graph, plan_node_features, single_node_graph, template_for,
-                                  unpack_graph)
+                                  encode_plans, featurise, plan_node_features, template_for)
 from perfpredict.graph import load_onnx
+from perfpredict.graph_json import (graph_from_json, graph_to_json, node_from_json, node_to_json, pack_graph,
+                                    single_node_graph, unpack_graph)
 from perfpredict.models import load_model
 from perfpredict.plan import Choice, Plan, default_plan
 from perfpredict.primitives.conv import ONEDNN_BLOCK, blocked_as, onednn_block
