@@ -16,6 +16,9 @@ seeds' latency predictions).
         --family benchmarks/results/bench_predictor_zen3_..._conv15_seed0_*.json \\
         --shots benchmarks/results/bench_predictor_zen3_..._conv15shots2_seed0_*.json \\
         --out benchmarks/results/shots_gain_zen3_conv15shots2_seed0
+
+With ``--on`` (the shots runs of a larger K, same seeds) only the records those runs held out too are scored: K = 2
+and K = 4 compared on one set of records (the larger K holds out fewer, and other plan kinds than the default).
 """
 
 from __future__ import annotations
@@ -68,12 +71,13 @@ def rescaled(family: dict[str, tuple], shots: dict[str, tuple]) -> dict[str, tup
     return {k: (fam, g, pred * scale.get(g, 1.0), meas) for k, (fam, g, pred, meas) in family.items()}
 
 
-def compare(family: dict[str, tuple], shots: dict[str, tuple]) -> dict:
+def compare(family: dict[str, tuple], shots: dict[str, tuple], on: set[str] | None = None) -> dict:
     """Per family and pooled, the scores of ``family``, of it rescaled by the shots (:func:`rescaled`) and of
-    ``shots`` on the records the shots folds held out (and family predicted)."""
+    ``shots`` on the records the shots folds held out (and family predicted; of those, the ``on`` keys alone when
+    given)."""
     by_family: dict[str, list[str]] = defaultdict(list)
     for key, rec in shots.items():
-        if key in family:
+        if key in family and (on is None or key in on):
             by_family[rec[0]].append(key)
     scaled = rescaled(family, shots)
     out = {}
@@ -85,10 +89,11 @@ def compare(family: dict[str, tuple], shots: dict[str, tuple]) -> dict:
 
 
 def markdown(result: dict) -> str:
+    on = (f", only those the K = {result['on_k']} folds held out too" if result.get("on_k") is not None else "")
     lines = [f"Held-out records of the `{result['shots_kind']}` folds (K = {result['k']} plans of each held-out model "
-             "at each thread count in training), predicted without them (`family`), the same rescaled per model and "
-             "thread count by its K shots (`rescaled`) and trained with them (`shots`): MAPE, share within 10%, mean "
-             "Spearman correlation of each model's plans at one thread count", ""]
+             f"at each thread count in training{on}), predicted without them (`family`), the same rescaled per model "
+             "and thread count by its K shots (`rescaled`) and trained with them (`shots`): MAPE, share within 10%, "
+             "mean Spearman correlation of each model's plans at one thread count", ""]
     for label, table in result["tables"].items():
         lines += [f"### {label}", "", "| family | n | MAPE family / rescaled / shots | within 10% family / rescaled / "
                   "shots | plans' Spearman family / shots |", "|---|---:|---|---|---|"]
@@ -101,12 +106,22 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _one_k(predictions: dict[int, dict[str, dict]]) -> int:
+    """The K of a set of family-shots runs (an error when they mix several)."""
+    ks = {s.rpartition(":")[2] for p in predictions.values() for s in p}
+    if len(ks) != 1:
+        raise SystemExit(f"shots_gain: the shots runs mix plan counts K ({', '.join(sorted(ks))}); give one K")
+    return int(ks.pop())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--family", nargs="+", type=Path, required=True,
                     help="bench_predictor JSONs of family:NAME folds (--save-predictions)")
     ap.add_argument("--shots", nargs="+", type=Path, required=True,
                     help="bench_predictor JSONs of family-shots:NAME:K folds of the same seeds")
+    ap.add_argument("--on", nargs="+", type=Path, default=[],
+                    help="family-shots runs of a larger K (same seeds): score only the records they held out too")
     ap.add_argument("--predictor", default="gnn")
     ap.add_argument("--out", required=True, help="output path without suffix (writes .json and .md)")
     args = ap.parse_args(argv)
@@ -119,19 +134,30 @@ def main(argv: list[str] | None = None) -> int:
                                                                                   args.predictor))}
     shot_preds = {r["meta"]["seed"]: p for r, p in zip(shot_runs, load_predictions(args.shots, shot_runs,
                                                                                     args.predictor))}
-    splits = sorted({s for p in shot_preds.values() for s in p})
-    ks = {s.rpartition(":")[2] for s in splits}
-    if len(ks) != 1:
-        raise SystemExit(f"shots_gain: the shots runs mix plan counts K ({', '.join(sorted(ks))}); give one K")
+    k = _one_k(shot_preds)
+    on: dict[int, set[str]] = {}
+    on_k = None
+    on_runs = load_runs(args.on) if args.on else []
+    if on_runs:
+        if sorted(r["meta"]["seed"] for r in on_runs) != sorted(seeds):
+            raise SystemExit("shots_gain: the --on runs differ in their seeds from the shots runs; give the same seeds")
+        on_preds = {r["meta"]["seed"]: p for r, p in zip(on_runs, load_predictions(args.on, on_runs, args.predictor))}
+        on_k = _one_k(on_preds)
+        if on_k <= k:
+            raise SystemExit(f"shots_gain: --on takes runs of a larger K than the shots runs' {k}, not {on_k}")
+        on = {s: set(_of_kind(on_preds[s], "family-shots")["key"]) for s in seeds}
     fam = {s: _of_kind(fam_preds[s], "family") for s in seeds}
     shot = {s: _of_kind(shot_preds[s], "family-shots") for s in seeds}
-    tables = {f"seed {s}": compare(_by_key(fam[s]), _by_key(shot[s])) for s in seeds}
+    tables = {f"seed {s}": compare(_by_key(fam[s]), _by_key(shot[s]), on.get(s)) for s in seeds}
     if len(seeds) > 1:
         tables["ensemble of the seeds"] = compare(_by_key(ensemble_records(list(fam.values()))),
-                                                  _by_key(ensemble_records(list(shot.values()))))
-    result = {"shots_kind": "family-shots", "k": int(ks.pop()), "seeds": seeds, "tables": tables,
+                                                  _by_key(ensemble_records(list(shot.values()))),
+                                                  set.intersection(*on.values()) if on else None)
+    result = {"shots_kind": "family-shots", "k": k, **({"on_k": on_k} if on_runs else {}), "seeds": seeds,
+              "tables": tables,
               "commands": {"family": [c for r in fam_runs for c in r["meta"]["commands"]],
-                           "shots": [c for r in shot_runs for c in r["meta"]["commands"]]},
+                           "shots": [c for r in shot_runs for c in r["meta"]["commands"]],
+                           **({"on": [c for r in on_runs for c in r["meta"]["commands"]]} if on_runs else {})},
               "data_hash": shot_runs[0]["meta"]["data_hash"]}
     write_results(args.out, clean(result), markdown(result))
     return 0

@@ -40,3 +40,25 @@ def test_both_predictors_are_scored_on_the_records_the_shots_fold_held_out(tmp_p
     other = _run(tmp_path, "fam1", 1, "family:a", {k: ("m@1", v, v) for k, v in measured.items()})
     with pytest.raises(SystemExit, match="differ in their seeds"):
         main(["--family", other, "--shots", shots, "--out", str(out)])
+
+
+def test_on_scores_two_shot_counts_on_the_records_the_larger_held_out(tmp_path):
+    measured = {f"k{i}": 10.0 + i for i in range(8)}
+    fam = _run(tmp_path, "fam", 0, "family:a", {k: ("m@1", 1.2 * v, v) for k, v in measured.items()})
+    # K = 2 holds out k2..k7 (k2, k3 10% too slow, the rest exact); K = 4 holds out k4..k7
+    two = _run(tmp_path, "two", 0, "family-shots:a:2",
+               {k: ("m@1", (1.1 if k in ("k2", "k3") else 1.0) * v, v) for k, v in measured.items()
+                if k not in ("k0", "k1")})
+    four = _run(tmp_path, "four", 0, "family-shots:a:4",
+                {k: ("m@1", v, v) for k, v in measured.items() if k not in ("k0", "k1", "k2", "k3")})
+    out = tmp_path / "gain"
+    assert main(["--family", fam, "--shots", two, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["tables"]["seed 0"]["pooled"]["shots"]["n"] == 6
+    assert main(["--family", fam, "--shots", two, "--on", four, "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    pooled = res["tables"]["seed 0"]["pooled"]
+    assert res["k"] == 2 and res["on_k"] == 4 and pooled["family"]["n"] == pooled["shots"]["n"] == 4
+    assert pooled["shots"]["mape"] == pytest.approx(0.0)  # k2 and k3, the ones it missed, are not scored
+    assert "only those the K = 4 folds held out too" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match="a larger K"):
+        main(["--family", fam, "--shots", four, "--on", two, "--out", str(out)])
