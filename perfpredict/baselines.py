@@ -31,11 +31,10 @@ from perfpredict.additive import PairwiseCostsMixin
 from perfpredict.devices import DeviceSpec
 from perfpredict.errors import PerfPredictError
 from perfpredict.features import (DEVICE_COLUMNS, FEATURE_SCHEMA_VERSION, PLAN_COLUMNS, FeatureSpace, GraphTemplate,
-                                  PlanFeatures, device_vector, encode_plans, plan_node_features, predict_by_graph,
-                                  threads_of)
+                                  PlanFeatures, device_vector, encode_plans, plan_node_features, threads_of)
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
-from perfpredict.predictor import Prediction
+from perfpredict.predictor import Prediction, predict_by_graph
 
 BASELINE_FORMAT = "perfpredict-baseline"
 _DEVICE_NUMERIC = [i for i, c in enumerate(DEVICE_COLUMNS) if not c.startswith("log_fp_")]

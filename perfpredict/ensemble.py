@@ -27,13 +27,13 @@ import numpy as np
 from perfpredict import __version__
 from perfpredict.additive import PairwiseCostsMixin
 from perfpredict.devices import DeviceSpec
-from perfpredict.features import FeatureSpace, GraphTemplate, predict_by_graph, threads_of
+from perfpredict.features import FeatureSpace, GraphTemplate, threads_of
 from perfpredict.gnn import GNNConfig
 from perfpredict.gnn_predictor import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, GNNPredictor,
                                        write_checkpoint)
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
-from perfpredict.predictor import Prediction
+from perfpredict.predictor import Prediction, predict_by_graph
 from perfpredict.serialise import plain
 
 if TYPE_CHECKING:

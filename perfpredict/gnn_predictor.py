@@ -36,11 +36,11 @@ from perfpredict.devices import DeviceSpec, load_device
 from perfpredict.errors import PerfPredictError
 from perfpredict.features import (FEATURE_SCHEMA_VERSION, READABLE_SCHEMA_VERSIONS, FeatureSpace, FeatureWarning,
                                   GraphTemplate, Normaliser, device_vector, encode_plans, plan_node_features,
-                                  predict_by_graph, threads_of)
+                                  threads_of)
 from perfpredict.gnn import GNNConfig, PerfGNN
 from perfpredict.graph import Graph
 from perfpredict.plan import Plan
-from perfpredict.predictor import Prediction
+from perfpredict.predictor import Prediction, predict_by_graph
 from perfpredict.serialise import plain
 
 if TYPE_CHECKING:

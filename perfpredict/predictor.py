@@ -7,7 +7,7 @@ are interchangeable behind :class:`Predictor`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -127,3 +127,32 @@ def interaction_pairs(graph: "Graph") -> list[tuple[str, str]]:
             seen[(src, dst)] = None
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     return sorted(seen, key=lambda p: (order[p[1]], order[p[0]]))
+
+
+def predict_by_graph(predict_plans: Any, graphs: Any, plans: Sequence[Any], device: Any,
+                     threads: int | None = None) -> Any:
+    """Predict ``plans`` on one graph or one graph per plan with ``predict_plans(template, plans, device,
+    threads)``, the batched per-graph fast path of the predictors: plans of the same graph go in one call."""
+    from perfpredict.errors import PerfPredictError
+    # imported here, not at the top: features imports analytical, which imports this module
+    from perfpredict.features import template_for
+    from perfpredict.graph import Graph
+
+    plans = list(plans)
+    if isinstance(graphs, Graph):
+        return predict_plans(template_for(graphs), plans, device, threads)
+    graphs = list(graphs)
+    if len(graphs) != len(plans):
+        raise PerfPredictError(f"predict: {len(graphs)} graphs for {len(plans)} plans; pass one graph or one "
+                               "per plan")
+    lat: np.ndarray | None = None  # shaped by the first answer: a predictor may give more than one value per plan
+    mem = np.zeros(len(plans))
+    groups: dict[int, list[int]] = {}
+    for i, g in enumerate(graphs):
+        groups.setdefault(id(g), []).append(i)
+    for idx in groups.values():
+        p = predict_plans(template_for(graphs[idx[0]]), [plans[i] for i in idx], device, threads)
+        if lat is None:
+            lat = np.zeros((len(plans), *np.shape(p.latency_ms)[1:]))
+        lat[idx], mem[idx] = p.latency_ms, p.peak_mem_bytes
+    return Prediction(np.zeros(0) if lat is None else lat, mem)
