@@ -802,12 +802,14 @@ def obtain_predictor(spec: str, train: SampleSet, options: TrainOptions | None =
 
 def run_evaluation(samples: SampleSet, predictors: Sequence[str], split: str = "random:0.2", seed: int = 0,
                    options: TrainOptions | None = None, progress: bool = False,
-                   on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+                   on_result: Callable[[dict[str, Any]], None] | None = None,
+                   checkpoints: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Evaluate each predictor spec on each split of ``split`` (kinds are trained per split; checkpoints are
-    used as they are). Returns one row per (split, predictor): metrics, fit and predict seconds, and a
-    ``note`` when the figures are not held-out ones."""
+    used as they are, taken from ``checkpoints`` by spec where the caller loaded them already). Returns one row
+    per (split, predictor): metrics, fit and predict seconds, and a ``note`` when the figures are not held-out
+    ones."""
     rows = []
-    loaded: dict[str, Any] = {}
+    loaded: dict[str, Any] = dict(checkpoints or {})
     for sp in make_splits(samples, split, seed):
         test = sp.test if sp.test.models else sp.train
         for spec in predictors:

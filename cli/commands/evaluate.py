@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.argtypes import add_campaigns
+from cli.argtypes import add_campaigns, nonneg_int, positive_int
 from cli.output import add_progress_option, print_json, print_table
 
 
@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random:FRACTION[:SEED], family:NAME, family-layers:NAME (its models out, its layer records "
                         "kept), family-shots:NAME:K (its models out but the first K plans of each, as a new model "
                         "profiled with --plans-per-model K), lofo (each family in turn) or none (default random:0.2)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of splits and training")
-    p.add_argument("--epochs", type=int, default=None, help="maximum GNN epochs when training kind gnn")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed of splits and training")
+    p.add_argument("--epochs", type=positive_int, default=None, help="maximum GNN epochs when training kind gnn")
     p.add_argument("--latency-stat", choices=("median", "min", "beacon"), default="median",
                    help="latency target: the records' median (default), fastest timed repeat, or median scaled to the "
                         "store's typical machine speed by the beacon timed beside it (model records without one are "
@@ -40,18 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from perfpredict.gnn_predictor import resolve_model_path
+    from perfpredict.gnn_predictor import load_predictor
     from perfpredict.samples import load_samples, parse_split
     from perfpredict.train import PREDICTOR_KINDS, TrainOptions, metrics_rows, resolve_dataset, run_evaluation
 
     parse_split(args.split)
-    for spec in args.predictor:  # a mistyped checkpoint fails before the store is loaded, not after
-        if spec not in PREDICTOR_KINDS:
-            resolve_model_path(spec)
+    # a mistyped, empty or incompatible checkpoint fails before the store is loaded (minutes), not after
+    checkpoints = {spec: load_predictor(spec) for spec in args.predictor if spec not in PREDICTOR_KINDS}
     samples = load_samples(resolve_dataset(args.data), progress=not args.no_progress, latency_stat=args.latency_stat,
                            memory_method=args.memory_method, campaigns=args.campaigns)
     opts = TrainOptions(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
-    rows = run_evaluation(samples, args.predictor, args.split, args.seed, opts, progress=not args.no_progress)
+    rows = run_evaluation(samples, args.predictor, args.split, args.seed, opts, progress=not args.no_progress,
+                          checkpoints=checkpoints)
     if args.json:
         print_json({"data": samples.summary(), "split": args.split, "results": rows})
         return 0

@@ -192,7 +192,7 @@ def test_evaluate_scores_an_adapted_checkpoint_on_its_target_device_only(store, 
         run_evaluation(loaded, [str(tmp_path / "elsewhere")], "none")
 
 
-def test_cli_evaluate_names_a_missing_checkpoint_before_loading_the_store(tmp_path, capsys, monkeypatch):
+def test_cli_evaluate_checks_checkpoints_before_loading_the_store(tmp_path, capsys, monkeypatch):
     import perfpredict.samples
 
     def never(*args, **kwargs):
@@ -203,6 +203,11 @@ def test_cli_evaluate_names_a_missing_checkpoint_before_loading_the_store(tmp_pa
                  "--data", str(tmp_path / "absent.db")]) == 1
     err = capsys.readouterr().err
     assert f"no predictor '{tmp_path / 'nope'}'" in err and "known:" in err
+    empty = tmp_path / "empty"  # a directory that is there but holds no checkpoint
+    empty.mkdir()
+    assert main(["evaluate", "--predictor", str(empty), "--data", str(tmp_path / "absent.db")]) == 1
+    err = capsys.readouterr().err
+    assert f"{empty}: no checkpoint here" in err and "Traceback" not in err
 
 
 def test_memory_correction_is_shrunk_to_what_the_validation_samples_support():
