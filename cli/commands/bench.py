@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cli.argtypes import nonneg_int, positive_int
 from cli.output import add_progress_option, print_json, print_table
 from perfpredict.errors import PerfPredictError
 
@@ -53,13 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--val-device", default=None, help="device left out of training for early stopping (default: "
                                                       "the last training device)")
     t.add_argument("--shots", type=_ints, default=[0, 5, 10, 20], help="shot counts (default 0,5,10,20)")
-    t.add_argument("--queries", type=int, default=_HELP_ONLY["queries"], help="query architectures (default %(default)s)")
-    t.add_argument("--repeats", type=int, default=_HELP_ONLY["repeats"],
+    t.add_argument("--queries", type=positive_int, default=_HELP_ONLY["queries"],
+                   help="query architectures (default %(default)s)")
+    t.add_argument("--repeats", type=positive_int, default=_HELP_ONLY["repeats"],
                    help="shot draws per device and k (default %(default)s)")
-    t.add_argument("--train-archs", type=int, default=_HELP_ONLY["train_archs"],
+    t.add_argument("--train-archs", type=positive_int, default=_HELP_ONLY["train_archs"],
                    help="architectures the GNN trains on (default %(default)s)")
-    t.add_argument("--epochs", type=int, default=_HELP_ONLY["epochs"], help="GNN training epochs (default %(default)s)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=positive_int, default=_HELP_ONLY["epochs"],
+                   help="GNN training epochs (default %(default)s)")
+    t.add_argument("--seed", type=nonneg_int, default=0)
     t.add_argument("--save-model", default=None, metavar="DIR", help="also save the trained multi-device model as "
                                                                      "a predictor checkpoint")
     t.add_argument("-o", "--output", default=None, help="also write the full results JSON here")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cli.argtypes import positive_int
 from cli.output import print_json, print_table
 from perfpredict.errors import DatasetError
 
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-o", "--output", required=True, help="out.csv or out.parquet")
     e.add_argument("--kind", choices=("layer", "model"), default=None, help="only records of this kind")
     e.add_argument("--campaign", default=None, help="only records of this campaign")
-    e.add_argument("--threads", type=int, default=None, help="only records measured at this thread count")
+    e.add_argument("--threads", type=positive_int, default=None, help="only records measured at this thread count")
     e.add_argument("--json", action="store_true", help="print JSON for scripts")
     e.set_defaults(func=_export)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cli.argtypes import positive_int
 from cli.output import print_json, print_table
 from perfpredict.errors import BoardError
 
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = dsub.add_parser("describe", help="measure this machine and write its board.json")
     d.add_argument("-o", "--output", required=True, help="board.json file to write")
-    d.add_argument("--threads", type=int, default=None, help="torch threads for the measured figures "
+    d.add_argument("--threads", type=positive_int, default=None, help="torch threads for the measured figures "
                                                              "(default: torch's current setting)")
     d.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds; rough figures)")
     d.add_argument("--name", default=None, help="device name (default host-<cpu model>-<N>t)")

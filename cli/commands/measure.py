@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cli.argtypes import nonneg_int, positive_float, positive_int
 from cli.output import print_json, print_table, warn_if_busy
 from perfpredict.errors import MeasurementError
 
@@ -17,17 +18,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "allocator, or the resident set in a subprocess), next to the analytical estimate.")
     p.add_argument("model", help="an .onnx file or a zoo model name (see `perfpredict zoo list`)")
     p.add_argument("--plan", default=None, help="plan.json (default: the default plan)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's setting)")
-    p.add_argument("--resolution", type=int, default=None, help="input height/width for a zoo model (default 224)")
-    p.add_argument("--target-ci", type=float, default=0.02, help="relative 95%% CI of the median to reach "
-                                                                  "(default 0.02)")
-    p.add_argument("--time-cap-s", type=float, default=2.0, help="seconds of timed repeats at most (default 2)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch intra-op threads (default: torch's setting)")
+    p.add_argument("--resolution", type=positive_int, default=None,
+                   help="input height/width for a zoo model (default 224)")
+    p.add_argument("--target-ci", type=positive_float, default=0.02,
+                   help="relative 95%% CI of the median to reach (default 0.02)")
+    p.add_argument("--time-cap-s", type=positive_float, default=2.0,
+                   help="seconds of timed repeats at most (default 2)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--memory-method", choices=("allocator", "rss"), default="allocator",
                    help="peak memory from torch's allocator (exact, repeatable; default) or the resident set of a "
                         "subprocess (also sees memory outside torch; a few percent of noise)")
     p.add_argument("--check", action="store_true", help="compare outputs (and latency) with ONNX Runtime")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random input (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=_measure)
 
@@ -45,12 +49,8 @@ def _measure(args: argparse.Namespace) -> int:
     from perfpredict.plan import Plan
     from perfpredict.runtime import estimate_peak_memory, measure_plan
 
-    if args.threads is not None and args.threads < 1:
-        raise MeasurementError(f"--threads must be a positive integer, got {args.threads}")
-    if args.resolution is not None and args.resolution < 32:
+    if args.resolution is not None and args.resolution < 32:  # argparse checked the numbers positive
         raise MeasurementError(f"--resolution must be at least 32, got {args.resolution}")
-    if not args.target_ci > 0 or not args.time_cap_s > 0:
-        raise MeasurementError("--target-ci and --time-cap-s must be positive numbers")
     graph, onnx_path = load_model(args.model, resolution=args.resolution)
     plan = Plan.load(args.plan) if args.plan else None
     warn_if_busy(args.threads)

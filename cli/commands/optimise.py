@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=None, metavar="STORE.sqlite",
                    help="append the measurements taken to this measurement store (the records carry the model's "
                         "graph: perfpredict train and transfer learn from them)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("-o", "--outdir", default=None, metavar="OUTDIR",
                    help="output directory (default runs/optimise-MODEL)")
     p.set_defaults(func=_optimise)

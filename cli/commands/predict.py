@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.argtypes import add_zero_shot
+from cli.argtypes import add_zero_shot, positive_int
 from cli.output import print_json, print_table, slow_path_note
 
 
@@ -21,10 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "machine (described once at --threads and cached)")
     p.add_argument("--predictor", default="proxy", help="checkpoint path or name under trained_models/ "
                                                         "(default proxy)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="threads the deployment uses (default: the board's threads_used, threads or cores)")
     add_zero_shot(p)
-    p.add_argument("--resolution", type=int, default=None, help="input resolution of a zoo model")
+    p.add_argument("--resolution", type=positive_int, default=None, help="input resolution of a zoo model")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=_predict)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.argtypes import names
+from cli.argtypes import names, nonneg_int, positive_float, positive_int
 from cli.output import add_progress_option, print_json, print_table, warn_if_busy
 from perfpredict.beacon import DRIFT_TOLERANCE, SCALING_TOLERANCE
 from perfpredict.errors import PerfPredictError
@@ -41,21 +41,21 @@ def _common(p: argparse.ArgumentParser, *, time_cap: float, max_call: float) -> 
                         "probes that cover ops and shapes no family has)")
     p.add_argument("--resolutions", type=_ints, default=[96, 128],
                    help="input resolutions the zoo models are drawn at (default 96,128)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled variants, configurations and plans")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampled variants, configurations and plans")
     p.add_argument("--campaign", default=None, help="campaign name stored in every record")
-    p.add_argument("--time-cap-s", type=float, default=time_cap,
+    p.add_argument("--time-cap-s", type=positive_float, default=time_cap,
                    help=f"seconds of timed repeats per candidate at most (default {time_cap:g})")
-    p.add_argument("--target-ci", type=float, default=0.05,
+    p.add_argument("--target-ci", type=positive_float, default=0.05,
                    help="relative 95%% CI of the median to reach (default 0.05)")
-    p.add_argument("--max-call-ms", type=float, default=max_call,
+    p.add_argument("--max-call-ms", type=positive_float, default=max_call,
                    help=f"skip (and log) candidates slower than this per call (default {max_call:g})")
     p.add_argument("--device", default=None, help="board.json to record as the device (default: describe this "
                                                   "machine at each thread count, once per store)")
     p.add_argument("--quick-device", action="store_true", help="quick describe_host (rough figures, seconds)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time (resume "
-                                                                   "by running the same command again)")
-    p.add_argument("--stop-after", type=int, default=None, help="stop cleanly once the store holds this many "
-                                                                "records of the campaign")
+    p.add_argument("--max-minutes", type=positive_float, default=None,
+                   help="stop cleanly after this wall time (resume by running the same command again)")
+    p.add_argument("--stop-after", type=positive_int, default=None,
+                   help="stop cleanly once the store holds this many records of the campaign")
     add_progress_option(p)
     p.add_argument("--json", action="store_true", help="print the campaign report as JSON")
 
@@ -72,8 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     la = psub.add_parser("layers", help="layer configurations in isolation under every primitive/layout/"
                                         "precision/prune ratio")
     _common(la, time_cap=0.025, max_call=20.0)
-    la.add_argument("--n-configs", type=int, default=200, help="layer configurations to draw (default 200)")
-    la.add_argument("--n-variants-per-family", type=int, default=4,
+    la.add_argument("--n-configs", type=positive_int, default=200, help="layer configurations to draw (default 200)")
+    la.add_argument("--n-variants-per-family", type=positive_int, default=4,
                     help="sampled variants per family the configurations come from (default 4)")
     la.add_argument("--prune-ratios", type=_floats, default=[0.0, 0.25, 0.5],
                     help="prune ratios of dense Conv/Gemm layers (default 0,0.25,0.5)")
@@ -92,9 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     mo = psub.add_parser("models", help="whole models (the zoo's or your ONNX files) under sampled plans (latency "
                                         "and peak memory)")
     _common(mo, time_cap=0.2, max_call=400.0)
-    mo.add_argument("--n-variants-per-family", type=int, default=4,
+    mo.add_argument("--n-variants-per-family", type=positive_int, default=4,
                     help="sampled variants per family besides the canonical models (default 4)")
-    mo.add_argument("--plans-per-model", type=int, default=8, help="plans per model and thread count (default 8)")
+    mo.add_argument("--plans-per-model", type=positive_int, default=8,
+                    help="plans per model and thread count (default 8)")
     mo.add_argument("--plans", choices=("mixed", "swaps"), default="mixed",
                     help="which plans: 'mixed' (default, fixed plans then random and layer-record-biased mixes) or "
                          "'swaps' (the whole-graph conv.dnnl plan, then it with a few convolutions, or a band of "
@@ -120,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="thread counts at which peak memory is measured (default: the smallest of --threads)")
     mo.add_argument("--layer-campaign", default="layers",
                     help="layer campaign whose records bias the fast plans (default 'layers')")
-    mo.add_argument("--block", type=int, default=1, metavar="N",
+    mo.add_argument("--block", type=positive_int, default=1, metavar="N",
                     help="timed calls per turn of the round-robin, after 2 untimed ones when N > 1: steady-state "
                          "turns instead of one cold call per turn (default 1, as the shipped stores and their layer "
                          "records were timed and as the optimiser's on-device validation times plans)")
@@ -132,13 +133,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "was measured from) and timed as its campaign timed it, and stores the results "
                                      "as noise-recheck records: how often two measurements agree (the noise floor).")
     no.add_argument("--store", required=True, help="an existing measurement store")
-    no.add_argument("--sample", type=int, default=200, help="records to re-measure (default 200)")
-    no.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    no.add_argument("--sample", type=positive_int, default=200, help="records to re-measure (default 200)")
+    no.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sample")
     no.add_argument("--kinds", type=names, default=["layer", "model"], help="record kinds (default layer,model)")
-    no.add_argument("--repeat", type=int, default=0, help="recheck number, to recheck the same records again")
+    no.add_argument("--repeat", type=nonneg_int, default=0, help="recheck number, to recheck the same records again")
     no.add_argument("--campaigns", type=names, default=None,
                     help="comma-separated campaigns whose records are re-measured (default: every campaign)")
-    no.add_argument("--time-cap-s", type=float, default=None,
+    no.add_argument("--time-cap-s", type=positive_float, default=None,
                     help="seconds of timed repeats per candidate at most (default: the campaigns' default, 0.025 for "
                          "layers and 0.2 for models); give the --time-cap-s the re-checked campaign ran with")
     add_progress_option(no)
@@ -151,7 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "results as memory-only records that training attaches to their originals. "
                                      "Resumable.")
     me.add_argument("--store", required=True, help="an existing measurement store")
-    me.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time")
+    me.add_argument("--max-minutes", type=positive_float, default=None, help="stop cleanly after this wall time")
     add_progress_option(me)
     me.add_argument("--json", action="store_true", help="print the report as JSON")
     me.set_defaults(func=_memory)
@@ -169,8 +170,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="comma-separated model campaigns whose records are timed (default: every one)")
     st.add_argument("--threads", type=_ints, default=None,
                     help="only the records at these thread counts (default: all; each runs at its own count)")
-    st.add_argument("--repeats", type=int, default=7, help="timed passes per record (default 7, after 2 untimed)")
-    st.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time")
+    st.add_argument("--repeats", type=positive_int, default=7,
+                    help="timed passes per record (default 7, after 2 untimed)")
+    st.add_argument("--max-minutes", type=positive_float, default=None, help="stop cleanly after this wall time")
     add_progress_option(st)
     st.add_argument("--json", action="store_true", help="print the report as JSON")
     st.set_defaults(func=_steps)
@@ -180,11 +182,7 @@ def _protocol(args: argparse.Namespace, model: bool):
     from perfpredict.profile import MODEL_PROTOCOL, Protocol
 
     base = MODEL_PROTOCOL if model else Protocol()
-    if not args.time_cap_s > 0 or not args.target_ci > 0 or not args.max_call_ms > 0:
-        raise PerfPredictError("--time-cap-s, --target-ci and --max-call-ms must be positive numbers")
-    block = getattr(args, "block", 1)
-    if block < 1:
-        raise PerfPredictError(f"--block must be an integer >= 1 (timed calls per turn), got {block}")
+    block = getattr(args, "block", 1)  # argparse checked it and the other numbers positive
     return Protocol(warmup=base.warmup, min_repeats=base.min_repeats, max_repeats=base.max_repeats,
                     target_ci=args.target_ci, time_cap_s=args.time_cap_s, max_call_ms=args.max_call_ms,
                     block=block, block_warmup=2 if block > 1 else 0)
@@ -226,8 +224,6 @@ def _print_report(rep, as_json: bool) -> None:
 def _layers(args: argparse.Namespace) -> int:
     from perfpredict.profile import LAYER_CAMPAIGN, onnx_sources, run_layer_campaign
 
-    if args.n_configs < 1:
-        raise PerfPredictError(f"--n-configs must be at least 1, got {args.n_configs}")
     protocol = _protocol(args, model=False)
     models = onnx_sources(args.model or ())  # a missing or malformed file is an error before the store is made
     with _open(args.store) as store:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.argtypes import add_campaigns, nonneg_float, positive_int, share
+from cli.argtypes import add_campaigns, nonneg_float, nonneg_int, positive_int, share
 from cli.output import add_progress_option, print_json, print_table
 
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(leave one family out), family-layers:NAME (its models out, its layer records kept), "
                         "family-shots:NAME:K (its models out but the first K plans of each) or none (train on "
                         "everything)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batching)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (splits, initialisation, batching)")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs of the cosine learning-rate schedule (default 150)")
     p.add_argument("--patience", type=positive_int, default=None, metavar="EPOCHS",
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train N GNNs with seeds SEED, SEED+1, ... and ship them as one predictor (geometric-mean "
                         "latency, mean memory): steadier on model families the data lacks, N times the training "
                         "and prediction time (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads while training (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads while training (default 1)")
     p.add_argument("--identity-dropout", type=share, default=0.0, metavar="SHARE",
                    help="share of nodes whose op and primitive identity is hidden in each training batch, so the "
                         "predictor learns to cost ops it never saw from their category and shapes (default 0)")

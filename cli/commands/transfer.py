@@ -6,6 +6,7 @@ import argparse
 import statistics
 from pathlib import Path
 
+from cli.argtypes import nonneg_int, positive_int
 from cli.output import add_progress_option, print_json, print_table, warn_if_busy
 
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                              "this machine, each beside the beacon workload, so the "
                                                              "machine's drift between shots is taken out (plans "
                                                              "written under OUTPUT/shots)")
-    p.add_argument("-k", type=int, default=10, help="number of measurements to fit with (default 10; with more "
+    p.add_argument("-k", type=nonneg_int, default=10, help="number of measurements to fit with (default 10; with more "
                                                     "measurements than k the rest are held out)")
     p.add_argument("--proxy-device", action="append", default=[], metavar="BOARD",
                    help="a device the source predicts well (repeatable): offered to the mixture calibration; with "
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "device's, sharing at least 3 entries) scaled by the two fingerprints' ratio is the "
                         "zero-shot prediction; without this option, -k 0 looks among the devices the source "
                         "predictor records it was trained on")
-    p.add_argument("--threads", type=int, default=None, help="threads for --measure-on local (default: the "
+    p.add_argument("--threads", type=positive_int, default=None, help="threads for --measure-on local (default: the "
                                                              "board's threads_used)")
     p.add_argument("--models", default=None, help="comma-separated candidate zoo models for --measure-on local "
                                                   "(default: every canonical zoo model)")

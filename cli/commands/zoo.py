@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cli.argtypes import nonneg_int, positive_int
 from cli.output import print_json, print_table
 from perfpredict.errors import PerfPredictError
 
@@ -23,14 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex = zsub.add_parser("export", help="export a canonical model to ONNX")
     ex.add_argument("name", help="canonical model name (see `perfpredict zoo list`)")
     ex.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    ex.add_argument("--resolution", type=int, default=224, help="input height and width (default 224)")
+    ex.add_argument("--resolution", type=positive_int, default=224, help="input height and width (default 224)")
     ex.add_argument("--opset", type=int, default=17, help="ONNX opset (11..21, default 17)")
     ex.set_defaults(func=_export)
 
     sm = zsub.add_parser("sample", help="export N seeded random variants of a family")
     sm.add_argument("family", help="family name (see `perfpredict zoo list`)")
-    sm.add_argument("-n", type=int, default=10, help="number of variants (default 10)")
-    sm.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    sm.add_argument("-n", type=positive_int, default=10, help="number of variants (default 10)")
+    sm.add_argument("--seed", type=nonneg_int, default=0, help="sampler seed (default 0)")
     sm.add_argument("-o", "--output-dir", required=True, help="folder for the ONNX files")
     sm.add_argument("--json", action="store_true", help="print JSON for scripts")
     sm.set_defaults(func=_sample)

@@ -99,8 +99,9 @@ def test_profile_bad_flags_and_missing_store(tmp_path, capsys):
     assert "unknown family nope" in err
     err = _one_line_error(capsys, main(["profile", "noise", "--store", str(tmp_path / "s.db"), "--kinds", "bogus"]))
     assert "accepted: layer, model" in err
-    err = _one_line_error(capsys, main(["profile", "models", "--store", str(tmp_path / "s.db"), "--block", "0"]))
-    assert "--block must be an integer >= 1" in err
+    with pytest.raises(SystemExit) as e:
+        main(["profile", "models", "--store", str(tmp_path / "s.db"), "--block", "0"])
+    assert e.value.code == 2 and "--block: expected a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_profile_steps_errors_and_json(tmp_path, store_path, capsys):
@@ -108,8 +109,9 @@ def test_profile_steps_errors_and_json(tmp_path, store_path, capsys):
     assert "no such store" in err
     err = _one_line_error(capsys, main(["profile", "steps", "--store", str(store_path), "--campaigns", "nope"]))
     assert "no records in campaign(s) nope" in err and "the store's campaigns: layers, models" in err
-    err = _one_line_error(capsys, main(["profile", "steps", "--store", str(store_path), "--repeats", "0"]))
-    assert "repeats >= 1" in err
+    with pytest.raises(SystemExit) as e:
+        main(["profile", "steps", "--store", str(store_path), "--repeats", "0"])
+    assert e.value.code == 2 and "--repeats: expected a positive integer, got 0" in capsys.readouterr().err
     # the store's one model record has no zoo spec to rebuild it from: nothing to time
     assert main(["profile", "steps", "--store", str(store_path), "--json", "--no-progress"]) == 0
     rep = json.loads(capsys.readouterr().out)
@@ -157,8 +159,9 @@ def test_measure_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "no such ONNX file" in err
     err = _one_line_error(capsys, main(["measure", "no_such_model"]))
     assert "neither an ONNX file nor a zoo model" in err
-    err = _one_line_error(capsys, main(["measure", "squeezenet1_1", "--threads", "0"]))
-    assert "--threads" in err
+    with pytest.raises(SystemExit) as e:
+        main(["measure", "squeezenet1_1", "--threads", "0"])
+    assert e.value.code == 2 and "--threads: expected a positive integer, got 0" in capsys.readouterr().err
     plan = tmp_path / "plan.json"
     plan.write_text("{not json")
     err = _one_line_error(capsys, main(["measure", "squeezenet1_1", "--resolution", "32", "--plan", str(plan)]))
