@@ -231,7 +231,7 @@ def load_onnx(source: str | Path | onnx.ModelProto, *, batch: int = 1, name: str
         if node.op_type not in SUPPORTED_OPS and node.op_type != "Constant":
             raise GraphError(f"{label}: unsupported op '{node.op_type}' at node '{node.name or node.output[0]}'; "
                              f"supported ops: {', '.join(SUPPORTED_OPS)}")
-    _fix_input_dims(model, batch)
+    _fix_input_dims(model, batch, label)
     try:
         model = shape_inference.infer_shapes(model, check_type=False, strict_mode=True, data_prop=True)
     except Exception as exc:  # onnx raises several exception types here
@@ -262,7 +262,7 @@ def _read_model(source: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _fix_input_dims(model: onnx.ModelProto, batch: int) -> None:
+def _fix_input_dims(model: onnx.ModelProto, batch: int, label: str) -> None:
     inits = {i.name for i in model.graph.initializer}
     for inp in model.graph.input:
         if inp.name in inits:
@@ -273,8 +273,9 @@ def _fix_input_dims(model: onnx.ModelProto, batch: int) -> None:
                 if k == 0:
                     d.dim_value = batch
                 else:
-                    raise GraphError(f"input '{inp.name}' has a symbolic dimension {k} ('{d.dim_param}'); "
-                                     "only the batch dimension may be symbolic")
+                    raise GraphError(f"{label}: input '{inp.name}' has a symbolic dimension {k} "
+                                     f"('{d.dim_param}'); only the batch dimension may be symbolic (export the "
+                                     "model with fixed channels, height and width)")
 
 
 def _dims(vi: onnx.ValueInfoProto) -> tuple[int, ...] | None:

@@ -70,6 +70,20 @@ def test_truncated_and_missing_files(tmp_path, tiny_onnx):
         load_onnx(tmp_path / "nope.onnx")
 
 
+def test_only_the_batch_dimension_may_be_symbolic(tmp_path):
+    def relu_model(dims):
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+        path = tmp_path / f"relu_{dims[2]}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+        return path
+
+    assert load_onnx(relu_model(["N", 3, 8, 8]), batch=2).tensor_shapes["x"] == (2, 3, 8, 8)
+    with pytest.raises(GraphError, match=r"^relu_H: input 'x' has a symbolic dimension 2 \('H'\); only the batch"):
+        load_onnx(relu_model(["N", 3, "H", "W"]))
+
+
 def test_opset_out_of_range(tmp_path):
     path = make_conv_model(tmp_path / "old.onnx", opset=9, with_bn=False)
     with pytest.raises(GraphError, match="opset 9 is not supported"):
