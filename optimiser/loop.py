@@ -44,6 +44,9 @@ class SearchConfig:
     progress: bool = True
     polish_rounds: int = 0
     """Rounds of :func:`polish` from the best plan after the strategy's trials (0: none)."""
+    save_every_s: float = 30.0
+    """Seconds between saves of the strategy's state during the trials (besides those at every validation, at
+    the end and on Ctrl-C), so a killed search loses at most this much."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,7 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
                disable=not cfg.progress, leave=False, dynamic_ncols=True)
     done = len(archive_idx)
     bar.update(done)
+    last_save = time.perf_counter()
     try:
         while done < cfg.trials and not strategy.finished:
             cands = strategy.ask(min(cfg.batch_size, cfg.trials - done))
@@ -347,6 +351,10 @@ def run_search(problem: Problem, strategy: BaseStrategy, evaluator: Evaluator, c
                     default_costs = evaluator(default_idx[None, :])[0]
                     notes.append(f"latency recalibrated after trial {done}: {calibration.as_dict()}")
                 strategy.save()
+                last_save = time.perf_counter()
+            elif time.perf_counter() - last_save >= cfg.save_every_s:
+                strategy.save()
+                last_save = time.perf_counter()
     except KeyboardInterrupt:
         interrupted = True
         notes.append(f"interrupted after {done} trials; the best plan so far is kept")

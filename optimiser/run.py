@@ -310,6 +310,9 @@ def optimise(graph: Graph, device: Any, opts: OptimiseOptions, predictor: Any = 
                        recalibrate_min_plans=3 if trained_here else 1, progress=opts.progress)
     busy = _busy_note(opts.threads) if validator is not None else None
     result = run_search(problem, strategy, evaluator, cfg, validator)
+    resumed_from = getattr(strategy, "resumed_from", None)  # a registered strategy may lack it
+    if resumed_from:
+        result.notes.append(f"resumed from {resumed_from}; --trials counted this run's new plans")
     if busy:
         result.notes.append(busy)
     unpriced = unpriced_primitives(graph, predictor, space.config.precisions)

@@ -102,6 +102,9 @@ class BaseStrategy:
         self._number = 0
         self._best: tuple[Candidate, Costs] | None = None
         self.told = 0
+        self.resumed_from: str | None = None
+        """What an earlier, interrupted or finished search left that this one goes on from (None: a fresh
+        search); the run's report names it."""
 
     def _candidate(self, indices: np.ndarray, handle: Any = None) -> Candidate:
         c = Candidate(self._number, np.asarray(indices, dtype=np.int64), self.space, handle)

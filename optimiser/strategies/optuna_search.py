@@ -71,6 +71,9 @@ class OptunaSearch(BaseStrategy):
         self._choices = {v.name: tuple(range(v.size)) for v in self.space.variables}
         self._synced = 0
         self.resumed_trials = self._resume()
+        if self.resumed_trials:
+            self.resumed_from = (f"Optuna study '{self.study_name}' in {self.storage}: its {self.resumed_trials} "
+                                 "earlier trials guide the sampler and count towards the best plan")
 
     def _resume(self) -> int:
         from optuna.trial import TrialState

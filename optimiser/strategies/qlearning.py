@@ -860,6 +860,8 @@ class QLearning(BaseStrategy):
             self.best_row = (np.array(data["best_idx"]), np.array(data["best_rew"]))
             self.best_value = float(meta.get("best_value", np.inf))
         self.resumed = True
+        self.resumed_from = (f"Q-table {path} ({self.episodes} earlier episodes; delete it, or use another "
+                             "output directory, to start afresh)")
 
 
 register_strategy("qlearning", QLearning)

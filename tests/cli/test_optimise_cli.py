@@ -39,6 +39,17 @@ def test_optimise_json_end_to_end(model, tmp_path, capsys):
     assert {"plan", "report", "trials", "pareto_csv", "pareto_png"} <= set(rep["files"])
 
 
+def test_a_second_run_in_the_same_directory_says_it_resumed(model, tmp_path, capsys):
+    args = ["optimise", model, "--device-features", "raspberry_pi_4", "--predictor", "roofline", "--trials", "16",
+            "--no-measure", "--no-progress", "-o", str(tmp_path), "--json"]
+    for strategy, resumed in (("qlearning", "Q-table"), ("tpe", "Optuna study")):
+        assert main([*args, "--strategy", strategy]) == 0
+        assert not any(n.startswith("resumed from") for n in json.loads(capsys.readouterr().out)["notes"])
+        assert main([*args, "--strategy", strategy]) == 0
+        notes = [n for n in json.loads(capsys.readouterr().out)["notes"] if n.startswith("resumed from")]
+        assert len(notes) == 1 and notes[0].startswith(f"resumed from {resumed}"), notes
+
+
 def test_exact_strategy_and_text_output(model, tmp_path, capsys):
     code = main(["optimise", model, "--device-features", "raspberry_pi_4", "--predictor", "roofline",
                  "--strategy", "exact", "--no-measure", "--memory-budget", "1000", "-o", str(tmp_path)])

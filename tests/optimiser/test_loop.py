@@ -56,6 +56,23 @@ def test_ctrl_c_keeps_the_best_plan_and_the_state(resid_graph, board, roofline, 
     assert res.best_costs.latency_ms <= min(c.latency_ms for c in res.archive_costs) + 1e-12
 
 
+def test_the_state_is_saved_during_the_trials_so_a_killed_search_resumes(resid_graph, board, roofline, tmp_path):
+    prob, ev = _setup(resid_graph, board, roofline, Objective(), tmp=tmp_path, n=48)
+    strat = make_strategy("qlearning", prob)
+    on_disk = []  # what a kill -9 after each batch would leave: the episodes in the saved Q-table
+
+    def look(done: int) -> None:
+        table = tmp_path / "qtable.npz"
+        on_disk.append(json.loads(str(np.load(table)["meta"]))["episodes"] if table.is_file() else 0)
+
+    run_search(prob, strat, ev, SearchConfig(trials=48, batch_size=8, progress=False, save_every_s=0.0),
+               on_batch=look)
+    # saved after each batch, once the batch's callback has run: from the second batch on, a kill loses one batch
+    assert on_disk[1] > 0 and on_disk == sorted(on_disk) and len(set(on_disk)) == len(on_disk)
+    resumed = make_strategy("qlearning", prob)
+    assert resumed.resumed and resumed.episodes == strat.episodes
+
+
 def test_validation_records_and_recalibrates(resid_graph, board, roofline):
     prob, ev = _setup(resid_graph, board, roofline, Objective(), lossless=True, n=16)
     validator = RuntimeValidator(threads=1, min_repeats=3, max_repeats=10, time_cap_s=0.2)

@@ -85,11 +85,13 @@ def test_qlearning_successors_group_every_action_by_the_state_it_leads_to(resid_
 def test_qtable_save_and_resume(tiny, board, roofline, tmp_path):
     prob, ev = _problem(tiny, board, roofline, 40, tmp=tmp_path)
     q = make_strategy("qlearning", prob)
+    assert q.resumed_from is None
     _run(q, ev, 20)
     q.save()
     assert (tmp_path / "qtable.npz").is_file()
     q2 = make_strategy("qlearning", prob)
     assert q2.resumed and q2.episodes == 20 and q2.n_states == q.n_states
+    assert q2.resumed_from.startswith(f"Q-table {tmp_path / 'qtable.npz'} (20 earlier episodes")
     for t in range(len(q.q)):
         assert q.q[t].keys() == q2.q[t].keys()
         for k in q.q[t]:
@@ -117,8 +119,10 @@ def test_optuna_study_resumes_from_sqlite(tiny, board, roofline, tmp_path):
     _, cost1 = _run(s1, ev, 12)
     s1.ask(1)  # a pending (asked, never told) trial, as left by an interrupted session
     s1.save()
+    assert s1.resumed_from is None
     s2 = make_strategy("tpe", prob, study_name="resume-me")
     assert s2.resumed_trials == 12
+    assert s2.resumed_from.startswith(f"Optuna study 'resume-me' in {url}: its 12 earlier trials")
     assert s2.best[1].value == pytest.approx(cost1.value)
     _run(s2, ev, 20)
     s2.save()
