@@ -84,8 +84,9 @@ class GNNEnsemble(PairwiseCostsMixin):
 
     # ------------------------------------------------------------------------------ training
     def fit(self, train: "SampleSet", val: "SampleSet | None" = None, options: "TrainOptions | None" = None,
-            progress: bool = False) -> "GNNEnsemble":
-        """Train the members on ``train``, member i with ``options.seed + i`` (see GNNPredictor.fit)."""
+            progress: bool = False, state_dir: "str | Path | None" = None) -> "GNNEnsemble":
+        """Train the members on ``train``, member i with ``options.seed + i`` (see GNNPredictor.fit; each member
+        keeps its own state in ``state_dir``)."""
         from perfpredict.train import TrainOptions
 
         opts = options or TrainOptions()
@@ -96,7 +97,7 @@ class GNNEnsemble(PairwiseCostsMixin):
 
                 tqdm.write(f"ensemble member {i + 1}/{self.size} (seed {opts.seed + i})")
             self.members.append(GNNPredictor(self.config).fit(train, val, replace(opts, seed=opts.seed + i),
-                                                              progress=progress))
+                                                              progress=progress, state_dir=state_dir))
         self.training = self._summary()
         return self
 

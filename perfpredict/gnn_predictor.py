@@ -84,11 +84,12 @@ class GNNPredictor(PairwiseCostsMixin):
 
     # ------------------------------------------------------------------------------ training
     def fit(self, train: "SampleSet", val: "SampleSet | None" = None, options: "TrainOptions | None" = None,
-            progress: bool = False) -> "GNNPredictor":
-        """Train on ``train``, keeping the epoch best on ``val`` (or on a held-out tenth of ``train``)."""
+            progress: bool = False, state_dir: "str | Path | None" = None) -> "GNNPredictor":
+        """Train on ``train``, keeping the epoch best on ``val`` (or on a held-out tenth of ``train``); with
+        ``state_dir``, resumably (:mod:`perfpredict.train_state`)."""
         from perfpredict.train import TrainOptions, fit_gnn
 
-        fit_gnn(self, train, val, options or TrainOptions(), progress=progress)
+        fit_gnn(self, train, val, options or TrainOptions(), progress=progress, state_dir=state_dir)
         return self
 
     @property

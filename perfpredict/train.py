@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -39,6 +40,8 @@ from perfpredict.metrics import clean, grouped_ranking, summarise
 from perfpredict.samples import (LayerSample, ModelSample, SampleSet, Split, graph_of, make_splits,
                                  validation_split)
 from perfpredict.sessions import Sessions, campaign_of
+from perfpredict.train_state import (fingerprint, load_state, random_states, restore_random_states, save_state,
+                                     state_path)
 from perfpredict.zoo import list_synthetic_families
 
 if TYPE_CHECKING:
@@ -292,16 +295,18 @@ def shrink_memory_correction(model: Any, batches: list[Batch]) -> float:
 
 
 def fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts: TrainOptions,
-            progress: bool = False) -> dict[str, Any]:
-    """Train ``pred`` in place (see the module docstring); returns and stores the training record."""
+            progress: bool = False, state_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train ``pred`` in place (see the module docstring); returns and stores the training record. With
+    ``state_dir``, the state after each epoch is kept there and a run of the same data and options goes on from it
+    (:mod:`perfpredict.train_state`)."""
     from perfpredict.measure import torch_threads
 
     with torch_threads(opts.threads):
-        return _fit_gnn(pred, train, val, opts, progress)
+        return _fit_gnn(pred, train, val, opts, progress, state_dir)
 
 
 def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts: TrainOptions,
-             progress: bool) -> dict[str, Any]:
+             progress: bool, state_dir: str | Path | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     random.seed(opts.seed)
     np.random.seed(opts.seed)
@@ -368,14 +373,32 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     best, best_state, best_epoch, bad = math.inf, None, -1, 0
     best_levels = [t.detach().clone() for t in levels]
     history: list[dict[str, float]] = []
-    epochs: Any = range(opts.epochs)
+    absent = identity_absent(space, norm)
+    gen = torch.Generator().manual_seed(opts.seed)
+    state_file = state_path(state_dir, opts.seed) if state_dir is not None else None
+    run_print = fingerprint(options=asdict(opts), config=pred.config.to_dict(), data_hash=train.data_hash,
+                            samples=[len(train.models), len(train.layers), len(val.models)],
+                            schema=FEATURE_SCHEMA_VERSION, levels=[t.numel() for t in levels])
+    saved = load_state(state_file, run_print) if state_file is not None else None
+    start, earlier_seconds, stopped = 0, 0.0, False
+    if saved is not None:  # go on from the last finished epoch of a killed run
+        model.load_state_dict(saved["model"])
+        for t, v in zip(levels, saved["levels"]):
+            t.data.copy_(v)
+        optim.load_state_dict(saved["optim"])
+        sched.load_state_dict(saved["sched"])
+        best, best_epoch, bad = saved["best"], saved["best_epoch"], saved["bad"]
+        best_state, best_levels = saved["best_state"], saved["best_levels"]
+        history = json.loads(saved["history"])
+        start, earlier_seconds, stopped = saved["next_epoch"], saved["seconds"], saved["stopped"]
+        restore_random_states(saved["random"], rng, gen)
+        print(f"perfpredict: {state_file}: training goes on from epoch {start} of {opts.epochs}", file=sys.stderr)
+    epochs: Any = range(start, start if stopped else opts.epochs)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = epochs = tqdm(epochs, desc="training", unit="epoch", leave=False)
-    absent = identity_absent(space, norm)
-    gen = torch.Generator().manual_seed(opts.seed)
+        bar = epochs = tqdm(epochs, desc="training", unit="epoch", leave=False, initial=start, total=opts.epochs)
     for epoch in epochs:
         model.train()
         perm = rng.permutation(len(tr))
@@ -419,9 +442,16 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
             best_levels = [t.detach().clone() for t in levels]
         else:
             bad += 1
-        if opts.patience is not None and bad >= opts.patience:
-            break
-        if opts.max_seconds and time.perf_counter() - t0 > opts.max_seconds:
+        stop = (opts.patience is not None and bad >= opts.patience) or \
+            bool(opts.max_seconds and earlier_seconds + time.perf_counter() - t0 > opts.max_seconds)
+        if state_file is not None:
+            save_state(state_file, run_print, {
+                "model": model.state_dict(), "levels": [t.detach() for t in levels], "optim": optim.state_dict(),
+                "sched": sched.state_dict(), "best": best, "best_epoch": best_epoch, "bad": bad,
+                "best_state": best_state, "best_levels": best_levels, "history": json.dumps(history),
+                "next_epoch": epoch + 1, "seconds": earlier_seconds + time.perf_counter() - t0, "stopped": stop,
+                "random": random_states(rng, gen)})
+        if stop:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -430,12 +460,15 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     best_offsets, best_layer_shift, best_synth_shift = best_levels
     record = {
         "options": asdict(opts), "config": pred.config.to_dict(), "epochs_run": len(history),
-        "best_epoch": best_epoch, "best_val_score": best, "seconds": round(time.perf_counter() - t0, 1),
+        "best_epoch": best_epoch, "best_val_score": best,
+        "seconds": round(earlier_seconds + time.perf_counter() - t0, 1),
         "memory_correction_scale": shrink,
         "train_model_samples": len(train.models), "train_layer_samples": len(train.layers),
         "val_model_samples": len(val.models), "data_source": train.source, "data_hash": train.data_hash,
         "history_tail": history[-5:], "devices": _distinct_devices(train),
     }
+    if saved is not None:
+        record["resumed_at_epoch"] = start
     if sessions is not None:  # each session's speed against its device's reference (measured / predicted)
         record["reference_sessions"] = sorted(sessions.references.values())
         record["session_of_campaign"] = dict(sessions.of_campaign)
@@ -592,7 +625,8 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
     if ensemble < 1:
         raise PerfPredictError(f"--ensemble takes a number of members >= 1, got {ensemble}")
     pred: Any = GNNEnsemble(ensemble, config) if ensemble > 1 else GNNPredictor(config)
-    pred.fit(sp.train, None, opts, progress=progress)
+    out = Path(out_dir)
+    pred.fit(sp.train, None, opts, progress=progress, state_dir=out)  # a killed run goes on from its last epoch
     test_pred = predict_samples(pred, sp.test.models) if sp.test.models else None  # once, for both scores
     metrics: dict[str, Any] = {
         "perfpredict_version": __version__, "feature_schema_version": FEATURE_SCHEMA_VERSION,
@@ -611,10 +645,11 @@ def train_and_report(data: str | Path, out_dir: str | Path, split: str = "random
     metrics = clean(metrics)
     pred.metrics = {"split": sp.name, "test": metrics["test"]}
     pred.training = {**pred.training, "split": sp.name, "data": samples.summary()}
-    out = Path(out_dir)
     pred.save(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "README.md").write_text(model_card(metrics, out))
+    for member_seed in range(seed, seed + ensemble):  # the checkpoint is written: nothing left to resume
+        state_path(out, member_seed).unlink(missing_ok=True)
     return metrics
 
 

@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the GNN latency / memory predictor on a measurement store",
                        description="Train on the split's training part (early stopping on held-out variants), "
                                    "evaluate on its test part, and write OUT/model.pt, OUT/metrics.json and the "
-                                   "model card OUT/README.md.")
+                                   "model card OUT/README.md. While it trains, OUT/train_state_seed<S>.pt holds the "
+                                   "last finished epoch: run the same command again after a kill and training "
+                                   "goes on from there.")
     p.add_argument("--data", required=True, help="measurement store (path, sqlite:///path, or a name under datasets/)")
     p.add_argument("-o", "--output", required=True, help="checkpoint directory, e.g. trained_models/proxy")
     p.add_argument("--split", default="random:0.2",
