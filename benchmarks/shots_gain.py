@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--on", nargs="+", type=Path, default=[],
                     help="family-shots runs of a larger K (same seeds): score only the records they held out too")
     ap.add_argument("--predictor", default="gnn")
-    ap.add_argument("--out", required=True, help="output path without suffix (writes .json and .md)")
+    ap.add_argument("--out", required=True,
+                    help="output path: the JSON result (OUT, with or without .json) and the table beside it (.md)")
     args = ap.parse_args(argv)
     fam_runs, shot_runs = load_runs(args.family), load_runs(args.shots)
     seeds = [r["meta"]["seed"] for r in shot_runs]
