@@ -161,7 +161,8 @@ def validate_plan(graph: Graph, plan: Plan) -> None:
     """Check ``plan`` against ``graph``; a :class:`PlanError` names the node and what would be accepted."""
     if plan.graph_id and plan.graph_id != graph.graph_id:
         raise PlanError(f"plan '{plan.name or 'plan'}' was made for graph {plan.graph_id}, not for "
-                        f"'{graph.name}' ({graph.graph_id})")
+                        f"'{graph.name}' ({graph.graph_id}); a plan of this model comes from `perfpredict optimise` "
+                        "on it, or leave graph_id out of a hand-written one")
     for name, c in plan.choices.items():
         node = graph.node(name) if name in {n.name for n in graph.nodes} else None
         if node is None:
