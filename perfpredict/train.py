@@ -11,7 +11,8 @@ prior alone, where the prior is already closer than the correction). With ``sess
 measurement session other than their device's reference (:mod:`perfpredict.sessions`) are fitted with a learned
 offset of their session, so the network predicts the reference: the newest runtime, as most recently measured.
 ``evaluate`` scores any predictor (GNN, baselines, the roofline model) on the same samples.
-``train_and_report`` is what ``perfpredict train`` runs.
+``train_and_report`` is what ``perfpredict train`` runs; it trains resumably (:mod:`perfpredict.train_state`: a
+killed run goes on from its last finished epoch).
 """
 
 from __future__ import annotations
