@@ -41,8 +41,8 @@ from perfpredict.metrics import clean, grouped_ranking, summarise
 from perfpredict.samples import (LayerSample, ModelSample, SampleSet, Split, graph_of, make_splits,
                                  validation_split)
 from perfpredict.sessions import Sessions, campaign_of
-from perfpredict.train_state import (fingerprint, load_state, random_states, restore_random_states, save_state,
-                                     state_path)
+from perfpredict.train_state import (fingerprint, load_state, random_states, restore_random_states, samples_digest,
+                                     save_state, state_path)
 from perfpredict.zoo import list_synthetic_families
 
 if TYPE_CHECKING:
@@ -378,7 +378,7 @@ def _fit_gnn(pred: "GNNPredictor", train: SampleSet, val: SampleSet | None, opts
     gen = torch.Generator().manual_seed(opts.seed)
     state_file = state_path(state_dir, opts.seed) if state_dir is not None else None
     run_print = fingerprint(options=asdict(opts), config=pred.config.to_dict(), data_hash=train.data_hash,
-                            samples=[len(train.models), len(train.layers), len(val.models)],
+                            samples=samples_digest(train.models, train.layers, val.models),
                             schema=FEATURE_SCHEMA_VERSION, levels=[t.numel() for t in levels])
     saved = load_state(state_file, run_print) if state_file is not None else None
     start, earlier_seconds, stopped = 0, 0.0, False

@@ -13,6 +13,7 @@ pickled objects.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import sys
@@ -32,8 +33,20 @@ def state_path(state_dir: str | Path, seed: int) -> Path:
 
 def fingerprint(**facts: Any) -> str:
     """What a state must have been written for to be resumed: canonical JSON of ``facts`` (options, network
-    configuration, data hash and sample counts, feature schema)."""
+    configuration, the samples' :func:`samples_digest`, feature schema)."""
     return json.dumps({"state_version": STATE_VERSION, **facts}, sort_keys=True, default=str)
+
+
+def samples_digest(*groups: Any) -> str:
+    """A digest of the samples a run trains and validates on, in their order, with their targets: two splits of one
+    store, or one split at another ``latency_stat``, differ here even where their counts agree."""
+    h = hashlib.sha1()
+    for samples in groups:
+        for s in samples:
+            h.update(f"{s.key}|{s.model_name}|{s.threads}|{s.latency_ms!r}|"
+                     f"{getattr(s, 'peak_mem_bytes', None)!r}\n".encode())
+        h.update(b"--\n")
+    return h.hexdigest()
 
 
 def random_states(numpy_rng: np.random.Generator, torch_gen: torch.Generator) -> dict[str, Any]:

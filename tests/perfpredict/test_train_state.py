@@ -1,5 +1,7 @@
 """Resumable training: a run killed after some epochs goes on from the last one and ends as an unbroken run."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -65,6 +67,13 @@ def test_a_state_of_other_options_or_a_broken_file_is_not_resumed(loaded, tmp_pa
     other = GNNPredictor(SMALL).fit(loaded, options=TrainOptions(epochs=2, seed=3, lr=1e-3), state_dir=tmp_path)
     assert "was written for other data, options or network; training starts afresh" in capsys.readouterr().err
     assert "resumed_at_epoch" not in other.training
+    # the same store, options and sample counts, other targets (as another --latency-stat gives): not resumed
+    GNNPredictor(SMALL).fit(loaded, options=TrainOptions(epochs=2, seed=3), state_dir=tmp_path)
+    capsys.readouterr()
+    slower = dataclasses.replace(loaded, models=[dataclasses.replace(m, latency_ms=m.latency_ms * 1.1)
+                                                 for m in loaded.models])
+    fresh = GNNPredictor(SMALL).fit(slower, options=TrainOptions(epochs=2, seed=3), state_dir=tmp_path)
+    assert "training starts afresh" in capsys.readouterr().err and "resumed_at_epoch" not in fresh.training
     state_path(tmp_path, 3).write_bytes(b"not a state")
     GNNPredictor(SMALL).fit(loaded, options=TrainOptions(epochs=2, seed=3), state_dir=tmp_path)
     assert "not a readable training state" in capsys.readouterr().err
