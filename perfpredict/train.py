@@ -17,9 +17,12 @@ killed run goes on from its last finished epoch).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -815,17 +818,21 @@ PREDICTOR_KINDS = ("gnn", "gnn-ensemble", "flops", "kernel-rf", "kernel-gbm", "r
 
 
 def obtain_predictor(spec: str, train: SampleSet, options: TrainOptions | None = None,
-                     progress: bool = False, config: GNNConfig = GNNConfig()) -> Any:
+                     progress: bool = False, config: GNNConfig = GNNConfig(),
+                     state_dir: str | Path | None = None) -> Any:
     """A predictor for ``spec``: a kind of :data:`PREDICTOR_KINDS` fitted on ``train`` (the GNN kinds with the
-    network ``config``), else a checkpoint (path or name under trained_models/) loaded as-is."""
+    network ``config``, resumably with ``state_dir``), else a checkpoint (path or name under trained_models/) loaded
+    as-is."""
     if spec == "gnn":
         from perfpredict.gnn_predictor import GNNPredictor
 
-        return GNNPredictor(config).fit(train, None, options or TrainOptions(), progress=progress)
+        return GNNPredictor(config).fit(train, None, options or TrainOptions(), progress=progress,
+                                        state_dir=state_dir)
     if spec == "gnn-ensemble":
         from perfpredict.ensemble import GNNEnsemble
 
-        return GNNEnsemble(config=config).fit(train, None, options or TrainOptions(), progress=progress)
+        return GNNEnsemble(config=config).fit(train, None, options or TrainOptions(), progress=progress,
+                                              state_dir=state_dir)
     if spec in PREDICTOR_KINDS:
         from perfpredict.baselines import make_baseline
 
@@ -839,20 +846,35 @@ def obtain_predictor(spec: str, train: SampleSet, options: TrainOptions | None =
 def run_evaluation(samples: SampleSet, predictors: Sequence[str], split: str = "random:0.2", seed: int = 0,
                    options: TrainOptions | None = None, progress: bool = False,
                    on_result: Callable[[dict[str, Any]], None] | None = None,
-                   checkpoints: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+                   checkpoints: Mapping[str, Any] | None = None,
+                   work_root: str | Path | None = None) -> list[dict[str, Any]]:
     """Evaluate each predictor spec on each split of ``split`` (kinds are trained per split; checkpoints are
     used as they are, taken from ``checkpoints`` by spec where the caller loaded them already). Returns one row
     per (split, predictor): metrics, fit and predict seconds, and a ``note`` when the figures are not held-out
-    ones."""
+    ones.
+
+    With ``work_root``, the rows finished so far and the state of the training under way are kept in a folder of
+    it named for this evaluation (its samples, split, seed, options and predictors), so a killed evaluation, run
+    again, goes on where it stopped instead of training every split again; the folder goes once every row is
+    done."""
     rows = []
     loaded: dict[str, Any] = dict(checkpoints or {})
-    for sp in make_splits(samples, split, seed):
+    splits = make_splits(samples, split, seed)
+    work = _evaluation_dir(work_root, samples, split, seed, options, predictors) if work_root is not None else None
+    done = _finished_rows(work, len(splits) * len(predictors)) if work is not None else {}
+    for sp in splits:
         test = sp.test if sp.test.models else sp.train
         for spec in predictors:
+            if (sp.name, spec) in done:
+                rows.append(done[(sp.name, spec)])
+                if on_result is not None:
+                    on_result(rows[-1])
+                continue
             t0 = time.perf_counter()
             note = None
+            state_dir = work / f"state-{len(rows)}" if work is not None else None  # this row's training
             if spec in PREDICTOR_KINDS:
-                pred = obtain_predictor(spec, sp.train, options, progress)
+                pred = obtain_predictor(spec, sp.train, options, progress, state_dir=state_dir)
                 if not sp.test.models:
                     note = "split none: scored on the training data"
             else:
@@ -873,10 +895,50 @@ def run_evaluation(samples: SampleSet, predictors: Sequence[str], split: str = "
             row = {"split": sp.name, "predictor": spec, "metrics": metrics, "fit_seconds": round(t1 - t0, 2),
                    "predict_seconds": round(time.perf_counter() - t1, 2), "test_samples": len(scored.models),
                    "note": note}
+            if work is not None:
+                row = clean(row)
+                with open(work / _ROWS_FILE, "a") as fh:  # one line per row, on disk before the next split starts
+                    fh.write(json.dumps(row) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                shutil.rmtree(state_dir, ignore_errors=True)
             rows.append(row)
             if on_result is not None:
                 on_result(row)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
     return rows
+
+
+_ROWS_FILE = "rows.jsonl"
+
+
+def _evaluation_dir(work_root: str | Path, samples: SampleSet, split: str, seed: int, options: TrainOptions | None,
+                    predictors: Sequence[str]) -> Path:
+    """The folder of one evaluation under ``work_root``: named by a digest of what decides its rows."""
+    print_ = fingerprint(data_hash=samples.data_hash, samples=samples_digest(samples.models, samples.layers),
+                         split=split, seed=seed, options=asdict(options or TrainOptions()),
+                         predictors=list(predictors), schema=FEATURE_SCHEMA_VERSION, version=__version__)
+    work = Path(work_root) / hashlib.sha1(print_.encode()).hexdigest()[:16]
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _finished_rows(work: Path, total: int) -> dict[tuple[str, str], dict[str, Any]]:
+    """The rows an earlier, killed run of the same evaluation finished (a line a kill cut short is left out)."""
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    path = work / _ROWS_FILE
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                done[(row["split"], row["predictor"])] = row
+            except (ValueError, KeyError, TypeError):
+                continue
+    if done:
+        print(f"perfpredict: {work}: the evaluation goes on; {len(done)} of {total} results were finished before",
+              file=sys.stderr)
+    return done
 
 
 def resolve_dataset(data: str | Path) -> Path:

@@ -34,12 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="peak-memory target: torch-allocator figures (exact), resident-set figures, allocator where there is one "
                         "else resident set, or auto (allocator when the store has any; default)")
     add_campaigns(p)
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="where the results finished so far and the training under way are kept, so that the same "
+                        "command after a kill goes on where it stopped (default: the evaluate folder of "
+                        "perfpredict's cache, $PERFPREDICT_CACHE or ~/.cache/perfpredict; emptied when done)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_progress_option(p)
     p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from perfpredict.cache import cache_dir
     from perfpredict.gnn_predictor import load_predictor
     from perfpredict.samples import load_samples, parse_split
     from perfpredict.train import PREDICTOR_KINDS, TrainOptions, metrics_rows, resolve_dataset, run_evaluation
@@ -50,8 +55,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     samples = load_samples(resolve_dataset(args.data), progress=not args.no_progress, latency_stat=args.latency_stat,
                            memory_method=args.memory_method, campaigns=args.campaigns)
     opts = TrainOptions(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    work_root = args.work_dir or cache_dir() / "evaluate"
     rows = run_evaluation(samples, args.predictor, args.split, args.seed, opts, progress=not args.no_progress,
-                          checkpoints=checkpoints)
+                          checkpoints=checkpoints, work_root=work_root)
     if args.json:
         print_json({"data": samples.summary(), "split": args.split, "results": rows})
         return 0

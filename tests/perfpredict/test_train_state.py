@@ -91,3 +91,24 @@ def test_train_and_report_removes_the_state_once_the_checkpoint_is_written(loade
                                samples=loaded, config=SMALL, ensemble=2)
     assert (out / "model.pt").is_file() and not list(out.glob("train_state_*"))
     assert metrics["training"]["resumed_at_epoch"] == 1  # the first member's record, which the kill stopped
+
+
+def test_a_killed_evaluation_goes_on_from_its_finished_rows_and_training(loaded, tmp_path, monkeypatch, capsys):
+    from perfpredict.train import run_evaluation
+
+    opts = TrainOptions(epochs=3, seed=1, patience=None)
+    args = (loaded, ["flops", "gnn"], "lofo", 0, opts)
+    unbroken = run_evaluation(*args)
+    with monkeypatch.context() as m:
+        _killed_after(4, m)  # the second split's gnn, after its first epoch
+        with pytest.raises(KeyboardInterrupt):
+            run_evaluation(*args, work_root=tmp_path)
+    (work,) = tmp_path.iterdir()
+    assert len((work / "rows.jsonl").read_text().splitlines()) == 3  # flops, gnn of the first split; flops
+    resumed = run_evaluation(*args, work_root=tmp_path)
+    err = capsys.readouterr().err
+    assert "the evaluation goes on; 3 of" in err and "training goes on from epoch 1 of 3" in err
+    assert [(r["split"], r["predictor"]) for r in resumed] == [(r["split"], r["predictor"]) for r in unbroken]
+    for a, b in zip(unbroken, resumed):
+        assert b["metrics"]["latency"]["mape"] == pytest.approx(a["metrics"]["latency"]["mape"], rel=1e-9)
+    assert not list(tmp_path.iterdir())  # done: the work folder is gone
