@@ -897,6 +897,7 @@ def run_evaluation(samples: SampleSet, predictors: Sequence[str], split: str = "
                    "note": note}
             if work is not None:
                 row = clean(row)
+                work.mkdir(parents=True, exist_ok=True)  # a twin evaluation that finished first removed it
                 with open(work / _ROWS_FILE, "a") as fh:  # one line per row, on disk before the next split starts
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
