@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -51,9 +52,10 @@ def _predictions(models, lat, mem) -> dict:
             "measured_peak_mem_bytes": [s.peak_mem_bytes for s in models]}
 
 
-def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None, config=GNNConfig()):
+def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None, config=GNNConfig(), state_root=None):
     """One row per (split, predictor), the GNNs of network ``config``; with ``saved`` (a
-    dict) the per-record predictions go there too, as ``saved[split][predictor]``."""
+    dict) the per-record predictions go there too, as ``saved[split][predictor]``; with ``state_root``, each
+    GNN trains resumably in a folder of it (a killed run goes on from the training it was in)."""
     rows = []
     for spec in splits:
         pooled: dict[str, list] = {p: [] for p in predictors}
@@ -61,7 +63,8 @@ def run_accuracy(samples, predictors, splits, seed, opts, log, saved=None, confi
         for sp in make_splits(samples, spec, seed):
             for p in predictors:
                 t0 = time.perf_counter()
-                pred = obtain_predictor(p, sp.train, opts, config=config)
+                state_dir = Path(state_root) / f"{len(rows)}-{p}" if state_root is not None else None
+                pred = obtain_predictor(p, sp.train, opts, config=config, state_dir=state_dir)
                 t1 = time.perf_counter()
                 lat, mem = predict_samples(pred, sp.test.models)
                 t2 = time.perf_counter()
@@ -328,8 +331,10 @@ def main(argv=None) -> int:
                         patience=args.patience, **({"epochs": args.epochs} if args.epochs else {}))
     saved = {} if args.save_predictions else None
     config = GNNConfig.of(args.hidden, args.gnn_layers)
+    out = Path(args.out)
+    state_root = out.with_name(out.name + ".state")  # the training under way, for a run killed in it
     rows = run_accuracy(samples, args.predictors.split(","), args.splits.split(","), args.seed, opts, log, saved,
-                        config)
+                        config, state_root)
     throughput = None if args.no_throughput else run_throughput(samples, opts, args.throughput_plans,
                                                                 args.throughput_model, log, args.throughput_ensemble,
                                                                 args.throughput_predictor)
@@ -340,7 +345,6 @@ def main(argv=None) -> int:
             "memory_noise": _memory_noise(data, args.memory_noise_sample, args.seed),
             "network": config.to_dict(), "seconds": round(time.perf_counter() - t0, 1),
             "command": " ".join(sys.argv)}
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if saved is not None:
         meta["predictions"] = out.name + ".predictions.json"
@@ -349,6 +353,7 @@ def main(argv=None) -> int:
                                                    indent=2) + "\n")
     md = markdown(clean(rows), throughput, meta)
     out.with_suffix(".md").write_text(md)
+    shutil.rmtree(state_root, ignore_errors=True)
     print(md)
     return 0
 
