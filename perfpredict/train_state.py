@@ -74,10 +74,9 @@ def restore_random_states(states: Mapping[str, Any], numpy_rng: np.random.Genera
 
 def save_state(path: Path, print_: str, state: Mapping[str, Any]) -> None:
     """Write ``state`` for the run of fingerprint ``print_`` atomically (a killed write leaves the last state)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"fingerprint": print_, **state}, tmp)
-    tmp.replace(path)
+    from perfpredict.gnn_predictor import write_checkpoint  # torch.save to a temporary file, renamed over path
+
+    write_checkpoint({"fingerprint": print_, **state}, path)
 
 
 def load_state(path: Path, print_: str) -> dict[str, Any] | None:

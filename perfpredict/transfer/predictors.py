@@ -215,8 +215,7 @@ def precision_parts(source: Any, graphs: "Graph | Sequence[Graph]", plans: Seque
                     threads: int | None = None) -> np.ndarray:
     """[n, 2]: a plan-aware source's predicted latency of each (graph, plan) on ``board`` split into its fp32 and
     its int8 nodes (:data:`PARTS`)."""
-    from perfpredict.predictor import predict_by_graph
-    from perfpredict.predictor import Prediction
+    from perfpredict.predictor import Prediction, predict_by_graph
 
     def parts(tpl: Any, ps: Sequence[Any], dev: DeviceSpec, th: int | None) -> Any:
         split = _template_parts(source, tpl, ps, dev, th)
